@@ -1,0 +1,78 @@
+/*
+ * Defining ops. Built-in ops and user (custom) ops are the same struct: a name, an arity, a
+ * shape rule, a forward and a VJP. Everything that works on built-ins (backward, the gradient
+ * checkers, graph export) works on custom ops.
+ *
+ *   static tg_status cube_shape(tg_node *n, int *ndim, int64_t *dims);  // out shape = in shape
+ *   static tg_status cube_forward(tg_node *n);  // y = x³
+ *   static tg_status cube_vjp(tg_node *n);      // dx += dy ⊙ 3x²
+ *   static const tg_op cube = { "cube", 1, cube_shape, cube_forward, cube_vjp, NULL };
+ *   tg_tensor *y = tg_custom(tape, &cube, &x, 1, NULL);
+ *
+ * Contract: forward writes every element of the output (its dtype is the inputs' dtype, its
+ * shape what `shape` said). vjp *adds* into the gradient of each input whose gradient pointer
+ * is not NULL (tg_tensor_grad()); the engine allocates and zeroes those buffers, so a VJP never
+ * chooses a size. Both may be called more than once for the same node (the gradient checkers
+ * re-run them on perturbed inputs), so they must not keep state between calls except in the
+ * node's scratch. Return TG_OK, or tg_node_fail(...) to stop the tape with a message.
+ */
+#ifndef TAPEGRAD_OP_H
+#define TAPEGRAD_OP_H
+
+#include <tapegrad/tapegrad.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_MAX_INPUTS 4
+
+typedef struct tg_node tg_node;
+
+typedef struct tg_op {
+    const char *name; /* shown in errors, reports and graph exports */
+    int n_inputs;     /* 1 .. TG_MAX_INPUTS */
+    /* Check the inputs (shapes, attributes) and write the output's shape. NULL: same shape as
+     * input 0. */
+    tg_status (*shape)(tg_node *n, int *ndim, int64_t dims[TG_MAX_DIMS]);
+    tg_status (*forward)(tg_node *n);
+    tg_status (*vjp)(tg_node *n);
+    /* Bytes of per-node scratch (kept between forward and vjp); NULL for none. */
+    size_t (*scratch_size)(const tg_node *n);
+} tg_op;
+
+/* Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). */
+TG_API tg_tensor *tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs,
+                            void *ctx);
+
+TG_API const tg_op *tg_node_op(const tg_node *n);
+TG_API int tg_node_input_count(const tg_node *n);
+TG_API tg_tensor *tg_node_input(const tg_node *n, int i); /* NULL when out of range */
+TG_API tg_tensor *tg_node_output(const tg_node *n);
+TG_API void *tg_node_ctx(const tg_node *n);
+TG_API void *tg_node_scratch(const tg_node *n);
+TG_API size_t tg_node_index(const tg_node *n); /* position on the tape */
+/* Record an error on the node's tape, prefixed with the op's name; returns s. */
+TG_API tg_status tg_node_fail(tg_node *n, tg_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* The built-in ops, in a fixed order (for tools that sweep every op). */
+TG_API size_t tg_builtin_op_count(void);
+TG_API const tg_op *tg_builtin_op(size_t i);               /* NULL when out of range */
+TG_API const tg_op *tg_builtin_op_find(const char *name); /* NULL when unknown */
+
+/* Walking a recorded tape (for tools: checkers, exporters). */
+TG_API tg_node *tg_tape_node(const tg_tape *t, size_t i); /* NULL when out of range */
+/* The node that produced x, or NULL for inputs, constants and parameters. */
+TG_API tg_node *tg_tensor_node(const tg_tensor *x);
+TG_API bool tg_tensor_is_param(const tg_tensor *x);
+TG_API bool tg_tensor_requires_grad(const tg_tensor *x);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_OP_H */

@@ -1,0 +1,32 @@
+/*
+ * Run-time settings: threads and the matrix-multiply kernel in use.
+ *
+ * Threads: the default is TG_NUM_THREADS from the environment, else the number of CPUs.
+ * Results are bit-identical whatever the thread count (fixed partitioning and reduction order).
+ *
+ * Kernels: the best path the CPU supports is chosen at first use (avx512, avx2, generic);
+ * TG_KERNEL=generic|avx2|avx512|blas in the environment forces one (an unsupported choice falls
+ * back to the best supported and tg_kernel_name() says so).
+ */
+#ifndef TAPEGRAD_RUNTIME_H
+#define TAPEGRAD_RUNTIME_H
+
+#include <tapegrad/tapegrad.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* n >= 1, or 0 for the default. Returns TG_ERR_ARG for n < 0. Process-wide. */
+TG_API tg_status tg_set_num_threads(int n);
+TG_API int tg_num_threads(void);
+/* The matrix-multiply path in use: "avx512", "avx2", "generic" or "blas". */
+TG_API const char *tg_kernel_name(void);
+/* Force a path by name (as TG_KERNEL does); TG_ERR_UNSUPPORTED if this CPU/build lacks it. */
+TG_API tg_status tg_set_kernel(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_RUNTIME_H */

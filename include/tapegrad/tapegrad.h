@@ -1,0 +1,301 @@
+/*
+ * tapegrad — tape-based reverse-mode automatic differentiation in C.
+ *
+ * A forward pass records one node per op on a tape (tg_tape). tg_backward() walks the tape in
+ * reverse and calls each node's own vector-Jacobian-product (VJP) rule. Parameters live in a
+ * parameter set (tg_params) that outlives tapes; intermediates live in the tape's arena, which
+ * tg_tape_reset() rewinds without freeing, so a warm training step allocates nothing.
+ *
+ * Errors stick to the tape: the first failing call records a message such as
+ *     matmul "W2"·"A1": inner dimensions differ: (3x4) · (5x2)
+ * and returns the tape's nil tensor; every later op on that tape returns the nil tensor at once.
+ * Check tg_tape_error() once per step.
+ *
+ * Conventions: tensors are dense, row-major, up to TG_MAX_DIMS dimensions, float32 or float64.
+ * Shapes are written (rows x cols). A "scalar" is any tensor of one element; reductions to a
+ * scalar give shape (1x1). Strings returned by the library are owned by it.
+ */
+#ifndef TAPEGRAD_H
+#define TAPEGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tapegrad/features.h>
+#include <tapegrad/version.h>
+
+#if defined(_WIN32) && defined(TG_BUILDING_SHARED)
+#define TG_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define TG_API __attribute__((visibility("default")))
+#else
+#define TG_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_MAX_DIMS 4
+
+typedef struct tg_tape tg_tape;     /* records one forward pass; owns an arena */
+typedef struct tg_tensor tg_tensor; /* dense row-major tensor, on a tape or in a tg_params */
+typedef struct tg_params tg_params; /* a model's parameters, one contiguous buffer */
+typedef struct tg_rng tg_rng;       /* seeded random number generator (xoshiro256**) */
+typedef struct tg_sgd tg_sgd;       /* stochastic gradient descent over a tg_params */
+
+typedef enum tg_dtype {
+    TG_F32 = 0,
+    TG_F64 = 1,
+} tg_dtype;
+
+typedef enum tg_status {
+    TG_OK = 0,
+    TG_ERR_NOMEM,       /* an allocation failed */
+    TG_ERR_SHAPE,       /* operand shapes are incompatible */
+    TG_ERR_DTYPE,       /* operands mix float32 and float64 */
+    TG_ERR_ARG,         /* NULL, out-of-range or otherwise invalid argument */
+    TG_ERR_NOT_SCALAR,  /* backward() from an output with more than one element */
+    TG_ERR_UNSUPPORTED, /* feature not built in (e.g. Graphviz) */
+    TG_ERR_IO,          /* a file could not be read or written */
+    TG_ERR_FORMAT,      /* a file's contents are malformed */
+    TG_ERR_NONFINITE,   /* a NaN or Inf appeared where the caller asked to be told */
+    TG_ERR_CHECK,       /* a gradient check found a mismatch */
+    TG_ERR_OP,          /* a custom op's forward or VJP reported a failure */
+} tg_status;
+
+/* Human-readable name of a status ("out of memory", "shape mismatch", ...). */
+TG_API const char *tg_status_string(tg_status s);
+/* Bytes per element: 4 for TG_F32, 8 for TG_F64, 0 for anything else. */
+TG_API size_t tg_dtype_size(tg_dtype dt);
+/* "f32" / "f64" */
+TG_API const char *tg_dtype_name(tg_dtype dt);
+
+/* ---------------------------------------------------------------------------------------
+ * Memory: every allocation the library makes goes through these hooks (default: the C
+ * library's). Set them before creating any object; they are process-wide.
+ */
+typedef struct tg_allocator {
+    void *(*malloc)(size_t size, void *ctx);
+    void *(*realloc)(void *ptr, size_t size, void *ctx);
+    void (*free)(void *ptr, void *ctx);
+    void *ctx;
+} tg_allocator;
+/* NULL restores the default allocator. */
+TG_API void tg_set_allocator(const tg_allocator *a);
+
+/* ---------------------------------------------------------------------------------------
+ * Random numbers: an explicit, seeded generator so the same seed gives the same run bit for bit.
+ */
+TG_API tg_rng *tg_rng_new(uint64_t seed); /* NULL only when out of memory */
+TG_API void tg_rng_free(tg_rng *r);       /* NULL is a no-op */
+TG_API uint64_t tg_rng_u64(tg_rng *r);
+TG_API double tg_rng_uniform(tg_rng *r); /* in [0, 1) */
+TG_API double tg_rng_normal(tg_rng *r);  /* standard normal (Box-Muller) */
+
+/* ---------------------------------------------------------------------------------------
+ * Tape.
+ */
+TG_API tg_tape *tg_tape_new(void);         /* NULL only when out of memory */
+TG_API void tg_tape_reset(tg_tape *t);     /* forget nodes, clear the error, keep the memory */
+TG_API void tg_tape_free(tg_tape *t);      /* NULL is a no-op */
+TG_API tg_status tg_tape_status(const tg_tape *t);
+TG_API const char *tg_tape_error(const tg_tape *t); /* first error, or NULL when all is well */
+/* Number of nodes (ops) recorded since the last reset. */
+TG_API size_t tg_tape_node_count(const tg_tape *t);
+/* Bytes the tape's arena holds (in use or free), for memory reports. */
+TG_API size_t tg_tape_arena_bytes(const tg_tape *t);
+/* Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
+ * node whose output (or gradient) holds a NaN or Inf. Off by default; costs nothing when off. */
+TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
+
+/* ---------------------------------------------------------------------------------------
+ * Tensors. Tensors created on a tape live until tg_tape_reset()/tg_tape_free(); the name is
+ * copied. Names show in error messages, reports and graph exports; NULL means unnamed.
+ * On error these return the tape's nil tensor and set the tape's error.
+ */
+/* A zero-filled tensor. dims has ndim entries, each >= 0. */
+TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
+                                const char *name);
+/* A tensor holding a copy of data (ndim/dims as above, data in row-major order). */
+TG_API tg_tensor *tg_tensor_from(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
+                                 const void *data, const char *name);
+/* A tensor that uses the caller's memory without copying; it must outlive the tape's step. */
+TG_API tg_tensor *tg_tensor_wrap(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
+                                 void *data, const char *name);
+/* Shorthands for 2-D tensors. */
+TG_API tg_tensor *tg_matrix(tg_tape *t, tg_dtype dt, int64_t rows, int64_t cols,
+                            const void *data, const char *name);
+/* Ask for d(loss)/d(x) on a tape tensor (inputs need none by default; parameters always do). */
+TG_API void tg_tensor_set_requires_grad(tg_tensor *x, bool on);
+
+TG_API tg_dtype tg_tensor_dtype(const tg_tensor *x);
+TG_API int tg_tensor_ndim(const tg_tensor *x);
+TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis); /* 0 when axis is out of range */
+TG_API size_t tg_tensor_size(const tg_tensor *x);           /* number of elements */
+TG_API const char *tg_tensor_name(const tg_tensor *x);      /* NULL when unnamed */
+/* "(3x4)"-style shape text into buf (always NUL-terminated); returns buf. */
+TG_API char *tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size);
+/* Raw element storage (float* or double* by dtype); NULL for the nil tensor. */
+TG_API void *tg_tensor_data(tg_tensor *x);
+/* Gradient storage after tg_backward, same layout as the data; NULL if it has none. */
+TG_API void *tg_tensor_grad(tg_tensor *x);
+/* Element i (flat, row-major) of the data or of the gradient, as a double; NaN when out of
+ * range. */
+TG_API double tg_tensor_get(const tg_tensor *x, size_t i);
+TG_API double tg_tensor_grad_get(const tg_tensor *x, size_t i);
+/* The value of a one-element tensor (NaN otherwise): the loss. */
+TG_API double tg_tensor_item(const tg_tensor *x);
+/* Copy out / in, converting to/from double. n must equal tg_tensor_size(). */
+TG_API tg_status tg_tensor_read(const tg_tensor *x, double *dst, size_t n);
+TG_API tg_status tg_tensor_write(tg_tensor *x, const double *src, size_t n);
+TG_API tg_status tg_tensor_fill(tg_tensor *x, double value);
+/* Uniform in [lo, hi) and normal(mean, std), from a seeded generator. */
+TG_API tg_status tg_tensor_fill_uniform(tg_tensor *x, tg_rng *r, double lo, double hi);
+TG_API tg_status tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, double std);
+
+/* ---------------------------------------------------------------------------------------
+ * Parameters: named tensors of one dtype that persist across tapes. All values sit in one
+ * contiguous buffer and all gradients in another, in the order the parameters were added, so
+ * optimizers and all-reduces make one pass. Adding a parameter may move both buffers: take
+ * data pointers after the model is built.
+ */
+TG_API tg_params *tg_params_new(tg_dtype dt); /* NULL only when out of memory */
+TG_API void tg_params_free(tg_params *p);     /* NULL is a no-op */
+/* A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
+ * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8. */
+TG_API tg_tensor *tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims);
+TG_API tg_status tg_params_status(const tg_params *p);
+TG_API const char *tg_params_error(const tg_params *p); /* NULL when all is well */
+TG_API tg_dtype tg_params_dtype(const tg_params *p);
+TG_API size_t tg_params_count(const tg_params *p);
+TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i); /* NULL when out of range */
+TG_API tg_tensor *tg_params_find(const tg_params *p, const char *name);
+/* Total number of scalar values, and the contiguous value/gradient buffers. */
+TG_API size_t tg_params_size(const tg_params *p);
+TG_API void *tg_params_values(tg_params *p);
+TG_API void *tg_params_grads(tg_params *p);
+/* Gradients accumulate across backward passes until zeroed. */
+TG_API void tg_params_zero_grad(tg_params *p);
+
+/* Initializers (fan_in/fan_out from a 2-D weight of shape (out x in)). */
+TG_API tg_status tg_init_xavier_uniform(tg_tensor *w, tg_rng *r); /* U(±sqrt(6/(in+out))) */
+TG_API tg_status tg_init_he_normal(tg_tensor *w, tg_rng *r);      /* N(0, sqrt(2/in)) */
+
+/* ---------------------------------------------------------------------------------------
+ * Ops. Each records one node and returns its output on the tape. `a`, `b` and `x` may be
+ * tape tensors or parameters; both operands must have the same dtype.
+ */
+/* C = A B                   (m x k)(k x n) -> (m x n) */
+TG_API tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);
+/* C = op(A) op(B), op(X) = Xᵀ when the flag is set: the products backward needs, without
+ * materializing a transpose. tg_matmul_t(t, x, false, w, true) is X Wᵀ. */
+TG_API tg_tensor *tg_matmul_t(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b,
+                              bool trans_b);
+/* Y = Xᵀ                    (m x n) -> (n x m) */
+TG_API tg_tensor *tg_transpose(tg_tape *t, tg_tensor *x);
+
+/* Elementwise with broadcasting: shapes are aligned from the last dimension; each pair of
+ * dimensions must be equal or one of them 1. Covers the bias (n x 1) over (n x m) and
+ * (1 x n) over (m x n). */
+TG_API tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a + b */
+TG_API tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a - b */
+TG_API tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a ⊙ b */
+TG_API tg_tensor *tg_scale(tg_tape *t, tg_tensor *x, double c);   /* c x */
+
+/* Reductions. Over everything -> (1 x 1); along one axis, that axis becomes 1 (kept). */
+TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);
+TG_API tg_tensor *tg_sum_axis(tg_tape *t, tg_tensor *x, int axis);
+TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);
+TG_API tg_tensor *tg_mean_axis(tg_tape *t, tg_tensor *x, int axis);
+
+/* Activations, elementwise. */
+TG_API tg_tensor *tg_identity(tg_tape *t, tg_tensor *x);                /* x */
+TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);                 /* 1 / (1 + e^-x) */
+TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);                    /* tanh x */
+TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                    /* max(x, 0) */
+TG_API tg_tensor *tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha);/* x>0 ? x : αx */
+TG_API tg_tensor *tg_softplus(tg_tape *t, tg_tensor *x);                /* log(1 + e^x) */
+TG_API tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x);                    /* x Φ(x), exact erf */
+
+/* Losses -> (1 x 1).
+ * tg_mse_half: the note's J = 1/(2m) Σ (Y - A)², m = the size of batch_axis (1 when examples
+ *              are columns, as in the note; 0 when they are rows).
+ * tg_mse:      mean over all entries, (1/N) Σ (A - Y)².
+ * tg_softmax_xent: mean over examples of -log softmax(scores)[label], computed as
+ *              lse(s) - s[label] (log-sum-exp, stable). class_axis is the axis that indexes
+ *              classes (1 for (batch x classes), 0 for (classes x batch)); labels has one entry
+ *              per example, each in [0, classes). The labels are copied. */
+TG_API tg_tensor *tg_mse_half(tg_tape *t, tg_tensor *a, tg_tensor *y, int batch_axis);
+TG_API tg_tensor *tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y);
+TG_API tg_tensor *tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels,
+                                  int class_axis);
+
+/* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
+ * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);
+ * gradients of tape tensors are recomputed from zero on each call. */
+TG_API tg_status tg_backward(tg_tape *t, tg_tensor *loss);
+/* Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. */
+TG_API tg_status tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed);
+
+/* ---------------------------------------------------------------------------------------
+ * Dense layer: Z = W·A + b (examples as columns, W (out x in), b (out x 1)) or
+ * Z = X·Wᵀ + b (examples as rows, b (1 x out)); output act(Z). Parameters are named
+ * "<name>/W" and "<name>/b"; W is initialized Xavier-uniform (He-normal for ReLU-family),
+ * b zero.
+ */
+typedef enum tg_activation {
+    TG_ACT_IDENTITY = 0,
+    TG_ACT_SIGMOID,
+    TG_ACT_TANH,
+    TG_ACT_RELU,
+    TG_ACT_LEAKY_RELU, /* alpha 0.01 */
+    TG_ACT_SOFTPLUS,
+    TG_ACT_GELU,
+} tg_activation;
+
+typedef enum tg_layout {
+    TG_EXAMPLES_AS_COLUMNS = 0, /* the note's convention: A is (features x batch) */
+    TG_EXAMPLES_AS_ROWS = 1,    /* PyTorch's convention: X is (batch x features) */
+} tg_layout;
+
+typedef struct tg_dense {
+    tg_tensor *weight; /* (out x in) */
+    tg_tensor *bias;   /* (out x 1) or (1 x out) */
+    tg_activation act;
+    tg_layout layout;
+} tg_dense;
+
+/* Adds the layer's parameters to p. rng may be NULL (weights left zero). */
+TG_API tg_status tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in,
+                               int64_t n_out, tg_activation act, tg_layout layout, tg_rng *rng);
+TG_API tg_tensor *tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x);
+/* Apply an activation by enum. */
+TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
+TG_API const char *tg_activation_name(tg_activation act);
+
+/* ---------------------------------------------------------------------------------------
+ * SGD:  v ← μ v + (dw + λ w);  w ← w − η v   (μ = 0: w ← w − η (dw + λ w)).
+ * Nesterov: w ← w − η (dw + λ w + μ v) with the updated v.
+ */
+typedef struct tg_sgd_options {
+    double lr;           /* η, finite and >= 0 */
+    double momentum;     /* μ in [0, 1) */
+    double weight_decay; /* λ >= 0 */
+    bool nesterov;
+} tg_sgd_options;
+
+/* NULL on bad options or out of memory; the reason goes to *err if err is not NULL. */
+TG_API tg_sgd *tg_sgd_new(tg_params *p, const tg_sgd_options *opt, const char **err);
+TG_API void tg_sgd_free(tg_sgd *s);
+/* One update of every parameter from its gradient, then gradients are zeroed. */
+TG_API tg_status tg_sgd_step(tg_sgd *s);
+TG_API tg_status tg_sgd_set_lr(tg_sgd *s, double lr);
+TG_API const char *tg_sgd_error(const tg_sgd *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_H */

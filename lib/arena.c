@@ -1,0 +1,128 @@
+#include "arena.h"
+
+#include <stdint.h>
+
+#include "internal.h"
+
+#define TG__ARENA_MIN_BLOCK ((size_t)1 << 16)
+
+static size_t
+header_size(void)
+{
+    return (sizeof(struct tg__arena_block) + TG__ARENA_ALIGN - 1) & ~(size_t)(TG__ARENA_ALIGN - 1);
+}
+
+static void *
+block_data(struct tg__arena_block *b)
+{
+    return (char *)b + header_size();
+}
+
+static struct tg__arena_block *
+block_new(size_t size)
+{
+    size_t hdr = header_size();
+    if (size > SIZE_MAX - hdr - TG__ARENA_ALIGN)
+        return NULL;
+    /* Over-allocate by the alignment so the data can be aligned whatever malloc returns;
+     * the block header records the raw pointer at its start (blocks are placed at the
+     * aligned address, and the raw pointer is stored just before it). */
+    void *raw = tg__malloc(hdr + size + TG__ARENA_ALIGN + sizeof(void *));
+    if (!raw)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + TG__ARENA_ALIGN - 1) &
+                  ~(uintptr_t)(TG__ARENA_ALIGN - 1);
+    struct tg__arena_block *b = (struct tg__arena_block *)p;
+    ((void **)b)[-1] = raw;
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+    return b;
+}
+
+static void
+block_free(struct tg__arena_block *b)
+{
+    tg__free(((void **)b)[-1]);
+}
+
+void *
+tg__arena_alloc(struct tg__arena *a, size_t size)
+{
+    if (size > SIZE_MAX - TG__ARENA_ALIGN)
+        return NULL;
+    size = (size + TG__ARENA_ALIGN - 1) & ~(size_t)(TG__ARENA_ALIGN - 1);
+    if (size == 0)
+        size = TG__ARENA_ALIGN; /* distinct, valid pointers for empty tensors */
+
+    /* Try the current block, then the following (already allocated, rewound) ones. */
+    for (struct tg__arena_block *b = a->current; b; b = b->next) {
+        if (b != a->current)
+            b->used = 0;
+        if (b->size - b->used >= size) {
+            void *p = (char *)block_data(b) + b->used;
+            b->used += size;
+            a->current = b;
+            return p;
+        }
+    }
+
+    /* Append a new block at the end of the chain, at least double the last one. */
+    struct tg__arena_block *last = a->current;
+    while (last && last->next)
+        last = last->next;
+    size_t want = last ? last->size * 2 : TG__ARENA_MIN_BLOCK;
+    if (want < size)
+        want = size;
+    struct tg__arena_block *b = block_new(want);
+    if (!b)
+        return NULL;
+    if (last)
+        last->next = b;
+    else
+        a->first = b;
+    a->total += want;
+    b->used = size;
+    a->current = b;
+    return block_data(b);
+}
+
+bool
+tg__arena_reserve(struct tg__arena *a, size_t bytes)
+{
+    if (a->total >= bytes)
+        return true;
+    struct tg__arena_block *b = block_new(bytes - a->total);
+    if (!b)
+        return false;
+    struct tg__arena_block *last = a->first;
+    while (last && last->next)
+        last = last->next;
+    if (last)
+        last->next = b;
+    else
+        a->first = a->current = b;
+    a->total += b->size;
+    return true;
+}
+
+void
+tg__arena_reset(struct tg__arena *a)
+{
+    if (a->first)
+        a->first->used = 0;
+    a->current = a->first;
+}
+
+void
+tg__arena_release(struct tg__arena *a)
+{
+    struct tg__arena_block *b = a->first;
+    while (b) {
+        struct tg__arena_block *next = b->next;
+        block_free(b);
+        b = next;
+    }
+    a->first = a->current = NULL;
+    a->total = 0;
+}

@@ -1,0 +1,35 @@
+/*
+ * A per-tape bump allocator over chained blocks. tg__arena_reset() rewinds to the first block
+ * and keeps every block, so once a training step has run, the same step allocates nothing.
+ * Blocks grow on demand (no size to guess up front).
+ */
+#ifndef TG_ARENA_H
+#define TG_ARENA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define TG__ARENA_ALIGN 64 /* cache line; also the widest SIMD load */
+
+struct tg__arena_block {
+    struct tg__arena_block *next;
+    size_t size; /* usable bytes after the header */
+    size_t used;
+    /* data follows, aligned to TG__ARENA_ALIGN */
+};
+
+struct tg__arena {
+    struct tg__arena_block *first;
+    struct tg__arena_block *current;
+    size_t total; /* bytes held in all blocks */
+};
+
+/* Aligned, uninitialized memory, or NULL when out of memory (or size overflows). */
+void *tg__arena_alloc(struct tg__arena *a, size_t size);
+void tg__arena_reset(struct tg__arena *a);
+/* Make sure the arena holds at least `bytes` in its blocks (grows by one block if not), so a
+ * twin arena can be kept as large as this one. Returns false when out of memory. */
+bool tg__arena_reserve(struct tg__arena *a, size_t bytes);
+void tg__arena_release(struct tg__arena *a);
+
+#endif /* TG_ARENA_H */

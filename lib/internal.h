@@ -1,0 +1,174 @@
+/*
+ * Internal structures shared by the library's files. Never installed.
+ *
+ * Naming: exported API is tg_<noun>_<verb>; internal helpers use a double underscore
+ * (tg__fail, tg__arena_alloc) so the exported-symbols test can require ^tg_[a-z].
+ */
+#ifndef TG_INTERNAL_H
+#define TG_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tapegrad/op.h>
+#include <tapegrad/tapegrad.h>
+
+#include "arena.h"
+
+#define TG__ERRMSG_SIZE 512
+#define TG__NAME_MAX 256 /* bytes of a tensor name, without the NUL */
+
+/* ---- memory (every allocation goes through the hook; see tg_set_allocator) ---- */
+void *tg__malloc(size_t size);
+void *tg__calloc(size_t n, size_t size);
+void *tg__realloc(void *ptr, size_t size);
+void tg__free(void *ptr);
+char *tg__strdup(const char *s);
+
+/* ---- tensors ---- */
+enum tg__kind {
+    TG__KIND_NIL = 0, /* the tape's nil tensor, returned by failing calls */
+    TG__KIND_INPUT,   /* made on a tape by tg_tensor_new/from/wrap */
+    TG__KIND_PARAM,   /* lives in a tg_params */
+    TG__KIND_OP,      /* output of a node */
+};
+
+struct tg_tensor {
+    tg_dtype dtype;
+    int ndim;
+    int64_t dims[TG_MAX_DIMS];
+    size_t size; /* product of dims */
+    void *data;
+    void *grad; /* NULL until backward allocates it (tape tensors) or always (parameters) */
+    const char *name;
+    enum tg__kind kind;
+    bool requires_grad;
+    bool grad_live;      /* backward: a gradient reached this tensor in the current pass */
+    tg_tape *tape;       /* owning tape (NULL for parameters) */
+    uint64_t gen;        /* the owning tape's generation when made (stale-handle check) */
+    tg_params *params;   /* owning parameter set (parameters only) */
+    struct tg_node *node; /* producer (ops only) */
+    size_t id;           /* tape order of creation, or index in the parameter set */
+};
+
+/* Bytes of x's data. Never overflows: sizes are checked when shapes are made. */
+static inline size_t
+tg__nbytes(const tg_tensor *x)
+{
+    return x->size * tg_dtype_size(x->dtype);
+}
+
+/* Shape text "(3x4)" and a tensor's description `"W2" (3x4)` for messages. The struct is
+ * returned by value so several can appear in one printf call. */
+struct tg__text {
+    char s[TG__NAME_MAX + 64];
+};
+struct tg__text tg__shape_text(const tg_tensor *x);
+struct tg__text tg__shape_dims_text(int ndim, const int64_t *dims);
+struct tg__text tg__name_text(const tg_tensor *x); /* "W2", or <tanh#3>, or <input> */
+
+/* Validates ndim/dims and computes the element count with overflow checks. On error writes a
+ * message (prefixed with `what`) into err and returns the status. */
+tg_status tg__check_dims(int ndim, const int64_t *dims, tg_dtype dt, size_t *size, char *err,
+                         size_t errsize, const char *what);
+/* Validates a name: NULL ok; otherwise non-empty, <= TG__NAME_MAX bytes, UTF-8, no NUL. */
+bool tg__name_ok(const char *name);
+bool tg__utf8_valid(const char *s, size_t n);
+
+/* ---- parameters ---- */
+struct tg_params {
+    tg_dtype dtype;
+    tg_status status;
+    char errmsg[TG__ERRMSG_SIZE];
+    tg_tensor **tensors; /* each tensor's data/grad point into values/grads */
+    size_t *offsets;     /* element offset of each tensor in the buffers */
+    size_t count, cap;
+    size_t size; /* total elements */
+    void *values, *grads;
+};
+void tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- the tape ---- */
+struct tg__attr {
+    double scale;   /* scale: c; leaky_relu: alpha */
+    int axis;       /* reductions: axis, -1 for all; losses: batch or class axis */
+    bool trans_a;   /* matmul */
+    bool trans_b;
+    int32_t *labels; /* softmax_xent: copied into the arena */
+};
+
+struct tg_node {
+    const tg_op *op;
+    tg_tape *tape;
+    size_t index; /* position on the tape */
+    int n_in;
+    tg_tensor *in[TG_MAX_INPUTS];
+    tg_tensor *out;
+    struct tg__attr attr;
+    void *scratch;
+    size_t scratch_bytes;
+    void *ctx; /* custom ops' user pointer */
+};
+
+struct tg_tape {
+    tg_status status;
+    char errmsg[TG__ERRMSG_SIZE];
+    struct tg__arena arena; /* nodes, data, scratch, gradients, names */
+    /* Tensor headers alternate between two arenas by generation parity, so a handle kept from
+     * the step before a reset still holds its old generation (nothing overwrote it) and is
+     * reported as stale instead of silently aliasing a new tensor. The two are kept the same
+     * size so that the second step allocates nothing either. */
+    struct tg__arena headers[2];
+    tg_node **nodes; /* capacity survives resets */
+    size_t n_nodes, cap_nodes;
+    size_t n_tensors;
+    uint64_t gen;    /* bumped by every reset */
+    bool check_finite;
+    tg_tensor nil;   /* returned by every failing call */
+};
+
+/* Record the first error on the tape (later ones are dropped) and return the nil tensor. The
+ * one place where a tape's error is set: break here to catch any error. */
+tg_tensor *tg__fail(tg_tape *t, tg_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+tg_tensor *tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap);
+
+/* Checks that x can be used as an operand of `op` on t: not NULL, not nil, same tape or a
+ * parameter, not stale. Sets the tape's error naming `op` and `arg` otherwise. */
+bool tg__operand_ok(tg_tape *t, const char *op, const char *arg, const tg_tensor *x);
+
+/* Allocate a tensor header + data on the tape (data zeroed when zero is set). */
+tg_tensor *tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim,
+                           const int64_t *dims, bool zero, const char *name);
+
+/* Record a node: checks operands, runs op->shape, allocates the output and scratch, runs the
+ * forward. attr may be NULL. Returns the output or the nil tensor. */
+tg_tensor *tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+                      const struct tg__attr *attr, void *ctx);
+
+/* Convenience for shape rules: same shape as input 0. */
+tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);
+/* Broadcast shape of a and b (numpy rules, aligned from the last dimension). */
+bool tg__broadcast_shape(const tg_tensor *a, const tg_tensor *b, int *ndim, int64_t *dims);
+
+/* Typed element access: one loop body for both dtypes. TG__DISPATCH(dt, T, { ... }) runs the
+ * block with T = float or T = double. Math inside should come from <tgmath.h> so that exp(x)
+ * on a float calls expf. */
+#define TG__DISPATCH(dt, T, ...)                                                               \
+    do {                                                                                       \
+        if ((dt) == TG_F32) {                                                                  \
+            typedef float T;                                                                   \
+            __VA_ARGS__                                                                        \
+        } else {                                                                               \
+            typedef double T;                                                                  \
+            __VA_ARGS__                                                                        \
+        }                                                                                      \
+    } while (0)
+
+/* Finite check for the opt-in tracing mode: index of the first non-finite element, or -1. */
+long long tg__first_nonfinite(const void *data, size_t n, tg_dtype dt);
+
+#endif /* TG_INTERNAL_H */

@@ -1,0 +1,201 @@
+/*
+ * Linear algebra: matmul (with optional transposes of either operand) and transpose.
+ * Notation as in the seed note: Z = W·A with W (n^l x n^(l-1)), A (n^(l-1) x m).
+ */
+#include <string.h>
+
+#include "../kernels/kernels.h"
+#include "ops.h"
+
+/*
+ * matmul:  C = op(A) · op(B)          op(X) = Xᵀ when trans_X
+ *          op(A) (m x k), op(B) (k x n)  ->  C (m x n)
+ *
+ *   With dC = ∂J/∂C, the chain rule per element C_ij = Σ_p A'_ip B'_pj gives
+ *     dA' = dC · op(B)ᵀ                 (m x k)
+ *     dB' = op(A)ᵀ · dC                 (k x n)
+ *   and when an operand is stored transposed its gradient is transposed back:
+ *     trans_a:  dA = (dA')ᵀ = op(B) · dCᵀ    (k x m)
+ *     trans_b:  dB = (dB')ᵀ = dCᵀ · op(A)    (n x k)
+ *   This is the note's step 3, dW = dZ·Aᵀ, and step 5, dA = Wᵀ·dZ, for W·A; the kernel
+ *   reads the transposes in place, nothing is materialized.
+ */
+struct mm_dims {
+    size_t m, n, k, lda, ldb;
+};
+
+static struct mm_dims
+mm_dims(const tg_node *nd)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    struct mm_dims d;
+    d.m = (size_t)(nd->attr.trans_a ? a->dims[1] : a->dims[0]);
+    d.k = (size_t)(nd->attr.trans_a ? a->dims[0] : a->dims[1]);
+    d.n = (size_t)(nd->attr.trans_b ? b->dims[0] : b->dims[1]);
+    d.lda = (size_t)a->dims[1];
+    d.ldb = (size_t)b->dims[1];
+    return d;
+}
+
+static tg_status
+matmul_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    if (a->ndim != 2 || b->ndim != 2) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "matmul %s·%s: both operands must be 2-D, got %s · %s",
+                 tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
+                 tg__shape_text(b).s);
+        return TG_ERR_SHAPE;
+    }
+    int64_t ka = ta ? a->dims[0] : a->dims[1];
+    int64_t kb = tb ? b->dims[1] : b->dims[0];
+    if (ka != kb) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "matmul %s%s·%s%s: inner dimensions differ: %s%s · %s%s",
+                 tg__name_text(a).s, ta ? "ᵀ" : "", tg__name_text(b).s, tb ? "ᵀ" : "",
+                 tg__shape_text(a).s, ta ? "ᵀ" : "", tg__shape_text(b).s, tb ? "ᵀ" : "");
+        return TG_ERR_SHAPE;
+    }
+    *ndim = 2;
+    dims[0] = ta ? a->dims[1] : a->dims[0];
+    dims[1] = tb ? b->dims[0] : b->dims[1];
+    return TG_OK;
+}
+
+static tg_status
+matmul_forward(tg_node *nd)
+{
+    struct mm_dims d = mm_dims(nd);
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    if (nd->out->dtype == TG_F32)
+        tg__gemm_f32(ta, tb, d.m, d.n, d.k, 1.0f, nd->in[0]->data, d.lda, nd->in[1]->data,
+                     d.ldb, 0.0f, nd->out->data, d.n);
+    else
+        tg__gemm_f64(ta, tb, d.m, d.n, d.k, 1.0, nd->in[0]->data, d.lda, nd->in[1]->data, d.ldb,
+                     0.0, nd->out->data, d.n);
+    return TG_OK;
+}
+
+/* One gemm call with accumulation (beta = 1), in the node's dtype. */
+static void
+gemm_acc(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a, size_t lda,
+         const void *b, size_t ldb, void *c, size_t ldc)
+{
+    if (dt == TG_F32)
+        tg__gemm_f32(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
+    else
+        tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
+}
+
+static tg_status
+matmul_vjp(tg_node *nd)
+{
+    tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
+    struct mm_dims d = mm_dims(nd);
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    tg_dtype dt = c->dtype;
+    if (a->grad) {
+        if (!ta) /* dA (m x k) += dC · op(B)ᵀ */
+            gemm_acc(dt, false, !tb, d.m, d.k, d.n, c->grad, d.n, b->data, d.ldb, a->grad, d.k);
+        else /* dA (k x m) += op(B) · dCᵀ */
+            gemm_acc(dt, tb, true, d.k, d.m, d.n, b->data, d.ldb, c->grad, d.n, a->grad, d.m);
+    }
+    if (b->grad) {
+        if (!tb) /* dB (k x n) += op(A)ᵀ · dC */
+            gemm_acc(dt, !ta, false, d.k, d.n, d.m, a->data, d.lda, c->grad, d.n, b->grad, d.n);
+        else /* dB (n x k) += dCᵀ · op(A) */
+            gemm_acc(dt, true, ta, d.n, d.k, d.m, c->grad, d.n, a->data, d.lda, b->grad, d.k);
+    }
+    return TG_OK;
+}
+
+const tg_op tg__op_matmul = {
+    .name = "matmul",
+    .n_inputs = 2,
+    .shape = matmul_shape,
+    .forward = matmul_forward,
+    .vjp = matmul_vjp,
+};
+
+tg_tensor *
+tg_matmul_t(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b, bool trans_b)
+{
+    if (!t)
+        return NULL;
+    struct tg__attr attr = {.trans_a = trans_a, .trans_b = trans_b};
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, &tg__op_matmul, in, 2, &attr, NULL);
+}
+
+tg_tensor *
+tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b)
+{
+    return tg_matmul_t(t, a, false, b, false);
+}
+
+/*
+ * transpose:  Y = Xᵀ                   X (m x n) -> Y (n x m)
+ *
+ *   Y_ji = X_ij, so dX_ij += dY_ji:  dX += dYᵀ
+ */
+static tg_status
+transpose_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    const tg_tensor *x = nd->in[0];
+    if (x->ndim != 2) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "transpose %s: needs a 2-D tensor, got %s",
+                 tg__name_text(x).s, tg__shape_text(x).s);
+        return TG_ERR_SHAPE;
+    }
+    *ndim = 2;
+    dims[0] = x->dims[1];
+    dims[1] = x->dims[0];
+    return TG_OK;
+}
+
+static tg_status
+transpose_forward(tg_node *nd)
+{
+    size_t m = (size_t)nd->in[0]->dims[0], n = (size_t)nd->in[0]->dims[1];
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data;
+        T *y = nd->out->data;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++)
+                y[j * m + i] = x[i * n + j];
+    });
+    return TG_OK;
+}
+
+static tg_status
+transpose_vjp(tg_node *nd)
+{
+    tg_tensor *x = nd->in[0];
+    if (!x->grad)
+        return TG_OK;
+    size_t m = (size_t)x->dims[0], n = (size_t)x->dims[1];
+    TG__DISPATCH(x->dtype, T, {
+        const T *dy = nd->out->grad;
+        T *dx = x->grad;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++)
+                dx[i * n + j] += dy[j * m + i];
+    });
+    return TG_OK;
+}
+
+const tg_op tg__op_transpose = {
+    .name = "transpose",
+    .n_inputs = 1,
+    .shape = transpose_shape,
+    .forward = transpose_forward,
+    .vjp = transpose_vjp,
+};
+
+tg_tensor *
+tg_transpose(tg_tape *t, tg_tensor *x)
+{
+    if (!t)
+        return NULL;
+    return tg__record(t, &tg__op_transpose, &x, 1, NULL, NULL);
+}

@@ -1,0 +1,41 @@
+/*
+ * The built-in ops. Each lives in one file of its family with its math comment, forward and
+ * VJP side by side; table.c is the only list of them.
+ */
+#ifndef TG_OPS_H
+#define TG_OPS_H
+
+#include "../internal.h"
+
+enum tg__op_id {
+    TG_OP_MATMUL,
+    TG_OP_TRANSPOSE,
+    TG_OP_ADD,
+    TG_OP_SUB,
+    TG_OP_MUL,
+    TG_OP_SCALE,
+    TG_OP_SUM,
+    TG_OP_MEAN,
+    TG_OP_IDENTITY,
+    TG_OP_SIGMOID,
+    TG_OP_TANH,
+    TG_OP_RELU,
+    TG_OP_LEAKY_RELU,
+    TG_OP_SOFTPLUS,
+    TG_OP_GELU,
+    TG_OP_MSE_HALF,
+    TG_OP_MSE,
+    TG_OP_SOFTMAX_XENT,
+    TG_OP_COUNT
+};
+
+extern const tg_op tg__op_matmul, tg__op_transpose;                              /* linalg.c */
+extern const tg_op tg__op_add, tg__op_sub, tg__op_mul, tg__op_scale;             /* elementwise.c */
+extern const tg_op tg__op_sum, tg__op_mean;                                      /* reduce.c */
+extern const tg_op tg__op_identity, tg__op_sigmoid, tg__op_tanh, tg__op_relu,    /* activation.c */
+    tg__op_leaky_relu, tg__op_softplus, tg__op_gelu;
+extern const tg_op tg__op_mse_half, tg__op_mse, tg__op_softmax_xent;             /* loss.c */
+
+extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
+
+#endif /* TG_OPS_H */

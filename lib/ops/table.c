@@ -1,0 +1,53 @@
+/*
+ * The only list of built-in ops. Backward never switches on an op: it calls node->op->vjp.
+ * Adding an op: write its block (math comment, forward, VJP, tg_op) in the file of its family,
+ * add an enum value in ops.h and a line here; tests walk this table.
+ */
+#include <string.h>
+
+#include "ops.h"
+
+const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
+    [TG_OP_MATMUL] = &tg__op_matmul,
+    [TG_OP_TRANSPOSE] = &tg__op_transpose,
+    [TG_OP_ADD] = &tg__op_add,
+    [TG_OP_SUB] = &tg__op_sub,
+    [TG_OP_MUL] = &tg__op_mul,
+    [TG_OP_SCALE] = &tg__op_scale,
+    [TG_OP_SUM] = &tg__op_sum,
+    [TG_OP_MEAN] = &tg__op_mean,
+    [TG_OP_IDENTITY] = &tg__op_identity,
+    [TG_OP_SIGMOID] = &tg__op_sigmoid,
+    [TG_OP_TANH] = &tg__op_tanh,
+    [TG_OP_RELU] = &tg__op_relu,
+    [TG_OP_LEAKY_RELU] = &tg__op_leaky_relu,
+    [TG_OP_SOFTPLUS] = &tg__op_softplus,
+    [TG_OP_GELU] = &tg__op_gelu,
+    [TG_OP_MSE_HALF] = &tg__op_mse_half,
+    [TG_OP_MSE] = &tg__op_mse,
+    [TG_OP_SOFTMAX_XENT] = &tg__op_softmax_xent,
+};
+
+_Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,
+               "tg__builtin_ops out of sync with enum tg__op_id");
+
+size_t
+tg_builtin_op_count(void)
+{
+    return TG_OP_COUNT;
+}
+
+const tg_op *
+tg_builtin_op(size_t i)
+{
+    return i < TG_OP_COUNT ? tg__builtin_ops[i] : NULL;
+}
+
+const tg_op *
+tg_builtin_op_find(const char *name)
+{
+    for (size_t i = 0; name && i < TG_OP_COUNT; i++)
+        if (tg__builtin_ops[i] && strcmp(tg__builtin_ops[i]->name, name) == 0)
+            return tg__builtin_ops[i];
+    return NULL;
+}

@@ -1,0 +1,195 @@
+/*
+ * Errors and the text that goes into them. tg__vfail is the one place a tape's error is set
+ * (first error wins): put a breakpoint there to stop at any error.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+const char *
+tg_status_string(tg_status s)
+{
+    static const char *const text[] = {
+        [TG_OK] = "ok",
+        [TG_ERR_NOMEM] = "out of memory",
+        [TG_ERR_SHAPE] = "shape mismatch",
+        [TG_ERR_DTYPE] = "dtype mismatch",
+        [TG_ERR_ARG] = "invalid argument",
+        [TG_ERR_NOT_SCALAR] = "output is not a scalar",
+        [TG_ERR_UNSUPPORTED] = "not supported by this build",
+        [TG_ERR_IO] = "input/output error",
+        [TG_ERR_FORMAT] = "malformed file",
+        [TG_ERR_NONFINITE] = "non-finite value",
+        [TG_ERR_CHECK] = "gradient check failed",
+        [TG_ERR_OP] = "op failed",
+    };
+    if ((unsigned)s < sizeof text / sizeof text[0] && text[s])
+        return text[s];
+    return "unknown status";
+}
+
+size_t
+tg_dtype_size(tg_dtype dt)
+{
+    return dt == TG_F32 ? 4 : dt == TG_F64 ? 8 : 0;
+}
+
+const char *
+tg_dtype_name(tg_dtype dt)
+{
+    return dt == TG_F32 ? "f32" : dt == TG_F64 ? "f64" : "unknown dtype";
+}
+
+tg_tensor *
+tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap)
+{
+    if (t->status == TG_OK) {
+        vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+        t->status = s;
+    }
+    return &t->nil;
+}
+
+tg_tensor *
+tg__fail(tg_tape *t, tg_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tg__vfail(t, s, fmt, ap);
+    va_end(ap);
+    return &t->nil;
+}
+
+void
+tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
+{
+    if (p->status != TG_OK)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
+    va_end(ap);
+    p->status = s;
+}
+
+struct tg__text
+tg__shape_dims_text(int ndim, const int64_t *dims)
+{
+    struct tg__text t;
+    size_t used = 0;
+    t.s[used++] = '(';
+    for (int i = 0; i < ndim && i < TG_MAX_DIMS; i++)
+        used += (size_t)snprintf(t.s + used, sizeof t.s - used, "%s%" PRId64, i ? "x" : "",
+                                 dims[i]);
+    snprintf(t.s + used, sizeof t.s - used, ")");
+    return t;
+}
+
+struct tg__text
+tg__shape_text(const tg_tensor *x)
+{
+    return tg__shape_dims_text(x->ndim, x->dims);
+}
+
+struct tg__text
+tg__name_text(const tg_tensor *x)
+{
+    struct tg__text t;
+    if (x->name)
+        snprintf(t.s, sizeof t.s, "\"%s\"", x->name);
+    else if (x->kind == TG__KIND_OP && x->node)
+        snprintf(t.s, sizeof t.s, "<%s#%zu>", x->node->op->name, x->node->index);
+    else if (x->kind == TG__KIND_NIL)
+        snprintf(t.s, sizeof t.s, "<nil>");
+    else
+        snprintf(t.s, sizeof t.s, "<input#%zu>", x->id);
+    return t;
+}
+
+tg_status
+tg__check_dims(int ndim, const int64_t *dims, tg_dtype dt, size_t *size, char *err,
+               size_t errsize, const char *what)
+{
+    if (dt != TG_F32 && dt != TG_F64) {
+        snprintf(err, errsize, "%s: unknown dtype %d (expected TG_F32 or TG_F64)", what, (int)dt);
+        return TG_ERR_ARG;
+    }
+    if (ndim < 1 || ndim > TG_MAX_DIMS) {
+        snprintf(err, errsize, "%s: rank %d is not in 1..%d", what, ndim, TG_MAX_DIMS);
+        return TG_ERR_ARG;
+    }
+    if (!dims) {
+        snprintf(err, errsize, "%s: dims is NULL", what);
+        return TG_ERR_ARG;
+    }
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] < 0) {
+            snprintf(err, errsize, "%s: dim %d is %" PRId64 ", must be >= 0", what, i, dims[i]);
+            return TG_ERR_ARG;
+        }
+        if ((uint64_t)dims[i] > SIZE_MAX || __builtin_mul_overflow(n, (size_t)dims[i], &n)) {
+            struct tg__text s = tg__shape_dims_text(ndim, dims);
+            snprintf(err, errsize, "%s: shape %s has more elements than fit in memory", what,
+                     s.s);
+            return TG_ERR_ARG;
+        }
+    }
+    size_t bytes;
+    if (__builtin_mul_overflow(n, tg_dtype_size(dt), &bytes) || bytes > (SIZE_MAX >> 2)) {
+        struct tg__text s = tg__shape_dims_text(ndim, dims);
+        snprintf(err, errsize, "%s: shape %s of %s needs more bytes than fit in memory", what,
+                 s.s, tg_dtype_name(dt));
+        return TG_ERR_NOMEM;
+    }
+    *size = n;
+    return TG_OK;
+}
+
+bool
+tg__utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        /* Reject overlong forms, surrogates and code points past U+10FFFF. */
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+bool
+tg__name_ok(const char *name)
+{
+    if (!name)
+        return true;
+    size_t n = strnlen(name, TG__NAME_MAX + 1);
+    return n > 0 && n <= TG__NAME_MAX && tg__utf8_valid(name, n);
+}

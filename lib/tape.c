@@ -1,0 +1,406 @@
+/*
+ * The tape: records one node per op in execution order (a topological order), and walks it
+ * backwards calling each node's own VJP. Memory for nodes, intermediate tensors, scratch and
+ * intermediate gradients comes from the tape's arena; tg_tape_reset() rewinds it.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+tg_tape *
+tg_tape_new(void)
+{
+    tg_tape *t = tg__calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->nil.kind = TG__KIND_NIL;
+    t->nil.tape = t;
+    t->nil.dtype = TG_F64;
+    t->nil.ndim = 0;
+    return t;
+}
+
+void
+tg_tape_reset(tg_tape *t)
+{
+    if (!t)
+        return;
+    tg__arena_reset(&t->arena);
+    tg__arena_reset(&t->headers[(t->gen + 1) & 1]);
+    t->n_nodes = 0;
+    t->n_tensors = 0;
+    t->status = TG_OK;
+    t->errmsg[0] = '\0';
+    t->gen++;
+}
+
+void
+tg_tape_free(tg_tape *t)
+{
+    if (!t)
+        return;
+    tg__arena_release(&t->arena);
+    tg__arena_release(&t->headers[0]);
+    tg__arena_release(&t->headers[1]);
+    tg__free(t->nodes);
+    tg__free(t);
+}
+
+tg_status
+tg_tape_status(const tg_tape *t)
+{
+    return t ? t->status : TG_ERR_ARG;
+}
+
+const char *
+tg_tape_error(const tg_tape *t)
+{
+    if (!t)
+        return "tape is NULL";
+    return t->status == TG_OK ? NULL : t->errmsg;
+}
+
+size_t
+tg_tape_node_count(const tg_tape *t)
+{
+    return t ? t->n_nodes : 0;
+}
+
+size_t
+tg_tape_arena_bytes(const tg_tape *t)
+{
+    return t ? t->arena.total + t->headers[0].total + t->headers[1].total : 0;
+}
+
+void
+tg_tape_set_check_finite(tg_tape *t, bool on)
+{
+    if (t)
+        t->check_finite = on;
+}
+
+tg_node *
+tg_tape_node(const tg_tape *t, size_t i)
+{
+    return t && i < t->n_nodes ? t->nodes[i] : NULL;
+}
+
+bool
+tg__operand_ok(tg_tape *t, const char *op, const char *arg, const tg_tensor *x)
+{
+    if (!x) {
+        tg__fail(t, TG_ERR_ARG, "%s: %s is NULL", op, arg);
+        return false;
+    }
+    if (x->kind == TG__KIND_NIL) {
+        tg__fail(t, TG_ERR_ARG, "%s: %s is the nil tensor returned by a failed call%s", op, arg,
+                 x->tape == t ? "" : " on another tape");
+        return false;
+    }
+    if (x->kind == TG__KIND_PARAM)
+        return true;
+    if (x->tape != t) {
+        tg__fail(t, TG_ERR_ARG, "%s: %s %s belongs to another tape (%p), not this one (%p)", op,
+                 arg, tg__name_text(x).s, (void *)x->tape, (void *)t);
+        return false;
+    }
+    if (x->gen != t->gen) {
+        tg__fail(t, TG_ERR_ARG,
+                 "%s: %s is stale: it was made before tg_tape_reset (generation %" PRIu64
+                 ", tape is at %" PRIu64 ")",
+                 op, arg, x->gen, t->gen);
+        return false;
+    }
+    return true;
+}
+
+static char *
+arena_strdup(tg_tape *t, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = tg__arena_alloc(&t->arena, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+tg_tensor *
+tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims,
+                bool zero, const char *name)
+{
+    size_t size;
+    char err[TG__ERRMSG_SIZE];
+    tg_status s = tg__check_dims(ndim, dims, dt, &size, err, sizeof err, what);
+    if (s != TG_OK)
+        return tg__fail(t, s, "%s", err);
+    if (!tg__name_ok(name))
+        return tg__fail(t, TG_ERR_ARG,
+                        "%s: name must be non-empty valid UTF-8 of at most %d bytes", what,
+                        TG__NAME_MAX);
+    struct tg__arena *hdr = &t->headers[t->gen & 1];
+    tg_tensor *x = tg__arena_alloc(hdr, sizeof *x);
+    if (x && !tg__arena_reserve(&t->headers[(t->gen + 1) & 1], hdr->total))
+        x = NULL;
+    void *data = x ? tg__arena_alloc(&t->arena, size * tg_dtype_size(dt)) : NULL;
+    char *nm = data && name ? arena_strdup(t, name) : NULL;
+    if (!x || !data || (name && !nm))
+        return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for a %s tensor %s",
+                        what, size * tg_dtype_size(dt), tg_dtype_name(dt),
+                        tg__shape_dims_text(ndim, dims).s);
+    memset(x, 0, sizeof *x);
+    x->dtype = dt;
+    x->ndim = ndim;
+    memcpy(x->dims, dims, (size_t)ndim * sizeof *dims);
+    x->size = size;
+    x->data = data;
+    x->name = nm;
+    x->kind = TG__KIND_INPUT;
+    x->tape = t;
+    x->gen = t->gen;
+    x->id = t->n_tensors++;
+    if (zero)
+        memset(data, 0, size * tg_dtype_size(dt));
+    return x;
+}
+
+static bool
+push_node(tg_tape *t, tg_node *n)
+{
+    if (t->n_nodes == t->cap_nodes) {
+        size_t cap = t->cap_nodes ? t->cap_nodes * 2 : 64;
+        tg_node **nodes = tg__realloc(t->nodes, cap * sizeof *nodes);
+        if (!nodes)
+            return false;
+        t->nodes = nodes;
+        t->cap_nodes = cap;
+    }
+    t->nodes[t->n_nodes++] = n;
+    return true;
+}
+
+long long
+tg__first_nonfinite(const void *data, size_t n, tg_dtype dt)
+{
+    TG__DISPATCH(dt, T, {
+        const T *v = data;
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(v[i]))
+                return (long long)i;
+    });
+    return -1;
+}
+
+/* Finite-tracing report for the opt-in mode: names the node, its op, shapes and position. */
+static void
+fail_nonfinite(tg_tape *t, tg_node *n, const char *what, const tg_tensor *x, const void *v,
+               long long at)
+{
+    double value = x->dtype == TG_F32 ? ((const float *)v)[at] : ((const double *)v)[at];
+    char inputs[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < n->n_in && used < sizeof inputs; i++)
+        used += (size_t)snprintf(inputs + used, sizeof inputs - used, "%s%s %s", i ? ", " : "",
+                                 tg__name_text(n->in[i]).s, tg__shape_text(n->in[i]).s);
+    tg__fail(t, TG_ERR_NONFINITE,
+             "%s: node #%zu (%s) produced %g at %s[%lld] of %s %s; inputs: %s", n->op->name,
+             n->index, n->op->name, value, what, at, tg__name_text(x).s, tg__shape_text(x).s,
+             inputs);
+}
+
+tg_tensor *
+tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+           const struct tg__attr *attr, void *ctx)
+{
+    if (t->status != TG_OK)
+        return &t->nil;
+    static const char *const argname[TG_MAX_INPUTS] = {"input 0", "input 1", "input 2",
+                                                       "input 3"};
+    for (int i = 0; i < n_in; i++)
+        if (!tg__operand_ok(t, op->name, argname[i], in[i]))
+            return &t->nil;
+    for (int i = 1; i < n_in; i++)
+        if (in[i]->dtype != in[0]->dtype)
+            return tg__fail(t, TG_ERR_DTYPE, "%s %s·%s: dtypes differ: %s is %s, %s is %s",
+                            op->name, tg__name_text(in[0]).s, tg__name_text(in[i]).s,
+                            tg__name_text(in[0]).s, tg_dtype_name(in[0]->dtype),
+                            tg__name_text(in[i]).s, tg_dtype_name(in[i]->dtype));
+
+    tg_node *n = tg__arena_alloc(&t->arena, sizeof *n);
+    if (!n)
+        return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for a node", op->name,
+                        sizeof *n);
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->tape = t;
+    n->index = t->n_nodes;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++)
+        n->in[i] = in[i];
+    if (attr)
+        n->attr = *attr;
+    n->ctx = ctx;
+
+    int ndim = in[0]->ndim;
+    int64_t dims[TG_MAX_DIMS] = {0};
+    memcpy(dims, in[0]->dims, sizeof dims);
+    tg_status s = op->shape ? op->shape(n, &ndim, dims) : TG_OK;
+    if (s != TG_OK || t->status != TG_OK)
+        return s != TG_OK && t->status == TG_OK
+                   ? tg__fail(t, s, "%s: shape rule failed: %s", op->name, tg_status_string(s))
+                   : &t->nil;
+
+    tg_tensor *out = tg__tape_tensor(t, op->name, in[0]->dtype, ndim, dims, op->forward == NULL,
+                                     NULL);
+    if (t->status != TG_OK)
+        return &t->nil;
+    out->kind = TG__KIND_OP;
+    out->node = n;
+    for (int i = 0; i < n_in; i++)
+        out->requires_grad |= in[i]->requires_grad;
+    n->out = out;
+
+    n->scratch_bytes = op->scratch_size ? op->scratch_size(n) : 0;
+    if (n->scratch_bytes) {
+        n->scratch = tg__arena_alloc(&t->arena, n->scratch_bytes);
+        if (!n->scratch)
+            return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for scratch",
+                            op->name, n->scratch_bytes);
+    }
+    if (!push_node(t, n))
+        return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory growing the tape to %zu nodes",
+                        op->name, t->cap_nodes * 2);
+
+    s = op->forward(n);
+    if (s != TG_OK || t->status != TG_OK) {
+        if (t->status == TG_OK)
+            tg__fail(t, s, "%s: forward failed: %s", op->name, tg_status_string(s));
+        return &t->nil;
+    }
+    if (t->check_finite) {
+        long long at = tg__first_nonfinite(out->data, out->size, out->dtype);
+        if (at >= 0) {
+            fail_nonfinite(t, n, "output", out, out->data, at);
+            return &t->nil;
+        }
+    }
+    return out;
+}
+
+/* Gradient buffer for a tape tensor: allocated once per tape generation, zeroed per pass. */
+static bool
+prepare_grad(tg_tape *t, tg_tensor *x)
+{
+    x->grad_live = false;
+    if (!x->requires_grad || x->kind == TG__KIND_PARAM)
+        return true;
+    if (!x->grad) {
+        x->grad = tg__arena_alloc(&t->arena, tg__nbytes(x));
+        if (!x->grad) {
+            tg__fail(t, TG_ERR_NOMEM, "backward: out of memory (%zu bytes) for the gradient of %s",
+                     tg__nbytes(x), tg__name_text(x).s);
+            return false;
+        }
+    }
+    memset(x->grad, 0, tg__nbytes(x));
+    return true;
+}
+
+static tg_status
+backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
+{
+    if (!out->requires_grad)
+        return TG_OK; /* nothing on the way to this output needs a gradient */
+    tg_node *last = out->node;
+    size_t end = last ? last->index + 1 : 0;
+
+    for (size_t i = 0; i < end; i++) {
+        tg_node *n = t->nodes[i];
+        for (int k = 0; k < n->n_in; k++)
+            if (!prepare_grad(t, n->in[k]))
+                return t->status;
+        if (!prepare_grad(t, n->out))
+            return t->status;
+    }
+    if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out))
+        return t->status;
+
+    TG__DISPATCH(out->dtype, T, {
+        T *g = out->grad;
+        const T *sd = seed ? seed->data : NULL;
+        for (size_t i = 0; i < out->size; i++)
+            g[i] += sd ? sd[i] : (T)1; /* d(loss)/d(loss) = 1 */
+    });
+    out->grad_live = true;
+
+    /* Only nodes on a path to `out` run their VJP: grad_live marks tensors that received a
+     * gradient. Tape order is topological, so one reverse sweep is enough. */
+    for (size_t i = end; i-- > 0;) {
+        tg_node *n = t->nodes[i];
+        if (!n->out->grad_live)
+            continue;
+        for (int k = 0; k < n->n_in; k++)
+            n->in[k]->grad_live |= n->in[k]->grad != NULL;
+        tg_status s = n->op->vjp(n);
+        if (s != TG_OK || t->status != TG_OK) {
+            if (t->status == TG_OK)
+                tg__fail(t, s, "%s: VJP failed at node #%zu: %s", n->op->name, n->index,
+                         tg_status_string(s));
+            return t->status;
+        }
+        if (t->check_finite) {
+            for (int k = 0; k < n->n_in; k++) {
+                tg_tensor *x = n->in[k];
+                if (!x->grad)
+                    continue;
+                long long at = tg__first_nonfinite(x->grad, x->size, x->dtype);
+                if (at >= 0) {
+                    fail_nonfinite(t, n, "gradient", x, x->grad, at);
+                    return t->status;
+                }
+            }
+        }
+    }
+    return TG_OK;
+}
+
+tg_status
+tg_backward(tg_tape *t, tg_tensor *loss)
+{
+    if (!t)
+        return TG_ERR_ARG;
+    if (t->status != TG_OK)
+        return t->status;
+    if (!tg__operand_ok(t, "backward", "loss", loss))
+        return t->status;
+    if (loss->size != 1) {
+        tg__fail(t, TG_ERR_NOT_SCALAR,
+                 "backward: output %s is %s; give a seed of the same shape "
+                 "(tg_backward_seeded) or reduce to a scalar",
+                 tg__name_text(loss).s, tg__shape_text(loss).s);
+        return t->status;
+    }
+    return backward_from(t, loss, NULL);
+}
+
+tg_status
+tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed)
+{
+    if (!t)
+        return TG_ERR_ARG;
+    if (t->status != TG_OK)
+        return t->status;
+    if (!tg__operand_ok(t, "backward", "output", out) ||
+        !tg__operand_ok(t, "backward", "seed", seed))
+        return t->status;
+    if (seed->dtype != out->dtype || seed->ndim != out->ndim ||
+        memcmp(seed->dims, out->dims, (size_t)out->ndim * sizeof out->dims[0]) != 0) {
+        tg__fail(t, TG_ERR_SHAPE, "backward: seed %s %s %s does not match output %s %s %s",
+                 tg__name_text(seed).s, tg__shape_text(seed).s, tg_dtype_name(seed->dtype),
+                 tg__name_text(out).s, tg__shape_text(out).s, tg_dtype_name(out->dtype));
+        return t->status;
+    }
+    return backward_from(t, out, seed);
+}

@@ -1,0 +1,334 @@
+/*
+ * Every error path of the core: the status, a message that names the op, the tensors and their
+ * shapes, stickiness (first error wins, later calls do nothing), and no change to anything.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static tg_tape *tape;
+static void setup(void) { tape = tg_tape_new(); }
+static void teardown(void) { tg_tape_free(tape); }
+
+#define ASSERT_ERROR(status, ...)                                                              \
+    do {                                                                                       \
+        ck_assert_int_eq(tg_tape_status(tape), (status));                                      \
+        const char *msg_ = tg_tape_error(tape);                                                \
+        ck_assert_ptr_nonnull(msg_);                                                           \
+        const char *want_[] = {__VA_ARGS__};                                                   \
+        for (size_t k_ = 0; k_ < sizeof want_ / sizeof want_[0]; k_++)                         \
+            ck_assert_msg(strstr(msg_, want_[k_]), "message \"%s\" lacks \"%s\"", msg_,        \
+                          want_[k_]);                                                          \
+    } while (0)
+
+START_TEST(matmul_inner_dimensions)
+{
+    tg_tensor *w = tg_matrix(tape, TG_F64, 3, 4, NULL, "W2");
+    tg_tensor *a = tg_matrix(tape, TG_F64, 5, 2, NULL, "A1");
+    tg_tensor *y = tg_matmul(tape, w, a);
+    ck_assert_str_eq(tg_tape_error(tape),
+                     "matmul \"W2\"·\"A1\": inner dimensions differ: (3x4) · (5x2)");
+    ck_assert_int_eq(tg_tape_status(tape), TG_ERR_SHAPE);
+    ck_assert_ptr_null(tg_tensor_data(y)); /* the nil tensor */
+}
+END_TEST
+
+START_TEST(broadcast_mismatch)
+{
+    tg_add(tape, tg_matrix(tape, TG_F64, 3, 4, NULL, "Z"), tg_matrix(tape, TG_F64, 2, 4, NULL, "b"));
+    ASSERT_ERROR(TG_ERR_SHAPE, "add", "\"Z\"", "\"b\"", "(3x4)", "(2x4)");
+}
+END_TEST
+
+START_TEST(dtype_mix)
+{
+    tg_mul(tape, tg_matrix(tape, TG_F32, 2, 2, NULL, "a"), tg_matrix(tape, TG_F64, 2, 2, NULL, "b"));
+    ASSERT_ERROR(TG_ERR_DTYPE, "mul", "\"a\" is f32", "\"b\" is f64");
+}
+END_TEST
+
+START_TEST(null_arguments)
+{
+    tg_relu(tape, NULL);
+    ASSERT_ERROR(TG_ERR_ARG, "relu", "NULL");
+    /* NULL tape: NULL back, no crash. */
+    ck_assert_ptr_null(tg_relu(NULL, NULL));
+    ck_assert_ptr_null(tg_tensor_new(NULL, TG_F64, 1, (int64_t[]){1}, NULL));
+    ck_assert_int_eq(tg_backward(NULL, NULL), TG_ERR_ARG);
+    tg_tape_free(NULL);
+    tg_params_free(NULL);
+    tg_rng_free(NULL);
+    tg_sgd_free(NULL);
+}
+END_TEST
+
+START_TEST(null_data)
+{
+    tg_tensor_from(tape, TG_F64, 2, (int64_t[]){2, 2}, NULL, "X");
+    ASSERT_ERROR(TG_ERR_ARG, "tensor", "\"X\"", "NULL");
+}
+END_TEST
+
+START_TEST(non_scalar_backward)
+{
+    tg_tensor *y = tg_tanh(tape, tg_matrix(tape, TG_F64, 3, 4, NULL, "Z"));
+    ck_assert_int_eq(tg_backward(tape, y), TG_ERR_NOT_SCALAR);
+    ASSERT_ERROR(TG_ERR_NOT_SCALAR, "backward", "(3x4)", "seed");
+}
+END_TEST
+
+START_TEST(bad_dims)
+{
+    tg_tensor_new(tape, TG_F64, 2, (int64_t[]){-1, 3}, NULL);
+    ASSERT_ERROR(TG_ERR_ARG, "dim 0 is -1, must be >= 0");
+}
+END_TEST
+
+START_TEST(overflowing_dims)
+{
+    tg_tensor_new(tape, TG_F64, 2, (int64_t[]){INT64_C(1) << 32, INT64_C(1) << 32}, NULL);
+    ASSERT_ERROR(TG_ERR_ARG, "(4294967296x4294967296)");
+    tg_tape_reset(tape);
+    /* elements fit, bytes do not */
+    tg_tensor_new(tape, TG_F64, 1, (int64_t[]){INT64_C(1) << 61}, NULL);
+    ck_assert_int_ne(tg_tape_status(tape), TG_OK);
+    ck_assert_ptr_nonnull(strstr(tg_tape_error(tape), "bytes"));
+}
+END_TEST
+
+START_TEST(bad_rank)
+{
+    tg_tensor_new(tape, TG_F64, 5, (int64_t[]){1, 1, 1, 1, 1}, NULL);
+    ASSERT_ERROR(TG_ERR_ARG, "rank 5");
+    tg_tape_reset(tape);
+    tg_matmul(tape, tg_tensor_new(tape, TG_F64, 3, (int64_t[]){2, 2, 2}, "T"),
+              tg_matrix(tape, TG_F64, 2, 2, NULL, "M"));
+    ASSERT_ERROR(TG_ERR_SHAPE, "matmul", "2-D", "(2x2x2)");
+}
+END_TEST
+
+START_TEST(mse_shape_mismatch)
+{
+    tg_mse_half(tape, tg_matrix(tape, TG_F64, 1, 4, NULL, "A2"), tg_matrix(tape, TG_F64, 4, 1, NULL, "Y"), 1);
+    ASSERT_ERROR(TG_ERR_SHAPE, "mse_half", "\"A2\"", "\"Y\"", "(1x4)", "(4x1)");
+}
+END_TEST
+
+START_TEST(label_out_of_range)
+{
+    int32_t labels[2] = {1, 10};
+    tg_softmax_xent(tape, tg_matrix(tape, TG_F64, 2, 10, NULL, "logits"), labels, 1);
+    ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "\"logits\"", "label 10 of example 1", "[0, 10)");
+}
+END_TEST
+
+START_TEST(bad_axis)
+{
+    tg_sum_axis(tape, tg_matrix(tape, TG_F64, 2, 3, NULL, "X"), 2);
+    ASSERT_ERROR(TG_ERR_ARG, "sum", "axis 2", "(2x3)");
+}
+END_TEST
+
+/* After the first error, 100 more chained ops return the nil tensor, compute nothing and
+ * leave the first message unchanged. */
+START_TEST(errors_stick)
+{
+    tg_tensor *y = tg_matmul(tape, tg_matrix(tape, TG_F64, 2, 3, NULL, "a"),
+                             tg_matrix(tape, TG_F64, 4, 5, NULL, "b"));
+    char first[512];
+    snprintf(first, sizeof first, "%s", tg_tape_error(tape));
+    size_t nodes = tg_tape_node_count(tape);
+    for (int i = 0; i < 100; i++)
+        y = tg_sigmoid(tape, tg_add(tape, y, y));
+    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, y)), TG_ERR_SHAPE);
+    ck_assert_str_eq(tg_tape_error(tape), first);
+    ck_assert_uint_eq(tg_tape_node_count(tape), nodes);
+    /* reset clears the error */
+    tg_tape_reset(tape);
+    ck_assert_ptr_null(tg_tape_error(tape));
+}
+END_TEST
+
+START_TEST(tensor_from_another_tape)
+{
+    tg_tape *other = tg_tape_new();
+    tg_tensor *x = tg_matrix(other, TG_F64, 2, 2, NULL, "x");
+    tg_relu(tape, x);
+    ASSERT_ERROR(TG_ERR_ARG, "relu", "\"x\"", "another tape");
+    tg_tape_free(other);
+}
+END_TEST
+
+START_TEST(stale_tensor_after_reset)
+{
+    /* The stale handle's memory is still the tape's (the arena is kept), so the generation
+     * counter sees it was made before the reset. */
+    tg_tensor *x = tg_matrix(tape, TG_F64, 2, 2, NULL, "x");
+    tg_tape_reset(tape);
+    tg_tensor *fresh = tg_matrix(tape, TG_F64, 8, 8, NULL, "fresh"); /* different layout */
+    (void)fresh;
+    tg_tanh(tape, x);
+    ck_assert_int_eq(tg_tape_status(tape), TG_ERR_ARG);
+}
+END_TEST
+
+START_TEST(nil_from_failed_call)
+{
+    tg_tape *other = tg_tape_new();
+    tg_tensor *bad = tg_matmul(other, tg_matrix(other, TG_F64, 1, 2, NULL, NULL),
+                               tg_matrix(other, TG_F64, 3, 1, NULL, NULL));
+    tg_relu(tape, bad);
+    ASSERT_ERROR(TG_ERR_ARG, "relu", "nil tensor", "failed call");
+    tg_tape_free(other);
+}
+END_TEST
+
+START_TEST(bad_names)
+{
+    tg_matrix(tape, TG_F64, 1, 1, NULL, "");
+    ASSERT_ERROR(TG_ERR_ARG, "name");
+    tg_tape_reset(tape);
+    tg_matrix(tape, TG_F64, 1, 1, NULL, "bad\xff utf8");
+    ASSERT_ERROR(TG_ERR_ARG, "UTF-8");
+    tg_params *p = tg_params_new(TG_F32);
+    ck_assert_ptr_nonnull(tg_params_add(p, "w", 1, (int64_t[]){2}));
+    ck_assert_ptr_null(tg_params_add(p, "w", 1, (int64_t[]){3}));
+    ck_assert_int_eq(tg_params_status(p), TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(tg_params_error(p), "\"w\" already exists"));
+    ck_assert_uint_eq(tg_params_count(p), 1);
+    tg_params_free(p);
+}
+END_TEST
+
+/* ---- allocation failure injected at every allocation site in turn ---- */
+static long fail_at = -1, alloc_calls;
+static void *
+failing_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    return alloc_calls++ == fail_at ? NULL : malloc(n);
+}
+static void *
+failing_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    return alloc_calls++ == fail_at ? NULL : realloc(p, n);
+}
+static void failing_free(void *p, void *ctx) { (void)ctx; free(p); }
+static const tg_allocator failing = {failing_malloc, failing_realloc, failing_free, NULL};
+
+/* One training step of a small network; returns the number of allocations it made, or -1 if
+ * an allocation failed (then the failure must have been reported, not crashed on). */
+static long
+one_step_with_failure_at(long at)
+{
+    fail_at = at;
+    alloc_calls = 0;
+    tg_set_allocator(&failing);
+    long result = -1;
+    tg_rng *rng = tg_rng_new(1);
+    tg_params *p = rng ? tg_params_new(TG_F64) : NULL;
+    tg_tape *t = p ? tg_tape_new() : NULL;
+    if (t) {
+        tg_dense l1 = {0}, l2 = {0};
+        tg_status s1 = tg_dense_init(&l1, p, "l1", 3, 8, TG_ACT_RELU, TG_EXAMPLES_AS_COLUMNS, rng);
+        tg_status s2 = tg_dense_init(&l2, p, "l2", 8, 2, TG_ACT_SIGMOID, TG_EXAMPLES_AS_COLUMNS, rng);
+        if (s1 == TG_OK && s2 == TG_OK) {
+            tg_sgd *opt = tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1, .momentum = 0.5}, NULL);
+            tg_tensor *x = tg_matrix(t, TG_F64, 3, 4, NULL, "X");
+            tg_tensor *y = tg_matrix(t, TG_F64, 2, 4, NULL, "Y");
+            tg_tensor *loss =
+                tg_mse_half(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, x)), y, 1);
+            tg_status s = tg_backward(t, loss);
+            if (s != TG_OK) {
+                ck_assert_int_eq(s, TG_ERR_NOMEM);
+                ck_assert_ptr_nonnull(strstr(tg_tape_error(t), "out of memory"));
+            } else if (opt && tg_sgd_step(opt) == TG_OK) {
+                result = alloc_calls;
+            }
+            tg_sgd_free(opt);
+        } else {
+            ck_assert_int_eq(tg_params_status(p), TG_ERR_NOMEM);
+            ck_assert_ptr_nonnull(strstr(tg_params_error(p), "out of memory"));
+        }
+    }
+    tg_tape_free(t);
+    tg_params_free(p);
+    tg_rng_free(rng);
+    tg_set_allocator(NULL);
+    return result;
+}
+
+START_TEST(allocation_failure_at_every_site)
+{
+    long total = one_step_with_failure_at(-1);
+    ck_assert_int_gt(total, 5);
+    for (long at = 0; at < total; at++)
+        ck_assert_int_eq(one_step_with_failure_at(at), -1);
+    /* valgrind/ASan check that every failure path freed what it had */
+}
+END_TEST
+
+START_TEST(sgd_bad_options)
+{
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *w = tg_params_add(p, "w", 1, (int64_t[]){2});
+    tg_tensor_write(w, (double[]){1, 2}, 2);
+    const char *err = NULL;
+    ck_assert_ptr_null(tg_sgd_new(p, &(tg_sgd_options){.lr = NAN}, &err));
+    ck_assert_ptr_nonnull(strstr(err, "learning rate nan"));
+    ck_assert_ptr_null(tg_sgd_new(p, &(tg_sgd_options){.lr = -1}, &err));
+    ck_assert_ptr_null(tg_sgd_new(p, &(tg_sgd_options){.lr = INFINITY}, &err));
+    ck_assert_ptr_null(tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1, .momentum = 1}, &err));
+    ck_assert_ptr_nonnull(strstr(err, "momentum"));
+    tg_sgd *s = tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1}, &err);
+    ck_assert_int_eq(tg_sgd_set_lr(s, NAN), TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(tg_sgd_error(s), "learning rate"));
+    /* a step with no gradients leaves the parameters unchanged */
+    ck_assert_int_eq(tg_sgd_step(s), TG_OK);
+    ck_assert_double_eq(tg_tensor_get(w, 0), 1);
+    ck_assert_double_eq(tg_tensor_get(w, 1), 2);
+    tg_sgd_free(s);
+    tg_params_free(p);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("errors");
+    TCase *tc = tcase_create("shapes and dtypes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, matmul_inner_dimensions);
+    tcase_add_test(tc, broadcast_mismatch);
+    tcase_add_test(tc, dtype_mix);
+    tcase_add_test(tc, bad_dims);
+    tcase_add_test(tc, overflowing_dims);
+    tcase_add_test(tc, bad_rank);
+    tcase_add_test(tc, mse_shape_mismatch);
+    tcase_add_test(tc, label_out_of_range);
+    tcase_add_test(tc, bad_axis);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("arguments and handles");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, null_arguments);
+    tcase_add_test(tc, null_data);
+    tcase_add_test(tc, non_scalar_backward);
+    tcase_add_test(tc, tensor_from_another_tape);
+    tcase_add_test(tc, stale_tensor_after_reset);
+    tcase_add_test(tc, nil_from_failed_call);
+    tcase_add_test(tc, bad_names);
+    tcase_add_test(tc, errors_stick);
+    tcase_add_test(tc, sgd_bad_options);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("allocation failure");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, allocation_failure_at_every_site);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}

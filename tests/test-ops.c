@@ -1,0 +1,472 @@
+/*
+ * Every built-in op: VJP against central differences in float64 over shapes that include
+ * broadcasting and the 1x1, 1xn, nx1 edge sizes; forward values against values worked out by
+ * hand; float32 forward against float64.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../lib/ops/ops.h"
+#include "common.h"
+
+/* Central differences in float64 with h = 1e-6: truncation error ~h²·|f'''| ≈ 1e-12 and
+ * round-off ~ε·|f|/h ≈ 1e-10 for our O(1) losses, so a correct rule shows errors near 1e-9;
+ * 1e-6 (the issue's bar) leaves three orders of margin, and a wrong rule is off by O(1). */
+#define FD_STEP 1e-6
+#define FD_TOL 1e-6
+
+/* One test case: an op applied to inputs of given shapes. The checked scalar is
+ * Σ op(inputs) ⊙ R with a fixed random R, so every element of the output's VJP matters. */
+struct op_case {
+    const char *label;
+    int n_in;
+    int ndim[2];
+    int64_t dims[2][TG_MAX_DIMS];
+    tg_tensor *(*apply)(tg_tape *t, tg_tensor **in, const struct op_case *c);
+    double lo, hi;  /* input range */
+    bool avoid_kink; /* keep |x| >= 0.01 (relu family: FD across the kink is meaningless) */
+    int axis;
+    bool ta, tb;
+    double c;
+};
+
+static int32_t case_labels[8] = {2, 0, 1, 3, 1, 2, 0, 3};
+
+static tg_tensor *ap_matmul(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_matmul_t(t, in[0], c->ta, in[1], c->tb);
+}
+static tg_tensor *ap_transpose(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_transpose(t, in[0]);
+}
+static tg_tensor *ap_add(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_add(t, in[0], in[1]);
+}
+static tg_tensor *ap_sub(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_sub(t, in[0], in[1]);
+}
+static tg_tensor *ap_mul(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_mul(t, in[0], in[1]);
+}
+static tg_tensor *ap_scale(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_scale(t, in[0], c->c);
+}
+static tg_tensor *ap_sum(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return c->axis < 0 ? tg_sum(t, in[0]) : tg_sum_axis(t, in[0], c->axis);
+}
+static tg_tensor *ap_mean(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return c->axis < 0 ? tg_mean(t, in[0]) : tg_mean_axis(t, in[0], c->axis);
+}
+static tg_tensor *ap_identity(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_identity(t, in[0]);
+}
+static tg_tensor *ap_sigmoid(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_sigmoid(t, in[0]);
+}
+static tg_tensor *ap_tanh(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_tanh(t, in[0]);
+}
+static tg_tensor *ap_relu(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_relu(t, in[0]);
+}
+static tg_tensor *ap_leaky(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_leaky_relu(t, in[0], c->c);
+}
+static tg_tensor *ap_softplus(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_softplus(t, in[0]);
+}
+static tg_tensor *ap_gelu(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_gelu(t, in[0]);
+}
+static tg_tensor *ap_mse_half(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_mse_half(t, in[0], in[1], c->axis);
+}
+static tg_tensor *ap_mse(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_mse(t, in[0], in[1]);
+}
+static tg_tensor *ap_xent(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_softmax_xent(t, in[0], case_labels, c->axis);
+}
+
+#define M2(r, c) {r, c}
+#define ONE(name, fn, d0, d1, ...)                                                            \
+    {.label = name, .n_in = 1, .ndim = {2, 0}, .dims = {M2(d0, d1)}, .apply = fn, __VA_ARGS__}
+#define TWO(name, fn, a0, a1, b0, b1, ...)                                                     \
+    {.label = name, .n_in = 2, .ndim = {2, 2}, .dims = {M2(a0, a1), M2(b0, b1)}, .apply = fn,       \
+     __VA_ARGS__}
+
+static const struct op_case cases[] = {
+    TWO("matmul (3x4)(4x5)", ap_matmul, 3, 4, 4, 5, .axis = 0),
+    TWO("matmul (1x1)(1x1)", ap_matmul, 1, 1, 1, 1, .axis = 0),
+    TWO("matmul (1x4)(4x1)", ap_matmul, 1, 4, 4, 1, .axis = 0),
+    TWO("matmul (4x1)(1x3)", ap_matmul, 4, 1, 1, 3, .axis = 0),
+    TWO("matmul (4x3)ᵀ(4x5)", ap_matmul, 4, 3, 4, 5, .ta = true),
+    TWO("matmul (3x4)(5x4)ᵀ", ap_matmul, 3, 4, 5, 4, .tb = true),
+    TWO("matmul (4x3)ᵀ(5x4)ᵀ", ap_matmul, 4, 3, 5, 4, .ta = true, .tb = true),
+    ONE("transpose (3x4)", ap_transpose, 3, 4, .axis = 0),
+    ONE("transpose (1x5)", ap_transpose, 1, 5, .axis = 0),
+    TWO("add (3x4)+(3x4)", ap_add, 3, 4, 3, 4, .axis = 0),
+    TWO("add (3x4)+(3x1) bias, examples as columns", ap_add, 3, 4, 3, 1, .axis = 0),
+    TWO("add (3x4)+(1x4) bias, examples as rows", ap_add, 3, 4, 1, 4, .axis = 0),
+    TWO("add (3x1)+(1x4) outer", ap_add, 3, 1, 1, 4, .axis = 0),
+    TWO("add (1x1)+(3x4)", ap_add, 1, 1, 3, 4, .axis = 0),
+    TWO("add (1x1)+(1x1)", ap_add, 1, 1, 1, 1, .axis = 0),
+    TWO("sub (3x4)-(3x1)", ap_sub, 3, 4, 3, 1, .axis = 0),
+    TWO("sub (1x4)-(3x4)", ap_sub, 1, 4, 3, 4, .axis = 0),
+    TWO("mul (3x4)⊙(3x4)", ap_mul, 3, 4, 3, 4, .axis = 0),
+    TWO("mul (3x4)⊙(1x4)", ap_mul, 3, 4, 1, 4, .axis = 0),
+    TWO("mul (4x1)⊙(4x3)", ap_mul, 4, 1, 4, 3, .axis = 0),
+    ONE("scale (3x4)", ap_scale, 3, 4, .c = -2.5),
+    ONE("sum all (3x4)", ap_sum, 3, 4, .axis = -1),
+    ONE("sum axis 0 (3x4)", ap_sum, 3, 4, .axis = 0),
+    ONE("sum axis 1 (3x4)", ap_sum, 3, 4, .axis = 1),
+    ONE("sum all (1x1)", ap_sum, 1, 1, .axis = -1),
+    ONE("mean all (3x4)", ap_mean, 3, 4, .axis = -1),
+    ONE("mean axis 0 (3x4)", ap_mean, 3, 4, .axis = 0),
+    ONE("mean axis 1 (1x5)", ap_mean, 1, 5, .axis = 1),
+    ONE("identity (3x4)", ap_identity, 3, 4, .axis = 0),
+    ONE("sigmoid (3x4)", ap_sigmoid, 3, 4, .lo = -6, .hi = 6),
+    ONE("sigmoid (1x1)", ap_sigmoid, 1, 1, .axis = 0),
+    ONE("tanh (3x4)", ap_tanh, 3, 4, .lo = -3, .hi = 3),
+    ONE("tanh (4x1)", ap_tanh, 4, 1, .axis = 0),
+    ONE("relu (3x4)", ap_relu, 3, 4, .avoid_kink = true),
+    ONE("leaky_relu (3x4)", ap_leaky, 3, 4, .avoid_kink = true, .c = 0.1),
+    ONE("softplus (3x4)", ap_softplus, 3, 4, .lo = -8, .hi = 8),
+    ONE("gelu (3x4)", ap_gelu, 3, 4, .lo = -4, .hi = 4),
+    TWO("mse_half (3x4) batch axis 1", ap_mse_half, 3, 4, 3, 4, .axis = 1),
+    TWO("mse_half (4x3) batch axis 0", ap_mse_half, 4, 3, 4, 3, .axis = 0),
+    TWO("mse_half (1x1)", ap_mse_half, 1, 1, 1, 1, .axis = 1),
+    TWO("mse (3x4)", ap_mse, 3, 4, 3, 4, .axis = 0),
+    TWO("mse (1x5)", ap_mse, 1, 5, 1, 5, .axis = 0),
+    ONE("softmax_xent (5x4) classes on axis 1", ap_xent, 5, 4, .axis = 1, .lo = -4, .hi = 4),
+    ONE("softmax_xent (4x6) classes on axis 0", ap_xent, 4, 6, .axis = 0, .lo = -4, .hi = 4),
+    ONE("softmax_xent (1x4) one example", ap_xent, 1, 4, .axis = 1),
+};
+#define N_CASES ((int)(sizeof cases / sizeof cases[0]))
+
+struct case_ctx {
+    const struct op_case *c;
+    double *weights; /* R, one per output element */
+    size_t n_weights;
+};
+
+static tg_tensor *
+case_graph(tg_tape *t, tg_tensor **in, void *vctx)
+{
+    struct case_ctx *ctx = vctx;
+    tg_tensor *y = ctx->c->apply(t, in, ctx->c);
+    if (tg_tape_error(t))
+        return y;
+    /* Σ y ⊙ R: R is an input without gradient, made in y's shape. */
+    int64_t dims[TG_MAX_DIMS];
+    for (int i = 0; i < tg_tensor_ndim(y); i++)
+        dims[i] = tg_tensor_dim(y, i);
+    tg_tensor *r = tg_tensor_new(t, tg_tensor_dtype(y), tg_tensor_ndim(y), dims, "R");
+    tg_tensor_write(r, ctx->weights, tg_tensor_size(y));
+    return tg_sum(t, tg_mul(t, y, r));
+}
+
+static void
+make_inputs(const struct op_case *c, tg_rng *rng, struct test_input *in)
+{
+    double lo = c->lo, hi = c->hi;
+    if (lo == 0 && hi == 0)
+        lo = -2, hi = 2;
+    for (int k = 0; k < c->n_in; k++) {
+        in[k].ndim = c->ndim[k];
+        memcpy(in[k].dims, c->dims[k], sizeof in[k].dims);
+        size_t n = dims_size(in[k].ndim, in[k].dims);
+        in[k].vals = malloc((n ? n : 1) * sizeof(double));
+        fill_uniform(in[k].vals, n, rng, lo, hi);
+        if (c->avoid_kink)
+            for (size_t i = 0; i < n; i++)
+                if (fabs(in[k].vals[i]) < 0.01)
+                    in[k].vals[i] = in[k].vals[i] < 0 ? -0.5 : 0.5;
+    }
+}
+
+/* The output size of a case, found by running it once. */
+static size_t
+case_output_size(const struct op_case *c, struct test_input *in)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *made[2];
+    for (int k = 0; k < c->n_in; k++)
+        made[k] = tg_tensor_new(t, TG_F64, in[k].ndim, in[k].dims, NULL);
+    tg_tensor *y = c->apply(t, made, c);
+    ck_assert_msg(!tg_tape_error(t), "%s: %s", c->label, tg_tape_error(t));
+    size_t n = tg_tensor_size(y);
+    tg_tape_free(t);
+    return n;
+}
+
+START_TEST(vjp_matches_central_differences)
+{
+    const struct op_case *c = &cases[_i];
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        tg_rng *rng = tg_rng_new(seed * 7919 + (uint64_t)_i);
+        struct test_input in[2];
+        make_inputs(c, rng, in);
+        struct case_ctx ctx = {c, NULL, case_output_size(c, in)};
+        ctx.weights = malloc(ctx.n_weights * sizeof(double));
+        fill_uniform(ctx.weights, ctx.n_weights, rng, -1, 1);
+
+        struct fd_result r = fd_check(TG_F64, case_graph, &ctx, in, c->n_in, FD_STEP);
+        ck_assert_msg(r.error == NULL, "%s: %s", c->label, r.error);
+        ck_assert_msg(r.checked > 0 || dims_size(in[0].ndim, in[0].dims) == 0, "%s: nothing checked",
+                      c->label);
+        ck_assert_msg(r.max_err < FD_TOL,
+                      "%s (seed %llu): error %.3g at input %d[%zu]: analytic %.17g, numeric %.17g",
+                      c->label, (unsigned long long)seed, r.max_err, r.input, r.index,
+                      r.analytic, r.numeric);
+        for (int k = 0; k < c->n_in; k++)
+            free(in[k].vals);
+        free(ctx.weights);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
+/* Every op in the table is exercised by at least one case above. */
+START_TEST(every_builtin_op_has_a_case)
+{
+    for (size_t i = 0; i < tg_builtin_op_count(); i++) {
+        const tg_op *op = tg_builtin_op(i);
+        ck_assert_msg(op && op->name && op->forward && op->vjp, "op table hole at %zu", i);
+        bool found = false;
+        for (int k = 0; k < N_CASES && !found; k++)
+            found = strncmp(cases[k].label, op->name, strlen(op->name)) == 0 &&
+                    cases[k].label[strlen(op->name)] == ' ';
+        ck_assert_msg(found, "op %s has no finite-difference case", op->name);
+    }
+}
+END_TEST
+
+/* The same case in float32 gives the float64 forward value to float32 precision: relative
+ * error below 1e-5 (float32 ε = 1.2e-7, times the few dozen roundings of these small ops). */
+START_TEST(float32_forward_matches_float64)
+{
+    const struct op_case *c = &cases[_i];
+    tg_rng *rng = tg_rng_new(99 + (uint64_t)_i);
+    struct test_input in[2];
+    make_inputs(c, rng, in);
+    double out[2];
+    for (int d = 0; d < 2; d++) {
+        tg_dtype dt = d ? TG_F64 : TG_F32;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *made[2];
+        for (int k = 0; k < c->n_in; k++) {
+            made[k] = tg_tensor_new(t, dt, in[k].ndim, in[k].dims, NULL);
+            tg_tensor_write(made[k], in[k].vals, dims_size(in[k].ndim, in[k].dims));
+        }
+        tg_tensor *y = tg_sum(t, c->apply(t, made, c));
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        out[d] = tg_tensor_item(y);
+        tg_tape_free(t);
+    }
+    ck_assert_msg(fabs(out[0] - out[1]) <= 1e-5 * fmax(1.0, fabs(out[1])),
+                  "%s: f32 %.9g vs f64 %.17g", c->label, out[0], out[1]);
+    for (int k = 0; k < c->n_in; k++)
+        free(in[k].vals);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* ---- forward values worked out by hand ---- */
+
+static tg_tape *tape;
+static void setup(void) { tape = tg_tape_new(); }
+static void teardown(void) { tg_tape_free(tape); }
+
+static tg_tensor *
+mat(int64_t r, int64_t c, const double *v)
+{
+    tg_tensor *x = tg_matrix(tape, TG_F64, r, c, v, NULL);
+    return x;
+}
+
+static void
+expect_values(tg_tensor *y, const double *want, size_t n, double tol)
+{
+    ck_assert_msg(!tg_tape_error(tape), "%s", tg_tape_error(tape));
+    ck_assert_uint_eq(tg_tensor_size(y), n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabs(tg_tensor_get(y, i) - want[i]) <= tol, "element %zu: got %.17g want %.17g",
+                      i, tg_tensor_get(y, i), want[i]);
+}
+
+START_TEST(forward_matmul_by_hand)
+{
+    /* [1 2; 3 4]·[5 6; 7 8] = [19 22; 43 50] */
+    tg_tensor *y = tg_matmul(tape, mat(2, 2, (double[]){1, 2, 3, 4}), mat(2, 2, (double[]){5, 6, 7, 8}));
+    expect_values(y, (double[]){19, 22, 43, 50}, 4, 0);
+    /* [1 2 3]ᵀ-free product with a transposed operand: (2x3)·(2x3)ᵀ = [14 32; 32 77] */
+    tg_tensor *a = mat(2, 3, (double[]){1, 2, 3, 4, 5, 6});
+    expect_values(tg_matmul_t(tape, a, false, a, true), (double[]){14, 32, 32, 77}, 4, 0);
+    expect_values(tg_transpose(tape, a), (double[]){1, 4, 2, 5, 3, 6}, 6, 0);
+}
+END_TEST
+
+START_TEST(forward_broadcast_by_hand)
+{
+    tg_tensor *z = mat(2, 3, (double[]){1, 2, 3, 4, 5, 6});
+    expect_values(tg_add(tape, z, mat(2, 1, (double[]){10, 20})),
+                  (double[]){11, 12, 13, 24, 25, 26}, 6, 0);
+    expect_values(tg_add(tape, z, mat(1, 3, (double[]){10, 20, 30})),
+                  (double[]){11, 22, 33, 14, 25, 36}, 6, 0);
+    expect_values(tg_sub(tape, z, mat(1, 1, (double[]){1})), (double[]){0, 1, 2, 3, 4, 5}, 6, 0);
+    expect_values(tg_mul(tape, z, mat(2, 1, (double[]){2, -1})),
+                  (double[]){2, 4, 6, -4, -5, -6}, 6, 0);
+    expect_values(tg_scale(tape, z, 0.5), (double[]){0.5, 1, 1.5, 2, 2.5, 3}, 6, 0);
+    expect_values(tg_sum(tape, z), (double[]){21}, 1, 0);
+    expect_values(tg_sum_axis(tape, z, 0), (double[]){5, 7, 9}, 3, 0);
+    expect_values(tg_sum_axis(tape, z, 1), (double[]){6, 15}, 2, 0);
+    expect_values(tg_mean(tape, z), (double[]){3.5}, 1, 0);
+    expect_values(tg_mean_axis(tape, z, 1), (double[]){2, 5}, 2, 0);
+}
+END_TEST
+
+START_TEST(forward_activations_by_hand)
+{
+    tg_tensor *x = mat(1, 5, (double[]){-1000, -1, 0, 1, 1000});
+    expect_values(tg_sigmoid(tape, x),
+                  (double[]){0, 0.26894142136999512, 0.5, 0.73105857863000488, 1}, 5, 1e-16);
+    expect_values(tg_tanh(tape, x), (double[]){-1, -0.76159415595576489, 0, 0.76159415595576489, 1},
+                  5, 1e-16);
+    expect_values(tg_relu(tape, x), (double[]){0, 0, 0, 1, 1000}, 5, 0);
+    expect_values(tg_leaky_relu(tape, x, 0.1), (double[]){-100, -0.1, 0, 1, 1000}, 5, 1e-13);
+    /* softplus(1000) = 1000 exactly in double; softplus(-1000) = e^-1000 underflows to 0;
+     * softplus(0) = ln 2; softplus(±1) = ln(1 + e^±1) */
+    expect_values(tg_softplus(tape, x),
+                  (double[]){0, 0.31326168751822284, 0.69314718055994531, 1.3132616875182228,
+                             1000},
+                  5, 1e-15);
+    /* gelu(x) = x Φ(x): Φ(1) = 0.84134474606854293 */
+    expect_values(tg_gelu(tape, x),
+                  (double[]){-0.0, -0.15865525393145707, 0, 0.84134474606854293, 1000}, 5, 1e-15);
+    expect_values(tg_identity(tape, x), (double[]){-1000, -1, 0, 1, 1000}, 5, 0);
+}
+END_TEST
+
+START_TEST(forward_losses_by_hand)
+{
+    /* A (3x2), Y = 0: Σ A² = 1+4+9+16+25+36 = 91.
+     * mse_half with examples as columns (m = 2): 91 / (2·2) = 22.75
+     * mse_half with examples as rows (m = 3):    91 / (2·3) = 15.1666…
+     * mse over all 6 entries:                    91 / 6 */
+    tg_tensor *a = mat(3, 2, (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *y = tg_matrix(tape, TG_F64, 3, 2, NULL, "Y");
+    expect_values(tg_mse_half(tape, a, y, 1), (double[]){22.75}, 1, 1e-14);
+    expect_values(tg_mse_half(tape, a, y, 0), (double[]){91.0 / 6.0}, 1, 1e-14);
+    expect_values(tg_mse(tape, a, y), (double[]){91.0 / 6.0}, 1, 1e-14);
+    /* scores [1 2 3], label 2: lse = 3 + ln(1 + e^-1 + e^-2) = 3.4076059644443806;
+     * loss = lse - 3. Second example [1000 1000 0], label 0: lse = 1000 + ln 2, loss = ln 2.
+     * Mean = (0.40760596444438 + 0.69314718055995) / 2. */
+    int32_t labels[2] = {2, 0};
+    tg_tensor *s = mat(2, 3, (double[]){1, 2, 3, 1000, 1000, 0});
+    expect_values(tg_softmax_xent(tape, s, labels, 1),
+                  (double[]){(0.40760596444438046 + 0.69314718055994531) / 2}, 1, 1e-15);
+    /* The same scores with classes on axis 0. */
+    tg_tensor *st = mat(3, 2, (double[]){1, 1000, 2, 1000, 3, 0});
+    expect_values(tg_softmax_xent(tape, st, labels, 0),
+                  (double[]){(0.40760596444438046 + 0.69314718055994531) / 2}, 1, 1e-15);
+}
+END_TEST
+
+/* Edge values from RELIABILITY.md: large finite inputs stay finite, ±inf gives IEEE results,
+ * NaN propagates, subnormals are not flushed. */
+START_TEST(forward_edge_values)
+{
+    tg_tensor *x = mat(1, 4, (double[]){INFINITY, -INFINITY, NAN, 4.9e-324});
+    tg_tensor *s = tg_sigmoid(tape, x);
+    ck_assert_double_eq(tg_tensor_get(s, 0), 1);
+    ck_assert_double_eq(tg_tensor_get(s, 1), 0);
+    ck_assert(isnan(tg_tensor_get(s, 2)));
+    tg_tensor *r = tg_relu(tape, x);
+    ck_assert_double_eq(tg_tensor_get(r, 3), 4.9e-324); /* subnormal survives */
+    ck_assert(isnan(tg_tensor_get(r, 2)));
+    /* lse([1e6, 1e6]) = 1e6 + ln 2: loss for label 0 is ln 2 */
+    int32_t l0 = 0;
+    tg_tensor *big = tg_softmax_xent(tape, mat(1, 2, (double[]){1e6, 1e6}), &l0, 1);
+    ck_assert_double_eq_tol(tg_tensor_item(big), 0.69314718055994531, 1e-10);
+    /* a row with +inf: lse = +inf; the label's score is finite, so the loss is +inf */
+    tg_tensor *pinf = tg_softmax_xent(tape, mat(1, 2, (double[]){0, INFINITY}), &l0, 1);
+    ck_assert(isinf(tg_tensor_item(pinf)) && tg_tensor_item(pinf) > 0);
+    /* a row of all -inf: lse = -inf, loss = -inf - (-inf) = NaN (documented, as PyTorch) */
+    tg_tensor *ninf = tg_softmax_xent(tape, mat(1, 2, (double[]){-INFINITY, -INFINITY}), &l0, 1);
+    ck_assert(isnan(tg_tensor_item(ninf)));
+    /* mse in f32 of a difference of 1e20 squares to +inf, never NaN */
+    float big32[2] = {1e20f, 0}, zero32[2] = {0, 0};
+    tg_tensor *m = tg_mse(tape, tg_matrix(tape, TG_F32, 1, 2, big32, NULL),
+                          tg_matrix(tape, TG_F32, 1, 2, zero32, NULL));
+    ck_assert(isinf(tg_tensor_item(m)));
+    ck_assert_msg(!tg_tape_error(tape), "%s", tg_tape_error(tape));
+}
+END_TEST
+
+/* A 0-sized dimension is an empty result, not a crash: (2x0)·(0x3) is a 2x3 matrix of zeros. */
+START_TEST(empty_dimensions)
+{
+    tg_tensor *a = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){2, 0}, "A");
+    tg_tensor *b = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){0, 3}, "B");
+    tg_tensor *c = tg_matmul(tape, a, b);
+    expect_values(c, (double[]){0, 0, 0, 0, 0, 0}, 6, 0);
+    tg_tensor *e = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){0, 3}, "E");
+    tg_tensor *s = tg_add(tape, e, tg_matrix(tape, TG_F64, 1, 3, NULL, NULL));
+    ck_assert_uint_eq(tg_tensor_size(s), 0);
+    expect_values(tg_sum(tape, s), (double[]){0}, 1, 0);
+    tg_mse(tape, e, e);
+    ck_assert_int_eq(tg_tape_status(tape), TG_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(tg_tape_error(tape), "mse"));
+    ck_assert_ptr_nonnull(strstr(tg_tape_error(tape), "empty"));
+}
+END_TEST
+
+static Suite *
+ops_suite(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("vjp vs finite differences");
+    tcase_add_loop_test(tc, vjp_matches_central_differences, 0, N_CASES);
+    tcase_add_test(tc, every_builtin_op_has_a_case);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("float32 vs float64");
+    tcase_add_loop_test(tc, float32_forward_matches_float64, 0, N_CASES);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("forward by hand");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, forward_matmul_by_hand);
+    tcase_add_test(tc, forward_broadcast_by_hand);
+    tcase_add_test(tc, forward_activations_by_hand);
+    tcase_add_test(tc, forward_losses_by_hand);
+    tcase_add_test(tc, forward_edge_values);
+    tcase_add_test(tc, empty_dimensions);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return run_suite(ops_suite());
+}

@@ -1,0 +1,291 @@
+/*
+ * The tape: fan-out accumulation, reuse over many steps without allocating, gradients only
+ * where needed, backward semantics, and a whole MLP against finite differences.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+/* ---- allocation counting through the library's allocator hook ---- */
+static size_t n_allocs;
+static void *count_malloc(size_t n, void *ctx) { (void)ctx; n_allocs++; return malloc(n); }
+static void *count_realloc(void *p, size_t n, void *ctx) { (void)ctx; n_allocs++; return realloc(p, n); }
+static void count_free(void *p, void *ctx) { (void)ctx; free(p); }
+static const tg_allocator counting = {count_malloc, count_realloc, count_free, NULL};
+
+/* y = x ⊙ x + x: dy/dx = 2x + 1, through two uses of x (fan-out) and the mul's two inputs. */
+START_TEST(fan_out_accumulates)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 3, (double[]){-1.5, 0.25, 2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *y = tg_sum(t, tg_add(t, tg_mul(t, x, x), x));
+    ck_assert_int_eq(tg_backward(t, y), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 0), -2);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 1), 1.5);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 2), 5);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* Diamond: a = tanh(x); y = Σ (a ⊙ sigmoid(a) + a). Compared with finite differences. */
+static tg_tensor *
+diamond(tg_tape *t, tg_tensor **in, void *ctx)
+{
+    tg_tensor *a = tg_tanh(t, in[0]);
+    return tg_sum(t, tg_add(t, tg_mul(t, a, tg_sigmoid(t, a)), a));
+}
+
+START_TEST(diamond_matches_finite_differences)
+{
+    double v[6] = {-1, -0.3, 0.2, 0.7, 1.1, 2};
+    struct test_input in = {2, {2, 3}, v};
+    struct fd_result r = fd_check(TG_F64, diamond, NULL, &in, 1, 1e-6);
+    ck_assert_msg(!r.error, "%s", r.error);
+    ck_assert_msg(r.max_err < 1e-6, "error %.3g", r.max_err);
+}
+END_TEST
+
+/* Gradients flow only where needed: an input without requires_grad gets no buffer, and a
+ * branch that does not lead to the loss is not differentiated. */
+START_TEST(gradients_only_where_needed)
+{
+    tg_tape *t = tg_tape_new();
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *w = tg_params_add(p, "w", 2, (int64_t[]){1, 2});
+    tg_tensor_fill(w, 3);
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 2, (double[]){1, 2}, "x");
+    tg_tensor *unrelated = tg_sum(t, tg_mul(t, w, w)); /* recorded, not on the loss's path */
+    tg_tensor *loss = tg_sum(t, tg_mul(t, w, x));
+    ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+    ck_assert_ptr_null(tg_tensor_grad(x));
+    ck_assert_double_eq(tg_tensor_grad_get(unrelated, 0), 0);
+    ck_assert_double_eq(tg_tensor_grad_get(w, 0), 1); /* d/dw Σ w x = x, not 2w + x */
+    ck_assert_double_eq(tg_tensor_grad_get(w, 1), 2);
+    tg_params_free(p);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* backward from an output that depends on no parameter: OK, and gradients stay zero. */
+START_TEST(backward_without_parameters)
+{
+    tg_tape *t = tg_tape_new();
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *w = tg_params_add(p, "w", 2, (int64_t[]){1, 1});
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 1, (double[]){2}, "x");
+    ck_assert_int_eq(tg_backward(t, tg_sigmoid(t, x)), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(w, 0), 0);
+    tg_params_free(p);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* backward twice on an unchanged tape: parameter gradients accumulate (documented), tape
+ * tensor gradients are recomputed, and the second pass adds exactly the first's values. */
+START_TEST(backward_twice_accumulates_parameters)
+{
+    tg_tape *t = tg_tape_new();
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *w = tg_params_add(p, "w", 2, (int64_t[]){1, 2});
+    tg_tensor_write(w, (double[]){0.5, -1}, 2);
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 2, (double[]){1, 2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *loss = tg_sum(t, tg_tanh(t, tg_mul(t, w, x)));
+    ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+    double g1 = tg_tensor_grad_get(w, 1), gx1 = tg_tensor_grad_get(x, 1);
+    ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(w, 1), 2 * g1);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 1), gx1);
+    tg_params_free(p);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* The note's network, examples as columns, with the parameters checked against central
+ * differences taken by perturbing the parameter buffer directly. */
+struct mlp {
+    tg_params *p;
+    tg_dense l1, l2;
+    double *x, *y;
+    int64_t n_in, n_hidden, n_out, m;
+};
+
+static double
+mlp_loss(struct mlp *net, tg_tape *t, bool backward)
+{
+    tg_tape_reset(t);
+    tg_tensor *x = tg_matrix(t, TG_F64, net->n_in, net->m, net->x, "X");
+    tg_tensor *y = tg_matrix(t, TG_F64, net->n_out, net->m, net->y, "Y");
+    tg_tensor *a1 = tg_dense_forward(t, &net->l1, x);
+    tg_tensor *a2 = tg_dense_forward(t, &net->l2, a1);
+    tg_tensor *loss = tg_mse_half(t, a2, y, 1);
+    if (backward)
+        tg_backward(t, loss);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    return tg_tensor_item(loss);
+}
+
+START_TEST(mlp_matches_finite_differences)
+{
+    tg_rng *rng = tg_rng_new(42 + (uint64_t)_i);
+    struct mlp net = {.p = tg_params_new(TG_F64), .n_in = 3, .n_hidden = 5, .n_out = 2, .m = 4};
+    tg_activation acts[3] = {TG_ACT_TANH, TG_ACT_SIGMOID, TG_ACT_GELU};
+    tg_dense_init(&net.l1, net.p, "layer1", net.n_in, net.n_hidden, acts[_i % 3],
+                  TG_EXAMPLES_AS_COLUMNS, rng);
+    tg_dense_init(&net.l2, net.p, "layer2", net.n_hidden, net.n_out, TG_ACT_SIGMOID,
+                  TG_EXAMPLES_AS_COLUMNS, rng);
+    tg_tensor_fill_uniform(net.l1.bias, rng, -0.5, 0.5);
+    net.x = malloc(sizeof(double) * 12);
+    net.y = malloc(sizeof(double) * 8);
+    fill_uniform(net.x, 12, rng, -1, 1);
+    fill_uniform(net.y, 8, rng, 0, 1);
+    tg_tape *t = tg_tape_new();
+    tg_params_zero_grad(net.p);
+    mlp_loss(&net, t, true);
+
+    double *w = tg_params_values(net.p), *g = tg_params_grads(net.p);
+    size_t n = tg_params_size(net.p);
+    double *analytic = malloc(n * sizeof *analytic);
+    memcpy(analytic, g, n * sizeof *analytic);
+    const double h = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double w0 = w[i];
+        w[i] = w0 + h;
+        double fp = mlp_loss(&net, t, false);
+        w[i] = w0 - h;
+        double fm = mlp_loss(&net, t, false);
+        w[i] = w0;
+        double numeric = (fp - fm) / (2 * h);
+        double err = fabs(numeric - analytic[i]) / fmax(1, fmax(fabs(numeric), fabs(analytic[i])));
+        /* FD_TOL as in test-ops.c: errors of a correct rule are ~1e-10 here */
+        ck_assert_msg(err < 1e-6, "parameter element %zu: analytic %.17g numeric %.17g", i,
+                      analytic[i], numeric);
+    }
+    free(analytic);
+    free(net.x);
+    free(net.y);
+    tg_tape_free(t);
+    tg_params_free(net.p);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* A tape reused for many training steps: after the first step, no allocation at all, the
+ * arena stops growing, and the loss falls. */
+START_TEST(tape_reuse_allocates_nothing_when_warm)
+{
+    tg_set_allocator(&counting);
+    tg_rng *rng = tg_rng_new(7);
+    tg_params *p = tg_params_new(TG_F32);
+    tg_dense l1, l2;
+    tg_dense_init(&l1, p, "l1", 4, 16, TG_ACT_TANH, TG_EXAMPLES_AS_ROWS, rng);
+    tg_dense_init(&l2, p, "l2", 16, 3, TG_ACT_IDENTITY, TG_EXAMPLES_AS_ROWS, rng);
+    tg_sgd *opt = tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1, .momentum = 0.9}, NULL);
+    float x[32 * 4];
+    int32_t labels[32];
+    for (int i = 0; i < 32; i++) {
+        labels[i] = i % 3;
+        for (int j = 0; j < 4; j++)
+            x[i * 4 + j] = (float)(tg_rng_normal(rng) + (j == labels[i] ? 2.0 : 0.0));
+    }
+    tg_tape *t = tg_tape_new();
+    double first = 0, last = 0;
+    size_t arena_after_first = 0, allocs_before = 0;
+    for (int step = 0; step < 200; step++) {
+        if (step == 1)
+            allocs_before = n_allocs;
+        tg_tape_reset(t);
+        tg_tensor *xs = tg_tensor_wrap(t, TG_F32, 2, (int64_t[]){32, 4}, x, "X");
+        tg_tensor *loss =
+            tg_softmax_xent(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, xs)), labels, 1);
+        tg_backward(t, loss);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_int_eq(tg_sgd_step(opt), TG_OK);
+        if (step == 0)
+            first = tg_tensor_item(loss), arena_after_first = tg_tape_arena_bytes(t);
+        last = tg_tensor_item(loss);
+    }
+    size_t warm_allocs = n_allocs - allocs_before;
+    ck_assert_msg(warm_allocs == 0, "%zu allocations in 199 warm steps", warm_allocs);
+    ck_assert_uint_eq(tg_tape_arena_bytes(t), arena_after_first);
+    ck_assert_uint_eq(tg_tape_node_count(t), 7);
+    ck_assert_msg(last < 0.5 * first, "loss did not fall: %g -> %g", first, last);
+    tg_tape_free(t);
+    tg_sgd_free(opt);
+    tg_params_free(p);
+    tg_rng_free(rng);
+    tg_set_allocator(NULL);
+}
+END_TEST
+
+/* A custom op is recorded and differentiated like a built-in: cube(x) = x³, dx += 3x² dy. */
+static tg_status
+cube_forward(tg_node *n)
+{
+    tg_tensor *x = tg_node_input(n, 0), *y = tg_node_output(n);
+    const double *xv = tg_tensor_data(x);
+    double *yv = tg_tensor_data(y);
+    for (size_t i = 0; i < tg_tensor_size(y); i++)
+        yv[i] = xv[i] * xv[i] * xv[i];
+    return TG_OK;
+}
+
+static tg_status
+cube_vjp(tg_node *n)
+{
+    tg_tensor *x = tg_node_input(n, 0), *y = tg_node_output(n);
+    const double *xv = tg_tensor_data(x), *dy = tg_tensor_grad(y);
+    double *dx = tg_tensor_grad(x);
+    if (dx)
+        for (size_t i = 0; i < tg_tensor_size(y); i++)
+            dx[i] += 3 * xv[i] * xv[i] * dy[i];
+    return TG_OK;
+}
+
+static const tg_op cube = {"cube", 1, NULL, cube_forward, cube_vjp, NULL};
+
+static tg_tensor *
+cube_graph(tg_tape *t, tg_tensor **in, void *ctx)
+{
+    return tg_sum(t, tg_custom(t, &cube, in, 1, NULL));
+}
+
+START_TEST(custom_op_differentiates)
+{
+    double v[4] = {-2, -0.5, 0.3, 1.7};
+    struct test_input in = {2, {2, 2}, v};
+    struct fd_result r = fd_check(TG_F64, cube_graph, NULL, &in, 1, 1e-6);
+    ck_assert_msg(!r.error, "%s", r.error);
+    ck_assert_msg(r.max_err < 1e-6, "error %.3g", r.max_err);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("tape");
+    TCase *tc = tcase_create("fan-out");
+    tcase_add_test(tc, fan_out_accumulates);
+    tcase_add_test(tc, diamond_matches_finite_differences);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("backward");
+    tcase_add_test(tc, gradients_only_where_needed);
+    tcase_add_test(tc, backward_without_parameters);
+    tcase_add_test(tc, backward_twice_accumulates_parameters);
+    tcase_add_test(tc, custom_op_differentiates);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("whole MLP vs finite differences");
+    tcase_add_loop_test(tc, mlp_matches_finite_differences, 0, 6);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tape reuse");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, tape_reuse_allocates_nothing_when_warm);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
