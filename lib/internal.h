@@ -148,6 +148,10 @@ tg_tensor *tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim,
  * forward. attr may be NULL. Returns the output or the nil tensor. */
 tg_tensor *tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
                       const struct tg__attr *attr, void *ctx);
+/* As tg__record; zero_output zero-fills the output before the forward runs (custom ops: a
+ * forward that misses elements then leaves zeros, not arena garbage from an earlier step). */
+tg_tensor *tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+                         const struct tg__attr *attr, void *ctx, bool zero_output);
 
 /* Convenience for shape rules: same shape as input 0. */
 tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);

@@ -214,6 +214,13 @@ tg_tensor *
 tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
            const struct tg__attr *attr, void *ctx)
 {
+    return tg__record_ex(t, op, in, n_in, attr, ctx, false);
+}
+
+tg_tensor *
+tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+              const struct tg__attr *attr, void *ctx, bool zero_output)
+{
     if (t->status != TG_OK)
         return &t->nil;
     static const char *const argname[TG_MAX_INPUTS] = {"input 0", "input 1", "input 2",
@@ -252,8 +259,7 @@ tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
                    ? tg__fail(t, s, "%s: shape rule failed: %s", op->name, tg_status_string(s))
                    : &t->nil;
 
-    tg_tensor *out = tg__tape_tensor(t, op->name, in[0]->dtype, ndim, dims, op->forward == NULL,
-                                     NULL);
+    tg_tensor *out = tg__tape_tensor(t, op->name, in[0]->dtype, ndim, dims, zero_output, NULL);
     if (t->status != TG_OK)
         return &t->nil;
     out->kind = TG__KIND_OP;

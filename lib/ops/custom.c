@@ -22,7 +22,7 @@ tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs, v
                         op->name, n_inputs, op->n_inputs, TG_MAX_INPUTS);
     if (!inputs)
         return tg__fail(t, TG_ERR_ARG, "%s: inputs is NULL", op->name);
-    return tg__record(t, op, inputs, n_inputs, NULL, ctx);
+    return tg__record_ex(t, op, inputs, n_inputs, NULL, ctx, true);
 }
 
 const tg_op *
