@@ -1,0 +1,113 @@
+/*
+ * Data sets: IDX files (MNIST-style, plain or gzip-compressed), numeric CSV, and seeded
+ * shuffled minibatches.
+ *
+ * A tg_dataset holds n examples, each a dense feature block of one shape (a 28x28 image, a CSV
+ * row) stored contiguously in float32 or float64, plus optional int32 labels. Loading is
+ * all-or-nothing: a failed load leaves the data set as it was and records a message on it that
+ * names the file, the place (byte offset, or line and column) and the expected and actual
+ * values, e.g.
+ *     "train-labels.gz": 59999 labels but "train-images.gz" has 60000 images
+ * The message is owned by the data set (tg_dataset_error) and stays until the next call that
+ * succeeds.
+ *
+ * IDX (LeCun's format): 2 zero bytes, a type byte (0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
+ * 0x0D f32, 0x0E f64), a rank byte, rank big-endian u32 dims, then the values big-endian in
+ * row-major order. Dim 0 counts examples. A gzip file is recognised by its content, not its
+ * name. Labels come from a second, rank-1 IDX file of an integer type.
+ */
+#ifndef TAPEGRAD_DATA_H
+#define TAPEGRAD_DATA_H
+
+#include <tapegrad/tapegrad.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tg_dataset tg_dataset; /* examples (features + optional labels) in memory */
+typedef struct tg_batcher tg_batcher; /* walks a data set in (shuffled) minibatches */
+
+typedef struct tg_idx_options {
+    tg_dtype dtype;     /* storage for the features: TG_F32 (the default, 0) or TG_F64 */
+    bool scale_to_unit; /* u8 data only: divide by 255, so pixels lie in [0, 1] */
+} tg_idx_options;
+
+typedef enum tg_csv_header {
+    TG_CSV_HEADER_AUTO = 0, /* the first line is a header when a cell of it is not a number */
+    TG_CSV_HEADER_NONE,     /* every line is data */
+    TG_CSV_HEADER_PRESENT,  /* the first line is a header and is skipped */
+} tg_csv_header;
+
+typedef struct tg_csv_options {
+    tg_dtype dtype;       /* TG_F32 (default) or TG_F64 */
+    tg_csv_header header; /* default TG_CSV_HEADER_AUTO */
+    char delimiter;       /* default ',' (when 0) */
+    bool has_labels;      /* take labels from column label_column */
+    int label_column;     /* 0-based; -1 means the last column. Values: integers >= 0 */
+} tg_csv_options;
+
+TG_API tg_dataset *tg_dataset_new(void); /* empty; NULL only when out of memory */
+TG_API void tg_dataset_free(tg_dataset *ds); /* NULL is a no-op */
+/* Status and message of the last failed call, or TG_OK / NULL after a call that succeeded. */
+TG_API tg_status tg_dataset_status(const tg_dataset *ds);
+TG_API const char *tg_dataset_error(const tg_dataset *ds);
+
+/* Load images (any IDX rank 1..TG_MAX_DIMS) and, when labels_path is not NULL, their labels
+ * (rank-1 IDX of u8/i8/i16/i32, every label >= 0, as many as images). opt may be NULL. Replaces
+ * the data set's contents on success. Errors: TG_ERR_IO (open/read), TG_ERR_FORMAT (bad magic,
+ * unknown type, truncated, trailing bytes, counts that disagree, dims overflow), TG_ERR_ARG,
+ * TG_ERR_NOMEM. */
+TG_API tg_status tg_dataset_load_idx(tg_dataset *ds, const char *images_path,
+                                     const char *labels_path, const tg_idx_options *opt);
+/* Load a numeric CSV file (plain or gzip): one example per line, cells parsed as C-locale
+ * numbers (nan/inf accepted), surrounding spaces ignored, blank lines skipped, CRLF accepted.
+ * Errors name the file, line and column: empty cells, non-numbers, ragged rows, labels that
+ * are not integers >= 0. opt may be NULL. */
+TG_API tg_status tg_dataset_load_csv(tg_dataset *ds, const char *path, const tg_csv_options *opt);
+
+TG_API size_t tg_dataset_count(const tg_dataset *ds);    /* number of examples */
+TG_API size_t tg_dataset_features(const tg_dataset *ds); /* values per example */
+/* Shape of one example: rank and dims (28x28 for MNIST images, the column count for CSV). */
+TG_API int tg_dataset_ndim(const tg_dataset *ds);
+TG_API int64_t tg_dataset_dim(const tg_dataset *ds, int axis); /* 0 when out of range */
+TG_API tg_dtype tg_dataset_dtype(const tg_dataset *ds);
+/* count x features values (float* or double* by dtype), row-major; NULL when empty. */
+TG_API const void *tg_dataset_data(const tg_dataset *ds);
+/* count labels, or NULL when the data set has none. */
+TG_API const int32_t *tg_dataset_labels(const tg_dataset *ds);
+/* 1 + the largest label (0 without labels). */
+TG_API int32_t tg_dataset_num_classes(const tg_dataset *ds);
+
+/* ---------------------------------------------------------------------------------------
+ * Minibatches. Each epoch visits every example once, in an order drawn from rng by a
+ * Fisher-Yates shuffle (or in file order when rng is NULL), so the same seed gives the same
+ * batches bit for bit. The data set and rng are borrowed and must outlive the batcher.
+ */
+typedef struct tg_batch {
+    size_t size;           /* examples in this batch: batch_size, or fewer for the last one */
+    const void *x;         /* features, gathered: (size x features) for TG_EXAMPLES_AS_ROWS,
+                              (features x size) for TG_EXAMPLES_AS_COLUMNS */
+    const int32_t *labels; /* size labels, or NULL when the data set has none */
+    const size_t *indices; /* which examples of the data set, in batch order */
+} tg_batch;
+
+/* NULL on a bad argument (NULL or empty data set, batch_size 0) or out of memory; a static
+ * reason goes to *err when err is not NULL. The first epoch starts shuffled. */
+TG_API tg_batcher *tg_batcher_new(const tg_dataset *ds, size_t batch_size, tg_layout layout,
+                                  bool drop_last, tg_rng *rng, const char **err);
+TG_API void tg_batcher_free(tg_batcher *b); /* NULL is a no-op */
+/* Fill *out with the next batch and return true; false at the end of the epoch (then call
+ * tg_batcher_reset). The batch's buffers belong to the batcher and stay valid until the next
+ * call. */
+TG_API bool tg_batcher_next(tg_batcher *b, tg_batch *out);
+/* Start a new epoch: draw a fresh order from rng (if any) and rewind. */
+TG_API void tg_batcher_reset(tg_batcher *b);
+/* Batches per epoch (counting a short last batch unless drop_last). */
+TG_API size_t tg_batcher_num_batches(const tg_batcher *b);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_DATA_H */
