@@ -1,0 +1,221 @@
+/*
+ * Gradient checking: is every VJP rule right, and if not, which one is wrong?
+ *
+ * Three checks, all of which work on built-in and custom ops alike:
+ *
+ *   tg_gradcheck()         whole graph: the engine's gradient of a scalar function against
+ *                          central finite differences in float64, element by element, with a
+ *                          report per input tensor (max abs/rel error, the worst element).
+ *   tg_gradcheck_nodes()   node-local: every node of a recorded tape is re-run on its own and
+ *                          its VJP compared with its forward through the adjoint (dot-product)
+ *                          test ⟨v, J·u⟩ = ⟨VJPᵀ(v), u⟩ and, for small nodes, the full
+ *                          Jacobian. Names the node whose rule is wrong.
+ *   tg_gradcheck_taylor()  tolerance-free: the Taylor remainder |f(x+h·d) − f(x) − h⟨∇f, d⟩|
+ *                          must shrink like h² (observed order ≈ 2); a wrong gradient shows ≈ 1.
+ *
+ * The function to check is a callback that records the graph on the tape it is given, from
+ * the input tensors it is given, and returns a one-element tensor:
+ *
+ *   static tg_tensor *
+ *   loss_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+ *   {
+ *       // in[0] = W, in[1] = b, in[2] = X, in[3] = Y, as passed to tg_gradcheck
+ *       tg_tensor *a = tg_tanh(t, tg_add(t, tg_matmul(t, in[0], in[2]), in[1]));
+ *       return tg_mse_half(t, a, in[3], 1);
+ *   }
+ *
+ * The checker runs it many times on a private tape, in float64 whatever the dtype of the
+ * tensors passed in (a float32 graph is re-run in float64, so that finite differences are
+ * accurate). The callback must therefore make any tensor of its own (constants, targets) with
+ * tg_tensor_dtype(in[0]), never a fixed dtype; a graph that insists on float32 cannot be
+ * checked in float64 and the report says so. It must not keep tensors between calls.
+ */
+#ifndef TAPEGRAD_GRADCHECK_H
+#define TAPEGRAD_GRADCHECK_H
+
+#include <stdio.h>
+
+#include <tapegrad/op.h>
+#include <tapegrad/tapegrad.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Records a scalar function of the inputs on t and returns it (a one-element tensor). */
+typedef tg_tensor *(*tg_gradcheck_fn)(tg_tape *t, tg_tensor *const *inputs, void *ctx);
+
+typedef struct tg_gradcheck_options {
+    /* Central-difference step in float64, finite and > 0. Default 1e-6. */
+    double eps;
+    /* An element passes when |analytic − numeric| <= atol + rtol·|numeric| (PyTorch's rule).
+     * Finite and >= 0. Defaults 1e-5 and 1e-3. */
+    double atol, rtol;
+    /* Per input (n_inputs flags): differentiate and check with respect to it. NULL: all.
+     * Inputs not checked are constants (targets, data). tg_gradcheck and tg_gradcheck_taylor. */
+    const bool *wrt;
+    /* At most this many elements per tensor, a random subset (seeded) of larger tensors.
+     * >= 1; SIZE_MAX (the default) checks every element. */
+    size_t max_elements;
+    /* Seeds the element subset, the probe vectors and the Taylor direction. */
+    uint64_t seed;
+
+    /* Node-local check. */
+    int probes;          /* random (u, v) pairs per node input, >= 1. Default 3 */
+    size_t jacobian_max; /* full Jacobian when out × in elements <= this (0: never). 256 */
+    /* Float32 custom nodes are checked in float32 (their forward may not run in float64) with
+     * this step and these tolerances. Float32 central differences with h = 2^-8 on O(1) values
+     * carry errors of about ε32·|F|/h ≈ 1.5e-5·|F| (round-off) + h²·|F'''|/6 ≈ 2.5e-6·|F'''|
+     * (truncation), so the defaults 2^-8, 1e-3, 1e-2 leave two orders of margin; scale them
+     * with your values. */
+    double eps_f32, atol_f32, rtol_f32;
+    /* Custom ops whose forward and VJP handle both dtypes: promote float32 nodes to float64 like
+     * built-ins (more precise). Default false. */
+    bool promote_custom;
+} tg_gradcheck_options;
+
+/* The defaults above. Passing NULL options to a check means the same. */
+TG_API tg_gradcheck_options tg_gradcheck_defaults(void);
+
+/* ---------------------------------------------------------------------------------------
+ * Whole-graph check.
+ */
+typedef struct tg_gradcheck_tensor {
+    const char *name;   /* the input's name, or "input <k>" (owned by the report) */
+    char shape[48];     /* "(3x4)" */
+    int input;          /* position in the inputs */
+    size_t size;        /* elements in the tensor */
+    size_t checked;     /* elements compared (size, or max_elements of them) */
+    size_t failures;    /* elements that failed atol + rtol·|numeric| */
+    size_t kinks;       /* elements at a non-differentiable point (neither passed nor failed) */
+    double max_abs_err; /* max |analytic − numeric| over the compared, differentiable elements */
+    double max_rel_err; /* max |analytic − numeric| / max(|analytic|, |numeric|) (0 when both 0) */
+    /* The worst element: largest |a − n| / (atol + rtol·|n|). */
+    size_t worst_index; /* flat, row-major */
+    char worst_at[48];  /* the same as "[i,j]" */
+    double worst_analytic, worst_numeric;
+    /* The first non-differentiable point: one-sided slopes (f(x) − f(x−eps))/eps, (f(x+eps) −
+     * f(x))/eps disagree by more than the tolerance and the analytic value lies between them
+     * (a subgradient, e.g. relu at 0). */
+    size_t kink_index;
+    char kink_at[48];
+    double kink_left, kink_right, kink_analytic;
+    bool pass;
+} tg_gradcheck_tensor;
+
+typedef struct tg_gradcheck_report {
+    /* TG_OK: every compared element passed (kinks excepted); TG_ERR_CHECK: a mismatch;
+     * anything else: the check could not run, and message says why. */
+    tg_status status;
+    bool pass;
+    char message[512];
+    double value;         /* f at the point, in float64 */
+    double eps, atol, rtol;
+    size_t n_tensors;     /* checked inputs */
+    tg_gradcheck_tensor *tensors;
+} tg_gradcheck_report;
+
+/* Compare the gradient of fn at `inputs` (their current values; tape tensors or parameters of
+ * either dtype; only read) with central differences. Fills *report (free it with
+ * tg_gradcheck_report_free, also after an error) and returns report->status. */
+TG_API tg_status tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
+                              int n_inputs, const tg_gradcheck_options *opt,
+                              tg_gradcheck_report *report);
+TG_API void tg_gradcheck_report_print(const tg_gradcheck_report *report, FILE *out);
+TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report); /* NULL is a no-op */
+
+/* ---------------------------------------------------------------------------------------
+ * Node-local check of a recorded tape (after the forward pass; backward need not have run).
+ *
+ * Each node is re-recorded alone on a private tape from copies of its inputs (the caller's
+ * tape, its data and its gradients are never touched) and its VJP compared with its forward:
+ *   - adjoint test, per input k that requires a gradient and per probe: random v (output
+ *     shape) and u (input shape; the first probe uses u = VJP_k(v) itself, so a rule off by a
+ *     sign or a factor cannot hide in cancellation): ⟨v, F(x + h·u) − F(x − h·u)⟩ against
+ *     ⟨VJP_k(v), Δx⟩, Δx the exact difference of the two perturbed points; they must agree to
+ *     atol·2h + rtol·S, S the sum of the absolute terms of the two dot products;
+ *   - full Jacobian when out × in elements <= jacobian_max: every column by central
+ *     differences, every row by the VJP of a one-hot v, compared entry by entry.
+ * Float64 nodes, and float32 nodes of built-in ops, are differenced in float64 (the float32
+ * VJP that actually ran is compared with a float64 forward); float32 custom nodes in float32
+ * with eps_f32/atol_f32/rtol_f32, unless promote_custom is set.
+ */
+typedef enum tg_node_verdict {
+    TG_NODE_PASS = 0,
+    TG_NODE_FAIL,    /* the VJP disagrees with the forward */
+    TG_NODE_KINK,    /* at a non-differentiable point: not judged */
+    TG_NODE_SKIPPED, /* no input requires a gradient: backward never runs this VJP */
+    TG_NODE_ERROR,   /* re-running the node failed (message) */
+} tg_node_verdict;
+
+typedef struct tg_gradcheck_node {
+    size_t index;      /* position on the tape */
+    const char *op;    /* op name (owned by the report) */
+    const char *output;/* the output's name, or <op#index> */
+    const char *inputs;/* each input's name and shape, e.g. `"W1" (6x4), <tanh#2> (4x8)` */
+    tg_dtype dtype;    /* the node's dtype (its VJP ran in it) */
+    tg_dtype fd_dtype; /* dtype of the finite differences */
+    bool full_jacobian;
+    tg_node_verdict verdict;
+    int worst_input;   /* input slot with the largest error (-1: none) */
+    double max_abs_err;/* adjoint test: |⟨v,ΔF⟩ − ⟨VJP(v),Δx⟩| / 2h; Jacobian: per entry */
+    double max_rel_err;/* the same over S / max(|a|, |n|) */
+    /* Worst Jacobian entry (full_jacobian): d out[jac_row] / d input[jac_input][jac_col]. */
+    int jac_input;
+    size_t jac_row, jac_col;
+    double jac_analytic, jac_numeric;
+    double eps, atol, rtol; /* what this node was checked with */
+    char message[320];
+} tg_gradcheck_node;
+
+typedef struct tg_nodecheck_report {
+    tg_status status;  /* TG_OK, TG_ERR_CHECK (a node failed), or why it could not run */
+    bool pass;
+    char message[512];
+    size_t n_nodes;
+    size_t n_failed, n_kinks, n_skipped, n_errors;
+    tg_gradcheck_node *nodes; /* one per tape node, in tape order */
+} tg_nodecheck_report;
+
+TG_API tg_status tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt,
+                                    tg_nodecheck_report *report);
+/* Prints the failing nodes (all nodes when verbose). */
+TG_API void tg_nodecheck_report_print(const tg_nodecheck_report *report, FILE *out,
+                                      bool verbose);
+TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report); /* NULL is a no-op */
+
+/* ---------------------------------------------------------------------------------------
+ * Taylor test, in float64 along one random direction d (seeded, over the checked inputs):
+ *   r(h) = |f(x + h·d) − f(x) − h·⟨∇f, d⟩|,  h = 2^-1 … 2^-TG_TAYLOR_STEPS,
+ *   order_k = log2(r(h_k) / r(h_k+1)).
+ * A correct gradient leaves r = O(h²), a wrong one r ≈ h·|⟨∇f − g, d⟩| = O(h). The observed
+ * order is the median of the last (smallest-h) TG_TAYLOR_WINDOW orders whose remainders are
+ * above the round-off floor 2^10·ε·(|f| + Σ|∂f/∂x_i·x_i| + h·Σ|∂f/∂x_i·d_i|); it passes when
+ * >= 1.5, half-way between the two hypotheses. A remainder at round-off for every h (f affine
+ * along d) passes with observed order NaN.
+ */
+#define TG_TAYLOR_STEPS 30
+#define TG_TAYLOR_WINDOW 4
+
+typedef struct tg_taylor_report {
+    tg_status status; /* TG_OK, TG_ERR_CHECK (order below 1.5), or why it could not run */
+    bool pass;
+    char message[512];
+    double value, slope;           /* f(x), ⟨∇f, d⟩ */
+    double h[TG_TAYLOR_STEPS];
+    double remainder[TG_TAYLOR_STEPS];
+    double order[TG_TAYLOR_STEPS]; /* order[k] from h[k] to h[k+1]; NaN when unresolved */
+    bool used[TG_TAYLOR_STEPS];    /* in the window that decided */
+    double observed_order;
+} tg_taylor_report;
+
+TG_API tg_status tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
+                                     int n_inputs, const tg_gradcheck_options *opt,
+                                     tg_taylor_report *report);
+TG_API void tg_taylor_report_print(const tg_taylor_report *report, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_GRADCHECK_H */

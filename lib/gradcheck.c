@@ -1,0 +1,1209 @@
+/*
+ * Gradient checking: whole graph against central differences, node-local adjoint and
+ * Jacobian tests, and the Taylor remainder test. See <tapegrad/gradcheck.h> for the contract.
+ *
+ * Nothing here touches the caller's tapes: the whole-graph and Taylor checks run the callback
+ * on a private float64 tape, and the node-local check re-records each node alone on private
+ * tapes (same op, same attributes, same ctx) from copies of its inputs.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapegrad/gradcheck.h>
+
+#include "internal.h"
+#include "ops/ops.h"
+
+tg_gradcheck_options
+tg_gradcheck_defaults(void)
+{
+    tg_gradcheck_options o = {
+        .eps = 1e-6,
+        .atol = 1e-5,
+        .rtol = 1e-3,
+        .wrt = NULL,
+        .max_elements = SIZE_MAX,
+        .seed = 0x7467726164636b31ull, /* "tgradck1" */
+        .probes = 3,
+        .jacobian_max = 256,
+        .eps_f32 = 0x1p-8,
+        .atol_f32 = 1e-3,
+        .rtol_f32 = 1e-2,
+        .promote_custom = false,
+    };
+    return o;
+}
+
+static void
+put(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+put(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+}
+
+static bool
+nonneg(double x)
+{
+    return isfinite(x) && x >= 0;
+}
+
+/* Validates the options; on error writes the reason and returns TG_ERR_ARG. */
+static tg_status
+check_options(const tg_gradcheck_options *o, char *msg, size_t size)
+{
+    if (!(isfinite(o->eps) && o->eps > 0)) {
+        put(msg, size, "gradcheck: eps must be finite and > 0 (got %g)", o->eps);
+        return TG_ERR_ARG;
+    }
+    if (!nonneg(o->atol) || !nonneg(o->rtol)) {
+        put(msg, size, "gradcheck: atol and rtol must be finite and >= 0 (got atol %g, rtol %g)",
+            o->atol, o->rtol);
+        return TG_ERR_ARG;
+    }
+    if (o->max_elements == 0) {
+        put(msg, size,
+            "gradcheck: max_elements is 0, which would check nothing (SIZE_MAX checks every "
+            "element)");
+        return TG_ERR_ARG;
+    }
+    if (o->probes < 1) {
+        put(msg, size, "gradcheck: probes must be >= 1 (got %d)", o->probes);
+        return TG_ERR_ARG;
+    }
+    if (!(isfinite(o->eps_f32) && o->eps_f32 > 0) || !nonneg(o->atol_f32) ||
+        !nonneg(o->rtol_f32)) {
+        put(msg, size,
+            "gradcheck: eps_f32 must be finite and > 0, atol_f32 and rtol_f32 finite and >= 0 "
+            "(got %g, %g, %g)",
+            o->eps_f32, o->atol_f32, o->rtol_f32);
+        return TG_ERR_ARG;
+    }
+    return TG_OK;
+}
+
+/* "[1,2]" for flat index i of a tensor with these dims. */
+static void
+index_text(int ndim, const int64_t *dims, size_t i, char *buf, size_t size)
+{
+    size_t idx[TG_MAX_DIMS] = {0};
+    for (int d = ndim - 1; d >= 0; d--) {
+        size_t n = dims[d] > 0 ? (size_t)dims[d] : 1;
+        idx[d] = i % n;
+        i /= n;
+    }
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && used < size; d++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%zu", d ? "," : "", idx[d]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+}
+
+static double
+rel_err(double a, double n)
+{
+    double m = fmax(fabs(a), fabs(n));
+    double d = fabs(a - n);
+    if (isnan(d))
+        return INFINITY;
+    return m > 0 ? d / m : 0;
+}
+
+/* How far past the tolerance: > 1 fails. NaN counts as infinitely far. */
+static double
+badness(double a, double n, double atol, double rtol)
+{
+    double d = fabs(a - n), tol = atol + rtol * fabs(n);
+    if (isnan(d) || isnan(tol))
+        return INFINITY;
+    if (tol == 0)
+        return d > 0 ? INFINITY : 0;
+    return d / tol;
+}
+
+/* At a non-differentiable point the one-sided slopes disagree by more than the tolerance and
+ * the analytic value lies between them (it is a one-sided derivative or a subgradient). */
+static bool
+is_kink(double analytic, double left, double right, double tol)
+{
+    if (!isfinite(left) || !isfinite(right) || !isfinite(analytic))
+        return false;
+    double lo = fmin(left, right), hi = fmax(left, right);
+    return hi - lo > tol && analytic >= lo - tol && analytic <= hi + tol;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Running the user's function on a private float64 tape.
+ */
+struct fn_runner {
+    tg_gradcheck_fn fn;
+    void *ctx;
+    int n;
+    tg_tensor *const *src;
+    double **vals;  /* current values of each input (perturbed in place) */
+    bool *wrt;      /* differentiate with respect to input k */
+    const char **names;
+    tg_tape *tape;
+    tg_tensor **made; /* this run's input tensors */
+    char *msg;
+    size_t msgsize;
+};
+
+static void
+runner_free(struct fn_runner *r)
+{
+    if (r->vals)
+        for (int k = 0; k < r->n; k++)
+            tg__free(r->vals[k]);
+    tg__free(r->vals);
+    tg__free(r->wrt);
+    tg__free(r->made);
+    tg_tape_free(r->tape);
+    memset(r, 0, sizeof *r);
+}
+
+static tg_status
+runner_init(struct fn_runner *r, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
+            int n_inputs, const bool *wrt, char *msg, size_t msgsize)
+{
+    memset(r, 0, sizeof *r);
+    r->msg = msg;
+    r->msgsize = msgsize;
+    if (!fn) {
+        put(msg, msgsize, "gradcheck: the function is NULL");
+        return TG_ERR_ARG;
+    }
+    if (!inputs || n_inputs < 1) {
+        put(msg, msgsize, "gradcheck: needs at least one input tensor (got %d%s)", n_inputs,
+            inputs ? "" : ", inputs is NULL");
+        return TG_ERR_ARG;
+    }
+    for (int k = 0; k < n_inputs; k++)
+        if (!inputs[k] || inputs[k]->kind == TG__KIND_NIL || !inputs[k]->data) {
+            put(msg, msgsize, "gradcheck: input %d is %s", k,
+                !inputs[k] ? "NULL" : "the nil tensor returned by a failed call");
+            return TG_ERR_ARG;
+        }
+    r->fn = fn;
+    r->ctx = ctx;
+    r->n = n_inputs;
+    r->src = inputs;
+    r->tape = tg_tape_new();
+    r->vals = tg__calloc((size_t)n_inputs, sizeof *r->vals);
+    r->wrt = tg__calloc((size_t)n_inputs, sizeof *r->wrt);
+    r->made = tg__calloc((size_t)n_inputs, sizeof *r->made);
+    if (!r->tape || !r->vals || !r->wrt || !r->made)
+        goto nomem;
+    for (int k = 0; k < n_inputs; k++) {
+        size_t n = inputs[k]->size;
+        r->vals[k] = tg__malloc((n ? n : 1) * sizeof(double));
+        if (!r->vals[k])
+            goto nomem;
+        for (size_t i = 0; i < n; i++)
+            r->vals[k][i] = inputs[k]->dtype == TG_F32 ? (double)((const float *)inputs[k]->data)[i]
+                                                       : ((const double *)inputs[k]->data)[i];
+        r->wrt[k] = wrt ? wrt[k] : true;
+    }
+    return TG_OK;
+nomem:
+    put(msg, msgsize, "gradcheck: out of memory");
+    runner_free(r);
+    r->msg = msg;
+    r->msgsize = msgsize;
+    return TG_ERR_NOMEM;
+}
+
+/* One run of the function at the current values; with backward, gradients are left on the
+ * made tensors. */
+static tg_status
+runner_eval(struct fn_runner *r, bool backward, double *value)
+{
+    tg_tape *t = r->tape;
+    tg_tape_reset(t);
+    for (int k = 0; k < r->n; k++) {
+        const tg_tensor *s = r->src[k];
+        r->made[k] = tg_tensor_from(t, TG_F64, s->ndim, s->dims, r->vals[k], s->name);
+        tg_tensor_set_requires_grad(r->made[k], r->wrt[k]);
+    }
+    if (tg_tape_status(t) != TG_OK) {
+        put(r->msg, r->msgsize, "gradcheck: could not make the float64 inputs: %s",
+            tg_tape_error(t));
+        return tg_tape_status(t);
+    }
+    tg_tensor *y = r->fn(t, r->made, r->ctx);
+    if (tg_tape_status(t) != TG_OK) {
+        tg_status s = tg_tape_status(t);
+        put(r->msg, r->msgsize, "gradcheck: the function failed when re-run in float64: %s%s",
+            tg_tape_error(t),
+            s == TG_ERR_DTYPE ? " (make every tensor of its own with tg_tensor_dtype(inputs[0]),"
+                                " never a fixed dtype)"
+                              : "");
+        return s;
+    }
+    if (!y || y->kind == TG__KIND_NIL) {
+        put(r->msg, r->msgsize, "gradcheck: the function returned %s",
+            y ? "the nil tensor" : "NULL");
+        return TG_ERR_ARG;
+    }
+    if (y->kind != TG__KIND_PARAM && y->tape != t) {
+        put(r->msg, r->msgsize,
+            "gradcheck: the function returned a tensor that is not on the tape it was given");
+        return TG_ERR_ARG;
+    }
+    if (y->dtype != TG_F64) {
+        put(r->msg, r->msgsize,
+            "gradcheck: cannot check in float64: the function returned a %s output for float64 "
+            "inputs, so its graph does not follow the inputs' dtype (it builds tensors in %s or "
+            "ignores the inputs it is given) and cannot be re-run in float64; make every tensor "
+            "of its own with tg_tensor_dtype(inputs[0])",
+            tg_dtype_name(y->dtype), tg_dtype_name(y->dtype));
+        return TG_ERR_DTYPE;
+    }
+    if (y->size != 1) {
+        put(r->msg, r->msgsize,
+            "gradcheck: the function returned %s %s; it must return one element (a loss)",
+            tg__name_text(y).s, tg__shape_text(y).s);
+        return TG_ERR_NOT_SCALAR;
+    }
+    if (backward && tg_backward(t, y) != TG_OK) {
+        put(r->msg, r->msgsize, "gradcheck: backward failed: %s", tg_tape_error(t));
+        return tg_tape_status(t);
+    }
+    *value = tg_tensor_item(y);
+    return TG_OK;
+}
+
+static double *
+runner_grads(struct fn_runner *r, int k)
+{
+    size_t n = r->src[k]->size;
+    double *g = tg__calloc(n ? n : 1, sizeof *g);
+    if (g && r->made[k]->grad)
+        for (size_t i = 0; i < n; i++)
+            g[i] = ((const double *)r->made[k]->grad)[i];
+    return g;
+}
+
+/* The names used in reports: the tensor's, or "input <k>". */
+static char *
+input_name(const tg_tensor *x, int k)
+{
+    char buf[32];
+    if (x->name)
+        return tg__strdup(x->name);
+    snprintf(buf, sizeof buf, "input %d", k);
+    return tg__strdup(buf);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Whole-graph check.
+ */
+static int
+cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The elements to check: all (returns NULL, *count = n) or a sorted random subset of cap. */
+static size_t *
+choose_elements(size_t n, size_t cap, tg_rng *rng, size_t *count, bool *nomem)
+{
+    *nomem = false;
+    if (n <= cap) {
+        *count = n;
+        return NULL;
+    }
+    size_t *idx = tg__malloc(n * sizeof *idx);
+    if (!idx) {
+        *nomem = true;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (size_t i = 0; i < cap; i++) { /* partial Fisher-Yates */
+        size_t j = i + (size_t)(tg_rng_u64(rng) % (uint64_t)(n - i));
+        size_t tmp = idx[i];
+        idx[i] = idx[j];
+        idx[j] = tmp;
+    }
+    qsort(idx, cap, sizeof *idx, cmp_size);
+    *count = cap;
+    return idx;
+}
+
+void
+tg_gradcheck_report_free(tg_gradcheck_report *rep)
+{
+    if (!rep)
+        return;
+    for (size_t i = 0; rep->tensors && i < rep->n_tensors; i++)
+        tg__free((void *)rep->tensors[i].name);
+    tg__free(rep->tensors);
+    rep->tensors = NULL;
+    rep->n_tensors = 0;
+}
+
+/* Checks one input tensor element by element; returns TG_OK or why it could not run. */
+static tg_status
+check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
+             const tg_gradcheck_options *o, tg_rng *rng, tg_gradcheck_tensor *tr)
+{
+    const tg_tensor *src = r->src[k];
+    size_t count;
+    bool nomem;
+    size_t *subset = choose_elements(src->size, o->max_elements, rng, &count, &nomem);
+    if (nomem) {
+        put(r->msg, r->msgsize, "gradcheck: out of memory choosing elements of %s",
+            tg__name_text(src).s);
+        return TG_ERR_NOMEM;
+    }
+    double worst = -1;
+    tr->checked = count;
+    for (size_t c = 0; c < count; c++) {
+        size_t i = subset ? subset[c] : c;
+        double *x = &r->vals[k][i], x0 = *x;
+        double xp = x0 + o->eps, xm = x0 - o->eps, fp, fm;
+        tg_status s;
+        *x = xp;
+        s = runner_eval(r, false, &fp);
+        *x = xm;
+        if (s == TG_OK)
+            s = runner_eval(r, false, &fm);
+        *x = x0;
+        if (s != TG_OK) {
+            tg__free(subset);
+            return s;
+        }
+        /* Divide by the exact distance between the two points actually evaluated. */
+        double numeric = (fp - fm) / (xp - xm), a = analytic[i];
+        double bad = badness(a, numeric, o->atol, o->rtol);
+        if (bad > 1) {
+            double left = (f0 - fm) / (x0 - xm), right = (fp - f0) / (xp - x0);
+            if (is_kink(a, left, right, o->atol + o->rtol * fabs(numeric))) {
+                if (tr->kinks++ == 0) {
+                    tr->kink_index = i;
+                    tr->kink_left = left;
+                    tr->kink_right = right;
+                    tr->kink_analytic = a;
+                    index_text(src->ndim, src->dims, i, tr->kink_at, sizeof tr->kink_at);
+                }
+                continue;
+            }
+            tr->failures++;
+        }
+        double ae = fabs(a - numeric);
+        tr->max_abs_err = isnan(ae) || ae > tr->max_abs_err ? (isnan(ae) ? INFINITY : ae)
+                                                             : tr->max_abs_err;
+        tr->max_rel_err = fmax(tr->max_rel_err, rel_err(a, numeric));
+        if (bad > worst) {
+            worst = bad;
+            tr->worst_index = i;
+            tr->worst_analytic = a;
+            tr->worst_numeric = numeric;
+            index_text(src->ndim, src->dims, i, tr->worst_at, sizeof tr->worst_at);
+        }
+    }
+    tg__free(subset);
+    tr->pass = tr->failures == 0;
+    return TG_OK;
+}
+
+tg_status
+tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
+             const tg_gradcheck_options *opt, tg_gradcheck_report *rep)
+{
+    if (!rep)
+        return TG_ERR_ARG;
+    memset(rep, 0, sizeof *rep);
+    tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
+    rep->eps = o.eps, rep->atol = o.atol, rep->rtol = o.rtol;
+    rep->status = check_options(&o, rep->message, sizeof rep->message);
+    if (rep->status != TG_OK)
+        return rep->status;
+
+    struct fn_runner r;
+    rep->status = runner_init(&r, fn, ctx, inputs, n_inputs, o.wrt, rep->message,
+                              sizeof rep->message);
+    if (rep->status != TG_OK)
+        return rep->status;
+    tg_rng *rng = tg_rng_new(o.seed);
+    size_t n_checked = 0;
+    for (int k = 0; k < n_inputs; k++)
+        n_checked += r.wrt[k];
+    rep->tensors = tg__calloc(n_checked ? n_checked : 1, sizeof *rep->tensors);
+    double f0 = 0;
+    if (!rng || !rep->tensors) {
+        put(rep->message, sizeof rep->message, "gradcheck: out of memory");
+        rep->status = TG_ERR_NOMEM;
+        goto done;
+    }
+    rep->status = runner_eval(&r, true, &f0);
+    if (rep->status != TG_OK)
+        goto done;
+    rep->value = f0;
+
+    /* Keep the analytic gradients: every later run resets the tape. */
+    double **grads = tg__calloc((size_t)n_inputs, sizeof *grads);
+    if (!grads) {
+        put(rep->message, sizeof rep->message, "gradcheck: out of memory");
+        rep->status = TG_ERR_NOMEM;
+        goto done;
+    }
+    for (int k = 0; k < n_inputs && rep->status == TG_OK; k++)
+        if (r.wrt[k] && !(grads[k] = runner_grads(&r, k))) {
+            put(rep->message, sizeof rep->message, "gradcheck: out of memory");
+            rep->status = TG_ERR_NOMEM;
+        }
+    for (int k = 0; k < n_inputs && rep->status == TG_OK; k++) {
+        if (!r.wrt[k])
+            continue;
+        tg_gradcheck_tensor *tr = &rep->tensors[rep->n_tensors++];
+        tr->name = input_name(inputs[k], k);
+        tr->input = k;
+        tr->size = inputs[k]->size;
+        tg_tensor_shape_string(inputs[k], tr->shape, sizeof tr->shape);
+        if (!tr->name) {
+            put(rep->message, sizeof rep->message, "gradcheck: out of memory");
+            rep->status = TG_ERR_NOMEM;
+            break;
+        }
+        rep->status = check_tensor(&r, k, grads[k], f0, &o, rng, tr);
+    }
+    for (int k = 0; k < n_inputs; k++)
+        tg__free(grads[k]);
+    tg__free(grads);
+    if (rep->status != TG_OK)
+        goto done;
+
+    size_t failed = 0, kinks = 0;
+    const tg_gradcheck_tensor *first = NULL;
+    for (size_t i = 0; i < rep->n_tensors; i++) {
+        failed += !rep->tensors[i].pass;
+        kinks += rep->tensors[i].kinks;
+        if (!rep->tensors[i].pass && !first)
+            first = &rep->tensors[i];
+    }
+    rep->pass = failed == 0;
+    rep->status = rep->pass ? TG_OK : TG_ERR_CHECK;
+    if (first) {
+        put(rep->message, sizeof rep->message,
+            "gradcheck: %zu of %zu tensors FAILED; worst in %s: %zu of %zu elements wrong, %s%s "
+            "analytic %.9g, numeric %.9g",
+            failed, rep->n_tensors, first->name, first->failures, first->checked, first->name, first->worst_at,
+            first->worst_analytic, first->worst_numeric);
+    } else {
+        put(rep->message, sizeof rep->message,
+            "gradcheck: %zu tensors passed%s", rep->n_tensors,
+            kinks ? " (some elements at non-differentiable points were not judged)" : "");
+    }
+done:
+    tg_rng_free(rng);
+    runner_free(&r);
+    return rep->status;
+}
+
+void
+tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out)
+{
+    if (!rep || !out)
+        return;
+    if (rep->status != TG_OK && rep->status != TG_ERR_CHECK) {
+        fprintf(out, "%s\n", rep->message);
+        return;
+    }
+    fprintf(out,
+            "gradcheck: %s  (f = %.9g; float64 central differences, eps %g; pass when "
+            "|a-n| <= %g + %g*|n|)\n",
+            rep->pass ? "PASS" : "FAIL", rep->value, rep->eps, rep->atol, rep->rtol);
+    fprintf(out, "  %-12s %-10s %9s %11s %11s  %s\n", "tensor", "shape", "checked",
+            "max abs err", "max rel err", "worst element: analytic vs numeric");
+    for (size_t i = 0; i < rep->n_tensors; i++) {
+        const tg_gradcheck_tensor *t = &rep->tensors[i];
+        char checked[48];
+        snprintf(checked, sizeof checked, "%zu/%zu", t->checked, t->size);
+        fprintf(out, "  %-12s %-10s %9s %11.2e %11.2e  ", t->name, t->shape, checked,
+                t->max_abs_err, t->max_rel_err);
+        if (t->checked > t->kinks)
+            fprintf(out, "%s%s: %.9g vs %.9g", t->name, t->worst_at, t->worst_analytic,
+                    t->worst_numeric);
+        fprintf(out, "  %s", t->pass ? "pass" : "FAIL");
+        if (!t->pass)
+            fprintf(out, " (%zu wrong)", t->failures);
+        fprintf(out, "\n");
+        if (t->kinks)
+            fprintf(out,
+                    "  %-12s non-differentiable point%s: %zu element%s, first %s%s (one-sided "
+                    "slopes %.6g and %.6g, analytic %.6g): not judged\n",
+                    "", t->kinks > 1 ? "s" : "", t->kinks, t->kinks > 1 ? "s" : "", t->name,
+                    t->kink_at,
+                    t->kink_left, t->kink_right, t->kink_analytic);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Node-local check.
+ */
+static bool
+is_builtin(const tg_op *op)
+{
+    for (size_t i = 0; i < TG_OP_COUNT; i++)
+        if (tg__builtin_ops[i] == op)
+            return true;
+    return false;
+}
+
+static double
+load(const void *v, tg_dtype dt, size_t i)
+{
+    return dt == TG_F32 ? (double)((const float *)v)[i] : ((const double *)v)[i];
+}
+
+/* Stores x (rounded to dt) and returns the value stored. */
+static double
+store(void *v, tg_dtype dt, size_t i, double x)
+{
+    if (dt == TG_F32)
+        return (double)(((float *)v)[i] = (float)x);
+    return ((double *)v)[i] = x;
+}
+
+static double
+round_to(tg_dtype dt, double x)
+{
+    return dt == TG_F32 ? (double)(float)x : x;
+}
+
+/* A node re-recorded alone on a private tape, from copies of the original's inputs. */
+struct solo {
+    tg_tape *tape;
+    tg_node *node;
+    tg_tensor *seed; /* output-shaped: the v of a VJP */
+    tg_dtype dt;
+};
+
+static tg_status
+solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t size)
+{
+    tg_tape_reset(s->tape);
+    s->dt = dt;
+    s->node = NULL;
+    tg_tensor *in[TG_MAX_INPUTS];
+    for (int k = 0; k < n->n_in; k++) {
+        const tg_tensor *x = n->in[k];
+        in[k] = tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name);
+        if (in[k]->kind == TG__KIND_NIL)
+            break;
+        for (size_t i = 0; i < x->size; i++)
+            store(in[k]->data, dt, i, load(x->data, x->dtype, i));
+        tg_tensor_set_requires_grad(in[k], x->requires_grad);
+    }
+    tg_tensor *out = tg_tape_status(s->tape) == TG_OK
+                         ? tg__record(s->tape, n->op, in, n->n_in, &n->attr, n->ctx)
+                         : &s->tape->nil;
+    if (out->kind != TG__KIND_NIL)
+        s->seed = tg_tensor_new(s->tape, dt, out->ndim, out->dims, NULL);
+    if (tg_tape_status(s->tape) != TG_OK) {
+        put(msg, size, "re-running the node alone in %s failed: %s", tg_dtype_name(dt),
+            tg_tape_error(s->tape));
+        return tg_tape_status(s->tape);
+    }
+    s->node = out->node;
+    return TG_OK;
+}
+
+struct node_check {
+    const tg_node *orig;
+    struct solo *sv; /* runs the VJP, in the node's own dtype */
+    struct solo *sf; /* runs the forward for differences (may be sv) */
+    tg_rng *rng;
+    double h, atol, rtol;
+    size_t out_n;
+    double *v, *fp, *fm, *f0, *u, *xp, *xm;
+    double *x0[TG_MAX_INPUTS], *g[TG_MAX_INPUTS];
+    bool check[TG_MAX_INPUTS];
+    tg_gradcheck_node *res;
+    size_t fails, kinks;
+    double worst;  /* largest error / tolerance so far */
+    double jworst; /* the same over Jacobian entries */
+};
+
+/* g[k] = VJP_k(v) for the checked inputs; v is replaced by the value actually used (rounded to
+ * the node's dtype). */
+static tg_status
+nc_vjp(struct node_check *c)
+{
+    struct solo *s = c->sv;
+    for (size_t i = 0; i < c->out_n; i++)
+        c->v[i] = store(s->seed->data, s->dt, i, c->v[i]);
+    if (tg_backward_seeded(s->tape, s->node->out, s->seed) != TG_OK) {
+        put(c->res->message, sizeof c->res->message, "the VJP failed when run alone: %s",
+            tg_tape_error(s->tape));
+        return tg_tape_status(s->tape);
+    }
+    for (int k = 0; k < s->node->n_in; k++) {
+        const tg_tensor *x = s->node->in[k];
+        if (!c->check[k])
+            continue;
+        for (size_t i = 0; i < x->size; i++)
+            c->g[k][i] = x->grad ? load(x->grad, x->dtype, i) : 0;
+    }
+    return TG_OK;
+}
+
+/* Runs the forward with input k set to xk (already rounded), output into F. */
+static tg_status
+nc_forward(struct node_check *c, int k, const double *xk, double *F)
+{
+    struct solo *s = c->sf;
+    tg_node *n = s->node;
+    for (size_t i = 0; i < n->in[k]->size; i++)
+        store(n->in[k]->data, s->dt, i, xk[i]);
+    tg_status st = n->op->forward(n);
+    if (st != TG_OK || tg_tape_status(s->tape) != TG_OK) {
+        put(c->res->message, sizeof c->res->message,
+            "the forward failed on a perturbed input %d: %s", k,
+            tg_tape_status(s->tape) != TG_OK ? tg_tape_error(s->tape) : tg_status_string(st));
+        return st != TG_OK ? st : tg_tape_status(s->tape);
+    }
+    if (F)
+        for (size_t i = 0; i < c->out_n; i++)
+            F[i] = load(n->out->data, s->dt, i);
+    return TG_OK;
+}
+
+/* Records a disagreement (or a kink) of one comparison. */
+static void
+nc_judge(struct node_check *c, int k, double diff, double tol, bool kink, double abs_err,
+         double rel)
+{
+    double bad = isnan(diff) ? INFINITY : tol > 0 ? diff / tol : diff > 0 ? INFINITY : 0;
+    if (bad > 1 && kink) {
+        c->kinks++;
+        return;
+    }
+    if (bad > 1)
+        c->fails++;
+    c->res->max_abs_err = fmax(c->res->max_abs_err, isnan(abs_err) ? INFINITY : abs_err);
+    c->res->max_rel_err = fmax(c->res->max_rel_err, isnan(rel) ? INFINITY : rel);
+    if (bad > c->worst) {
+        c->worst = bad;
+        c->res->worst_input = k;
+    }
+}
+
+/* Adjoint test for input k: ⟨v, F(x + h·u) − F(x − h·u)⟩ against ⟨VJP_k(v), Δx⟩. */
+static tg_status
+nc_adjoint(struct node_check *c, int k, int probes)
+{
+    tg_dtype fdt = c->sf->dt;
+    size_t n = c->orig->in[k]->size;
+    double h = c->h;
+    for (int p = 0; p < probes; p++) {
+        for (size_t i = 0; i < c->out_n; i++)
+            c->v[i] = tg_rng_normal(c->rng);
+        tg_status st = nc_vjp(c);
+        if (st != TG_OK)
+            return st;
+        /* Probe 0 goes along the computed VJP itself: then ⟨VJP(v), u⟩ is a sum of squares and
+         * a rule off by a sign or a factor cannot hide in a cancelling sum. */
+        double ss = 0;
+        for (size_t i = 0; i < n; i++)
+            ss += c->g[k][i] * c->g[k][i];
+        double rms = sqrt(ss / (double)(n ? n : 1));
+        for (size_t i = 0; i < n; i++)
+            c->u[i] = p == 0 && rms > 0 && isfinite(rms) ? c->g[k][i] / rms
+                                                        : tg_rng_normal(c->rng);
+        for (size_t i = 0; i < n; i++) {
+            c->xp[i] = round_to(fdt, c->x0[k][i] + h * c->u[i]);
+            c->xm[i] = round_to(fdt, c->x0[k][i] - h * c->u[i]);
+        }
+        if ((st = nc_forward(c, k, c->xp, c->fp)) != TG_OK ||
+            (st = nc_forward(c, k, c->xm, c->fm)) != TG_OK ||
+            (st = nc_forward(c, k, c->x0[k], NULL)) != TG_OK)
+            return st;
+        double num = 0, ana = 0, s_num = 0, s_ana = 0, num_p = 0, num_m = 0;
+        for (size_t i = 0; i < c->out_n; i++) {
+            num += c->v[i] * (c->fp[i] - c->fm[i]);
+            s_num += fabs(c->v[i] * (c->fp[i] - c->fm[i]));
+            num_p += c->v[i] * (c->fp[i] - c->f0[i]);
+            num_m += c->v[i] * (c->f0[i] - c->fm[i]);
+        }
+        for (size_t i = 0; i < n; i++) {
+            ana += c->g[k][i] * (c->xp[i] - c->xm[i]);
+            s_ana += fabs(c->g[k][i] * (c->xp[i] - c->xm[i]));
+        }
+        double S = (s_num + s_ana) / 2, diff = fabs(num - ana);
+        double tol = 2 * h * c->atol + c->rtol * S;
+        bool kink = is_kink(ana / (2 * h), num_m / h, num_p / h, tol / (2 * h));
+        nc_judge(c, k, diff, tol, kink, diff / (2 * h),
+                 S > 0 ? diff / S : (diff > 0 ? INFINITY : 0));
+    }
+    return TG_OK;
+}
+
+/* Full Jacobian of input k: rows by VJPs of one-hot v, columns by central differences. */
+static tg_status
+nc_jacobian(struct node_check *c, int k)
+{
+    tg_dtype fdt = c->sf->dt;
+    size_t n = c->orig->in[k]->size, m = c->out_n;
+    double *ja = tg__malloc((m * n > 0 ? m * n : 1) * sizeof *ja);
+    if (!ja) {
+        put(c->res->message, sizeof c->res->message, "out of memory for the Jacobian");
+        return TG_ERR_NOMEM;
+    }
+    tg_status st = TG_OK;
+    for (size_t i = 0; i < m && st == TG_OK; i++) {
+        for (size_t r = 0; r < m; r++)
+            c->v[r] = r == i;
+        if ((st = nc_vjp(c)) == TG_OK)
+            memcpy(ja + i * n, c->g[k], n * sizeof *ja);
+    }
+    for (size_t j = 0; j < n && st == TG_OK; j++) {
+        memcpy(c->xp, c->x0[k], n * sizeof *c->xp);
+        memcpy(c->xm, c->x0[k], n * sizeof *c->xm);
+        double x0 = c->x0[k][j];
+        c->xp[j] = round_to(fdt, x0 + c->h);
+        c->xm[j] = round_to(fdt, x0 - c->h);
+        if ((st = nc_forward(c, k, c->xp, c->fp)) != TG_OK ||
+            (st = nc_forward(c, k, c->xm, c->fm)) != TG_OK ||
+            (st = nc_forward(c, k, c->x0[k], NULL)) != TG_OK)
+            break;
+        for (size_t i = 0; i < m; i++) {
+            double num = (c->fp[i] - c->fm[i]) / (c->xp[j] - c->xm[j]), a = ja[i * n + j];
+            double left = (c->f0[i] - c->fm[i]) / (x0 - c->xm[j]);
+            double right = (c->fp[i] - c->f0[i]) / (c->xp[j] - x0);
+            double tol = c->atol + c->rtol * fabs(num), diff = fabs(a - num);
+            bool kink = is_kink(a, left, right, tol);
+            nc_judge(c, k, diff, tol, kink, diff, rel_err(a, num));
+            double bad = kink ? 0 : badness(a, num, c->atol, c->rtol);
+            if (bad > c->jworst) {
+                c->jworst = bad;
+                c->res->jac_input = k;
+                c->res->jac_row = i;
+                c->res->jac_col = j;
+                c->res->jac_analytic = a;
+                c->res->jac_numeric = num;
+            }
+        }
+    }
+    tg__free(ja);
+    return st;
+}
+
+static char *
+inputs_text(const tg_node *n)
+{
+    char buf[4 * (TG__NAME_MAX + 80)];
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < n->n_in && used < sizeof buf; k++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s %s", k ? ", " : "",
+                                 tg__name_text(n->in[k]).s, tg__shape_text(n->in[k]).s);
+    return tg__strdup(buf);
+}
+
+/* Checks one node; fills c->res (verdict, errors) and returns TG_OK unless out of memory. */
+static tg_status
+check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, struct solo *sf,
+           tg_rng *rng, tg_gradcheck_node *res)
+{
+    struct node_check c = {.orig = n, .rng = rng, .res = res, .worst = -1, .jworst = -1};
+    tg_dtype dt = n->out->dtype;
+    bool promote = dt == TG_F64 || is_builtin(n->op) || o->promote_custom;
+    tg_dtype fdt = promote ? TG_F64 : TG_F32;
+    res->dtype = dt;
+    res->fd_dtype = fdt;
+    res->worst_input = -1;
+    c.h = res->eps = fdt == TG_F64 ? o->eps : o->eps_f32;
+    c.atol = res->atol = fdt == TG_F64 ? o->atol : o->atol_f32;
+    c.rtol = res->rtol = fdt == TG_F64 ? o->rtol : o->rtol_f32;
+
+    bool any = false;
+    size_t in_total = 0;
+    for (int k = 0; k < n->n_in; k++) {
+        c.check[k] = n->in[k]->requires_grad;
+        any |= c.check[k];
+        in_total += c.check[k] ? n->in[k]->size : 0;
+    }
+    if (!any) {
+        res->verdict = TG_NODE_SKIPPED;
+        put(res->message, sizeof res->message, "no input requires a gradient");
+        return TG_OK;
+    }
+    if (solo_record(sv, n, dt, res->message, sizeof res->message) != TG_OK ||
+        (fdt != dt && solo_record(sf, n, fdt, res->message, sizeof res->message) != TG_OK)) {
+        res->verdict = TG_NODE_ERROR;
+        return TG_OK;
+    }
+    c.sv = sv;
+    c.sf = fdt != dt ? sf : sv;
+    c.out_n = n->out->size;
+
+    size_t max_in = 1;
+    for (int k = 0; k < n->n_in; k++)
+        max_in = n->in[k]->size > max_in ? n->in[k]->size : max_in;
+    size_t on = c.out_n ? c.out_n : 1;
+    bool ok = (c.v = tg__malloc(on * sizeof(double))) && (c.fp = tg__malloc(on * sizeof(double))) &&
+              (c.fm = tg__malloc(on * sizeof(double))) &&
+              (c.f0 = tg__malloc(on * sizeof(double))) &&
+              (c.u = tg__malloc(max_in * sizeof(double))) &&
+              (c.xp = tg__malloc(max_in * sizeof(double))) &&
+              (c.xm = tg__malloc(max_in * sizeof(double)));
+    for (int k = 0; k < n->n_in && ok; k++) {
+        size_t sz = n->in[k]->size ? n->in[k]->size : 1;
+        ok = (c.x0[k] = tg__malloc(sz * sizeof(double))) &&
+             (c.g[k] = tg__calloc(sz, sizeof(double)));
+        for (size_t i = 0; ok && i < n->in[k]->size; i++)
+            c.x0[k][i] = load(c.sf->node->in[k]->data, fdt, i);
+    }
+    tg_status st = ok ? TG_OK : TG_ERR_NOMEM;
+    if (ok) {
+        for (size_t i = 0; i < c.out_n; i++)
+            c.f0[i] = load(c.sf->node->out->data, fdt, i);
+        for (int k = 0; k < n->n_in && st == TG_OK; k++)
+            if (c.check[k])
+                st = nc_adjoint(&c, k, o->probes);
+        res->full_jacobian = o->jacobian_max > 0 && c.out_n > 0 && in_total > 0 &&
+                             c.out_n <= o->jacobian_max / in_total;
+        for (int k = 0; k < n->n_in && st == TG_OK && res->full_jacobian; k++)
+            if (c.check[k])
+                st = nc_jacobian(&c, k);
+    } else {
+        put(res->message, sizeof res->message, "out of memory");
+    }
+    tg__free(c.v), tg__free(c.fp), tg__free(c.fm), tg__free(c.f0);
+    tg__free(c.u), tg__free(c.xp), tg__free(c.xm);
+    for (int k = 0; k < TG_MAX_INPUTS; k++)
+        tg__free(c.x0[k]), tg__free(c.g[k]);
+    if (st != TG_OK) {
+        res->verdict = TG_NODE_ERROR;
+        return st == TG_ERR_NOMEM ? st : TG_OK;
+    }
+    res->verdict = c.fails ? TG_NODE_FAIL : c.kinks ? TG_NODE_KINK : TG_NODE_PASS;
+    if (res->verdict == TG_NODE_FAIL) {
+        int k = res->worst_input;
+        size_t used = (size_t)snprintf(
+            res->message, sizeof res->message,
+            "VJP disagrees with the forward for input %d (%s %s): error %.3g (relative %.3g)", k,
+            tg__name_text(n->in[k]).s, tg__shape_text(n->in[k]).s, res->max_abs_err,
+            res->max_rel_err);
+        if (res->full_jacobian && used < sizeof res->message)
+            snprintf(res->message + used, sizeof res->message - used,
+                     "; worst Jacobian entry d out[%zu]/d in%d[%zu]: VJP %.6g, differences %.6g",
+                     res->jac_row, res->jac_input, res->jac_col, res->jac_analytic, res->jac_numeric);
+    } else if (res->verdict == TG_NODE_KINK) {
+        put(res->message, sizeof res->message,
+            "at a non-differentiable point (one-sided differences disagree): not judged");
+    }
+    return TG_OK;
+}
+
+void
+tg_nodecheck_report_free(tg_nodecheck_report *rep)
+{
+    if (!rep)
+        return;
+    for (size_t i = 0; rep->nodes && i < rep->n_nodes; i++) {
+        tg__free((void *)rep->nodes[i].op);
+        tg__free((void *)rep->nodes[i].output);
+        tg__free((void *)rep->nodes[i].inputs);
+    }
+    tg__free(rep->nodes);
+    rep->nodes = NULL;
+    rep->n_nodes = 0;
+}
+
+tg_status
+tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt, tg_nodecheck_report *rep)
+{
+    if (!rep)
+        return TG_ERR_ARG;
+    memset(rep, 0, sizeof *rep);
+    tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
+    rep->status = check_options(&o, rep->message, sizeof rep->message);
+    if (rep->status != TG_OK)
+        return rep->status;
+    if (!t) {
+        put(rep->message, sizeof rep->message, "gradcheck nodes: the tape is NULL");
+        return rep->status = TG_ERR_ARG;
+    }
+    if (t->status != TG_OK) {
+        put(rep->message, sizeof rep->message,
+            "gradcheck nodes: the tape has an error, so its nodes cannot be trusted: %s",
+            t->errmsg);
+        return rep->status = TG_ERR_ARG;
+    }
+    struct solo sv = {.tape = tg_tape_new()}, sf = {.tape = tg_tape_new()};
+    tg_rng *rng = tg_rng_new(o.seed);
+    rep->nodes = tg__calloc(t->n_nodes ? t->n_nodes : 1, sizeof *rep->nodes);
+    if (!sv.tape || !sf.tape || !rng || !rep->nodes) {
+        put(rep->message, sizeof rep->message, "gradcheck nodes: out of memory");
+        rep->status = TG_ERR_NOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < t->n_nodes; i++) {
+        const tg_node *n = t->nodes[i];
+        tg_gradcheck_node *res = &rep->nodes[rep->n_nodes++];
+        res->index = n->index;
+        res->op = tg__strdup(n->op->name);
+        res->output = tg__strdup(tg__name_text(n->out).s);
+        res->inputs = inputs_text(n);
+        if (!res->op || !res->output || !res->inputs ||
+            check_node(n, &o, &sv, &sf, rng, res) == TG_ERR_NOMEM) {
+            put(rep->message, sizeof rep->message, "gradcheck nodes: out of memory");
+            rep->status = TG_ERR_NOMEM;
+            goto done;
+        }
+        rep->n_failed += res->verdict == TG_NODE_FAIL;
+        rep->n_kinks += res->verdict == TG_NODE_KINK;
+        rep->n_skipped += res->verdict == TG_NODE_SKIPPED;
+        rep->n_errors += res->verdict == TG_NODE_ERROR;
+    }
+    rep->pass = rep->n_failed == 0 && rep->n_errors == 0;
+    rep->status = rep->n_failed ? TG_ERR_CHECK : rep->n_errors ? TG_ERR_OP : TG_OK;
+    {
+        const tg_gradcheck_node *first = NULL;
+        for (size_t i = 0; i < rep->n_nodes && !first; i++)
+            if (rep->nodes[i].verdict == TG_NODE_FAIL || rep->nodes[i].verdict == TG_NODE_ERROR)
+                first = &rep->nodes[i];
+        if (first)
+            put(rep->message, sizeof rep->message,
+                "gradcheck nodes: %zu of %zu nodes FAILED, %zu could not run; first: node #%zu "
+                "%s -> %s: %s",
+                rep->n_failed, rep->n_nodes, rep->n_errors, first->index, first->op,
+                first->output, first->message);
+        else
+            put(rep->message, sizeof rep->message,
+                "gradcheck nodes: %zu nodes: %zu pass, %zu at non-differentiable points, %zu "
+                "skipped (no input needs a gradient)",
+                rep->n_nodes, rep->n_nodes - rep->n_kinks - rep->n_skipped, rep->n_kinks,
+                rep->n_skipped);
+    }
+done:
+    tg_rng_free(rng);
+    tg_tape_free(sv.tape);
+    tg_tape_free(sf.tape);
+    return rep->status;
+}
+
+static const char *
+verdict_name(tg_node_verdict v)
+{
+    switch (v) {
+    case TG_NODE_PASS:
+        return "pass";
+    case TG_NODE_FAIL:
+        return "FAIL";
+    case TG_NODE_KINK:
+        return "non-differentiable point";
+    case TG_NODE_SKIPPED:
+        return "skipped";
+    case TG_NODE_ERROR:
+        return "ERROR";
+    }
+    return "?";
+}
+
+void
+tg_nodecheck_report_print(const tg_nodecheck_report *rep, FILE *out, bool verbose)
+{
+    if (!rep || !out)
+        return;
+    fprintf(out, "%s\n", rep->message);
+    for (size_t i = 0; i < rep->n_nodes; i++) {
+        const tg_gradcheck_node *n = &rep->nodes[i];
+        bool bad = n->verdict == TG_NODE_FAIL || n->verdict == TG_NODE_ERROR;
+        if (!bad && !verbose)
+            continue;
+        fprintf(out, "  node #%zu %s -> %s  inputs: %s\n", n->index, n->op, n->output, n->inputs);
+        if (n->verdict == TG_NODE_SKIPPED) {
+            fprintf(out, "    skipped: %s\n", n->message);
+            continue;
+        }
+        fprintf(out,
+                "    %s: VJP in %s, differences in %s%s (eps %g, atol %g, rtol %g)%s; max error "
+                "%.3g, relative %.3g\n",
+                verdict_name(n->verdict), tg_dtype_name(n->dtype), tg_dtype_name(n->fd_dtype),
+                n->fd_dtype == TG_F32 ? " (custom float32 op: float32 step and tolerances)" : "",
+                n->eps, n->atol, n->rtol, n->full_jacobian ? ", full Jacobian" : "",
+                n->max_abs_err, n->max_rel_err);
+        if (n->message[0] && n->verdict != TG_NODE_PASS)
+            fprintf(out, "    %s\n", n->message);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Taylor test.
+ *
+ * How the order is decided without a tolerance: r(h) = |f(x+h·d) − f(x) − h⟨∇f, d⟩| is
+ * C·h² + O(h³) for a correct gradient and |⟨∇f − g, d⟩|·h + O(h²) for a wrong one g, so
+ * log2(r(h)/r(h/2)) tends to 2 or 1 as h → 0. Large h are not yet asymptotic (higher-order
+ * terms, kinks crossed), and small h are drowned by round-off once r nears the rounding error
+ * of f, about ε·(|f| + Σ|∂f/∂x_i·x_i|) (the change in f from perturbing every input by one
+ * ulp; the ops are backward stable). So an order counts only if both remainders exceed
+ * 2^10 times that floor, and the verdict is the median of the last TG_TAYLOR_WINDOW counted
+ * orders (the smallest h resolved): the asymptotic end, robust to one odd pair. The threshold
+ * 1.5 is the midpoint of the two hypotheses, not a tuned tolerance.
+ */
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+tg_status
+tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
+                    const tg_gradcheck_options *opt, tg_taylor_report *rep)
+{
+    if (!rep)
+        return TG_ERR_ARG;
+    memset(rep, 0, sizeof *rep);
+    rep->observed_order = NAN;
+    tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
+    rep->status = check_options(&o, rep->message, sizeof rep->message);
+    if (rep->status != TG_OK)
+        return rep->status;
+    struct fn_runner r;
+    rep->status = runner_init(&r, fn, ctx, inputs, n_inputs, o.wrt, rep->message,
+                              sizeof rep->message);
+    if (rep->status != TG_OK)
+        return rep->status;
+
+    tg_rng *rng = tg_rng_new(o.seed);
+    double **g = tg__calloc((size_t)n_inputs, sizeof *g), **d = tg__calloc((size_t)n_inputs, sizeof *d);
+    double **x0 = tg__calloc((size_t)n_inputs, sizeof *x0);
+    bool ok = rng && g && d && x0;
+    for (int k = 0; ok && k < n_inputs; k++) {
+        size_t n = inputs[k]->size ? inputs[k]->size : 1;
+        ok = (d[k] = tg__malloc(n * sizeof(double))) && (x0[k] = tg__malloc(n * sizeof(double)));
+        if (ok)
+            memcpy(x0[k], r.vals[k], inputs[k]->size * sizeof(double));
+    }
+    if (!ok) {
+        put(rep->message, sizeof rep->message, "gradcheck taylor: out of memory");
+        rep->status = TG_ERR_NOMEM;
+        goto done;
+    }
+    double f0;
+    rep->status = runner_eval(&r, true, &f0);
+    for (int k = 0; k < n_inputs && rep->status == TG_OK; k++)
+        if (r.wrt[k] && !(g[k] = runner_grads(&r, k))) {
+            put(rep->message, sizeof rep->message, "gradcheck taylor: out of memory");
+            rep->status = TG_ERR_NOMEM;
+        }
+    if (rep->status != TG_OK)
+        goto done;
+    rep->value = f0;
+
+    /* d: standard normal over the checked inputs. Sensitivity Σ|g·x| for the round-off floor. */
+    double slope = 0, sens = fabs(f0);
+    for (int k = 0; k < n_inputs; k++)
+        for (size_t i = 0; r.wrt[k] && i < inputs[k]->size; i++) {
+            d[k][i] = tg_rng_normal(rng);
+            slope += g[k][i] * d[k][i];
+            sens += fabs(g[k][i] * x0[k][i]);
+        }
+    rep->slope = slope;
+
+    double floor_[TG_TAYLOR_STEPS];
+    for (int s = 0; s < TG_TAYLOR_STEPS; s++) {
+        double h = ldexp(1.0, -(s + 1)), lin = 0, lin_abs = 0, f;
+        rep->h[s] = h;
+        for (int k = 0; k < n_inputs; k++)
+            for (size_t i = 0; r.wrt[k] && i < inputs[k]->size; i++) {
+                r.vals[k][i] = x0[k][i] + h * d[k][i];
+                double step = r.vals[k][i] - x0[k][i]; /* exactly what was applied */
+                lin += g[k][i] * step;
+                lin_abs += fabs(g[k][i] * step);
+            }
+        tg_status st = runner_eval(&r, false, &f);
+        for (int k = 0; k < n_inputs; k++)
+            memcpy(r.vals[k], x0[k], inputs[k]->size * sizeof(double));
+        if (st != TG_OK) {
+            rep->status = st;
+            goto done;
+        }
+        rep->remainder[s] = fabs(f - f0 - lin);
+        floor_[s] = 0x1p10 * DBL_EPSILON * (sens + lin_abs + fabs(f));
+    }
+    double win[TG_TAYLOR_WINDOW];
+    int nwin = 0;
+    bool any_above = false;
+    for (int s = 0; s < TG_TAYLOR_STEPS; s++) {
+        any_above |= isfinite(rep->remainder[s]) && rep->remainder[s] > floor_[s];
+        rep->order[s] = NAN;
+    }
+    for (int s = TG_TAYLOR_STEPS - 2; s >= 0; s--) {
+        double a = rep->remainder[s], b = rep->remainder[s + 1];
+        if (!(isfinite(a) && isfinite(b) && a > floor_[s] && b > floor_[s + 1]))
+            continue;
+        rep->order[s] = log2(a / b);
+        if (nwin < TG_TAYLOR_WINDOW) {
+            rep->used[s] = true;
+            win[nwin++] = rep->order[s];
+        }
+    }
+    if (nwin == 0) {
+        rep->pass = true;
+        rep->status = TG_OK;
+        put(rep->message, sizeof rep->message,
+            any_above ? "taylor: no two consecutive remainders above round-off; nothing "
+                        "contradicts the gradient"
+                      : "taylor: the remainder is at round-off for every h (f is affine along "
+                        "d): nothing contradicts the gradient");
+        goto done;
+    }
+    qsort(win, (size_t)nwin, sizeof win[0], cmp_double);
+    rep->observed_order =
+        nwin % 2 ? win[nwin / 2] : (win[nwin / 2 - 1] + win[nwin / 2]) / 2;
+    rep->pass = rep->observed_order >= 1.5;
+    rep->status = rep->pass ? TG_OK : TG_ERR_CHECK;
+    put(rep->message, sizeof rep->message,
+        "taylor: observed order %.2f (median of the last %d resolved): %s", rep->observed_order,
+        nwin,
+        rep->pass ? "PASS (the remainder shrinks like h^2)"
+                  : "FAIL (the remainder shrinks like h: the gradient is wrong)");
+done:
+    for (int k = 0; k < n_inputs; k++) {
+        if (g)
+            tg__free(g[k]);
+        if (d)
+            tg__free(d[k]);
+        if (x0)
+            tg__free(x0[k]);
+    }
+    tg__free(g), tg__free(d), tg__free(x0);
+    tg_rng_free(rng);
+    runner_free(&r);
+    return rep->status;
+}
+
+void
+tg_taylor_report_print(const tg_taylor_report *rep, FILE *out)
+{
+    if (!rep || !out)
+        return;
+    fprintf(out, "%s\n", rep->message);
+    if (rep->status != TG_OK && rep->status != TG_ERR_CHECK)
+        return;
+    fprintf(out, "  f = %.9g, <grad, d> = %.9g\n  %10s %12s %8s\n", rep->value, rep->slope, "h",
+            "remainder", "order");
+    for (int s = 0; s < TG_TAYLOR_STEPS; s++) {
+        fprintf(out, "  %10.3e %12.4e ", rep->h[s], rep->remainder[s]);
+        if (isnan(rep->order[s]))
+            fprintf(out, "%8s\n", "-");
+        else
+            fprintf(out, "%8.3f%s\n", rep->order[s], rep->used[s] ? "  *" : "");
+    }
+}

@@ -1,0 +1,610 @@
+/*
+ * The gradient checkers have teeth and no false alarms.
+ *
+ * Custom ops with deliberately wrong VJPs — sign flipped, factor 2 missing, transposed, bias
+ * gradient not summed over the batch, gradient given to the wrong input — and the seed note's
+ * step-1 and step-2 formulas as literally written, each placed in a small network, must be
+ * caught by every check (whole graph, node-local, Taylor), and the node-local check must name
+ * exactly the wrong node. The same networks with correct VJPs must pass every check, over the
+ * same seeds, with the default options (no tolerance here is tuned to make a test pass: the
+ * checks use the library's defaults, whose margins are justified in gradcheck.h).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h>
+
+#include <tapegrad/gradcheck.h>
+
+#include "common.h"
+
+#define DISPATCH(dt, T, ...)                                                                   \
+    do {                                                                                       \
+        if ((dt) == TG_F32) {                                                                  \
+            typedef float T;                                                                   \
+            __VA_ARGS__                                                                        \
+        } else {                                                                               \
+            typedef double T;                                                                  \
+            __VA_ARGS__                                                                        \
+        }                                                                                      \
+    } while (0)
+
+/* Which rule is wrong in a network (ctx of every custom node points at one of these). */
+enum mutation {
+    MUT_NONE = 0,
+    MUT_SIGN,        /* csig: dx -= dy σ'(x) */
+    MUT_FACTOR2,     /* square: dx += dy x (the 2 of d(x²)/dx missing) */
+    MUT_TRANSPOSE,   /* lin: dA written in transposed layout (column-major) */
+    MUT_BIAS_SUM,    /* bias_add: db takes one example's gradient, not the sum over the batch */
+    MUT_WRONG_INPUT, /* gate: each input receives the other input's gradient */
+    MUT_NOTE_STEP1,  /* note_loss: dA = mean(Y - A), a scalar broadcast (the note's step 1) */
+    MUT_NOTE_STEP2,  /* note_act: dZ = dA ⊙ A_prev instead of dA ⊙ g'(Z) (the note's step 2) */
+    MUT_COUNT
+};
+
+static const char *const mut_name[MUT_COUNT] = {
+    "none", "sign flipped", "factor 2 missing", "transposed", "bias not summed over the batch",
+    "gradient of the wrong input", "note step 1", "note step 2",
+};
+/* The op whose rule each mutation breaks. */
+static const char *const mut_op[MUT_COUNT] = {
+    NULL, "csig", "square", "lin", "bias_add", "gate", "note_loss", "note_act",
+};
+
+static enum mutation
+mut_of(const tg_node *n)
+{
+    const enum mutation *m = tg_node_ctx(n);
+    return m ? *m : MUT_NONE;
+}
+
+#define IN(n, k) tg_node_input(n, k)
+#define OUT(n) tg_node_output(n)
+
+static tg_status
+matrix_shape(tg_node *n, int ndim, int *out_ndim)
+{
+    for (int k = 0; k < tg_node_input_count(n); k++)
+        if (tg_tensor_ndim(IN(n, k)) != ndim)
+            return tg_node_fail(n, TG_ERR_SHAPE, "input %d must be %d-D", k, ndim);
+    *out_ndim = 2;
+    return TG_OK;
+}
+
+/*
+ * lin:  C = A B   (m x k)(k x n)          dA += dC Bᵀ,  dB += Aᵀ dC
+ */
+static tg_status
+lin_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    tg_status s = matrix_shape(n, 2, ndim);
+    if (s != TG_OK)
+        return s;
+    if (tg_tensor_dim(IN(n, 0), 1) != tg_tensor_dim(IN(n, 1), 0))
+        return tg_node_fail(n, TG_ERR_SHAPE, "inner dimensions differ");
+    dims[0] = tg_tensor_dim(IN(n, 0), 0);
+    dims[1] = tg_tensor_dim(IN(n, 1), 1);
+    return TG_OK;
+}
+
+static tg_status
+lin_forward(tg_node *n)
+{
+    size_t m = (size_t)tg_tensor_dim(IN(n, 0), 0), k = (size_t)tg_tensor_dim(IN(n, 0), 1);
+    size_t c = (size_t)tg_tensor_dim(IN(n, 1), 1);
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *b = tg_tensor_data(IN(n, 1));
+        T *y = tg_tensor_data(OUT(n));
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < c; j++) {
+                double acc = 0;
+                for (size_t p = 0; p < k; p++)
+                    acc += (double)a[i * k + p] * (double)b[p * c + j];
+                y[i * c + j] = (T)acc;
+            }
+    });
+    return TG_OK;
+}
+
+static tg_status
+lin_vjp(tg_node *n)
+{
+    size_t m = (size_t)tg_tensor_dim(IN(n, 0), 0), k = (size_t)tg_tensor_dim(IN(n, 0), 1);
+    size_t c = (size_t)tg_tensor_dim(IN(n, 1), 1);
+    bool transposed = mut_of(n) == MUT_TRANSPOSE;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *b = tg_tensor_data(IN(n, 1));
+        const T *dy = tg_tensor_grad(OUT(n));
+        T *da = tg_tensor_grad(IN(n, 0)), *db = tg_tensor_grad(IN(n, 1));
+        for (size_t i = 0; da && i < m; i++)
+            for (size_t p = 0; p < k; p++) {
+                double acc = 0;
+                for (size_t j = 0; j < c; j++)
+                    acc += (double)dy[i * c + j] * (double)b[p * c + j];
+                /* the mutant stores dA column-major: element (i, p) at p*m + i */
+                da[transposed ? p * m + i : i * k + p] += (T)acc;
+            }
+        for (size_t p = 0; db && p < k; p++)
+            for (size_t j = 0; j < c; j++) {
+                double acc = 0;
+                for (size_t i = 0; i < m; i++)
+                    acc += (double)a[i * k + p] * (double)dy[i * c + j];
+                db[p * c + j] += (T)acc;
+            }
+    });
+    return TG_OK;
+}
+
+static const tg_op op_lin = {"lin", 2, lin_shape, lin_forward, lin_vjp, NULL};
+
+/*
+ * bias_add:  Y = Z + b,  Z (n x m), b (n x 1) repeated over the m columns
+ *   dZ += dY,  db_i += Σ_j dY_ij
+ */
+static tg_status
+bias_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    tg_status s = matrix_shape(n, 2, ndim);
+    if (s != TG_OK)
+        return s;
+    if (tg_tensor_dim(IN(n, 1), 0) != tg_tensor_dim(IN(n, 0), 0) ||
+        tg_tensor_dim(IN(n, 1), 1) != 1)
+        return tg_node_fail(n, TG_ERR_SHAPE, "bias must be (rows x 1)");
+    dims[0] = tg_tensor_dim(IN(n, 0), 0);
+    dims[1] = tg_tensor_dim(IN(n, 0), 1);
+    return TG_OK;
+}
+
+static tg_status
+bias_forward(tg_node *n)
+{
+    size_t r = (size_t)tg_tensor_dim(IN(n, 0), 0), c = (size_t)tg_tensor_dim(IN(n, 0), 1);
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *z = tg_tensor_data(IN(n, 0)), *b = tg_tensor_data(IN(n, 1));
+        T *y = tg_tensor_data(OUT(n));
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < c; j++)
+                y[i * c + j] = z[i * c + j] + b[i];
+    });
+    return TG_OK;
+}
+
+static tg_status
+bias_vjp(tg_node *n)
+{
+    size_t r = (size_t)tg_tensor_dim(IN(n, 0), 0), c = (size_t)tg_tensor_dim(IN(n, 0), 1);
+    bool one_example = mut_of(n) == MUT_BIAS_SUM;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *dy = tg_tensor_grad(OUT(n));
+        T *dz = tg_tensor_grad(IN(n, 0)), *db = tg_tensor_grad(IN(n, 1));
+        for (size_t i = 0; i < r; i++)
+            for (size_t j = 0; j < c; j++) {
+                if (dz)
+                    dz[i * c + j] += dy[i * c + j];
+                if (db && (!one_example || j == 0))
+                    db[i] += dy[i * c + j];
+            }
+    });
+    return TG_OK;
+}
+
+static const tg_op op_bias = {"bias_add", 2, bias_shape, bias_forward, bias_vjp, NULL};
+
+/*
+ * csig:  y = σ(x)        dx += dy y (1 - y)
+ */
+static tg_status
+csig_forward(tg_node *n)
+{
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *x = tg_tensor_data(IN(n, 0));
+        T *y = tg_tensor_data(OUT(n));
+        for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++)
+            y[i] = 1 / (1 + exp(-x[i]));
+    });
+    return TG_OK;
+}
+
+static tg_status
+csig_vjp(tg_node *n)
+{
+    double sign = mut_of(n) == MUT_SIGN ? -1 : 1;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *y = tg_tensor_data(OUT(n)), *dy = tg_tensor_grad(OUT(n));
+        T *dx = tg_tensor_grad(IN(n, 0));
+        for (size_t i = 0; dx && i < tg_tensor_size(OUT(n)); i++)
+            dx[i] += (T)sign * dy[i] * y[i] * (1 - y[i]);
+    });
+    return TG_OK;
+}
+
+static const tg_op op_csig = {"csig", 1, NULL, csig_forward, csig_vjp, NULL};
+
+/*
+ * square:  y = x²        dx += 2 x dy
+ */
+static tg_status
+square_forward(tg_node *n)
+{
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *x = tg_tensor_data(IN(n, 0));
+        T *y = tg_tensor_data(OUT(n));
+        for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++)
+            y[i] = x[i] * x[i];
+    });
+    return TG_OK;
+}
+
+static tg_status
+square_vjp(tg_node *n)
+{
+    double f = mut_of(n) == MUT_FACTOR2 ? 1 : 2;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *x = tg_tensor_data(IN(n, 0)), *dy = tg_tensor_grad(OUT(n));
+        T *dx = tg_tensor_grad(IN(n, 0));
+        for (size_t i = 0; dx && i < tg_tensor_size(OUT(n)); i++)
+            dx[i] += (T)f * x[i] * dy[i];
+    });
+    return TG_OK;
+}
+
+static const tg_op op_square = {"square", 1, NULL, square_forward, square_vjp, NULL};
+
+/*
+ * gate:  y = a ⊙ tanh(b)   (same shapes)     da += dy tanh(b),  db += dy a (1 - tanh² b)
+ */
+static tg_status
+gate_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    if (tg_tensor_size(IN(n, 0)) != tg_tensor_size(IN(n, 1)))
+        return tg_node_fail(n, TG_ERR_SHAPE, "inputs differ in size");
+    *ndim = tg_tensor_ndim(IN(n, 0));
+    for (int d = 0; d < *ndim; d++)
+        dims[d] = tg_tensor_dim(IN(n, 0), d);
+    return TG_OK;
+}
+
+static tg_status
+gate_forward(tg_node *n)
+{
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *b = tg_tensor_data(IN(n, 1));
+        T *y = tg_tensor_data(OUT(n));
+        for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++)
+            y[i] = a[i] * tanh(b[i]);
+    });
+    return TG_OK;
+}
+
+static tg_status
+gate_vjp(tg_node *n)
+{
+    bool swap = mut_of(n) == MUT_WRONG_INPUT;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *b = tg_tensor_data(IN(n, 1));
+        const T *dy = tg_tensor_grad(OUT(n));
+        T *da = tg_tensor_grad(IN(n, 0)), *db = tg_tensor_grad(IN(n, 1));
+        for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++) {
+            T th = tanh(b[i]);
+            T ga = dy[i] * th, gb = dy[i] * a[i] * (1 - th * th);
+            if (da)
+                da[i] += swap ? gb : ga;
+            if (db)
+                db[i] += swap ? ga : gb;
+        }
+    });
+    return TG_OK;
+}
+
+static const tg_op op_gate = {"gate", 2, gate_shape, gate_forward, gate_vjp, NULL};
+
+/*
+ * note_loss:  J = 1/(2m) Σ (Y - A)²,  A, Y (n x m), m = columns (the note's loss)
+ *   correct:    dA += dJ (A - Y)/m,             dY += dJ (Y - A)/m
+ *   note step 1 as written: dA = mean(Y - A), "a scalar", broadcast to every entry (and dY
+ *   its negative)
+ */
+static tg_status
+note_loss_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    tg_status s = matrix_shape(n, 2, ndim);
+    if (s != TG_OK)
+        return s;
+    if (tg_tensor_dim(IN(n, 0), 0) != tg_tensor_dim(IN(n, 1), 0) ||
+        tg_tensor_dim(IN(n, 0), 1) != tg_tensor_dim(IN(n, 1), 1))
+        return tg_node_fail(n, TG_ERR_SHAPE, "A and Y differ in shape");
+    dims[0] = dims[1] = 1;
+    return TG_OK;
+}
+
+static tg_status
+note_loss_forward(tg_node *n)
+{
+    size_t N = tg_tensor_size(IN(n, 0));
+    double m = (double)tg_tensor_dim(IN(n, 0), 1), acc = 0;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *y = tg_tensor_data(IN(n, 1));
+        for (size_t i = 0; i < N; i++)
+            acc += ((double)y[i] - (double)a[i]) * ((double)y[i] - (double)a[i]);
+        ((T *)tg_tensor_data(OUT(n)))[0] = (T)(acc / (2 * m));
+    });
+    return TG_OK;
+}
+
+static tg_status
+note_loss_vjp(tg_node *n)
+{
+    size_t N = tg_tensor_size(IN(n, 0));
+    double m = (double)tg_tensor_dim(IN(n, 0), 1);
+    bool literal = mut_of(n) == MUT_NOTE_STEP1;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *a = tg_tensor_data(IN(n, 0)), *y = tg_tensor_data(IN(n, 1));
+        double dj = (double)((const T *)tg_tensor_grad(OUT(n)))[0], mean = 0;
+        T *da = tg_tensor_grad(IN(n, 0)), *dy = tg_tensor_grad(IN(n, 1));
+        for (size_t i = 0; i < N; i++)
+            mean += ((double)y[i] - (double)a[i]) / (double)N;
+        for (size_t i = 0; i < N; i++) {
+            double g = literal ? mean : ((double)a[i] - (double)y[i]) / m;
+            if (da)
+                da[i] += (T)(dj * g);
+            if (dy)
+                dy[i] -= (T)(dj * g);
+        }
+    });
+    return TG_OK;
+}
+
+static const tg_op op_note_loss = {"note_loss", 2, note_loss_shape, note_loss_forward,
+                                   note_loss_vjp, NULL};
+
+/*
+ * note_act:  A = σ(Z), given A_prev as a second input that the forward ignores
+ *   correct:    dZ += dA ⊙ σ'(Z) = dA ⊙ A ⊙ (1 - A);  dA_prev += 0
+ *   note step 2 as written: dZ = dA ⊙ A^(L-1), the previous layer's output instead of g'(Z)
+ */
+static tg_status
+note_act_forward(tg_node *n)
+{
+    return csig_forward(n);
+}
+
+static tg_status
+note_act_vjp(tg_node *n)
+{
+    bool literal = mut_of(n) == MUT_NOTE_STEP2;
+    DISPATCH(tg_tensor_dtype(OUT(n)), T, {
+        const T *y = tg_tensor_data(OUT(n)), *prev = tg_tensor_data(IN(n, 1));
+        const T *dy = tg_tensor_grad(OUT(n));
+        T *dz = tg_tensor_grad(IN(n, 0));
+        for (size_t i = 0; dz && i < tg_tensor_size(OUT(n)); i++)
+            dz[i] += dy[i] * (literal ? prev[i] : y[i] * (1 - y[i]));
+    });
+    return TG_OK;
+}
+
+static const tg_op op_note_act = {"note_act", 2, gate_shape, note_act_forward, note_act_vjp,
+                                  NULL};
+
+/* ---------------------------------------------------------------------------------------
+ * The network (examples as columns, the note's layout), every custom op in it once:
+ *   A1 = csig(bias_add(lin(W1, X), b1))          (n1 x m)
+ *   H  = gate(A1, G)                              (n1 x m)
+ *   A2 = note_act(tanh(W2 · square(H) + b2), A1)  (n1 x m), built-in matmul/add/tanh
+ *   J  = note_loss(A2, Y)
+ * n1 rows in both layers so that the note's dA ⊙ A_prev is defined elementwise.
+ */
+enum { P_W1, P_B1, P_G, P_W2, P_B2, P_X, P_Y, N_IN };
+
+struct net {
+    enum mutation mut;
+    int64_t n0, n1, m;
+    double *vals[N_IN];
+    int64_t dims[N_IN][2];
+    tg_tape *holder; /* holds the input tensors given to the checkers */
+    tg_tensor *in[N_IN];
+};
+
+static const char *const in_names[N_IN] = {"W1", "b1", "G", "W2", "b2", "X", "Y"};
+
+static tg_tensor *
+custom(tg_tape *t, const tg_op *op, const struct net *net, tg_tensor *a, tg_tensor *b)
+{
+    tg_tensor *in[2] = {a, b};
+    return tg_custom(t, op, in, op->n_inputs, (void *)&net->mut);
+}
+
+static tg_tensor *
+net_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    const struct net *net = ctx;
+    tg_tensor *z1 = custom(t, &op_lin, net, in[P_W1], in[P_X]);
+    tg_tensor *a1 = custom(t, &op_csig, net, custom(t, &op_bias, net, z1, in[P_B1]), NULL);
+    tg_tensor *h = custom(t, &op_gate, net, a1, in[P_G]);
+    tg_tensor *sq = custom(t, &op_square, net, h, NULL);
+    tg_tensor *z2 = tg_tanh(t, tg_add(t, tg_matmul(t, in[P_W2], sq), in[P_B2]));
+    tg_tensor *a2 = custom(t, &op_note_act, net, z2, a1);
+    return custom(t, &op_note_loss, net, a2, in[P_Y]);
+}
+
+/* Random sizes and values from the seed; the inputs live on net->holder in dtype dt. */
+static void
+net_init(struct net *net, uint64_t seed, enum mutation mut, tg_dtype dt)
+{
+    tg_rng *r = tg_rng_new(seed);
+    memset(net, 0, sizeof *net);
+    net->mut = mut;
+    net->n0 = 2 + (int64_t)(tg_rng_u64(r) % 4); /* 2..5 */
+    net->n1 = 2 + (int64_t)(tg_rng_u64(r) % 3); /* 2..4: >= 2 so a transposed dW1 differs */
+    net->m = 2 + (int64_t)(tg_rng_u64(r) % 5);  /* 2..6: >= 2 so the batch sum matters */
+    int64_t d[N_IN][2] = {{net->n1, net->n0}, {net->n1, 1},     {net->n1, net->m},
+                          {net->n1, net->n1}, {net->n1, 1},     {net->n0, net->m},
+                          {net->n1, net->m}};
+    memcpy(net->dims, d, sizeof d);
+    net->holder = tg_tape_new();
+    for (int k = 0; k < N_IN; k++) {
+        size_t n = (size_t)(d[k][0] * d[k][1]);
+        net->vals[k] = malloc(n * sizeof(double));
+        /* O(1) values: weights ~ U(-1, 1), targets in (0, 1) like the sigmoid output */
+        fill_uniform(net->vals[k], n, r, k == P_Y ? 0.05 : -1, k == P_Y ? 0.95 : 1);
+        net->in[k] = tg_matrix(net->holder, dt, d[k][0], d[k][1], NULL, in_names[k]);
+        tg_tensor_write(net->in[k], net->vals[k], n);
+        tg_tensor_set_requires_grad(net->in[k], k != P_X && k != P_Y);
+    }
+    tg_rng_free(r);
+}
+
+static void
+net_free(struct net *net)
+{
+    for (int k = 0; k < N_IN; k++)
+        free(net->vals[k]);
+    tg_tape_free(net->holder);
+}
+
+/* Parameters are checked, data and targets are constants. */
+static const bool wrt_params[N_IN] = {true, true, true, true, true, false, false};
+
+static tg_gradcheck_options
+opts_for(uint64_t seed)
+{
+    tg_gradcheck_options o = tg_gradcheck_defaults();
+    o.wrt = wrt_params;
+    o.seed = seed;
+    return o;
+}
+
+/* 128 seeds per mutation and dtype; under valgrind a handful (each is the same code path). */
+static int
+n_seeds(void)
+{
+    return getenv("TG_UNDER_VALGRIND") ? 3 : 128;
+}
+
+struct outcome {
+    bool whole_pass, taylor_pass, nodes_pass;
+    size_t n_failed;           /* nodes */
+    const char *failed_op;     /* the first failed node's op */
+    size_t failed_index;
+    size_t expected_index;     /* index of the node running the mutated op */
+    double order;
+    char detail[600];
+};
+
+/* Runs the three checks on one network. */
+static struct outcome
+run_checks(uint64_t seed, enum mutation mut, tg_dtype dt)
+{
+    struct outcome oc = {0};
+    static char failed_op[64];
+    struct net net;
+    net_init(&net, seed, mut, dt);
+    tg_gradcheck_options o = opts_for(seed);
+
+    tg_gradcheck_report wr;
+    tg_status s = tg_gradcheck(net_fn, &net, net.in, N_IN, &o, &wr);
+    ck_assert_msg(s == TG_OK || s == TG_ERR_CHECK, "whole graph could not run: %s", wr.message);
+    oc.whole_pass = wr.pass;
+    snprintf(oc.detail, sizeof oc.detail, "%s", wr.message);
+    tg_gradcheck_report_free(&wr);
+
+    tg_taylor_report tr;
+    s = tg_gradcheck_taylor(net_fn, &net, net.in, N_IN, &o, &tr);
+    ck_assert_msg(s == TG_OK || s == TG_ERR_CHECK, "taylor could not run: %s", tr.message);
+    oc.taylor_pass = tr.pass;
+    oc.order = tr.observed_order;
+
+    /* Node-local: record the network once on a tape, as a user would, then check it. */
+    tg_tape *t = tg_tape_new();
+    tg_tensor *in[N_IN];
+    for (int k = 0; k < N_IN; k++) {
+        in[k] = tg_matrix(t, dt, net.dims[k][0], net.dims[k][1], NULL, in_names[k]);
+        tg_tensor_write(in[k], net.vals[k], tg_tensor_size(in[k]));
+        tg_tensor_set_requires_grad(in[k], wrt_params[k]);
+    }
+    tg_tensor *loss = net_fn(t, in, &net);
+    ck_assert_msg(tg_backward(t, loss) == TG_OK, "%s", tg_tape_error(t));
+    tg_nodecheck_report nr;
+    s = tg_gradcheck_nodes(t, &o, &nr);
+    ck_assert_msg(s == TG_OK || s == TG_ERR_CHECK, "node check could not run: %s", nr.message);
+    oc.nodes_pass = nr.pass;
+    oc.n_failed = nr.n_failed;
+    oc.expected_index = SIZE_MAX;
+    for (size_t i = 0; i < nr.n_nodes; i++) {
+        if (mut && strcmp(nr.nodes[i].op, mut_op[mut]) == 0)
+            oc.expected_index = nr.nodes[i].index;
+        if (nr.nodes[i].verdict == TG_NODE_FAIL && !oc.failed_op) {
+            snprintf(failed_op, sizeof failed_op, "%s", nr.nodes[i].op);
+            oc.failed_op = failed_op;
+            oc.failed_index = nr.nodes[i].index;
+        }
+    }
+    if (!nr.pass)
+        snprintf(oc.detail, sizeof oc.detail, "%s", nr.message);
+    tg_nodecheck_report_free(&nr);
+    tg_tape_free(t);
+    net_free(&net);
+    return oc;
+}
+
+/* Every mutation, every seed, both dtypes: caught by all three checks, and the node-local
+ * check names exactly the mutated node (and nothing else). */
+START_TEST(mutations_caught_and_localized)
+{
+    enum mutation mut = (enum mutation)(_i % (MUT_COUNT - 1) + 1);
+    tg_dtype dt = _i < MUT_COUNT - 1 ? TG_F64 : TG_F32;
+    int caught_whole = 0, caught_taylor = 0, localized = 0, seeds = n_seeds();
+    for (int seed = 0; seed < seeds; seed++) {
+        struct outcome oc = run_checks((uint64_t)seed, mut, dt);
+        ck_assert_msg(!oc.whole_pass, "%s (%s), seed %d: whole-graph check missed it",
+                      mut_name[mut], tg_dtype_name(dt), seed);
+        ck_assert_msg(!oc.taylor_pass, "%s (%s), seed %d: Taylor test missed it (order %.3f)",
+                      mut_name[mut], tg_dtype_name(dt), seed, oc.order);
+        ck_assert_msg(oc.n_failed == 1 && oc.failed_index == oc.expected_index,
+                      "%s (%s), seed %d: node check flagged %zu nodes, first %s #%zu; expected "
+                      "only %s #%zu: %s",
+                      mut_name[mut], tg_dtype_name(dt), seed, oc.n_failed,
+                      oc.failed_op ? oc.failed_op : "none", oc.failed_index, mut_op[mut],
+                      oc.expected_index, oc.detail);
+        caught_whole++, caught_taylor++, localized++;
+    }
+    ck_assert_int_eq(caught_whole, seeds);
+    ck_assert_int_eq(localized, seeds);
+}
+END_TEST
+
+/* The same networks with every rule correct: no check ever fails, over the same seeds. */
+START_TEST(correct_network_never_fails)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    int seeds = n_seeds() * (MUT_COUNT - 1); /* as many runs as the mutants get together */
+    for (int seed = 0; seed < seeds; seed++) {
+        struct outcome oc = run_checks((uint64_t)seed, MUT_NONE, dt);
+        ck_assert_msg(oc.whole_pass, "%s seed %d: whole-graph false alarm: %s",
+                      tg_dtype_name(dt), seed, oc.detail);
+        ck_assert_msg(oc.taylor_pass, "%s seed %d: Taylor false alarm (order %.3f)",
+                      tg_dtype_name(dt), seed, oc.order);
+        ck_assert_msg(oc.nodes_pass, "%s seed %d: node-check false alarm: %s",
+                      tg_dtype_name(dt), seed, oc.detail);
+    }
+}
+END_TEST
+
+Suite *gradcheck_suite(void);
+
+Suite *
+gradcheck_suite(void)
+{
+    Suite *s = suite_create("gradcheck");
+    TCase *tc = tcase_create("mutations");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, mutations_caught_and_localized, 0, 2 * (MUT_COUNT - 1));
+    tcase_add_loop_test(tc, correct_network_never_fails, 0, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return run_suite(gradcheck_suite());
+}
