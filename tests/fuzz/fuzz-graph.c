@@ -1,0 +1,425 @@
+/*
+ * Fuzz target: the graph-building API driven by fuzz bytes.
+ *
+ * The bytes are a little program: make tensors (any rank, any dims including 0, -1 and
+ * overflowing ones; values drawn from an edge-value table: ±0, ±inf, NaN, ±1e20, ±1000,
+ * subnormals, DBL_MAX), apply random ops to random operands (mismatched shapes, dtypes, bad
+ * axes, labels and factors included), run backward from random tensors (seeded or not),
+ * reset the tape, toggle finite tracing, step an SGD optimizer, fail the n-th allocation.
+ *
+ * Invariants checked after every call (a violation aborts, which libFuzzer reports):
+ *   - a failing call returns the nil tensor (no data) and sets a non-empty message;
+ *   - the first error sticks: later calls leave the status, the message and the node count
+ *     unchanged until tg_tape_reset;
+ *   - a successful op's output has the size its dims say;
+ *   - parameters are bitwise unchanged by any failed call.
+ * Leaks are caught by LSan (libFuzzer + ASan), hangs by libFuzzer's -timeout; sizes are
+ * bounded (dims <= 9, <= 64 calls) so every input runs in well under a millisecond.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapegrad/op.h>
+#include <tapegrad/tapegrad.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "fuzz-graph: invariant failed at line %d: %s\n", __LINE__, #cond); \
+            abort();                                                                           \
+        }                                                                                      \
+    } while (0)
+
+struct input {
+    const uint8_t *p;
+    size_t n;
+};
+
+static unsigned
+byte(struct input *in)
+{
+    if (in->n == 0)
+        return 0;
+    in->n--;
+    return *in->p++;
+}
+
+static const double edge_values[] = {
+    0.0,  -0.0,    1.0,      -1.0,    0.25,     -0.25,     2.0,     -3.0,    1000.0,
+    -1000.0, 1e20, -1e20,    INFINITY, -INFINITY, NAN,     1e-40,   -1e-40,  4.9e-324,
+    1e300, -1e300, DBL_MAX,  -DBL_MAX, 88.8,    710.0,     -745.2,  3.14159, 1e-5,
+};
+#define N_EDGE (sizeof edge_values / sizeof edge_values[0])
+
+static double
+value(struct input *in)
+{
+    unsigned b = byte(in);
+    if (b < 2 * N_EDGE)
+        return edge_values[b % N_EDGE];
+    return ((double)b - 160.0) / 16.0; /* ordinary values in [-6, 6) */
+}
+
+/* ---- allocator: caps single allocations (so huge dims fail cleanly instead of tripping the
+ * fuzzer's malloc limit) and optionally fails the n-th call ---- */
+static long alloc_calls, fail_at = -1;
+
+static void *
+fz_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    if (n > (64u << 20) || alloc_calls++ == fail_at)
+        return NULL;
+    return malloc(n);
+}
+
+static void *
+fz_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    if (n > (64u << 20) || alloc_calls++ == fail_at)
+        return NULL;
+    return realloc(p, n);
+}
+
+static void
+fz_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+/* ---- a custom op whose behaviour the bytes choose: fine, failing, NaN-writing ---- */
+static tg_status
+cube_forward(tg_node *n)
+{
+    tg_tensor *x = tg_node_input(n, 0), *y = tg_node_output(n);
+    intptr_t mode = (intptr_t)tg_node_ctx(n);
+    if (mode == 1)
+        return tg_node_fail(n, TG_ERR_OP, "forward refused (mode %d)", (int)mode);
+    size_t size = tg_tensor_size(y);
+    for (size_t i = 0; i < size; i++) {
+        double v = tg_tensor_get(x, i);
+        v = mode == 3 ? NAN : v * v * v;
+        if (tg_tensor_dtype(y) == TG_F32)
+            ((float *)tg_tensor_data(y))[i] = (float)v;
+        else
+            ((double *)tg_tensor_data(y))[i] = v;
+    }
+    return TG_OK;
+}
+
+static tg_status
+cube_vjp(tg_node *n)
+{
+    tg_tensor *x = tg_node_input(n, 0), *y = tg_node_output(n);
+    intptr_t mode = (intptr_t)tg_node_ctx(n);
+    if (mode == 2)
+        return TG_ERR_OP; /* without a message: the engine must write one */
+    void *dx = tg_tensor_grad(x);
+    if (!dx)
+        return TG_OK;
+    size_t size = tg_tensor_size(y);
+    for (size_t i = 0; i < size; i++) {
+        double g = tg_tensor_grad_get(y, i) * 3 * tg_tensor_get(x, i) * tg_tensor_get(x, i);
+        if (mode == 4)
+            g = INFINITY;
+        if (tg_tensor_dtype(x) == TG_F32)
+            ((float *)dx)[i] += (float)g;
+        else
+            ((double *)dx)[i] += g;
+    }
+    return TG_OK;
+}
+
+static const tg_op cube_op = {"cube", 1, NULL, cube_forward, cube_vjp, NULL};
+
+#define POOL 16
+
+struct state {
+    tg_tape *tape;
+    tg_params *params;
+    tg_sgd *sgd;
+    tg_tensor *pool[POOL];
+    int n_pool;
+    /* the tape's first error, to check stickiness */
+    char first[512];
+    tg_status first_status;
+    size_t nodes_at_error;
+    /* parameter values before the current call, to check failed calls change nothing */
+    unsigned char *snapshot;
+    size_t snapshot_bytes;
+};
+
+static tg_tensor *
+pick(struct state *s, struct input *in)
+{
+    unsigned b = byte(in);
+    if (b == 255)
+        return NULL;
+    if (s->n_pool == 0 || b == 254)
+        return tg_params_get(s->params, b % 3);
+    return s->pool[b % (unsigned)s->n_pool];
+}
+
+static void
+remember(struct state *s, tg_tensor *x)
+{
+    if (!x)
+        return;
+    if (s->n_pool < POOL)
+        s->pool[s->n_pool++] = x;
+    else
+        s->pool[(tg_tape_node_count(s->tape) + (size_t)s->n_pool) % POOL] = x;
+}
+
+static int64_t
+dim(struct input *in)
+{
+    unsigned b = byte(in);
+    switch (b) {
+    case 250: return -1;
+    case 251: return INT64_C(1) << 32;
+    case 252: return INT64_C(1) << 40;
+    case 253: return INT64_MAX;
+    case 254: return INT64_MIN;
+    default: return (int64_t)(b % 10);
+    }
+}
+
+static void
+make_tensor(struct state *s, struct input *in, tg_dtype dt)
+{
+    unsigned b = byte(in);
+    int ndim = (int)(b % 6); /* 0 and 5 are invalid ranks */
+    int64_t dims[5] = {0};
+    for (int i = 0; i < ndim; i++)
+        dims[i] = dim(in);
+    size_t n = 1;
+    bool small = true;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] < 0 || dims[i] > 9)
+            small = false;
+        else
+            n *= (size_t)dims[i];
+    }
+    double vals[9 * 9 * 9 * 9];
+    float fvals[9 * 9 * 9 * 9];
+    tg_tensor *x;
+    const char *name = (b & 0x40) ? "x" : (b & 0x80) ? "bad\xff" : NULL;
+    if (small && ndim >= 1 && ndim <= 4) {
+        for (size_t i = 0; i < n; i++)
+            fvals[i] = (float)(vals[i] = value(in));
+        x = tg_tensor_from(s->tape, dt, ndim, dims, dt == TG_F32 ? (void *)fvals : (void *)vals,
+                           name);
+    } else {
+        x = tg_tensor_new(s->tape, dt, ndim, dims, name);
+    }
+    if (tg_tensor_data(x)) {
+        CHECK(tg_tensor_ndim(x) == ndim);
+        tg_tensor_set_requires_grad(x, (b & 0x20) != 0);
+    }
+    remember(s, x);
+}
+
+static void
+snapshot_params(struct state *s)
+{
+    size_t bytes = tg_params_size(s->params) * tg_dtype_size(tg_params_dtype(s->params));
+    if (bytes > s->snapshot_bytes) {
+        free(s->snapshot);
+        s->snapshot = malloc(bytes);
+        s->snapshot_bytes = s->snapshot ? bytes : 0;
+    }
+    if (s->snapshot && bytes)
+        memcpy(s->snapshot, tg_params_values(s->params), bytes);
+}
+
+static bool
+params_unchanged(struct state *s)
+{
+    size_t bytes = tg_params_size(s->params) * tg_dtype_size(tg_params_dtype(s->params));
+    return bytes == 0 || !s->snapshot || memcmp(s->snapshot, tg_params_values(s->params), bytes) == 0;
+}
+
+static void
+one_call(struct state *s, struct input *in, tg_dtype dt)
+{
+    tg_tape *t = s->tape;
+    bool had_error = tg_tape_status(t) != TG_OK;
+    size_t nodes = tg_tape_node_count(t);
+    unsigned op = byte(in) % 32;
+    tg_tensor *a = NULL, *b = NULL, *y = NULL;
+    bool is_op = true;
+    snapshot_params(s);
+
+    switch (op) {
+    case 0: case 1: make_tensor(s, in, (byte(in) & 1) ? TG_F32 : dt); is_op = false; break;
+    case 2: a = pick(s, in); b = pick(s, in); y = tg_add(t, a, b); break;
+    case 3: a = pick(s, in); b = pick(s, in); y = tg_sub(t, a, b); break;
+    case 4: a = pick(s, in); b = pick(s, in); y = tg_mul(t, a, b); break;
+    case 5: a = pick(s, in); b = pick(s, in); y = tg_matmul(t, a, b); break;
+    case 6: {
+        unsigned f = byte(in);
+        a = pick(s, in);
+        b = pick(s, in);
+        y = tg_matmul_t(t, a, f & 1, b, f & 2);
+        break;
+    }
+    case 7: a = pick(s, in); y = tg_transpose(t, a); break;
+    case 8: a = pick(s, in); y = tg_scale(t, a, value(in)); break;
+    case 9: a = pick(s, in); y = tg_sum(t, a); break;
+    case 10: a = pick(s, in); y = tg_sum_axis(t, a, (int)(byte(in) % 7) - 2); break;
+    case 11: a = pick(s, in); y = tg_mean(t, a); break;
+    case 12: a = pick(s, in); y = tg_mean_axis(t, a, (int)(byte(in) % 7) - 2); break;
+    case 13: a = pick(s, in); y = tg_sigmoid(t, a); break;
+    case 14: a = pick(s, in); y = tg_tanh(t, a); break;
+    case 15: a = pick(s, in); y = tg_relu(t, a); break;
+    case 16: a = pick(s, in); y = tg_leaky_relu(t, a, value(in)); break;
+    case 17: a = pick(s, in); y = tg_softplus(t, a); break;
+    case 18: a = pick(s, in); y = tg_gelu(t, a); break;
+    case 19: a = pick(s, in); y = tg_identity(t, a); break;
+    case 20: a = pick(s, in); b = pick(s, in); y = tg_mse(t, a, b); break;
+    case 21: a = pick(s, in); b = pick(s, in); y = tg_mse_half(t, a, b, (int)(byte(in) % 4) - 1); break;
+    case 22: {
+        int32_t labels[16];
+        for (int i = 0; i < 16; i++)
+            labels[i] = (int32_t)(byte(in) % 12) - 1;
+        a = pick(s, in);
+        unsigned axis = byte(in);
+        y = tg_softmax_xent(t, a, axis == 255 ? NULL : labels, (int)(axis % 4) - 1);
+        break;
+    }
+    case 23: {
+        a = pick(s, in);
+        tg_tensor *in1[1] = {a};
+        y = tg_custom(t, &cube_op, in1, 1, (void *)(intptr_t)(byte(in) % 5));
+        break;
+    }
+    case 24: case 25: {
+        a = pick(s, in);
+        tg_status st;
+        if (op == 25) {
+            b = pick(s, in);
+            st = tg_backward_seeded(t, a, b);
+        } else {
+            st = tg_backward(t, a);
+        }
+        CHECK(st == tg_tape_status(t) || st == TG_OK);
+        is_op = false;
+        break;
+    }
+    case 26:
+        tg_tape_reset(t);
+        CHECK(tg_tape_status(t) == TG_OK && tg_tape_error(t) == NULL);
+        CHECK(tg_tape_node_count(t) == 0);
+        /* keep the stale handles in the pool: using them must be reported, never a crash */
+        s->first[0] = '\0';
+        return;
+    case 27: tg_tape_set_check_finite(t, byte(in) & 1); is_op = false; break;
+    case 28:
+        if (s->sgd) {
+            tg_sgd_step(s->sgd);
+            snapshot_params(s);
+        }
+        is_op = false;
+        break;
+    case 29:
+        tg_params_zero_grad(s->params);
+        is_op = false;
+        break;
+    case 30: {
+        unsigned act = byte(in) % 8;
+        a = pick(s, in);
+        y = tg_activate(t, a, (tg_activation)act);
+        break;
+    }
+    default: {
+        /* a value read through the accessors, out of range included */
+        a = pick(s, in);
+        size_t i = byte(in);
+        (void)tg_tensor_get(a, i);
+        (void)tg_tensor_grad_get(a, i);
+        (void)tg_tensor_item(a);
+        char buf[64];
+        tg_tensor_shape_string(a, buf, sizeof buf);
+        CHECK(memchr(buf, '\0', sizeof buf) != NULL);
+        is_op = false;
+        break;
+    }
+    }
+
+    tg_status st = tg_tape_status(t);
+    if (st != TG_OK) {
+        const char *msg = tg_tape_error(t);
+        CHECK(msg && msg[0]);
+        if (had_error) {
+            /* sticky: first error unchanged, nothing recorded */
+            CHECK(st == s->first_status);
+            CHECK(strcmp(msg, s->first) == 0);
+            CHECK(tg_tape_node_count(t) == s->nodes_at_error);
+        } else {
+            snprintf(s->first, sizeof s->first, "%s", msg);
+            s->first_status = st;
+            s->nodes_at_error = tg_tape_node_count(t);
+            CHECK(tg_tape_node_count(t) <= nodes + 1);
+        }
+        if (is_op)
+            CHECK(tg_tensor_data(y) == NULL); /* the nil tensor */
+        if (op != 28)
+            CHECK(params_unchanged(s));
+    } else if (is_op) {
+        CHECK(y != NULL && tg_tensor_data(y) != NULL);
+        size_t n = 1;
+        for (int i = 0; i < tg_tensor_ndim(y); i++)
+            n *= (size_t)tg_tensor_dim(y, i);
+        CHECK(n == tg_tensor_size(y));
+        CHECK(tg_tape_node_count(t) == nodes + 1);
+    }
+    if (is_op)
+        remember(s, y);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct input in = {data, size};
+    unsigned head = byte(&in);
+    tg_dtype dt = (head & 1) ? TG_F32 : TG_F64;
+    alloc_calls = 0;
+    fail_at = (head & 2) ? (long)byte(&in) : -1;
+    static const tg_allocator capped = {fz_malloc, fz_realloc, fz_free, NULL};
+    tg_set_allocator(&capped);
+
+    struct state s = {0};
+    s.tape = tg_tape_new();
+    s.params = tg_params_new(dt);
+    if (s.tape && s.params) {
+        tg_params_add(s.params, "w", 2, (int64_t[]){3, 2});
+        tg_params_add(s.params, "b", 2, (int64_t[]){3, 1});
+        tg_params_add(s.params, "v", 1, (int64_t[]){2});
+        for (size_t i = 0; i < tg_params_size(s.params); i++) {
+            if (dt == TG_F32)
+                ((float *)tg_params_values(s.params))[i] = (float)i - 2.5f;
+            else
+                ((double *)tg_params_values(s.params))[i] = (double)i - 2.5;
+        }
+        tg_sgd_options o = {.lr = (head & 4) ? 0.5 : 0.01, .momentum = (head & 8) ? 0.9 : 0};
+        s.sgd = tg_sgd_new(s.params, &o, NULL);
+        tg_tape_set_check_finite(s.tape, head & 16);
+        for (int k = 0; k < 64 && in.n > 0; k++)
+            one_call(&s, &in, dt);
+    }
+    tg_sgd_free(s.sgd);
+    tg_tape_free(s.tape);
+    tg_params_free(s.params);
+    free(s.snapshot);
+    tg_set_allocator(NULL);
+    return 0;
+}
