@@ -22,11 +22,13 @@
  *
  * Usage: fashion-mnist-mpi [--data DIR] [--epochs N] [--steps N] [--batch GLOBAL] [--lr ETA]
  *                          [--momentum MU] [--seed S] [--threads T] [--bucket-kb K]
- *                          [--save PATH] [--quiet]
+ *                          [--save PATH] [--comm-bench N] [--quiet]
  *   --steps N     stop after N steps (a quick benchmark; evaluation still runs)
  *   --threads T   threads per rank (default 1: one core per rank)
  *   --bucket-kb K allreduce in buckets of K KiB (default 0: one allreduce per step)
  *   --save PATH   rank 0 writes the trained parameters (safetensors)
+ *   --comm-bench N  before training, time N gradient allreduces alone (a barrier before each,
+ *                 so waiting for a slower rank is excluded): the pure cost of communication
  * Exits 77 (skip) when the data set is not installed (Debian: dataset-fashion-mnist).
  */
 #include <math.h>
@@ -44,7 +46,7 @@
 struct options {
     const char *data, *save;
     int epochs, threads;
-    long steps;
+    long steps, comm_bench;
     size_t batch, bucket_kb;
     double lr, momentum;
     uint64_t seed;
@@ -78,6 +80,8 @@ parse(int argc, char **argv, struct options *o)
             o->epochs = atoi(v);
         else if (strcmp(a, "--steps") == 0)
             o->steps = atol(v);
+        else if (strcmp(a, "--comm-bench") == 0)
+            o->comm_bench = atol(v);
         else if (strcmp(a, "--threads") == 0)
             o->threads = atoi(v);
         else if (strcmp(a, "--batch") == 0)
@@ -104,6 +108,36 @@ forward(tg_tape *t, const struct model *md, const float *x, int64_t rows)
     tg_tensor *X = tg_tensor_wrap(t, TG_F32, 2, dims, (void *)(uintptr_t)x, "x");
     return tg_dense_forward(t, &md->fc3, tg_dense_forward(t, &md->fc2,
                                                            tg_dense_forward(t, &md->fc1, X)));
+}
+
+/* Time n allreduces of the gradient buffer, each after a barrier; rank 0 prints the median. */
+static tg_status
+comm_bench(tg_mpi *m, tg_params *p, long n)
+{
+    double *ms = malloc((size_t)n * sizeof *ms);
+    tg_status st = tg_mpi_check(m, ms ? TG_OK : TG_ERR_NOMEM, NULL);
+    for (long i = 0; i < n && st == TG_OK; i++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = MPI_Wtime();
+        st = tg_mpi_average_grads(m, p, NULL);
+        ms[i] = 1e3 * (MPI_Wtime() - t0);
+    }
+    if (st == TG_OK && tg_mpi_rank(m) == 0) {
+        for (long i = 1; i < n; i++) /* insertion sort: n is small */
+            for (long j = i; j > 0 && ms[j - 1] > ms[j]; j--) {
+                double x = ms[j];
+                ms[j] = ms[j - 1];
+                ms[j - 1] = x;
+            }
+        double bytes = (double)tg_params_size(p) * (double)tg_dtype_size(tg_params_dtype(p));
+        printf("comm-bench: %ld allreduces of %.2f MiB over %d ranks: median %.3f ms "
+               "(min %.3f, max %.3f), %.2f GB/s of gradient per rank\n",
+               n, bytes / 1048576, tg_mpi_size(m), ms[n / 2], ms[0], ms[n - 1],
+               bytes / (ms[n / 2] * 1e-3) / 1e9);
+    }
+    tg_params_zero_grad(p);
+    free(ms);
+    return st;
 }
 
 /* Correct predictions on this rank's shard of the test set, summed over ranks. */
@@ -190,6 +224,9 @@ run(tg_mpi *m, const struct options *o)
                o->batch / (size_t)size, tg_params_size(md.p),
                (double)tg_params_size(md.p) * 4 / 1048576, tg_kernel_name());
 
+    if (st == TG_OK && o->comm_bench > 0)
+        st = comm_bench(m, md.p, o->comm_bench);
+
     long step = 0;
     double train_time = 0, comm_time = 0, examples = 0;
     long steps_timed = 0;
@@ -219,6 +256,7 @@ run(tg_mpi *m, const struct options *o)
             step++;
         }
         double elapsed = MPI_Wtime() - t0;
+        tg_batcher_reset(b); /* the next epoch: a fresh order, the same on every rank */
         if (st != TG_OK)
             break;
         tg_mpi_stats stats;
@@ -289,7 +327,8 @@ main(int argc, char **argv)
         if (rank == 0)
             fprintf(stderr, "usage: mpirun -np P %s [--data DIR] [--epochs N] [--steps N] "
                             "[--batch GLOBAL] [--lr ETA] [--momentum MU] [--seed S] "
-                            "[--threads T] [--bucket-kb K] [--save PATH] [--quiet]\n",
+                            "[--threads T] [--bucket-kb K] [--save PATH] [--comm-bench N] "
+                            "[--quiet]\n",
                     argv[0]);
         MPI_Finalize();
         return 2;
