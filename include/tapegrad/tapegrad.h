@@ -11,6 +11,19 @@
  * and returns the tape's nil tensor; every later op on that tape returns the nil tensor at once.
  * Check tg_tape_error() once per step.
  *
+ * Threads: a tape, and everything made on it, belongs to one thread at a time. Separate tapes
+ * (each with its own tg_params, optimizer and rng) may be used from separate threads at once;
+ * sharing one tape, parameter set, optimizer or rng between threads without a lock is
+ * unsupported. Process-wide settings (tg_set_allocator, tg_set_num_threads, tg_set_kernel) are
+ * meant to be set before threads start. The library never changes process-global state: not
+ * the floating-point environment (rounding, exception masks, FTZ/DAZ), not the locale (number
+ * parsing uses the C locale of the calling thread only, restored before returning), not signal
+ * handlers or masks; and it never calls abort() or exit().
+ *
+ * errno: failures are reported by status and message, never only through errno. A call may
+ * leave errno changed (as C library calls do), even when it succeeds; messages about files
+ * include strerror(errno) of the failing system call.
+ *
  * Conventions: tensors are dense, row-major, up to TG_MAX_DIMS dimensions, float32 or float64.
  * Shapes are written (rows x cols). A "scalar" is any tensor of one element; reductions to a
  * scalar give shape (1x1). Strings returned by the library are owned by it.
