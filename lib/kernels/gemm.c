@@ -1,0 +1,191 @@
+/*
+ * tg__gemm_f32/_f64: the entry points the ops call. Handles the degenerate cases, picks the
+ * path (runtime.c), splits C between threads and keeps each thread's packing buffer.
+ *
+ * Threads: C is cut into at most T rectangles along one dimension, at multiples of the
+ * path's register tile (MR rows or NR columns); each thread runs the whole packed algorithm
+ * on its rectangle with its own buffers — no barriers, no shared packed panels. The k loop,
+ * its KC blocking and the tile grid are the same as in a one-thread run, so every element of
+ * C gets the same arithmetic in the same order: results are bit-identical whatever T.
+ * The cost is that each thread packs the whole of the un-split operand: O(m·k) extra for
+ * O(m·n·k/T) of work, under 1% once the split dimension is past a few hundred.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <tapegrad/features.h>
+
+#if TG_HAS_OPENMP
+#include <omp.h>
+#endif
+
+#include "../internal.h"
+#include "gemm_impl.h"
+#include "kernels.h"
+
+/* Products below this many multiply-adds per thread run on one thread: at ~40 G FMA/s a
+ * thread's share is then under ~7 µs, the same order as waking a team and joining it. */
+#define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
+
+/* ---- per-thread packing buffer ---- */
+
+struct workspace {
+    void *raw;     /* as returned by tg__malloc */
+    void *aligned; /* raw rounded up to 64 bytes (a cache line, an AVX-512 vector) */
+    size_t size;   /* usable bytes from aligned */
+};
+
+static _Thread_local struct workspace thread_workspace;
+
+void *
+tg__gemm_workspace(size_t bytes)
+{
+    struct workspace *w = &thread_workspace;
+    if (bytes <= w->size && w->aligned)
+        return w->aligned;
+    tg__free(w->raw);
+    *w = (struct workspace){0};
+    if (bytes > SIZE_MAX - 64)
+        return NULL;
+    void *raw = tg__malloc(bytes + 64);
+    if (!raw)
+        return NULL;
+    w->raw = raw;
+    w->aligned = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    w->size = bytes;
+    return w->aligned;
+}
+
+static void
+release_thread_workspace(void)
+{
+    tg__free(thread_workspace.raw);
+    thread_workspace = (struct workspace){0};
+}
+
+void
+tg__kernels_release(void)
+{
+    release_thread_workspace();
+#if TG_HAS_OPENMP
+    /* Worker threads of the pool keep their buffers; visit as many as were ever asked for. */
+    int threads = tg__num_threads();
+#pragma omp parallel num_threads(threads)
+    release_thread_workspace();
+#endif
+}
+
+/* ---- the split between threads ---- */
+
+/* Part `part` of `parts` of [0, units) in whole units, scaled to [0, dim) elements. */
+static void
+split_range(size_t dim, size_t unit, int part, int parts, size_t *begin, size_t *end)
+{
+    size_t units = (dim + unit - 1) / unit;
+    size_t b = units * (size_t)part / (size_t)parts * unit;
+    size_t e = units * (size_t)(part + 1) / (size_t)parts * unit;
+    *begin = b < dim ? b : dim;
+    *end = e < dim ? e : dim;
+}
+
+/* How many threads a product of this size gets, and whether it is split by rows (else by
+ * columns): the dimension with more register tiles, so the parts balance best. */
+static int
+plan_threads(size_t m, size_t n, size_t k, size_t mr, size_t nr, bool *split_rows)
+{
+    size_t row_tiles = (m + mr - 1) / mr, col_tiles = (n + nr - 1) / nr;
+    *split_rows = row_tiles > col_tiles;
+    int threads = tg__num_threads();
+    if (threads <= 1)
+        return 1;
+    /* m·n·k in double: it can exceed size_t on 32-bit targets. */
+    double per_thread = (double)GEMM_MIN_FMAS_PER_THREAD;
+    double by_work = (double)m * (double)n * (double)k / per_thread;
+    size_t tiles = *split_rows ? row_tiles : col_tiles;
+    if (by_work < (double)threads)
+        threads = by_work < 1 ? 1 : (int)by_work;
+    if ((size_t)threads > tiles)
+        threads = (int)tiles;
+    return threads < 1 ? 1 : threads;
+}
+
+/*
+ * C = beta·C for k = 0 or alpha = 0 (BLAS: A and B are not read). beta = 0 stores zeros
+ * without reading C, so NaN or Inf there is overwritten.
+ */
+#define DEFINE_SCALE(NAME, T)                                                                  \
+    static void NAME(size_t m, size_t n, T beta, T *c, size_t ldc)                             \
+    {                                                                                          \
+        if (beta == 1)                                                                         \
+            return;                                                                            \
+        for (size_t i = 0; i < m; i++) {                                                       \
+            T *ci = c + i * ldc;                                                               \
+            if (beta == 0)                                                                     \
+                for (size_t j = 0; j < n; j++)                                                 \
+                    ci[j] = 0;                                                                 \
+            else                                                                               \
+                for (size_t j = 0; j < n; j++)                                                 \
+                    ci[j] *= beta;                                                             \
+        }                                                                                      \
+    }
+
+DEFINE_SCALE(scale_f32, float)
+DEFINE_SCALE(scale_f64, double)
+
+#if TG_HAS_OPENMP
+#define GEMM_PARALLEL_REGION(threads) _Pragma("omp parallel num_threads(threads)")
+#define GEMM_THREAD_ID() omp_get_thread_num()
+#define GEMM_TEAM_SIZE() omp_get_num_threads()
+#else
+#define GEMM_PARALLEL_REGION(threads)
+#define GEMM_THREAD_ID() 0
+#define GEMM_TEAM_SIZE() 1
+#endif
+
+/*
+ * The part loop runs `threads` parts over however many threads the OpenMP runtime actually
+ * gave (fewer when nested or limited), so every part is done exactly once either way.
+ */
+#define DEFINE_GEMM(NAME, T, FIELD, SCALE)                                                     \
+    void NAME(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, T alpha, const T *a,   \
+              size_t lda, const T *b, size_t ldb, T beta, T *c, size_t ldc)                    \
+    {                                                                                          \
+        if (m == 0 || n == 0)                                                                  \
+            return;                                                                            \
+        if (k == 0 || alpha == 0) {                                                            \
+            SCALE(m, n, beta, c, ldc);                                                         \
+            return;                                                                            \
+        }                                                                                      \
+        const struct tg__gemm_kernel *kern = tg__gemm_active_kernel();                         \
+        if (kern->self_threaded) {                                                             \
+            kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
+            return;                                                                            \
+        }                                                                                      \
+        size_t mr = kern->mr_##FIELD, nr = kern->nr_##FIELD;                                   \
+        bool split_rows;                                                                       \
+        int threads = plan_threads(m, n, k, mr, nr, &split_rows);                              \
+        if (threads == 1) {                                                                    \
+            kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
+            return;                                                                            \
+        }                                                                                      \
+        GEMM_PARALLEL_REGION(threads)                                                          \
+        {                                                                                      \
+            int team = GEMM_TEAM_SIZE();                                                       \
+            for (int part = GEMM_THREAD_ID(); part < threads; part += team) {                  \
+                size_t i0 = 0, i1 = m, j0 = 0, j1 = n;                                         \
+                if (split_rows)                                                                \
+                    split_range(m, mr, part, threads, &i0, &i1);                               \
+                else                                                                           \
+                    split_range(n, nr, part, threads, &j0, &j1);                               \
+                if (i0 == i1 || j0 == j1)                                                      \
+                    continue;                                                                  \
+                const T *a_part = trans_a ? a + i0 : a + i0 * lda;                             \
+                const T *b_part = trans_b ? b + j0 * ldb : b + j0;                             \
+                kern->FIELD(trans_a, trans_b, i1 - i0, j1 - j0, k, alpha, a_part, lda, b_part, \
+                            ldb, beta, c + i0 * ldc + j0, ldc);                                \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+DEFINE_GEMM(tg__gemm_f32, float, f32, scale_f32)
+DEFINE_GEMM(tg__gemm_f64, double, f64, scale_f64)

@@ -1,0 +1,267 @@
+/*
+ * The packed, cache-blocked matrix multiply (GotoBLAS/BLIS structure), written once and
+ * instantiated per ISA and element type by gemm_generic.c, gemm_avx2.c and gemm_avx512.c.
+ *
+ *   C (m x n) = alpha · op(A) (m x k) · op(B) (k x n) + beta · C
+ *
+ *   for jc in 0..n step NC            B block  (KC x NC) lives in L3, packed once per (jc, pc)
+ *     for pc in 0..k step KC
+ *       pack op(B)[pc.., jc..] into NR-wide micro-panels: Bp[panel][p][0..NR)
+ *       for ic in 0..m step MC        A block  (MC x KC) lives in L2
+ *         pack op(A)[ic.., pc..] into MR-tall micro-panels: Ap[panel][p][0..MR)
+ *         for jr in 0..nc step NR     B micro-panel (KC x NR) stays in L1
+ *           for ir in 0..mc step MR   MR x NR tile of C in registers
+ *             acc = Σ_p Ap[ir][p][:] ⊗ Bp[jr][p][:]   (p ascending)
+ *             C_tile = alpha·acc + beta'·C_tile      (beta' = beta for pc = 0, else 1)
+ *
+ * Each C element therefore sees its k products summed in KC-sized runs, in ascending p, then
+ * folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
+ * splits C between threads. Transposes only change the packing loops' addressing, so
+ * backward's dZ·Aᵀ and Wᵀ·dZ never build a transposed copy. Partial panels are zero-padded,
+ * so the micro-kernel always runs a full MR x NR tile; edge tiles go through a local tile.
+ *
+ * The includer defines:
+ *   GT              element type (float or double)
+ *   GT_PREFIX       identifier prefix for this instantiation's static functions
+ *   GT_BLOCK        name of the generated tg__gemm_block_* function
+ *   GT_REF          the reference gemm of this type (fallback when no workspace)
+ *   GT_MR, GT_NR    register tile; GT_NR a multiple of GT_VL
+ *   GT_MC, GT_KC, GT_NC   cache blocks; GT_MC a multiple of GT_MR, GT_NC of GT_NR
+ *   GT_VL, GT_VT    vector lanes and type
+ *   GT_V_ZERO(), GT_V_LOAD(p) (64-byte-aligned packed data), GT_V_LOADU(p), GT_V_STOREU(p, v),
+ *   GT_V_SET1(x), GT_V_MUL(a, b), GT_V_FMA(a, b, c) = a·b + c,
+ *   GT_S_FMA(a, b, c)   the scalar twin of GT_V_FMA (same rounding), for edge tiles.
+ */
+#include <string.h>
+
+#include "gemm_impl.h"
+
+#define GT_CAT2(a, b) a##b
+#define GT_CAT(a, b) GT_CAT2(a, b)
+#define GT_FN(name) GT_CAT(GT_PREFIX, name)
+
+#define GT_NV (GT_NR / GT_VL)
+#if defined(__GNUC__)
+#define GT_PREFETCH(p) __builtin_prefetch(p, 1, 3)
+#else
+#define GT_PREFETCH(p) ((void)(p))
+#endif
+
+_Static_assert(GT_NR % GT_VL == 0, "NR must be a whole number of vectors");
+_Static_assert(GT_MC % GT_MR == 0, "MC must be a whole number of MR panels");
+_Static_assert(GT_NC % GT_NR == 0, "NC must be a whole number of NR panels");
+
+/*
+ * Micro-kernel: acc (MR x NR) = Σ_{p<kc} ap[p][0..MR) ⊗ bp[p][0..NR), then
+ *   C = alpha·acc                 when beta = 0 (C is not read: NaN there does not propagate)
+ *   C = fma(beta, C, alpha·acc)   otherwise (beta = 1 gives C + alpha·acc rounded once)
+ * ap and bp are packed and 64-byte aligned; c is any row-major tile with row stride ldc.
+ */
+static inline void
+GT_FN(micro_kernel)(size_t kc, const GT *restrict ap, const GT *restrict bp, GT *restrict c,
+                    size_t ldc, GT alpha, GT beta)
+{
+    GT_VT acc[GT_MR][GT_NV];
+#pragma GCC unroll 32
+    for (int i = 0; i < GT_MR; i++) {
+        GT_PREFETCH(c + (size_t)i * ldc);
+        GT_PREFETCH(c + (size_t)i * ldc + GT_NR - 1);
+#pragma GCC unroll 8
+        for (int v = 0; v < GT_NV; v++)
+            acc[i][v] = GT_V_ZERO();
+    }
+
+#pragma GCC unroll 4
+    for (size_t p = 0; p < kc; p++) {
+        GT_VT bv[GT_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < GT_NV; v++)
+            bv[v] = GT_V_LOAD(bp + v * GT_VL);
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++) {
+            GT_VT ai = GT_V_SET1(ap[i]);
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++)
+                acc[i][v] = GT_V_FMA(ai, bv[v], acc[i][v]);
+        }
+        ap += GT_MR;
+        bp += GT_NR;
+    }
+
+    GT_VT va = GT_V_SET1(alpha);
+    if (beta == 0) {
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++)
+                GT_V_STOREU(c + (size_t)i * ldc + v * GT_VL, GT_V_MUL(va, acc[i][v]));
+    } else {
+        GT_VT vb = GT_V_SET1(beta);
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++) {
+                GT *cij = c + (size_t)i * ldc + v * GT_VL;
+                GT_V_STOREU(cij, GT_V_FMA(vb, GT_V_LOADU(cij), GT_V_MUL(va, acc[i][v])));
+            }
+    }
+}
+
+/* An edge tile (mr <= MR rows, nr <= NR columns): the micro-kernel writes alpha·acc into a
+ * local full tile, then C takes it with the same formula as a full tile. */
+static void
+GT_FN(edge_tile)(size_t kc, const GT *ap, const GT *bp, GT *c, size_t ldc, size_t mr, size_t nr,
+                 GT alpha, GT beta)
+{
+    _Alignas(64) GT tile[GT_MR * GT_NR];
+    GT_FN(micro_kernel)(kc, ap, bp, tile, GT_NR, alpha, 0);
+    for (size_t i = 0; i < mr; i++) {
+        GT *ci = c + i * ldc;
+        const GT *ti = tile + i * GT_NR;
+        if (beta == 0)
+            for (size_t j = 0; j < nr; j++)
+                ci[j] = ti[j];
+        else
+            for (size_t j = 0; j < nr; j++)
+                ci[j] = GT_S_FMA(beta, ci[j], ti[j]);
+    }
+}
+
+/*
+ * Packs op(A)[0..mc, 0..kc) into ceil(mc/MR) micro-panels, each kc x MR: dst[p·MR + i] =
+ * op(A)[i][p], rows past mc zero. op(A)[i][p] is a[i·lda + p], or a[p·lda + i] transposed.
+ */
+static void
+GT_FN(pack_a)(bool trans, size_t mc, size_t kc, const GT *restrict a, size_t lda,
+              GT *restrict dst)
+{
+    for (size_t ir = 0; ir < mc; ir += GT_MR) {
+        size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
+        if (trans) {
+            /* Rows of stored A hold MR consecutive i for one p: contiguous copies. */
+            for (size_t p = 0; p < kc; p++) {
+                const GT *src = a + p * lda + ir;
+                GT *d = dst + p * GT_MR;
+                if (mr == GT_MR) {
+#pragma GCC unroll 32
+                    for (int i = 0; i < GT_MR; i++)
+                        d[i] = src[i];
+                } else {
+                    for (size_t i = 0; i < GT_MR; i++)
+                        d[i] = i < mr ? src[i] : 0;
+                }
+            }
+        } else if (mr == GT_MR) {
+            /* MR row streams read in step, interleaved on the way out (a small transpose). */
+            const GT *src = a + ir * lda;
+            for (size_t p = 0; p < kc; p++) {
+#pragma GCC unroll 32
+                for (int i = 0; i < GT_MR; i++)
+                    dst[p * GT_MR + i] = src[(size_t)i * lda + p];
+            }
+        } else {
+            for (size_t p = 0; p < kc; p++)
+                for (size_t i = 0; i < GT_MR; i++)
+                    dst[p * GT_MR + i] = i < mr ? a[(ir + i) * lda + p] : 0;
+        }
+        dst += kc * GT_MR;
+    }
+}
+
+/*
+ * Packs op(B)[0..kc, 0..nc) into ceil(nc/NR) micro-panels, each kc x NR: dst[p·NR + j] =
+ * op(B)[p][j], columns past nc zero. op(B)[p][j] is b[p·ldb + j], or b[j·ldb + p] transposed.
+ */
+static void
+GT_FN(pack_b)(bool trans, size_t kc, size_t nc, const GT *restrict b, size_t ldb,
+              GT *restrict dst)
+{
+    for (size_t jr = 0; jr < nc; jr += GT_NR) {
+        size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
+        if (!trans) {
+            for (size_t p = 0; p < kc; p++) {
+                const GT *src = b + p * ldb + jr;
+                GT *d = dst + p * GT_NR;
+                if (nr == GT_NR) {
+#pragma GCC unroll 8
+                    for (int v = 0; v < GT_NV; v++)
+                        GT_V_STOREU(d + v * GT_VL, GT_V_LOADU(src + v * GT_VL));
+                } else {
+                    for (size_t j = 0; j < GT_NR; j++)
+                        d[j] = j < nr ? src[j] : 0;
+                }
+            }
+        } else {
+            /* Column j of op(B) is row j of stored B: read NR rows in step. */
+            if (nr < GT_NR)
+                memset(dst, 0, kc * GT_NR * sizeof(GT));
+            for (size_t j = 0; j < nr; j++) {
+                const GT *src = b + (jr + j) * ldb;
+                for (size_t p = 0; p < kc; p++)
+                    dst[p * GT_NR + j] = src[p];
+            }
+        }
+        dst += kc * GT_NR;
+    }
+}
+
+static size_t
+GT_FN(round_up)(size_t x, size_t to)
+{
+    return (x + to - 1) / to * to;
+}
+
+void
+GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
+         size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
+{
+    size_t kc_max = k < GT_KC ? k : GT_KC;
+    size_t mc_max = GT_FN(round_up)(m < GT_MC ? m : GT_MC, GT_MR);
+    size_t nc_max = GT_FN(round_up)(n < GT_NC ? n : GT_NC, GT_NR);
+    /* Ap then Bp; mc_max·kc_max is a multiple of MR·… elements, rounded to 64 bytes. */
+    size_t a_elems = GT_FN(round_up)(mc_max * kc_max, 64 / sizeof(GT));
+    GT *ap = tg__gemm_workspace((a_elems + nc_max * kc_max) * sizeof(GT));
+    if (!ap) {
+        GT_REF(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    GT *bp = ap + a_elems;
+
+    for (size_t jc = 0; jc < n; jc += GT_NC) {
+        size_t nc = n - jc < GT_NC ? n - jc : GT_NC;
+        for (size_t pc = 0; pc < k; pc += GT_KC) {
+            size_t kc = k - pc < GT_KC ? k - pc : GT_KC;
+            GT beta_block = pc == 0 ? beta : 1;
+            const GT *b_block = trans_b ? b + jc * ldb + pc : b + pc * ldb + jc;
+            GT_FN(pack_b)(trans_b, kc, nc, b_block, ldb, bp);
+
+            for (size_t ic = 0; ic < m; ic += GT_MC) {
+                size_t mc = m - ic < GT_MC ? m - ic : GT_MC;
+                const GT *a_block = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
+                GT_FN(pack_a)(trans_a, mc, kc, a_block, lda, ap);
+
+                for (size_t jr = 0; jr < nc; jr += GT_NR) {
+                    size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
+                    const GT *bpanel = bp + jr * kc;
+                    for (size_t ir = 0; ir < mc; ir += GT_MR) {
+                        size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
+                        const GT *apanel = ap + ir * kc;
+                        GT *ctile = c + (ic + ir) * ldc + jc + jr;
+                        if (mr == GT_MR && nr == GT_NR)
+                            GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha,
+                                                beta_block);
+                        else
+                            GT_FN(edge_tile)(kc, apanel, bpanel, ctile, ldc, mr, nr, alpha,
+                                             beta_block);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#undef GT_NV
+#undef GT_PREFETCH
+#undef GT_FN
+#undef GT_CAT
+#undef GT_CAT2

@@ -1,0 +1,65 @@
+/*
+ * Raw numerical loops used by the ops: matrix multiply and friends. No tapes, no errors:
+ * callers have validated shapes. Every kernel must give bit-identical results whatever the
+ * number of threads (fixed partitioning, fixed reduction order).
+ */
+#ifndef TG_KERNELS_H
+#define TG_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * C = alpha · op(A) · op(B) + beta · C       row-major; op(X) = Xᵀ when trans_X
+ *   op(A) is (m x k), op(B) is (k x n), C is (m x n)
+ *   lda/ldb/ldc are the row strides (in elements) of A, B, C as stored.
+ * beta = 0 overwrites C (NaN in C is not propagated); beta = 1 accumulates (VJPs).
+ * Any of m, n, k may be 0 (k = 0 gives C = beta·C). alpha = 0 reads neither A nor B (BLAS
+ * semantics). Transposes are absorbed by the packing routines: no transposed copy is made.
+ *
+ * Dispatches to the path tg_kernel_name() reports and runs on up to tg_num_threads() threads
+ * for products large enough to pay for them. Each element of C sums its k products in the
+ * same order whatever the thread count, so results are bit-identical for any thread count.
+ * After the first call with a given shape on a given thread, no heap allocation happens
+ * (packing buffers are per thread and kept).
+ */
+void tg__gemm_f32(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                  size_t ldc);
+void tg__gemm_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, double alpha,
+                  const double *a, size_t lda, const double *b, size_t ldb, double beta,
+                  double *c, size_t ldc);
+
+/* The same contract with plain loops (i-k-j), single-threaded: the tests' reference, and the
+ * fallback when a packing buffer cannot be allocated (gemm has no error channel). */
+void tg__gemm_ref_f32(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,
+                      const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                      float *c, size_t ldc);
+void tg__gemm_ref_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, double alpha,
+                      const double *a, size_t lda, const double *b, size_t ldb, double beta,
+                      double *c, size_t ldc);
+
+/*
+ * Parallel loop over [0, n) with a partitioning that does not depend on the thread count:
+ * fn is called once per chunk [c·grain, min(n, (c+1)·grain)), c = 0 … tg__parallel_chunks()-1,
+ * each chunk on exactly one thread, chunks spread over up to tg_num_threads() threads.
+ * Elementwise loops are therefore deterministic, and a reduction that writes one partial per
+ * chunk (index begin / grain) and then sums the partials in chunk order is bit-identical
+ * whatever the thread count. With one thread (or without OpenMP) the chunks run in order on
+ * the calling thread; n <= grain is a single inline call fn(0, n, ctx) with no threading
+ * overhead. grain = 0 is treated as n (one chunk).
+ */
+void tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
+                      void *ctx);
+/* ceil(n / grain): the number of chunks tg__parallel_for makes (1 when n = 0 or grain = 0). */
+size_t tg__parallel_chunks(size_t n, size_t grain);
+
+/* The thread count kernels use: tg_num_threads(), clamped to 1 without OpenMP. */
+int tg__num_threads(void);
+
+/* Frees the calling thread's packing buffers and those of the OpenMP worker threads (they are
+ * otherwise kept for the life of each thread so warm steps allocate nothing). Safe to call at
+ * any time no gemm is running; the next gemm allocates again. */
+void tg__kernels_release(void);
+
+#endif /* TG_KERNELS_H */

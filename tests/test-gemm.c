@@ -1,0 +1,430 @@
+/*
+ * Matrix-multiply kernels (lib/kernels): every path this machine supports against the plain
+ * reference loops, bit-identical results for 1 and 2 threads, the parallel-for partitioning,
+ * no allocation on warm calls, and the run-time settings API.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapegrad/runtime.h>
+#include <tapegrad/tapegrad.h>
+
+#include "kernels/kernels.h"
+
+static const char *const paths[] = {"generic", "avx2", "avx512", "blas"};
+#define N_PATHS (int)(sizeof paths / sizeof paths[0])
+
+/* The shapes the issue asks for: around the register tiles (MR 4/6/12, NR 8/16/32) and the
+ * cache blocks (KC 256/384: 257 crosses one). */
+static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
+#define N_DIMS (sizeof dims / sizeof dims[0])
+
+/* splitmix64: a tiny seeded generator so the suite needs nothing from tests/common.c. */
+static uint64_t rng_state;
+static double
+uniform(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
+}
+
+static void
+teardown(void)
+{
+    tg_set_kernel("auto");
+    tg_set_num_threads(0);
+}
+
+/* Switches to the named path; false (and a note) when this CPU or build lacks it. */
+static bool
+use_path(const char *name)
+{
+    tg_status s = tg_set_kernel(name);
+    if (s == TG_ERR_UNSUPPORTED) {
+        fprintf(stderr, "gemm: path %s not supported here, skipped\n", name);
+        return false;
+    }
+    ck_assert_int_eq(s, TG_OK);
+    ck_assert_str_eq(tg_kernel_name(), name);
+    return true;
+}
+
+/*
+ * One case, instantiated for float and double. Storage: A is (m x k) or, transposed, (k x m)
+ * with row stride lda = cols + pad; likewise B and C.
+ *
+ * Tolerance. Both the path under test and the reference compute every element as a sum of k
+ * products plus the beta term, in some order, in precision u (2^-24 f32, 2^-53 f64). The
+ * standard bound for such a sum (Higham, Accuracy and Stability, eq. 3.5) is
+ *     |fl(s) - s| <= gamma_{k+2} · (|alpha|·Σ_p |a_ip|·|b_pj| + |beta|·|c_ij|),  gamma_n ≈ n·u,
+ * so the two results differ by at most twice that. We compute the magnitude term exactly
+ * enough in double with the reference on |A|, |B|, |C| and allow 2·(k+2)·u of it (plus the
+ * smallest normal, for all-zero rows). It is k-scaled, as it must be: a fixed tolerance is
+ * either too loose for k = 1 or too tight for k = 257 in f32. In practice the observed error is
+ * ~sqrt(k)·u, well inside.
+ */
+#define DEFINE_CHECK_CASE(NAME, T, GEMM, REF, EPS, TINY)                                       \
+    static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k,        \
+                     size_t pad, T alpha, T beta)                                              \
+    {                                                                                          \
+        size_t a_rows = ta ? k : m, a_cols = ta ? m : k;                                       \
+        size_t b_rows = tb ? n : k, b_cols = tb ? k : n;                                       \
+        size_t lda = a_cols + pad, ldb = b_cols + (pad ? pad + 1 : 0), ldc = n + pad;          \
+        T *a = malloc(sizeof(T) * (a_rows * lda + 1));                                         \
+        T *b = malloc(sizeof(T) * (b_rows * ldb + 1));                                         \
+        T *c = malloc(sizeof(T) * (m * ldc + 1));                                              \
+        T *c_ref = malloc(sizeof(T) * (m * ldc + 1));                                          \
+        double *mag = malloc(sizeof(double) * (m * n + 1));                                    \
+        if (!(a && b && c && c_ref && mag))                                                    \
+            ck_abort_msg("out of memory");                                                     \
+        for (size_t i = 0; i < a_rows * lda; i++)                                              \
+            a[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < b_rows * ldb; i++)                                              \
+            b[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < m * ldc; i++)                                                   \
+            c[i] = c_ref[i] = (T)uniform();                                                    \
+        /* |alpha|·|op(A)|·|op(B)| + |beta|·|C|, in double, before C is overwritten. */        \
+        for (size_t i = 0; i < m; i++)                                                         \
+            for (size_t j = 0; j < n; j++) {                                                   \
+                double s = 0;                                                                  \
+                for (size_t p = 0; p < k; p++) {                                               \
+                    double aip = ta ? a[p * lda + i] : a[i * lda + p];                         \
+                    double bpj = tb ? b[j * ldb + p] : b[p * ldb + j];                         \
+                    s += fabs(aip * bpj);                                                      \
+                }                                                                              \
+                mag[i * n + j] = fabs((double)alpha) * s +                                     \
+                                 fabs((double)beta) * fabs((double)c[i * ldc + j]);            \
+            }                                                                                  \
+        if (beta == 0) /* beta = 0 must overwrite C without reading it */                      \
+            for (size_t i = 0; i < m * ldc; i++)                                               \
+                c[i] = (T)NAN;                                                                 \
+        REF(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c_ref, ldc);                         \
+        GEMM(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);                            \
+        for (size_t i = 0; i < m; i++) {                                                       \
+            for (size_t j = 0; j < ldc; j++) {                                                 \
+                T got = c[i * ldc + j], want = c_ref[i * ldc + j];                             \
+                /* Plain ifs, not ck_assert per element: in fork mode every passing        \
+                 * ck_assert reports its location to the parent through a pipe. */            \
+                if (j >= n) { /* padding past the n columns must be untouched */               \
+                    if (beta == 0 ? !isnan(got) : got != want)                                 \
+                        ck_abort_msg("%s: padding written", path);                             \
+                    continue;                                                                  \
+                }                                                                              \
+                double tol = 2.0 * (double)(k + 2) * EPS * mag[i * n + j] + TINY;              \
+                if (!(fabs((double)got - (double)want) <= tol))                                \
+                    ck_abort_msg("%s %s ta=%d tb=%d m=%zu n=%zu k=%zu pad=%zu alpha=%g "       \
+                                 "beta=%g: C[%zu][%zu] = %.9g, reference %.9g, tol %.3g",      \
+                                 path, #T, ta, tb, m, n, k, pad, (double)alpha, (double)beta,  \
+                                 i, j, (double)got, (double)want, tol);                        \
+            }                                                                                  \
+        }                                                                                      \
+        free(a);                                                                               \
+        free(b);                                                                               \
+        free(c);                                                                               \
+        free(c_ref);                                                                           \
+        free(mag);                                                                             \
+    }
+
+DEFINE_CHECK_CASE(check_case_f32, float, tg__gemm_f32, tg__gemm_ref_f32, 0x1p-24, 0x1p-126)
+DEFINE_CHECK_CASE(check_case_f64, double, tg__gemm_f64, tg__gemm_ref_f64, 0x1p-53, 0x1p-1022)
+
+/*
+ * All 4 transpose combinations x all m, n, k in dims, for f32 and f64. alpha, beta and the
+ * stride padding cycle with the case number so that every combination of them meets many
+ * shapes without a full cross product (which would take minutes on the generic path). Cases
+ * with m·n·k above 2^16 are thinned to one in eight, keeping the large ones represented.
+ */
+START_TEST(path_matches_reference)
+{
+    const char *path = paths[_i];
+    if (!use_path(path))
+        return;
+    static const double alphas[] = {1, 0.5, -2};
+    static const double betas[] = {0, 1, -0.75};
+    static const size_t pads[] = {0, 3, 17};
+    rng_state = 20240601;
+    size_t case_no = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t im = 0; im < N_DIMS; im++)
+                for (size_t in = 0; in < N_DIMS; in++)
+                    for (size_t ik = 0; ik < N_DIMS; ik++) {
+                        size_t m = dims[im], n = dims[in], k = dims[ik];
+                        case_no++;
+                        if (m * n * k > ((size_t)1 << 16) && case_no % 8 != 0)
+                            continue;
+                        double alpha = alphas[case_no % 3];
+                        double beta = betas[(case_no / 3) % 3];
+                        size_t pad = pads[(case_no / 9) % 3];
+                        check_case_f32(path, ta, tb, m, n, k, pad, (float)alpha, (float)beta);
+                        check_case_f64(path, ta, tb, m, n, k, pad, alpha, beta);
+                    }
+}
+END_TEST
+
+/* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X). */
+START_TEST(path_matches_reference_mlp_shapes)
+{
+    const char *path = paths[_i];
+    if (!use_path(path))
+        return;
+    rng_state = 7;
+    static const size_t shapes[][3] = {
+        {128, 512, 784}, {128, 784, 512}, {512, 784, 128}, {256, 128, 64}, {16, 32, 16},
+        {32, 16, 2},     {32, 1, 16},     {1, 300, 500},   {600, 1, 70},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            check_case_f32(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 0,
+                           1.0f, t == 3 ? 1.0f : 0.0f);
+            check_case_f64(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 0,
+                           1.0, t == 3 ? 1.0 : 0.0);
+        }
+}
+END_TEST
+
+/*
+ * Bit-identical for 1 and 2 threads: the shapes are big enough for the dispatcher to split
+ * them (m·n·k well past its per-thread minimum), by rows and by columns, with edges.
+ */
+#define DEFINE_THREADS_CASE(NAME, T, GEMM)                                                     \
+    static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k, T beta) \
+    {                                                                                          \
+        size_t a_len = m * k, b_len = k * n, c_len = m * n;                                    \
+        T *a = malloc(sizeof(T) * a_len), *b = malloc(sizeof(T) * b_len);                      \
+        T *c1 = malloc(sizeof(T) * c_len), *c2 = malloc(sizeof(T) * c_len);                    \
+        if (!(a && b && c1 && c2))                                                             \
+            ck_abort_msg("out of memory");                                                     \
+        for (size_t i = 0; i < a_len; i++)                                                     \
+            a[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < b_len; i++)                                                     \
+            b[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < c_len; i++)                                                     \
+            c1[i] = c2[i] = (T)uniform();                                                      \
+        size_t lda = ta ? m : k, ldb = tb ? k : n;                                             \
+        tg_set_num_threads(1);                                                                 \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c1, n);                           \
+        tg_set_num_threads(2);                                                                 \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c2, n);                           \
+        ck_assert_msg(memcmp(c1, c2, sizeof(T) * c_len) == 0,                                  \
+                      "%s %s ta=%d tb=%d %zux%zux%zu: 1 and 2 threads differ", path, #T, ta,   \
+                      tb, m, n, k);                                                            \
+        free(a);                                                                               \
+        free(b);                                                                               \
+        free(c1);                                                                              \
+        free(c2);                                                                              \
+    }
+
+DEFINE_THREADS_CASE(threads_case_f32, float, tg__gemm_f32)
+DEFINE_THREADS_CASE(threads_case_f64, double, tg__gemm_f64)
+
+START_TEST(bit_identical_across_threads)
+{
+    const char *path = paths[_i];
+    if (strcmp(path, "blas") == 0) /* not ours to promise */
+        return;
+    if (!use_path(path))
+        return;
+    rng_state = 99;
+    static const size_t shapes[][3] = {{301, 203, 517}, {128, 512, 784}, {700, 33, 129},
+                                       {45, 1000, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            threads_case_f32(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                             t == 2 ? 1.0f : 0.0f);
+            threads_case_f64(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                             t == 2 ? 1.0 : 0.0);
+        }
+}
+END_TEST
+
+/* ---- parallel for ---- */
+
+struct sum_ctx {
+    const float *x;
+    size_t grain;
+    float *partials;
+};
+
+static void
+sum_chunk(size_t begin, size_t end, void *ctx)
+{
+    struct sum_ctx *s = ctx;
+    float acc = 0;
+    for (size_t i = begin; i < end; i++)
+        acc += s->x[i];
+    s->partials[begin / s->grain] = acc;
+}
+
+static float
+chunked_sum(const float *x, size_t n, size_t grain)
+{
+    size_t chunks = tg__parallel_chunks(n, grain);
+    float *partials = calloc(chunks, sizeof *partials);
+    ck_assert(partials);
+    struct sum_ctx ctx = {x, grain ? grain : n, partials};
+    tg__parallel_for(n, grain, sum_chunk, &ctx);
+    float total = 0;
+    for (size_t c = 0; c < chunks; c++)
+        total += partials[c];
+    free(partials);
+    return total;
+}
+
+START_TEST(parallel_for_chunks_are_fixed)
+{
+    ck_assert_uint_eq(tg__parallel_chunks(0, 10), 1);
+    ck_assert_uint_eq(tg__parallel_chunks(10, 0), 1);
+    ck_assert_uint_eq(tg__parallel_chunks(10, 10), 1);
+    ck_assert_uint_eq(tg__parallel_chunks(11, 10), 2);
+    ck_assert_uint_eq(tg__parallel_chunks(100000, 4096), 25);
+
+    size_t n = 100003;
+    float *x = malloc(n * sizeof *x);
+    ck_assert(x);
+    rng_state = 3;
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)uniform();
+    tg_set_num_threads(1);
+    float one = chunked_sum(x, n, 4096);
+    tg_set_num_threads(2);
+    float two = chunked_sum(x, n, 4096);
+    ck_assert_msg(memcmp(&one, &two, sizeof one) == 0, "sum differs: %.9g vs %.9g", one, two);
+    ck_assert_float_eq(chunked_sum(x, 5, 4096), x[0] + x[1] + x[2] + x[3] + x[4]);
+    free(x);
+}
+END_TEST
+
+/* ---- no allocation on warm calls ---- */
+
+static size_t alloc_count;
+static void *
+counting_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    alloc_count++;
+    return malloc(size);
+}
+static void *
+counting_realloc(void *p, size_t size, void *ctx)
+{
+    (void)ctx;
+    alloc_count++;
+    return realloc(p, size);
+}
+static void
+counting_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+START_TEST(warm_calls_do_not_allocate)
+{
+    const char *path = paths[_i];
+    if (strcmp(path, "blas") == 0 || !use_path(path))
+        return;
+    tg__kernels_release(); /* buffers from the default allocator go back to it */
+    tg_allocator counting = {counting_malloc, counting_realloc, counting_free, NULL};
+    tg_set_allocator(&counting);
+    tg_set_num_threads(2);
+    size_t m = 128, n = 512, k = 784;
+    float *a = calloc(m * k, sizeof *a), *b = calloc(k * n, sizeof *b);
+    float *c = calloc(m * n, sizeof *c);
+    ck_assert(a && b && c);
+    for (int t = 0; t < 4; t++) /* first round: buffers grow */
+        tg__gemm_f32(t & 1, t >> 1, m, n, k, 1, a, (t & 1) ? m : k, b, (t >> 1) ? k : n, 0, c,
+                     n);
+    alloc_count = 0;
+    for (int rep = 0; rep < 3; rep++)
+        for (int t = 0; t < 4; t++)
+            tg__gemm_f32(t & 1, t >> 1, m, n, k, 1, a, (t & 1) ? m : k, b, (t >> 1) ? k : n, 1,
+                         c, n);
+    size_t warm = alloc_count;
+    tg__kernels_release(); /* hand the counted buffers back before restoring the allocator */
+    tg_set_allocator(NULL);
+    ck_assert_uint_eq(warm, 0);
+    free(a);
+    free(b);
+    free(c);
+}
+END_TEST
+
+/* ---- settings ---- */
+
+START_TEST(settings_api)
+{
+    ck_assert_int_eq(tg_set_num_threads(-1), TG_ERR_ARG);
+    ck_assert_int_eq(tg_set_num_threads(3), TG_OK);
+#if TG_HAS_OPENMP
+    ck_assert_int_eq(tg_num_threads(), 3);
+#else
+    ck_assert_int_eq(tg_num_threads(), 1);
+#endif
+    ck_assert_int_eq(tg_set_num_threads(0), TG_OK);
+    ck_assert_int_ge(tg_num_threads(), 1);
+
+    ck_assert_int_eq(tg_set_kernel(NULL), TG_ERR_ARG);
+    ck_assert_int_eq(tg_set_kernel("sse9"), TG_ERR_ARG);
+    ck_assert_int_eq(tg_set_kernel("generic"), TG_OK);
+    ck_assert_str_eq(tg_kernel_name(), "generic");
+#if !TG_HAS_BLAS
+    ck_assert_int_eq(tg_set_kernel("blas"), TG_ERR_UNSUPPORTED);
+    ck_assert_str_eq(tg_kernel_name(), "generic");
+#endif
+    ck_assert_int_eq(tg_set_kernel("auto"), TG_OK);
+    const char *best = tg_kernel_name();
+    bool known = false;
+    for (int i = 0; i < N_PATHS; i++)
+        known |= strcmp(best, paths[i]) == 0;
+    ck_assert_msg(known, "unknown path %s", best);
+}
+END_TEST
+
+static Suite *
+gemm_suite(void)
+{
+    Suite *s = suite_create("gemm");
+
+    TCase *tc = tcase_create("paths vs reference");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, path_matches_reference, 0, N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, N_PATHS);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("threads");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, bit_identical_across_threads, 0, N_PATHS);
+    tcase_add_test(tc, parallel_for_chunks_are_fixed);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("allocation");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_loop_test(tc, warm_calls_do_not_allocate, 0, N_PATHS);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("settings");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, settings_api);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(gemm_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

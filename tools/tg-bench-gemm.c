@@ -1,0 +1,364 @@
+/*
+ * tg-bench-gemm: GEMM throughput of tapegrad's kernels against the machine's measured FMA peak
+ * and, when built with a CBLAS, against OpenBLAS side by side in the same run.
+ *
+ *   tg-bench-gemm [--quick]
+ *
+ * Peak: every thread runs 12 (AVX2) or 24 (AVX-512) independent FMA chains on registers —
+ * enough chains to hide the FMA latency on two pipes — for a fixed count, all threads at
+ * once; peak = flops / wall time. Measured in this run, per element type and thread count,
+ * so clock and turbo are the same as for the GEMMs.
+ *
+ * GEMM: square n x n x n, C = A·B (beta = 0), n = 64…2048, f32 and f64, 1 and 2 threads;
+ * time-based repetition (>= 5 runs and >= 0.2 s), median reported; GFLOP/s = 2n³ / median.
+ * Then the MLP shapes the engine runs (forward X·Wᵀ, backward dZ·W and dZᵀ·X), in µs.
+ *
+ * OpenBLAS fairness: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment force weaker
+ * kernels and are read when the library loads, so the program re-executes itself without
+ * them (our kernels ignore both).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <tapegrad/runtime.h>
+#include <tapegrad/tapegrad.h>
+
+#include "kernels/kernels.h"
+
+#if TG_HAS_OPENMP
+#include <omp.h>
+#endif
+#if BENCH_HAS_CBLAS
+#include <cblas.h>
+void openblas_set_num_threads(int); /* OpenBLAS extension; declared here in case cblas.h lacks it */
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define BENCH_X86 1
+#else
+#define BENCH_X86 0
+#endif
+
+static double
+now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ---- FMA peak ---- */
+
+#if BENCH_X86
+/* FMA chain loops. The asm barrier keeps every accumulator in a register each iteration (an
+ * array would be spilled and the loop would measure stores instead). Returns flops done. */
+#define CHAINS_BODY(V, FMA, SET1, N, BARRIER)                                                 \
+    V x = SET1(0.9999), y = SET1(1e-4);                                                        \
+    V c0 = SET1(1), c1 = SET1(2), c2 = SET1(3), c3 = SET1(4), c4 = SET1(5), c5 = SET1(6);     \
+    V c6 = SET1(7), c7 = SET1(8), c8 = SET1(9), c9 = SET1(10), c10 = SET1(11), c11 = SET1(12);\
+    for (long it = 0; it < iters; it++) {                                                      \
+        c0 = FMA(c0, x, y); c1 = FMA(c1, x, y); c2 = FMA(c2, x, y); c3 = FMA(c3, x, y);        \
+        c4 = FMA(c4, x, y); c5 = FMA(c5, x, y); c6 = FMA(c6, x, y); c7 = FMA(c7, x, y);        \
+        c8 = FMA(c8, x, y); c9 = FMA(c9, x, y); c10 = FMA(c10, x, y); c11 = FMA(c11, x, y);    \
+        __asm__ volatile("" : "+" BARRIER(c0), "+" BARRIER(c1), "+" BARRIER(c2),               \
+                         "+" BARRIER(c3), "+" BARRIER(c4), "+" BARRIER(c5), "+" BARRIER(c6),   \
+                         "+" BARRIER(c7), "+" BARRIER(c8), "+" BARRIER(c9),                    \
+                         "+" BARRIER(c10), "+" BARRIER(c11));                                  \
+    }                                                                                          \
+    volatile V sink = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11;             \
+    (void)sink;                                                                                \
+    return 12.0 * 2.0 * (double)(sizeof(V) / (N)) * (double)iters;
+
+#define XREG(v) "x"(v)
+#define VREG(v) "v"(v)
+
+__attribute__((target("avx2,fma"))) static double
+chains_avx2_f32(long iters)
+{
+    CHAINS_BODY(__m256, _mm256_fmadd_ps, _mm256_set1_ps, sizeof(float), XREG)
+}
+__attribute__((target("avx2,fma"))) static double
+chains_avx2_f64(long iters)
+{
+    CHAINS_BODY(__m256d, _mm256_fmadd_pd, _mm256_set1_pd, sizeof(double), XREG)
+}
+__attribute__((target("avx512f,fma"))) static double
+chains_avx512_f32(long iters)
+{
+    CHAINS_BODY(__m512, _mm512_fmadd_ps, _mm512_set1_ps, sizeof(float), VREG)
+}
+__attribute__((target("avx512f,fma"))) static double
+chains_avx512_f64(long iters)
+{
+    CHAINS_BODY(__m512d, _mm512_fmadd_pd, _mm512_set1_pd, sizeof(double), VREG)
+}
+#endif
+
+/* GFLOP/s of `threads` threads running the widest FMA chains this CPU has, all at once. */
+static double
+measure_peak(bool f64, int threads, const char **isa)
+{
+#if BENCH_X86
+    __builtin_cpu_init();
+    bool avx512 = __builtin_cpu_supports("avx512f");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!avx2 && !avx512) {
+        *isa = "none";
+        return NAN;
+    }
+    *isa = avx512 ? "avx512" : "avx2";
+    double (*chains)(long) = avx512 ? (f64 ? chains_avx512_f64 : chains_avx512_f32)
+                                    : (f64 ? chains_avx2_f64 : chains_avx2_f32);
+    /* Many short runs (~15 ms each), best kept: on a shared machine one of them is likely to
+     * run without being preempted, which is what the GEMM medians compare against. */
+    long iters = 5000000;
+    chains(iters); /* warm up the clock */
+    double best = 0;
+    for (int rep = 0; rep < 15; rep++) {
+        double flops = 0, t0 = now();
+#if TG_HAS_OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+#endif
+        flops += chains(iters);
+        double gf = flops / (now() - t0) * 1e-9;
+        best = gf > best ? gf : best;
+    }
+    (void)threads;
+    return best;
+#else
+    (void)f64;
+    (void)threads;
+    *isa = "none";
+    return NAN;
+#endif
+}
+
+/* ---- timing ---- */
+
+typedef void bench_fn(void *ctx);
+
+/* Median seconds of fn over >= min_runs runs and >= 0.2 s (at most 200 runs), after one
+ * warm-up run (buffers, page faults, thread pool). */
+static double
+median_seconds(bench_fn *fn, void *ctx, int min_runs)
+{
+    enum { MAX_RUNS = 200 };
+    double times[MAX_RUNS];
+    int runs = 0;
+    fn(ctx);
+    double start = now();
+    while (runs < MAX_RUNS && (runs < min_runs || now() - start < 0.2)) {
+        double t0 = now();
+        fn(ctx);
+        times[runs++] = now() - t0;
+    }
+    qsort(times, (size_t)runs, sizeof times[0], cmp_double);
+    return runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+}
+
+struct gemm_case {
+    bool f64, ta, tb;
+    size_t m, n, k;
+    void *a, *b, *c;
+    int threads;
+};
+
+static void
+run_ours(void *ctx)
+{
+    struct gemm_case *g = ctx;
+    size_t lda = g->ta ? g->m : g->k, ldb = g->tb ? g->k : g->n;
+    if (g->f64)
+        tg__gemm_f64(g->ta, g->tb, g->m, g->n, g->k, 1, g->a, lda, g->b, ldb, 0, g->c, g->n);
+    else
+        tg__gemm_f32(g->ta, g->tb, g->m, g->n, g->k, 1, g->a, lda, g->b, ldb, 0, g->c, g->n);
+}
+
+#if BENCH_HAS_CBLAS
+static void
+run_openblas(void *ctx)
+{
+    struct gemm_case *g = ctx;
+    int lda = (int)(g->ta ? g->m : g->k), ldb = (int)(g->tb ? g->k : g->n);
+    enum CBLAS_TRANSPOSE ta = g->ta ? CblasTrans : CblasNoTrans;
+    enum CBLAS_TRANSPOSE tb = g->tb ? CblasTrans : CblasNoTrans;
+    if (g->f64)
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)g->m, (int)g->n, (int)g->k, 1, g->a, lda, g->b,
+                    ldb, 0, g->c, (int)g->n);
+    else
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)g->m, (int)g->n, (int)g->k, 1, g->a, lda, g->b,
+                    ldb, 0, g->c, (int)g->n);
+}
+#endif
+
+static void
+fill(void *p, size_t count, bool f64)
+{
+    uint64_t s = 12345;
+    for (size_t i = 0; i < count; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        double v = (double)(s >> 11) * 0x1p-53 - 0.5;
+        if (f64)
+            ((double *)p)[i] = v;
+        else
+            ((float *)p)[i] = (float)v;
+    }
+}
+
+/* Sets up buffers for one case; false when out of memory. */
+static bool
+case_alloc(struct gemm_case *g)
+{
+    size_t es = g->f64 ? sizeof(double) : sizeof(float);
+    g->a = malloc(es * g->m * g->k);
+    g->b = malloc(es * g->k * g->n);
+    g->c = malloc(es * g->m * g->n);
+    if (!g->a || !g->b || !g->c)
+        return false;
+    fill(g->a, g->m * g->k, g->f64);
+    fill(g->b, g->k * g->n, g->f64);
+    memset(g->c, 0, es * g->m * g->n);
+    return true;
+}
+
+static void
+case_free(struct gemm_case *g)
+{
+    free(g->a);
+    free(g->b);
+    free(g->c);
+}
+
+static void
+set_threads(int threads)
+{
+    tg_set_num_threads(threads);
+#if BENCH_HAS_CBLAS
+    openblas_set_num_threads(threads);
+#endif
+}
+
+int
+main(int argc, char **argv)
+{
+    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+#if BENCH_HAS_CBLAS
+    if (getenv("OPENBLAS_CORETYPE") || getenv("OPENBLAS_L2_SIZE")) {
+        unsetenv("OPENBLAS_CORETYPE");
+        unsetenv("OPENBLAS_L2_SIZE");
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "note: could not re-exec without OPENBLAS_CORETYPE (%s); OpenBLAS "
+                        "numbers below use the forced core type\n", strerror(errno));
+    }
+#endif
+    printf("tapegrad GEMM benchmark: kernel path %s, OpenMP %s, up to %d threads\n",
+           tg_kernel_name(), TG_HAS_OPENMP ? "yes" : "no", tg_num_threads());
+#if BENCH_HAS_CBLAS
+    printf("OpenBLAS side by side (OPENBLAS_CORETYPE/L2_SIZE unset)\n");
+#else
+    printf("built without CBLAS: no OpenBLAS comparison\n");
+#endif
+
+    static const int thread_counts[] = {1, 2};
+    double peak[2][2]; /* [f64][threads-1] */
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++) {
+            const char *isa;
+            peak[f][t] = measure_peak(f, thread_counts[t], &isa);
+            printf("measured FMA peak (%s chains) %s %d thread%s: %.1f GFLOP/s\n", isa,
+                   f ? "f64" : "f32", thread_counts[t], t ? "s" : " ", peak[f][t]);
+        }
+
+    static const size_t sizes[] = {64, 128, 256, 512, 1024, 2048};
+    size_t n_sizes = quick ? 4 : sizeof sizes / sizeof sizes[0];
+    printf("\nsquare C = A·B (median of >= 5 runs)\n");
+    printf("%-4s %-3s %5s  %10s %7s", "type", "thr", "n", "ours GF/s", "% peak");
+#if BENCH_HAS_CBLAS
+    printf("  %12s %7s  %6s", "OpenBLAS GF/s", "% peak", "ratio");
+#endif
+    printf("\n");
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++)
+            for (size_t s = 0; s < n_sizes; s++) {
+                size_t n = sizes[s];
+                struct gemm_case g = {.f64 = f, .m = n, .n = n, .k = n};
+                if (!case_alloc(&g)) {
+                    fprintf(stderr, "out of memory at n = %zu\n", n);
+                    case_free(&g);
+                    return EXIT_FAILURE;
+                }
+                set_threads(thread_counts[t]);
+                double flops = 2.0 * (double)n * (double)n * (double)n;
+                double ours = flops / median_seconds(run_ours, &g, 5) * 1e-9;
+                printf("%-4s %-3d %5zu  %10.1f %6.1f%%", f ? "f64" : "f32", thread_counts[t],
+                       n, ours, 100 * ours / peak[f][t]);
+#if BENCH_HAS_CBLAS
+                double theirs = flops / median_seconds(run_openblas, &g, 5) * 1e-9;
+                printf("  %12.1f %6.1f%%  %6.2f", theirs, 100 * theirs / peak[f][t],
+                       ours / theirs);
+#endif
+                printf("\n");
+                fflush(stdout);
+                case_free(&g);
+            }
+
+    /* The products of an MLP step: batch 128, 784-512-256-10 and the tiny B-small ones. */
+    static const struct {
+        const char *what;
+        bool ta, tb;
+        size_t m, n, k;
+    } shapes[] = {
+        {"X·W1ᵀ    fwd", false, true, 128, 512, 784},
+        {"dZ·W1    bwd", false, false, 128, 784, 512},
+        {"dZᵀ·X    bwd", true, false, 512, 784, 128},
+        {"A·W2ᵀ    fwd", false, true, 128, 256, 512},
+        {"256x128x64   ", false, false, 256, 128, 64},
+        {"A·W3ᵀ    fwd", false, true, 128, 10, 256},
+        {"16x32x16     ", false, false, 16, 32, 16},
+        {"32x16x2      ", false, false, 32, 16, 2},
+    };
+    printf("\nMLP shapes, C = op(A)·op(B), median µs\n");
+    printf("%-14s %-4s %-3s %15s  %9s", "product", "type", "thr", "m x n x k", "ours µs");
+#if BENCH_HAS_CBLAS
+    printf("  %11s  %6s", "OpenBLAS µs", "ratio");
+#endif
+    printf("\n");
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                struct gemm_case g = {.f64 = f, .ta = shapes[s].ta, .tb = shapes[s].tb,
+                                      .m = shapes[s].m, .n = shapes[s].n, .k = shapes[s].k};
+                if (!case_alloc(&g)) {
+                    case_free(&g);
+                    return EXIT_FAILURE;
+                }
+                set_threads(thread_counts[t]);
+                double ours = median_seconds(run_ours, &g, 20) * 1e6;
+                char dims[48];
+                snprintf(dims, sizeof dims, "%zux%zux%zu", g.m, g.n, g.k);
+                printf("%-14s %-4s %-3d %15s  %9.2f", shapes[s].what, f ? "f64" : "f32",
+                       thread_counts[t], dims, ours);
+#if BENCH_HAS_CBLAS
+                double theirs = median_seconds(run_openblas, &g, 20) * 1e6;
+                printf("  %11.2f  %6.2f", theirs, theirs / ours);
+#endif
+                printf("\n");
+                case_free(&g);
+            }
+    printf("\nratio = OpenBLAS time / ours (or ours GF/s / OpenBLAS GF/s): > 1 means ours is "
+           "faster\n");
+    return EXIT_SUCCESS;
+}
