@@ -122,7 +122,9 @@ comm_bench(tg_mpi *m, tg_params *p, long n)
         st = tg_mpi_average_grads(m, p, NULL);
         ms[i] = 1e3 * (MPI_Wtime() - t0);
     }
-    if (st == TG_OK && tg_mpi_rank(m) == 0) {
+    if (st == TG_OK && tg_mpi_rank(m) == 0 && tg_mpi_size(m) == 1)
+        printf("comm-bench: 1 rank, nothing moves\n");
+    else if (st == TG_OK && tg_mpi_rank(m) == 0) {
         for (long i = 1; i < n; i++) /* insertion sort: n is small */
             for (long j = i; j > 0 && ms[j - 1] > ms[j]; j--) {
                 double x = ms[j];
