@@ -77,6 +77,8 @@ bcast_of(const tg_node *nd)
 /* Runs the body (the variadic argument) for every output element o with operand offsets ia, ib. */
 #define BCAST_FOR(bc, ...)                                                                    \
     do {                                                                                       \
+        if ((bc).n[0] * (bc).n[1] * (bc).n[2] * (bc).n[3] == 0)                                \
+            break; /* empty output: skip, or (2^40 x 0) would loop 2^40 times */              \
         if ((bc).same) {                                                                       \
             size_t total_ = (bc).n[0] * (bc).n[1] * (bc).n[2] * (bc).n[3];                     \
             for (size_t o = 0; o < total_; o++) {                                              \

@@ -157,6 +157,8 @@ static tg_status
 transpose_forward(tg_node *nd)
 {
     size_t m = (size_t)nd->in[0]->dims[0], n = (size_t)nd->in[0]->dims[1];
+    if (m == 0 || n == 0)
+        return TG_OK; /* (2^40 x 0): nothing to move, and no 2^40-step empty loop */
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;
         T *y = nd->out->data;
@@ -171,7 +173,7 @@ static tg_status
 transpose_vjp(tg_node *nd)
 {
     tg_tensor *x = nd->in[0];
-    if (!x->grad)
+    if (!x->grad || x->size == 0)
         return TG_OK;
     size_t m = (size_t)x->dims[0], n = (size_t)x->dims[1];
     TG__DISPATCH(x->dtype, T, {

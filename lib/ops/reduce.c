@@ -58,6 +58,8 @@ reduce_shape(tg_node *nd, int *ndim, int64_t *dims)
 static void
 reduce_forward(tg_node *nd, bool mean)
 {
+    if (nd->out->size == 0)
+        return; /* outer x inner = out size; skip, or a (2^40 x 0) input loops 2^40 times */
     struct red r = red_of(nd);
     double c = mean ? 1.0 / (double)r.len : 1.0; /* len 0: the empty sum is 0, mean NaN */
     TG__DISPATCH(nd->out->dtype, T, {
@@ -77,7 +79,7 @@ reduce_forward(tg_node *nd, bool mean)
 static void
 reduce_vjp(tg_node *nd, bool mean)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return;
     struct red r = red_of(nd);
     TG__DISPATCH(nd->out->dtype, T, {
