@@ -276,8 +276,10 @@ tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
                             op->name, n->scratch_bytes);
     }
     if (!push_node(t, n))
-        return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory growing the tape to %zu nodes",
-                        op->name, t->cap_nodes * 2);
+        return tg__fail(t, TG_ERR_NOMEM,
+                        "%s: out of memory (%zu bytes) growing the tape to %zu nodes", op->name,
+                        (t->cap_nodes ? t->cap_nodes * 2 : 64) * sizeof(tg_node *),
+                        t->cap_nodes ? t->cap_nodes * 2 : 64); /* push_node's growth rule */
 
     s = op->forward(n);
     if (s != TG_OK || t->status != TG_OK) {
