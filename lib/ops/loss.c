@@ -185,7 +185,7 @@ tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y)
  *   overflow, and the largest term is exactly 1, so the log never sees 0.
  *
  *   ∂J/∂S_jc = (softmax(S_j)_c - [c = l_j]) / B
- *   VJP: dS += dJ (P - onehot(l)) / B, P recomputed from the saved lse as e^(s - lse).
+ *   VJP: dS += dJ (P - onehot(l)) / B, P recomputed as e^((s - m) - log Σ) from the saved m and log Σ.
  *
  *   Edge values: a row containing +inf has lse = +inf; a row that is all -inf has lse = -inf
  *   and a NaN loss (0/0, as in PyTorch); NaN propagates.
@@ -256,7 +256,10 @@ xent_shape(tg_node *nd, int *ndim, int64_t *dims)
 static size_t
 xent_scratch(const tg_node *nd)
 {
-    return xent_layout(nd).batch * sizeof(double); /* lse of each example */
+    /* per example: m = max and log Σ e^(s - m), kept apart so that the VJP's s - lse is
+     * (s - m) - log Σ: computing lse = m + log Σ first rounds away log Σ's low bits when |m|
+     * is large (1e6 + ln 2 has an ulp of 1e-10) */
+    return 2 * xent_layout(nd).batch * sizeof(double);
 }
 
 static tg_status
@@ -278,9 +281,10 @@ xent_forward(tg_node *nd)
                 for (size_t c = 0; c < l.classes; c++)
                     acc += exp((double)sj[c * l.class_stride] - m);
             double label_score = (double)sj[(size_t)nd->attr.labels[j] * l.class_stride];
-            lse[j] = isfinite(m) ? m + log(acc) : m; /* ±inf or NaN pass through */
+            lse[2 * j] = m; /* ±inf or NaN pass through */
+            lse[2 * j + 1] = isfinite(m) ? log(acc) : 0;
             /* (m - s_l) + log Σ: m - s_l is exact-ish, so no digits are lost to a large m. */
-            total += isfinite(m) ? (m - label_score) + log(acc) : lse[j] - label_score;
+            total += isfinite(m) ? (m - label_score) + log(acc) : m - label_score;
         }
         ((T *)nd->out->data)[0] = (T)(total / (double)l.batch);
     });
@@ -302,7 +306,7 @@ xent_vjp(tg_node *nd)
         for (size_t j = 0; j < l.batch; j++)
             for (size_t c = 0; c < l.classes; c++) {
                 size_t at = j * l.ex_stride + c * l.class_stride;
-                double p = exp((double)sv[at] - lse[j]);
+                double p = exp(((double)sv[at] - lse[2 * j]) - lse[2 * j + 1]);
                 double onehot = (size_t)nd->attr.labels[j] == c ? 1.0 : 0.0;
                 ds[at] += (T)(g * (p - onehot));
             }
