@@ -12,13 +12,16 @@
  * 3. Run the note's formulas exactly as written and report which steps disagree with finite
  *    differences of the same quantity.
  *
- * Usage: seed-network [--steps N] [--lr ETA] [--seed S] [--quiet]
+ * 4. Write the recorded graph as Graphviz DOT (and SVG when built with Graphviz).
+ *
+ * Usage: seed-network [--steps N] [--lr ETA] [--seed S] [--graph PATH.dot | --no-graph] [--quiet]
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <tapegrad/dot.h>
 #include <tapegrad/tapegrad.h>
 
 enum { N0 = 3, N1 = 4, N2 = 2, M = 64 };
@@ -308,6 +311,7 @@ main(int argc, char **argv)
     double lr = 2.0;
     unsigned long long seed = 1;
     int quiet = 0;
+    const char *graph = "seed-network.dot";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = (long)parse_double(argv[++i], "--steps");
@@ -317,8 +321,15 @@ main(int argc, char **argv)
             seed = (unsigned long long)parse_double(argv[++i], "--seed");
         else if (!strcmp(argv[i], "--quiet"))
             quiet = 1;
+        else if (!strcmp(argv[i], "--graph") && i + 1 < argc)
+            graph = argv[++i];
+        else if (!strcmp(argv[i], "--no-graph"))
+            graph = NULL;
         else {
-            fprintf(stderr, "usage: %s [--steps N] [--lr ETA] [--seed S] [--quiet]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--steps N] [--lr ETA] [--seed S] [--graph PATH.dot | --no-graph] "
+                    "[--quiet]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -399,6 +410,30 @@ main(int argc, char **argv)
     int wrong = check_note_as_written(&n, &f);
     printf("\n%d of the note's steps disagree with finite differences (see "
            "../shared/seed/README.md for the corrected equations).\n", wrong);
+
+    if (graph) {
+        /* The graph of one training step, with value summaries and gradient norms. */
+        tg_params_zero_grad(n.params);
+        run(&n, tape, NULL, 1);
+        tg_dot_options opt = {.title = "seed network: J = 1/(2m) Σ (Y - A2)²", .values = true,
+                              .grads = true};
+        char msg[256];
+        if (tg_dot_write_path(tape, &opt, graph, msg, sizeof msg) != TG_OK) {
+            fprintf(stderr, "seed-network: %s\n", msg);
+            return 1;
+        }
+        printf("\nGraph written to %s", graph);
+        size_t len = strlen(graph);
+        if (tg_dot_can_render() && len > 4 && !strcmp(graph + len - 4, ".dot")) {
+            char svg[4096];
+            snprintf(svg, sizeof svg, "%.*s.svg", (int)(len - 4), graph);
+            if (tg_dot_render(tape, &opt, "svg", svg, msg, sizeof msg) == TG_OK)
+                printf(" and rendered to %s", svg);
+            else
+                printf(" (rendering failed: %s)", msg);
+        }
+        printf(".\n");
+    }
 
     free(hand);
     free(fd);
