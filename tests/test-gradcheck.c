@@ -589,6 +589,211 @@ START_TEST(correct_network_never_fails)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------
+ * Options, kinks, dtype problems.
+ */
+static tg_tensor *
+relu_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    static const double w[4] = {0.5, -1.5, 2.0, 1.0};
+    tg_tensor *wt = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){1, 4}, "w");
+    tg_tensor_write(wt, w, 4);
+    return tg_sum(t, tg_mul(t, tg_relu(t, in[0]), wt));
+}
+
+/* A relu input exactly at 0 is a non-differentiable point: reported, neither pass nor fail. */
+START_TEST(kink_reported_not_judged)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 4, (double[]){0.0, 0.7, -0.3, 1.2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(relu_fn, NULL, &x, 1, NULL, &r), TG_OK);
+    ck_assert(r.pass);
+    ck_assert_uint_eq(r.tensors[0].kinks, 1);
+    ck_assert_uint_eq(r.tensors[0].kink_index, 0);
+    ck_assert_str_eq(r.tensors[0].kink_at, "[0,0]");
+    tg_gradcheck_report_free(&r);
+
+    tg_tensor *loss = relu_fn(t, &x, NULL);
+    ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+    tg_nodecheck_report nr;
+    ck_assert_int_eq(tg_gradcheck_nodes(t, NULL, &nr), TG_OK);
+    ck_assert(nr.pass);
+    ck_assert_uint_eq(nr.n_kinks, 1);
+    ck_assert_int_eq(nr.nodes[0].verdict, TG_NODE_KINK);
+    ck_assert_str_eq(nr.nodes[0].op, "relu");
+    tg_nodecheck_report_free(&nr);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* Invalid options are errors with a message naming the option, for every check. */
+START_TEST(bad_options_rejected)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 4, (double[]){0.1, 0.7, -0.3, 1.2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_backward(t, relu_fn(t, &x, NULL));
+    static const char *const says[] = {"eps", "eps", "eps", "atol", "rtol", "max_elements",
+                                       "probes", "eps_f32"};
+    for (int c = 0; c < 8; c++) {
+        tg_gradcheck_options o = tg_gradcheck_defaults();
+        switch (c) {
+        case 0: o.eps = 0; break;
+        case 1: o.eps = -1e-6; break;
+        case 2: o.eps = NAN; break;
+        case 3: o.atol = -1e-5; break;
+        case 4: o.rtol = NAN; break;
+        case 5: o.max_elements = 0; break;
+        case 6: o.probes = 0; break;
+        default: o.eps_f32 = INFINITY; break;
+        }
+        tg_gradcheck_report r;
+        tg_taylor_report tr;
+        tg_nodecheck_report nr;
+        ck_assert_int_eq(tg_gradcheck(relu_fn, NULL, &x, 1, &o, &r), TG_ERR_ARG);
+        ck_assert_msg(strstr(r.message, says[c]), "case %d: %s", c, r.message);
+        ck_assert_int_eq(tg_gradcheck_taylor(relu_fn, NULL, &x, 1, &o, &tr), TG_ERR_ARG);
+        ck_assert_int_eq(tg_gradcheck_nodes(t, &o, &nr), TG_ERR_ARG);
+        ck_assert_msg(strstr(nr.message, says[c]), "case %d: %s", c, nr.message);
+        tg_gradcheck_report_free(&r);
+        tg_nodecheck_report_free(&nr);
+    }
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(NULL, NULL, &x, 1, NULL, &r), TG_ERR_ARG);
+    ck_assert_int_eq(tg_gradcheck(relu_fn, NULL, &x, 0, NULL, &r), TG_ERR_ARG);
+    tg_tensor *none = NULL;
+    ck_assert_int_eq(tg_gradcheck(relu_fn, NULL, &none, 1, NULL, &r), TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(r.message, "input 0 is NULL"));
+    tg_gradcheck_report_free(&r);
+    tg_nodecheck_report nr;
+    ck_assert_int_eq(tg_gradcheck_nodes(NULL, NULL, &nr), TG_ERR_ARG);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* The callback ignores its inputs and computes in float32: it cannot be re-run in float64,
+ * and the report says so plainly. */
+static tg_tensor *
+f32_only_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    tg_tensor *own = tg_matrix(t, TG_F32, 1, 2, (float[]){1.0f, 2.0f}, "own");
+    return tg_sum(t, tg_mul(t, own, own));
+}
+
+/* The callback mixes a fixed-float32 constant into the inputs' graph. */
+static tg_tensor *
+mixed_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    tg_tensor *c = tg_matrix(t, TG_F32, 1, 2, (float[]){1.0f, 2.0f}, "c");
+    return tg_sum(t, tg_mul(t, in[0], c));
+}
+
+START_TEST(float32_only_graph_explained)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F32, 1, 2, (float[]){0.5f, -1.0f}, "x");
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(f32_only_fn, NULL, &x, 1, NULL, &r), TG_ERR_DTYPE);
+    ck_assert_msg(strstr(r.message, "cannot check in float64") &&
+                      strstr(r.message, "tg_tensor_dtype(inputs[0])"),
+                  "%s", r.message);
+    tg_gradcheck_report_free(&r);
+    ck_assert_int_eq(tg_gradcheck(mixed_fn, NULL, &x, 1, NULL, &r), TG_ERR_DTYPE);
+    ck_assert_msg(strstr(r.message, "re-run in float64") &&
+                      strstr(r.message, "tg_tensor_dtype(inputs[0])"),
+                  "%s", r.message);
+    tg_gradcheck_report_free(&r);
+    tg_tape_free(t);
+}
+END_TEST
+
+static tg_tensor *
+tanh_sum_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    return tg_sum(t, tg_tanh(t, tg_mul(t, in[0], in[0])));
+}
+
+/* max_elements checks a seeded random subset; the same seed picks the same elements. */
+START_TEST(element_cap_is_a_seeded_subset)
+{
+    tg_tape *t = tg_tape_new();
+    tg_rng *rng = tg_rng_new(5);
+    tg_tensor *x = tg_tensor_new(t, TG_F32, 2, (int64_t[]){5, 5}, "x");
+    tg_tensor_fill_uniform(x, rng, -1, 1);
+    tg_gradcheck_options o = tg_gradcheck_defaults();
+    o.max_elements = 3;
+    tg_gradcheck_report a, b;
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, &o, &a), TG_OK);
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, &o, &b), TG_OK);
+    ck_assert_uint_eq(a.tensors[0].checked, 3);
+    ck_assert_uint_eq(a.tensors[0].size, 25);
+    ck_assert_uint_eq(a.tensors[0].worst_index, b.tensors[0].worst_index);
+    char buf[4096];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&a, f);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "PASS") && strstr(buf, "3/25"), "%s", buf);
+    tg_gradcheck_report_free(&a);
+    tg_gradcheck_report_free(&b);
+    tg_rng_free(rng);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* Float32 nodes: built-ins are differenced in float64 (their float32 VJP compared with a
+ * float64 forward); custom ops in float32 unless promote_custom. The tape is left as it was. */
+START_TEST(float32_nodes_promoted_or_not)
+{
+    struct net net;
+    net_init(&net, 3, MUT_NONE, TG_F32);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *loss = net_fn(t, net.in, &net); /* the holder's tensors on another tape: error */
+    ck_assert_ptr_nonnull(tg_tape_error(t));
+    tg_tape_reset(t);
+    tg_tensor *in[N_IN];
+    for (int k = 0; k < N_IN; k++) {
+        in[k] = tg_matrix(t, TG_F32, net.dims[k][0], net.dims[k][1], NULL, in_names[k]);
+        tg_tensor_write(in[k], net.vals[k], tg_tensor_size(in[k]));
+        tg_tensor_set_requires_grad(in[k], wrt_params[k]);
+    }
+    loss = net_fn(t, in, &net);
+    ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+    double before = tg_tensor_grad_get(in[P_W1], 0), value = tg_tensor_item(loss);
+    for (int promote = 0; promote < 2; promote++) {
+        tg_gradcheck_options o = tg_gradcheck_defaults();
+        o.promote_custom = promote;
+        tg_nodecheck_report nr;
+        ck_assert_int_eq(tg_gradcheck_nodes(t, &o, &nr), TG_OK);
+        for (size_t i = 0; i < nr.n_nodes; i++) {
+            bool builtin = tg_builtin_op_find(nr.nodes[i].op) != NULL;
+            ck_assert_int_eq(nr.nodes[i].dtype, TG_F32);
+            ck_assert_int_eq(nr.nodes[i].fd_dtype, builtin || promote ? TG_F64 : TG_F32);
+        }
+        tg_nodecheck_report_free(&nr);
+    }
+    ck_assert(tg_tensor_grad_get(in[P_W1], 0) == before);
+    ck_assert(tg_tensor_item(loss) == value);
+    tg_tape_free(t);
+    net_free(&net);
+}
+END_TEST
+
+/* A tape with an error is refused. */
+START_TEST(tape_with_error_refused)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *a = tg_matrix(t, TG_F64, 2, 3, NULL, "a");
+    tg_matmul(t, a, a);
+    tg_nodecheck_report nr;
+    ck_assert_int_eq(tg_gradcheck_nodes(t, NULL, &nr), TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(nr.message, "inner dimensions"));
+    tg_nodecheck_report_free(&nr);
+    tg_tape_free(t);
+}
+END_TEST
+
 Suite *gradcheck_suite(void);
 
 Suite *
@@ -599,6 +804,14 @@ gradcheck_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, mutations_caught_and_localized, 0, 2 * (MUT_COUNT - 1));
     tcase_add_loop_test(tc, correct_network_never_fails, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("options and reports");
+    tcase_add_test(tc, kink_reported_not_judged);
+    tcase_add_test(tc, bad_options_rejected);
+    tcase_add_test(tc, float32_only_graph_explained);
+    tcase_add_test(tc, element_cap_is_a_seeded_subset);
+    tcase_add_test(tc, float32_nodes_promoted_or_not);
+    tcase_add_test(tc, tape_with_error_refused);
     suite_add_tcase(s, tc);
     return s;
 }

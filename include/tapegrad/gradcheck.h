@@ -188,11 +188,15 @@ TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report); /* NULL is a 
  * Taylor test, in float64 along one random direction d (seeded, over the checked inputs):
  *   r(h) = |f(x + h·d) − f(x) − h·⟨∇f, d⟩|,  h = 2^-1 … 2^-TG_TAYLOR_STEPS,
  *   order_k = log2(r(h_k) / r(h_k+1)).
- * A correct gradient leaves r = O(h²), a wrong one r ≈ h·|⟨∇f − g, d⟩| = O(h). The observed
- * order is the median of the last (smallest-h) TG_TAYLOR_WINDOW orders whose remainders are
- * above the round-off floor 2^10·ε·(|f| + Σ|∂f/∂x_i·x_i| + h·Σ|∂f/∂x_i·d_i|); it passes when
- * >= 1.5, half-way between the two hypotheses. A remainder at round-off for every h (f affine
- * along d) passes with observed order NaN.
+ * A correct gradient leaves r = O(h²), a wrong one r ≈ h·|⟨∇f − g, d⟩| = O(h). Orders count
+ * where both remainders are above the round-off floor 2^10·ε·(|f| + M + Σ|∂f/∂x_i·x_i| +
+ * h·Σ|∂f/∂x_i·d_i|), M the largest magnitude on the tape; where r falls from above the floor to below it faster than h² could
+ * (f affine along d from there on, e.g. past a relu kink crossed at larger h), the order is
+ * the lower bound log2(r_k / floor) and to_roundoff[k] is set. The observed order is the
+ * median of the TG_TAYLOR_WINDOW smallest-h counted orders, or that bound alone when the
+ * smallest-h one is a fall to round-off; it passes when >= 1.5, half-way between the
+ * hypotheses. A remainder at round-off for every h (f affine along d) passes with observed
+ * order NaN.
  */
 #define TG_TAYLOR_STEPS 30
 #define TG_TAYLOR_WINDOW 4
@@ -205,6 +209,7 @@ typedef struct tg_taylor_report {
     double h[TG_TAYLOR_STEPS];
     double remainder[TG_TAYLOR_STEPS];
     double order[TG_TAYLOR_STEPS]; /* order[k] from h[k] to h[k+1]; NaN when unresolved */
+    bool to_roundoff[TG_TAYLOR_STEPS]; /* order[k] is a lower bound: r fell to round-off */
     bool used[TG_TAYLOR_STEPS];    /* in the window that decided */
     double observed_order;
 } tg_taylor_report;
