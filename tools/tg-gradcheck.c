@@ -246,8 +246,8 @@ make_cases(const char *op, tg_rng *r, struct sweep_case *out, int cap)
                                      "x%" PRId64, j ? "," : "", c->dims[j][0], c->dims[j][1]);
         if (used < sizeof c->label) {
             if (!strcmp(op, "matmul") && (c->ta || c->tb))
-                snprintf(c->label + used, sizeof c->label - used, " %s%s", c->ta ? "Aᵀ" : "",
-                         c->tb ? "Bᵀ" : "");
+                snprintf(c->label + used, sizeof c->label - used, " %s%s", c->ta ? "A^T" : "",
+                         c->tb ? "B^T" : "");
             else if (!strcmp(op, "sum") || !strcmp(op, "mean") || !strcmp(op, "mse_half") ||
                      !strcmp(op, "softmax_xent"))
                 snprintf(c->label + used, sizeof c->label - used, " axis %d", c->axis);
@@ -291,7 +291,7 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, bool verbose, struct 
         tg_rng_free(r);
         return false;
     } else {
-        printf("%-13s %-24s %-4s could not build: %s\n", c->op, c->label, tg_dtype_name(dt),
+        printf("%-13s %-34s %-4s could not build: %s\n", c->op, c->label, tg_dtype_name(dt),
                tg_tape_error(holder));
     }
 
@@ -334,7 +334,7 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, bool verbose, struct 
     bool pass = ok && whole && taylor && nodes;
     char ord[16];
     snprintf(ord, sizeof ord, isnan(order) ? "-" : "%.2f", order);
-    printf("%-13s %-24s %-4s %11.2e %11.2e %7s %6s  %s%s\n", c->op, c->label, tg_dtype_name(dt),
+    printf("%-13s %-34s %-4s %11.2e %11.2e %7s %6s  %s%s\n", c->op, c->label, tg_dtype_name(dt),
            abs_err, rel_err, ord, !ok ? "-" : nodes ? "ok" : "FAIL", pass ? "pass" : "FAIL",
            kinks ? " (non-differentiable point, not judged)" : "");
     if (ok && (!pass || verbose)) {
@@ -411,7 +411,7 @@ main(int argc, char **argv)
     printf("tg-gradcheck: seed %" PRIu64 "; whole graph in float64 (eps 1e-6, pass when "
            "|a-n| <= 1e-5 + 1e-3*|n|), Taylor order, node-local VJPs\n",
            seed);
-    printf("%-13s %-24s %-4s %11s %11s %7s %6s  %s\n", "op", "shapes", "dtype", "max abs err",
+    printf("%-13s %-34s %-4s %11s %11s %7s %6s  %s\n", "op", "shapes", "dtype", "max abs err",
            "max rel err", "taylor", "nodes", "result");
     /* Every op of the library's table (so a new op is swept the day it is added), then the
      * composed networks. */
