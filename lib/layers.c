@@ -79,5 +79,7 @@ tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x)
     tg_tensor *z = layer->layout == TG_EXAMPLES_AS_COLUMNS
                        ? tg_matmul(t, layer->weight, x)
                        : tg_matmul_t(t, x, false, layer->weight, true);
-    return tg_activate(t, tg_add(t, z, layer->bias), layer->act);
+    /* One fused node for bias + activation (ops/activation.c, bias_act): the same values as
+     * tg_activate(tg_add(z, b)), one pass each way. */
+    return tg_bias_act(t, z, layer->bias, layer->act);
 }

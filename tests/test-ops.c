@@ -105,6 +105,10 @@ static tg_tensor *ap_xent(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     return tg_softmax_xent(t, in[0], case_labels, c->axis);
 }
+static tg_tensor *ap_bias_act(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_bias_act(t, in[0], in[1], (tg_activation)c->axis); /* axis: the activation */
+}
 
 #define M2(r, c) {r, c}
 #define ONE(name, fn, d0, d1, ...)                                                            \
@@ -159,6 +163,17 @@ static const struct op_case cases[] = {
     ONE("softmax_xent (5x4) classes on axis 1", ap_xent, 5, 4, .axis = 1, .lo = -4, .hi = 4),
     ONE("softmax_xent (4x6) classes on axis 0", ap_xent, 4, 6, .axis = 0, .lo = -4, .hi = 4),
     ONE("softmax_xent (1x4) one example", ap_xent, 1, 4, .axis = 1),
+    TWO("bias_act (4x3)+(1x3) tanh, examples as rows", ap_bias_act, 4, 3, 1, 3,
+        .axis = TG_ACT_TANH, .lo = -2, .hi = 2),
+    TWO("bias_act (3x4)+(3x1) sigmoid, examples as columns", ap_bias_act, 3, 4, 3, 1,
+        .axis = TG_ACT_SIGMOID, .lo = -4, .hi = 4),
+    TWO("bias_act (3x5)+(1x5) relu", ap_bias_act, 3, 5, 1, 5, .axis = TG_ACT_RELU,
+        .avoid_kink = true),
+    TWO("bias_act (3x9)+(3x1) leaky_relu", ap_bias_act, 3, 9, 3, 1, .axis = TG_ACT_LEAKY_RELU,
+        .avoid_kink = true),
+    TWO("bias_act (2x3)+(1x3) softplus", ap_bias_act, 2, 3, 1, 3, .axis = TG_ACT_SOFTPLUS),
+    TWO("bias_act (3x2)+(3x1) gelu", ap_bias_act, 3, 2, 3, 1, .axis = TG_ACT_GELU),
+    TWO("bias_act (1x1)+(1x1) identity", ap_bias_act, 1, 1, 1, 1, .axis = TG_ACT_IDENTITY),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 

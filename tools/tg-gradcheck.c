@@ -90,6 +90,8 @@ apply(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
         return tg_mse(t, in[0], in[1]);
     if (!strcmp(op, "softmax_xent"))
         return tg_softmax_xent(t, in[0], c->labels, c->axis);
+    if (!strcmp(op, "bias_act"))
+        return tg_bias_act(t, in[0], in[1], c->act);
     if (!strcmp(op, "mlp")) {
         /* in: W1 (h x i), b1, W2 (o x h), b2, X, [Y] */
         if (!c->rows) { /* examples as columns: A = act(W X + b), loss mse_half over columns */
@@ -125,6 +127,7 @@ loss_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
 static const char *const tailored_ops[] = {
     "matmul", "transpose", "add", "sub", "mul", "scale", "sum", "mean", "identity", "sigmoid",
     "tanh", "relu", "leaky_relu", "softplus", "gelu", "mse_half", "mse", "softmax_xent",
+    "bias_act",
 };
 
 static bool
@@ -200,6 +203,14 @@ make_cases(const char *op, tg_rng *r, struct sweep_case *out, int cap)
                 for (int64_t j = 0; j < batch; j++)
                     c->labels[j] = (int32_t)(tg_rng_u64(r) % (uint64_t)classes);
             }
+    } else if (!strcmp(op, "bias_act")) { /* row bias (1 x k) and column bias (m x 1) */
+        for (int rows = 0; rows <= 1; rows++)
+            for (int a = TG_ACT_IDENTITY; a <= TG_ACT_GELU && (c = NEW()); a++) {
+                c->n_in = 2;
+                c->act = (tg_activation)a;
+                SET2(c, 0, m, k);
+                SET2(c, 1, rows ? 1 : m, rows ? k : 1);
+            }
     } else if (!strcmp(op, "mlp")) {
         static const tg_activation acts[] = {TG_ACT_TANH, TG_ACT_SIGMOID, TG_ACT_RELU,
                                              TG_ACT_LEAKY_RELU, TG_ACT_SOFTPLUS, TG_ACT_GELU};
@@ -251,6 +262,8 @@ make_cases(const char *op, tg_rng *r, struct sweep_case *out, int cap)
             else if (!strcmp(op, "sum") || !strcmp(op, "mean") || !strcmp(op, "mse_half") ||
                      !strcmp(op, "softmax_xent"))
                 snprintf(c->label + used, sizeof c->label - used, " axis %d", c->axis);
+            else if (!strcmp(op, "bias_act"))
+                snprintf(c->label + used, sizeof c->label - used, " %s", tg_activation_name(c->act));
             else if (!strcmp(op, "mlp"))
                 snprintf(c->label + used, sizeof c->label - used, " %s %s",
                          c->rows ? "rows" : "cols", tg_activation_name(c->act));

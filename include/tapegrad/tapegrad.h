@@ -286,6 +286,8 @@ TG_API tg_status tg_dense_init(tg_dense *layer, tg_params *p, const char *name, 
 TG_API tg_tensor *tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x);
 /* Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
+/* act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */
+TG_API tg_tensor *tg_bias_act(tg_tape *t, tg_tensor *x, tg_tensor *b, tg_activation act);
 TG_API const char *tg_activation_name(tg_activation act);
 
 /* ---------------------------------------------------------------------------------------

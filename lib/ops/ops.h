@@ -26,6 +26,7 @@ enum tg__op_id {
     TG_OP_MSE_HALF,
     TG_OP_MSE,
     TG_OP_SOFTMAX_XENT,
+    TG_OP_BIAS_ACT,
     TG_OP_COUNT
 };
 
@@ -33,7 +34,7 @@ extern const tg_op tg__op_matmul, tg__op_transpose;                             
 extern const tg_op tg__op_add, tg__op_sub, tg__op_mul, tg__op_scale;             /* elementwise.c */
 extern const tg_op tg__op_sum, tg__op_mean;                                      /* reduce.c */
 extern const tg_op tg__op_identity, tg__op_sigmoid, tg__op_tanh, tg__op_relu,    /* activation.c */
-    tg__op_leaky_relu, tg__op_softplus, tg__op_gelu;
+    tg__op_leaky_relu, tg__op_softplus, tg__op_gelu, tg__op_bias_act;
 extern const tg_op tg__op_mse_half, tg__op_mse, tg__op_softmax_xent;             /* loss.c */
 
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];

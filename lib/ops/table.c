@@ -26,6 +26,7 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_MSE_HALF] = &tg__op_mse_half,
     [TG_OP_MSE] = &tg__op_mse,
     [TG_OP_SOFTMAX_XENT] = &tg__op_softmax_xent,
+    [TG_OP_BIAS_ACT] = &tg__op_bias_act,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,
