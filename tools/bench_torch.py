@@ -1,0 +1,177 @@
+#!/usr/bin/python3
+"""The tg-bench networks in PyTorch, side by side with tapegrad.
+
+    /usr/bin/python3 tools/bench_torch.py [--tg build/tools/tg-bench] [--nets B-small,B-seed]
+        [--dtypes f32,f64] [--threads 1,2] [--reps 7] [--min-time 0.2] [--markdown]
+
+Runs tools/tg-bench (its own environment, unchanged), then each PyTorch configuration in a
+fresh child process (so peak RSS is per configuration) with OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE removed from the environment, so PyTorch's OpenBLAS picks its best kernels
+for this CPU, and torch.set_num_threads(threads). Same networks, batch, initial scale, loss
+and lr as tg-bench (examples as rows, nn.Linear); a standard training step: forward,
+loss.backward(), optimizer.step(), optimizer.zero_grad(). Timing procedure as tg-bench:
+warm up, then `reps` runs of `iters` steps; median and min-max per step. Prints one table:
+ours, PyTorch, and PyTorch/ours (how many times faster we are).
+"""
+import argparse
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+NETS = {
+    # name: (dims, batch, hidden act, output act, loss)
+    "B-small": ((2, 16, 16, 1), 32, "tanh", "identity", "mse"),
+    "B-seed": ((784, 256, 128, 10), 128, "tanh", "sigmoid", "mse_half"),
+    "B-mnist": ((784, 512, 256, 10), 128, "relu", "identity", "xent"),
+    "B-wide": ((1024, 4096, 4096, 1024), 256, "relu", "identity", "mse"),
+}
+
+
+def step_flops(dims, batch):
+    return sum(2.0 * batch * dims[i] * dims[i + 1] * (2 if i == 0 else 3) for i in range(3))
+
+
+def torch_child(net, dtype, threads, reps, min_time):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    dims, batch, hidden, out, loss_kind = NETS[net]
+    dt = torch.float32 if dtype == "f32" else torch.float64
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
+            "identity": torch.nn.Identity}
+    layers = []
+    for i in range(3):
+        layers.append(torch.nn.Linear(dims[i], dims[i + 1]))
+        layers.append(acts[out if i == 2 else hidden]())
+    model = torch.nn.Sequential(*layers).to(dt)
+    x = torch.rand(batch, dims[0], dtype=dt)
+    y = torch.rand(batch, dims[3], dtype=dt)
+    labels = torch.arange(batch) % dims[3]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mse = torch.nn.MSELoss()
+    xent = torch.nn.CrossEntropyLoss()
+
+    def step():
+        a = model(x)
+        if loss_kind == "mse":
+            loss = mse(a, y)
+        elif loss_kind == "mse_half":  # the note's J = 1/(2m) Σ (Y - A)²
+            loss = ((a - y) ** 2).sum() / (2 * batch)
+        else:
+            loss = xent(a, labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    t0 = time.perf_counter()
+    warm = 0
+    while warm < 3 or (time.perf_counter() - t0 < 0.2 and warm < 50):
+        step()
+        warm += 1
+    per_step = (time.perf_counter() - t0) / warm
+    iters = max(1, int(min_time / per_step))
+    us = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        for _ in range(iters):
+            step()
+        us.append((time.perf_counter() - s) / iters * 1e6)
+    med = statistics.median(us)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"net={net} dtype={dtype} threads={threads} median_us={med:.2f} min_us={min(us):.2f} "
+          f"max_us={max(us):.2f} gflops={step_flops(dims, batch) / med * 1e-3:.2f} "
+          f"peak_rss_kib={rss} torch={torch.__version__}", flush=True)
+
+
+def parse(line):
+    return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tg", default=None, help="path to tg-bench (default: build*/tools)")
+    ap.add_argument("--nets", default="B-small,B-seed,B-mnist,B-wide")
+    ap.add_argument("--dtypes", default="f32,f64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--min-time", type=float, default=0.2)
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
+                    help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        torch_child(a.child[0], a.child[1], int(a.child[2]), a.reps, a.min_time)
+        return 0
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tg = a.tg
+    if not tg:
+        for b in ("build-perf", "build", "build-rel"):
+            p = os.path.join(root, b, "tools", "tg-bench")
+            if os.access(p, os.X_OK):
+                tg = p
+                break
+    if not tg:
+        sys.exit("bench_torch.py: tg-bench not found; pass --tg PATH")
+
+    common = ["--dtypes", a.dtypes, "--threads", a.threads, "--reps", str(a.reps),
+              "--min-time", str(a.min_time)]
+    ours, theirs = {}, {}
+    torch_env = {k: v for k, v in os.environ.items()
+                 if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    for net in a.nets.split(","):
+        # Interleave per network: ours, then PyTorch, so both see the same machine state.
+        out = subprocess.run([tg, "--nets", net] + common, check=True, capture_output=True,
+                             text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("net="):
+                r = parse(line)
+                ours[(r["net"], r["dtype"], r["threads"])] = r
+        for dtype in a.dtypes.split(","):
+            for th in a.threads.split(","):
+                res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", net,
+                                      dtype, th, "--reps", str(a.reps), "--min-time",
+                                      str(a.min_time)],
+                                     env=torch_env, check=True, capture_output=True, text=True)
+                for line in res.stdout.splitlines():
+                    if line.startswith("net="):
+                        r = parse(line)
+                        theirs[(r["net"], r["dtype"], r["threads"])] = r
+
+    keys = [k for k in ours if k in theirs]
+    hdr = ["network", "dtype", "thr", "tapegrad µs (min-max)", "PyTorch µs (min-max)",
+           "PyTorch/ours", "ours GFLOP/s", "allocs/step", "RSS MiB ours/PyTorch", "kernel"]
+    rows = []
+    for k in keys:
+        o, t = ours[k], theirs[k]
+        rows.append([k[0], k[1], k[2],
+                     f"{float(o['median_us']):.1f} ({float(o['min_us']):.1f}-{float(o['max_us']):.1f})",
+                     f"{float(t['median_us']):.1f} ({float(t['min_us']):.1f}-{float(t['max_us']):.1f})",
+                     f"{float(t['median_us']) / float(o['median_us']):.2f}x",
+                     o["gflops"], o["allocs_per_step"],
+                     f"{int(o['peak_rss_kib']) / 1024:.1f} / {int(t['peak_rss_kib']) / 1024:.1f}",
+                     o["kernel"]])
+    if a.markdown:
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+             for i, h in enumerate(hdr)]
+        print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
+        for r in rows:
+            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    if theirs:
+        print(f"# PyTorch {next(iter(theirs.values()))['torch']}, OPENBLAS_CORETYPE and "
+              f"OPENBLAS_L2_SIZE unset for it; tapegrad {tg}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+/*
+ * tg-bench: training-step benchmark of the issue's networks (forward, backward, SGD update).
+ *
+ *   B-small  MLP 2-16-16-1,         tanh hidden, identity out, MSE (mean),       batch 32
+ *   B-seed   MLP 784-256-128-10,    tanh hidden, sigmoid out,  the note's MSE,   batch 128
+ *            (J = 1/(2m) Σ (Y - A)², m = batch)
+ *   B-mnist  MLP 784-512-256-10,    ReLU hidden, identity out, softmax x-entropy, batch 128
+ *   B-wide   MLP 1024-4096-4096-1024, ReLU hidden, identity out, MSE (mean),    batch 256
+ *
+ * Examples as rows (X is batch x features, Z = X·Wᵀ + b, PyTorch's nn.Linear layout); SGD with
+ * lr 0.1, no momentum; inputs and targets fixed, uniform in [0, 1) from a seeded generator.
+ *
+ * For each network, dtype (f32, f64) and thread count (1, 2) one child process is forked, so
+ * each configuration's peak RSS (getrusage ru_maxrss) is its own. The child warms up, then
+ * times `reps` runs of `iters` steps (iters chosen so one run takes >= ~0.2 s, at least 1) and
+ * prints one line:
+ *
+ *   net=B-small dtype=f32 threads=1 median_us=… min_us=… max_us=… gflops=… allocs_per_step=…
+ *   peak_rss_kib=… kernel=avx2 steps=…
+ *
+ * GFLOP/s counts the multiply-adds of the three matrix products per step as 2 flops each:
+ * forward X·Wᵀ (2·B·in·out per layer), dW (the same) and dX for layers 2 and 3 (the first
+ * layer's input needs no gradient, and none is computed). Elementwise work is not counted.
+ * Allocations per step are counted through tg_set_allocator over the timed (warm) steps.
+ *
+ *   tg-bench [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] [--threads 1,2]
+ *            [--reps N] [--min-time S]
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <tapegrad/runtime.h>
+#include <tapegrad/tapegrad.h>
+
+struct net {
+    const char *name;
+    int64_t dims[4]; /* in, h1, h2, out */
+    int64_t batch;
+    tg_activation hidden, out;
+    enum { LOSS_MSE, LOSS_MSE_HALF, LOSS_XENT } loss;
+};
+
+static const struct net nets[] = {
+    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE},
+    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF},
+    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT},
+    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE},
+};
+#define N_NETS (sizeof nets / sizeof nets[0])
+
+/* ---- allocation counting through the library's hook ---- */
+static atomic_size_t n_allocs;
+
+static void *
+count_malloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&n_allocs, 1);
+    return malloc(size);
+}
+
+static void *
+count_realloc(void *p, size_t size, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&n_allocs, 1);
+    return realloc(p, size);
+}
+
+static void
+count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static double
+now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct model {
+    const struct net *net;
+    tg_dtype dt;
+    tg_params *params;
+    tg_dense layer[3];
+    tg_sgd *opt;
+    tg_tape *tape;
+    void *x, *y;
+    int32_t *labels;
+};
+
+static int
+model_init(struct model *m, const struct net *net, tg_dtype dt)
+{
+    memset(m, 0, sizeof *m);
+    m->net = net;
+    m->dt = dt;
+    tg_rng *rng = tg_rng_new(42);
+    m->params = tg_params_new(dt);
+    static const char *const names[3] = {"l1", "l2", "l3"};
+    for (int i = 0; i < 3; i++)
+        if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
+                          i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
+            fprintf(stderr, "tg-bench: dense init failed\n");
+            return -1;
+        }
+    size_t nx = (size_t)(net->batch * net->dims[0]), ny = (size_t)(net->batch * net->dims[3]);
+    size_t es = tg_dtype_size(dt);
+    m->x = malloc(nx * es);
+    m->y = malloc(ny * es);
+    m->labels = malloc((size_t)net->batch * sizeof *m->labels);
+    if (!m->x || !m->y || !m->labels)
+        return -1;
+    for (size_t i = 0; i < nx; i++) {
+        double v = tg_rng_uniform(rng);
+        if (dt == TG_F32)
+            ((float *)m->x)[i] = (float)v;
+        else
+            ((double *)m->x)[i] = v;
+    }
+    for (size_t i = 0; i < ny; i++) {
+        double v = tg_rng_uniform(rng);
+        if (dt == TG_F32)
+            ((float *)m->y)[i] = (float)v;
+        else
+            ((double *)m->y)[i] = v;
+    }
+    for (int64_t j = 0; j < net->batch; j++)
+        m->labels[j] = (int32_t)(j % net->dims[3]);
+    tg_rng_free(rng);
+    m->opt = tg_sgd_new(m->params, &(tg_sgd_options){.lr = 0.1}, NULL);
+    m->tape = tg_tape_new();
+    return m->opt && m->tape ? 0 : -1;
+}
+
+/* One training step: forward, loss, backward, SGD update (which also zeroes the gradients). */
+static int
+model_step(struct model *m)
+{
+    const struct net *net = m->net;
+    tg_tape *t = m->tape;
+    tg_tape_reset(t);
+    tg_tensor *h = tg_tensor_wrap(t, m->dt, 2, (int64_t[]){net->batch, net->dims[0]}, m->x, "X");
+    for (int i = 0; i < 3; i++)
+        h = tg_dense_forward(t, &m->layer[i], h);
+    tg_tensor *loss;
+    if (net->loss == LOSS_XENT) {
+        loss = tg_softmax_xent(t, h, m->labels, 1);
+    } else {
+        tg_tensor *y =
+            tg_tensor_wrap(t, m->dt, 2, (int64_t[]){net->batch, net->dims[3]}, m->y, "Y");
+        loss = net->loss == LOSS_MSE ? tg_mse(t, h, y) : tg_mse_half(t, h, y, 0);
+    }
+    tg_backward(t, loss);
+    if (tg_tape_error(t)) {
+        fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
+        return -1;
+    }
+    return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
+}
+
+static double
+step_flops(const struct net *net)
+{
+    double f = 0;
+    for (int i = 0; i < 3; i++) {
+        double mac = (double)net->batch * (double)net->dims[i] * (double)net->dims[i + 1];
+        f += 2 * mac * (i == 0 ? 2 : 3);
+    }
+    return f;
+}
+
+/* Runs in the child: measure one configuration and print its line. */
+static int
+run_config(const struct net *net, tg_dtype dt, int threads, int reps, double min_time)
+{
+    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_set_num_threads(threads);
+    struct model m;
+    if (model_init(&m, net, dt) != 0)
+        return 1;
+    /* Warm-up: first steps allocate the arena, packing buffers and thread pool. */
+    double t0 = now();
+    int warm = 0;
+    do {
+        if (model_step(&m) != 0)
+            return 1;
+        warm++;
+    } while (warm < 3 || (now() - t0 < 0.2 && warm < 50));
+    double per_step = (now() - t0) / warm;
+    int iters = (int)(min_time / per_step);
+    if (iters < 1)
+        iters = 1;
+
+    double *us = calloc((size_t)reps, sizeof *us);
+    size_t allocs0 = atomic_load(&n_allocs);
+    for (int r = 0; r < reps; r++) {
+        double s = now();
+        for (int i = 0; i < iters; i++)
+            if (model_step(&m) != 0)
+                return 1;
+        us[r] = (now() - s) / iters * 1e6;
+    }
+    size_t allocs = atomic_load(&n_allocs) - allocs0;
+    double total_steps = (double)reps * iters;
+    qsort(us, (size_t)reps, sizeof *us, cmp_double);
+    double median = reps % 2 ? us[reps / 2] : 0.5 * (us[reps / 2 - 1] + us[reps / 2]);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("net=%s dtype=%s threads=%d median_us=%.2f min_us=%.2f max_us=%.2f gflops=%.2f "
+           "allocs_per_step=%.3f peak_rss_kib=%ld kernel=%s steps=%.0f\n",
+           net->name, tg_dtype_name(dt), threads, median, us[0], us[reps - 1],
+           step_flops(net) / (median * 1e-6) * 1e-9, (double)allocs / total_steps, ru.ru_maxrss,
+           tg_kernel_name(), total_steps);
+    fflush(stdout);
+    free(us);
+    return 0;
+}
+
+static bool
+listed(const char *list, const char *name)
+{
+    if (!list)
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *net_list = NULL, *dtype_list = "f32,f64", *thread_list = "1,2";
+    int reps = 7;
+    double min_time = 0.2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--nets") && i + 1 < argc)
+            net_list = argv[++i];
+        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
+            dtype_list = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            thread_list = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-time") && i + 1 < argc)
+            min_time = atof(argv[++i]);
+        else {
+            fprintf(stderr,
+                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] "
+                    "[--threads 1,2] [--reps N] [--min-time S]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1)
+        reps = 1;
+    printf("# tg-bench: µs per training step (forward + backward + SGD), median and min-max "
+           "of %d runs; kernel %s\n",
+           reps, tg_kernel_name());
+    fflush(stdout);
+    int failed = 0;
+    for (size_t n = 0; n < N_NETS; n++) {
+        if (!listed(net_list, nets[n].name))
+            continue;
+        for (int d = 0; d < 2; d++) {
+            tg_dtype dt = d ? TG_F64 : TG_F32;
+            if (!listed(dtype_list, d ? "f64" : "f32"))
+                continue;
+            for (const char *p = thread_list; *p;) {
+                int threads = atoi(p);
+                pid_t pid = fork();
+                if (pid == 0)
+                    _exit(run_config(&nets[n], dt, threads, reps, min_time));
+                int status = 1;
+                if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+                    WEXITSTATUS(status) != 0) {
+                    fprintf(stderr, "tg-bench: %s %s %d threads failed\n", nets[n].name,
+                            d ? "f64" : "f32", threads);
+                    failed = 1;
+                }
+                p = strchr(p, ',');
+                if (!p)
+                    break;
+                p++;
+            }
+        }
+    }
+    return failed;
+}
