@@ -26,276 +26,155 @@ enum { BLOCK = 1024 }; /* elements per stack block inside a chunk (8 KiB of doub
 #define INV_SQRT2 0.70710678118654752440   /* 1/√2 */
 #define INV_SQRT2PI 0.39894228040143267794 /* 1/√(2π) */
 
-/* ---- the per-element rules, one array loop per activation and dtype ----
- *
- * g_fwd_T(act, alpha, z, y, n):          y = g(z)             (z == y is allowed: in place)
- * g_vjp_T(act, alpha, z, y, dy, dz, n):  dz[i] = dy[i] · g'(z[i]) (z may be NULL when g' is
- *                                         read from y; dz may alias dy)
+/* Math of either dtype, picked by the argument's type (vmath.h: branch-free, vectorizable). */
+#define VSIGMOID(x) _Generic((x), float: tg__vsigmoidf, double: tg__vsigmoid)(x)
+#define VTANH(x) _Generic((x), float: tg__vtanhf, double: tg__vtanh)(x)
+#define VEXP(x) _Generic((x), float: tg__vexpf, double: tg__vexp)(x)
+#define VLOG1PEXP(x) _Generic((x), float: tg__vlog1pexpf, double: log1pexp_f64)(x)
+#define ERF(x) _Generic((x), float: erff, double: erf)(x)
+
+/* log1p(e^-|x|) in double: libm (no vmath version is as accurate yet). */
+static inline double
+log1pexp_f64(double x)
+{
+    return log1p(exp(-fabs(x)));
+}
+
+/*
+ * How an activation is written below: its math comment, then two expressions of one element,
+ *   <NAME>_Y(T, x, alpha)            the forward, y = g(x)
+ *   <NAME>_DYDX(T, x, y, alpha)      the derivative g'(x), from x or the saved output y
+ * and ACTIVATION(name, NAME, needs_x), which turns them into array loops for float and double
+ * (compiled for AVX-512, AVX2 and baseline x86-64, chosen at run time), the tg_op and the
+ * public function. needs_x says whether g' reads x (so the fused bias_act must keep Z).
+ * The VJP that the loops implement is always dx += dy ⊙ g'(x).
  */
-#define ACT_LOOP(n, ...)                                                                      \
-    do {                                                                                       \
-        for (size_t i = 0; i < (n); i++) {                                                     \
-            __VA_ARGS__;                                                                       \
-        }                                                                                      \
-    } while (0)
-
-TG__VEC_CLONES static void
-g_fwd_f32(tg_activation act, float alpha, const float *z, float *y, size_t n)
-{
-    switch (act) {
-    case TG_ACT_IDENTITY: ACT_LOOP(n, y[i] = z[i]); break;
-    case TG_ACT_SIGMOID: ACT_LOOP(n, y[i] = tg__vsigmoidf(z[i])); break;
-    case TG_ACT_TANH: ACT_LOOP(n, y[i] = tg__vtanhf(z[i])); break;
-    case TG_ACT_RELU: ACT_LOOP(n, float x = z[i]; y[i] = x < 0 ? 0 : x); break;
-    case TG_ACT_LEAKY_RELU: ACT_LOOP(n, float x = z[i]; y[i] = x < 0 ? alpha * x : x); break;
-    case TG_ACT_SOFTPLUS:
-        ACT_LOOP(n, float x = z[i]; y[i] = (x > 0 ? x : 0) + tg__vlog1pexpf(x));
-        break;
-    case TG_ACT_GELU:
-        /* x < -20: Φ(x) is 0 in f32, and x·Φ(x) would be -inf·0 = NaN at -inf */
-        ACT_LOOP(n, float x = z[i];
-                 y[i] = x < -20 ? -0.0f : x * (0.5f * (1 + erff(x * (float)INV_SQRT2))));
-        break;
-    }
-}
-
-TG__VEC_CLONES static void
-g_fwd_f64(tg_activation act, double alpha, const double *z, double *y, size_t n)
-{
-    switch (act) {
-    case TG_ACT_IDENTITY: ACT_LOOP(n, y[i] = z[i]); break;
-    case TG_ACT_SIGMOID: ACT_LOOP(n, y[i] = tg__vsigmoid(z[i])); break;
-    case TG_ACT_TANH: ACT_LOOP(n, y[i] = tg__vtanh(z[i])); break;
-    case TG_ACT_RELU: ACT_LOOP(n, double x = z[i]; y[i] = x < 0 ? 0 : x); break;
-    case TG_ACT_LEAKY_RELU: ACT_LOOP(n, double x = z[i]; y[i] = x < 0 ? alpha * x : x); break;
-    case TG_ACT_SOFTPLUS:
-        ACT_LOOP(n, double x = z[i]; y[i] = (x > 0 ? x : 0) + log1p(exp(-fabs(x))));
-        break;
-    case TG_ACT_GELU:
-        /* x < -40: Φ(x) is 0 in f64, and x·Φ(x) would be -inf·0 = NaN at -inf */
-        ACT_LOOP(n, double x = z[i];
-                 y[i] = x < -40 ? -0.0 : x * (0.5 * (1 + erf(x * INV_SQRT2))));
-        break;
-    }
-}
-
-TG__VEC_CLONES static void
-g_vjp_f32(tg_activation act, float alpha, const float *z, const float *y, const float *dy,
-          float *dz, size_t n)
-{
-    switch (act) {
-    case TG_ACT_IDENTITY: ACT_LOOP(n, dz[i] = dy[i]); break;
-    case TG_ACT_SIGMOID: ACT_LOOP(n, dz[i] = dy[i] * (y[i] * (1 - y[i]))); break;
-    case TG_ACT_TANH: ACT_LOOP(n, dz[i] = dy[i] * (1 - y[i] * y[i])); break;
-    case TG_ACT_RELU: ACT_LOOP(n, dz[i] = dy[i] * (y[i] > 0 ? 1.0f : 0.0f)); break;
-    case TG_ACT_LEAKY_RELU: ACT_LOOP(n, dz[i] = dy[i] * (z[i] > 0 ? 1.0f : alpha)); break;
-    case TG_ACT_SOFTPLUS: ACT_LOOP(n, dz[i] = dy[i] * tg__vsigmoidf(z[i])); break;
-    case TG_ACT_GELU:
-        /* |x| > 20: φ(x) is 0 in f32 and gelu' = [x > 0]; x·φ(x) would be inf·0 at ±inf */
-        ACT_LOOP(n, float x = z[i];
-                 dz[i] = dy[i] * (fabsf(x) > 20 ? (x > 0 ? 1.0f : 0.0f)
-                                                : 0.5f * (1 + erff(x * (float)INV_SQRT2)) +
-                                                      x * tg__vexpf(-0.5f * x * x) *
-                                                          (float)INV_SQRT2PI));
-        break;
-    }
-}
-
-TG__VEC_CLONES static void
-g_vjp_f64(tg_activation act, double alpha, const double *z, const double *y, const double *dy,
-          double *dz, size_t n)
-{
-    switch (act) {
-    case TG_ACT_IDENTITY: ACT_LOOP(n, dz[i] = dy[i]); break;
-    case TG_ACT_SIGMOID: ACT_LOOP(n, dz[i] = dy[i] * (y[i] * (1 - y[i]))); break;
-    case TG_ACT_TANH: ACT_LOOP(n, dz[i] = dy[i] * (1 - y[i] * y[i])); break;
-    case TG_ACT_RELU: ACT_LOOP(n, dz[i] = dy[i] * (y[i] > 0 ? 1.0 : 0.0)); break;
-    case TG_ACT_LEAKY_RELU: ACT_LOOP(n, dz[i] = dy[i] * (z[i] > 0 ? 1.0 : alpha)); break;
-    case TG_ACT_SOFTPLUS: ACT_LOOP(n, dz[i] = dy[i] * tg__vsigmoid(z[i])); break;
-    case TG_ACT_GELU:
-        /* |x| > 40: φ(x) is 0 in f64 and gelu' = [x > 0]; x·φ(x) would be inf·0 at ±inf */
-        ACT_LOOP(n, double x = z[i];
-                 dz[i] = dy[i] * (fabs(x) > 40 ? (x > 0 ? 1.0 : 0.0)
-                                               : 0.5 * (1 + erf(x * INV_SQRT2)) +
-                                                     x * exp(-0.5 * x * x) * INV_SQRT2PI));
-        break;
-    }
-}
-
-/* dst[i] += src[i] */
-TG__VEC_CLONES static void
-acc_f32(float *restrict dst, const float *restrict src, size_t n)
-{
-    ACT_LOOP(n, dst[i] += src[i]);
-}
-
-TG__VEC_CLONES static void
-acc_f64(double *restrict dst, const double *restrict src, size_t n)
-{
-    ACT_LOOP(n, dst[i] += src[i]);
-}
-
-/* g' needs the input z (not only the output y). */
-static bool
-needs_z(tg_activation act)
-{
-    return act == TG_ACT_LEAKY_RELU || act == TG_ACT_SOFTPLUS || act == TG_ACT_GELU;
-}
-
-/* ---- plain activations: y = g(x) ---- */
-
-struct act_job {
-    tg_activation act;
-    double alpha;
-    tg_dtype dt;
-    const void *z, *y, *dy;
-    void *out, *dx;
+struct act_rule {
+    void (*fwd_f32)(float alpha, const float *x, float *y, size_t n);
+    void (*fwd_f64)(double alpha, const double *x, double *y, size_t n);
+    /* dz[i] = dy[i] · g'(x[i]); x is NULL when !needs_x; dz may not alias the inputs */
+    void (*dz_f32)(float alpha, const float *x, const float *y, const float *dy, float *dz,
+                   size_t n);
+    void (*dz_f64)(double alpha, const double *x, const double *y, const double *dy,
+                   double *dz, size_t n);
+    bool needs_x;
 };
 
-static void
-act_fwd_chunk(size_t b, size_t e, void *vctx)
-{
-    const struct act_job *j = vctx;
-    if (j->dt == TG_F32)
-        g_fwd_f32(j->act, (float)j->alpha, (const float *)j->z + b, (float *)j->out + b, e - b);
-    else
-        g_fwd_f64(j->act, j->alpha, (const double *)j->z + b, (double *)j->out + b, e - b);
-}
+static tg_status unary_forward(tg_node *nd, const struct act_rule *rule);
+static tg_status unary_vjp(tg_node *nd, const struct act_rule *rule);
 
-/* dx += dy ⊙ g': dy ⊙ g' goes into a stack block, then is added, so the VJP accumulates. */
-static void
-act_vjp_chunk(size_t b, size_t e, void *vctx)
-{
-    const struct act_job *j = vctx;
-    for (size_t s = b; s < e; s += BLOCK) {
-        size_t n = e - s < BLOCK ? e - s : BLOCK;
-        if (j->dt == TG_F32) {
-            float tmp[BLOCK];
-            const float *z = j->z;
-            g_vjp_f32(j->act, (float)j->alpha, z ? z + s : NULL, (const float *)j->y + s,
-                      (const float *)j->dy + s, tmp, n);
-            acc_f32((float *)j->dx + s, tmp, n);
-        } else {
-            double tmp[BLOCK];
-            const double *z = j->z;
-            g_vjp_f64(j->act, j->alpha, z ? z + s : NULL, (const double *)j->y + s,
-                      (const double *)j->dy + s, tmp, n);
-            acc_f64((double *)j->dx + s, tmp, n);
-        }
+#define ACT_LOOPS(op, NAME, T, SFX)                                                                \
+    TG__VEC_CLONES static void op##_fwd_##SFX(T alpha, const T *x, T *y, size_t n)                 \
+    {                                                                                              \
+        (void)alpha;                                                                               \
+        for (size_t i = 0; i < n; i++)                                                             \
+            y[i] = NAME##_Y(T, x[i], alpha);                                                       \
+    }                                                                                              \
+    TG__VEC_CLONES static void op##_dz_##SFX(T alpha, const T *x, const T *y, const T *dy,         \
+                                               T *dz, size_t n)                                    \
+    {                                                                                              \
+        (void)alpha, (void)x, (void)y;                                                             \
+        for (size_t i = 0; i < n; i++)                                                             \
+            dz[i] = dy[i] * (NAME##_DYDX(T, x[i], y[i], alpha));                                   \
     }
-}
 
-static tg_status
-unary_forward(tg_node *nd, tg_activation act)
-{
-    struct act_job j = {.act = act, .alpha = nd->attr.scale, .dt = nd->out->dtype,
-                        .z = nd->in[0]->data, .out = nd->out->data};
-    tg__parallel_for(nd->out->size, ACT_GRAIN, act_fwd_chunk, &j);
-    return TG_OK;
-}
+/* Kernels and the rule, without the op (leaky_relu writes its own public function). */
+#define ACTIVATION_RULE(op, NAME, needs_x_)                                                        \
+    ACT_LOOPS(op, NAME, float, f32)                                                                \
+    ACT_LOOPS(op, NAME, double, f64)                                                               \
+    static const struct act_rule op##_rule = {op##_fwd_f32, op##_fwd_f64,                          \
+                                                op##_dz_f32, op##_dz_f64, needs_x_};               \
+    static tg_status op##_forward(tg_node *nd)                                                     \
+    {                                                                                              \
+        return unary_forward(nd, &op##_rule);                                                      \
+    }                                                                                              \
+    static tg_status op##_vjp(tg_node *nd)                                                         \
+    {                                                                                              \
+        return unary_vjp(nd, &op##_rule);                                                          \
+    }                                                                                              \
+    const tg_op tg__op_##op = {                                                                    \
+        .name = #op,                                                                               \
+        .n_inputs = 1,                                                                             \
+        .shape = tg__shape_same,                                                                   \
+        .forward = op##_forward,                                                                   \
+        .vjp = op##_vjp,                                                                           \
+    };
 
-static tg_status
-unary_vjp(tg_node *nd, tg_activation act)
-{
-    if (!nd->in[0]->grad)
-        return TG_OK;
-    struct act_job j = {.act = act, .alpha = nd->attr.scale, .dt = nd->out->dtype,
-                        .z = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
-                        .dx = nd->in[0]->grad};
-    tg__parallel_for(nd->out->size, ACT_GRAIN, act_vjp_chunk, &j);
-    return TG_OK;
-}
-
-#define UNARY_OP(NAME, ACT)                                                                    \
-    static tg_status NAME##_forward(tg_node *nd)                                               \
-    {                                                                                          \
-        return unary_forward(nd, ACT);                                                         \
-    }                                                                                          \
-    static tg_status NAME##_vjp(tg_node *nd)                                                   \
-    {                                                                                          \
-        return unary_vjp(nd, ACT);                                                             \
-    }                                                                                          \
-    const tg_op tg__op_##NAME = {                                                              \
-        .name = #NAME,                                                                         \
-        .n_inputs = 1,                                                                         \
-        .shape = tg__shape_same,                                                               \
-        .forward = NAME##_forward,                                                             \
-        .vjp = NAME##_vjp,                                                                     \
-    };                                                                                         \
-    tg_tensor *tg_##NAME(tg_tape *t, tg_tensor *x)                                             \
-    {                                                                                          \
-        return t ? tg__record(t, &tg__op_##NAME, &x, 1, NULL, NULL) : NULL;                    \
+#define ACTIVATION(op, NAME, needs_x_)                                                             \
+    ACTIVATION_RULE(op, NAME, needs_x_)                                                            \
+    tg_tensor *tg_##op(tg_tape *t, tg_tensor *x)                                                   \
+    {                                                                                              \
+        return t ? tg__record(t, &tg__op_##op, &x, 1, NULL, NULL) : NULL;                          \
     }
 
 /*
  * identity:  y = x
  *   VJP: dx += dy
  */
-UNARY_OP(identity, TG_ACT_IDENTITY)
+#define IDENTITY_Y(T, x, alpha) (x)
+#define IDENTITY_DYDX(T, x, y, alpha) ((T)1)
+ACTIVATION(identity, IDENTITY, false)
 
 /*
  * sigmoid:  y = σ(x) = 1 / (1 + e^-x)
  *   σ'(x) = σ(x)(1 - σ(x)):   VJP dx += dy ⊙ y ⊙ (1 - y)     (from the saved output)
- *   For x < 0 we evaluate e^x / (1 + e^x): e^-x would overflow to inf for x << 0. Both
- *   branches are exact where they are used; σ(±inf) = 1 / 0 with gradient 0.
+ *   Evaluated as e^x / (1 + e^x) for x < 0: e^-x would overflow to inf for x << 0. Both
+ *   forms are exact where they are used; σ(±inf) = 1 / 0 with gradient 0; NaN stays NaN.
  *   (tg__vsigmoidf / tg__vsigmoid in vmath.h: ≤ 3 ulp, tested in test-vmath.c.)
  */
-UNARY_OP(sigmoid, TG_ACT_SIGMOID)
+#define SIGMOID_Y(T, x, alpha) VSIGMOID(x)
+#define SIGMOID_DYDX(T, x, y, alpha) ((y) * (1 - (y)))
+ACTIVATION(sigmoid, SIGMOID, false)
 
 /*
  * tanh:  y = tanh(x) = sign(x) u / (u + 2),  u = e^(2|x|) - 1   (vmath.h, ≤ 3 ulp)
  *   tanh'(x) = 1 - tanh²(x):  VJP dx += dy ⊙ (1 - y²)
  */
-UNARY_OP(tanh, TG_ACT_TANH)
+#define TANH_Y(T, x, alpha) VTANH(x)
+#define TANH_DYDX(T, x, y, alpha) (1 - (y) * (y))
+ACTIVATION(tanh, TANH, false)
 
 /*
- * relu:  y = max(x, 0)
- *   relu'(x) = [x > 0] (we take 0 at the kink x = 0, as PyTorch does); NaN stays NaN
+ * relu:  y = max(x, 0)    (written x < 0 ? 0 : x so that NaN passes through)
+ *   relu'(x) = [x > 0] (we take 0 at the kink x = 0, as PyTorch does)
  *   VJP: dx += dy ⊙ [y > 0]   ([y > 0] = [x > 0], and false for NaN either way)
  */
-UNARY_OP(relu, TG_ACT_RELU)
+#define RELU_Y(T, x, alpha) ((x) < 0 ? (T)0 : (x))
+#define RELU_DYDX(T, x, y, alpha) ((y) > 0 ? (T)1 : (T)0)
+ACTIVATION(relu, RELU, false)
 
 /*
  * softplus:  y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
  *   The second form never overflows (e^-|x| <= 1) and keeps precision for x << 0, where
  *   log(1 + tiny) would round to 0: softplus(1000) = 1000, softplus(-1000) = e^-1000.
- *   softplus'(x) = σ(x):  VJP dx += dy ⊙ σ(x)   (two-branch σ as above)
+ *   softplus'(x) = σ(x):  VJP dx += dy ⊙ σ(x)   (the two-form σ above)
  */
-UNARY_OP(softplus, TG_ACT_SOFTPLUS)
+#define SOFTPLUS_Y(T, x, alpha) (((x) > 0 ? (x) : (T)0) + VLOG1PEXP(x))
+#define SOFTPLUS_DYDX(T, x, y, alpha) VSIGMOID(x)
+ACTIVATION(softplus, SOFTPLUS, true)
 
 /*
  * gelu (exact):  y = x Φ(x),  Φ(x) = ½ (1 + erf(x / √2))
  *   gelu'(x) = Φ(x) + x φ(x),  φ(x) = e^(-x²/2) / √(2π)
  *   VJP: dx += dy ⊙ (Φ(x) + x φ(x))
- *   Limits: where Φ(x) = 0 (x <= -38.5 in double, and -inf) y = 0, not -inf · 0 = NaN; x φ(x)
- *   is evaluated at x clamped to ±40, where φ has underflowed to 0 in both dtypes, so
- *   gelu'(±inf) = Φ(±inf) = 1 / 0 instead of inf · 0.
+ *   Limits: below x = -40 Φ(x) is 0 in both dtypes, so y = -0 there instead of
+ *   -inf · 0 = NaN at -inf; beyond |x| = 40 φ(x) is 0 and gelu' = [x > 0], so gelu'(±inf) =
+ *   1 / 0 instead of inf · 0.
  */
-UNARY_OP(gelu, TG_ACT_GELU)
+#define GELU_PHI(T, x) ((T)0.5 * (1 + ERF((x) * (T)INV_SQRT2)))
+#define GELU_Y(T, x, alpha) ((x) < -40 ? (T)-0.0 : (x) * GELU_PHI(T, x))
+#define GELU_DYDX(T, x, y, alpha)                                                                  \
+    ((x) > 40 || (x) < -40 ? ((x) > 0 ? (T)1 : (T)0)                                               \
+                           : GELU_PHI(T, x) + (x) * VEXP((T)-0.5 * (x) * (x)) * (T)INV_SQRT2PI)
+ACTIVATION(gelu, GELU, true)
 
 /*
- * leaky_relu:  y = x > 0 ? x : α x
+ * leaky_relu:  y = x > 0 ? x : α x      (α a constant, 0.01 in tg_activate)
  *   VJP: dx += dy ⊙ (x > 0 ? 1 : α)
  */
-static tg_status
-leaky_relu_forward(tg_node *nd)
-{
-    return unary_forward(nd, TG_ACT_LEAKY_RELU);
-}
-
-static tg_status
-leaky_relu_vjp(tg_node *nd)
-{
-    return unary_vjp(nd, TG_ACT_LEAKY_RELU);
-}
-
-const tg_op tg__op_leaky_relu = {
-    .name = "leaky_relu",
-    .n_inputs = 1,
-    .shape = tg__shape_same,
-    .forward = leaky_relu_forward,
-    .vjp = leaky_relu_vjp,
-};
+#define LEAKY_RELU_Y(T, x, alpha) ((x) < 0 ? (alpha) * (x) : (x))
+#define LEAKY_RELU_DYDX(T, x, y, alpha) ((x) > 0 ? (T)1 : (alpha))
+ACTIVATION_RULE(leaky_relu, LEAKY_RELU, true)
 
 tg_tensor *
 tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha)
@@ -306,6 +185,110 @@ tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha)
         return tg__fail(t, TG_ERR_ARG, "leaky_relu: alpha %g is not finite", alpha);
     struct tg__attr attr = {.scale = alpha};
     return tg__record(t, &tg__op_leaky_relu, &x, 1, &attr, NULL);
+}
+
+/* The rules by tg_activation, for the fused bias_act below. */
+static const struct act_rule *const act_rules[] = {
+    [TG_ACT_IDENTITY] = &identity_rule, [TG_ACT_SIGMOID] = &sigmoid_rule,
+    [TG_ACT_TANH] = &tanh_rule,         [TG_ACT_RELU] = &relu_rule,
+    [TG_ACT_LEAKY_RELU] = &leaky_relu_rule, [TG_ACT_SOFTPLUS] = &softplus_rule,
+    [TG_ACT_GELU] = &gelu_rule,
+};
+_Static_assert(sizeof act_rules / sizeof act_rules[0] == TG_ACT_GELU + 1,
+               "act_rules out of sync with tg_activation");
+
+/* ---- the array machinery shared by every activation ---- */
+
+/* Forward: y = g(x) over [b, e). */
+static void
+rule_forward(const struct act_rule *r, tg_dtype dt, double alpha, const void *x, void *y,
+             size_t b, size_t e)
+{
+    if (dt == TG_F32)
+        r->fwd_f32((float)alpha, (const float *)x + b, (float *)y + b, e - b);
+    else
+        r->fwd_f64(alpha, (const double *)x + b, (double *)y + b, e - b);
+}
+
+/* dz = dy ⊙ g'(x) over n elements starting at `at` of x, y, dy; dz is a block of its own. */
+static void
+rule_dz(const struct act_rule *r, tg_dtype dt, double alpha, const void *x, const void *y,
+        const void *dy, void *dz, size_t at, size_t n)
+{
+    if (dt == TG_F32)
+        r->dz_f32((float)alpha, x ? (const float *)x + at : NULL, (const float *)y + at,
+                  (const float *)dy + at, dz, n);
+    else
+        r->dz_f64(alpha, x ? (const double *)x + at : NULL, (const double *)y + at,
+                  (const double *)dy + at, dz, n);
+}
+
+/* dst[i] += src[i] */
+TG__VEC_CLONES static void
+acc_f32(float *restrict dst, const float *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+TG__VEC_CLONES static void
+acc_f64(double *restrict dst, const double *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+struct act_job {
+    const struct act_rule *rule;
+    double alpha;
+    tg_dtype dt;
+    const void *x, *y, *dy;
+    void *out, *dx;
+};
+
+static void
+act_fwd_chunk(size_t b, size_t e, void *vctx)
+{
+    const struct act_job *j = vctx;
+    rule_forward(j->rule, j->dt, j->alpha, j->x, j->out, b, e);
+}
+
+/* dx += dy ⊙ g': dy ⊙ g' goes into a stack block, then is added, so the VJP accumulates. */
+static void
+act_vjp_chunk(size_t b, size_t e, void *vctx)
+{
+    const struct act_job *j = vctx;
+    double block[BLOCK]; /* BLOCK doubles, or 2·BLOCK floats of which BLOCK are used */
+    for (size_t s = b; s < e; s += BLOCK) {
+        size_t n = e - s < BLOCK ? e - s : BLOCK;
+        rule_dz(j->rule, j->dt, j->alpha, j->rule->needs_x ? j->x : NULL, j->y, j->dy, block, s,
+                n);
+        if (j->dt == TG_F32)
+            acc_f32((float *)j->dx + s, (const float *)block, n);
+        else
+            acc_f64((double *)j->dx + s, block, n);
+    }
+}
+
+static tg_status
+unary_forward(tg_node *nd, const struct act_rule *rule)
+{
+    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .dt = nd->out->dtype,
+                        .x = nd->in[0]->data, .out = nd->out->data};
+    tg__parallel_for(nd->out->size, ACT_GRAIN, act_fwd_chunk, &j);
+    return TG_OK;
+}
+
+static tg_status
+unary_vjp(tg_node *nd, const struct act_rule *rule)
+{
+    if (!nd->in[0]->grad)
+        return TG_OK;
+    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .dt = nd->out->dtype,
+                        .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
+                        .dx = nd->in[0]->grad};
+    tg__parallel_for(nd->out->size, ACT_GRAIN, act_vjp_chunk, &j);
+    return TG_OK;
 }
 
 /*
@@ -328,50 +311,50 @@ tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha)
  *   thread count. Inside a chunk, work goes in stack blocks of BLOCK elements (whole rows when
  *   a row fits), so every loop is a flat vectorizable loop over cache-resident data.
  */
-#define BIAS_HELPERS(T, SFX)                                                                   \
+#define BIAS_HELPERS(T, SFX)                                                                       \
     /* z = x + b[j] over an (nrows x ncols) block of full rows (or one row segment) */         \
-    TG__VEC_CLONES static void bias_rows_##SFX(const T *restrict x, const T *restrict b,       \
-                                               T *restrict z, size_t nrows, size_t ncols)      \
-    {                                                                                          \
-        for (size_t i = 0; i < nrows; i++)                                                     \
-            for (size_t j = 0; j < ncols; j++)                                                 \
-                z[i * ncols + j] = x[i * ncols + j] + b[j];                                    \
-    }                                                                                          \
+    TG__VEC_CLONES static void bias_rows_##SFX(const T *restrict x, const T *restrict b,           \
+                                               T *restrict z, size_t nrows, size_t ncols)          \
+    {                                                                                              \
+        for (size_t i = 0; i < nrows; i++)                                                         \
+            for (size_t j = 0; j < ncols; j++)                                                     \
+                z[i * ncols + j] = x[i * ncols + j] + b[j];                                        \
+    }                                                                                              \
     /* z = x + b[i] */                                                                         \
-    TG__VEC_CLONES static void bias_cols_##SFX(const T *restrict x, const T *restrict b,       \
-                                               T *restrict z, size_t nrows, size_t ncols)      \
-    {                                                                                          \
-        for (size_t i = 0; i < nrows; i++) {                                                   \
-            const T bi = b[i];                                                                 \
-            for (size_t j = 0; j < ncols; j++)                                                 \
-                z[i * ncols + j] = x[i * ncols + j] + bi;                                      \
-        }                                                                                      \
-    }                                                                                          \
+    TG__VEC_CLONES static void bias_cols_##SFX(const T *restrict x, const T *restrict b,           \
+                                               T *restrict z, size_t nrows, size_t ncols)          \
+    {                                                                                              \
+        for (size_t i = 0; i < nrows; i++) {                                                       \
+            const T bi = b[i];                                                                     \
+            for (size_t j = 0; j < ncols; j++)                                                     \
+                z[i * ncols + j] = x[i * ncols + j] + bi;                                          \
+        }                                                                                          \
+    }                                                                                              \
     /* acc[j] += Σ_i v[i][j], rows in order */                                                 \
-    TG__VEC_CLONES static void colsum_##SFX(T *restrict acc, const T *restrict v,             \
-                                            size_t nrows, size_t ncols)                        \
-    {                                                                                          \
-        for (size_t i = 0; i < nrows; i++)                                                     \
-            for (size_t j = 0; j < ncols; j++)                                                 \
-                acc[j] += v[i * ncols + j];                                                    \
-    }                                                                                          \
+    TG__VEC_CLONES static void colsum_##SFX(T *restrict acc, const T *restrict v,                  \
+                                            size_t nrows, size_t ncols)                            \
+    {                                                                                              \
+        for (size_t i = 0; i < nrows; i++)                                                         \
+            for (size_t j = 0; j < ncols; j++)                                                     \
+                acc[j] += v[i * ncols + j];                                                        \
+    }                                                                                              \
     /* acc[i] += Σ_j v[i][j]: 8 lane sums (j mod 8) in a fixed tree, then the tail, so the   \
-     * compiler can vectorize without reassociating anything on its own */                   \
-    TG__VEC_CLONES static void rowsum_##SFX(T *restrict acc, const T *restrict v,             \
-                                            size_t nrows, size_t ncols)                        \
-    {                                                                                          \
-        for (size_t i = 0; i < nrows; i++) {                                                   \
-            const T *row = v + i * ncols;                                                      \
-            T l[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                 \
-            size_t j = 0;                                                                      \
-            for (; j + 8 <= ncols; j += 8)                                                     \
-                for (size_t k = 0; k < 8; k++)                                                 \
-                    l[k] += row[j + k];                                                        \
-            T s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));           \
-            for (; j < ncols; j++)                                                             \
-                s += row[j];                                                                   \
-            acc[i] += s;                                                                       \
-        }                                                                                      \
+     * compiler can vectorize without reassociating anything on its own */                         \
+    TG__VEC_CLONES static void rowsum_##SFX(T *restrict acc, const T *restrict v,                  \
+                                            size_t nrows, size_t ncols)                            \
+    {                                                                                              \
+        for (size_t i = 0; i < nrows; i++) {                                                       \
+            const T *row = v + i * ncols;                                                          \
+            T l[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                     \
+            size_t j = 0;                                                                          \
+            for (; j + 8 <= ncols; j += 8)                                                         \
+                for (size_t k = 0; k < 8; k++)                                                     \
+                    l[k] += row[j + k];                                                            \
+            T s = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));               \
+            for (; j < ncols; j++)                                                                 \
+                s += row[j];                                                                       \
+            acc[i] += s;                                                                           \
+        }                                                                                          \
     }
 
 BIAS_HELPERS(float, f32)
@@ -398,10 +381,16 @@ ba_shape_of(const tg_node *nd)
     return s;
 }
 
+static const struct act_rule *
+rule_of(const tg_node *nd)
+{
+    return act_rules[nd->attr.axis];
+}
+
 static bool
 needs_z_attr(const tg_node *nd)
 {
-    return needs_z((tg_activation)nd->attr.axis);
+    return rule_of(nd)->needs_x;
 }
 
 static tg_status
@@ -443,71 +432,71 @@ struct ba_job {
 
 /* Runs the body on the blocks of rows [r0, r1) with row, col, nrows, ncols set: whole rows
  * when a row fits in BLOCK, else row segments; either way nrows·ncols contiguous elements. */
-#define FOR_BLOCKS(s, r0, r1, ...)                                                            \
-    do {                                                                                       \
-        if ((s).cols <= BLOCK) {                                                               \
-            size_t per_ = (s).cols ? BLOCK / (s).cols : 1;                                     \
-            for (size_t row = (r0); row < (r1); row += per_) {                                 \
-                size_t nrows = (r1) - row < per_ ? (r1) - row : per_, col = 0,                 \
-                       ncols = (s).cols;                                                       \
-                __VA_ARGS__;                                                                   \
-            }                                                                                  \
-        } else {                                                                               \
-            for (size_t row = (r0); row < (r1); row++)                                         \
-                for (size_t col = 0; col < (s).cols; col += BLOCK) {                           \
-                    size_t nrows = 1,                                                          \
-                           ncols = (s).cols - col < BLOCK ? (s).cols - col : BLOCK;            \
-                    __VA_ARGS__;                                                               \
-                }                                                                              \
-        }                                                                                      \
+#define FOR_BLOCKS(s, r0, r1, ...)                                                                 \
+    do {                                                                                           \
+        if ((s).cols <= BLOCK) {                                                                   \
+            size_t per_ = (s).cols ? BLOCK / (s).cols : 1;                                         \
+            for (size_t row = (r0); row < (r1); row += per_) {                                     \
+                size_t nrows = (r1) - row < per_ ? (r1) - row : per_, col = 0,                     \
+                       ncols = (s).cols;                                                           \
+                __VA_ARGS__;                                                                       \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (size_t row = (r0); row < (r1); row++)                                             \
+                for (size_t col = 0; col < (s).cols; col += BLOCK) {                               \
+                    size_t nrows = 1,                                                              \
+                           ncols = (s).cols - col < BLOCK ? (s).cols - col : BLOCK;                \
+                    __VA_ARGS__;                                                                   \
+                }                                                                                  \
+        }                                                                                          \
     } while (0)
 
-#define BA_FORWARD_CHUNK(T, SFX)                                                               \
-    static void ba_fwd_chunk_##SFX(size_t r0, size_t r1, void *vctx)                           \
-    {                                                                                          \
-        const struct ba_job *j = vctx;                                                         \
-        const tg_node *nd = j->nd;                                                             \
-        const T *x = nd->in[0]->data, *b = nd->in[1]->data;                                    \
-        T *y = nd->out->data, *zs = needs_z_attr(nd) ? (T *)nd->scratch : NULL;               \
-        tg_activation act = (tg_activation)nd->attr.axis;                                      \
-        T tmp[BLOCK];                                                                          \
-        FOR_BLOCKS(j->s, r0, r1, {                                                             \
-            size_t at = row * j->s.cols + col, n = nrows * ncols;                              \
-            T *z = zs ? zs + at : tmp;                                                         \
-            if (j->s.row_bias)                                                                 \
-                bias_rows_##SFX(x + at, b + col, z, nrows, ncols);                             \
-            else                                                                               \
-                bias_cols_##SFX(x + at, b + row, z, nrows, ncols);                             \
-            g_fwd_##SFX(act, (T)nd->attr.scale, z, y + at, n);                                 \
-        });                                                                                    \
+#define BA_FORWARD_CHUNK(T, SFX)                                                                   \
+    static void ba_fwd_chunk_##SFX(size_t r0, size_t r1, void *vctx)                               \
+    {                                                                                              \
+        const struct ba_job *j = vctx;                                                             \
+        const tg_node *nd = j->nd;                                                                 \
+        const T *x = nd->in[0]->data, *b = nd->in[1]->data;                                        \
+        T *y = nd->out->data, *zs = needs_z_attr(nd) ? (T *)nd->scratch : NULL;                    \
+        const struct act_rule *rule = rule_of(nd);                                                 \
+        T tmp[BLOCK];                                                                              \
+        FOR_BLOCKS(j->s, r0, r1, {                                                                 \
+            size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
+            T *z = zs ? zs + at : tmp;                                                             \
+            if (j->s.row_bias)                                                                     \
+                bias_rows_##SFX(x + at, b + col, z, nrows, ncols);                                 \
+            else                                                                                   \
+                bias_cols_##SFX(x + at, b + row, z, nrows, ncols);                                 \
+            rule->fwd_##SFX((T)nd->attr.scale, z, y + at, n);                                      \
+        });                                                                                        \
     }
 
-#define BA_VJP_CHUNK(T, SFX)                                                                   \
-    static void ba_vjp_chunk_##SFX(size_t r0, size_t r1, void *vctx)                           \
-    {                                                                                          \
-        const struct ba_job *j = vctx;                                                         \
-        const tg_node *nd = j->nd;                                                             \
-        const T *y = nd->out->data, *dy = nd->out->grad;                                       \
-        T *dx = nd->in[0]->grad, *db = nd->in[1]->grad;                                        \
-        const T *zs = needs_z_attr(nd) ? (const T *)nd->scratch : NULL;                        \
-        T *part = NULL;                                                                        \
-        if (j->s.row_bias && db) {                                                             \
-            part = (T *)nd->scratch + (zs ? j->s.rows * j->s.cols : 0) +                       \
-                   (r0 / j->s.grain_rows) * j->s.cols;                                         \
-            memset(part, 0, j->s.cols * sizeof(T));                                            \
-        }                                                                                      \
-        tg_activation act = (tg_activation)nd->attr.axis;                                      \
-        T tmp[BLOCK];                                                                          \
-        FOR_BLOCKS(j->s, r0, r1, {                                                             \
-            size_t at = row * j->s.cols + col, n = nrows * ncols;                              \
-            g_vjp_##SFX(act, (T)nd->attr.scale, zs ? zs + at : NULL, y + at, dy + at, tmp, n); \
-            if (dx)                                                                            \
-                acc_##SFX(dx + at, tmp, n);                                                    \
-            if (part)                                                                          \
-                colsum_##SFX(part + col, tmp, nrows, ncols);                                   \
-            else if (db && !j->s.row_bias)                                                     \
-                rowsum_##SFX(db + row, tmp, nrows, ncols);                                     \
-        });                                                                                    \
+#define BA_VJP_CHUNK(T, SFX)                                                                       \
+    static void ba_vjp_chunk_##SFX(size_t r0, size_t r1, void *vctx)                               \
+    {                                                                                              \
+        const struct ba_job *j = vctx;                                                             \
+        const tg_node *nd = j->nd;                                                                 \
+        const T *y = nd->out->data, *dy = nd->out->grad;                                           \
+        T *dx = nd->in[0]->grad, *db = nd->in[1]->grad;                                            \
+        const T *zs = needs_z_attr(nd) ? (const T *)nd->scratch : NULL;                            \
+        T *part = NULL;                                                                            \
+        if (j->s.row_bias && db) {                                                                 \
+            part = (T *)nd->scratch + (zs ? j->s.rows * j->s.cols : 0) +                           \
+                   (r0 / j->s.grain_rows) * j->s.cols;                                             \
+            memset(part, 0, j->s.cols * sizeof(T));                                                \
+        }                                                                                          \
+        const struct act_rule *rule = rule_of(nd);                                                 \
+        T tmp[BLOCK];                                                                              \
+        FOR_BLOCKS(j->s, r0, r1, {                                                                 \
+            size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
+            rule->dz_##SFX((T)nd->attr.scale, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
+            if (dx)                                                                                \
+                acc_##SFX(dx + at, tmp, n);                                                        \
+            if (part)                                                                              \
+                colsum_##SFX(part + col, tmp, nrows, ncols);                                       \
+            else if (db && !j->s.row_bias)                                                         \
+                rowsum_##SFX(db + row, tmp, nrows, ncols);                                         \
+        });                                                                                        \
     }
 
 BA_FORWARD_CHUNK(float, f32)
