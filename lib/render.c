@@ -74,6 +74,13 @@ tg_dot_can_render(void)
     return true;
 }
 
+/* One Graphviz context for the process, made on first use and kept (reachable) until exit.
+ * A context per call would be cleaner, but Graphviz 2.42's pango plugin caches a font name
+ * that gvFreeContext frees, so the next context reads freed memory (valgrind shows it under
+ * textspan_size), and every context leaks part of its plugin table. Rendering is not
+ * thread-safe in any case (Graphviz's own state is global). */
+static GVC_t *shared_gvc;
+
 /* The parameter is out_path, not path: Graphviz's <types.h> declares a global named path. */
 
 tg_status
@@ -113,7 +120,9 @@ tg_dot_render(const tg_tape *t, const tg_dot_options *opt, const char *format,
     bool regular = tg__dot_is_regular_file(out);
     gv_messages[0] = '\0';
     agusererrf previous = agseterrf(collect_message);
-    GVC_t *gvc = gvContext();
+    if (!shared_gvc)
+        shared_gvc = gvContext();
+    GVC_t *gvc = shared_gvc;
     Agraph_t *g = gvc ? agread(dot, NULL) : NULL;
     if (!gvc) {
         set_error(err, errsize, "render: Graphviz could not start (out of memory?)");
@@ -136,8 +145,6 @@ tg_dot_render(const tg_tape *t, const tg_dot_options *opt, const char *format,
     }
     if (g)
         agclose(g);
-    if (gvc)
-        gvFreeContext(gvc);
     agseterrf(previous);
     fclose(dot);
 

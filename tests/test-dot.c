@@ -721,7 +721,9 @@ export_seconds(const tg_tape *t, size_t *bytes)
 START_TEST(hundred_thousand_nodes)
 {
     tg_set_allocator(&counting_allocator);
-    const size_t big = 100000, small = 10000;
+    /* Under valgrind (for leaks, not scale) a tenth of the size keeps the run to seconds. */
+    bool valgrind = getenv("TG_UNDER_VALGRIND") != NULL;
+    const size_t big = valgrind ? 10000 : 100000, small = big / 10;
     tg_tape *tb = long_chain(big), *ts = long_chain(small);
     size_t bytes_big, bytes_small;
     double sec_small = export_seconds(ts, &bytes_small);
@@ -732,10 +734,10 @@ START_TEST(hundred_thousand_nodes)
     ck_assert_msg(bytes_big < 12 * bytes_small, "memory %zu -> %zu is not linear", bytes_small,
                   bytes_big);
     /* Time: linear would be 10x; quadratic 100x. 30x (+ 50 ms of noise) separates them on a
-     * loaded machine; valgrind's timing is meaningless, so it is not judged there. */
-    if (!getenv("TG_UNDER_VALGRIND"))
-        ck_assert_msg(sec_big < 30 * sec_small + 0.05, "%.3f s for 10k nodes, %.3f s for 100k",
-                      sec_small, sec_big);
+     * loaded machine; valgrind's timing means nothing, so it is not judged there. */
+    if (!valgrind)
+        ck_assert_msg(sec_big < 30 * sec_small + 0.05, "%.3f s for %zu nodes, %.3f s for %zu",
+                      sec_small, small, sec_big, big);
 #if TG_HAS_GRAPHVIZ
     size_t len;
     char *text = export_string(tb, NULL, &len);
@@ -920,6 +922,21 @@ START_TEST(render)
     const char *svg = tmp_path("seed.svg");
 #if TG_HAS_GRAPHVIZ
     ck_assert(tg_dot_can_render());
+    /* Errors come before Graphviz runs; they are checked everywhere. */
+    ck_assert_int_eq(tg_dot_render(n.t, NULL, "gif", tmp_path("x.gif"), err, sizeof err),
+                     TG_ERR_ARG);
+    ck_assert_int_eq(tg_dot_render(n.t, NULL, "svg", "/nonexistent-dir/x.svg", err, sizeof err),
+                     TG_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err, strerror(ENOENT)));
+    if (getenv("TG_UNDER_VALGRIND") && !getenv("TG_GRAPHVIZ_SUPPRESSED")) {
+        /* Graphviz 2.42 itself leaks in gvLayout (dot_mincross), in its plugin table and in
+         * fontconfig's threads; tests/graphviz.supp suppresses exactly those. Run with
+         * --suppressions=tests/graphviz.supp and TG_GRAPHVIZ_SUPPRESSED=1 to include this. */
+        fprintf(stderr, "test-dot: render: not laying out under valgrind without "
+                        "tests/graphviz.supp (Graphviz's own leaks)\n");
+        net_free(&n);
+        return;
+    }
     tg_dot_options o = {.values = true, .title = "seed \"network\" \\N"};
     tg_status s = tg_dot_render(n.t, &o, "svg", svg, err, sizeof err);
     ck_assert_msg(s == TG_OK, "%s", err);
@@ -931,11 +948,6 @@ START_TEST(render)
     s = tg_dot_render(n.t, NULL, "pdf", pdf, err, sizeof err);
     ck_assert_msg(s == TG_OK, "%s", err);
     expect_magic(pdf, "%PDF");
-    ck_assert_int_eq(tg_dot_render(n.t, NULL, "gif", tmp_path("x.gif"), err, sizeof err),
-                     TG_ERR_ARG);
-    ck_assert_int_eq(tg_dot_render(n.t, NULL, "svg", "/nonexistent-dir/x.svg", err, sizeof err),
-                     TG_ERR_IO);
-    ck_assert_ptr_nonnull(strstr(err, strerror(ENOENT)));
     /* The renderer runs escString substitution (\N, \G: Graphviz #1676); hostile text must
      * come out as text. */
     tg_op op;
@@ -1007,6 +1019,7 @@ main(void)
         perror("mkdtemp");
         return EXIT_FAILURE;
     }
+    dot_program(); /* looked up (and a skip reported) once, before the tests fork */
     int rc = run_suite(dot_suite());
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
