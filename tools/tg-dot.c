@@ -277,6 +277,15 @@ struct args {
     unsigned long long seed;
 };
 
+static const char *
+format_of(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (dot && (!strcmp(dot, ".svg") || !strcmp(dot, ".png") || !strcmp(dot, ".pdf")))
+        return dot + 1;
+    return NULL;
+}
+
 /* 0: run; 1: stop with success (help); 2: usage error. */
 static int
 parse_args(int argc, char **argv, struct args *a)
@@ -349,27 +358,18 @@ parse_args(int argc, char **argv, struct args *a)
         usage(stderr);
         return 2;
     }
+    if (a->render && !format_of(a->render)) { /* before anything is written */
+        fprintf(stderr, "tg-dot: cannot tell the format of %s: name it .svg, .png or .pdf\n",
+                a->render);
+        return 2;
+    }
     return 0;
-}
-
-static const char *
-format_of(const char *path)
-{
-    const char *dot = strrchr(path, '.');
-    if (dot && (!strcmp(dot, ".svg") || !strcmp(dot, ".png") || !strcmp(dot, ".pdf")))
-        return dot + 1;
-    return NULL;
 }
 
 static int
 render(const tg_tape *t, const tg_dot_options *o, const char *path)
 {
-    const char *format = format_of(path);
-    if (!format) {
-        fprintf(stderr, "tg-dot: cannot tell the format of %s: name it .svg, .png or .pdf\n",
-                path);
-        return 1;
-    }
+    const char *format = format_of(path); /* known: checked with the arguments */
     char err[512];
     if (tg_dot_render(t, o, format, path, err, sizeof err) != TG_OK) {
         fprintf(stderr, "tg-dot: %s\n", err);
