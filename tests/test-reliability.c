@@ -1030,7 +1030,8 @@ START_TEST(fp_environment_unchanged)
     fesetround(FE_TONEAREST);
 #if defined(__x86_64__) || defined(__i386__)
     _mm_setcsr(saved);
-    ck_assert_uint_eq(after.mxcsr_control & 0x8040u, 0x8040u);
+    if (!getenv("TG_UNDER_VALGRIND")) /* valgrind does not emulate FTZ/DAZ: reads them as 0 */
+        ck_assert_uint_eq(after.mxcsr_control & 0x8040u, 0x8040u);
 #endif
     ck_assert_int_eq(after.round, FE_TOWARDZERO);
     ck_assert_uint_eq(after.mxcsr_control, before.mxcsr_control);

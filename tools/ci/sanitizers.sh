@@ -1,0 +1,103 @@
+#!/bin/sh
+# The whole test suite under ASan+UBSan and valgrind memcheck, and the threaded tests under
+# ThreadSanitizer, each in its own build directory. Called from .ci/run after the plain run.
+#
+#   tools/ci/sanitizers.sh            # all three
+#   tools/ci/sanitizers.sh asan tsan  # a subset: asan, valgrind, tsan
+#
+# Environment: TG_CI_JOBS (parallel tests, default 2), TG_CI_BUILD_PREFIX (where the build
+# dirs go, default the source root: build-asan, build-valgrind, build-tsan), TG_TSAN_TESTS
+# (the tests TSan runs: the ones that use threads; default "threads parallel").
+# Needs (Debian): valgrind; clang and libomp-14-dev for TSan (libgomp is not instrumented for
+# TSan, so the TSan build uses clang's libomp with its TSan annotations (libarcher); without
+# clang it falls back to gcc with OpenMP disabled). Prints the wall time of each step.
+set -eu
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+prefix=${TG_CI_BUILD_PREFIX:-$root}
+jobs=${TG_CI_JOBS:-2}
+steps=${*:-asan valgrind tsan}
+common="-Dexamples=false -Dtools=true -Dtests=enabled"
+tsan_tests=${TG_TSAN_TESTS:-threads parallel}
+
+now() { date +%s; }
+report() { echo "sanitizers: $1 took $(( $(now) - $2 ))s"; }
+
+setup() { # dir, then meson options; reconfigures an existing dir
+    dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$root" "$@" >/dev/null
+    fi
+}
+
+run_asan() {
+    t0=$(now)
+    dir=$prefix/build-asan
+    setup "$dir" $common -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
+        -Db_lundef=false -Dc_args=-fno-sanitize-recover=all
+    ninja -C "$dir" >/dev/null
+    # CK_FORK=no: Check runs tests in-process, so LSan sees every leak at exit. The
+    # suppression files name third-party libraries only (Graphviz rendering, fonts).
+    asan="halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1"
+    asan="$asan:check_initialization_order=1:suppressions=$root/tests/asan.supp"
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+    export CK_FORK=no TG_UNDER_SANITIZER=1
+    ASAN_OPTIONS=$asan meson test -C "$dir" --no-suite mpi --num-processes "$jobs" \
+        --print-errorlogs --timeout-multiplier 4
+    # Under mpiexec, OpenMPI's own allocations (dlopen'ed plugins, no symbols) look leaked:
+    # that suite runs with every ASan check but the leak check.
+    ASAN_OPTIONS=$asan:detect_leaks=0 meson test -C "$dir" --suite mpi --print-errorlogs \
+        --timeout-multiplier 4
+    unset UBSAN_OPTIONS LSAN_OPTIONS CK_FORK TG_UNDER_SANITIZER
+    report "ASan+UBSan (whole suite)" "$t0"
+}
+
+run_valgrind() {
+    t0=$(now)
+    dir=$prefix/build-valgrind
+    setup "$dir" $common -Dbuildtype=debugoptimized
+    ninja -C "$dir" >/dev/null
+    # The 'valgrind' setup (top-level meson.build): --error-exitcode=1, full leak check,
+    # tests/valgrind.supp, CK_FORK=no. Tests that check timing or spawn MPI skip themselves
+    # under TG_UNDER_VALGRIND.
+    meson test -C "$dir" --setup valgrind --num-processes "$jobs" --print-errorlogs
+    report "valgrind memcheck (whole suite)" "$t0"
+}
+
+run_tsan() {
+    t0=$(now)
+    dir=$prefix/build-tsan
+    archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | tail -n 1 || true)
+    if command -v clang >/dev/null 2>&1 && [ -n "$archer" ]; then
+        [ -f "$dir/build.ninja" ] || CC=clang meson setup "$dir" "$root" >/dev/null
+        setup "$dir" $common -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false
+        tool="OMP_TOOL_LIBRARIES=$archer"
+    else
+        setup "$dir" $common -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false \
+            -Dopenmp=disabled
+        tool=
+    fi
+    ninja -C "$dir" >/dev/null
+    # ignore_noninstrumented_modules: libomp's own allocator is not built with TSan; archer
+    # annotates the OpenMP synchronisation itself.
+    env $tool TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1" CK_FORK=no \
+        TG_UNDER_SANITIZER=1 \
+        meson test -C "$dir" --num-processes 1 --print-errorlogs --timeout-multiplier 4 \
+        $tsan_tests
+    report "ThreadSanitizer ($tsan_tests)" "$t0"
+}
+
+total=$(now)
+for s in $steps; do
+    case $s in
+    asan) run_asan ;;
+    valgrind) run_valgrind ;;
+    tsan) run_tsan ;;
+    *) echo "sanitizers: unknown step '$s' (asan, valgrind, tsan)" >&2; exit 2 ;;
+    esac
+done
+report "all steps" "$total"
