@@ -10,6 +10,7 @@
  * The cost is that each thread packs the whole of the un-split operand: O(m·k) extra for
  * O(m·n·k/T) of work, under 1% once the split dimension is past a few hundred.
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -37,6 +38,28 @@ struct workspace {
 
 static _Thread_local struct workspace thread_workspace;
 
+/* A thread that exits frees its buffer: the key's destructor runs at pthread_exit (and when a
+ * thread function returns), before the thread's _Thread_local storage goes away. Without it
+ * every user thread that ran a gemm leaked its packing buffer (found by LeakSanitizer in
+ * tests/hardening/test-threads.c). The main thread's buffer lives until the process ends. */
+static pthread_key_t workspace_key;
+static pthread_once_t workspace_once = PTHREAD_ONCE_INIT;
+static bool workspace_key_ok;
+
+static void
+workspace_at_thread_exit(void *p)
+{
+    struct workspace *w = p;
+    tg__free(w->raw);
+    *w = (struct workspace){0};
+}
+
+static void
+workspace_key_init(void)
+{
+    workspace_key_ok = pthread_key_create(&workspace_key, workspace_at_thread_exit) == 0;
+}
+
 void *
 tg__gemm_workspace(size_t bytes)
 {
@@ -53,6 +76,9 @@ tg__gemm_workspace(size_t bytes)
     w->raw = raw;
     w->aligned = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     w->size = bytes;
+    pthread_once(&workspace_once, workspace_key_init);
+    if (workspace_key_ok)
+        pthread_setspecific(workspace_key, w);
     return w->aligned;
 }
 
