@@ -580,6 +580,12 @@ idx_to_features(tg_dataset *ds, const char *path, const struct idx *x, const tg_
         if (__builtin_mul_overflow(c->features, (size_t)x->dims[i], &c->features))
             return ds_fail(ds, TG_ERR_FORMAT, "\"%s\": the dims of one example overflow", path);
     }
+    /* Examples with no values are no data to train on, and a 16-byte header declaring 2^32
+     * of them would make every batcher allocate 8 bytes per example (found by fuzz-idx). */
+    if (c->features == 0 && c->count > 0)
+        return ds_fail(ds, TG_ERR_FORMAT,
+                       "\"%s\": %zu examples of 0 values each (a dim after the first is 0)",
+                       path, c->count);
     size_t bytes;
     if (__builtin_mul_overflow(x->count, esize, &bytes))
         return ds_fail(ds, TG_ERR_NOMEM, "\"%s\": %zu values of %zu bytes overflow", path,
