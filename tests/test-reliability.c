@@ -1071,6 +1071,26 @@ START_TEST(locale_and_signals_unchanged)
 }
 END_TEST
 
+/* Regression (found by fuzz-idx): a 16-byte IDX header declaring 285 million examples of
+ * (16 x 0) values loaded as a data set of empty examples, and a batcher over it allocated
+ * 2.3 GB of indices. Empty examples are now a format error naming the count. */
+START_TEST(idx_empty_examples_rejected)
+{
+    char path[] = "/tmp/tg-rel-idx-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const unsigned char file[16] = {0, 0, 8, 3, 0x10, 0xff, 0x10, 0, 0, 0, 0, 0x10, 0, 0, 0, 0};
+    ck_assert_int_eq(write(fd, file, sizeof file), (int)sizeof file);
+    close(fd);
+    tg_dataset *ds = tg_dataset_new();
+    ck_assert_int_eq(tg_dataset_load_idx(ds, path, NULL, NULL), TG_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(tg_dataset_error(ds), "285151232 examples of 0 values"));
+    ck_assert_uint_eq(tg_dataset_count(ds), 0);
+    tg_dataset_free(ds);
+    unlink(path);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1087,6 +1107,7 @@ main(void)
     tcase_add_test(tc, row08_foreign_tape_both_named);
     tcase_add_test(tc, row09_stale_everywhere);
     tcase_add_test(tc, rows11_12_every_binary_op);
+    tcase_add_test(tc, idx_empty_examples_rejected);
     tcase_add_test(tc, row13_nothing_after_first_error);
     suite_add_tcase(s, tc);
 
