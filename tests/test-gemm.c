@@ -139,8 +139,11 @@ DEFINE_CHECK_CASE(check_case_f64, double, tg__gemm_f64, tg__gemm_ref_f64, 0x1p-5
  * All 4 transpose combinations x all m, n, k in dims, for f32 and f64. alpha, beta and the
  * stride padding cycle with the case number so that every combination of them meets many
  * shapes without a full cross product (which would take minutes on the generic path). Cases
- * with m·n·k above 2^16 are thinned to one in eight, keeping the large ones represented.
+ * with m·n·k above 2^16 are thinned to one in eight, keeping the large ones represented (one
+ * in 64 under valgrind, whose ~50x slowdown made this test take 20 minutes there; the memory
+ * errors it looks for do not depend on how many large shapes run).
  */
+static size_t large_case_stride = 8;
 START_TEST(path_matches_reference)
 {
     const char *path = paths[_i];
@@ -158,7 +161,7 @@ START_TEST(path_matches_reference)
                     for (size_t ik = 0; ik < N_DIMS; ik++) {
                         size_t m = dims[im], n = dims[in], k = dims[ik];
                         case_no++;
-                        if (m * n * k > ((size_t)1 << 16) && case_no % 8 != 0)
+                        if (m * n * k > ((size_t)1 << 16) && case_no % large_case_stride != 0)
                             continue;
                         double alpha = alphas[case_no % 3];
                         double beta = betas[(case_no / 3) % 3];
@@ -422,6 +425,8 @@ gemm_suite(void)
 int
 main(void)
 {
+    if (getenv("TG_UNDER_VALGRIND"))
+        large_case_stride = 64;
     SRunner *sr = srunner_create(gemm_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

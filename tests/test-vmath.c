@@ -20,6 +20,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "../lib/ops/vmath.h"
 #include "common.h"
@@ -196,11 +197,19 @@ static Suite *
 vmath_suite(void)
 {
     Suite *s = suite_create("vmath");
-    TCase *tc = tcase_create("accuracy against long double libm");
-    tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, float_within_ulp_bound, 0, (int)(sizeof f32s / sizeof f32s[0]));
-    tcase_add_loop_test(tc, double_within_ulp_bound, 0, (int)(sizeof f64s / sizeof f64s[0]));
-    suite_add_tcase(s, tc);
+    TCase *tc;
+    /* valgrind runs x87 long double at double precision, so the reference is no longer finer
+     * than a double ulp (a correct tanh measured 4 "ulp" there), and these loops are pure
+     * arithmetic with nothing for memcheck to find: the accuracy cases run everywhere else. */
+    if (getenv("TG_UNDER_VALGRIND")) {
+        printf("vmath: accuracy cases skipped under valgrind (no 80-bit long double)\n");
+    } else {
+        tc = tcase_create("accuracy against long double libm");
+        tcase_set_timeout(tc, 600);
+        tcase_add_loop_test(tc, float_within_ulp_bound, 0, (int)(sizeof f32s / sizeof f32s[0]));
+        tcase_add_loop_test(tc, double_within_ulp_bound, 0, (int)(sizeof f64s / sizeof f64s[0]));
+        suite_add_tcase(s, tc);
+    }
     tc = tcase_create("edge values");
     tcase_add_test(tc, edge_values);
     suite_add_tcase(s, tc);
