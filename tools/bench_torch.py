@@ -134,10 +134,15 @@ def main():
                 ours[(r["net"], r["dtype"], r["threads"])] = r
         for dtype in a.dtypes.split(","):
             for th in a.threads.split(","):
+                # torch.set_num_threads does not reach OpenBLAS's own thread pool: without
+                # these, "1 thread" PyTorch multiplies matrices on every core (and 2 threads
+                # oversubscribe), so each child gets the thread count in all three variables.
+                env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th,
+                           MKL_NUM_THREADS=th)
                 res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", net,
                                       dtype, th, "--reps", str(a.reps), "--min-time",
                                       str(a.min_time)],
-                                     env=torch_env, check=True, capture_output=True, text=True)
+                                     env=env, check=True, capture_output=True, text=True)
                 for line in res.stdout.splitlines():
                     if line.startswith("net="):
                         r = parse(line)
