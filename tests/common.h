@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <tapegrad/op.h>
 #include <tapegrad/tapegrad.h>
@@ -37,6 +38,19 @@ struct fd_result fd_check(tg_dtype dt, test_graph_fn fn, void *ctx, struct test_
 /* Fill vals with uniform values in [lo, hi). */
 void fill_uniform(double *vals, size_t n, tg_rng *r, double lo, double hi);
 size_t dims_size(int ndim, const int64_t *dims);
+
+/* The tape t holds `status` and an error message containing every given substring (the op,
+ * the tensors' names, their shapes...). */
+#define ASSERT_TAPE_ERROR(t, status, ...)                                                      \
+    do {                                                                                       \
+        ck_assert_int_eq(tg_tape_status(t), (status));                                         \
+        const char *msg_ = tg_tape_error(t);                                                   \
+        ck_assert_ptr_nonnull(msg_);                                                           \
+        const char *want_[] = {__VA_ARGS__};                                                   \
+        for (size_t k_ = 0; k_ < sizeof want_ / sizeof want_[0]; k_++)                         \
+            ck_assert_msg(strstr(msg_, want_[k_]), "message \"%s\" lacks \"%s\"", msg_,        \
+                          want_[k_]);                                                          \
+    } while (0)
 
 /* Run a Check suite in the current process (honours CK_FORK); returns the exit status. */
 int run_suite(Suite *s);

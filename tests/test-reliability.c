@@ -33,16 +33,7 @@ static tg_tape *tape;
 static void setup(void) { tape = tg_tape_new(); }
 static void teardown(void) { tg_tape_free(tape); }
 
-#define ASSERT_ERROR(status, ...)                                                              \
-    do {                                                                                       \
-        ck_assert_int_eq(tg_tape_status(tape), (status));                                      \
-        const char *msg_ = tg_tape_error(tape);                                                \
-        ck_assert_ptr_nonnull(msg_);                                                           \
-        const char *want_[] = {__VA_ARGS__};                                                   \
-        for (size_t k_ = 0; k_ < sizeof want_ / sizeof want_[0]; k_++)                         \
-            ck_assert_msg(strstr(msg_, want_[k_]), "message \"%s\" lacks \"%s\"", msg_,        \
-                          want_[k_]);                                                          \
-    } while (0)
+#define ASSERT_ERROR(status, ...) ASSERT_TAPE_ERROR(tape, status, __VA_ARGS__)
 
 /* Bitwise equality of doubles (NaN == NaN with the same payload, -0 != +0). */
 #define ASSERT_BITS_EQ(x, y)                                                                   \
