@@ -46,6 +46,31 @@ block_free(struct tg__arena_block *b)
     tg__free(((void **)b)[-1]);
 }
 
+/* Whether a new block for a request of `need` bytes fits under the limit; *want (>= need) is
+ * lowered to what is left when it would not. Records a refusal in the budget. */
+static bool
+budget_allows(struct tg__arena_budget *budget, size_t need, size_t *want)
+{
+    if (!budget || budget->limit == 0)
+        return true;
+    size_t room = budget->limit > budget->held ? budget->limit - budget->held : 0;
+    if (need > room) {
+        budget->refused = need;
+        return false;
+    }
+    if (*want > room)
+        *want = room;
+    return true;
+}
+
+static void
+add_total(struct tg__arena *a, size_t bytes)
+{
+    a->total += bytes;
+    if (a->budget)
+        a->budget->held += bytes;
+}
+
 void *
 tg__arena_alloc(struct tg__arena *a, size_t size)
 {
@@ -67,13 +92,16 @@ tg__arena_alloc(struct tg__arena *a, size_t size)
         }
     }
 
-    /* Append a new block at the end of the chain, at least double the last one. */
+    /* Append a new block at the end of the chain, at least double the last one (or what is
+     * left under the budget's limit, if that is less but still enough). */
     struct tg__arena_block *last = a->current;
     while (last && last->next)
         last = last->next;
     size_t want = last ? last->size * 2 : TG__ARENA_MIN_BLOCK;
     if (want < size)
         want = size;
+    if (!budget_allows(a->budget, size, &want))
+        return NULL;
     struct tg__arena_block *b = block_new(want);
     if (!b)
         return NULL;
@@ -81,7 +109,7 @@ tg__arena_alloc(struct tg__arena *a, size_t size)
         last->next = b;
     else
         a->first = b;
-    a->total += want;
+    add_total(a, want);
     b->used = size;
     a->current = b;
     return block_data(b);
@@ -92,7 +120,10 @@ tg__arena_reserve(struct tg__arena *a, size_t bytes)
 {
     if (a->total >= bytes)
         return true;
-    struct tg__arena_block *b = block_new(bytes - a->total);
+    size_t want = bytes - a->total;
+    if (!budget_allows(a->budget, want, &want))
+        return false;
+    struct tg__arena_block *b = block_new(want);
     if (!b)
         return false;
     struct tg__arena_block *last = a->first;
@@ -102,7 +133,7 @@ tg__arena_reserve(struct tg__arena *a, size_t bytes)
         last->next = b;
     else
         a->first = a->current = b;
-    a->total += b->size;
+    add_total(a, b->size);
     return true;
 }
 
@@ -124,5 +155,7 @@ tg__arena_release(struct tg__arena *a)
         b = next;
     }
     a->first = a->current = NULL;
+    if (a->budget)
+        a->budget->held -= a->total;
     a->total = 0;
 }

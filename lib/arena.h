@@ -18,13 +18,24 @@ struct tg__arena_block {
     /* data follows, aligned to TG__ARENA_ALIGN */
 };
 
+/* A cap shared by several arenas (a tape's three): the bytes their blocks hold together never
+ * exceed limit (0: no limit). A block that would cross it is made smaller when the request
+ * still fits, else refused, and the refused request is recorded for the error message. */
+struct tg__arena_budget {
+    size_t limit;   /* 0: none */
+    size_t held;    /* sum of the member arenas' totals */
+    size_t refused; /* bytes of the last request refused by the limit, 0 if none since cleared */
+};
+
 struct tg__arena {
     struct tg__arena_block *first;
     struct tg__arena_block *current;
-    size_t total; /* bytes held in all blocks */
+    size_t total;                    /* bytes held in all blocks */
+    struct tg__arena_budget *budget; /* NULL: unlimited */
 };
 
-/* Aligned, uninitialized memory, or NULL when out of memory (or size overflows). */
+/* Aligned, uninitialized memory, or NULL when out of memory, over the budget's limit (or size
+ * overflows). */
 void *tg__arena_alloc(struct tg__arena *a, size_t size);
 void tg__arena_reset(struct tg__arena *a);
 /* Make sure the arena holds at least `bytes` in its blocks (grows by one block if not), so a

@@ -122,6 +122,9 @@ struct tg_tape {
      * reported as stale instead of silently aliasing a new tensor. The two are kept the same
      * size so that the second step allocates nothing either. */
     struct tg__arena headers[2];
+    /* tg_tape_set_memory_limit: caps arena + headers together; a refusal is named in the
+     * error (tg__vfail) */
+    struct tg__arena_budget budget;
     tg_node **nodes; /* capacity survives resets */
     size_t n_nodes, cap_nodes;
     size_t n_tensors;

@@ -42,13 +42,25 @@ tg_dtype_name(tg_dtype dt)
     return dt == TG_F32 ? "f32" : dt == TG_F64 ? "f64" : "unknown dtype";
 }
 
+/*
+ * An allocation the tape's memory limit refused reaches here as an ordinary out-of-memory
+ * error from whichever site asked (tensor, node, scratch, gradient, an op's own arena use);
+ * the limit is named here, once, rather than at every site:
+ *   matmul: out of memory (8000000 bytes) for a f64 tensor (1000x1000): over the tape's memory
+ *   limit of 1048576 bytes (196608 held, 8000000 more asked for)
+ */
 tg_tensor *
 tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap)
 {
     if (t->status == TG_OK) {
-        vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+        int n = vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+        if (s == TG_ERR_NOMEM && t->budget.refused && n >= 0 && (size_t)n < sizeof t->errmsg)
+            snprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n,
+                     ": over the tape's memory limit of %zu bytes (%zu held, %zu more asked for)",
+                     t->budget.limit, t->budget.held, t->budget.refused);
         t->status = s;
     }
+    t->budget.refused = 0;
     return &t->nil;
 }
 

@@ -20,6 +20,7 @@ tg_tape_new(void)
     t->nil.tape = t;
     t->nil.dtype = TG_F64;
     t->nil.ndim = 0;
+    t->arena.budget = t->headers[0].budget = t->headers[1].budget = &t->budget;
     return t;
 }
 
@@ -34,6 +35,7 @@ tg_tape_reset(tg_tape *t)
     t->n_tensors = 0;
     t->status = TG_OK;
     t->errmsg[0] = '\0';
+    t->budget.refused = 0;
     t->gen++;
 }
 
@@ -73,6 +75,13 @@ size_t
 tg_tape_arena_bytes(const tg_tape *t)
 {
     return t ? t->arena.total + t->headers[0].total + t->headers[1].total : 0;
+}
+
+void
+tg_tape_set_memory_limit(tg_tape *t, size_t bytes)
+{
+    if (t)
+        t->budget.limit = bytes;
 }
 
 void

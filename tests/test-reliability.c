@@ -222,6 +222,62 @@ START_TEST(row04_over_memory_cap)
 }
 END_TEST
 
+/* Row 4, the configured cap: tg_tape_set_memory_limit. Over it, the error names the op, the
+ * bytes asked for and the cap, nothing is allocated for the refused request and the tape's
+ * memory stays under the cap; under it, nothing fails (even where the arena's doubling growth
+ * alone would cross the cap); reset makes the tape usable again; 0 lifts the cap. */
+START_TEST(row04_tape_memory_limit)
+{
+    const size_t cap = (size_t)1 << 20;
+    tg_tape_set_memory_limit(tape, cap);
+    tg_tensor *col = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){1000, 1}, "col");
+    tg_tensor *row = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){1, 1000}, "row");
+    ck_assert_int_eq(tg_tape_status(tape), TG_OK);
+    size_t held = tg_tape_arena_bytes(tape);
+    ck_assert_uint_le(held, cap);
+
+    n_allocs = 0;
+    tg_set_allocator(&counting);
+    tg_tensor *outer = tg_matmul(tape, col, row); /* (1000x1000) f64: 8 MB */
+    tg_set_allocator(NULL);
+    ck_assert_uint_eq(n_allocs, 0);
+    ck_assert_ptr_null(tg_tensor_data(outer)); /* the nil tensor */
+    ASSERT_ERROR(TG_ERR_NOMEM, "matmul", "8000000 bytes", "(1000x1000)",
+                 "memory limit of 1048576 bytes");
+    ck_assert_uint_eq(tg_tape_node_count(tape), 0);
+    ck_assert_uint_eq(tg_tape_arena_bytes(tape), held);
+
+    /* Under the cap: a 300000-byte tensor, then one whose block the doubling rule would make
+     * 600000 bytes (past the cap) but which itself fits: the block is cut to what is left. */
+    tg_tape_reset(tape);
+    for (int step = 0; step < 2; step++) {
+        tg_tape_reset(tape);
+        tg_tensor *a = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){300, 125}, "a");
+        tg_tensor *b = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){100, 50}, "b");
+        tg_tensor *s = tg_add(tape, tg_sum(tape, a), tg_sum(tape, b));
+        ck_assert_msg(tg_tape_status(tape) == TG_OK, "step %d: %s", step, tg_tape_error(tape));
+        ck_assert_double_eq(tg_tensor_item(s), 0);
+        ck_assert_uint_le(tg_tape_arena_bytes(tape), cap);
+    }
+    /* ... and what is left after that is refused, with the arena still under the cap */
+    tg_tensor_new(tape, TG_F32, 2, (int64_t[]){1000, 1000}, "big");
+    ASSERT_ERROR(TG_ERR_NOMEM,
+                 "tensor: out of memory (4000000 bytes) for a f32 tensor (1000x1000)",
+                 "memory limit of 1048576 bytes");
+    ck_assert_uint_le(tg_tape_arena_bytes(tape), cap);
+
+    /* No cap: the same product runs. */
+    tg_tape_set_memory_limit(tape, 0);
+    tg_tape_reset(tape);
+    col = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){1000, 1}, "col");
+    row = tg_tensor_new(tape, TG_F64, 2, (int64_t[]){1, 1000}, "row");
+    tg_tensor_fill(col, 2);
+    tg_tensor_fill(row, 3);
+    ck_assert_double_eq(tg_tensor_item(tg_mean(tape, tg_matmul(tape, col, row))), 6);
+    ck_assert_int_eq(tg_tape_status(tape), TG_OK);
+}
+END_TEST
+
 /* Row 6: the message names the op and the byte count; after the failure the same tape,
  * reset, runs the step (consistent), and leaks are left to ASan/valgrind. Every allocation of
  * a softmax step with finite tracing and a seeded backward fails in turn. */
@@ -1093,6 +1149,7 @@ main(void)
     tcase_add_test(tc, row01_empty_with_huge_dim_is_instant);
     tcase_add_test(tc, rows02_05_params_and_wrap);
     tcase_add_test(tc, row04_over_memory_cap);
+    tcase_add_test(tc, row04_tape_memory_limit);
     tcase_add_test(tc, row06_allocation_failure_every_site_softmax_step);
     tcase_add_test(tc, row07_null_everywhere);
     tcase_add_test(tc, row08_foreign_tape_both_named);

@@ -119,6 +119,11 @@ TG_API const char *tg_tape_error(const tg_tape *t); /* first error, or NULL when
 TG_API size_t tg_tape_node_count(const tg_tape *t);
 /* Bytes the tape's arena holds (in use or free), for memory reports. */
 TG_API size_t tg_tape_arena_bytes(const tg_tape *t);
+/* Cap tg_tape_arena_bytes() at `bytes` (0, the default: no cap). A tensor, node, scratch or
+ * gradient that would take the tape past it fails with TG_ERR_NOMEM, naming the op, the bytes
+ * asked for and the cap. Parameters (tg_params) live outside the tape and are not counted.
+ * Memory the tape already holds is kept; tg_tape_reset() clears the error and reuses it. */
+TG_API void tg_tape_set_memory_limit(tg_tape *t, size_t bytes);
 /* Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
  * node whose output (or gradient) holds a NaN or Inf. Off by default; costs nothing when off. */
 TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
