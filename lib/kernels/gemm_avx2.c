@@ -15,10 +15,11 @@
 
 #include "gemm_impl.h"
 #include "kernels.h"
+#include "transpose_x86.h"
 
 #define GT_MC 96
 #define GT_KC 384
-#define GT_NC 4080
+#define GT_NC 4096
 
 /* ---- float32: 6 x 16 ---- */
 #define GT float
@@ -37,6 +38,8 @@
 #define GT_V_MUL(a, b) _mm256_mul_ps(a, b)
 #define GT_V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define GT_S_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#define GT_TB 8
+#define GT_TRANSPOSE tg__transpose_8x8_f32
 tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #include "gemm_template.h"
 #undef GT
@@ -55,6 +58,8 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #undef GT_V_MUL
 #undef GT_V_FMA
 #undef GT_S_FMA
+#undef GT_TB
+#undef GT_TRANSPOSE
 #undef GT_MC
 
 /* ---- float64: 6 x 8 ---- */
@@ -75,6 +80,8 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #define GT_V_MUL(a, b) _mm256_mul_pd(a, b)
 #define GT_V_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
 #define GT_S_FMA(a, b, c) __builtin_fma(a, b, c)
+#define GT_TB 4
+#define GT_TRANSPOSE tg__transpose_4x4_f64
 tg__gemm_block_f64 tg__gemm_block_avx2_f64;
 #include "gemm_template.h"
 

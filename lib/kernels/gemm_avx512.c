@@ -16,6 +16,7 @@
 
 #include "gemm_impl.h"
 #include "kernels.h"
+#include "transpose_x86.h"
 
 #define GT_KC 256
 #define GT_NC 4096
@@ -38,6 +39,8 @@
 #define GT_V_MUL(a, b) _mm512_mul_ps(a, b)
 #define GT_V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define GT_S_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#define GT_TB 8 /* 256-bit shuffles: AVX-512F implies AVX2 */
+#define GT_TRANSPOSE tg__transpose_8x8_f32
 tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #include "gemm_template.h"
 #undef GT
@@ -56,6 +59,8 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_V_MUL
 #undef GT_V_FMA
 #undef GT_S_FMA
+#undef GT_TB
+#undef GT_TRANSPOSE
 #undef GT_MC
 
 /* ---- float64: 12 x 16 ---- */
@@ -76,6 +81,8 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #define GT_V_MUL(a, b) _mm512_mul_pd(a, b)
 #define GT_V_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)
 #define GT_S_FMA(a, b, c) __builtin_fma(a, b, c)
+#define GT_TB 4
+#define GT_TRANSPOSE tg__transpose_4x4_f64
 tg__gemm_block_f64 tg__gemm_block_avx512_f64;
 #include "gemm_template.h"
 

@@ -14,8 +14,8 @@
  *             acc = Σ_p Ap[ir][p][:] ⊗ Bp[jr][p][:]   (p ascending)
  *             C_tile = alpha·acc + beta'·C_tile      (beta' = beta for pc = 0, else 1)
  *
- * Each C element therefore sees its k products summed in KC-sized runs, in ascending p, then
- * folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
+ * Each C element therefore sees its k products summed in runs of at most KC, in ascending p,
+ * then folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
  * splits C between threads. Transposes only change the packing loops' addressing, so
  * backward's dZ·Aᵀ and Wᵀ·dZ never build a transposed copy. Partial panels are zero-padded,
  * so the micro-kernel always runs a full MR x NR tile; edge tiles go through a local tile.
@@ -31,6 +31,15 @@
  *   GT_V_ZERO(), GT_V_LOAD(p) (64-byte-aligned packed data), GT_V_LOADU(p), GT_V_STOREU(p, v),
  *   GT_V_SET1(x), GT_V_MUL(a, b), GT_V_FMA(a, b, c) = a·b + c,
  *   GT_S_FMA(a, b, c)   the scalar twin of GT_V_FMA (same rounding), for edge tiles.
+ * and optionally, for packing a transposed B with vector shuffles (transpose_x86.h):
+ *   GT_TB, GT_TRANSPOSE(src, lds, dst, ldd)   dst[p·ldd + j] = src[j·lds + p], p, j < GT_TB;
+ *                   GT_NR a multiple of GT_TB.
+ *
+ * Block sizes are balanced: k is cut into ceil(k/KC) runs of equal length (rounded up to 4)
+ * rather than full KC runs and a short tail, and likewise m and n into MR/NR-aligned blocks of
+ * at most MC and NC — a short tail block repacks a whole operand for a sliver of work (n = 4096
+ * with NC = 4080 used to pack all of A again for 16 columns). The runs depend on k alone, so
+ * the summation order stays independent of the thread split.
  */
 #include <string.h>
 
@@ -192,12 +201,24 @@ GT_FN(pack_b)(bool trans, size_t kc, size_t nc, const GT *restrict b, size_t ldb
                 }
             }
         } else {
-            /* Column j of op(B) is row j of stored B: read NR rows in step. */
+            /* Column j of op(B) is row j of stored B: NR rows read in step, transposed in
+             * GT_TB x GT_TB blocks where the path has a shuffle transpose, element by element
+             * for the rest (the last kc % GT_TB values, a partial panel). */
             if (nr < GT_NR)
                 memset(dst, 0, kc * GT_NR * sizeof(GT));
+            size_t p_done = 0;
+#ifdef GT_TB
+            if (nr == GT_NR) {
+                p_done = kc / GT_TB * GT_TB;
+                for (size_t p0 = 0; p0 < p_done; p0 += GT_TB)
+                    for (size_t j0 = 0; j0 < GT_NR; j0 += GT_TB)
+                        GT_TRANSPOSE(b + (jr + j0) * ldb + p0, ldb, dst + p0 * GT_NR + j0,
+                                     GT_NR);
+            }
+#endif
             for (size_t j = 0; j < nr; j++) {
                 const GT *src = b + (jr + j) * ldb;
-                for (size_t p = 0; p < kc; p++)
+                for (size_t p = p_done; p < kc; p++)
                     dst[p * GT_NR + j] = src[p];
             }
         }
@@ -211,32 +232,41 @@ GT_FN(round_up)(size_t x, size_t to)
     return (x + to - 1) / to * to;
 }
 
+/* The step that cuts dim into ceil(dim / max) equal blocks, rounded up to a multiple of unit
+ * (max is a multiple of unit, so the step never exceeds it). */
+static size_t
+GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
+{
+    size_t blocks = (dim + max - 1) / max;
+    return GT_FN(round_up)((dim + blocks - 1) / blocks, unit);
+}
+
 void
 GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
          size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
 {
-    size_t kc_max = k < GT_KC ? k : GT_KC;
-    size_t mc_max = GT_FN(round_up)(m < GT_MC ? m : GT_MC, GT_MR);
-    size_t nc_max = GT_FN(round_up)(n < GT_NC ? n : GT_NC, GT_NR);
-    /* Ap then Bp; mc_max·kc_max is a multiple of MR·… elements, rounded to 64 bytes. */
-    size_t a_elems = GT_FN(round_up)(mc_max * kc_max, 64 / sizeof(GT));
-    GT *ap = tg__gemm_workspace((a_elems + nc_max * kc_max) * sizeof(GT));
+    size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
+    size_t mc_step = GT_FN(balanced_step)(m, GT_MC, GT_MR);
+    size_t nc_step = GT_FN(balanced_step)(n, GT_NC, GT_NR);
+    /* Ap then Bp; Ap rounded to 64 bytes so Bp's panels are aligned too. */
+    size_t a_elems = GT_FN(round_up)(mc_step * kc_step, 64 / sizeof(GT));
+    GT *ap = tg__gemm_workspace((a_elems + nc_step * kc_step) * sizeof(GT));
     if (!ap) {
         GT_REF(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
     GT *bp = ap + a_elems;
 
-    for (size_t jc = 0; jc < n; jc += GT_NC) {
-        size_t nc = n - jc < GT_NC ? n - jc : GT_NC;
-        for (size_t pc = 0; pc < k; pc += GT_KC) {
-            size_t kc = k - pc < GT_KC ? k - pc : GT_KC;
+    for (size_t jc = 0; jc < n; jc += nc_step) {
+        size_t nc = n - jc < nc_step ? n - jc : nc_step;
+        for (size_t pc = 0; pc < k; pc += kc_step) {
+            size_t kc = k - pc < kc_step ? k - pc : kc_step;
             GT beta_block = pc == 0 ? beta : 1;
             const GT *b_block = trans_b ? b + jc * ldb + pc : b + pc * ldb + jc;
             GT_FN(pack_b)(trans_b, kc, nc, b_block, ldb, bp);
 
-            for (size_t ic = 0; ic < m; ic += GT_MC) {
-                size_t mc = m - ic < GT_MC ? m - ic : GT_MC;
+            for (size_t ic = 0; ic < m; ic += mc_step) {
+                size_t mc = m - ic < mc_step ? m - ic : mc_step;
                 const GT *a_block = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
                 GT_FN(pack_a)(trans_a, mc, kc, a_block, lda, ap);
 
