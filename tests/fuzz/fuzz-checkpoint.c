@@ -17,33 +17,9 @@
 #include <tapegrad/checkpoint.h>
 #include <tapegrad/tapegrad.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz-checkpoint: invariant failed at line %d: %s\n", __LINE__,    \
-                    #cond);                                                                    \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
-
-static char path[4096];
-
-static bool
-write_input(const uint8_t *data, size_t size)
-{
-    if (!path[0]) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/tg-fuzz-ckpt-%ld.safetensors", dir && *dir ? dir : "/tmp",
-                 (long)getpid());
-    }
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return false;
-    bool ok = fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok;
-}
+#define FUZZ_TARGET "fuzz-checkpoint"
+#define FUZZ_FILE_NAME "tg-fuzz-ckpt-%ld.safetensors"
+#include "fuzz-file.h"
 
 static void
 load_into_state_dict(unsigned flags)
@@ -67,7 +43,7 @@ load_into_state_dict(unsigned flags)
         double before64[6];
         memcpy(before32, tg_params_values(p32), tg_params_size(p32) * sizeof(float));
         memcpy(before64, tg_params_values(p64), tg_params_size(p64) * sizeof(double));
-        tg_status s = tg_state_dict_load(sd, path, flags);
+        tg_status s = tg_state_dict_load(sd, fuzz_path, flags);
         if (s != TG_OK) {
             const char *msg = tg_state_dict_error(sd);
             CHECK(msg && msg[0]);
@@ -86,7 +62,7 @@ load_into_state_dict(unsigned flags)
 static void
 inspect(void)
 {
-    tg_checkpoint *ck = tg_checkpoint_open(path);
+    tg_checkpoint *ck = tg_checkpoint_open(fuzz_path);
     if (!ck)
         return;
     if (tg_checkpoint_status(ck) != TG_OK) {
@@ -143,6 +119,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned flags = (unsigned)(size % 8);
     load_into_state_dict(flags);
     inspect();
-    unlink(path);
+    unlink(fuzz_path);
     return 0;
 }

@@ -4,8 +4,8 @@
  * The input is written to a temporary file and loaded with options chosen by its length
  * (dtype, header mode, delimiter, labels and their column), so the bytes stay a plain CSV
  * file. Invariants: a failed load sets a non-empty message and leaves the data set empty; a
- * successful one is consistent (see fuzz_walk_dataset in fuzz-idx.c, duplicated here so each
- * target is one file).
+ * successful one is consistent (walk() below: every value and label readable, batches cover
+ * it).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,32 +16,9 @@
 #include <tapegrad/data.h>
 #include <tapegrad/tapegrad.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz-csv: invariant failed at line %d: %s\n", __LINE__, #cond);   \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
-
-static char path[4096];
-
-static bool
-write_input(const uint8_t *data, size_t size)
-{
-    if (!path[0]) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/tg-fuzz-csv-%ld.csv", dir && *dir ? dir : "/tmp",
-                 (long)getpid());
-    }
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return false;
-    bool ok = fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok;
-}
+#define FUZZ_TARGET "fuzz-csv"
+#define FUZZ_FILE_NAME "tg-fuzz-csv-%ld.csv"
+#include "fuzz-file.h"
 
 static void
 walk(const tg_dataset *ds)
@@ -85,7 +62,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.label_column = (int)((k >> 1) % 5) - 2; /* -2 is invalid */
     tg_dataset *ds = tg_dataset_new();
     if (ds) {
-        tg_status s = tg_dataset_load_csv(ds, path, &o);
+        tg_status s = tg_dataset_load_csv(ds, fuzz_path, &o);
         if (s != TG_OK) {
             const char *msg = tg_dataset_error(ds);
             CHECK(msg && msg[0]);
@@ -95,6 +72,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     tg_dataset_free(ds);
-    unlink(path);
+    unlink(fuzz_path);
     return 0;
 }

@@ -16,32 +16,9 @@
 #include <tapegrad/data.h>
 #include <tapegrad/tapegrad.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz-idx: invariant failed at line %d: %s\n", __LINE__, #cond);   \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
-
-static char path[4096];
-
-static bool
-write_input(const uint8_t *data, size_t size)
-{
-    if (!path[0]) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/tg-fuzz-idx-%ld", dir && *dir ? dir : "/tmp",
-                 (long)getpid());
-    }
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return false;
-    bool ok = fwrite(data, 1, size, f) == size;
-    return fclose(f) == 0 && ok;
-}
+#define FUZZ_TARGET "fuzz-idx"
+#define FUZZ_FILE_NAME "tg-fuzz-idx-%ld"
+#include "fuzz-file.h"
 
 /* Walks a loaded data set: every value and label is readable, batches cover it. */
 
@@ -96,7 +73,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tg_dataset *ds = tg_dataset_new();
     if (ds) {
         tg_idx_options o = {.dtype = (size & 1) ? TG_F64 : TG_F32, .scale_to_unit = size & 2};
-        tg_status s = tg_dataset_load_idx(ds, path, (size & 4) ? path : NULL, &o);
+        tg_status s = tg_dataset_load_idx(ds, fuzz_path, (size & 4) ? fuzz_path : NULL, &o);
         if (s != TG_OK) {
             const char *msg = tg_dataset_error(ds);
             CHECK(msg && msg[0]);
@@ -110,6 +87,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     tg_dataset_free(ds);
-    unlink(path);
+    unlink(fuzz_path);
     return 0;
 }
