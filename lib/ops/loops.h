@@ -1,0 +1,91 @@
+/*
+ * Array loops shared by the elementwise, reduction and loss ops: the parallel grain, a row
+ * iterator for element ranges, and sums with a fixed summation tree.
+ *
+ * Determinism: every reduction below adds in an order that depends only on the sizes, never on
+ * the thread count or the vector width:
+ *   - a run of n elements is summed in TG__LANES interleaved lanes (lane k takes elements
+ *     k, k + TG__LANES, …), the lanes are folded pairwise (k + 8, then + 4, + 2, + 1), then the
+ *     tail is added in order. That is plain C with no reassociation for the compiler to do, so
+ *     SLP vectorization gives the same bits at any width (ISO C, no -ffast-math, no FMA
+ *     contraction: see vmath.h);
+ *   - a run longer than TG__GRAIN is cut into blocks of TG__GRAIN elements whose lane sums
+ *     are added in block order — the chunks of tg__parallel_for(n, TG__GRAIN, …), so a
+ *     threaded sum (one partial per chunk, partials added in chunk order afterwards) and a
+ *     serial one give the same bits.
+ */
+#ifndef TG_OPS_LOOPS_H
+#define TG_OPS_LOOPS_H
+
+#include <stddef.h>
+
+#include "vmath.h"
+
+/* Elements per parallel chunk (~128 KiB of float, L2-resident), as ACT_GRAIN in activation.c.
+ * Tensors of at most TG__GRAIN elements run inline on the calling thread: a small net pays no
+ * threading cost. */
+#define TG__GRAIN ((size_t)32768)
+
+/* Rows of `cols` elements per chunk for loops split by whole rows (at least 1). */
+static inline size_t
+tg__grain_rows(size_t cols)
+{
+    return cols && cols < TG__GRAIN ? TG__GRAIN / cols : 1;
+}
+
+/*
+ * Runs the body over the elements [e0, e1) of a (rows x cols) row-major array, cut at row
+ * boundaries, with `row`, `col`, `nrows`, `ncols` set: either one segment of one row
+ * (nrows = 1, elements col … col + ncols - 1 of it), or nrows whole rows (col = 0,
+ * ncols = cols). The segments cover [e0, e1) in order; at most three per call.
+ */
+#define TG__FOR_SEGMENTS(e0, e1, cols, ...)                                                        \
+    do {                                                                                           \
+        size_t pos_ = (e0), end_ = (e1), cols_ = (cols);                                           \
+        while (pos_ < end_) {                                                                      \
+            size_t row = pos_ / cols_, col = pos_ % cols_, nrows, ncols;                           \
+            if (col != 0 || end_ - pos_ < cols_) {                                                 \
+                nrows = 1;                                                                         \
+                ncols = cols_ - col < end_ - pos_ ? cols_ - col : end_ - pos_;                     \
+            } else {                                                                               \
+                nrows = (end_ - pos_) / cols_;                                                     \
+                ncols = cols_;                                                                     \
+            }                                                                                      \
+            __VA_ARGS__;                                                                           \
+            pos_ += nrows * ncols;                                                                 \
+        }                                                                                          \
+    } while (0)
+
+enum { TG__LANES = 16 };
+
+/* Folds the lanes pairwise (k + 8, + 4, + 2, + 1) into l[0]. */
+#define TG__FOLD_LANES(l)                                                                          \
+    do {                                                                                           \
+        for (size_t w_ = TG__LANES / 2; w_ > 0; w_ /= 2)                                           \
+            for (size_t k_ = 0; k_ < w_; k_++)                                                     \
+                (l)[k_] += (l)[k_ + w_];                                                           \
+    } while (0)
+
+/*
+ * Defines `static ACC name(<the variadic parameters>, size_t n)`: Σ_{i<n} TERM in the lane
+ * tree above, where TERM is an expression of the index i (accumulated in type ACC). Compiled
+ * per ISA (TG__VEC_CLONES). No blocking: callers cut runs longer than TG__GRAIN.
+ */
+#define TG__DEFINE_LANE_SUM(name, ACC, TERM, ...)                                                  \
+    TG__VEC_CLONES static ACC name(__VA_ARGS__, size_t n)                                          \
+    {                                                                                              \
+        ACC l[TG__LANES] = {0};                                                                    \
+        size_t base = 0;                                                                           \
+        for (; base + TG__LANES <= n; base += TG__LANES)                                           \
+            for (size_t k = 0; k < TG__LANES; k++) {                                               \
+                size_t i = base + k;                                                               \
+                l[k] += (TERM);                                                                    \
+            }                                                                                      \
+        TG__FOLD_LANES(l);                                                                         \
+        ACC s = l[0];                                                                              \
+        for (size_t i = base; i < n; i++)                                                          \
+            s += (TERM);                                                                           \
+        return s;                                                                                  \
+    }
+
+#endif /* TG_OPS_LOOPS_H */
