@@ -113,6 +113,11 @@ static tg_tensor *ap_bias_act(tg_tape *t, tg_tensor **in, const struct op_case *
 #define M2(r, c) {r, c}
 #define ONE(name, fn, d0, d1, ...)                                                            \
     {.label = name, .n_in = 1, .ndim = {2, 0}, .dims = {M2(d0, d1)}, .apply = fn, __VA_ARGS__}
+#define D1(a) {a}
+#define D3(a, b, c) {a, b, c}
+/* Inputs of any rank: ND(name, fn, n_in, ndim0, ndim1, dims0, dims1, ...) */
+#define ND(name, fn, nin, nd0, nd1, d0, d1, ...)                                                   \
+    {.label = name, .n_in = nin, .ndim = {nd0, nd1}, .dims = {d0, d1}, .apply = fn, __VA_ARGS__}
 #define TWO(name, fn, a0, a1, b0, b1, ...)                                                     \
     {.label = name, .n_in = 2, .ndim = {2, 2}, .dims = {M2(a0, a1), M2(b0, b1)}, .apply = fn,       \
      __VA_ARGS__}
@@ -138,6 +143,18 @@ static const struct op_case cases[] = {
     TWO("mul (3x4)⊙(3x4)", ap_mul, 3, 4, 3, 4, .axis = 0),
     TWO("mul (3x4)⊙(1x4)", ap_mul, 3, 4, 1, 4, .axis = 0),
     TWO("mul (4x1)⊙(4x3)", ap_mul, 4, 1, 4, 3, .axis = 0),
+    /* every fast path of elementwise.c: FULL·ROW, ROW·FULL, FULL·COL, COL·FULL (a scalar is a
+     * COL of one row) for each op, and ranks 1 and 3 */
+    TWO("add (1x4)+(3x4) row on the left", ap_add, 1, 4, 3, 4, .axis = 0),
+    TWO("sub (3x4)-(1x4) row", ap_sub, 3, 4, 1, 4, .axis = 0),
+    TWO("sub (3x1)-(3x4) column on the left", ap_sub, 3, 1, 3, 4, .axis = 0),
+    TWO("sub (3x4)-(1x1) scalar", ap_sub, 3, 4, 1, 1, .axis = 0),
+    TWO("mul (3x4)⊙(3x1) column", ap_mul, 3, 4, 3, 1, .axis = 0),
+    TWO("mul (1x4)⊙(3x4) row on the left", ap_mul, 1, 4, 3, 4, .axis = 0),
+    TWO("mul (1x1)⊙(3x4) scalar", ap_mul, 1, 1, 3, 4, .axis = 0),
+    ND("add (2x3x4)+(4) rank-1 row", ap_add, 2, 3, 1, D3(2, 3, 4), D1(4), .axis = 0),
+    ND("mul (2x3x4)⊙(2x3x1) column", ap_mul, 2, 3, 3, D3(2, 3, 4), D3(2, 3, 1), .axis = 0),
+    ND("sub (2x3x4)-(1x3x1) middle (generic loop)", ap_sub, 2, 3, 3, D3(2, 3, 4), D3(1, 3, 1), .axis = 0),
     ONE("scale (3x4)", ap_scale, 3, 4, .c = -2.5),
     ONE("sum all (3x4)", ap_sum, 3, 4, .axis = -1),
     ONE("sum axis 0 (3x4)", ap_sum, 3, 4, .axis = 0),
@@ -146,6 +163,9 @@ static const struct op_case cases[] = {
     ONE("mean all (3x4)", ap_mean, 3, 4, .axis = -1),
     ONE("mean axis 0 (3x4)", ap_mean, 3, 4, .axis = 0),
     ONE("mean axis 1 (1x5)", ap_mean, 1, 5, .axis = 1),
+    ND("sum axis 1 (2x3x4)", ap_sum, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 1),
+    ND("mean axis 2 (2x3x4)", ap_mean, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 2),
+    ND("sum axis 0 (2x3x4)", ap_sum, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
     ONE("identity (3x4)", ap_identity, 3, 4, .axis = 0),
     ONE("sigmoid (3x4)", ap_sigmoid, 3, 4, .lo = -6, .hi = 6),
     ONE("sigmoid (1x1)", ap_sigmoid, 1, 1, .axis = 0),
