@@ -644,9 +644,11 @@ START_TEST(rows16_17_logsumexp_edges)
         ck_assert_double_eq_tol(g[1], -1, tol);
         loss = xent(dt, 3, (double[]){-1e20, 0, 1e20}, 2, g);
         ck_assert_double_eq(loss, 0);
-        /* a row that is all -inf: lse = -inf, the loss is NaN (documented, as PyTorch) */
-        loss = xent(dt, 2, (double[]){-INFINITY, -INFINITY}, 0, NULL);
+        /* a row that is all -inf: lse = -inf, the loss is NaN (documented, as PyTorch), the
+         * gradient 0 (row 17's safe behaviour) */
+        loss = xent(dt, 2, (double[]){-INFINITY, -INFINITY}, 0, g);
         ck_assert(isnan(loss));
+        ck_assert(g[0] == 0 && g[1] == 0);
         /* -inf at the label, finite elsewhere: the loss is +inf (probability 0) */
         loss = xent(dt, 3, (double[]){-INFINITY, 1, 2}, 0, NULL);
         ck_assert(isinf(loss) && loss > 0);
@@ -661,6 +663,56 @@ START_TEST(rows16_17_logsumexp_edges)
         /* NaN propagates */
         ck_assert(isnan(xent(dt, 2, (double[]){NAN, 1}, 1, NULL)));
     }
+}
+END_TEST
+
+/* Row 17, "safe" gradient: a row of all -inf scores has a NaN loss (lse - s_l = -inf + inf,
+ * undefined) and a zero gradient, and the other rows keep theirs, in both layouts and dtypes.
+ * Batch of 3, 3 classes: rows 0 and 2 finite, row 1 all -inf. */
+START_TEST(row17_all_minus_inf_row_gradient_is_zero)
+{
+    const double good[2][3] = {{1, 2, 3}, {0.5, -1, 0}};
+    const int32_t labels[3] = {2, 0, 1};
+    for (int d = 0; d < 2; d++)
+        for (int axis = 0; axis < 2; axis++) {
+            tg_dtype dt = d ? TG_F32 : TG_F64;
+            double tol = dt == TG_F32 ? 1e-6 : 1e-15; /* a few roundings of O(1) values */
+            double s[3][3];                            /* [example][class] */
+            for (int c = 0; c < 3; c++) {
+                s[0][c] = good[0][c];
+                s[1][c] = -INFINITY;
+                s[2][c] = good[1][c];
+            }
+            double v[9];
+            for (int j = 0; j < 3; j++)
+                for (int c = 0; c < 3; c++)
+                    v[axis ? j * 3 + c : c * 3 + j] = s[j][c];
+            tg_tape_reset(tape);
+            tg_tensor *x = tg_tensor_new(tape, dt, 2, (int64_t[]){3, 3}, "S");
+            tg_tensor_write(x, v, 9);
+            tg_tensor_set_requires_grad(x, true);
+            tg_tensor *loss = tg_softmax_xent(tape, x, labels, axis);
+            ck_assert_int_eq(tg_backward(tape, loss), TG_OK);
+            ck_assert_msg(isnan(tg_tensor_item(loss)), "%s axis %d: loss %g, want NaN",
+                          tg_dtype_name(dt), axis, tg_tensor_item(loss));
+            for (int j = 0; j < 3; j++) {
+                double lse = 0, p[3];
+                if (j != 1) {
+                    double m = fmax(fmax(s[j][0], s[j][1]), s[j][2]);
+                    for (int c = 0; c < 3; c++)
+                        lse += exp(s[j][c] - m);
+                    for (int c = 0; c < 3; c++)
+                        p[c] = exp(s[j][c] - m) / lse;
+                }
+                for (int c = 0; c < 3; c++) {
+                    double g = tg_tensor_grad_get(x, (size_t)(axis ? j * 3 + c : c * 3 + j));
+                    double want = j == 1 ? 0 : (p[c] - (c == labels[j])) / 3;
+                    ck_assert_msg(j == 1 ? g == 0 : fabs(g - want) <= tol,
+                                  "%s axis %d: dS[%d][%d] = %.17g, want %.17g",
+                                  tg_dtype_name(dt), axis, j, c, g, want);
+                }
+            }
+        }
 }
 END_TEST
 
@@ -1165,6 +1217,7 @@ main(void)
     tcase_add_test(tc, row14_nan_propagates_every_op);
     tcase_add_test(tc, rows15_16_activation_edges);
     tcase_add_test(tc, rows16_17_logsumexp_edges);
+    tcase_add_test(tc, row17_all_minus_inf_row_gradient_is_zero);
     tcase_add_test(tc, mse_edges);
     tcase_add_test(tc, row18_subnormals);
     suite_add_tcase(s, tc);

@@ -1,9 +1,18 @@
 /*
  * Losses. Each reduces to a (1x1) scalar; sums accumulate in double.
+ *
+ * Speed and determinism: the loops are vectorizable array loops compiled per ISA
+ * (TG__VEC_CLONES) and split into fixed chunks by tg__parallel_for when large. The squared
+ * differences of mse/mse_half are summed in the lane tree of loops.h, one partial per chunk of
+ * TG__GRAIN elements, the partials added in chunk order; softmax_xent keeps one loss per
+ * example and adds them in example order. So every loss and gradient is bit-identical for any
+ * thread count.
  */
 #include <string.h>
 #include <tgmath.h>
 
+#include "../kernels/kernels.h"
+#include "loops.h"
 #include "ops.h"
 
 static bool
@@ -28,39 +37,99 @@ pair_loss_shape(tg_node *nd, int *ndim, int64_t *dims)
     return TG_OK;
 }
 
-/* Σ (a - y)², accumulated in double. In f32 a difference beyond ~1.8e19 squares to +inf,
- * which is the correct IEEE result, never NaN. */
+/*
+ * Kernels of the pair losses, by dtype:
+ *   sqdiff:    Σ ((double)a - (double)y)², lane tree (runs of at most TG__GRAIN)
+ *   resid_acc: d[i] += c (a[i] - y[i]),   resid_dec: d[i] -= c (a[i] - y[i])
+ * In f32 a difference beyond ~1.8e19 squares to +inf, which is the correct IEEE result, never
+ * NaN.
+ */
+#define PAIR_KERNELS(T, SFX)                                                                       \
+    TG__DEFINE_LANE_SUM(sqdiff_##SFX, double,                                                      \
+                        ((double)a[i] - (double)y[i]) * ((double)a[i] - (double)y[i]),             \
+                        const T *restrict a, const T *restrict y)                                  \
+    TG__VEC_CLONES static void resid_acc_##SFX(T *restrict d, T c, const T *restrict a,            \
+                                               const T *restrict y, size_t n)                      \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] += c * (a[i] - y[i]);                                                             \
+    }                                                                                              \
+    TG__VEC_CLONES static void resid_dec_##SFX(T *restrict d, T c, const T *restrict a,            \
+                                               const T *restrict y, size_t n)                      \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] -= c * (a[i] - y[i]);                                                             \
+    }
+
+PAIR_KERNELS(float, f32)
+PAIR_KERNELS(double, f64)
+
+/* Scratch of the pair losses: one double per chunk (the partial sums). */
+static size_t
+pair_loss_scratch(const tg_node *nd)
+{
+    return tg__parallel_chunks(nd->in[0]->size, TG__GRAIN) * sizeof(double);
+}
+
+struct pair_job {
+    const tg_node *nd;
+    double c;
+};
+
+static void
+sqdiff_chunk(size_t e0, size_t e1, void *vctx)
+{
+    const tg_node *nd = ((const struct pair_job *)vctx)->nd;
+    double *part = (double *)nd->scratch + e0 / TG__GRAIN;
+    if (nd->out->dtype == TG_F32)
+        *part = sqdiff_f32((const float *)nd->in[0]->data + e0,
+                           (const float *)nd->in[1]->data + e0, e1 - e0);
+    else
+        *part = sqdiff_f64((const double *)nd->in[0]->data + e0,
+                           (const double *)nd->in[1]->data + e0, e1 - e0);
+}
+
+/* Σ (a - y)² in double: chunk partials, added in chunk order. */
 static double
 sum_sq_diff(const tg_node *nd)
 {
+    struct pair_job j = {nd, 0};
+    size_t n = nd->in[0]->size;
+    tg__parallel_for(n, TG__GRAIN, sqdiff_chunk, &j);
     double acc = 0;
-    TG__DISPATCH(nd->out->dtype, T, {
-        const T *a = nd->in[0]->data, *y = nd->in[1]->data;
-        for (size_t i = 0; i < nd->in[0]->size; i++) {
-            double d = (double)a[i] - (double)y[i];
-            acc += d * d;
-        }
-    });
+    const double *part = nd->scratch;
+    for (size_t c = 0, chunks = tg__parallel_chunks(n, TG__GRAIN); n && c < chunks; c++)
+        acc += part[c];
     return acc;
 }
+
+#define PAIR_VJP_CHUNK(T, SFX)                                                                     \
+    static void pair_vjp_chunk_##SFX(size_t e0, size_t e1, void *vctx)                             \
+    {                                                                                              \
+        const struct pair_job *j = vctx;                                                           \
+        const tg_tensor *a = j->nd->in[0], *y = j->nd->in[1];                                      \
+        const T c = (T)j->c, *av = (const T *)a->data + e0, *yv = (const T *)y->data + e0;         \
+        if (a->grad)                                                                               \
+            resid_acc_##SFX((T *)a->grad + e0, c, av, yv, e1 - e0);                                \
+        if (y->grad)                                                                               \
+            resid_dec_##SFX((T *)y->grad + e0, c, av, yv, e1 - e0);                                \
+    }
+
+PAIR_VJP_CHUNK(float, f32)
+PAIR_VJP_CHUNK(double, f64)
 
 /* da += c (a - y), dy -= c (a - y), c = scalar gradient times the loss's constant factor. */
 static void
 pair_loss_vjp(tg_node *nd, double factor)
 {
-    tg_tensor *a = nd->in[0], *y = nd->in[1];
+    if (!nd->in[0]->grad && !nd->in[1]->grad)
+        return;
+    struct pair_job j = {nd, 0};
     TG__DISPATCH(nd->out->dtype, T, {
-        const T c = (T)(factor * (double)((const T *)nd->out->grad)[0]);
-        const T *av = a->data, *yv = y->data;
-        T *da = a->grad, *dy = y->grad;
-        for (size_t i = 0; i < a->size; i++) {
-            T r = c * (av[i] - yv[i]);
-            if (da)
-                da[i] += r;
-            if (dy)
-                dy[i] -= r;
-        }
+        j.c = (double)(T)(factor * (double)((const T *)nd->out->grad)[0]);
     });
+    tg__parallel_for(nd->in[0]->size, TG__GRAIN,
+                     nd->out->dtype == TG_F32 ? pair_vjp_chunk_f32 : pair_vjp_chunk_f64, &j);
 }
 
 /*
@@ -117,6 +186,7 @@ const tg_op tg__op_mse_half = {
     .shape = mse_half_shape,
     .forward = mse_half_forward,
     .vjp = mse_half_vjp,
+    .scratch_size = pair_loss_scratch,
 };
 
 tg_tensor *
@@ -166,6 +236,7 @@ const tg_op tg__op_mse = {
     .shape = mse_shape,
     .forward = mse_forward,
     .vjp = mse_vjp,
+    .scratch_size = pair_loss_scratch,
 };
 
 tg_tensor *
@@ -187,8 +258,26 @@ tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y)
  *   ∂J/∂S_jc = (softmax(S_j)_c - [c = l_j]) / B
  *   VJP: dS += dJ (P - onehot(l)) / B, P recomputed as e^((s - m) - log Σ) from the saved m and log Σ.
  *
- *   Edge values: a row containing +inf has lse = +inf; a row that is all -inf has lse = -inf
- *   and a NaN loss (0/0, as in PyTorch); NaN propagates.
+ *   Edge values (RELIABILITY.md rows 16 and 17), per example row s:
+ *   - -inf at some classes: e^-inf = 0, so they get probability 0 and gradient 0; -inf at the
+ *     label (finite elsewhere) makes the loss +inf;
+ *   - +inf anywhere: lse = +inf, the loss is +inf (NaN if the label's score is +inf too) and
+ *     the gradient NaN at the +inf classes; NaN anywhere: loss and gradient NaN;
+ *   - all -inf (row 17): lse = -inf and softmax is 0/0. The loss is NaN, not +inf:
+ *     lse - s_l = -inf - (-inf) has no value (scores all sliding to -inf together leave the
+ *     loss at its finite value, the label sliding alone sends it to +inf), as in PyTorch's
+ *     cross_entropy, and NaN is what tg_tape_set_check_finite and a loss check catch. The
+ *     gradient of such a row is defined as 0 (safe, always on, no flag): the row says nothing
+ *     about which way the scores should move, and a NaN there would reach every parameter
+ *     through the first matmul's VJP and the optimizer step. The other rows' gradients are
+ *     unaffected; the mean loss is NaN, which says the bad row is there.
+ *
+ *   Speed: e^x is tg__vexp from vmath.h in double for both dtypes (≤ 1.5 ulp, tested in
+ *   test-vmath.c; libm's exp before), and Σ_c e^(s_c - m) uses the lane tree of loops.h for
+ *   each example in both layouts (with classes on axis 0, the same lanes run across a block of
+ *   examples), so the layouts give the same bits. Examples are split across threads in fixed
+ *   chunks; each example's loss is kept in the scratch and the losses are added in example
+ *   order, so the loss is bit-identical for any thread count.
  */
 struct xent_layout {
     size_t batch, classes;
@@ -253,64 +342,249 @@ xent_shape(tg_node *nd, int *ndim, int64_t *dims)
     return TG_OK;
 }
 
+/*
+ * Scratch, four arrays of B doubles (one entry per example):
+ *   M     m = max_c s_c; +inf for a row that is all -inf, so that the VJP's e^((s - m) - L) =
+ *         e^(-inf) = 0 there instead of e^(-inf + inf) = NaN
+ *   L     log Σ_c e^(s_c - m), kept apart from m so that the VJP's s - lse is (s - m) - log Σ:
+ *         computing lse = m + log Σ first rounds away log Σ's low bits when |m| is large
+ *         (1e6 + ln 2 has an ulp of 1e-10); 0 where m is not finite
+ *   W     1, or 0 for a row that is all -inf (its gradient is 0)
+ *   LOSS  the example's loss lse - s_l, added in example order after the parallel loop
+ */
+enum { XENT_BLOCK = 128 }; /* examples per block when classes are on axis 0 */
+
 static size_t
 xent_scratch(const tg_node *nd)
 {
-    /* per example: m = max and log Σ e^(s - m), kept apart so that the VJP's s - lse is
-     * (s - m) - log Σ: computing lse = m + log Σ first rounds away log Σ's low bits when |m|
-     * is large (1e6 + ln 2 has an ulp of 1e-10) */
-    return 2 * xent_layout(nd).batch * sizeof(double);
+    return 4 * xent_layout(nd).batch * sizeof(double);
 }
+
+struct xent_job {
+    const tg_node *nd;
+    struct xent_layout l;
+    double *M, *L, *W, *loss;
+    double g; /* VJP: dJ / B */
+};
+
+static struct xent_job
+xent_job_of(const tg_node *nd)
+{
+    struct xent_job j = {.nd = nd, .l = xent_layout(nd)};
+    j.M = nd->scratch;
+    j.L = j.M + j.l.batch;
+    j.W = j.L + j.l.batch;
+    j.loss = j.W + j.l.batch;
+    return j;
+}
+
+/* max(m, v), NaN once either is NaN (so the running max of a row with a NaN is NaN). */
+static inline double
+max_nan(double m, double v)
+{
+    return tg__sel_f64(((v > m) | tg__isnan_f64(v)) & !tg__isnan_f64(m), v, m);
+}
+
+/* An example's results from its max m, Σ e^(s - m) (ignored unless m is finite) and the score
+ * at its label. */
+static void
+xent_finish(const struct xent_job *j, size_t ex, double m, double sum, double label_score)
+{
+    bool finite = isfinite(m), dead = m == -INFINITY;
+    /* (m - s_l) + log Σ: m - s_l is exact-ish, so no digits are lost to a large m. ±inf or NaN
+     * in m pass through: all -inf gives -inf - (-inf) = NaN. */
+    j->loss[ex] = finite ? (m - label_score) + log(sum) : m - label_score;
+    j->L[ex] = finite ? log(sum) : 0;
+    j->M[ex] = dead ? INFINITY : m;
+    j->W[ex] = dead ? 0 : 1;
+}
+
+/*
+ * Kernels, by dtype (all in double):
+ *   rowmax:       max_nan over x[0 … n), lane-wise
+ *   expsum:       Σ e^(x[i] - m), lane tree
+ *   softmax_acc:  d[i] += (T)(g · e^((s[i] - m) - L))
+ * and their versions across a block of examples (classes on axis 0, s one class's row):
+ *   colmax:       M[j] = max_nan(M[j], s[j])
+ *   colexp:       acc[j] += e^(s[j] - M[j])
+ *   colsoftmax:   d[j] += (T)(G[j] · e^((s[j] - M[j]) - L[j]))
+ */
+#define XENT_KERNELS(T, SFX)                                                                       \
+    TG__VEC_CLONES static double rowmax_##SFX(const T *restrict x, size_t n)                       \
+    {                                                                                              \
+        double l[TG__LANES];                                                                       \
+        for (size_t k = 0; k < TG__LANES; k++)                                                     \
+            l[k] = -INFINITY;                                                                      \
+        size_t base = 0;                                                                           \
+        for (; base + TG__LANES <= n; base += TG__LANES)                                           \
+            for (size_t k = 0; k < TG__LANES; k++)                                                 \
+                l[k] = max_nan(l[k], (double)x[base + k]);                                         \
+        double m = -INFINITY;                                                                      \
+        for (size_t k = 0; k < TG__LANES; k++)                                                     \
+            m = max_nan(m, l[k]);                                                                  \
+        for (size_t i = base; i < n; i++)                                                          \
+            m = max_nan(m, (double)x[i]);                                                          \
+        return m;                                                                                  \
+    }                                                                                              \
+    TG__DEFINE_LANE_SUM(expsum_##SFX, double, tg__vexp((double)x[i] - m), const T *restrict x,     \
+                        double m)                                                                  \
+    TG__VEC_CLONES static void softmax_acc_##SFX(T *restrict d, const T *restrict s, double m,     \
+                                                 double L, double g, size_t n)                     \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            d[i] += (T)(g * tg__vexp(((double)s[i] - m) - L));                                     \
+    }                                                                                              \
+    TG__VEC_CLONES static void colmax_##SFX(double *restrict M, const T *restrict s, size_t n)     \
+    {                                                                                              \
+        for (size_t j = 0; j < n; j++)                                                             \
+            M[j] = max_nan(M[j], (double)s[j]);                                                    \
+    }                                                                                              \
+    TG__VEC_CLONES static void colexp_##SFX(double *restrict acc, const T *restrict s,             \
+                                            const double *restrict M, size_t n)                    \
+    {                                                                                              \
+        for (size_t j = 0; j < n; j++)                                                             \
+            acc[j] += tg__vexp((double)s[j] - M[j]);                                               \
+    }                                                                                              \
+    TG__VEC_CLONES static void colsoftmax_##SFX(T *restrict d, const T *restrict s,                \
+                                                const double *restrict M,                          \
+                                                const double *restrict L,                          \
+                                                const double *restrict G, size_t n)                \
+    {                                                                                              \
+        for (size_t j = 0; j < n; j++)                                                             \
+            d[j] += (T)(G[j] * tg__vexp(((double)s[j] - M[j]) - L[j]));                            \
+    }
+
+/* acc[j] += add[j] (folding lanes across a block of examples) */
+TG__VEC_CLONES static void
+fold_into(double *restrict acc, const double *restrict add, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        acc[j] += add[j];
+}
+
+XENT_KERNELS(float, f32)
+XENT_KERNELS(double, f64)
+
+/*
+ * Forward over examples [j0, j1): classes on axis 1 one row at a time; on axis 0 in blocks of
+ * XENT_BLOCK examples, class rows in order, with TG__LANES accumulators per example that take
+ * classes c ≡ k (mod TG__LANES), folded as TG__FOLD_LANES does, then the tail classes: the
+ * operations of expsum, in the same order.
+ */
+#define XENT_FWD_CHUNK(T, SFX)                                                                     \
+    static void xent_fwd_chunk_##SFX(size_t j0, size_t j1, void *vctx)                             \
+    {                                                                                              \
+        const struct xent_job *j = vctx;                                                           \
+        const T *s = j->nd->in[0]->data;                                                           \
+        const int32_t *labels = j->nd->attr.labels;                                                \
+        size_t B = j->l.batch, C = j->l.classes;                                                   \
+        if (j->l.class_stride == 1) {                                                              \
+            for (size_t ex = j0; ex < j1; ex++) {                                                  \
+                const T *sj = s + ex * C;                                                          \
+                double m = rowmax_##SFX(sj, C);                                                    \
+                double sum = isfinite(m) ? expsum_##SFX(sj, m, C) : 0;                             \
+                xent_finish(j, ex, m, sum, (double)sj[labels[ex]]);                                \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        double acc[TG__LANES][XENT_BLOCK];                                                         \
+        size_t C16 = C - C % TG__LANES;                                                            \
+        for (size_t jb = j0; jb < j1; jb += XENT_BLOCK) {                                          \
+            size_t n = j1 - jb < XENT_BLOCK ? j1 - jb : XENT_BLOCK;                                \
+            double *M = j->M + jb;                                                                 \
+            for (size_t i = 0; i < n; i++)                                                         \
+                M[i] = -INFINITY;                                                                  \
+            for (size_t c = 0; c < C; c++)                                                         \
+                colmax_##SFX(M, s + c * B + jb, n);                                                \
+            memset(acc, 0, sizeof acc);                                                            \
+            for (size_t c = 0; c < C16; c++)                                                       \
+                colexp_##SFX(acc[c % TG__LANES], s + c * B + jb, M, n);                            \
+            for (size_t w = TG__LANES / 2; w > 0; w /= 2)                                          \
+                for (size_t k = 0; k < w; k++)                                                     \
+                    fold_into(acc[k], acc[k + w], n);                                              \
+            for (size_t c = C16; c < C; c++)                                                       \
+                colexp_##SFX(acc[0], s + c * B + jb, M, n);                                        \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                size_t ex = jb + i;                                                                \
+                xent_finish(j, ex, M[i], acc[0][i], (double)s[(size_t)labels[ex] * B + ex]);       \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/*
+ * VJP over examples [j0, j1): ds += (T)(g (P - onehot)). The vectorized loops add (T)(g P)
+ * everywhere; the label's entry is then rewritten from its old value as old + (T)(g (P_l - 1)),
+ * the same rounding as one pass with the onehot inside. Rows that are all -inf are skipped
+ * (classes on axis 1) or get G = 0 and P = e^(-inf) = 0 (axis 0): their gradient stays 0.
+ */
+#define XENT_VJP_CHUNK(T, SFX)                                                                     \
+    static void xent_vjp_chunk_##SFX(size_t j0, size_t j1, void *vctx)                             \
+    {                                                                                              \
+        const struct xent_job *j = vctx;                                                           \
+        const T *s = j->nd->in[0]->data;                                                           \
+        T *ds = j->nd->in[0]->grad;                                                                \
+        const int32_t *labels = j->nd->attr.labels;                                                \
+        size_t B = j->l.batch, C = j->l.classes;                                                   \
+        const double g = j->g;                                                                     \
+        if (j->l.class_stride == 1) {                                                              \
+            for (size_t ex = j0; ex < j1; ex++) {                                                  \
+                if (j->W[ex] == 0)                                                                 \
+                    continue;                                                                      \
+                const T *sj = s + ex * C;                                                          \
+                T *dj = ds + ex * C, old = dj[labels[ex]];                                         \
+                softmax_acc_##SFX(dj, sj, j->M[ex], j->L[ex], g, C);                               \
+                double pl = tg__vexp(((double)sj[labels[ex]] - j->M[ex]) - j->L[ex]);              \
+                dj[labels[ex]] = old + (T)(g * (pl - 1.0));                                        \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        double G[XENT_BLOCK];                                                                      \
+        T old[XENT_BLOCK];                                                                         \
+        for (size_t jb = j0; jb < j1; jb += XENT_BLOCK) {                                          \
+            size_t n = j1 - jb < XENT_BLOCK ? j1 - jb : XENT_BLOCK;                                \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                G[i] = j->W[jb + i] != 0 ? g : 0;                                                  \
+                old[i] = ds[(size_t)labels[jb + i] * B + jb + i];                                  \
+            }                                                                                      \
+            for (size_t c = 0; c < C; c++)                                                         \
+                colsoftmax_##SFX(ds + c * B + jb, s + c * B + jb, j->M + jb, j->L + jb, G, n);     \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                size_t ex = jb + i, at = (size_t)labels[ex] * B + ex;                              \
+                double pl = tg__vexp(((double)s[at] - j->M[ex]) - j->L[ex]);                       \
+                ds[at] = G[i] != 0 ? old[i] + (T)(g * (pl - 1.0)) : old[i];                        \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+XENT_FWD_CHUNK(float, f32)
+XENT_FWD_CHUNK(double, f64)
+XENT_VJP_CHUNK(float, f32)
+XENT_VJP_CHUNK(double, f64)
 
 static tg_status
 xent_forward(tg_node *nd)
 {
-    struct xent_layout l = xent_layout(nd);
-    double *lse = nd->scratch, total = 0;
-    TG__DISPATCH(nd->out->dtype, T, {
-        const T *s = nd->in[0]->data;
-        for (size_t j = 0; j < l.batch; j++) {
-            const T *sj = s + j * l.ex_stride;
-            double m = -INFINITY;
-            for (size_t c = 0; c < l.classes; c++) {
-                double v = (double)sj[c * l.class_stride];
-                m = (v > m || isnan(v)) && !isnan(m) ? v : m; /* a NaN score makes m NaN */
-            }
-            double acc = 0;
-            if (isfinite(m))
-                for (size_t c = 0; c < l.classes; c++)
-                    acc += exp((double)sj[c * l.class_stride] - m);
-            double label_score = (double)sj[(size_t)nd->attr.labels[j] * l.class_stride];
-            lse[2 * j] = m; /* ±inf or NaN pass through */
-            lse[2 * j + 1] = isfinite(m) ? log(acc) : 0;
-            /* (m - s_l) + log Σ: m - s_l is exact-ish, so no digits are lost to a large m. */
-            total += isfinite(m) ? (m - label_score) + log(acc) : m - label_score;
-        }
-        ((T *)nd->out->data)[0] = (T)(total / (double)l.batch);
-    });
+    struct xent_job j = xent_job_of(nd);
+    tg__parallel_for(j.l.batch, tg__grain_rows(j.l.classes),
+                     nd->out->dtype == TG_F32 ? xent_fwd_chunk_f32 : xent_fwd_chunk_f64, &j);
+    double total = 0;
+    for (size_t ex = 0; ex < j.l.batch; ex++)
+        total += j.loss[ex];
+    TG__DISPATCH(nd->out->dtype, T, { ((T *)nd->out->data)[0] = (T)(total / (double)j.l.batch); });
     return TG_OK;
 }
 
 static tg_status
 xent_vjp(tg_node *nd)
 {
-    tg_tensor *s = nd->in[0];
-    if (!s->grad)
+    if (!nd->in[0]->grad)
         return TG_OK;
-    struct xent_layout l = xent_layout(nd);
-    const double *lse = nd->scratch;
+    struct xent_job j = xent_job_of(nd);
     TG__DISPATCH(nd->out->dtype, T, {
-        const double g = (double)((const T *)nd->out->grad)[0] / (double)l.batch;
-        const T *sv = s->data;
-        T *ds = s->grad;
-        for (size_t j = 0; j < l.batch; j++)
-            for (size_t c = 0; c < l.classes; c++) {
-                size_t at = j * l.ex_stride + c * l.class_stride;
-                double p = exp(((double)sv[at] - lse[2 * j]) - lse[2 * j + 1]);
-                double onehot = (size_t)nd->attr.labels[j] == c ? 1.0 : 0.0;
-                ds[at] += (T)(g * (p - onehot));
-            }
+        j.g = (double)((const T *)nd->out->grad)[0] / (double)j.l.batch;
     });
+    tg__parallel_for(j.l.batch, tg__grain_rows(j.l.classes),
+                     nd->out->dtype == TG_F32 ? xent_vjp_chunk_f32 : xent_vjp_chunk_f64, &j);
     return TG_OK;
 }
 
