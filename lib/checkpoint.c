@@ -16,6 +16,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/*
+ * jansson allocates with the C library's malloc/free, not through tg_set_allocator's hook:
+ * the JSON tree of one header, built and freed within one load or save call and bounded by
+ * TG_CHECKPOINT_HEADER_MAX (load) or by the state dict (save). This is deliberate.
+ * json_set_alloc_funcs would route it through the hook, but the setting is process-global
+ * in the shared libjansson that a host program may also use: its own jansson objects would
+ * then come from our allocator, and any object it allocated before the switch (or with its
+ * own json_set_alloc_funcs) would be freed by ours (a mismatched free). Swapping the functions
+ * around each of our calls (json_get_alloc_funcs, then restore) narrows that to a window but
+ * races with the host's other threads. It would only be safe with a private copy of jansson
+ * linked into tapegrad with hidden symbols (a meson subproject), which is not done (and
+ * build_header's free() of json_dumps' text would then have to become jansson's free). So
+ * allocation-failure tests cannot make jansson fail; a NULL from json_loadb, json_dumps or a
+ * json_* constructor is still handled as an error.
+ */
 #include <jansson.h>
 
 #include <tapegrad/checkpoint.h>

@@ -87,7 +87,8 @@ TG_API const char *tg_dtype_name(tg_dtype dt);
 
 /* ---------------------------------------------------------------------------------------
  * Memory: every allocation the library makes goes through these hooks (default: the C
- * library's). Set them before creating any object; they are process-wide.
+ * library's), except the JSON parser's (jansson) while a checkpoint header is read or
+ * written. Set them before creating any object; they are process-wide.
  */
 typedef struct tg_allocator {
     void *(*malloc)(size_t size, void *ctx);
