@@ -18,6 +18,7 @@
 #include <tapegrad/optim.h>
 
 #include "internal.h"
+#include "kernels/kernels.h"
 
 #define MAX_SLOTS 2
 #define MAX_EXACT_STEPS 9007199254740992.0 /* 2^53: every whole double below it is exact */
@@ -400,6 +401,71 @@ grad_norm(const tg_params *p)
     return sqrt(ss);
 }
 
+/*
+ * The update pass over parameters [begin, end): purely elementwise, so tg__parallel_for may
+ * split it between threads in any way and every parameter still gets the same arithmetic —
+ * results are bit-identical for any thread count. It also zeroes the gradients for the next
+ * step in the same pass (one read and one write of each array instead of two).
+ */
+struct update_pass {
+    const tg_optim *o;
+    double lr, clip;
+};
+
+/* Parameters per parallel chunk: a chunk's arrays (values, gradients, up to two slots) stay
+ * within L2, and nets under 64k parameters run inline. */
+#define UPDATE_GRAIN ((size_t)65536)
+
+#define DEFINE_UPDATE_CHUNK(NAME, T)                                                           \
+    static void NAME(size_t begin, size_t end, void *ctx)                                      \
+    {                                                                                          \
+        const struct update_pass *pass = ctx;                                                  \
+        const tg_optim *o = pass->o;                                                           \
+        const tg_params *p = o->params;                                                        \
+        const tg_optim_options *op = &o->opt;                                                  \
+        const double lr = pass->lr, clip = pass->clip, wd = op->weight_decay;                  \
+        T *w = (T *)p->values + begin, *dw = (T *)p->grads + begin;                            \
+        const T eta = (T)lr, c = (T)clip, lambda = (T)wd;                                      \
+        const size_t n = end - begin;                                                          \
+        if (op->kind == TG_OPTIM_SGD && op->momentum == 0) {                                   \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                w[i] -= eta * (c * dw[i] + lambda * w[i]);                                     \
+                dw[i] = 0;                                                                     \
+            }                                                                                  \
+        } else if (op->kind == TG_OPTIM_SGD) {                                                 \
+            T *v = (T *)o->slots[0]->values + begin;                                           \
+            const T mu = (T)op->momentum;                                                      \
+            const bool nesterov = op->nesterov;                                                \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T g = c * dw[i] + lambda * w[i];                                               \
+                v[i] = mu * v[i] + g;                                                          \
+                w[i] -= eta * (nesterov ? g + mu * v[i] : v[i]);                               \
+                dw[i] = 0;                                                                     \
+            }                                                                                  \
+        } else {                                                                               \
+            T *m = (T *)o->slots[0]->values + begin, *v = (T *)o->slots[1]->values + begin;    \
+            const double t = o->steps + 1;                                                     \
+            const double bc1 = 1.0 - pow(op->beta1, t), bc2 = 1.0 - pow(op->beta2, t);         \
+            /* 1 − β in double first: in float, 1 − 0.999f is off by 5e-5 relative */          \
+            const T b1 = (T)op->beta1, b2 = (T)op->beta2, eps = (T)op->eps;                    \
+            const T c1 = (T)(1.0 - op->beta1), c2 = (T)(1.0 - op->beta2);                      \
+            const T step_size = (T)(lr / bc1), inv_sqrt_bc2 = (T)(1.0 / sqrt(bc2));            \
+            const bool decoupled = op->kind == TG_OPTIM_ADAMW;                                 \
+            const T l2 = decoupled ? (T)0 : lambda;                                            \
+            const T decay = decoupled ? (T)(1.0 - lr * wd) : (T)1;                             \
+            for (size_t i = 0; i < n; i++) {                                                   \
+                T g = c * dw[i] + l2 * w[i];                                                   \
+                m[i] = b1 * m[i] + c1 * g;                                                     \
+                v[i] = b2 * v[i] + c2 * g * g;                                                 \
+                w[i] = w[i] * decay - step_size * m[i] / (sqrt(v[i]) * inv_sqrt_bc2 + eps);    \
+                dw[i] = 0;                                                                     \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+DEFINE_UPDATE_CHUNK(update_chunk_f32, float)
+DEFINE_UPDATE_CHUNK(update_chunk_f64, double)
+
 tg_status
 tg_optim_step(tg_optim *o)
 {
@@ -436,45 +502,9 @@ tg_optim_step(tg_optim *o)
             clip = 1.0;
     }
 
-    const double wd = op->weight_decay;
-    TG__DISPATCH(p->dtype, T, {
-        T *w = p->values, *dw = p->grads;
-        const T eta = (T)lr, c = (T)clip, lambda = (T)wd;
-        if (op->kind == TG_OPTIM_SGD && op->momentum == 0) {
-            for (size_t i = 0; i < n; i++) {
-                w[i] -= eta * (c * dw[i] + lambda * w[i]);
-                dw[i] = 0;
-            }
-        } else if (op->kind == TG_OPTIM_SGD) {
-            T *v = o->slots[0]->values;
-            const T mu = (T)op->momentum;
-            const bool nesterov = op->nesterov;
-            for (size_t i = 0; i < n; i++) {
-                T g = c * dw[i] + lambda * w[i];
-                v[i] = mu * v[i] + g;
-                w[i] -= eta * (nesterov ? g + mu * v[i] : v[i]);
-                dw[i] = 0;
-            }
-        } else {
-            T *m = o->slots[0]->values, *v = o->slots[1]->values;
-            const double t = o->steps + 1;
-            const double bc1 = 1.0 - pow(op->beta1, t), bc2 = 1.0 - pow(op->beta2, t);
-            /* 1 − β in double first: in float, 1 − 0.999f is off by 5e-5 relative */
-            const T b1 = (T)op->beta1, b2 = (T)op->beta2, eps = (T)op->eps;
-            const T c1 = (T)(1.0 - op->beta1), c2 = (T)(1.0 - op->beta2);
-            const T step_size = (T)(lr / bc1), inv_sqrt_bc2 = (T)(1.0 / sqrt(bc2));
-            const bool decoupled = op->kind == TG_OPTIM_ADAMW;
-            const T l2 = decoupled ? (T)0 : lambda;
-            const T decay = decoupled ? (T)(1.0 - lr * wd) : (T)1;
-            for (size_t i = 0; i < n; i++) {
-                T g = c * dw[i] + l2 * w[i];
-                m[i] = b1 * m[i] + c1 * g;
-                v[i] = b2 * v[i] + c2 * g * g;
-                w[i] = w[i] * decay - step_size * m[i] / (sqrt(v[i]) * inv_sqrt_bc2 + eps);
-                dw[i] = 0;
-            }
-        }
-    });
+    struct update_pass pass = {.o = o, .lr = lr, .clip = clip};
+    tg__parallel_for(n, UPDATE_GRAIN, p->dtype == TG_F32 ? update_chunk_f32 : update_chunk_f64,
+                     &pass);
     o->steps += 1;
     o->errmsg[0] = '\0';
     return TG_OK;
