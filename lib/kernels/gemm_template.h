@@ -68,7 +68,13 @@ _Static_assert(GT_NC % GT_NR == 0, "NC must be a whole number of NR panels");
  *   C = fma(beta, C, alpha·acc)   otherwise (beta = 1 gives C + alpha·acc rounded once)
  * ap and bp are packed and 64-byte aligned; c is any row-major tile with row stride ldc.
  */
-static inline void
+#if defined(__GNUC__)
+/* Kept out of line: inlined into the block loops, the 12-16 accumulators compete with the loop
+ * state for the 16 AVX2 registers and gcc reloads B from memory for every FMA (seen: B-wide
+ * fell from ~75 to ~55 GFLOP/s in the micro-kernel). One call per MR x NR x KC tile is noise. */
+__attribute__((noinline))
+#endif
+static void
 GT_FN(micro_kernel)(size_t kc, const GT *restrict ap, const GT *restrict bp, GT *restrict c,
                     size_t ldc, GT alpha, GT beta)
 {
