@@ -23,6 +23,28 @@ static const char *const paths[] = {"generic", "avx2", "avx512", "blas"};
 static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
 #define N_DIMS (sizeof dims / sizeof dims[0])
 
+/*
+ * Quick mode: under valgrind (TG_UNDER_VALGRIND, set by the meson 'valgrind' test setup) or
+ * with TG_TEST_QUICK=1. Memcheck runs this test ~50x slower, and the memory errors it looks
+ * for depend on which code paths run, not on how many shapes or how large: so the same paths
+ * with fewer, smaller shapes (the full run took 11-14 minutes of the CI's valgrind step).
+ *
+ * What every path must still meet, with the register tiles MR x NR of 4x8 (generic), 6x16 and
+ * 6x8 (AVX2 f32/f64), 12x32 and 12x16 (AVX-512) and the cache blocks MC <= 128, KC <= 384,
+ * NC <= 4096 (lib/kernels/gemm_*.c):
+ *   quick_dims, all m x n x k:  0 (nothing to do); 1, 3 (a partial row and column tile);
+ *     7 (one full MR 4 or 6 tile plus a partial one); 12 (full row tiles for MR 4, 6, 12);
+ *     16 (full column tiles for NR 8, 16); 17, 33 (full column tiles plus one column); as k,
+ *     16 is whole 8x8 / 4x4 blocks of the transposed-B packing, 17 and 33 leave a remainder.
+ *   path_matches_reference_blocks (both modes): m, k or n past every MC, KC or NC.
+ *   path_matches_reference_mlp_shapes: m and k past MC and KC together.
+ * every one with all four transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row
+ * padding 0/3/17, in f32 and f64.
+ */
+static bool quick;
+static const size_t quick_dims[] = {0, 1, 3, 7, 12, 16, 17, 33};
+#define N_QUICK_DIMS (sizeof quick_dims / sizeof quick_dims[0])
+
 /* splitmix64: a tiny seeded generator so the suite needs nothing from tests/common.c. */
 static uint64_t rng_state;
 static double
@@ -135,44 +157,76 @@ use_path(const char *name)
 DEFINE_CHECK_CASE(check_case_f32, float, tg__gemm_f32, tg__gemm_ref_f32, 0x1p-24, 0x1p-126)
 DEFINE_CHECK_CASE(check_case_f64, double, tg__gemm_f64, tg__gemm_ref_f64, 0x1p-53, 0x1p-1022)
 
+/* Both dtypes of one case, with alpha, beta and the row padding picked by index (mod 3). */
+static void
+check_case_both(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k,
+                size_t alpha_i, size_t beta_i, size_t pad_i)
+{
+    static const double alphas[] = {1, 0.5, -2};
+    static const double betas[] = {0, 1, -0.75};
+    static const size_t pads[] = {0, 3, 17};
+    double alpha = alphas[alpha_i % 3], beta = betas[beta_i % 3];
+    size_t pad = pads[pad_i % 3];
+    check_case_f32(path, ta, tb, m, n, k, pad, (float)alpha, (float)beta);
+    check_case_f64(path, ta, tb, m, n, k, pad, alpha, beta);
+}
+
 /*
- * All 4 transpose combinations x all m, n, k in dims, for f32 and f64. alpha, beta and the
- * stride padding cycle with the case number so that every combination of them meets many
- * shapes without a full cross product (which would take minutes on the generic path). Cases
- * with m·n·k above 2^16 are thinned to one in eight, keeping the large ones represented (one
- * in 64 under valgrind, whose ~50x slowdown made this test take 20 minutes there; the memory
- * errors it looks for do not depend on how many large shapes run).
+ * All 4 transpose combinations x all m, n, k in dims (quick_dims in quick mode), for f32 and
+ * f64. alpha, beta and the stride padding cycle with the case number so that every
+ * combination of them meets many shapes without a full cross product (which would take
+ * minutes on the generic path). Cases with m·n·k above 2^16 are thinned to one in eight,
+ * keeping the large ones represented (quick_dims has none).
  */
-static size_t large_case_stride = 8;
 START_TEST(path_matches_reference)
 {
     const char *path = paths[_i];
     if (!use_path(path))
         return;
-    static const double alphas[] = {1, 0.5, -2};
-    static const double betas[] = {0, 1, -0.75};
-    static const size_t pads[] = {0, 3, 17};
+    const size_t *d = quick ? quick_dims : dims;
+    size_t nd = quick ? N_QUICK_DIMS : N_DIMS;
     rng_state = 20240601;
     size_t case_no = 0;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
-            for (size_t im = 0; im < N_DIMS; im++)
-                for (size_t in = 0; in < N_DIMS; in++)
-                    for (size_t ik = 0; ik < N_DIMS; ik++) {
-                        size_t m = dims[im], n = dims[in], k = dims[ik];
+            for (size_t im = 0; im < nd; im++)
+                for (size_t in = 0; in < nd; in++)
+                    for (size_t ik = 0; ik < nd; ik++) {
+                        size_t m = d[im], n = d[in], k = d[ik];
                         case_no++;
-                        if (m * n * k > ((size_t)1 << 16) && case_no % large_case_stride != 0)
+                        if (m * n * k > ((size_t)1 << 16) && case_no % 8 != 0)
                             continue;
-                        double alpha = alphas[case_no % 3];
-                        double beta = betas[(case_no / 3) % 3];
-                        size_t pad = pads[(case_no / 9) % 3];
-                        check_case_f32(path, ta, tb, m, n, k, pad, (float)alpha, (float)beta);
-                        check_case_f64(path, ta, tb, m, n, k, pad, alpha, beta);
+                        check_case_both(path, ta, tb, m, n, k, case_no, case_no / 3,
+                                        case_no / 9);
                     }
 }
 END_TEST
 
-/* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X). */
+/*
+ * One dimension past every path's cache block at a time (MC <= 128, KC <= 384, NC <= 4096),
+ * the others small: several blocks along it, and for k the later blocks accumulating into C
+ * (beta 1 after the first). Every beta with every transpose.
+ */
+START_TEST(path_matches_reference_blocks)
+{
+    const char *path = paths[_i];
+    if (!use_path(path))
+        return;
+    rng_state = 11;
+    static const size_t shapes[][3] = {{257, 17, 33}, {7, 17, 385}, {13, 4133, 5}};
+    size_t case_no = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++, case_no++)
+            for (size_t beta_i = 0; beta_i < 3; beta_i++)
+                check_case_both(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                                case_no + beta_i, beta_i, case_no / 3);
+}
+END_TEST
+
+/* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X). In
+ * quick mode, smaller ones that still cross MC and KC together on every path (130, 256, 390
+ * and 768 make two or more blocks); the small sides, 20 and 24, give whole and partial
+ * register tiles. */
 START_TEST(path_matches_reference_mlp_shapes)
 {
     const char *path = paths[_i];
@@ -183,19 +237,27 @@ START_TEST(path_matches_reference_mlp_shapes)
         {128, 512, 784}, {128, 784, 512}, {512, 784, 128}, {256, 128, 64}, {16, 32, 16},
         {32, 16, 2},     {32, 1, 16},     {1, 300, 500},   {600, 1, 70},
     };
+    static const size_t shapes_quick[][3] = {
+        {130, 20, 390}, {20, 130, 390}, {390, 20, 130}, {256, 24, 768}, {16, 32, 16},
+        {32, 16, 2},    {32, 1, 16},    {1, 300, 500},  {600, 1, 70},
+    };
+    _Static_assert(sizeof shapes == sizeof shapes_quick, "same number of shapes");
+    const size_t(*sh)[3] = quick ? shapes_quick : shapes;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 4; t++) {
-            check_case_f32(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 0,
-                           1.0f, t == 3 ? 1.0f : 0.0f);
-            check_case_f64(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], 0,
-                           1.0, t == 3 ? 1.0 : 0.0);
+            check_case_f32(path, t & 1, t >> 1, sh[s][0], sh[s][1], sh[s][2], 0, 1.0f,
+                           t == 3 ? 1.0f : 0.0f);
+            check_case_f64(path, t & 1, t >> 1, sh[s][0], sh[s][1], sh[s][2], 0, 1.0,
+                           t == 3 ? 1.0 : 0.0);
         }
 }
 END_TEST
 
 /*
  * Bit-identical for 1 and 2 threads: the shapes are big enough for the dispatcher to split
- * them (m·n·k well past its per-thread minimum), by rows and by columns, with edges.
+ * them (m·n·k well past its per-thread minimum), by rows and by columns, with edges. Quick
+ * mode: just past the minimum for two threads (2 x 2^18), one split by rows, one by columns,
+ * k past every KC.
  */
 #define DEFINE_THREADS_CASE(NAME, T, GEMM)                                                     \
     static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k, T beta) \
@@ -236,9 +298,13 @@ START_TEST(bit_identical_across_threads)
     if (!use_path(path))
         return;
     rng_state = 99;
-    static const size_t shapes[][3] = {{301, 203, 517}, {128, 512, 784}, {700, 33, 129},
-                                       {45, 1000, 64}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    static const size_t shapes_full[][3] = {{301, 203, 517}, {128, 512, 784}, {700, 33, 129},
+                                            {45, 1000, 64}};
+    static const size_t shapes_quick[][3] = {{97, 33, 400}, {33, 170, 100}};
+    const size_t(*shapes)[3] = quick ? shapes_quick : shapes_full;
+    size_t n_shapes = quick ? sizeof shapes_quick / sizeof shapes_quick[0]
+                            : sizeof shapes_full / sizeof shapes_full[0];
+    for (size_t s = 0; s < n_shapes; s++)
         for (int t = 0; t < 4; t++) {
             threads_case_f32(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
                              t == 2 ? 1.0f : 0.0f);
@@ -338,7 +404,8 @@ START_TEST(warm_calls_do_not_allocate)
     tg_allocator counting = {counting_malloc, counting_realloc, counting_free, NULL};
     tg_set_allocator(&counting);
     tg_set_num_threads(2);
-    size_t m = 128, n = 512, k = 784;
+    /* an MLP layer; in quick mode one just large enough for two threads, k past every KC */
+    size_t m = quick ? 97 : 128, n = quick ? 64 : 512, k = quick ? 400 : 784;
     float *a = calloc(m * k, sizeof *a), *b = calloc(k * n, sizeof *b);
     float *c = calloc(m * n, sizeof *c);
     ck_assert(a && b && c);
@@ -400,6 +467,7 @@ gemm_suite(void)
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, path_matches_reference, 0, N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_blocks, 0, N_PATHS);
     tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, N_PATHS);
     suite_add_tcase(s, tc);
 
@@ -425,8 +493,8 @@ gemm_suite(void)
 int
 main(void)
 {
-    if (getenv("TG_UNDER_VALGRIND"))
-        large_case_stride = 64;
+    const char *q = getenv("TG_TEST_QUICK");
+    quick = getenv("TG_UNDER_VALGRIND") || (q && strcmp(q, "0") != 0);
     SRunner *sr = srunner_create(gemm_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

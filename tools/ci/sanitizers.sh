@@ -63,7 +63,8 @@ run_valgrind() {
     ninja -C "$dir" >/dev/null
     # The 'valgrind' setup (top-level meson.build): --error-exitcode=1, full leak check,
     # tests/valgrind.supp, CK_FORK=no. Tests that check timing or spawn MPI skip themselves
-    # under TG_UNDER_VALGRIND.
+    # under TG_UNDER_VALGRIND, and test-gemm runs its quick shapes (every kernel code path,
+    # smaller sizes: about a minute instead of 11-14).
     # Tests that run an interpreter (python3 reading a checkpoint) are left out: valgrind
     # would check CPython and ld.so, not tapegrad (TG_VALGRIND_SKIP, space-separated names).
     skip=" ${TG_VALGRIND_SKIP-safetensors-python} "
