@@ -193,42 +193,53 @@ static void
 GT_FN(pack_b)(bool trans, size_t kc, size_t nc, const GT *restrict b, size_t ldb,
               GT *restrict dst)
 {
-    for (size_t jr = 0; jr < nc; jr += GT_NR) {
-        size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
-        if (!trans) {
-            for (size_t p = 0; p < kc; p++) {
-                const GT *src = b + p * ldb + jr;
-                GT *d = dst + p * GT_NR;
-                if (nr == GT_NR) {
+    if (!trans) {
+        /* Rows of op(B) are rows of stored B. Eight rows at a time across every full panel:
+         * each row is read front to back (eight streams the hardware prefetchers follow),
+         * rather than one NR-wide piece of each of kc rows per panel, down the columns. */
+        size_t full = nc / GT_NR * GT_NR;
+        for (size_t p0 = 0; p0 < kc; p0 += 8) {
+            size_t p1 = kc - p0 < 8 ? kc : p0 + 8;
+            for (size_t jr = 0; jr < full; jr += GT_NR) {
+                GT *panel = dst + jr * kc;
+                for (size_t p = p0; p < p1; p++) {
+                    const GT *src = b + p * ldb + jr;
 #pragma GCC unroll 8
                     for (int v = 0; v < GT_NV; v++)
-                        GT_V_STOREU(d + v * GT_VL, GT_V_LOADU(src + v * GT_VL));
-                } else {
-                    for (size_t j = 0; j < GT_NR; j++)
-                        d[j] = j < nr ? src[j] : 0;
+                        GT_V_STOREU(panel + p * GT_NR + v * GT_VL, GT_V_LOADU(src + v * GT_VL));
                 }
             }
-        } else {
-            /* Column j of op(B) is row j of stored B: NR rows read in step, transposed in
-             * GT_TB x GT_TB blocks where the path has a shuffle transpose, element by element
-             * for the rest (the last kc % GT_TB values, a partial panel). */
-            if (nr < GT_NR)
-                memset(dst, 0, kc * GT_NR * sizeof(GT));
-            size_t p_done = 0;
+        }
+        if (full < nc) {
+            size_t nr = nc - full;
+            GT *panel = dst + full * kc;
+            for (size_t p = 0; p < kc; p++)
+                for (size_t j = 0; j < GT_NR; j++)
+                    panel[p * GT_NR + j] = j < nr ? b[p * ldb + full + j] : 0;
+        }
+        return;
+    }
+    for (size_t jr = 0; jr < nc; jr += GT_NR) {
+        size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
+        /* Column j of op(B) is row j of stored B: NR rows read in step, transposed in
+         * GT_TB x GT_TB blocks where the path has a shuffle transpose, element by element
+         * for the rest (the last kc % GT_TB values, a partial panel). */
+        if (nr < GT_NR)
+            memset(dst, 0, kc * GT_NR * sizeof(GT));
+        size_t p_done = 0;
 #ifdef GT_TB
-            if (nr == GT_NR) {
-                p_done = kc / GT_TB * GT_TB;
-                for (size_t p0 = 0; p0 < p_done; p0 += GT_TB)
-                    for (size_t j0 = 0; j0 < GT_NR; j0 += GT_TB)
-                        GT_TRANSPOSE(b + (jr + j0) * ldb + p0, ldb, dst + p0 * GT_NR + j0,
-                                     GT_NR);
-            }
+        if (nr == GT_NR) {
+            p_done = kc / GT_TB * GT_TB;
+            for (size_t p0 = 0; p0 < p_done; p0 += GT_TB)
+                for (size_t j0 = 0; j0 < GT_NR; j0 += GT_TB)
+                    GT_TRANSPOSE(b + (jr + j0) * ldb + p0, ldb, dst + p0 * GT_NR + j0,
+                                 GT_NR);
+        }
 #endif
-            for (size_t j = 0; j < nr; j++) {
-                const GT *src = b + (jr + j) * ldb;
-                for (size_t p = p_done; p < kc; p++)
-                    dst[p * GT_NR + j] = src[p];
-            }
+        for (size_t j = 0; j < nr; j++) {
+            const GT *src = b + (jr + j) * ldb;
+            for (size_t p = p_done; p < kc; p++)
+                dst[p * GT_NR + j] = src[p];
         }
         dst += kc * GT_NR;
     }
