@@ -6,11 +6,17 @@
  * broadcast of the 32 zmm registers; per k step 24 FMAs against 2 loads and 12 broadcasts.
  * 24 independent chains cover 2 FMA pipes x 4 cycles latency three times over. MR = 12 wastes
  * little on the MLP batch sizes (128 = 10·12 + 8; 256 = 21·12 + 4) where 14 would waste more.
- * Blocks: the KC x NR micro-panel of B (256·32·4 B = 32 KiB, same for f64 at 256·16·8 B)
- * stays in Zen 5's 48 KiB L1; the MC x KC block of A (96·256·4 B = 96 KiB f32, 72·256·8 B = 144 KiB f64)
- * in the 1 MiB L2; KC x NC of B in L3.
- * NOT TUNED ON HARDWARE: the development VM lacks AVX-512; the same template code is
- * exercised on AVX2 by the tests (emulated 512-bit lanes), but these block sizes are guesses.
+ * Blocks: the KC x NR micro-panel of B must stay in L1 while the MR x KC micro-panels of A
+ * stream past it. f32 at KC 256: B 32 KiB + A 12 KiB = 44 KiB, inside Zen 5's and Sapphire
+ * Rapids' 48 KiB L1. f64 at KC 128: B 16 KiB + A 12 KiB (at 256 it was 32 + 24 KiB, more than
+ * any of these L1s; the same overflow on the AVX2 path cost B-wide f64 ~9 %, gemm_avx2.c).
+ * The MC x KC block of A (96·256·4 B = 96 KiB f32, 144·128·8 B = 144 KiB f64) sits in the
+ * 1-2 MiB L2; KC x NC of B in L3.
+ * Checked on hardware once (the device machine's Xeon with AVX-512F/VL/BW, this session): every
+ * kernel test passes on this path. The block sizes are NOT tuned there: its timings swung by 2x
+ * between identical runs; a sweep of MC 48-192 x KC 256-512 for f32 found nothing better than
+ * 96/256 beyond that noise, and adding the next-B prefetch (gemm_template.h) helped in 4 of 5
+ * rounds.
  */
 #include <immintrin.h>
 
@@ -64,7 +70,9 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_MC
 
 /* ---- float64: 12 x 16 ---- */
-#define GT_MC 72
+#undef GT_KC
+#define GT_KC 128
+#define GT_MC 144
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
