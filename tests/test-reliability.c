@@ -445,6 +445,11 @@ START_TEST(row09_stale_everywhere)
     fresh = tg_matrix(tape, TG_F64, 1, 1, (double[]){3}, "fresh");
     ck_assert_int_eq(tg_backward_seeded(tape, tg_identity(tape, fresh), y), TG_ERR_ARG);
     ASSERT_ERROR(TG_ERR_ARG, "backward", "seed", "stale");
+    /* An argument error that names the operand must check the operand first (scale's factor;
+     * fuzz-graph read a stale handle's name pointer here: corpus crash-scale-nonfinite-*). */
+    tg_tape_reset(tape);
+    tg_scale(tape, x, NAN);
+    ASSERT_ERROR(TG_ERR_ARG, "scale", "x", "stale");
 }
 END_TEST
 
