@@ -38,7 +38,7 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  *     16 is whole 8x8 / 4x4 blocks of the transposed-B packing, 17 and 33 leave a remainder.
  *   path_matches_reference_blocks (both modes): m, k or n past every MC, KC or NC.
  *   path_matches_reference_mlp_shapes: m and k past MC and KC together.
- * every one with all four transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row
+ * every one in both loop orders (blocked and short-C, path_and_order), with all four transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row
  * padding 0/3/17, in f32 and f64.
  */
 static bool quick;
@@ -57,11 +57,33 @@ uniform(void)
     return (double)(z >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
 }
 
+/* The default of tg__gemm_short_c_bytes, restored after every test. */
+static size_t default_short_c_bytes;
+
+static void
+setup(void)
+{
+    default_short_c_bytes = tg__gemm_short_c_bytes;
+}
+
 static void
 teardown(void)
 {
     tg_set_kernel("auto");
     tg_set_num_threads(0);
+    tg__gemm_short_c_bytes = default_short_c_bytes;
+}
+
+/*
+ * The path tests run twice per path, _i = order·N_PATHS + path: order 0 forces the blocked
+ * loop order of gemm_template.h for every product, order 1 the short-C order. By default a
+ * product picks one by its size (kernels.h), so that every shape below meets both.
+ */
+static const char *
+path_and_order(int i)
+{
+    tg__gemm_short_c_bytes = i / N_PATHS ? SIZE_MAX : 0;
+    return paths[i % N_PATHS];
 }
 
 /* Switches to the named path; false (and a note) when this CPU or build lacks it. */
@@ -180,7 +202,7 @@ check_case_both(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k
  */
 START_TEST(path_matches_reference)
 {
-    const char *path = paths[_i];
+    const char *path = path_and_order(_i);
     if (!use_path(path))
         return;
     const size_t *d = quick ? quick_dims : dims;
@@ -209,7 +231,7 @@ END_TEST
  */
 START_TEST(path_matches_reference_blocks)
 {
-    const char *path = paths[_i];
+    const char *path = path_and_order(_i);
     if (!use_path(path))
         return;
     rng_state = 11;
@@ -229,7 +251,7 @@ END_TEST
  * small sides, 20 and 24, give whole and partial register tiles. */
 START_TEST(path_matches_reference_mlp_shapes)
 {
-    const char *path = paths[_i];
+    const char *path = path_and_order(_i);
     if (!use_path(path))
         return;
     rng_state = 7;
@@ -254,7 +276,9 @@ START_TEST(path_matches_reference_mlp_shapes)
 END_TEST
 
 /*
- * Bit-identical for 1 and 2 threads: the shapes are big enough for the dispatcher to split
+ * Bit-identical for 1 and 2 threads and for both loop orders: one thread in the blocked order,
+ * two threads each picking its order by its share's size (the default), two threads in the
+ * short-C order. The shapes are big enough for the dispatcher to split
  * them (m·n·k well past its per-thread minimum), by rows and by columns, with edges. Quick
  * mode: just past the minimum for two threads (2 x 2^18), one split by rows, one by columns,
  * k past every KC.
@@ -265,7 +289,8 @@ END_TEST
         size_t a_len = m * k, b_len = k * n, c_len = m * n;                                    \
         T *a = malloc(sizeof(T) * a_len), *b = malloc(sizeof(T) * b_len);                      \
         T *c1 = malloc(sizeof(T) * c_len), *c2 = malloc(sizeof(T) * c_len);                    \
-        if (!(a && b && c1 && c2))                                                             \
+        T *c3 = malloc(sizeof(T) * c_len);                                                     \
+        if (!(a && b && c1 && c2 && c3))                                                       \
             ck_abort_msg("out of memory");                                                     \
         for (size_t i = 0; i < a_len; i++)                                                     \
             a[i] = (T)uniform();                                                               \
@@ -274,17 +299,26 @@ END_TEST
         for (size_t i = 0; i < c_len; i++)                                                     \
             c1[i] = c2[i] = (T)uniform();                                                      \
         size_t lda = ta ? m : k, ldb = tb ? k : n;                                             \
+        memcpy(c3, c1, sizeof(T) * c_len);                                                     \
         tg_set_num_threads(1);                                                                 \
+        tg__gemm_short_c_bytes = 0;                                                            \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c1, n);                           \
         tg_set_num_threads(2);                                                                 \
+        tg__gemm_short_c_bytes = default_short_c_bytes;                                        \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c2, n);                           \
+        tg__gemm_short_c_bytes = SIZE_MAX;                                                     \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c3, n);                           \
         ck_assert_msg(memcmp(c1, c2, sizeof(T) * c_len) == 0,                                  \
                       "%s %s ta=%d tb=%d %zux%zux%zu: 1 and 2 threads differ", path, #T, ta,   \
                       tb, m, n, k);                                                            \
+        ck_assert_msg(memcmp(c1, c3, sizeof(T) * c_len) == 0,                                  \
+                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and short-C orders differ",      \
+                      path, #T, ta, tb, m, n, k);                                              \
         free(a);                                                                               \
         free(b);                                                                               \
         free(c1);                                                                              \
         free(c2);                                                                              \
+        free(c3);                                                                              \
     }
 
 DEFINE_THREADS_CASE(threads_case_f32, float, tg__gemm_f32)
@@ -464,15 +498,15 @@ gemm_suite(void)
     Suite *s = suite_create("gemm");
 
     TCase *tc = tcase_create("paths vs reference");
-    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, path_matches_reference, 0, N_PATHS);
-    tcase_add_loop_test(tc, path_matches_reference_blocks, 0, N_PATHS);
-    tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference, 0, 2 * N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_blocks, 0, 2 * N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, 2 * N_PATHS);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");
-    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, bit_identical_across_threads, 0, N_PATHS);
     tcase_add_test(tc, parallel_for_chunks_are_fixed);

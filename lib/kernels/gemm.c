@@ -28,6 +28,8 @@
  * thread's share is then under ~7 µs, the same order as waking a team and joining it. */
 #define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
 
+size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
+
 /* ---- per-thread packing buffer ---- */
 
 struct workspace {

@@ -40,6 +40,14 @@ void tg__gemm_ref_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, 
                       double *c, size_t ldc);
 
 /*
+ * Which of gemm_template.h's two loop orders a product takes: the short-C order when op(A)'s
+ * packed k run (m rounded up to MR, times the KC run) fits this many bytes, else the blocked
+ * order. Both give the same bits. 1 MiB by default; the tests set 0 (always blocked) and
+ * SIZE_MAX (always short) to run both orders on every shape. Not for use while a gemm runs.
+ */
+extern size_t tg__gemm_short_c_bytes;
+
+/*
  * Parallel loop over [0, n) with a partitioning that does not depend on the thread count:
  * fn is called once per chunk [c·grain, min(n, (c+1)·grain)), c = 0 … tg__parallel_chunks()-1,
  * each chunk on exactly one thread, chunks spread over up to tg_num_threads() threads.
