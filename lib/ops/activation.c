@@ -64,14 +64,15 @@ static tg_status unary_forward(tg_node *nd, const struct act_rule *rule);
 static tg_status unary_vjp(tg_node *nd, const struct act_rule *rule);
 
 #define ACT_LOOPS(op, NAME, T, SFX)                                                                \
-    TG__VEC_CLONES static void op##_fwd_##SFX(T alpha, const T *x, T *y, size_t n)                 \
+    TG__VEC_CLONES static void op##_fwd_##SFX(T alpha, const T *restrict x, T *restrict y,         \
+                                                size_t n)                                          \
     {                                                                                              \
         (void)alpha;                                                                               \
         for (size_t i = 0; i < n; i++)                                                             \
             y[i] = NAME##_Y(T, x[i], alpha);                                                       \
     }                                                                                              \
-    TG__VEC_CLONES static void op##_dz_##SFX(T alpha, const T *x, const T *y, const T *dy,         \
-                                               T *dz, size_t n)                                    \
+    TG__VEC_CLONES static void op##_dz_##SFX(T alpha, const T *restrict x, const T *restrict y,    \
+                                               const T *restrict dy, T *restrict dz, size_t n)     \
     {                                                                                              \
         (void)alpha, (void)x, (void)y;                                                             \
         for (size_t i = 0; i < n; i++)                                                             \
