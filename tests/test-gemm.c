@@ -38,8 +38,9 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  *     16 is whole 8x8 / 4x4 blocks of the transposed-B packing, 17 and 33 leave a remainder.
  *   path_matches_reference_blocks (both modes): m, k or n past every MC, KC or NC.
  *   path_matches_reference_mlp_shapes: m and k past MC and KC together.
- * every one in both loop orders (blocked and short-C, path_and_order), with all four transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row
- * padding 0/3/17, in f32 and f64.
+ * every one in both loop orders (blocked and short-C, path_and_order), with all four
+ * transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row padding 0/3/17, in f32 and
+ * f64.
  */
 static bool quick;
 static const size_t quick_dims[] = {0, 1, 3, 7, 12, 16, 17, 33};

@@ -314,12 +314,16 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
  * Short C: m small and B large, as in every product of an MLP whose m is the batch (B-wide:
  * 256 x 4096 x 4096). The blocked order below packs a KC x NC block of B (6 MiB) to memory and
  * reads it back from L3 once per MC block of A, and its packing runs apart from any compute.
- * Here op(A)'s whole kc run is packed once (it fits L2: tg__gemm_short_c_bytes, kernels.h), and B is packed
- * one NR-wide micro-panel at a time into an L1-sized buffer right before the m / MR tiles that
- * use it, while the next micro-panel's source is prefetched: B is read from memory once and
- * written nowhere but L1. Same k runs and same tile arithmetic as the blocked order, so the
- * same bits (a thread's share of m may pick either order). Measured on the 8 products of
- * B-wide, f32, 1 thread, interleaved (Zen 3): 69.0 -> 76.5 GFLOP/s; B-mnist's 73.6 -> 81.0.
+ * Here op(A)'s whole kc run is packed once (it fits L2: tg__gemm_short_c_bytes, kernels.h),
+ * and B is packed one NR-wide micro-panel at a time into an L1-sized buffer right before the
+ * m / MR tiles that use it, while the next micro-panel's source is prefetched: B is read from
+ * memory once and written nowhere but L1. Same k runs and same tile arithmetic as the blocked
+ * order, so the same bits (a thread's share of m may pick either order). Measured on the 8
+ * products of B-wide, f32, 1 thread, interleaved (Zen 3): 69.0 -> 76.5 GFLOP/s; B-mnist's
+ * 73.6 -> 81.0. Weak spot: a plain B with a power-of-two row stride (dZ·W, W 4096 wide) gives
+ * one cache line per row at a 16 KiB stride, so the prefetched lines share 4 L2 sets and
+ * evict each other; pack_b then waits on L3 (~3 % of a B-wide step). Packing 4-64 panels at a
+ * time instead was not measurably better.
  */
 static void
 GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t kc_step, GT alpha,
