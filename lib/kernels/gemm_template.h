@@ -320,39 +320,52 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
  * memory once and written nowhere but L1. Same k runs and same tile arithmetic as the blocked
  * order, so the same bits (a thread's share of m may pick either order). Measured on the 8
  * products of B-wide, f32, 1 thread, interleaved (Zen 3): 69.0 -> 76.5 GFLOP/s; B-mnist's
- * 73.6 -> 81.0. Weak spot: a plain B with a power-of-two row stride (dZ·W, W 4096 wide) gives
- * one cache line per row at a 16 KiB stride, so the prefetched lines share 4 L2 sets and
- * evict each other; pack_b then waits on L3 (~3 % of a B-wide step). Packing 4-64 panels at a
- * time instead was not measurably better.
+ * 73.6 -> 81.0. A plain B (dZ·W) is packed
+ * GT_SHORT_STRIP columns at a time instead: one panel's worth of a row is a single cache line,
+ * and with W 4096 wide the rows lie 16-32 KiB apart, so the lines of one panel fall into 2-4
+ * L2 sets and its prefetches evicted each other. 64 columns: B-wide's two dZ·W products, 1
+ * thread, interleaved, f64 30.6 -> 33.8 GFLOP/s, f32 70.5 -> 79.7 (16, 32, 128 and 256
+ * columns in between or no better).
  */
+/* Columns of a plain (untransposed) B packed at a time by short_c: 64, so each row of B is
+ * read as 256-512 contiguous bytes rather than one line per 16-32 KiB stride. */
+#define GT_SHORT_STRIP (GT_NR > 64 ? GT_NR : 64 / GT_NR * GT_NR)
+
 static void
 GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t kc_step, GT alpha,
                const GT *a, size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc,
                GT *ap, GT *bp)
 {
     size_t tiles = (m + GT_MR - 1) / GT_MR;
+    size_t strip = trans_b ? GT_NR : GT_SHORT_STRIP;
     for (size_t pc = 0; pc < k; pc += kc_step) {
         size_t kc = k - pc < kc_step ? k - pc : kc_step;
         GT beta_block = pc == 0 ? beta : 1;
         GT_FN(pack_a)(trans_a, m, kc, trans_a ? a + pc * lda : a + pc, lda, ap);
-        for (size_t jr = 0; jr < n; jr += GT_NR) {
-            size_t nr = n - jr < GT_NR ? n - jr : GT_NR;
-            GT_FN(pack_b)(trans_b, kc, nr, trans_b ? b + jr * ldb + pc : b + pc * ldb + jr, ldb,
+        for (size_t jc = 0; jc < n; jc += strip) {
+            size_t nc = n - jc < strip ? n - jc : strip;
+            GT_FN(pack_b)(trans_b, kc, nc, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb,
                           bp);
             struct GT_FN(next_b) next = {0};
-            size_t next_jr = jr + GT_NR;
-            if (next_jr < n)
-                next = GT_FN(next_b_start)(trans_b, b, ldb, pc, kc, next_jr,
-                                           n - next_jr < GT_NR ? n - next_jr : GT_NR, tiles);
-            for (size_t ir = 0; ir < m; ir += GT_MR) {
-                size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
-                const GT *apanel = ap + ir * kc;
-                GT *ctile = c + ir * ldc + jr;
-                GT_FN(next_b_step)(&next);
-                if (mr == GT_MR && nr == GT_NR)
-                    GT_FN(micro_kernel)(kc, apanel, bp, ctile, ldc, alpha, beta_block);
-                else
-                    GT_FN(edge_tile)(kc, apanel, bp, ctile, ldc, mr, nr, alpha, beta_block);
+            size_t next_jc = jc + strip;
+            if (next_jc < n)
+                next = GT_FN(next_b_start)(trans_b, b, ldb, pc, kc, next_jc,
+                                           n - next_jc < strip ? n - next_jc : strip,
+                                           tiles * ((nc + GT_NR - 1) / GT_NR));
+            for (size_t jr = 0; jr < nc; jr += GT_NR) {
+                size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
+                const GT *bpanel = bp + jr * kc;
+                for (size_t ir = 0; ir < m; ir += GT_MR) {
+                    size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
+                    const GT *apanel = ap + ir * kc;
+                    GT *ctile = c + ir * ldc + jc + jr;
+                    GT_FN(next_b_step)(&next);
+                    if (mr == GT_MR && nr == GT_NR)
+                        GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha, beta_block);
+                    else
+                        GT_FN(edge_tile)(kc, apanel, bpanel, ctile, ldc, mr, nr, alpha,
+                                         beta_block);
+                }
             }
         }
     }
@@ -365,7 +378,7 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
     size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
     size_t a_short = GT_FN(round_up)(GT_FN(round_up)(m, GT_MR) * kc_step, 64 / sizeof(GT));
     if (a_short <= tg__gemm_short_c_bytes / sizeof(GT)) {
-        GT *ap = tg__gemm_workspace((a_short + kc_step * GT_NR) * sizeof(GT));
+        GT *ap = tg__gemm_workspace((a_short + kc_step * GT_SHORT_STRIP) * sizeof(GT));
         if (ap) {
             GT_FN(short_c)(trans_a, trans_b, m, n, k, kc_step, alpha, a, lda, b, ldb, beta, c, ldc,
                            ap, ap + a_short);
@@ -429,6 +442,7 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
 }
 
 #undef GT_NV
+#undef GT_SHORT_STRIP
 #undef GT_PREFETCH
 #undef GT_PREFETCH_READ
 #undef GT_FN
