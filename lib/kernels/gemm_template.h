@@ -14,8 +14,8 @@
  *             acc = Σ_p Ap[ir][p][:] ⊗ Bp[jr][p][:]   (p ascending)
  *             C_tile = alpha·acc + beta'·C_tile      (beta' = beta for pc = 0, else 1)
  *
- * A short C (op(A)'s kc run fits tg__gemm_short_c_bytes: m is a batch) skips the jc and ic loops
- * and packs B one micro-panel at a time instead (short_c, below); the sums are the same.
+ * A short C (op(A)'s kc run fits tg__gemm_short_c_bytes: m is a batch) skips the jc and ic
+ * loops and packs B a few columns at a time instead (short_c, below); the sums are the same.
  *
  * Each C element therefore sees its k products summed in runs of at most KC, in ascending p,
  * then folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
@@ -315,20 +315,19 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
  * 256 x 4096 x 4096). The blocked order below packs a KC x NC block of B (6 MiB) to memory and
  * reads it back from L3 once per MC block of A, and its packing runs apart from any compute.
  * Here op(A)'s whole kc run is packed once (it fits L2: tg__gemm_short_c_bytes, kernels.h),
- * and B is packed one NR-wide micro-panel at a time into an L1-sized buffer right before the
- * m / MR tiles that use it, while the next micro-panel's source is prefetched: B is read from
- * memory once and written nowhere but L1. Same k runs and same tile arithmetic as the blocked
- * order, so the same bits (a thread's share of m may pick either order). Measured on the 8
- * products of B-wide, f32, 1 thread, interleaved (Zen 3): 69.0 -> 76.5 GFLOP/s; B-mnist's
- * 73.6 -> 81.0. A plain B (dZ·W) is packed
- * GT_SHORT_STRIP columns at a time instead: one panel's worth of a row is a single cache line,
- * and with W 4096 wide the rows lie 16-32 KiB apart, so the lines of one panel fall into 2-4
- * L2 sets and its prefetches evicted each other. 64 columns: B-wide's two dZ·W products, 1
- * thread, interleaved, f64 30.6 -> 33.8 GFLOP/s, f32 70.5 -> 79.7 (16, 32, 128 and 256
- * columns in between or no better).
+ * and B a few columns at a time into a small buffer right before the m / MR tiles that use
+ * them, while the next columns' source is prefetched: B is read from memory once and its
+ * packed copy never leaves L1/L2. Same k runs and same tile arithmetic as the blocked order,
+ * so the same bits (a thread's share of m may pick either order). Measured on the 8 products
+ * of B-wide, f32, 1 thread, interleaved (Zen 3): 69.0 -> 76.5 GFLOP/s; B-mnist's 73.6 -> 81.0.
+ *
+ * How many columns at a time: a transposed B (X·Wᵀ) one NR-wide micro-panel, NR rows of W
+ * read front to back. A plain B (dZ·W) GT_SHORT_STRIP = 64 columns: one micro-panel's worth
+ * of a row is a single cache line, and with W 4096 wide the rows lie 16-32 KiB apart, so the
+ * lines of one panel fell into 2-4 L2 sets and the prefetches of the next evicted each other.
+ * B-wide's two dZ·W products, 1 thread, interleaved: f64 30.6 -> 33.8 GFLOP/s, f32 70.5 ->
+ * 79.7 (16, 32, 128 and 256 columns in between or no better).
  */
-/* Columns of a plain (untransposed) B packed at a time by short_c: 64, so each row of B is
- * read as 256-512 contiguous bytes rather than one line per 16-32 KiB stride. */
 #define GT_SHORT_STRIP (GT_NR > 64 ? GT_NR : 64 / GT_NR * GT_NR)
 
 static void
