@@ -30,7 +30,7 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  * with fewer, smaller shapes (the full run took 11-14 minutes of the CI's valgrind step).
  *
  * What every path must still meet, with the register tiles MR x NR of 4x8 (generic), 6x16 and
- * 6x8 (AVX2 f32/f64), 12x32 and 12x16 (AVX-512) and the cache blocks MC <= 144, KC <= 384,
+ * 6x8 (AVX2 f32/f64), 12x32 and 12x16 (AVX-512) and the cache blocks MC <= 192, KC <= 384,
  * NC <= 4096 (lib/kernels/gemm_*.c):
  *   quick_dims, all m x n x k:  0 (nothing to do); 1, 3 (a partial row and column tile);
  *     7 (one full MR 4 or 6 tile plus a partial one); 12 (full row tiles for MR 4, 6, 12);
@@ -226,7 +226,7 @@ START_TEST(path_matches_reference)
 END_TEST
 
 /*
- * One dimension past every path's cache block at a time (MC <= 144, KC <= 384, NC <= 4096),
+ * One dimension past every path's cache block at a time (MC <= 192, KC <= 384, NC <= 4096),
  * the others small: several blocks along it, and for k the later blocks accumulating into C
  * (beta 1 after the first). Every beta with every transpose.
  */
@@ -248,8 +248,8 @@ END_TEST
 
 /* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X). In
  * quick mode, smaller ones that still cross MC and KC together on every path (256, 390 and
- * 768 make two or more blocks everywhere, 130 everywhere but AVX-512 f64 with MC 144); the
- * small sides, 20 and 24, give whole and partial register tiles. */
+ * 768 make two or more blocks everywhere, 130 on the paths whose MC is below it: generic and
+ * AVX-512 f32); the small sides, 20 and 24, give whole and partial register tiles. */
 START_TEST(path_matches_reference_mlp_shapes)
 {
     const char *path = path_and_order(_i);

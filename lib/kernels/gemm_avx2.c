@@ -6,10 +6,16 @@
  * of the 16 ymm registers; each k step issues 12 FMAs against 2 loads and 6 broadcasts, enough
  * independent chains (12 ≥ 2 pipes x 4-5 cycles latency) to keep both FMA pipes busy.
  * Blocks: the KC x NR micro-panel of B (384·16·4 B = 24 KiB f32, 256·8·8 B = 16 KiB f64)
- * stays in the 32 KiB L1; the MC x KC block of A (96·384·4 B = 144 KiB f32, 72·256·8 B =
- * 144 KiB f64) in a 512 KiB L2 with room for the streaming B; KC x NC of B (6 MiB f32,
- * 8 MiB f64) in L3. Chosen by a sweep on Zen 3 (n = 256…2048): MC 96/KC 384 beat the BLIS
- * Haswell 144/256 by a few percent, and k-unrolling plus prefetching C by ~15%.
+ * stays in the 32 KiB L1; the MC x KC block of A (192·384·4 B = 288 KiB f32, 144·256·8 B =
+ * 288 KiB f64) in a 512 KiB L2 with room for the streaming B; KC x NC of B (6 MiB f32,
+ * 8 MiB f64) in L3. KC 384 and the k-unrolling plus prefetching C (~15 %) came from a sweep
+ * on Zen 3 (n = 256…2048). MC was 96 (f32) / 72 (f64), a 144 KiB A block; once the short-C
+ * order (gemm_template.h) took every product with a batch-sized m, the blocked order only
+ * runs large-m products, where each MC block of A re-reads the whole packed B block from L3:
+ * a 288 KiB A block halves that. Interleaved, 1 thread, harness on the blocked order: B-wide's
+ * three dW products (m 1024-4096, k 256) f32 60.8/61.5 -> 65.5/64.3 GFLOP/s (MC 96 -> 192),
+ * f64 27.9 -> 30.2 (MC 72 -> 144); square 2048 f32 60.5/63.0 -> 64.0/64.8, f64 30.1 -> 33.1;
+ * square 1024 within noise. Larger MC (216-288) was no better than that beyond the noise.
  */
 #include <immintrin.h>
 
@@ -17,7 +23,7 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
-#define GT_MC 96
+#define GT_MC 192
 #define GT_KC 384
 #define GT_NC 4096
 
@@ -66,12 +72,12 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
  * KC 256 rather than f32's 384: the f64 micro-panels are twice the bytes, and at 384 the B
  * panel (24 KiB) plus the A panel streaming past it (18 KiB) overflow the 32 KiB L1, so B was
  * reloaded from L2 inside the micro-kernel (the hottest instruction in a B-wide profile).
- * At 256: 16 + 12 KiB. MC 72 keeps the A block near 144 KiB. B-wide f64, 1 thread,
- * interleaved: 1.38-1.45 s per step vs 1.53-1.60 at KC 384 / MC 48; B-seed and B-mnist f64
- * within run-to-run noise (±3 %). */
+ * At 256: 16 + 12 KiB. B-wide f64, 1 thread, interleaved: 1.38-1.45 s per step at KC 256 /
+ * MC 72 vs 1.53-1.60 at KC 384 / MC 48; B-seed and B-mnist f64 within run-to-run noise
+ * (±3 %). MC is now 144, an A block of 288 KiB as f32's (see the top of this file). */
 #undef GT_KC
 #define GT_KC 256
-#define GT_MC 72
+#define GT_MC 144
 #define GT double
 #define GT_PREFIX avx2_f64_
 #define GT_BLOCK tg__gemm_block_avx2_f64
