@@ -311,6 +311,32 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
 }
 
 /*
+ * The tiles of one packed block: C[0..mc, 0..nc) (c at its top-left) from the packed A
+ * panels ap (kc x MR each) and B panels bp (kc x NR each), B panel by B panel, so one B
+ * micro-panel stays in L1 while the A panels stream past it. Spreads the next block's
+ * prefetch over the calls.
+ */
+static void
+GT_FN(macro_kernel)(size_t kc, size_t mc, size_t nc, const GT *ap, const GT *bp, GT *c,
+                    size_t ldc, GT alpha, GT beta, struct GT_FN(next_b) *next)
+{
+    for (size_t jr = 0; jr < nc; jr += GT_NR) {
+        size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
+        const GT *bpanel = bp + jr * kc;
+        for (size_t ir = 0; ir < mc; ir += GT_MR) {
+            size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
+            const GT *apanel = ap + ir * kc;
+            GT *ctile = c + ir * ldc + jr;
+            GT_FN(next_b_step)(next);
+            if (mr == GT_MR && nr == GT_NR)
+                GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha, beta);
+            else
+                GT_FN(edge_tile)(kc, apanel, bpanel, ctile, ldc, mr, nr, alpha, beta);
+        }
+    }
+}
+
+/*
  * Short C: m small and B large, as in every product of an MLP whose m is the batch (B-wide:
  * 256 x 4096 x 4096). The blocked order below packs a KC x NC block of B (6 MiB) to memory and
  * reads it back from L3 once per MC block of A, and its packing runs apart from any compute.
@@ -351,21 +377,7 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
                 next = GT_FN(next_b_start)(trans_b, b, ldb, pc, kc, next_jc,
                                            n - next_jc < strip ? n - next_jc : strip,
                                            tiles * ((nc + GT_NR - 1) / GT_NR));
-            for (size_t jr = 0; jr < nc; jr += GT_NR) {
-                size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
-                const GT *bpanel = bp + jr * kc;
-                for (size_t ir = 0; ir < m; ir += GT_MR) {
-                    size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
-                    const GT *apanel = ap + ir * kc;
-                    GT *ctile = c + ir * ldc + jc + jr;
-                    GT_FN(next_b_step)(&next);
-                    if (mr == GT_MR && nr == GT_NR)
-                        GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha, beta_block);
-                    else
-                        GT_FN(edge_tile)(kc, apanel, bpanel, ctile, ldc, mr, nr, alpha,
-                                         beta_block);
-                }
-            }
+            GT_FN(macro_kernel)(kc, m, nc, ap, bp, c + jc, ldc, alpha, beta_block, &next);
         }
     }
 }
@@ -419,22 +431,8 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
                 const GT *a_block = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
                 GT_FN(pack_a)(trans_a, mc, kc, a_block, lda, ap);
 
-                for (size_t jr = 0; jr < nc; jr += GT_NR) {
-                    size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
-                    const GT *bpanel = bp + jr * kc;
-                    for (size_t ir = 0; ir < mc; ir += GT_MR) {
-                        size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
-                        const GT *apanel = ap + ir * kc;
-                        GT *ctile = c + (ic + ir) * ldc + jc + jr;
-                        GT_FN(next_b_step)(&next);
-                        if (mr == GT_MR && nr == GT_NR)
-                            GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha,
-                                                beta_block);
-                        else
-                            GT_FN(edge_tile)(kc, apanel, bpanel, ctile, ldc, mr, nr, alpha,
-                                             beta_block);
-                    }
-                }
+                GT_FN(macro_kernel)(kc, mc, nc, ap, bp, c + ic * ldc + jc, ldc, alpha,
+                                    beta_block, &next);
             }
         }
     }
