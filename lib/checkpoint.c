@@ -100,8 +100,11 @@ tg_to_st(tg_dtype dt)
  * control bytes, quotes and backslashes escaped and long names cut, so a hostile name cannot
  * forge a message or drive a terminal.
  */
+enum { QUOTE_MAX_BYTES = 80 }; /* bytes of file text shown; the rest becomes "..." */
+
+/* Worst case: both quotes, every shown byte escaped as \xNN (4 chars), "...", NUL. */
 struct qtext {
-    char s[3 * 80 + 16];
+    char s[2 + 4 * QUOTE_MAX_BYTES + 3 + 1];
 };
 
 static struct qtext
@@ -112,7 +115,7 @@ quote(const char *p)
     q.s[o++] = '"';
     for (size_t i = 0; p && p[i]; i++) {
         unsigned char ch = (unsigned char)p[i];
-        if (i >= 80) {
+        if (i >= QUOTE_MAX_BYTES) {
             memcpy(q.s + o, "...", 3);
             o += 3;
             break;
@@ -1426,7 +1429,8 @@ tg_state_dict_load(tg_state_dict *sd, const char *path, unsigned flags)
         sb[i] = &b[i];
     qsort(fe, p.n, sizeof *fe, cmp_entry_name);
     qsort(sb, nb, sizeof *sb, cmp_binding_name);
-    char missing[300] = "", unexpected[300] = "";
+    /* Room for at least one name quoted at its longest, so a list is never empty. */
+    char missing[sizeof(struct qtext) + 64] = "", unexpected[sizeof(struct qtext) + 64] = "";
     size_t mo = 0, uo = 0, n_missing = 0, n_unexpected = 0, m_shown = 0, u_shown = 0;
     size_t i = 0, j = 0;
     while (i < p.n || j < nb) {

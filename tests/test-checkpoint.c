@@ -508,6 +508,25 @@ START_TEST(bad_header_rejected)
 }
 END_TEST
 
+/* A name or field of 100 bytes that each need escaping (\x7f, 4 characters shown): the quoted
+ * text in the message is cut at 80 bytes with "...". The quoting buffer once held 3 characters
+ * per byte and overflowed here (fuzz-checkpoint: corpus crash-quote-escaped-key-overflow). */
+START_TEST(escaped_names_cut_in_messages)
+{
+    char key[101], header[512];
+    memset(key, 0x7f, 100);
+    key[100] = '\0';
+    snprintf(header, sizeof header,
+             "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"%s\":1}}", key);
+    expect_load_error(craft("esc-field", header, strlen(header), 8), TG_ERR_FORMAT,
+                      "unknown field \"\\x7f\\x7f", "\\x7f...\" (expected dtype");
+    snprintf(header, sizeof header,
+             "{\"%s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", key);
+    expect_load_error(craft("esc-name", header, strlen(header), 8), TG_ERR_FORMAT,
+                      "1 unexpected: \"\\x7f", NULL);
+}
+END_TEST
+
 START_TEST(good_header_variants_accepted)
 {
     /* Leading/trailing whitespace, a reordered entry and metadata are fine. */
@@ -937,6 +956,7 @@ checkpoint_suite(void)
     tc = tcase_create("malformed headers");
     tcase_add_checked_fixture(tc, setup_model, teardown_model);
     tcase_add_loop_test(tc, bad_header_rejected, 0, sizeof bad_headers / sizeof bad_headers[0]);
+    tcase_add_test(tc, escaped_names_cut_in_messages);
     tcase_add_test(tc, good_header_variants_accepted);
     tcase_add_test(tc, header_length_checks);
     suite_add_tcase(s, tc);
