@@ -315,19 +315,36 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
  * panels ap (kc x MR each) and B panels bp (kc x NR each), B panel by B panel, so one B
  * micro-panel stays in L1 while the A panels stream past it. Spreads the next block's
  * prefetch over the calls.
+ *
+ * b_in_l3: bp is the blocked order's KC x NC block, packed before the first MC block and read
+ * back from L3 by every later one. The first tiles of each B micro-panel then waited on L3, so
+ * the next micro-panel is prefetched into L2, spread evenly over this panel's tiles. Paired
+ * runs, 1 thread, Zen 3, old and new binaries alternated (8 rounds; median ratio, rounds won):
+ * square f64 n = 2048 1.10 (7/8), 1024 1.035 (6/8), 768 1.04 (6/8); f32 n = 2048 1.03 (5/8),
+ * 1024 1.03 (5/8); B-wide's dW product (4096 x 4096 x 256, Aᵀ) f32 1.16 (6/6); n = 512 f64
+ * 0.98 (2/8). The short-C order packs each B strip right before use (still in L1/L2) and skips
+ * it: there the prefetches only cost (B-wide's 256 x 4096 x 4096 products 0.96-1.00, 2-3 of 6).
  */
 static void
-GT_FN(macro_kernel)(size_t kc, size_t mc, size_t nc, const GT *ap, const GT *bp, GT *c,
-                    size_t ldc, GT alpha, GT beta, struct GT_FN(next_b) *next)
+GT_FN(macro_kernel)(size_t kc, size_t mc, size_t nc, const GT *ap, const GT *bp, bool b_in_l3,
+                    GT *c, size_t ldc, GT alpha, GT beta, struct GT_FN(next_b) *next)
 {
+    size_t tiles = (mc + GT_MR - 1) / GT_MR;
+    size_t panel_lines = kc * GT_NR * sizeof(GT) / 64; /* kc·NR elements, whole lines */
+    size_t lines_per_tile = (panel_lines + tiles - 1) / tiles;
     for (size_t jr = 0; jr < nc; jr += GT_NR) {
         size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
         const GT *bpanel = bp + jr * kc;
+        const char *bnext = b_in_l3 && jr + GT_NR < nc ? (const char *)(bpanel + kc * GT_NR)
+                                                       : NULL;
+        size_t bnext_line = 0;
         for (size_t ir = 0; ir < mc; ir += GT_MR) {
             size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
             const GT *apanel = ap + ir * kc;
             GT *ctile = c + ir * ldc + jr;
             GT_FN(next_b_step)(next);
+            for (size_t l = 0; bnext && l < lines_per_tile && bnext_line < panel_lines; l++)
+                GT_PREFETCH_READ(bnext + 64 * bnext_line++);
             if (mr == GT_MR && nr == GT_NR)
                 GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha, beta);
             else
@@ -377,7 +394,7 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
                 next = GT_FN(next_b_start)(trans_b, b, ldb, pc, kc, next_jc,
                                            n - next_jc < strip ? n - next_jc : strip,
                                            tiles * ((nc + GT_NR - 1) / GT_NR));
-            GT_FN(macro_kernel)(kc, m, nc, ap, bp, c + jc, ldc, alpha, beta_block, &next);
+            GT_FN(macro_kernel)(kc, m, nc, ap, bp, false, c + jc, ldc, alpha, beta_block, &next);
         }
     }
 }
@@ -431,7 +448,7 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
                 const GT *a_block = trans_a ? a + pc * lda + ic : a + ic * lda + pc;
                 GT_FN(pack_a)(trans_a, mc, kc, a_block, lda, ap);
 
-                GT_FN(macro_kernel)(kc, mc, nc, ap, bp, c + ic * ldc + jc, ldc, alpha,
+                GT_FN(macro_kernel)(kc, mc, nc, ap, bp, true, c + ic * ldc + jc, ldc, alpha,
                                     beta_block, &next);
             }
         }
