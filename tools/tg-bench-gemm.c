@@ -10,8 +10,11 @@
  * so clock and turbo are the same as for the GEMMs.
  *
  * GEMM: square n x n x n, C = A·B (beta = 0), n = 64…2048, f32 and f64, 1 and 2 threads;
- * time-based repetition (>= 5 runs and >= 0.2 s), median reported; GFLOP/s = 2n³ / median.
- * Then the MLP shapes the engine runs (forward X·Wᵀ, backward dZ·W and dZᵀ·X), in µs.
+ * GFLOP/s = 2n³ / median time. Then the MLP shapes the engine runs (forward X·Wᵀ, backward
+ * dZ·W and dZᵀ·X), in µs. With OpenBLAS, each case runs in rounds, a short block of each
+ * per round, the order alternating (median_paired: >= 5 rounds and >= 0.5 s, 7 for the MLP
+ * shapes); the ratio is the median of the per-round ratios, and "won" counts the rounds ours
+ * was faster. Without it, ours alone: median of >= 5 runs and >= 0.2 s.
  *
  * OpenBLAS fairness: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment force weaker
  * kernels and are read when the library loads, so the program re-executes itself without
@@ -58,6 +61,14 @@ cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (n >= 1); sorts v. */
+static double
+median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- FMA peak ---- */
@@ -150,6 +161,7 @@ measure_peak(bool f64, int threads, const char **isa)
 
 typedef void bench_fn(void *ctx);
 
+#if !BENCH_HAS_CBLAS
 /* Median seconds of fn over >= min_runs runs and >= 0.2 s (at most 200 runs), after one
  * warm-up run (buffers, page faults, thread pool). */
 static double
@@ -165,9 +177,69 @@ median_seconds(bench_fn *fn, void *ctx, int min_runs)
         fn(ctx);
         times[runs++] = now() - t0;
     }
-    qsort(times, (size_t)runs, sizeof times[0], cmp_double);
-    return runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+    return median(times, runs);
 }
+#else
+
+/* Ours against a peer, side by side, in rounds: each round times a short block of each (>= 2
+ * runs and >= 40 ms; median of the block), the order alternating round by round, until
+ * >= min_rounds rounds and >= 0.5 s (at most 64). On a shared machine the speed drifts by
+ * 10-30 % over seconds; timing the two in one block each lets a slow spell land on one side
+ * only, while a round compares blocks a few tens of milliseconds apart. Blocks rather than
+ * single calls because an idle library's threads keep spinning for a while after a call
+ * (OpenBLAS ~0.1 s, libgomp briefly) and would steal a core from the other's next call: with
+ * more than one thread each block starts with an untimed call. */
+struct paired {
+    double ours_s, peer_s; /* median over rounds of the block medians, seconds */
+    double ratio;          /* median over rounds of peer / ours: > 1, ours is faster */
+    int won, rounds;       /* rounds where ours was faster */
+};
+
+static double
+block_median(bench_fn *fn, void *ctx, bool settle)
+{
+    enum { MAX_RUNS = 64 };
+    double times[MAX_RUNS];
+    int runs = 0;
+    if (settle)
+        fn(ctx);
+    double start = now();
+    while (runs < MAX_RUNS && (runs < 2 || now() - start < 0.04)) {
+        double t0 = now();
+        fn(ctx);
+        times[runs++] = now() - t0;
+    }
+    return median(times, runs);
+}
+
+static struct paired
+median_paired(bench_fn *ours, bench_fn *peer, void *ctx, int threads, int min_rounds)
+{
+    enum { MAX_ROUNDS = 64 };
+    double t_ours[MAX_ROUNDS], t_peer[MAX_ROUNDS], ratio[MAX_ROUNDS];
+    struct paired r = {0};
+    ours(ctx); /* warm-up: buffers, page faults, thread pools */
+    peer(ctx);
+    double start = now();
+    while (r.rounds < MAX_ROUNDS && (r.rounds < min_rounds || now() - start < 0.5)) {
+        int i = r.rounds;
+        if (i % 2 == 0) {
+            t_ours[i] = block_median(ours, ctx, threads > 1);
+            t_peer[i] = block_median(peer, ctx, threads > 1);
+        } else {
+            t_peer[i] = block_median(peer, ctx, threads > 1);
+            t_ours[i] = block_median(ours, ctx, threads > 1);
+        }
+        ratio[i] = t_peer[i] / t_ours[i];
+        r.won += t_ours[i] < t_peer[i];
+        r.rounds++;
+    }
+    r.ours_s = median(t_ours, r.rounds);
+    r.peer_s = median(t_peer, r.rounds);
+    r.ratio = median(ratio, r.rounds);
+    return r;
+}
+#endif
 
 struct gemm_case {
     bool f64, ta, tb;
@@ -284,10 +356,15 @@ main(int argc, char **argv)
 
     static const size_t sizes[] = {64, 128, 256, 512, 1024, 2048};
     size_t n_sizes = quick ? 4 : sizeof sizes / sizeof sizes[0];
-    printf("\nsquare C = A·B (median of >= 5 runs)\n");
+#if BENCH_HAS_CBLAS
+    printf("\nsquare C = A·B (ours and OpenBLAS in alternating blocks, >= 5 rounds and "
+           ">= 0.5 s; medians)\n");
+#else
+    printf("\nsquare C = A·B (median of >= 5 runs and >= 0.2 s)\n");
+#endif
     printf("%-4s %-3s %5s  %10s %7s", "type", "thr", "n", "ours GF/s", "% peak");
 #if BENCH_HAS_CBLAS
-    printf("  %12s %7s  %6s", "OpenBLAS GF/s", "% peak", "ratio");
+    printf("  %12s %7s  %6s  %s", "OpenBLAS GF/s", "% peak", "ratio", "won");
 #endif
     printf("\n");
     for (int f = 0; f < 2; f++)
@@ -302,13 +379,17 @@ main(int argc, char **argv)
                 }
                 set_threads(thread_counts[t]);
                 double flops = 2.0 * (double)n * (double)n * (double)n;
+#if BENCH_HAS_CBLAS
+                struct paired p = median_paired(run_ours, run_openblas, &g, thread_counts[t], 5);
+                double ours = flops / p.ours_s * 1e-9, theirs = flops / p.peer_s * 1e-9;
+#else
                 double ours = flops / median_seconds(run_ours, &g, 5) * 1e-9;
+#endif
                 printf("%-4s %-3d %5zu  %10.1f %6.1f%%", f ? "f64" : "f32", thread_counts[t],
                        n, ours, 100 * ours / peak[f][t]);
 #if BENCH_HAS_CBLAS
-                double theirs = flops / median_seconds(run_openblas, &g, 5) * 1e-9;
-                printf("  %12.1f %6.1f%%  %6.2f", theirs, 100 * theirs / peak[f][t],
-                       ours / theirs);
+                printf("  %12.1f %6.1f%%  %6.2f  %3d/%d", theirs, 100 * theirs / peak[f][t],
+                       p.ratio, p.won, p.rounds);
 #endif
                 printf("\n");
                 fflush(stdout);
@@ -333,7 +414,7 @@ main(int argc, char **argv)
     printf("\nMLP shapes, C = op(A)·op(B), median µs\n");
     printf("%-14s %-4s %-3s %15s  %9s", "product", "type", "thr", "m x n x k", "ours µs");
 #if BENCH_HAS_CBLAS
-    printf("  %11s  %6s", "OpenBLAS µs", "ratio");
+    printf("  %11s  %6s  %s", "OpenBLAS µs", "ratio", "won");
 #endif
     printf("\n");
     for (int f = 0; f < 2; f++)
@@ -346,19 +427,25 @@ main(int argc, char **argv)
                     return EXIT_FAILURE;
                 }
                 set_threads(thread_counts[t]);
+#if BENCH_HAS_CBLAS
+                struct paired p = median_paired(run_ours, run_openblas, &g, thread_counts[t], 7);
+                double ours = p.ours_s * 1e6;
+#else
                 double ours = median_seconds(run_ours, &g, 20) * 1e6;
+#endif
                 char dims[48];
                 snprintf(dims, sizeof dims, "%zux%zux%zu", g.m, g.n, g.k);
                 printf("%-14s %-4s %-3d %15s  %9.2f", shapes[s].what, f ? "f64" : "f32",
                        thread_counts[t], dims, ours);
 #if BENCH_HAS_CBLAS
-                double theirs = median_seconds(run_openblas, &g, 20) * 1e6;
-                printf("  %11.2f  %6.2f", theirs, theirs / ours);
+                printf("  %11.2f  %6.2f  %3d/%d", p.peer_s * 1e6, p.ratio, p.won, p.rounds);
 #endif
                 printf("\n");
                 case_free(&g);
             }
-    printf("\nratio = OpenBLAS time / ours (or ours GF/s / OpenBLAS GF/s): > 1 means ours is "
-           "faster\n");
+#if BENCH_HAS_CBLAS
+    printf("\nratio = median over rounds of OpenBLAS time / ours (a block of each per round, "
+           "alternating order): > 1 means ours is faster; won = rounds ours was faster\n");
+#endif
     return EXIT_SUCCESS;
 }
