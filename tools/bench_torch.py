@@ -2,16 +2,22 @@
 """The tg-bench networks in PyTorch, side by side with tapegrad.
 
     /usr/bin/python3 tools/bench_torch.py [--tg build/tools/tg-bench] [--nets B-small,B-seed]
-        [--dtypes f32,f64] [--threads 1,2] [--reps 7] [--min-time 0.2] [--markdown]
+        [--dtypes f32,f64] [--threads 1,2] [--reps 7] [--min-time 0.2] [--rounds 3]
+        [--markdown]
 
-Runs tools/tg-bench (its own environment, unchanged), then each PyTorch configuration in a
-fresh child process (so peak RSS is per configuration) with OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE removed from the environment, so PyTorch's OpenBLAS picks its best kernels
-for this CPU, and torch.set_num_threads(threads). Same networks, batch, initial scale, loss
-and lr as tg-bench (examples as rows, nn.Linear); a standard training step: forward,
-loss.backward(), optimizer.step(), optimizer.zero_grad(). Timing procedure as tg-bench:
-warm up, then `reps` runs of `iters` steps; median and min-max per step. Prints one table:
-ours, PyTorch, and PyTorch/ours (how many times faster we are).
+For each configuration (network, dtype, threads) runs tools/tg-bench (its own environment,
+unchanged) and PyTorch in a fresh child process (so peak RSS is per configuration) with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from the environment, so PyTorch's OpenBLAS
+picks its best kernels for this CPU, and torch.set_num_threads(threads). Same networks,
+batch, initial scale, loss and lr as tg-bench (examples as rows, nn.Linear); a standard
+training step: forward, loss.backward(), optimizer.step(), optimizer.zero_grad(). Timing
+procedure as tg-bench: warm up, then `reps` runs of `iters` steps; median and min-max per step.
+
+The pair is run `--rounds` times (default 3), the order alternating (ours first, then PyTorch
+first, ...): the speed of a shared machine drifts by 10-30 % over minutes, and a slow spell
+should not land on one side only. Prints one table: medians over the rounds, min-max over all
+runs, PyTorch/ours as the median of the per-round ratios (how many times faster we are) and in
+how many rounds ours was faster.
 """
 import argparse
 import os
@@ -100,6 +106,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="(tapegrad, PyTorch) pairs per configuration, order alternating")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
                     help=argparse.SUPPRESS)
@@ -119,48 +127,63 @@ def main():
     if not tg:
         sys.exit("bench_torch.py: tg-bench not found; pass --tg PATH")
 
-    common = ["--dtypes", a.dtypes, "--threads", a.threads, "--reps", str(a.reps),
-              "--min-time", str(a.min_time)]
-    ours, theirs = {}, {}
+    common = ["--reps", str(a.reps), "--min-time", str(a.min_time)]
     torch_env = {k: v for k, v in os.environ.items()
                  if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+
+    def run_ours(net, dtype, th):
+        out = subprocess.run([tg, "--nets", net, "--dtypes", dtype, "--threads", th] + common,
+                             check=True, capture_output=True, text=True).stdout
+        return next(parse(line) for line in out.splitlines() if line.startswith("net="))
+
+    def run_torch(net, dtype, th):
+        # torch.set_num_threads does not reach OpenBLAS's own thread pool: without these,
+        # "1 thread" PyTorch multiplies matrices on every core (and 2 threads oversubscribe),
+        # so each child gets the thread count in all three variables.
+        env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", net, dtype,
+                              th, "--reps", str(a.reps), "--min-time", str(a.min_time)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        return next(parse(line) for line in out.splitlines() if line.startswith("net="))
+
+    ours, theirs, ratios = {}, {}, {}
     for net in a.nets.split(","):
-        # Interleave per network: ours, then PyTorch, so both see the same machine state.
-        out = subprocess.run([tg, "--nets", net] + common, check=True, capture_output=True,
-                             text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("net="):
-                r = parse(line)
-                ours[(r["net"], r["dtype"], r["threads"])] = r
         for dtype in a.dtypes.split(","):
             for th in a.threads.split(","):
-                # torch.set_num_threads does not reach OpenBLAS's own thread pool: without
-                # these, "1 thread" PyTorch multiplies matrices on every core (and 2 threads
-                # oversubscribe), so each child gets the thread count in all three variables.
-                env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th,
-                           MKL_NUM_THREADS=th)
-                res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", net,
-                                      dtype, th, "--reps", str(a.reps), "--min-time",
-                                      str(a.min_time)],
-                                     env=env, check=True, capture_output=True, text=True)
-                for line in res.stdout.splitlines():
-                    if line.startswith("net="):
-                        r = parse(line)
-                        theirs[(r["net"], r["dtype"], r["threads"])] = r
+                key = (net, dtype, th)
+                for rnd in range(max(1, a.rounds)):
+                    if rnd % 2 == 0:
+                        o = run_ours(*key)
+                        t = run_torch(*key)
+                    else:
+                        t = run_torch(*key)
+                        o = run_ours(*key)
+                    ours.setdefault(key, []).append(o)
+                    theirs.setdefault(key, []).append(t)
+                    ratios.setdefault(key, []).append(float(t["median_us"]) /
+                                                      float(o["median_us"]))
+                print(f"# {net} {dtype} {th} thread(s): PyTorch/ours per round "
+                      + " ".join(f"{r:.2f}" for r in ratios[key]), file=sys.stderr, flush=True)
 
-    keys = [k for k in ours if k in theirs]
+    def summary(runs):
+        """Median over rounds of the medians; min and max over every run; largest RSS."""
+        return (statistics.median(float(r["median_us"]) for r in runs),
+                min(float(r["min_us"]) for r in runs), max(float(r["max_us"]) for r in runs),
+                max(int(r["peak_rss_kib"]) for r in runs))
+
     hdr = ["network", "dtype", "thr", "tapegrad µs (min-max)", "PyTorch µs (min-max)",
-           "PyTorch/ours", "ours GFLOP/s", "allocs/step", "RSS MiB ours/PyTorch", "kernel"]
+           "PyTorch/ours (won)", "ours GFLOP/s", "allocs/step", "RSS MiB ours/PyTorch",
+           "kernel"]
     rows = []
-    for k in keys:
-        o, t = ours[k], theirs[k]
-        rows.append([k[0], k[1], k[2],
-                     f"{float(o['median_us']):.1f} ({float(o['min_us']):.1f}-{float(o['max_us']):.1f})",
-                     f"{float(t['median_us']):.1f} ({float(t['min_us']):.1f}-{float(t['max_us']):.1f})",
-                     f"{float(t['median_us']) / float(o['median_us']):.2f}x",
-                     o["gflops"], o["allocs_per_step"],
-                     f"{int(o['peak_rss_kib']) / 1024:.1f} / {int(t['peak_rss_kib']) / 1024:.1f}",
-                     o["kernel"]])
+    for k in ours:
+        (om, olo, ohi, orss), (tm, tlo, thi, trss) = summary(ours[k]), summary(theirs[k])
+        won = sum(r > 1 for r in ratios[k])
+        flops = statistics.median(float(r["gflops"]) * float(r["median_us"]) for r in ours[k])
+        rows.append([k[0], k[1], k[2], f"{om:.1f} ({olo:.1f}-{ohi:.1f})",
+                     f"{tm:.1f} ({tlo:.1f}-{thi:.1f})",
+                     f"{statistics.median(ratios[k]):.2f}x ({won}/{len(ratios[k])})",
+                     f"{flops / om:.2f}", max(ours[k], key=lambda r: float(r["allocs_per_step"]))["allocs_per_step"],
+                     f"{orss / 1024:.1f} / {trss / 1024:.1f}", ours[k][0]["kernel"]])
     if a.markdown:
         print("| " + " | ".join(hdr) + " |")
         print("|" + "---|" * len(hdr))
@@ -173,8 +196,9 @@ def main():
         for r in rows:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
     if theirs:
-        print(f"# PyTorch {next(iter(theirs.values()))['torch']}, OPENBLAS_CORETYPE and "
-              f"OPENBLAS_L2_SIZE unset for it; tapegrad {tg}")
+        print(f"# PyTorch {next(iter(theirs.values()))[0]['torch']}, OPENBLAS_CORETYPE and "
+              f"OPENBLAS_L2_SIZE unset for it; tapegrad {tg}; {max(1, a.rounds)} round(s) "
+              f"per row, order alternating")
     return 0
 
 
