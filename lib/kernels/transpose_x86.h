@@ -1,8 +1,9 @@
 /*
- * In-register block transposes for packing a transposed operand (gemm_template.h, GT_TB and
- * GT_TRANSPOSE): dst[p·ldd + j] = src[j·lds + p] for a whole block, with vector loads and
- * stores instead of one scalar load and store per element. The packing of op(B) = Wᵀ in every
- * forward X·Wᵀ goes through here. Needs AVX (included by the AVX2 and AVX-512 paths only).
+ * In-register block transposes for packing (gemm_template.h, GT_TB and GT_TRANSPOSE):
+ * dst[p·ldd + j] = src[j·lds + p] for a whole block, with vector loads and stores instead of
+ * one scalar load and store per element. The packing of op(B) = Wᵀ in every forward X·Wᵀ and
+ * of a plain A's MR-row panels go through here. Needs AVX (included by the AVX2 and AVX-512
+ * paths only).
  */
 #ifndef TG_TRANSPOSE_X86_H
 #define TG_TRANSPOSE_X86_H
