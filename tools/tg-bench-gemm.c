@@ -186,9 +186,9 @@ median_seconds(bench_fn *fn, void *ctx, int min_runs)
  * >= min_rounds rounds and >= 0.5 s (at most 64). On a shared machine the speed drifts by
  * 10-30 % over seconds; timing the two in one block each lets a slow spell land on one side
  * only, while a round compares blocks a few tens of milliseconds apart. Blocks rather than
- * single calls because an idle library's threads keep spinning for a while after a call
- * (OpenBLAS ~0.1 s, libgomp briefly) and would steal a core from the other's next call: with
- * more than one thread each block starts with an untimed call. */
+ * single calls because an idle library's worker threads busy-wait for a while after a call
+ * before they sleep (OpenBLAS's and libgomp's both do) and would take a core from the other's
+ * next call: with more than one thread each block starts with an untimed call. */
 struct paired {
     double ours_s, peer_s; /* median over rounds of the block medians, seconds */
     double ratio;          /* median over rounds of peer / ours: > 1, ours is faster */
