@@ -15,6 +15,18 @@
             return &(t)->nil;                                                                  \
     } while (0)
 
+/* False for a tape tensor made before the tape's last reset: its header is still intact (the
+ * header arenas alternate, see struct tg_tape) but its data, gradient and name live in the
+ * main arena and may by now belong to a tensor of the current step, so the accessors below
+ * must not hand them out or write through them. Shape and dtype are in the header and stay
+ * readable. (A handle two or more resets old can no longer be told apart.) */
+static bool
+current(const tg_tensor *x)
+{
+    return x->kind == TG__KIND_PARAM || x->kind == TG__KIND_NIL || !x->tape ||
+           x->gen == x->tape->gen;
+}
+
 tg_tensor *
 tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims, const char *name)
 {
@@ -72,7 +84,7 @@ tg_matrix(tg_tape *t, tg_dtype dt, int64_t rows, int64_t cols, const void *data,
 void
 tg_tensor_set_requires_grad(tg_tensor *x, bool on)
 {
-    if (x && x->kind == TG__KIND_INPUT)
+    if (x && x->kind == TG__KIND_INPUT && current(x))
         x->requires_grad = on;
 }
 
@@ -121,7 +133,7 @@ tg_tensor_size(const tg_tensor *x)
 const char *
 tg_tensor_name(const tg_tensor *x)
 {
-    return x ? x->name : NULL;
+    return x && current(x) ? x->name : NULL; /* a tape tensor's name is in the tape's arena */
 }
 
 char *
@@ -136,13 +148,13 @@ tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size)
 void *
 tg_tensor_data(tg_tensor *x)
 {
-    return x && x->kind != TG__KIND_NIL ? x->data : NULL;
+    return x && x->kind != TG__KIND_NIL && current(x) ? x->data : NULL;
 }
 
 void *
 tg_tensor_grad(tg_tensor *x)
 {
-    return x ? x->grad : NULL;
+    return x && current(x) ? x->grad : NULL;
 }
 
 static double
@@ -154,7 +166,7 @@ element(const void *v, tg_dtype dt, size_t i)
 double
 tg_tensor_get(const tg_tensor *x, size_t i)
 {
-    if (!x || !x->data || i >= x->size)
+    if (!x || !x->data || i >= x->size || !current(x))
         return NAN;
     return element(x->data, x->dtype, i);
 }
@@ -162,7 +174,7 @@ tg_tensor_get(const tg_tensor *x, size_t i)
 double
 tg_tensor_grad_get(const tg_tensor *x, size_t i)
 {
-    if (!x || !x->grad || i >= x->size)
+    if (!x || !x->grad || i >= x->size || !current(x))
         return NAN;
     return element(x->grad, x->dtype, i);
 }
@@ -176,7 +188,7 @@ tg_tensor_item(const tg_tensor *x)
 static tg_status
 writable(const tg_tensor *x)
 {
-    return x && x->kind != TG__KIND_NIL && x->data ? TG_OK : TG_ERR_ARG;
+    return x && x->kind != TG__KIND_NIL && x->data && current(x) ? TG_OK : TG_ERR_ARG;
 }
 
 tg_status

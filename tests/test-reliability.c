@@ -453,6 +453,42 @@ START_TEST(row09_stale_everywhere)
 }
 END_TEST
 
+/* Row 9 through the accessors: a handle from the step before the reset must not read or write
+ * the memory that now belongs to this step's tensors (the op checks above do not cover
+ * tg_tensor_write and friends, which take no tape). */
+START_TEST(row09_stale_accessors)
+{
+    tg_tensor *x = tg_matrix(tape, TG_F64, 2, 2, (double[]){1, 2, 3, 4}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, x)), TG_OK);
+    ck_assert_ptr_nonnull(tg_tensor_grad(x));
+    tg_tape_reset(tape);
+    /* Same shape and order: this step's tensor takes the data memory x had. */
+    tg_tensor *fresh = tg_matrix(tape, TG_F64, 2, 2, (double[]){5, 6, 7, 8}, "fresh");
+    ck_assert_ptr_null(tg_tensor_data(x));
+    ck_assert_ptr_null(tg_tensor_grad(x));
+    ck_assert(isnan(tg_tensor_get(x, 0)));
+    ck_assert(isnan(tg_tensor_grad_get(x, 0)));
+    double out[4];
+    ck_assert_int_eq(tg_tensor_read(x, out, 4), TG_ERR_ARG);
+    ck_assert_int_eq(tg_tensor_write(x, (double[]){-1, -1, -1, -1}, 4), TG_ERR_ARG);
+    ck_assert_int_eq(tg_tensor_fill(x, -1), TG_ERR_ARG);
+    tg_rng *r = tg_rng_new(1);
+    ck_assert_int_eq(tg_tensor_fill_uniform(x, r, 0, 1), TG_ERR_ARG);
+    ck_assert_int_eq(tg_tensor_fill_normal(x, r, 0, 1), TG_ERR_ARG);
+    tg_rng_free(r);
+    ck_assert_int_eq(tg_tensor_read(fresh, out, 4), TG_OK);
+    for (int i = 0; i < 4; i++)
+        ck_assert_double_eq(out[i], 5 + i);
+    /* the shape is in the header, which is intact; the name was in the arena ("fresh" took
+     * its bytes: the accessor handed that out before) */
+    ck_assert_int_eq(tg_tensor_dim(x, 0), 2);
+    ck_assert_ptr_null(tg_tensor_name(x));
+    ck_assert_str_eq(tg_tensor_name(fresh), "fresh");
+    ck_assert_ptr_null(tg_tape_error(tape));
+}
+END_TEST
+
 /* Row 11/12 for every broadcasting op and both losses, with the nothing-changed checks. */
 START_TEST(rows11_12_every_binary_op)
 {
@@ -1211,6 +1247,7 @@ main(void)
     tcase_add_test(tc, row07_null_everywhere);
     tcase_add_test(tc, row08_foreign_tape_both_named);
     tcase_add_test(tc, row09_stale_everywhere);
+    tcase_add_test(tc, row09_stale_accessors);
     tcase_add_test(tc, rows11_12_every_binary_op);
     tcase_add_test(tc, idx_empty_examples_rejected);
     tcase_add_test(tc, row13_nothing_after_first_error);

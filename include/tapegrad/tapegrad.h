@@ -133,6 +133,14 @@ TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
  * Tensors. Tensors created on a tape live until tg_tape_reset()/tg_tape_free(); the name is
  * copied. Names show in error messages, reports and graph exports; NULL means unnamed.
  * On error these return the tape's nil tensor and set the tape's error.
+ *
+ * Do not keep a tape tensor across a reset. One made before the last reset is caught: an op
+ * or backward given it fails with TG_ERR_ARG ("... is stale: it was made before
+ * tg_tape_reset"), and the accessors below neither read nor write the memory it had (data,
+ * grad and name give NULL, get NaN, read/write/fill TG_ERR_ARG; shape and dtype still answer).
+ * A handle kept across two or more resets is not always caught: its memory may by then hold a
+ * tensor of the current step, which it then stands for. After tg_tape_free() every tensor of
+ * the tape is gone. Parameters (tg_params) are not tape tensors and stay valid.
  */
 /* A zero-filled tensor. dims has ndim entries, each >= 0. */
 TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
@@ -153,10 +161,10 @@ TG_API tg_dtype tg_tensor_dtype(const tg_tensor *x);
 TG_API int tg_tensor_ndim(const tg_tensor *x);
 TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis); /* 0 when axis is out of range */
 TG_API size_t tg_tensor_size(const tg_tensor *x);           /* number of elements */
-TG_API const char *tg_tensor_name(const tg_tensor *x);      /* NULL when unnamed */
+TG_API const char *tg_tensor_name(const tg_tensor *x);      /* NULL when unnamed or stale */
 /* "(3x4)"-style shape text into buf (always NUL-terminated); returns buf. */
 TG_API char *tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size);
-/* Raw element storage (float* or double* by dtype); NULL for the nil tensor. */
+/* Raw element storage (float* or double* by dtype); NULL for the nil tensor or a stale one. */
 TG_API void *tg_tensor_data(tg_tensor *x);
 /* Gradient storage after tg_backward, same layout as the data; NULL if it has none. */
 TG_API void *tg_tensor_grad(tg_tensor *x);
