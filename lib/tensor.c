@@ -18,8 +18,9 @@
 /* False for a tape tensor made before the tape's last reset: its header is still intact (the
  * header arenas alternate, see struct tg_tape) but its data, gradient and name live in the
  * main arena and may by now belong to a tensor of the current step, so the accessors below
- * must not hand them out or write through them. Shape and dtype are in the header and stay
- * readable. (A handle two or more resets old can no longer be told apart.) */
+ * must not hand them out or write through them (nor its producing node, also in the arena).
+ * Shape and dtype are in the header and stay readable. (A handle two or more resets old can
+ * no longer be told apart.) */
 static bool
 current(const tg_tensor *x)
 {
@@ -103,7 +104,7 @@ tg_tensor_is_param(const tg_tensor *x)
 tg_node *
 tg_tensor_node(const tg_tensor *x)
 {
-    return x ? x->node : NULL;
+    return x && current(x) ? x->node : NULL; /* nodes live in the tape's arena */
 }
 
 tg_dtype

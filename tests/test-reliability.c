@@ -460,13 +460,16 @@ START_TEST(row09_stale_accessors)
 {
     tg_tensor *x = tg_matrix(tape, TG_F64, 2, 2, (double[]){1, 2, 3, 4}, "x");
     tg_tensor_set_requires_grad(x, true);
-    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, x)), TG_OK);
+    tg_tensor *y = tg_tanh(tape, x);
+    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, y)), TG_OK);
     ck_assert_ptr_nonnull(tg_tensor_grad(x));
+    ck_assert_ptr_nonnull(tg_tensor_node(y));
     tg_tape_reset(tape);
     /* Same shape and order: this step's tensor takes the data memory x had. */
     tg_tensor *fresh = tg_matrix(tape, TG_F64, 2, 2, (double[]){5, 6, 7, 8}, "fresh");
     ck_assert_ptr_null(tg_tensor_data(x));
     ck_assert_ptr_null(tg_tensor_grad(x));
+    ck_assert_ptr_null(tg_tensor_node(y)); /* its node's memory is this step's now */
     ck_assert(isnan(tg_tensor_get(x, 0)));
     ck_assert(isnan(tg_tensor_grad_get(x, 0)));
     double out[4];

@@ -66,7 +66,7 @@ TG_API const tg_op *tg_builtin_op_find(const char *name); /* NULL when unknown *
 
 /* Walking a recorded tape (for tools: checkers, exporters). */
 TG_API tg_node *tg_tape_node(const tg_tape *t, size_t i); /* NULL when out of range */
-/* The node that produced x, or NULL for inputs, constants and parameters. */
+/* The node that produced x, or NULL for inputs, constants, parameters and stale handles. */
 TG_API tg_node *tg_tensor_node(const tg_tensor *x);
 TG_API bool tg_tensor_is_param(const tg_tensor *x);
 TG_API bool tg_tensor_requires_grad(const tg_tensor *x);

@@ -137,10 +137,11 @@ TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
  * Do not keep a tape tensor across a reset. One made before the last reset is caught: an op
  * or backward given it fails with TG_ERR_ARG ("... is stale: it was made before
  * tg_tape_reset"), and the accessors below neither read nor write the memory it had (data,
- * grad and name give NULL, get NaN, read/write/fill TG_ERR_ARG; shape and dtype still answer).
- * A handle kept across two or more resets is not always caught: its memory may by then hold a
- * tensor of the current step, which it then stands for. After tg_tape_free() every tensor of
- * the tape is gone. Parameters (tg_params) are not tape tensors and stay valid.
+ * grad, name and node give NULL, get NaN, read/write/fill TG_ERR_ARG; shape and dtype still
+ * answer). A handle kept across two or more resets is not always caught: its memory may by
+ * then hold a tensor of the current step, which it then stands for. After tg_tape_free()
+ * every tensor of the tape is gone. Parameters (tg_params) are not tape tensors and stay
+ * valid.
  */
 /* A zero-filled tensor. dims has ndim entries, each >= 0. */
 TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
