@@ -19,7 +19,7 @@ static const char *const paths[] = {"generic", "avx2", "avx512", "blas"};
 #define N_PATHS (int)(sizeof paths / sizeof paths[0])
 
 /* The shapes the issue asks for: around the register tiles (MR 4/6/12, NR 8/16/32) and the
- * cache blocks (KC 256/384: 257 crosses one). */
+ * cache blocks (KC 256-512: 257 crosses the smaller ones). */
 static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
 #define N_DIMS (sizeof dims / sizeof dims[0])
 
@@ -30,7 +30,7 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  * with fewer, smaller shapes (the full run took 11-14 minutes of the CI's valgrind step).
  *
  * What every path must still meet, with the register tiles MR x NR of 4x8 (generic), 6x16 and
- * 6x8 (AVX2 f32/f64), 12x32 and 12x16 (AVX-512) and the cache blocks MC <= 192, KC <= 384,
+ * 6x8 (AVX2 f32/f64), 12x32 and 12x16 (AVX-512) and the cache blocks MC <= 192, KC <= 512,
  * NC <= 4096 (lib/kernels/gemm_*.c):
  *   quick_dims, all m x n x k:  0 (nothing to do); 1, 3 (a partial row and column tile);
  *     7 (one full MR 4 or 6 tile plus a partial one); 12 (full row tiles for MR 4, 6, 12);
@@ -226,7 +226,7 @@ START_TEST(path_matches_reference)
 END_TEST
 
 /*
- * One dimension past every path's cache block at a time (MC <= 192, KC <= 384, NC <= 4096),
+ * One dimension past every path's cache block at a time (MC <= 192, KC <= 512, NC <= 4096),
  * the others small: several blocks along it, and for k the later blocks accumulating into C
  * (beta 1 after the first). Every beta with every transpose.
  */
@@ -236,7 +236,7 @@ START_TEST(path_matches_reference_blocks)
     if (!use_path(path))
         return;
     rng_state = 11;
-    static const size_t shapes[][3] = {{257, 17, 33}, {7, 17, 385}, {13, 4133, 5}};
+    static const size_t shapes[][3] = {{257, 17, 33}, {7, 17, 513}, {13, 4133, 5}};
     size_t case_no = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 4; t++, case_no++)
@@ -246,10 +246,11 @@ START_TEST(path_matches_reference_blocks)
 }
 END_TEST
 
-/* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X). In
- * quick mode, smaller ones that still cross MC and KC together on every path (256, 390 and
- * 768 make two or more blocks everywhere, 130 on the paths whose MC is below it: generic and
- * AVX-512 f32); the small sides, 20 and 24, give whole and partial register tiles. */
+/* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X), and
+ * 256 x 128 x 768, whose m and k cross MC and KC together on every path (MC <= 192, KC <= 512).
+ * In quick mode, smaller ones: 256 x 24 x 768 crosses both everywhere; 390 crosses KC on every
+ * path but AVX-512 f32 (512), 130 crosses MC on generic (128) and AVX-512 f64 (96); the small
+ * sides, 20 and 24, give whole and partial register tiles. */
 START_TEST(path_matches_reference_mlp_shapes)
 {
     const char *path = path_and_order(_i);
@@ -257,7 +258,7 @@ START_TEST(path_matches_reference_mlp_shapes)
         return;
     rng_state = 7;
     static const size_t shapes[][3] = {
-        {128, 512, 784}, {128, 784, 512}, {512, 784, 128}, {256, 128, 64}, {16, 32, 16},
+        {128, 512, 784}, {128, 784, 512}, {512, 784, 128}, {256, 128, 768}, {16, 32, 16},
         {32, 16, 2},     {32, 1, 16},     {1, 300, 500},   {600, 1, 70},
     };
     static const size_t shapes_quick[][3] = {
@@ -334,7 +335,7 @@ START_TEST(bit_identical_across_threads)
     rng_state = 99;
     static const size_t shapes_full[][3] = {{301, 203, 517}, {128, 512, 784}, {700, 33, 129},
                                             {45, 1000, 64}};
-    static const size_t shapes_quick[][3] = {{97, 33, 400}, {33, 170, 100}};
+    static const size_t shapes_quick[][3] = {{97, 33, 520}, {33, 170, 100}};
     const size_t(*shapes)[3] = quick ? shapes_quick : shapes_full;
     size_t n_shapes = quick ? sizeof shapes_quick / sizeof shapes_quick[0]
                             : sizeof shapes_full / sizeof shapes_full[0];
@@ -439,7 +440,7 @@ START_TEST(warm_calls_do_not_allocate)
     tg_set_allocator(&counting);
     tg_set_num_threads(2);
     /* an MLP layer; in quick mode one just large enough for two threads, k past every KC */
-    size_t m = quick ? 97 : 128, n = quick ? 64 : 512, k = quick ? 400 : 784;
+    size_t m = quick ? 97 : 128, n = quick ? 64 : 512, k = quick ? 520 : 784;
     float *a = calloc(m * k, sizeof *a), *b = calloc(k * n, sizeof *b);
     float *c = calloc(m * n, sizeof *c);
     ck_assert(a && b && c);

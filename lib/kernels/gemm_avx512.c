@@ -6,17 +6,22 @@
  * broadcast of the 32 zmm registers; per k step 24 FMAs against 2 loads and 12 broadcasts.
  * 24 independent chains cover 2 FMA pipes x 4 cycles latency three times over. MR = 12 wastes
  * little on the MLP batch sizes (128 = 10·12 + 8; 256 = 21·12 + 4) where 14 would waste more.
- * Blocks: the KC x NR micro-panel of B must stay in L1 while the MR x KC micro-panels of A
- * stream past it. f32 at KC 256: B 32 KiB + A 12 KiB = 44 KiB, inside Zen 5's and Sapphire
- * Rapids' 48 KiB L1. f64 at KC 128: B 16 KiB + A 12 KiB (at 256 it was 32 + 24 KiB, more than
- * any of these L1s; the same overflow on the AVX2 path cost B-wide f64 ~9 %, gemm_avx2.c).
- * The MC x KC block of A (96·256·4 B = 96 KiB f32, 144·128·8 B = 144 KiB f64) sits in the
- * 1-2 MiB L2; KC x NC of B in L3.
- * Checked on hardware once (the device machine's Xeon with AVX-512F/VL/BW, this session): every
- * kernel test passes on this path. The block sizes are NOT tuned there: its timings swung by 2x
- * between identical runs; a sweep of MC 48-192 x KC 256-512 for f32 found nothing better than
- * 96/256 beyond that noise, and adding the next-B prefetch (gemm_template.h) helped in 4 of 5
- * rounds.
+ * Blocks, tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference
+ * machine kind) with a harness that calls this file's block functions directly, variants
+ * interleaved over 3 rounds, 1 thread, medians in GFLOP/s (f32 peak 276, f64 138):
+ *   f32 MC x KC   96x256 (before)  192x512 (now)   square n = 512/1024/2048: 247/240/231 ->
+ *                 250/250/250; dW of B-wide (Aᵀ, 4096x4096x256) 235 -> 242; the m = 256
+ *                 products of B-wide (short C) 214-218 either way.
+ *   f64 MC x KC   144x128 (before) 96x384 (now)    square 114/109/92 -> 120/120/118; B-wide's
+ *                 short-C products 95-97 -> 102-111, its dW 101 -> 113.
+ * The KC x NR micro-panel of B (f32 64 KiB, f64 48 KiB) no longer fits L1: Zen 5's L2 feeds
+ * the B and A micro-panels fast enough, and a long k run halves the passes over C (read and
+ * written once per run). KC 512 for f64 was better still on square n = 2048 (112-116) but
+ * ~10 % worse on B-wide's short-C products: A's 256 x 512 run is then all of L2. KC 768-1024
+ * (f32) and MC 48-384 were no better beyond the noise (+-3 %).
+ * The MC x KC block of A (f32 384 KiB, f64 288 KiB) sits in L2, the KC x NC block of B in L3.
+ * Checked on hardware: every kernel test passes on this path, on a Xeon with AVX-512F/VL/BW
+ * and on the Zen 5 above.
  */
 #include <immintrin.h>
 
@@ -24,11 +29,11 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
-#define GT_KC 256
 #define GT_NC 4096
 
 /* ---- float32: 12 x 32 ---- */
-#define GT_MC 96
+#define GT_KC 512
+#define GT_MC 192
 #define GT float
 #define GT_PREFIX avx512_f32_
 #define GT_BLOCK tg__gemm_block_avx512_f32
@@ -71,8 +76,8 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 
 /* ---- float64: 12 x 16 ---- */
 #undef GT_KC
-#define GT_KC 128
-#define GT_MC 144
+#define GT_KC 384
+#define GT_MC 96
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
