@@ -2,24 +2,36 @@
  * AVX-512 path (Skylake-X and later, Zen 4 and later). Compiled with -mavx512f -mavx512vl
  * -mfma; only called after the CPU and the OS (XSAVE state) report AVX-512F.
  *
- * Register tile 12 x 32 (f32) / 12 x 16 (f64): 12·2 = 24 accumulators + 2 B vectors + 1
- * broadcast of the 32 zmm registers; per k step 24 FMAs against 2 loads and 12 broadcasts.
- * 24 independent chains cover 2 FMA pipes x 4 cycles latency three times over. MR = 12 wastes
- * little on the MLP batch sizes (128 = 10·12 + 8; 256 = 21·12 + 4) where 14 would waste more.
+ * Register tiles, 24 accumulators each (of the 32 zmm registers; 24 independent chains cover
+ * 2 FMA pipes x 4 cycles latency three times over):
+ *   f32 12 x 32: 12·2 accumulators + 2 B vectors + 1 broadcast; per k step 24 FMAs against
+ *       2 loads and 12 broadcasts.
+ *   f64  8 x 24:  8·3 accumulators + 3 B vectors + 1 broadcast; per k step 24 FMAs against
+ *       3 loads and 8 broadcasts (12 x 16 took 2 and 12). Harness below, 1 thread: square
+ *       n = 512/1024/2048 121/122/116 -> 122/122/124 GFLOP/s, B-wide's products 107-117 ->
+ *       114-125, B-mnist's 118-129 -> 121-130, 2 threads n = 2048 212 -> 224; slower where n
+ *       is a small multiple of 16 (128x256x512 X·Wᵀ 116 -> 113, 128x10x256 50 -> 40: the
+ *       last 24-column panel is partly padding). 8 rows also divide the batch sizes.
+ *   f32 8 x 48 (the same shape in floats) was 2-5 % faster on square and B-wide's dZ·W and dW
+ *       products but 12 % slower on 128x256x512 and 20 % on 128x10x256, where n = 256 and 10
+ *       leave a 48-column panel a third or less used; kept at 12 x 32.
  * Blocks, tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference
  * machine kind) with a harness that calls this file's block functions directly, variants
  * interleaved over 3 rounds, 1 thread, medians in GFLOP/s (f32 peak 276, f64 138):
  *   f32 MC x KC   96x256 (before)  192x512 (now)   square n = 512/1024/2048: 247/240/231 ->
  *                 250/250/250; dW of B-wide (Aᵀ, 4096x4096x256) 235 -> 242; the m = 256
  *                 products of B-wide (short C) 214-218 either way.
- *   f64 MC x KC   144x128 (before) 96x384 (now)    square 114/109/92 -> 120/120/118; B-wide's
- *                 short-C products 95-97 -> 102-111, its dW 101 -> 113.
- * The KC x NR micro-panel of B (f32 64 KiB, f64 48 KiB) no longer fits L1: Zen 5's L2 feeds
+ *   f64 MC x KC   144x128 (before) 96x384 with the 12 x 16 tile: square 114/109/92 ->
+ *                 120/120/118; B-wide's short-C products 95-97 -> 102-111, its dW 101 -> 113.
+ *                 With 8 x 24, 96x512 (now): KC 512 had been ~10 % slower on those short-C
+ *                 products with 12 x 16 (A's 256 x 512 run is all of L2) but with 8 x 24 it
+ *                 was as fast as 384 there (111-115) and faster on square n = 2048 (124 vs
+ *                 118); MC 144-192 no better.
+ * The KC x NR micro-panel of B (f32 64 KiB, f64 96 KiB) does not fit L1: Zen 5's L2 feeds
  * the B and A micro-panels fast enough, and a long k run halves the passes over C (read and
- * written once per run). KC 512 for f64 was better still on square n = 2048 (112-116) but
- * ~10 % worse on B-wide's short-C products: A's 256 x 512 run is then all of L2. KC 768-1024
- * (f32) and MC 48-384 were no better beyond the noise (+-3 %).
- * The MC x KC block of A (f32 384 KiB, f64 288 KiB) sits in L2, the KC x NC block of B in L3.
+ * written once per run). KC 768-1024 (f32), MC 48-384 and NC 256-2048 were no better beyond
+ * the noise (+-3 %). The MC x KC block of A (f32 384 KiB, f64 384 KiB) sits in L2, the
+ * KC x NC block of B in L3.
  * Checked on hardware: every kernel test passes on this path, on a Xeon with AVX-512F/VL/BW
  * and on the Zen 5 above.
  */
@@ -74,16 +86,18 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_TRANSPOSE
 #undef GT_MC
 
-/* ---- float64: 12 x 16 ---- */
+/* ---- float64: 8 x 24 ---- */
 #undef GT_KC
-#define GT_KC 384
+#undef GT_NC
+#define GT_KC 512
 #define GT_MC 96
+#define GT_NC 4080 /* a multiple of NR = 24 */
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
 #define GT_REF tg__gemm_ref_f64
-#define GT_MR 12
-#define GT_NR 16
+#define GT_MR 8
+#define GT_NR 24
 #define GT_VL 8
 #define GT_VT __m512d
 #define GT_V_ZERO() _mm512_setzero_pd()
@@ -101,7 +115,7 @@ tg__gemm_block_f64 tg__gemm_block_avx512_f64;
 
 const struct tg__gemm_kernel tg__gemm_kernel_avx512 = {
     .name = "avx512",
-    .mr_f32 = 12, .nr_f32 = 32, .mr_f64 = 12, .nr_f64 = 16,
+    .mr_f32 = 12, .nr_f32 = 32, .mr_f64 = 8, .nr_f64 = 24,
     .f32 = tg__gemm_block_avx512_f32,
     .f64 = tg__gemm_block_avx512_f64,
 };
