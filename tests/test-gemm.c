@@ -18,7 +18,7 @@
 static const char *const paths[] = {"generic", "avx2", "avx512", "blas"};
 #define N_PATHS (int)(sizeof paths / sizeof paths[0])
 
-/* The shapes the issue asks for: around the register tiles (MR 4/6/8/12, NR 8/16/24/32) and the
+/* The shapes the issue asks for: around the register tiles (MR 4/6/8, NR 8/16/32) and the
  * cache blocks (KC 256-512: 257 crosses the smaller ones). */
 static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
 #define N_DIMS (sizeof dims / sizeof dims[0])
@@ -30,12 +30,12 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  * with fewer, smaller shapes (the full run took 11-14 minutes of the CI's valgrind step).
  *
  * What every path must still meet, with the register tiles MR x NR of 4x8 (generic), 6x16 and
- * 6x8 (AVX2 f32/f64), 12x32 and 8x24 (AVX-512) and the cache blocks MC <= 192, KC <= 512,
+ * 6x8 (AVX2 f32/f64), 8x32 and 8x16 (AVX-512) and the cache blocks MC <= 192, KC <= 512,
  * NC <= 4096 (lib/kernels/gemm_*.c):
  *   quick_dims, all m x n x k:  0 (nothing to do); 1, 3 (a partial row and column tile);
- *     7 (one full MR 4 or 6 tile plus a partial one); 12 (full row tiles for MR 4, 6, 12);
- *     16 (full row tiles for MR 8, column tiles for NR 8, 16); 17, 33 (full tiles plus a
- *     partial one: 33 = 24 + 9 for NR 24, 32 + 1 for NR 32); as k,
+ *     7 (one full MR 4 or 6 tile plus a partial one); 12 (full row tiles for MR 4, 6);
+ *     16 (full row tiles for MR 8, column tiles for NR 8, 16); 17, 33 (full tiles plus one
+ *     row or column); as k,
  *     16 is whole 8x8 / 4x4 blocks of the transposed-B packing, 17 and 33 leave a remainder.
  *   path_matches_reference_blocks (both modes): m, k or n past every MC, KC or NC.
  *   path_matches_reference_mlp_shapes: m and k past MC and KC together.
@@ -250,7 +250,7 @@ END_TEST
 /* The MLP shapes the engine multiplies, forward (X·Wᵀ-like) and backward (dZ·W, dZᵀ·X), and
  * 256 x 128 x 768, whose m and k cross MC and KC together on every path (MC <= 192, KC <= 512).
  * In quick mode, smaller ones: 256 x 24 x 768 crosses both everywhere; 390 crosses KC on the
- * generic and AVX2 paths (256, 384), 130 crosses MC on generic (128) and AVX-512 f64 (96);
+ * generic and AVX2 paths (256, 384), 130 crosses MC on generic (128) and AVX-512 (96);
  * the small sides, 20 and 24, give whole and partial register tiles. */
 START_TEST(path_matches_reference_mlp_shapes)
 {

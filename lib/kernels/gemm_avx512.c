@@ -2,36 +2,32 @@
  * AVX-512 path (Skylake-X and later, Zen 4 and later). Compiled with -mavx512f -mavx512vl
  * -mfma; only called after the CPU and the OS (XSAVE state) report AVX-512F.
  *
- * Register tiles, 24 accumulators each (of the 32 zmm registers; 24 independent chains cover
- * 2 FMA pipes x 4 cycles latency three times over):
- *   f32 12 x 32: 12·2 accumulators + 2 B vectors + 1 broadcast; per k step 24 FMAs against
- *       2 loads and 12 broadcasts.
- *   f64  8 x 24:  8·3 accumulators + 3 B vectors + 1 broadcast; per k step 24 FMAs against
- *       3 loads and 8 broadcasts (12 x 16 took 2 and 12). Harness below, 1 thread: square
- *       n = 512/1024/2048 121/122/116 -> 122/122/124 GFLOP/s, B-wide's products 107-117 ->
- *       114-125, B-mnist's 118-129 -> 121-130, 2 threads n = 2048 212 -> 224; slower where n
- *       is a small multiple of 16 (128x256x512 X·Wᵀ 116 -> 113, 128x10x256 50 -> 40: the
- *       last 24-column panel is partly padding). 8 rows also divide the batch sizes.
- *   f32 8 x 48 (the same shape in floats) was 2-5 % faster on square and B-wide's dZ·W and dW
- *       products but 12 % slower on 128x256x512 and 20 % on 128x10x256, where n = 256 and 10
- *       leave a 48-column panel a third or less used; kept at 12 x 32.
- * Blocks, tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference
- * machine kind) with a harness that calls this file's block functions directly, variants
- * interleaved over 3 rounds, 1 thread, medians in GFLOP/s (f32 peak 276, f64 138):
- *   f32 MC x KC   96x256 (before)  192x512 (now)   square n = 512/1024/2048: 247/240/231 ->
- *                 250/250/250; dW of B-wide (Aᵀ, 4096x4096x256) 235 -> 242; the m = 256
- *                 products of B-wide (short C) 214-218 either way.
- *   f64 MC x KC   144x128 (before) 96x384 with the 12 x 16 tile: square 114/109/92 ->
- *                 120/120/118; B-wide's short-C products 95-97 -> 102-111, its dW 101 -> 113.
- *                 With 8 x 24, 96x512 (now): KC 512 had been ~10 % slower on those short-C
- *                 products with 12 x 16 (A's 256 x 512 run is all of L2) but with 8 x 24 it
- *                 was as fast as 384 there (111-115) and faster on square n = 2048 (124 vs
- *                 118); MC 144-192 no better.
- * The KC x NR micro-panel of B (f32 64 KiB, f64 96 KiB) does not fit L1: Zen 5's L2 feeds
- * the B and A micro-panels fast enough, and a long k run halves the passes over C (read and
- * written once per run). KC 768-1024 (f32), MC 48-384 and NC 256-2048 were no better beyond
- * the noise (+-3 %). The MC x KC block of A (f32 384 KiB, f64 384 KiB) sits in L2, the
- * KC x NC block of B in L3.
+ * Register tile 8 x 32 (f32) / 8 x 16 (f64): 8·2 = 16 accumulators + 2 B vectors + 1
+ * broadcast of the 32 zmm registers; per k step 16 FMAs against 2 loads and 8 broadcasts.
+ * 16 independent chains cover 2 FMA pipes x 4 cycles latency twice over. 8 rows divide the
+ * MLP batch sizes (128, 256) and 2 vectors divide every power-of-two n, so the common shapes
+ * have no padded tiles.
+ *
+ * Tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference machine
+ * kind) with a harness that calls this file's block functions directly, variants built side
+ * by side and interleaved over 3 rounds, 1 thread, medians in GFLOP/s (peak ~276 f32, ~138
+ * f64; figures from different sweeps differ by a few % as the machine drifts):
+ *   Blocks with the earlier 12 x 32 / 12 x 16 tiles: f32 MC x KC 96x256 -> 192x512 took square
+ *     n = 512/1024/2048 from 247/240/231 to 250/250/250 and B-wide's dW (Aᵀ, 4096x4096x256)
+ *     235 -> 242; f64 144x128 -> 96x384 took square 114/109/92 -> 120/120/118 and B-wide's
+ *     m = 256 (short-C) products 95-97 -> 102-111. Long k runs halve the read-modify-write
+ *     passes over C; the KC x NR micro-panel of B (f32 64 KiB at KC 512) then no longer fits
+ *     L1, and Zen 5's L2 feeds it fast enough. KC 768-1024, MC 48-384 and NC 256-2048: no
+ *     better beyond the noise (+-3 %).
+ *   Tiles, same blocks: f32 8 x 32 against 12 x 32 was faster on every shape swept: square
+ *     2048/1024/512 242/240/254 vs 234/243/246, B-wide's products 219-249 vs 209-231, B-mnist's
+ *     233-245 vs 225-242, 128x256x512 230 vs 219, 2 threads n = 2048 465 vs 450. f64 8 x 16
+ *     against 12 x 16: square 116-121 vs 111-117, B-wide's 108-120 vs 101-112. 8 x 48 / 8 x 24
+ *     (3 vectors: fewer loads per FMA) matched 8 x 32 / 8 x 16 on large shapes but lost
+ *     12-25 % where n = 256, 10 or 16 leaves the last 48- or 24-column panel mostly padding.
+ *   f64 KC 512 (with 8 x 16; with 12 x 16 it was ~10 % slower on B-wide's short-C products,
+ *     A's 256 x 512 run filling L2) and MC 96 for both types.
+ * The MC x KC block of A (f32 192 KiB, f64 384 KiB) sits in L2, the KC x NC block of B in L3.
  * Checked on hardware: every kernel test passes on this path, on a Xeon with AVX-512F/VL/BW
  * and on the Zen 5 above.
  */
@@ -41,16 +37,16 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
+#define GT_MC 96
+#define GT_KC 512
 #define GT_NC 4096
 
-/* ---- float32: 12 x 32 ---- */
-#define GT_KC 512
-#define GT_MC 192
+/* ---- float32: 8 x 32 ---- */
 #define GT float
 #define GT_PREFIX avx512_f32_
 #define GT_BLOCK tg__gemm_block_avx512_f32
 #define GT_REF tg__gemm_ref_f32
-#define GT_MR 12
+#define GT_MR 8
 #define GT_NR 32
 #define GT_VL 16
 #define GT_VT __m512
@@ -84,20 +80,14 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_S_FMA
 #undef GT_TB
 #undef GT_TRANSPOSE
-#undef GT_MC
 
-/* ---- float64: 8 x 24 ---- */
-#undef GT_KC
-#undef GT_NC
-#define GT_KC 512
-#define GT_MC 96
-#define GT_NC 4080 /* a multiple of NR = 24 */
+/* ---- float64: 8 x 16 ---- */
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
 #define GT_REF tg__gemm_ref_f64
 #define GT_MR 8
-#define GT_NR 24
+#define GT_NR 16
 #define GT_VL 8
 #define GT_VT __m512d
 #define GT_V_ZERO() _mm512_setzero_pd()
@@ -115,7 +105,7 @@ tg__gemm_block_f64 tg__gemm_block_avx512_f64;
 
 const struct tg__gemm_kernel tg__gemm_kernel_avx512 = {
     .name = "avx512",
-    .mr_f32 = 12, .nr_f32 = 32, .mr_f64 = 8, .nr_f64 = 24,
+    .mr_f32 = 8, .nr_f32 = 32, .mr_f64 = 8, .nr_f64 = 16,
     .f32 = tg__gemm_block_avx512_f32,
     .f64 = tg__gemm_block_avx512_f64,
 };
