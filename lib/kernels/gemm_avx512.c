@@ -17,8 +17,8 @@
  *     235 -> 242; f64 144x128 -> 96x384 took square 114/109/92 -> 120/120/118 and B-wide's
  *     m = 256 (short-C) products 95-97 -> 102-111. Long k runs halve the read-modify-write
  *     passes over C; the KC x NR micro-panel of B (f32 64 KiB at KC 512) then no longer fits
- *     L1, and Zen 5's L2 feeds it fast enough. KC 768-1024, MC 48-384 and NC 256-2048: no
- *     better beyond the noise (+-3 %).
+ *     L1, and Zen 5's L2 feeds it fast enough. KC 768-1024, MC 48-384 and NC 256-2048 on 1
+ *     thread: no better beyond the noise (+-3 %); f64 NC on 2 threads: below.
  *   Tiles, same blocks: f32 8 x 32 against 12 x 32 was faster on every shape swept: square
  *     2048/1024/512 242/240/254 vs 234/243/246, B-wide's products 219-249 vs 209-231, B-mnist's
  *     233-245 vs 225-242, 128x256x512 230 vs 219, 2 threads n = 2048 465 vs 450. f64 8 x 16
@@ -82,6 +82,12 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_TRANSPOSE
 
 /* ---- float64: 8 x 16 ---- */
+/* NC 1024: a KC x NC block of B is then 4 MiB, as f32's at n = 2048. At 2048 columns (8 MiB,
+ * 16 MiB for two threads' blocks in the 32 MiB L3) two threads ran square n = 2048 at 203
+ * GFLOP/s and B-wide's dW (4096x4096x256) at 205; at 1024, 230 and 230 (harness, 4 rounds;
+ * 1 thread within 3 % either way; f32 equal at NC 1024-4096). */
+#undef GT_NC
+#define GT_NC 1024
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
