@@ -5,8 +5,8 @@
  * Register tile 8 x 32 (f32) / 8 x 16 (f64): 8·2 = 16 accumulators + 2 B vectors + 1
  * broadcast of the 32 zmm registers; per k step 16 FMAs against 2 loads and 8 broadcasts.
  * 16 independent chains cover 2 FMA pipes x 4 cycles latency twice over. 8 rows divide the
- * MLP batch sizes (128, 256) and 2 vectors divide every power-of-two n, so the common shapes
- * have no padded tiles.
+ * MLP batch sizes (128, 256) and 2 vectors every power-of-two n from 32 (f32) / 16 (f64), so
+ * the common shapes have no padded tiles.
  *
  * Tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference machine
  * kind) with a harness that calls this file's block functions directly, variants built side
