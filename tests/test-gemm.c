@@ -469,7 +469,7 @@ START_TEST(settings_api)
 {
     ck_assert_int_eq(tg_set_num_threads(-1), TG_ERR_ARG);
     ck_assert_int_eq(tg_set_num_threads(3), TG_OK);
-#if TG_HAS_OPENMP
+#if TG_HAS_THREADS
     ck_assert_int_eq(tg_num_threads(), 3);
 #else
     ck_assert_int_eq(tg_num_threads(), 1);

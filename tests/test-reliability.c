@@ -1087,7 +1087,7 @@ signals_equal(const struct sigaction *a, const struct sigaction *b)
     return a->sa_handler == b->sa_handler && a->sa_flags == b->sa_flags;
 }
 
-/* Everything the library does that could plausibly touch process state: threads (OpenMP),
+/* Everything the library does that could plausibly touch process state: threads (the pool),
  * files, locale-sensitive parsing, atomic saves (SIGPIPE/SIGXFSZ territory), DOT output. */
 static void
 exercise_library(void)

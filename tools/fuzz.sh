@@ -26,7 +26,7 @@ if [ ! -f "$build/build.ninja" ]; then
     CC=${CC:-clang} meson setup "$build" "$root" \
         -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
         -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-recover=all' \
-        -Dopenmp=disabled -Dexamples=false -Dtools=false >/dev/null
+        -Dthreads=disabled -Dexamples=false -Dtools=false >/dev/null
 fi
 ninja -C "$build" "tests/fuzz/fuzz-$target" >/dev/null
 

@@ -10,7 +10,7 @@ set -eu
 
 core="meson ninja-build pkg-config gcc libc6-dev check libjansson-dev zlib1g-dev
       libgraphviz-dev graphviz valgrind python3 python3-numpy"
-extra="libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libomp-14-dev libopenblas-dev
+extra="libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libopenblas-dev
        dataset-fashion-mnist binutils python3-torch"
 
 want="$core"

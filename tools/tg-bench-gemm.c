@@ -34,9 +34,7 @@
 
 #include "kernels/kernels.h"
 
-#if TG_HAS_OPENMP
-#include <omp.h>
-#endif
+#include <pthread.h>
 #if BENCH_HAS_CBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int); /* OpenBLAS extension; declared here in case cblas.h lacks it */
@@ -118,6 +116,46 @@ chains_avx512_f64(long iters)
 }
 #endif
 
+#if BENCH_X86
+struct chains_run {
+    double (*chains)(long);
+    long iters;
+    double flops;
+};
+
+static void *
+chains_thread(void *arg)
+{
+    struct chains_run *r = arg;
+    r->flops = r->chains(r->iters);
+    return NULL;
+}
+
+/* FLOPs of `threads` threads (this one and threads - 1 new ones) each running chains(iters)
+ * at once; threads that fail to start are not counted. */
+static double
+chains_together(double (*chains)(long), long iters, int threads)
+{
+    enum { MAX_THREADS = 64 };
+    struct chains_run runs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    for (int t = 1; t < threads; t++) {
+        runs[t] = (struct chains_run){chains, iters, 0};
+        started[t] = pthread_create(&tid[t], NULL, chains_thread, &runs[t]) == 0;
+    }
+    double flops = chains(iters);
+    for (int t = 1; t < threads; t++)
+        if (started[t]) {
+            pthread_join(tid[t], NULL);
+            flops += runs[t].flops;
+        }
+    return flops;
+}
+#endif
+
 /* GFLOP/s of `threads` threads running the widest FMA chains this CPU has, all at once. */
 static double
 measure_peak(bool f64, int threads, const char **isa)
@@ -139,15 +177,11 @@ measure_peak(bool f64, int threads, const char **isa)
     chains(iters); /* warm up the clock */
     double best = 0;
     for (int rep = 0; rep < 15; rep++) {
-        double flops = 0, t0 = now();
-#if TG_HAS_OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : flops)
-#endif
-        flops += chains(iters);
+        double t0 = now();
+        double flops = chains_together(chains, iters, threads);
         double gf = flops / (now() - t0) * 1e-9;
         best = gf > best ? gf : best;
     }
-    (void)threads;
     return best;
 #else
     (void)f64;
@@ -336,8 +370,8 @@ main(int argc, char **argv)
                         "numbers below use the forced core type\n", strerror(errno));
     }
 #endif
-    printf("tapegrad GEMM benchmark: kernel path %s, OpenMP %s, up to %d threads\n",
-           tg_kernel_name(), TG_HAS_OPENMP ? "yes" : "no", tg_num_threads());
+    printf("tapegrad GEMM benchmark: kernel path %s, threads %s, up to %d threads\n",
+           tg_kernel_name(), TG_HAS_THREADS ? "yes" : "no", tg_num_threads());
 #if BENCH_HAS_CBLAS
     printf("OpenBLAS side by side (OPENBLAS_CORETYPE/L2_SIZE unset)\n");
 #else

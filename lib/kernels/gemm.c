@@ -1,12 +1,13 @@
 /*
  * tg__gemm_f32/_f64: the entry points the ops call. Handles the degenerate cases, picks the
- * path (runtime.c), splits C between threads and keeps each thread's packing buffer.
+ * path (runtime.c), splits C between threads and keeps the packing buffers.
  *
  * Threads: C is cut into at most T rectangles along one dimension, at multiples of the
- * path's register tile (MR rows or NR columns); each thread runs the whole packed algorithm
- * on its rectangle with its own buffers — no barriers, no shared packed panels. The k loop,
- * its KC blocking and the tile grid are the same as in a one-thread run, so every element of
- * C gets the same arithmetic in the same order: results are bit-identical whatever T.
+ * path's register tile (MR rows or NR columns); the pool (pool.c) hands them to whichever
+ * thread is free, and each rectangle runs the whole packed algorithm with its own buffer —
+ * no barriers, no shared packed panels. The k loop, its KC blocking and the tile grid are
+ * the same as in a one-thread run, so every element of C gets the same arithmetic in the
+ * same order: results are bit-identical whatever T and whichever thread ran a rectangle.
  * The cost is that each thread packs the whole of the un-split operand: O(m·k) extra for
  * O(m·n·k/T) of work, under 1% once the split dimension is past a few hundred.
  */
@@ -16,21 +17,17 @@
 
 #include <tapegrad/features.h>
 
-#if TG_HAS_OPENMP
-#include <omp.h>
-#endif
-
 #include "../internal.h"
 #include "gemm_impl.h"
 #include "kernels.h"
 
 /* Products below this many multiply-adds per thread run on one thread: at ~40 G FMA/s a
- * thread's share is then under ~7 µs, the same order as waking a team and joining it. */
+ * thread's share is then under ~7 µs, the same order as handing a part to a worker. */
 #define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
 
 size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
 
-/* ---- per-thread packing buffer ---- */
+/* ---- packing buffers ---- */
 
 struct workspace {
     void *raw;     /* as returned by tg__malloc */
@@ -38,7 +35,15 @@ struct workspace {
     size_t size;   /* usable bytes from aligned */
 };
 
+/* A product on one thread packs into its thread's buffer. Part p of a threaded product packs
+ * into part_workspace[p], whichever thread claimed the part (pool.c hands parts to whoever is
+ * free): buffers then grow with the parts, the same way on every run, so a warm step
+ * allocates nothing however its parts were claimed. (Per-thread buffers failed the
+ * warm-calls test: a worker that claimed no part in the first calls grew its buffer later.)
+ * Only one pool job runs at a time, so a slot has one user. */
 static _Thread_local struct workspace thread_workspace;
+static struct workspace part_workspace[TG_POOL_MAX_THREADS];
+static _Thread_local struct workspace *active_part_workspace; /* set while a part runs */
 
 /* A thread that exits frees its buffer: the key's destructor runs at pthread_exit (and when a
  * thread function returns), before the thread's _Thread_local storage goes away. Without it
@@ -65,7 +70,7 @@ workspace_key_init(void)
 void *
 tg__gemm_workspace(size_t bytes)
 {
-    struct workspace *w = &thread_workspace;
+    struct workspace *w = active_part_workspace ? active_part_workspace : &thread_workspace;
     if (bytes <= w->size && w->aligned)
         return w->aligned;
     tg__free(w->raw);
@@ -78,29 +83,28 @@ tg__gemm_workspace(size_t bytes)
     w->raw = raw;
     w->aligned = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     w->size = bytes;
-    pthread_once(&workspace_once, workspace_key_init);
-    if (workspace_key_ok)
-        pthread_setspecific(workspace_key, w);
+    if (w == &thread_workspace) {
+        pthread_once(&workspace_once, workspace_key_init);
+        if (workspace_key_ok)
+            pthread_setspecific(workspace_key, w);
+    }
     return w->aligned;
 }
 
 static void
-release_thread_workspace(void)
+release_workspace(struct workspace *w)
 {
-    tg__free(thread_workspace.raw);
-    thread_workspace = (struct workspace){0};
+    tg__free(w->raw);
+    *w = (struct workspace){0};
 }
 
 void
 tg__kernels_release(void)
 {
-    release_thread_workspace();
-#if TG_HAS_OPENMP
-    /* Worker threads of the pool keep their buffers; visit as many as were ever asked for. */
-    int threads = tg__num_threads();
-#pragma omp parallel num_threads(threads)
-    release_thread_workspace();
-#endif
+    release_workspace(&thread_workspace);
+    tg__pool_shutdown();
+    for (int p = 0; p < TG_POOL_MAX_THREADS; p++)
+        release_workspace(&part_workspace[p]);
 }
 
 /* ---- the split between threads ---- */
@@ -134,6 +138,8 @@ plan_threads(size_t m, size_t n, size_t k, size_t mr, size_t nr, bool *split_row
         threads = by_work < 1 ? 1 : (int)by_work;
     if ((size_t)threads > tiles)
         threads = (int)tiles;
+    if (threads > TG_POOL_MAX_THREADS)
+        threads = TG_POOL_MAX_THREADS;
     return threads < 1 ? 1 : threads;
 }
 
@@ -160,21 +166,44 @@ plan_threads(size_t m, size_t n, size_t k, size_t mr, size_t nr, bool *split_row
 DEFINE_SCALE(scale_f32, float)
 DEFINE_SCALE(scale_f64, double)
 
-#if TG_HAS_OPENMP
-#define GEMM_PARALLEL_REGION(threads) _Pragma("omp parallel num_threads(threads)")
-#define GEMM_THREAD_ID() omp_get_thread_num()
-#define GEMM_TEAM_SIZE() omp_get_num_threads()
-#else
-#define GEMM_PARALLEL_REGION(threads)
-#define GEMM_THREAD_ID() 0
-#define GEMM_TEAM_SIZE() 1
-#endif
+/* One rectangle of C per part: rows [i0, i1) or columns [j0, j1) of the split. */
+#define DEFINE_GEMM_PART(NAME, T, FIELD)                                                       \
+    struct NAME##_job {                                                                        \
+        const struct tg__gemm_kernel *kern;                                                    \
+        bool trans_a, trans_b, split_rows;                                                     \
+        int parts;                                                                             \
+        size_t m, n, k, lda, ldb, ldc;                                                         \
+        T alpha, beta;                                                                         \
+        const T *a, *b;                                                                        \
+        T *c;                                                                                  \
+    };                                                                                         \
+    static void NAME(size_t part, void *ctx)                                                   \
+    {                                                                                          \
+        const struct NAME##_job *g = ctx;                                                      \
+        size_t i0 = 0, i1 = g->m, j0 = 0, j1 = g->n;                                           \
+        if (g->split_rows)                                                                     \
+            split_range(g->m, g->kern->mr_##FIELD, (int)part, g->parts, &i0, &i1);             \
+        else                                                                                   \
+            split_range(g->n, g->kern->nr_##FIELD, (int)part, g->parts, &j0, &j1);             \
+        if (i0 == i1 || j0 == j1)                                                              \
+            return;                                                                            \
+        const T *a_part = g->trans_a ? g->a + i0 : g->a + i0 * g->lda;                         \
+        const T *b_part = g->trans_b ? g->b + j0 * g->ldb : g->b + j0;                         \
+        active_part_workspace = tg__pool_in_job() ? &part_workspace[part] : NULL;              \
+        g->kern->FIELD(g->trans_a, g->trans_b, i1 - i0, j1 - j0, g->k, g->alpha, a_part,       \
+                       g->lda, b_part, g->ldb, g->beta, g->c + i0 * g->ldc + j0, g->ldc);      \
+        active_part_workspace = NULL;                                                          \
+    }
+
+DEFINE_GEMM_PART(gemm_part_f32, float, f32)
+DEFINE_GEMM_PART(gemm_part_f64, double, f64)
 
 /*
- * The part loop runs `threads` parts over however many threads the OpenMP runtime actually
- * gave (fewer when nested or limited), so every part is done exactly once either way.
+ * The parts are `threads` fixed rectangles; the pool runs each exactly once on whichever
+ * thread claims it (all on the caller when the workers are late or busy), so the split, and
+ * with it every bit of C, is the same either way.
  */
-#define DEFINE_GEMM(NAME, T, FIELD, SCALE)                                                     \
+#define DEFINE_GEMM(NAME, T, FIELD, SCALE, PART)                                               \
     void NAME(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, T alpha, const T *a,   \
               size_t lda, const T *b, size_t ldb, T beta, T *c, size_t ldc)                    \
     {                                                                                          \
@@ -189,31 +218,19 @@ DEFINE_SCALE(scale_f64, double)
             kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
             return;                                                                            \
         }                                                                                      \
-        size_t mr = kern->mr_##FIELD, nr = kern->nr_##FIELD;                                   \
         bool split_rows;                                                                       \
-        int threads = plan_threads(m, n, k, mr, nr, &split_rows);                              \
+        int threads = plan_threads(m, n, k, kern->mr_##FIELD, kern->nr_##FIELD, &split_rows);  \
         if (threads == 1) {                                                                    \
             kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
             return;                                                                            \
         }                                                                                      \
-        GEMM_PARALLEL_REGION(threads)                                                          \
-        {                                                                                      \
-            int team = GEMM_TEAM_SIZE();                                                       \
-            for (int part = GEMM_THREAD_ID(); part < threads; part += team) {                  \
-                size_t i0 = 0, i1 = m, j0 = 0, j1 = n;                                         \
-                if (split_rows)                                                                \
-                    split_range(m, mr, part, threads, &i0, &i1);                               \
-                else                                                                           \
-                    split_range(n, nr, part, threads, &j0, &j1);                               \
-                if (i0 == i1 || j0 == j1)                                                      \
-                    continue;                                                                  \
-                const T *a_part = trans_a ? a + i0 : a + i0 * lda;                             \
-                const T *b_part = trans_b ? b + j0 * ldb : b + j0;                             \
-                kern->FIELD(trans_a, trans_b, i1 - i0, j1 - j0, k, alpha, a_part, lda, b_part, \
-                            ldb, beta, c + i0 * ldc + j0, ldc);                                \
-            }                                                                                  \
-        }                                                                                      \
+        struct PART##_job job = {                                                              \
+            .kern = kern, .trans_a = trans_a, .trans_b = trans_b, .split_rows = split_rows,    \
+            .parts = threads, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,      \
+            .alpha = alpha, .beta = beta, .a = a, .b = b, .c = c,                              \
+        };                                                                                     \
+        tg__pool_run(threads, (size_t)threads, PART, &job);                                    \
     }
 
-DEFINE_GEMM(tg__gemm_f32, float, f32, scale_f32)
-DEFINE_GEMM(tg__gemm_f64, double, f64, scale_f64)
+DEFINE_GEMM(tg__gemm_f32, float, f32, scale_f32, gemm_part_f32)
+DEFINE_GEMM(tg__gemm_f64, double, f64, scale_f64, gemm_part_f64)

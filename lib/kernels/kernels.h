@@ -53,7 +53,7 @@ extern size_t tg__gemm_short_c_bytes;
  * each chunk on exactly one thread, chunks spread over up to tg_num_threads() threads.
  * Elementwise loops are therefore deterministic, and a reduction that writes one partial per
  * chunk (index begin / grain) and then sums the partials in chunk order is bit-identical
- * whatever the thread count. With one thread (or without OpenMP) the chunks run in order on
+ * whatever the thread count. With one thread (or built without threads) the chunks run in order on
  * the calling thread; n <= grain is a single inline call fn(0, n, ctx) with no threading
  * overhead. grain = 0 is treated as n (one chunk).
  */
@@ -62,12 +62,29 @@ void tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t en
 /* ceil(n / grain): the number of chunks tg__parallel_for makes (1 when n = 0 or grain = 0). */
 size_t tg__parallel_chunks(size_t n, size_t grain);
 
-/* The thread count kernels use: tg_num_threads(), clamped to 1 without OpenMP. */
+/* The thread count kernels use: tg_num_threads() (1 when built with -Dthreads=disabled). */
 int tg__num_threads(void);
 
-/* Frees the calling thread's packing buffers and those of the OpenMP worker threads (they are
- * otherwise kept for the life of each thread so warm steps allocate nothing). Safe to call at
- * any time no gemm is running; the next gemm allocates again. */
+/*
+ * The thread pool (pool.c): calls fn(part, ctx) once for each part in [0, parts) on the
+ * calling thread and up to threads - 1 pool workers, and returns when all are done. Parts are
+ * claimed by whichever thread is free, so what a part computes must not depend on the thread.
+ * Never fails: a pool that is busy (another caller, or a call from inside a part) or cannot
+ * start workers runs the parts in order on the calling thread.
+ */
+void tg__pool_run(int threads, size_t parts, void (*fn)(size_t part, void *ctx), void *ctx);
+/* The most threads a pool job uses (the caller and TG_POOL_MAX_THREADS - 1 workers). */
+#define TG_POOL_MAX_THREADS 256
+/* True on a thread that is running a part of a pool job (as the caller or a worker); false in
+ * the serial fallback and outside the pool. At most one pool job runs at a time. */
+bool tg__pool_in_job(void);
+/* Stops and joins the pool's workers (waiting for a job in flight); the next threaded call
+ * starts them again. */
+void tg__pool_shutdown(void);
+
+/* Frees the calling thread's packing buffers and stops the pool, whose workers free theirs
+ * as they exit (buffers are otherwise kept for the life of each thread so warm steps allocate
+ * nothing). Safe to call at any time no gemm is running; the next gemm allocates again. */
 void tg__kernels_release(void);
 
 #endif /* TG_KERNELS_H */

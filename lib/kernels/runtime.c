@@ -3,15 +3,14 @@
  * path, plus tg__parallel_for. Settings are process-wide atomics: any thread may read them
  * while another sets them, and a gemm uses the values it read when it started.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT (glibc); guarded below */
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <tapegrad/runtime.h>
-
-#if TG_HAS_OPENMP
-#include <omp.h>
-#endif
 
 #include "gemm_impl.h"
 #include "kernels.h"
@@ -20,29 +19,49 @@
 
 static atomic_int requested_threads; /* tg_set_num_threads; 0 = default */
 
-#if TG_HAS_OPENMP
+#if TG_HAS_THREADS
 static atomic_int default_threads = -1; /* resolved on first use; -1 = not yet */
 
-/* TG_NUM_THREADS when it is a positive integer, else the OpenMP default (OMP_NUM_THREADS or
- * the CPU count). Racing first calls compute the same value, so no lock is needed. */
+/* The CPUs this process may run on (its affinity mask: taskset, cgroup cpusets), else the
+ * online CPU count. */
+static int
+usable_cpus(void)
+{
+#if defined(__linux__) && defined(__GLIBC__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n <= 4096 ? (int)n : 1;
+}
+
+/* A positive integer from the environment (at most 4096), else 0. */
+static int
+env_threads(const char *name)
+{
+    const char *env = getenv(name);
+    if (!env || !*env)
+        return 0;
+    char *end;
+    long v = strtol(env, &end, 10);
+    return *end == '\0' && v > 0 && v <= 4096 ? (int)v : 0;
+}
+
+/* TG_NUM_THREADS when it is a positive integer, else OMP_NUM_THREADS (the variable programs
+ * that mix libraries already set; a plain number only), else the usable CPUs. Racing first
+ * calls compute the same value, so no lock is needed. */
 static int
 resolve_default_threads(void)
 {
     int cached = atomic_load_explicit(&default_threads, memory_order_relaxed);
     if (cached > 0)
         return cached;
-    int threads = 0;
-    const char *env = getenv("TG_NUM_THREADS");
-    if (env && *env) {
-        char *end;
-        long v = strtol(env, &end, 10);
-        if (*end == '\0' && v > 0 && v <= 4096)
-            threads = (int)v;
-    }
+    int threads = env_threads("TG_NUM_THREADS");
     if (threads == 0)
-        threads = omp_get_max_threads();
-    if (threads < 1)
-        threads = 1;
+        threads = env_threads("OMP_NUM_THREADS");
+    if (threads == 0)
+        threads = usable_cpus();
     atomic_store_explicit(&default_threads, threads, memory_order_relaxed);
     return threads;
 }
@@ -60,11 +79,11 @@ tg_set_num_threads(int n)
 int
 tg_num_threads(void)
 {
-#if TG_HAS_OPENMP
+#if TG_HAS_THREADS
     int n = atomic_load_explicit(&requested_threads, memory_order_relaxed);
     return n > 0 ? n : resolve_default_threads();
 #else
-    return 1; /* built without OpenMP: everything runs on the calling thread */
+    return 1; /* built with -Dthreads=disabled: everything runs on the calling thread */
 #endif
 }
 
@@ -195,6 +214,21 @@ tg__parallel_chunks(size_t n, size_t grain)
     return n / grain + (n % grain != 0);
 }
 
+struct parallel_for {
+    size_t n, grain;
+    void (*fn)(size_t begin, size_t end, void *ctx);
+    void *ctx;
+};
+
+static void
+parallel_for_chunk(size_t chunk, void *ctx)
+{
+    const struct parallel_for *pf = ctx;
+    size_t begin = chunk * pf->grain;
+    size_t end = pf->n - begin < pf->grain ? pf->n : begin + pf->grain;
+    pf->fn(begin, end, pf->ctx);
+}
+
 void
 tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
                  void *ctx)
@@ -209,20 +243,8 @@ tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, vo
     int threads = tg__num_threads();
     if ((size_t)threads > chunks)
         threads = (int)chunks;
-#if TG_HAS_OPENMP
-    if (threads > 1) {
-        /* Static schedule: chunk c goes to thread c·T/chunks; which thread runs a chunk does
-         * not change what the chunk computes. */
-        long long nchunks = (long long)chunks;
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (long long c = 0; c < nchunks; c++) {
-            size_t begin = (size_t)c * grain;
-            size_t end = n - begin < grain ? n : begin + grain;
-            fn(begin, end, ctx);
-        }
-        return;
-    }
-#endif
-    for (size_t begin = 0; begin < n; begin += grain)
-        fn(begin, n - begin < grain ? n : begin + grain, ctx);
+    /* Chunks are claimed by whichever thread is free (pool.c); which thread runs a chunk does
+     * not change what the chunk computes. */
+    struct parallel_for pf = {n, grain, fn, ctx};
+    tg__pool_run(threads, chunks, parallel_for_chunk, &pf);
 }
