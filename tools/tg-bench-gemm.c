@@ -219,10 +219,17 @@ median_seconds(bench_fn *fn, void *ctx, int min_runs)
  * runs and >= 40 ms; median of the block), the order alternating round by round, until
  * >= min_rounds rounds and >= 0.5 s (at most 64). On a shared machine the speed drifts by
  * 10-30 % over seconds; timing the two in one block each lets a slow spell land on one side
- * only, while a round compares blocks a few tens of milliseconds apart. Blocks rather than
- * single calls because an idle library's worker threads busy-wait for a while after a call
- * before they sleep (OpenBLAS's and libgomp's both do) and would take a core from the other's
- * next call: with more than one thread each block starts with an untimed call. */
+ * only, while a round compares blocks a few tens of milliseconds apart.
+ * With more than one thread each block starts after QUIET_S of idle, then one untimed call:
+ * an idle library's worker threads keep spinning after its last call (OpenBLAS's for 2^28
+ * cycles, ~0.1 s here; tapegrad's pool for 2 ms) and take a core from whatever runs next.
+ * On the 2-vCPU VM, without the pause, OpenBLAS's 2-thread f64 ran at 171-178 GFLOP/s at
+ * n = 512 right after tapegrad's blocks, and at 205-209 with it; tapegrad on OpenMP took
+ * 4.8-5.9 ms per 128x512x784 f64 product right after an OpenBLAS block, 0.45-0.6 ms after
+ * 0.15 s idle. So each block sees the other library's helpers asleep, as a program that uses
+ * one library alone would, and starts the way such a program's first call after idle does
+ * (the untimed call wakes the helpers). */
+#define QUIET_S 0.2
 struct paired {
     double ours_s, peer_s; /* median over rounds of the block medians, seconds */
     double ratio;          /* median over rounds of peer / ours: > 1, ours is faster */
@@ -235,8 +242,10 @@ block_median(bench_fn *fn, void *ctx, bool settle)
     enum { MAX_RUNS = 64 };
     double times[MAX_RUNS];
     int runs = 0;
-    if (settle)
+    if (settle) {
+        nanosleep(&(struct timespec){0, (long)(QUIET_S * 1e9)}, NULL);
         fn(ctx);
+    }
     double start = now();
     while (runs < MAX_RUNS && (runs < 2 || now() - start < 0.04)) {
         double t0 = now();
