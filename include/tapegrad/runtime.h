@@ -1,8 +1,10 @@
 /*
  * Run-time settings: threads and the matrix-multiply kernel in use.
  *
- * Threads: the default is TG_NUM_THREADS from the environment, else the number of CPUs.
- * Results are bit-identical whatever the thread count (fixed partitioning and reduction order).
+ * Threads: the default is TG_NUM_THREADS from the environment, else OMP_NUM_THREADS, else the
+ * number of CPUs this process may run on. Kernels run on tapegrad's own thread pool, started
+ * on the first threaded call. Results are bit-identical whatever the thread count (fixed
+ * partitioning and reduction order).
  *
  * Kernels: the best path the CPU supports is chosen at first use (avx512, avx2, generic);
  * TG_KERNEL=generic|avx2|avx512|blas in the environment forces one (an unsupported choice falls

@@ -53,9 +53,9 @@ extern size_t tg__gemm_short_c_bytes;
  * each chunk on exactly one thread, chunks spread over up to tg_num_threads() threads.
  * Elementwise loops are therefore deterministic, and a reduction that writes one partial per
  * chunk (index begin / grain) and then sums the partials in chunk order is bit-identical
- * whatever the thread count. With one thread (or built without threads) the chunks run in order on
- * the calling thread; n <= grain is a single inline call fn(0, n, ctx) with no threading
- * overhead. grain = 0 is treated as n (one chunk).
+ * whatever the thread count. With one thread (or built with -Dthreads=disabled) the chunks
+ * run in order on the calling thread; n <= grain is a single inline call fn(0, n, ctx) with
+ * no threading overhead. grain = 0 is treated as n (one chunk).
  */
 void tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
                       void *ctx);
