@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,6 @@
 
 #include "kernels/kernels.h"
 
-#include <pthread.h>
 #if BENCH_HAS_CBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int); /* OpenBLAS extension; declared here in case cblas.h lacks it */
