@@ -220,16 +220,18 @@ median_seconds(bench_fn *fn, void *ctx, int min_runs)
  * >= min_rounds rounds and >= 0.5 s (at most 64). On a shared machine the speed drifts by
  * 10-30 % over seconds; timing the two in one block each lets a slow spell land on one side
  * only, while a round compares blocks a few tens of milliseconds apart.
- * With more than one thread each block starts after QUIET_S of idle, then one untimed call:
- * an idle library's worker threads keep spinning after its last call (OpenBLAS's for 2^28
- * cycles, ~0.1 s here; tapegrad's pool for 2 ms) and take a core from whatever runs next.
- * On the 2-vCPU VM, without the pause, OpenBLAS's 2-thread f64 ran at 171-178 GFLOP/s at
- * n = 512 right after tapegrad's blocks, and at 205-209 with it; tapegrad on OpenMP took
+ * With more than one thread each block starts after QUIET_S of idle, then WARM_S of untimed
+ * calls: an idle library's worker threads keep spinning after its last call (OpenBLAS's for
+ * 2^28 cycles, ~0.1 s here; tapegrad's pool for 2 ms) and take a core from whatever runs
+ * next. On the 2-vCPU VM, without the pause, OpenBLAS's 2-thread f64 ran at 171-178 GFLOP/s
+ * at n = 512 right after tapegrad's blocks, and at 205-209 with it; tapegrad on OpenMP took
  * 4.8-5.9 ms per 128x512x784 f64 product right after an OpenBLAS block, 0.45-0.6 ms after
- * 0.15 s idle. So each block sees the other library's helpers asleep, as a program that uses
- * one library alone would, and starts the way such a program's first call after idle does
- * (the untimed call wakes the helpers). */
+ * 0.15 s idle. After the pause the second vCPU is slow for a while: 2-thread 512³ f32
+ * products took ~830 µs for the first ~8 ms of calls, then 550-570 µs (mean of 8 pauses), so
+ * the warm-up runs past that. Each block thus measures one library in its steady state with
+ * the other's helpers asleep, as a program that uses one library alone would see it. */
 #define QUIET_S 0.2
+#define WARM_S 0.03
 struct paired {
     double ours_s, peer_s; /* median over rounds of the block medians, seconds */
     double ratio;          /* median over rounds of peer / ours: > 1, ours is faster */
@@ -244,7 +246,10 @@ block_median(bench_fn *fn, void *ctx, bool settle)
     int runs = 0;
     if (settle) {
         nanosleep(&(struct timespec){0, (long)(QUIET_S * 1e9)}, NULL);
-        fn(ctx);
+        double warm = now();
+        do
+            fn(ctx);
+        while (now() - warm < WARM_S);
     }
     double start = now();
     while (runs < MAX_RUNS && (runs < 2 || now() - start < 0.04)) {
