@@ -9,6 +9,7 @@
  * near 1, the same few roundings in single precision.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -567,7 +568,7 @@ START_TEST(state_slots)
 }
 END_TEST
 
-static size_t n_allocs;
+static atomic_size_t n_allocs; /* pool workers may allocate too */
 static void *
 count_malloc(size_t n, void *ctx)
 {

@@ -13,6 +13,7 @@
 #include <locale.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,7 @@ vec(tg_dtype dt, size_t n, const double *v, const char *name)
 }
 
 /* ---- counting allocator: how many allocations a call made ---- */
-static long n_allocs;
+static atomic_long n_allocs; /* atomic: a pool worker may allocate its part's buffer */
 static size_t biggest_refused, alloc_cap = SIZE_MAX;
 static void *
 count_malloc(size_t n, void *ctx)

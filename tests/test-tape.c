@@ -3,13 +3,14 @@
  * where needed, backward semantics, and a whole MLP against finite differences.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 
 /* ---- allocation counting through the library's allocator hook ---- */
-static size_t n_allocs;
+static atomic_size_t n_allocs; /* pool workers may allocate too */
 static void *count_malloc(size_t n, void *ctx) { (void)ctx; n_allocs++; return malloc(n); }
 static void *count_realloc(void *p, size_t n, void *ctx) { (void)ctx; n_allocs++; return realloc(p, n); }
 static void count_free(void *p, void *ctx) { (void)ctx; free(p); }
