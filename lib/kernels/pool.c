@@ -81,6 +81,7 @@ static struct {
     atomic_int visitors;             /* workers that may hold a pointer to the job */
     atomic_int sleepers;             /* workers asleep (or going to sleep) on `wake` */
     atomic_int caller_cpu;           /* the CPU of the latest job's caller (-1 unknown) */
+    atomic_int helpers;              /* the latest job's helpers: other workers stay out */
     atomic_bool stopping;            /* tg__pool_shutdown: workers exit */
     pthread_mutex_t lock;            /* guards the sleep on `wake` */
     pthread_cond_t wake;
@@ -220,6 +221,10 @@ worker_main(void *arg)
          * once the caller has claimed every part, and would never see a job to move for. */
         if (movable)
             move_off_cpu(atomic_load_explicit(&pool.caller_cpu, memory_order_relaxed), &home);
+        /* A worker the job does not use does not visit it, so the caller never waits for it
+         * to leave (a stale value only makes a worker skip a job or visit it for nothing). */
+        if (worker >= atomic_load_explicit(&pool.helpers, memory_order_relaxed))
+            continue;
         atomic_fetch_add(&pool.visitors, 1);
         struct pool_job *job = atomic_load(&pool.job);
         if (job && worker < job->helpers)
@@ -334,6 +339,7 @@ tg__pool_run(int threads, size_t parts, void (*fn)(size_t part, void *ctx), void
         .helpers = helpers,
     };
     atomic_store_explicit(&pool.caller_cpu, current_cpu(), memory_order_relaxed);
+    atomic_store_explicit(&pool.helpers, helpers, memory_order_relaxed);
     atomic_init(&job.next, 0);
     atomic_init(&job.done, 0);
     atomic_store(&pool.job, &job);
