@@ -83,7 +83,7 @@ bool tg__pool_in_job(void);
 void tg__pool_shutdown(void);
 
 /* Frees the calling thread's packing buffers and stops the pool, whose workers free theirs
- * as they exit (buffers are otherwise kept for the life of each thread so warm steps allocate
+ * as they stop (buffers are otherwise kept for the life of each thread so warm steps allocate
  * nothing). Safe to call at any time no gemm is running; the next gemm allocates again. */
 void tg__kernels_release(void);
 

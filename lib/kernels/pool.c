@@ -261,10 +261,10 @@ fork_child(void)
 
 static void stop_workers(void);
 
-/* At exit (or when a shared libtapegrad is unloaded) the workers are joined, so nothing of
- * theirs is left behind (valgrind reported each worker's thread-local block as possibly
- * lost). Only if no job is in flight: another thread may be inside a gemm while the program
- * exits, and exit must not wait for it. */
+/* When the process ends (or a shared libtapegrad is unloaded) the workers are joined, so
+ * nothing of theirs is left behind (valgrind reported each worker's thread-local block as
+ * possibly lost). Only if no job is in flight: another thread may be inside a gemm while the
+ * program ends, and ending must not wait for it. */
 static void
 pool_at_exit(void)
 {

@@ -18,6 +18,7 @@
 #include <check.h>
 
 #include "../../lib/kernels/kernels.h"
+#include "../common.h"
 
 enum { MAX_PARTS = 64 };
 
@@ -233,10 +234,7 @@ main(void)
     tcase_add_test(tc, shutdown_and_restart);
     tcase_add_test(tc, usable_after_fork);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    tg__pool_shutdown(); /* join the workers, so leak checkers see a clean exit */
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    int status = run_suite(s);
+    tg__pool_shutdown(); /* join the workers, so leak checkers see a clean end */
+    return status;
 }
