@@ -230,7 +230,9 @@ END_TEST
 /*
  * One dimension past every path's cache block at a time (MC <= 192, KC <= 512, NC <= 4096),
  * the others small: several blocks along it, and for k the later blocks accumulating into C
- * (beta 1 after the first). Every beta with every transpose.
+ * (beta 1 after the first). Every beta with every transpose. The last shape has k in 3 runs of
+ * 344 and n past what the AVX-512 path's packed B block may hold at that depth (4 MiB: 3040
+ * columns f32, 1520 f64; half that per part on two threads), so NC shrinks below its maximum.
  */
 START_TEST(path_matches_reference_blocks)
 {
@@ -238,7 +240,8 @@ START_TEST(path_matches_reference_blocks)
     if (!use_path(path))
         return;
     rng_state = 11;
-    static const size_t shapes[][3] = {{257, 17, 33}, {7, 17, 513}, {13, 4133, 5}};
+    static const size_t shapes[][3] = {
+        {257, 17, 33}, {7, 17, 513}, {13, 4133, 5}, {9, 3100, 1030}};
     size_t case_no = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 4; t++, case_no++)

@@ -44,6 +44,7 @@ struct workspace {
 static _Thread_local struct workspace thread_workspace;
 static struct workspace part_workspace[TG_POOL_MAX_THREADS];
 static _Thread_local struct workspace *active_part_workspace; /* set while a part runs */
+static _Thread_local size_t active_part_b_block_bytes;        /* set while a part runs */
 
 /* A thread that exits frees its buffer: the key's destructor runs at pthread_exit (and when a
  * thread function returns), before the thread's _Thread_local storage goes away. Without it
@@ -89,6 +90,12 @@ tg__gemm_workspace(size_t bytes)
             pthread_setspecific(workspace_key, w);
     }
     return w->aligned;
+}
+
+size_t
+tg__gemm_b_block_bytes(void)
+{
+    return active_part_b_block_bytes ? active_part_b_block_bytes : TG_GEMM_B_BLOCK_BYTES;
 }
 
 static void
@@ -190,9 +197,11 @@ DEFINE_SCALE(scale_f64, double)
         const T *a_part = g->trans_a ? g->a + i0 : g->a + i0 * g->lda;                         \
         const T *b_part = g->trans_b ? g->b + j0 * g->ldb : g->b + j0;                         \
         active_part_workspace = tg__pool_in_job() ? &part_workspace[part] : NULL;              \
+        active_part_b_block_bytes = TG_GEMM_B_BLOCK_BYTES / (size_t)g->parts;                  \
         g->kern->FIELD(g->trans_a, g->trans_b, i1 - i0, j1 - j0, g->k, g->alpha, a_part,       \
                        g->lda, b_part, g->ldb, g->beta, g->c + i0 * g->ldc + j0, g->ldc);      \
         active_part_workspace = NULL;                                                          \
+        active_part_b_block_bytes = 0;                                                         \
     }
 
 DEFINE_GEMM_PART(gemm_part_f32, float, f32)

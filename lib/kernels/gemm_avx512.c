@@ -28,6 +28,23 @@
  *   f64 KC 512 (with 8 x 16; with 12 x 16 it was ~10 % slower on B-wide's short-C products,
  *     A's 256 x 512 run filling L2) and MC 96 for both types.
  * The MC x KC block of A (f32 192 KiB, f64 384 KiB) sits in L2, the KC x NC block of B in L3.
+ *
+ * NC: as many columns as keep the packed B block within tg__gemm_b_block_bytes() (4 MiB for a
+ * product on one thread, 2 MiB per thread for two), at most 4096. The 32 MiB L3 is shared
+ * with the VM's neighbours, and with a row split both threads pack the whole of B: at NC 4096
+ * two threads' f32 blocks at k = 512 took 16 MiB (n = 4096) or 8 MiB (n = 2048). Harness,
+ * interleaved, medians of 6-8 rounds, 2 threads: f32 n = 4096 398 -> 455 GFLOP/s with 2 MiB
+ * blocks, n = 2048 456 -> 466 (+2-5 % over three runs); f64 2048 +0-3 %, 1024 +5 %; 1 MiB per
+ * thread was 1-4 % slower than 2. One thread: 4 MiB against 2 MiB 1-2 % faster at f32 n =
+ * 2048 and 4096 and f64 n = 2048, 4 % slower at f64 n = 4096 (noisy rounds); against NC 4096's
+ * 8 MiB at f32 n = 4096, 5 % faster (one run).
+ * B-wide's dW (4096x4096x256, k = 256): 2 MiB blocks at NC 2048 against 4096 +1 %, f64 NC
+ * 2048 against 1024 on one thread equal (3 runs against OpenBLAS: 1.08-1.11 both). f64 had a
+ * fixed NC 1024 before (two threads at n = 2048: 230 GFLOP/s against 203 at NC 2048), which
+ * the budget now gives one thread at k = 512. With the budget, f32 KC 256 against 512 (which
+ * also halves the block) over 7 shapes on 1 and 2 threads: time ratios 0.995-1.035, no gain;
+ * a software prefetch of B and A 8 or 16 lines ahead in the micro-kernel: 1.00-1.03, slower.
+ * The AVX2 path, at half the speed, showed no difference (+-1.5 %) and keeps its fixed NC.
  * Checked on hardware: every kernel test passes on this path, on a Xeon with AVX-512F/VL/BW
  * and on the Zen 5 above.
  */
@@ -40,6 +57,7 @@
 #define GT_MC 96
 #define GT_KC 512
 #define GT_NC 4096
+#define GT_B_BLOCK_BYTES tg__gemm_b_block_bytes()
 
 /* ---- float32: 8 x 32 ---- */
 #define GT float
@@ -82,12 +100,6 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_TRANSPOSE
 
 /* ---- float64: 8 x 16 ---- */
-/* NC 1024: a KC x NC block of B is then 4 MiB, as f32's at n = 2048. At 2048 columns (8 MiB,
- * 16 MiB for two threads' blocks in the 32 MiB L3) two threads ran square n = 2048 at 203
- * GFLOP/s and B-wide's dW (4096x4096x256) at 205; at 1024, 230 and 230 (harness, 4 rounds;
- * 1 thread within 3 % either way; f32 equal at NC 1024-4096). */
-#undef GT_NC
-#define GT_NC 1024
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64

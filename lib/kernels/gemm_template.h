@@ -37,6 +37,9 @@
  * and optionally, for packing a transposed B with vector shuffles (transpose_x86.h):
  *   GT_TB, GT_TRANSPOSE(src, lds, dst, ldd)   dst[p·ldd + j] = src[j·lds + p], p, j < GT_TB;
  *                   GT_NR a multiple of GT_TB.
+ * and optionally GT_B_BLOCK_BYTES, an expression: the most bytes a packed KC x NC block of B
+ * may take; NC shrinks below GT_NC (in whole NR panels) to stay within it. NC only sets
+ * which columns are packed together, so it changes no bits.
  *
  * Block sizes are balanced: k is cut into ceil(k/KC) runs of equal length (rounded up to 4)
  * rather than full KC runs and a short tail, and likewise m and n into MR/NR-aligned blocks of
@@ -434,7 +437,15 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
         }
     }
     size_t mc_step = GT_FN(balanced_step)(m, GT_MC, GT_MR);
-    size_t nc_step = GT_FN(balanced_step)(n, GT_NC, GT_NR);
+    size_t nc_max = GT_NC;
+#ifdef GT_B_BLOCK_BYTES
+    size_t b_block_bytes = GT_B_BLOCK_BYTES;
+    if (nc_max * kc_step * sizeof(GT) > b_block_bytes) {
+        nc_max = b_block_bytes / (kc_step * sizeof(GT)) / GT_NR * GT_NR;
+        nc_max = nc_max < GT_NR ? GT_NR : nc_max;
+    }
+#endif
+    size_t nc_step = GT_FN(balanced_step)(n, nc_max, GT_NR);
     /* Ap then Bp; Ap rounded to 64 bytes so Bp's panels are aligned too. */
     size_t a_elems = GT_FN(round_up)(mc_step * kc_step, 64 / sizeof(GT));
     GT *ap = tg__gemm_workspace((a_elems + nc_step * kc_step) * sizeof(GT));
