@@ -60,13 +60,15 @@ uniform(void)
     return (double)(z >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
 }
 
-/* The default of tg__gemm_short_c_bytes, restored after every test. */
-static size_t default_short_c_bytes;
+/* The defaults of tg__gemm_short_c_bytes and tg__gemm_direct_bytes, restored after every
+ * test. */
+static size_t default_short_c_bytes, default_direct_bytes;
 
 static void
 setup(void)
 {
     default_short_c_bytes = tg__gemm_short_c_bytes;
+    default_direct_bytes = tg__gemm_direct_bytes;
 }
 
 static void
@@ -75,17 +77,23 @@ teardown(void)
     tg_set_kernel("auto");
     tg_set_num_threads(0);
     tg__gemm_short_c_bytes = default_short_c_bytes;
+    tg__gemm_direct_bytes = default_direct_bytes;
 }
 
 /*
- * The path tests run twice per path, _i = order·N_PATHS + path: order 0 forces the blocked
- * loop order of gemm_template.h for every product, order 1 the short-C order. By default a
- * product picks one by its size (kernels.h), so that every shape below meets both.
+ * The path tests run three times per path, _i = order·N_PATHS + path: order 0 forces the
+ * blocked loop order of gemm_template.h for every product, order 1 the short-C order, order 2
+ * the direct (unpacked) order where the path has one (AVX2, AVX-512; elsewhere order 2 runs
+ * the short-C order again). By default a product picks one by its size (kernels.h), so that
+ * every shape below meets all of them.
  */
+#define N_ORDERS 3
 static const char *
 path_and_order(int i)
 {
-    tg__gemm_short_c_bytes = i / N_PATHS ? SIZE_MAX : 0;
+    int order = i / N_PATHS;
+    tg__gemm_short_c_bytes = order == 0 ? 0 : SIZE_MAX;
+    tg__gemm_direct_bytes = order == 2 ? SIZE_MAX : 0;
     return paths[i % N_PATHS];
 }
 
@@ -283,9 +291,9 @@ START_TEST(path_matches_reference_mlp_shapes)
 END_TEST
 
 /*
- * Bit-identical for 1 and 2 threads and for both loop orders: one thread in the blocked order,
+ * Bit-identical for 1 and 2 threads and for every loop order: one thread in the blocked order,
  * two threads each picking its order by its share's size (the default), two threads in the
- * short-C order. The shapes are big enough for the dispatcher to split them (m·n·k well past
+ * short-C order, two threads in the direct order (where the path has it). The shapes are big enough for the dispatcher to split them (m·n·k well past
  * its per-thread minimum), by rows and by columns, with edges. Quick mode: just past the
  * minimum for two threads (2 x 2^18), one split by rows, one by columns, k past every KC.
  */
@@ -295,8 +303,8 @@ END_TEST
         size_t a_len = m * k, b_len = k * n, c_len = m * n;                                    \
         T *a = malloc(sizeof(T) * a_len), *b = malloc(sizeof(T) * b_len);                      \
         T *c1 = malloc(sizeof(T) * c_len), *c2 = malloc(sizeof(T) * c_len);                    \
-        T *c3 = malloc(sizeof(T) * c_len);                                                     \
-        if (!(a && b && c1 && c2 && c3))                                                       \
+        T *c3 = malloc(sizeof(T) * c_len), *c4 = malloc(sizeof(T) * c_len);                    \
+        if (!(a && b && c1 && c2 && c3 && c4))                                                 \
             ck_abort_msg("out of memory");                                                     \
         for (size_t i = 0; i < a_len; i++)                                                     \
             a[i] = (T)uniform();                                                               \
@@ -306,25 +314,35 @@ END_TEST
             c1[i] = c2[i] = (T)uniform();                                                      \
         size_t lda = ta ? m : k, ldb = tb ? k : n;                                             \
         memcpy(c3, c1, sizeof(T) * c_len);                                                     \
+        memcpy(c4, c1, sizeof(T) * c_len);                                                     \
         tg_set_num_threads(1);                                                                 \
         tg__gemm_short_c_bytes = 0;                                                            \
+        tg__gemm_direct_bytes = 0;                                                             \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c1, n);                           \
         tg_set_num_threads(2);                                                                 \
         tg__gemm_short_c_bytes = default_short_c_bytes;                                        \
+        tg__gemm_direct_bytes = default_direct_bytes;                                          \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c2, n);                           \
         tg__gemm_short_c_bytes = SIZE_MAX;                                                     \
+        tg__gemm_direct_bytes = 0;                                                             \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c3, n);                           \
+        tg__gemm_direct_bytes = SIZE_MAX;                                                      \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c4, n);                           \
         ck_assert_msg(memcmp(c1, c2, sizeof(T) * c_len) == 0,                                  \
                       "%s %s ta=%d tb=%d %zux%zux%zu: 1 and 2 threads differ", path, #T, ta,   \
                       tb, m, n, k);                                                            \
         ck_assert_msg(memcmp(c1, c3, sizeof(T) * c_len) == 0,                                  \
                       "%s %s ta=%d tb=%d %zux%zux%zu: blocked and short-C orders differ",      \
                       path, #T, ta, tb, m, n, k);                                              \
+        ck_assert_msg(memcmp(c1, c4, sizeof(T) * c_len) == 0,                                  \
+                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and direct orders differ", path, \
+                      #T, ta, tb, m, n, k);                                                    \
         free(a);                                                                               \
         free(b);                                                                               \
         free(c1);                                                                              \
         free(c2);                                                                              \
         free(c3);                                                                              \
+        free(c4);                                                                              \
     }
 
 DEFINE_THREADS_CASE(threads_case_f32, float, tg__gemm_f32)
@@ -507,9 +525,9 @@ gemm_suite(void)
     TCase *tc = tcase_create("paths vs reference");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, path_matches_reference, 0, 2 * N_PATHS);
-    tcase_add_loop_test(tc, path_matches_reference_blocks, 0, 2 * N_PATHS);
-    tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, 2 * N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference, 0, N_ORDERS * N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_blocks, 0, N_ORDERS * N_PATHS);
+    tcase_add_loop_test(tc, path_matches_reference_mlp_shapes, 0, N_ORDERS * N_PATHS);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("threads");

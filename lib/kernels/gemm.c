@@ -26,6 +26,7 @@
 #define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
 
 size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
+size_t tg__gemm_direct_bytes = (size_t)1 << 20;
 
 /* ---- packing buffers ---- */
 

@@ -23,6 +23,7 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
+#define GT_DIRECT
 #define GT_MC 192
 #define GT_KC 384
 #define GT_NC 4096

@@ -54,6 +54,7 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
+#define GT_DIRECT
 #define GT_MC 96
 #define GT_KC 512
 #define GT_NC 4096

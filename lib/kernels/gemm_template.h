@@ -16,6 +16,8 @@
  *
  * A short C (op(A)'s kc run fits tg__gemm_short_c_bytes: m is a batch) skips the jc and ic
  * loops and packs B a few columns at a time instead (short_c, below); the sums are the same.
+ * A small product (both operands fit tg__gemm_direct_bytes) packs nothing but a transposed B
+ * (direct, below): the micro-kernel reads A and B where they lie; the sums are the same again.
  *
  * Each C element therefore sees its k products summed in runs of at most KC, in ascending p,
  * then folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
@@ -40,6 +42,8 @@
  * and optionally GT_B_BLOCK_BYTES, an expression: the most bytes a packed KC x NC block of B
  * may take; NC shrinks below GT_NC (in whole NR panels) to stay within it. NC only sets
  * which columns are packed together, so it changes no bits.
+ * and optionally GT_DIRECT, defined: the path has the direct order (worth it with SIMD
+ * micro-kernels; the generic path's scalar tile only vectorizes over packed, contiguous data).
  *
  * Block sizes are balanced: k is cut into ceil(k/KC) runs of equal length (rounded up to 4)
  * rather than full KC runs and a short tail, and likewise m and n into MR/NR-aligned blocks of
@@ -70,9 +74,37 @@ _Static_assert(GT_MC % GT_MR == 0, "MC must be a whole number of MR panels");
 _Static_assert(GT_NC % GT_NR == 0, "NC must be a whole number of NR panels");
 
 /*
- * Micro-kernel: acc (MR x NR) = Σ_{p<kc} ap[p][0..MR) ⊗ bp[p][0..NR), then
+ * A register tile into C:
  *   C = alpha·acc                 when beta = 0 (C is not read: NaN there does not propagate)
  *   C = fma(beta, C, alpha·acc)   otherwise (beta = 1 gives C + alpha·acc rounded once)
+ */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void
+GT_FN(store_acc)(GT_VT acc[GT_MR][GT_NV], GT *restrict c, size_t ldc, GT alpha, GT beta)
+{
+    GT_VT va = GT_V_SET1(alpha);
+    if (beta == 0) {
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++)
+                GT_V_STOREU(c + (size_t)i * ldc + v * GT_VL, GT_V_MUL(va, acc[i][v]));
+    } else {
+        GT_VT vb = GT_V_SET1(beta);
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++) {
+                GT *cij = c + (size_t)i * ldc + v * GT_VL;
+                GT_V_STOREU(cij, GT_V_FMA(vb, GT_V_LOADU(cij), GT_V_MUL(va, acc[i][v])));
+            }
+    }
+}
+
+/*
+ * Micro-kernel: acc (MR x NR) = Σ_{p<kc} ap[p][0..MR) ⊗ bp[p][0..NR), then store_acc.
  * ap and bp are packed and 64-byte aligned; c is any row-major tile with row stride ldc.
  */
 #if defined(__GNUC__)
@@ -113,33 +145,14 @@ GT_FN(micro_kernel)(size_t kc, const GT *restrict ap, const GT *restrict bp, GT 
         bp += GT_NR;
     }
 
-    GT_VT va = GT_V_SET1(alpha);
-    if (beta == 0) {
-#pragma GCC unroll 32
-        for (int i = 0; i < GT_MR; i++)
-#pragma GCC unroll 8
-            for (int v = 0; v < GT_NV; v++)
-                GT_V_STOREU(c + (size_t)i * ldc + v * GT_VL, GT_V_MUL(va, acc[i][v]));
-    } else {
-        GT_VT vb = GT_V_SET1(beta);
-#pragma GCC unroll 32
-        for (int i = 0; i < GT_MR; i++)
-#pragma GCC unroll 8
-            for (int v = 0; v < GT_NV; v++) {
-                GT *cij = c + (size_t)i * ldc + v * GT_VL;
-                GT_V_STOREU(cij, GT_V_FMA(vb, GT_V_LOADU(cij), GT_V_MUL(va, acc[i][v])));
-            }
-    }
+    GT_FN(store_acc)(acc, c, ldc, alpha, beta);
 }
 
-/* An edge tile (mr <= MR rows, nr <= NR columns): the micro-kernel writes alpha·acc into a
- * local full tile, then C takes it with the same formula as a full tile. */
+/* The first mr x nr values of a full tile (alpha·acc, row stride NR) into C, with the same
+ * formula as a full tile's store_acc. */
 static void
-GT_FN(edge_tile)(size_t kc, const GT *ap, const GT *bp, GT *c, size_t ldc, size_t mr, size_t nr,
-                 GT alpha, GT beta)
+GT_FN(tile_to_c)(const GT *tile, GT *c, size_t ldc, size_t mr, size_t nr, GT beta)
 {
-    _Alignas(64) GT tile[GT_MR * GT_NR];
-    GT_FN(micro_kernel)(kc, ap, bp, tile, GT_NR, alpha, 0);
     for (size_t i = 0; i < mr; i++) {
         GT *ci = c + i * ldc;
         const GT *ti = tile + i * GT_NR;
@@ -150,6 +163,17 @@ GT_FN(edge_tile)(size_t kc, const GT *ap, const GT *bp, GT *c, size_t ldc, size_
             for (size_t j = 0; j < nr; j++)
                 ci[j] = GT_S_FMA(beta, ci[j], ti[j]);
     }
+}
+
+/* An edge tile (mr <= MR rows, nr <= NR columns): the micro-kernel writes alpha·acc into a
+ * local full tile, then C takes its mr x nr corner. */
+static void
+GT_FN(edge_tile)(size_t kc, const GT *ap, const GT *bp, GT *c, size_t ldc, size_t mr, size_t nr,
+                 GT alpha, GT beta)
+{
+    _Alignas(64) GT tile[GT_MR * GT_NR];
+    GT_FN(micro_kernel)(kc, ap, bp, tile, GT_NR, alpha, 0);
+    GT_FN(tile_to_c)(tile, c, ldc, mr, nr, beta);
 }
 
 /*
@@ -422,11 +446,120 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
     }
 }
 
+#ifdef GT_DIRECT
+/*
+ * Direct order, for small products (both operands within tg__gemm_direct_bytes, kernels.h):
+ * packing costs as much as the product when each packed value is used by only a few tiles (a
+ * 64³ product packs 8k values for 262k multiply-adds; 128x10x256 packs all of A for one
+ * mostly padded column of tiles). Here the micro-kernel broadcasts op(A)[i][p] from
+ * a[i·rs_a + p·cs_a] where it lies, and loads op(B)'s row p, NR values, from b + p·rs_b: the
+ * source for a plain B, one packed NR-wide panel for a transposed B (columns of op(B) are
+ * rows of W) or a partial one (zero-padded: no read past the matrix). With a transposed A
+ * (dW = dZᵀ·X) B is packed too: A's tile rows and B's rows, both one power-of-two stride
+ * apart, fell into the same few L1 sets (f64 n = 256 0.84x the packed order, 1.04x with B
+ * packed). Same tiles, same k runs, same FMA order as the packed micro-kernel: same bits.
+ * Measured against the packed orders on this path (Zen 5, 1 thread, interleaved, 5-8 rounds):
+ * square n = 32-128 1.07-1.52x f32 and 1.06-1.31x f64 over the four transposes, n = 256
+ * 1.04-1.09x / 1.00-1.04x; 128x10x256 1.20x / 1.42x; B-mnist's 128x784x512 1.08x f32;
+ * 16x32x16 1.07x. Past the operand budget it loses: f64 512x784x128 (Aᵀ, 1.3 MiB) 0.85x,
+ * f32 512³ 0.95x, 1024³ 0.72x. AVX2 path: 1.00-1.23x on the same small shapes.
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void
+GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr,
+                           const GT *b, size_t rs_b, GT *restrict c, size_t ldc, GT alpha,
+                           GT beta)
+{
+    /* Rows past mr read row mr - 1 (inside A) and are never stored. */
+    const GT *arow[GT_MR];
+#pragma GCC unroll 32
+    for (int i = 0; i < GT_MR; i++)
+        arow[i] = a + ((size_t)i < mr ? (size_t)i : mr - 1) * rs_a;
+    GT_VT acc[GT_MR][GT_NV];
+#pragma GCC unroll 32
+    for (int i = 0; i < GT_MR; i++)
+#pragma GCC unroll 8
+        for (int v = 0; v < GT_NV; v++)
+            acc[i][v] = GT_V_ZERO();
+
+    size_t a_off = 0;
+#pragma GCC unroll 4
+    for (size_t p = 0; p < kc; p++) {
+        GT_VT bv[GT_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < GT_NV; v++)
+            bv[v] = GT_V_LOADU(b + v * GT_VL);
+#pragma GCC unroll 32
+        for (int i = 0; i < GT_MR; i++) {
+            GT_VT ai = GT_V_SET1(arow[i][a_off]);
+#pragma GCC unroll 8
+            for (int v = 0; v < GT_NV; v++)
+                acc[i][v] = GT_V_FMA(ai, bv[v], acc[i][v]);
+        }
+        a_off += cs_a;
+        b += rs_b;
+    }
+    GT_FN(store_acc)(acc, c, ldc, alpha, beta);
+}
+
+static void
+GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t kc_step, GT alpha,
+              const GT *a, size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc,
+              GT *bp)
+{
+    size_t rs_a = trans_a ? 1 : lda, cs_a = trans_a ? lda : 1;
+    _Alignas(64) GT tile[GT_MR * GT_NR];
+    for (size_t pc = 0; pc < k; pc += kc_step) {
+        size_t kc = k - pc < kc_step ? k - pc : kc_step;
+        GT beta_block = pc == 0 ? beta : 1;
+        for (size_t jr = 0; jr < n; jr += GT_NR) {
+            size_t nr = n - jr < GT_NR ? n - jr : GT_NR;
+            const GT *bpanel = bp;
+            size_t rs_b = GT_NR;
+            if (!trans_a && !trans_b && nr == GT_NR) {
+                bpanel = b + pc * ldb + jr;
+                rs_b = ldb;
+            } else {
+                GT_FN(pack_b)(trans_b, kc, nr, trans_b ? b + jr * ldb + pc : b + pc * ldb + jr,
+                              ldb, bp);
+            }
+            for (size_t ir = 0; ir < m; ir += GT_MR) {
+                size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
+                const GT *apanel = a + ir * rs_a + pc * cs_a;
+                GT *ctile = c + ir * ldc + jr;
+                if (mr == GT_MR && nr == GT_NR) {
+                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, bpanel, rs_b, ctile,
+                                               ldc, alpha, beta_block);
+                } else {
+                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, bpanel, rs_b, tile,
+                                               GT_NR, alpha, 0);
+                    GT_FN(tile_to_c)(tile, ctile, ldc, mr, nr, beta_block);
+                }
+            }
+        }
+    }
+}
+#endif
+
 void
 GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
          size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
 {
     size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
+#ifdef GT_DIRECT
+    /* m·k + k·n in double: the product can exceed size_t on 32-bit targets. */
+    if (((double)m * (double)k + (double)k * (double)n) * sizeof(GT) <=
+        (double)tg__gemm_direct_bytes) {
+        GT *bp = tg__gemm_workspace(kc_step * GT_NR * sizeof(GT));
+        if (bp) {
+            GT_FN(direct)(trans_a, trans_b, m, n, k, kc_step, alpha, a, lda, b, ldb, beta, c, ldc,
+                          bp);
+            return;
+        }
+    }
+#endif
     size_t a_short = GT_FN(round_up)(GT_FN(round_up)(m, GT_MR) * kc_step, 64 / sizeof(GT));
     if (a_short <= tg__gemm_short_c_bytes / sizeof(GT)) {
         GT *ap = tg__gemm_workspace((a_short + kc_step * GT_SHORT_STRIP) * sizeof(GT));

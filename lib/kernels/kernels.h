@@ -40,12 +40,21 @@ void tg__gemm_ref_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, 
                       double *c, size_t ldc);
 
 /*
- * Which of gemm_template.h's two loop orders a product takes: the short-C order when op(A)'s
- * packed k run (m rounded up to MR, times the KC run) fits this many bytes, else the blocked
- * order. Both give the same bits. 1 MiB by default; the tests set 0 (always blocked) and
- * SIZE_MAX (always short) to run both orders on every shape. Not for use while a gemm runs.
+ * Which of gemm_template.h's two packed loop orders a product takes: the short-C order when
+ * op(A)'s packed k run (m rounded up to MR, times the KC run) fits this many bytes, else the
+ * blocked order. Both give the same bits. 1 MiB by default; the tests set 0 (always blocked)
+ * and SIZE_MAX (always short) to run both orders on every shape. Not for use while a gemm
+ * runs.
  */
 extern size_t tg__gemm_short_c_bytes;
+/*
+ * Which products take the unpacked direct order (AVX2 and AVX-512 paths only): those whose
+ * two operands together, m·k + k·n values, fit this many bytes. It reads A where it lies, and
+ * B too unless B or A is transposed (then one B panel at a time is packed), and gives the same
+ * bits as the packed orders. 1 MiB by default (an L2 here); the tests set 0 (never) and
+ * SIZE_MAX (always). Checked before tg__gemm_short_c_bytes. Not for use while a gemm runs.
+ */
+extern size_t tg__gemm_direct_bytes;
 
 /*
  * Parallel loop over [0, n) with a partitioning that does not depend on the thread count:
