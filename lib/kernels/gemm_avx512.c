@@ -73,6 +73,8 @@
 #define GT_V_LOAD(p) _mm512_load_ps(p)
 #define GT_V_LOADU(p) _mm512_loadu_ps(p)
 #define GT_V_STOREU(p, v) _mm512_storeu_ps(p, v)
+#define GT_V_LOADU_N(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), p)
+#define GT_V_STOREU_N(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
 #define GT_V_SET1(x) _mm512_set1_ps(x)
 #define GT_V_MUL(a, b) _mm512_mul_ps(a, b)
 #define GT_V_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
@@ -93,6 +95,8 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #undef GT_V_LOAD
 #undef GT_V_LOADU
 #undef GT_V_STOREU
+#undef GT_V_LOADU_N
+#undef GT_V_STOREU_N
 #undef GT_V_SET1
 #undef GT_V_MUL
 #undef GT_V_FMA
@@ -113,6 +117,8 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #define GT_V_LOAD(p) _mm512_load_pd(p)
 #define GT_V_LOADU(p) _mm512_loadu_pd(p)
 #define GT_V_STOREU(p, v) _mm512_storeu_pd(p, v)
+#define GT_V_LOADU_N(p, n) _mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), p)
+#define GT_V_STOREU_N(p, v, n) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (n)) - 1), v)
 #define GT_V_SET1(x) _mm512_set1_pd(x)
 #define GT_V_MUL(a, b) _mm512_mul_pd(a, b)
 #define GT_V_FMA(a, b, c) _mm512_fmadd_pd(a, b, c)

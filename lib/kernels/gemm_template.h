@@ -44,6 +44,9 @@
  * which columns are packed together, so it changes no bits.
  * and optionally GT_DIRECT, defined: the path has the direct order (worth it with SIMD
  * micro-kernels; the generic path's scalar tile only vectorizes over packed, contiguous data).
+ * and optionally GT_V_LOADU_N(p, n), GT_V_STOREU_N(p, v, n): the first n < GT_VL lanes only
+ * (masked: nothing past them is read or written); the direct order then stores edge tiles
+ * from registers instead of through a local tile.
  *
  * Block sizes are balanced: k is cut into ceil(k/KC) runs of equal length (rounded up to 4)
  * rather than full KC runs and a short tail, and likewise m and n into MR/NR-aligned blocks of
@@ -464,13 +467,48 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
  * 16x32x16 1.07x. Past the operand budget it loses: f64 512x784x128 (Aᵀ, 1.3 MiB) 0.85x,
  * f32 512³ 0.95x, 1024³ 0.72x. AVX2 path: 1.00-1.23x on the same small shapes.
  */
+#ifdef GT_V_STOREU_N
+/* store_acc for the top-left mr x nr of the tile (mr <= MR, nr <= NR), the same formula. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void
+GT_FN(store_acc_part)(GT_VT acc[GT_MR][GT_NV], GT *restrict c, size_t ldc, size_t mr, size_t nr,
+                      GT alpha, GT beta)
+{
+    GT_VT va = GT_V_SET1(alpha), vb = GT_V_SET1(beta);
+#pragma GCC unroll 32
+    for (int i = 0; i < GT_MR; i++) {
+        if ((size_t)i >= mr)
+            break;
+#pragma GCC unroll 8
+        for (int v = 0; v < GT_NV; v++) {
+            size_t j = (size_t)v * GT_VL;
+            if (j >= nr)
+                break;
+            GT *cij = c + (size_t)i * ldc + j;
+            GT_VT t = GT_V_MUL(va, acc[i][v]);
+            if (nr - j >= GT_VL) {
+                if (beta != 0)
+                    t = GT_V_FMA(vb, GT_V_LOADU(cij), t);
+                GT_V_STOREU(cij, t);
+            } else {
+                if (beta != 0)
+                    t = GT_V_FMA(vb, GT_V_LOADU_N(cij, nr - j), t);
+                GT_V_STOREU_N(cij, t, nr - j);
+            }
+        }
+    }
+}
+#endif
+
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
 static void
 GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr,
-                           const GT *b, size_t rs_b, GT *restrict c, size_t ldc, GT alpha,
-                           GT beta)
+                           size_t nr, const GT *b, size_t rs_b, GT *restrict c, size_t ldc,
+                           GT alpha, GT beta)
 {
     /* Rows past mr read row mr - 1 (inside A) and are never stored. */
     const GT *arow[GT_MR];
@@ -501,6 +539,12 @@ GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, siz
         a_off += cs_a;
         b += rs_b;
     }
+#ifdef GT_V_STOREU_N
+    if (mr < GT_MR || nr < GT_NR) {
+        GT_FN(store_acc_part)(acc, c, ldc, mr, nr, alpha, beta);
+        return;
+    }
+#endif
     GT_FN(store_acc)(acc, c, ldc, alpha, beta);
 }
 
@@ -510,7 +554,9 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
               GT *bp)
 {
     size_t rs_a = trans_a ? 1 : lda, cs_a = trans_a ? lda : 1;
+#ifndef GT_V_STOREU_N
     _Alignas(64) GT tile[GT_MR * GT_NR];
+#endif
     for (size_t pc = 0; pc < k; pc += kc_step) {
         size_t kc = k - pc < kc_step ? k - pc : kc_step;
         GT beta_block = pc == 0 ? beta : 1;
@@ -529,14 +575,16 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
                 size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
                 const GT *apanel = a + ir * rs_a + pc * cs_a;
                 GT *ctile = c + ir * ldc + jr;
-                if (mr == GT_MR && nr == GT_NR) {
-                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, bpanel, rs_b, ctile,
-                                               ldc, alpha, beta_block);
-                } else {
-                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, bpanel, rs_b, tile,
-                                               GT_NR, alpha, 0);
+#ifndef GT_V_STOREU_N
+                if (mr < GT_MR || nr < GT_NR) {
+                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, GT_NR, bpanel, rs_b,
+                                               tile, GT_NR, alpha, 0);
                     GT_FN(tile_to_c)(tile, ctile, ldc, mr, nr, beta_block);
+                    continue;
                 }
+#endif
+                GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b, ctile,
+                                           ldc, alpha, beta_block);
             }
         }
     }
