@@ -293,9 +293,10 @@ END_TEST
 /*
  * Bit-identical for 1 and 2 threads and for every loop order: one thread in the blocked order,
  * two threads each picking its order by its share's size (the default), two threads in the
- * short-C order, two threads in the direct order (where the path has it). The shapes are big enough for the dispatcher to split them (m·n·k well past
- * its per-thread minimum), by rows and by columns, with edges. Quick mode: just past the
- * minimum for two threads (2 x 2^18), one split by rows, one by columns, k past every KC.
+ * short-C order, two threads in the direct order (where the path has it). The shapes are big
+ * enough for the dispatcher to split them (m·n·k well past its per-thread minimum), by rows
+ * and by columns, with edges. Quick mode: just past the minimum for two threads (2 x 2^18),
+ * one split by rows, one by columns, k past every KC.
  */
 #define DEFINE_THREADS_CASE(NAME, T, GEMM)                                                     \
     static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k, T beta) \

@@ -25,6 +25,12 @@
 
 #define GT_DIRECT
 #define GT_MC 192
+
+/* Lane masks for the direct order's edge tiles: lane l is on when l < n (sign bit set). */
+#define AVX2_MASK32(n)                                                                         \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define AVX2_MASK64(n)                                                                         \
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)), _mm256_setr_epi64x(0, 1, 2, 3))
 #define GT_KC 384
 #define GT_NC 4096
 
@@ -41,6 +47,8 @@
 #define GT_V_LOAD(p) _mm256_load_ps(p)
 #define GT_V_LOADU(p) _mm256_loadu_ps(p)
 #define GT_V_STOREU(p, v) _mm256_storeu_ps(p, v)
+#define GT_V_LOADU_N(p, n) _mm256_maskload_ps(p, AVX2_MASK32(n))
+#define GT_V_STOREU_N(p, v, n) _mm256_maskstore_ps(p, AVX2_MASK32(n), v)
 #define GT_V_SET1(x) _mm256_set1_ps(x)
 #define GT_V_MUL(a, b) _mm256_mul_ps(a, b)
 #define GT_V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
@@ -61,6 +69,8 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #undef GT_V_LOAD
 #undef GT_V_LOADU
 #undef GT_V_STOREU
+#undef GT_V_LOADU_N
+#undef GT_V_STOREU_N
 #undef GT_V_SET1
 #undef GT_V_MUL
 #undef GT_V_FMA
@@ -91,6 +101,8 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #define GT_V_LOAD(p) _mm256_load_pd(p)
 #define GT_V_LOADU(p) _mm256_loadu_pd(p)
 #define GT_V_STOREU(p, v) _mm256_storeu_pd(p, v)
+#define GT_V_LOADU_N(p, n) _mm256_maskload_pd(p, AVX2_MASK64(n))
+#define GT_V_STOREU_N(p, v, n) _mm256_maskstore_pd(p, AVX2_MASK64(n), v)
 #define GT_V_SET1(x) _mm256_set1_pd(x)
 #define GT_V_MUL(a, b) _mm256_mul_pd(a, b)
 #define GT_V_FMA(a, b, c) _mm256_fmadd_pd(a, b, c)
