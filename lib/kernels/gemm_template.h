@@ -549,6 +549,8 @@ GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, siz
         GT_FN(store_acc_part)(acc, c, ldc, mr, nr, alpha, beta);
         return;
     }
+#else
+    (void)nr; /* the caller stores edge tiles through a local tile (mr, nr = NR here) */
 #endif
     GT_FN(store_acc)(acc, c, ldc, alpha, beta);
 }
