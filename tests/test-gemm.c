@@ -40,7 +40,7 @@ static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
  *     16 is whole 8x8 / 4x4 blocks of the transposed-B packing, 17 and 33 leave a remainder.
  *   path_matches_reference_blocks (both modes): m, k or n past every MC, KC or NC.
  *   path_matches_reference_mlp_shapes: m and k past MC and KC together.
- * every one in both loop orders (blocked and short-C, path_and_order), with all four
+ * every one in every loop order (blocked, short-C and direct, path_and_order), with all four
  * transpose combinations, alpha 1/0.5/-2, beta 0/1/-0.75 and row padding 0/3/17, in f32 and
  * f64.
  */
@@ -60,15 +60,16 @@ uniform(void)
     return (double)(z >> 11) * 0x1p-53 * 2 - 1; /* [-1, 1) */
 }
 
-/* The defaults of tg__gemm_short_c_bytes and tg__gemm_direct_bytes, restored after every
- * test. */
-static size_t default_short_c_bytes, default_direct_bytes;
+/* The defaults of tg__gemm_short_c_bytes, tg__gemm_direct_bytes and tg__gemm_b_block_budget,
+ * restored after every test. */
+static size_t default_short_c_bytes, default_direct_bytes, default_b_block_budget;
 
 static void
 setup(void)
 {
     default_short_c_bytes = tg__gemm_short_c_bytes;
     default_direct_bytes = tg__gemm_direct_bytes;
+    default_b_block_budget = tg__gemm_b_block_budget;
 }
 
 static void
@@ -78,6 +79,7 @@ teardown(void)
     tg_set_num_threads(0);
     tg__gemm_short_c_bytes = default_short_c_bytes;
     tg__gemm_direct_bytes = default_direct_bytes;
+    tg__gemm_b_block_budget = default_b_block_budget;
 }
 
 /*
@@ -238,9 +240,9 @@ END_TEST
 /*
  * One dimension past every path's cache block at a time (MC <= 192, KC <= 512, NC <= 4096),
  * the others small: several blocks along it, and for k the later blocks accumulating into C
- * (beta 1 after the first). Every beta with every transpose. The last shape has k in 3 runs of
- * 344 and n past what the AVX-512 path's packed B block may hold at that depth (4 MiB: 3040
- * columns f32, 1520 f64; half that per part on two threads), so NC shrinks below its maximum.
+ * (beta 1 after the first). Every beta with every transpose. The last shape runs with the
+ * AVX-512 path's B-block budget cut to 48 KiB: at its k (one 132-long run) NC narrows to 64
+ * columns f32 and 32 f64 (32 and 16 per part on two threads), so n takes 5-19 blocks.
  */
 START_TEST(path_matches_reference_blocks)
 {
@@ -248,14 +250,17 @@ START_TEST(path_matches_reference_blocks)
     if (!use_path(path))
         return;
     rng_state = 11;
-    static const size_t shapes[][3] = {
-        {257, 17, 33}, {7, 17, 513}, {13, 4133, 5}, {9, 3100, 1030}};
+    static const size_t shapes[][3] = {{257, 17, 33}, {7, 17, 513}, {13, 4133, 5}, {9, 300, 130}};
+    const size_t n_shapes = sizeof shapes / sizeof shapes[0];
     size_t case_no = 0;
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (size_t s = 0; s < n_shapes; s++) {
+        if (s == n_shapes - 1)
+            tg__gemm_b_block_budget = (size_t)48 << 10;
         for (int t = 0; t < 4; t++, case_no++)
             for (size_t beta_i = 0; beta_i < 3; beta_i++)
                 check_case_both(path, t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
                                 case_no + beta_i, beta_i, case_no / 3);
+    }
 }
 END_TEST
 

@@ -27,6 +27,7 @@
 
 size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
 size_t tg__gemm_direct_bytes = (size_t)1 << 20;
+size_t tg__gemm_b_block_budget = (size_t)4 << 20;
 
 /* ---- packing buffers ---- */
 
@@ -96,7 +97,7 @@ tg__gemm_workspace(size_t bytes)
 size_t
 tg__gemm_b_block_bytes(void)
 {
-    return active_part_b_block_bytes ? active_part_b_block_bytes : TG_GEMM_B_BLOCK_BYTES;
+    return active_part_b_block_bytes ? active_part_b_block_bytes : tg__gemm_b_block_budget;
 }
 
 static void
@@ -198,7 +199,7 @@ DEFINE_SCALE(scale_f64, double)
         const T *a_part = g->trans_a ? g->a + i0 : g->a + i0 * g->lda;                         \
         const T *b_part = g->trans_b ? g->b + j0 * g->ldb : g->b + j0;                         \
         active_part_workspace = tg__pool_in_job() ? &part_workspace[part] : NULL;              \
-        active_part_b_block_bytes = TG_GEMM_B_BLOCK_BYTES / (size_t)g->parts;                  \
+        active_part_b_block_bytes = tg__gemm_b_block_budget / (size_t)g->parts;                \
         g->kern->FIELD(g->trans_a, g->trans_b, i1 - i0, j1 - j0, g->k, g->alpha, a_part,       \
                        g->lda, b_part, g->ldb, g->beta, g->c + i0 * g->ldc + j0, g->ldc);      \
         active_part_workspace = NULL;                                                          \

@@ -23,14 +23,14 @@
 #include "kernels.h"
 #include "transpose_x86.h"
 
-#define GT_DIRECT
-#define GT_MC 192
-
 /* Lane masks for the direct order's edge tiles: lane l is on when l < n (sign bit set). */
 #define AVX2_MASK32(n)                                                                         \
     _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define AVX2_MASK64(n)                                                                         \
     _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(n)), _mm256_setr_epi64x(0, 1, 2, 3))
+
+#define GT_DIRECT
+#define GT_MC 192
 #define GT_KC 384
 #define GT_NC 4096
 

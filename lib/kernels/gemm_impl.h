@@ -47,11 +47,11 @@ void *tg__gemm_workspace(size_t bytes);
 
 /*
  * How many bytes the calling thread's packed KC x NC block of B may take: the share of the
- * last-level cache this product can count on. TG_GEMM_B_BLOCK_BYTES for a product on one
- * thread; split evenly between the parts of a threaded product, whose threads each pack a
- * block of their own (for a row split, copies of the same block) into the one shared L3.
+ * last-level cache this product can count on. tg__gemm_b_block_budget (kernels.h) for a
+ * product on one thread; split evenly between the parts of a threaded product, whose threads
+ * each pack a block of their own (for a row split, copies of the same block) into the one
+ * shared L3.
  */
-#define TG_GEMM_B_BLOCK_BYTES ((size_t)4 << 20)
 size_t tg__gemm_b_block_bytes(void);
 
 /* The path in use (resolved from TG_KERNEL and the CPU on first use). */

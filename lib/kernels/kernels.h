@@ -55,6 +55,13 @@ extern size_t tg__gemm_short_c_bytes;
  * SIZE_MAX (always). Checked before tg__gemm_short_c_bytes. Not for use while a gemm runs.
  */
 extern size_t tg__gemm_direct_bytes;
+/*
+ * The most bytes the packed KC x NC blocks of B of one product may take together (AVX-512
+ * path): NC narrows to fit, split evenly between a threaded product's parts (gemm_impl.h,
+ * tg__gemm_b_block_bytes). NC changes no bits. 4 MiB by default; the tests set a few KiB so
+ * that small shapes take several narrow blocks. Not for use while a gemm runs.
+ */
+extern size_t tg__gemm_b_block_budget;
 
 /*
  * Parallel loop over [0, n) with a partitioning that does not depend on the thread count:
