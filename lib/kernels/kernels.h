@@ -49,10 +49,12 @@ void tg__gemm_ref_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, 
 extern size_t tg__gemm_short_c_bytes;
 /*
  * Which products take the unpacked direct order (AVX2 and AVX-512 paths only): those whose
- * two operands together, m·k + k·n values, fit this many bytes. It reads A where it lies, and
- * B too unless B or A is transposed (then one B panel at a time is packed), and gives the same
- * bits as the packed orders. 1 MiB by default (an L2 here); the tests set 0 (never) and
- * SIZE_MAX (always). Checked before tg__gemm_short_c_bytes. Not for use while a gemm runs.
+ * two operands together, m·k + k·n values, fit this many bytes and whose rows of C are under
+ * 4 KiB (gemm_template.h says why). It reads A where it lies, and B too unless B or A is
+ * transposed or B's rows are whole pages apart (then one B panel at a time is packed), and
+ * gives the same bits as the packed orders. 1 MiB by default (an L2 here); the tests set 0
+ * (never) and SIZE_MAX (always, whatever n). Checked before tg__gemm_short_c_bytes. Not for
+ * use while a gemm runs.
  */
 extern size_t tg__gemm_direct_bytes;
 /*
