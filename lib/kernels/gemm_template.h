@@ -466,7 +466,9 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
  * square n = 32-128 1.07-1.52x f32 and 1.06-1.31x f64 over the four transposes, n = 256
  * 1.04-1.09x / 1.00-1.04x; 128x10x256 1.20x / 1.42x; B-mnist's 128x784x512 1.08x f32;
  * 16x32x16 1.07x. Past the operand budget it loses: f64 512x784x128 (Aᵀ, 1.3 MiB) 0.85x,
- * f32 512³ 0.95x, 1024³ 0.72x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x
+ * f32 512³ 0.95x, 1024³ 0.72x; and within it on short, wide products: m = 16-64, n = 1024-
+ * 4096 f32 (512 f64) 0.79-0.86x, 0.79-0.98x with B packed when its rows are whole pages
+ * apart, so rows of C of 4 KiB or more stay packed (GT_BLOCK); n = 500-1000 f32 won 1.14-1.25x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x
  * with masked edge stores (store_acc_part). Generic path: 0.2-0.7x (not vectorized), so off.
  */
 #ifdef GT_V_STOREU_N
