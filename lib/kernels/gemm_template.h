@@ -16,8 +16,9 @@
  *
  * A short C (op(A)'s kc run fits tg__gemm_short_c_bytes: m is a batch) skips the jc and ic
  * loops and packs B a few columns at a time instead (short_c, below); the sums are the same.
- * A small product (both operands fit tg__gemm_direct_bytes) packs nothing but a transposed B
- * (direct, below): the micro-kernel reads A and B where they lie; the sums are the same again.
+ * A small product (both operands fit tg__gemm_direct_bytes) packs no A and at most one B
+ * panel at a time (direct, below): the micro-kernel reads A, and a plain B, where they lie;
+ * the sums are the same again.
  *
  * Each C element therefore sees its k products summed in runs of at most KC, in ascending p,
  * then folded into C in ascending pc — an order fixed by k and KC alone, not by how the caller
@@ -468,8 +469,9 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
  * 16x32x16 1.07x. Past the operand budget it loses: f64 512x784x128 (Aᵀ, 1.3 MiB) 0.85x,
  * f32 512³ 0.95x, 1024³ 0.72x; and within it on short, wide products: m = 16-64, n = 1024-
  * 4096 f32 (512 f64) 0.79-0.86x, 0.79-0.98x with B packed when its rows are whole pages
- * apart, so rows of C of 4 KiB or more stay packed (GT_BLOCK); n = 500-1000 f32 won 1.14-1.25x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x
- * with masked edge stores (store_acc_part). Generic path: 0.2-0.7x (not vectorized), so off.
+ * apart, so rows of C of 4 KiB or more stay packed (GT_BLOCK); n = 500-1000 f32 won
+ * 1.14-1.25x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x with masked edge
+ * stores (store_acc_part). Generic path: 0.2-0.7x (not vectorized), so off.
  */
 #ifdef GT_V_STOREU_N
 /* store_acc for the top-left mr x nr of the tile (mr <= MR, nr <= NR), the same formula.
