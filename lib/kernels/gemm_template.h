@@ -44,10 +44,9 @@
  * may take; NC shrinks below GT_NC (in whole NR panels) to stay within it. NC only sets
  * which columns are packed together, so it changes no bits.
  * and optionally GT_DIRECT, defined: the path has the direct order (worth it with SIMD
- * micro-kernels; the generic path's scalar tile only vectorizes over packed, contiguous data).
- * and optionally GT_V_LOADU_N(p, n), GT_V_STOREU_N(p, v, n): the first n < GT_VL lanes only
- * (masked: nothing past them is read or written); the direct order then stores edge tiles
- * from registers instead of through a local tile.
+ * micro-kernels; the generic path's scalar tile only vectorizes over packed, contiguous data),
+ * with GT_V_LOADU_N(p, n), GT_V_STOREU_N(p, v, n): the first n < GT_VL lanes only (masked:
+ * nothing past them is read or written), with which it stores edge tiles from registers.
  *
  * Block sizes are balanced: k is cut into ceil(k/KC) runs of equal length (rounded up to 4)
  * rather than full KC runs and a short tail, and likewise m and n into MR/NR-aligned blocks of
@@ -452,6 +451,9 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
 }
 
 #ifdef GT_DIRECT
+#ifndef GT_V_STOREU_N
+#error "GT_DIRECT needs GT_V_LOADU_N and GT_V_STOREU_N for its edge tiles"
+#endif
 /*
  * Direct order, for small products (both operands within tg__gemm_direct_bytes, kernels.h):
  * packing costs as much as the product when each packed value is used by only a few tiles (a
@@ -473,7 +475,6 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
  * 1.14-1.25x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x with masked edge
  * stores (store_acc_part). Generic path: 0.2-0.7x (not vectorized), so off.
  */
-#ifdef GT_V_STOREU_N
 /* store_acc for the top-left mr x nr of the tile (mr <= MR, nr <= NR), the same formula.
  * Direct order against the packed orders (AVX-512, 1 thread, interleaved, whole products),
  * edge tiles through a local tile -> stored from registers: 32x16x2 (Bᵀ) 1.04x -> 2.7x,
@@ -510,7 +511,6 @@ GT_FN(store_acc_part)(GT_VT acc[GT_MR][GT_NV], GT *restrict c, size_t ldc, size_
         }
     }
 }
-#endif
 
 #if defined(__GNUC__)
 __attribute__((noinline))
@@ -549,14 +549,10 @@ GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, siz
         a_off += cs_a;
         b += rs_b;
     }
-#ifdef GT_V_STOREU_N
     if (mr < GT_MR || nr < GT_NR) {
         GT_FN(store_acc_part)(acc, c, ldc, mr, nr, alpha, beta);
         return;
     }
-#else
-    (void)nr; /* the caller stores edge tiles through a local tile (mr, nr = NR here) */
-#endif
     GT_FN(store_acc)(acc, c, ldc, alpha, beta);
 }
 
@@ -569,9 +565,6 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
     /* B's rows read in place unless a row stride of whole 4 KiB pages puts a panel's rows in
      * the same two L1 sets (f32 n = 1024, 4096; f64 n = 512: 0.82-0.86x the packed order). */
     bool b_in_place = !trans_a && !trans_b && ldb * sizeof(GT) % 4096 != 0;
-#ifndef GT_V_STOREU_N
-    _Alignas(64) GT tile[GT_MR * GT_NR];
-#endif
     for (size_t pc = 0; pc < k; pc += kc_step) {
         size_t kc = k - pc < kc_step ? k - pc : kc_step;
         GT beta_block = pc == 0 ? beta : 1;
@@ -590,14 +583,6 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
                 size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
                 const GT *apanel = a + ir * rs_a + pc * cs_a;
                 GT *ctile = c + ir * ldc + jr;
-#ifndef GT_V_STOREU_N
-                if (mr < GT_MR || nr < GT_NR) {
-                    GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, GT_NR, bpanel, rs_b,
-                                               tile, GT_NR, alpha, 0);
-                    GT_FN(tile_to_c)(tile, ctile, ldc, mr, nr, beta_block);
-                    continue;
-                }
-#endif
                 GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b, ctile,
                                            ldc, alpha, beta_block);
             }
