@@ -33,6 +33,7 @@
 #define GT_MC 192
 #define GT_KC 384
 #define GT_NC 4096
+#define GT_PREFETCH_B_PANEL
 
 /* ---- float32: 6 x 16 ---- */
 #define GT float

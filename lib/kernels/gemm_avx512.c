@@ -45,6 +45,11 @@
  * also halves the block) over 7 shapes on 1 and 2 threads: time ratios 0.995-1.035, no gain;
  * a software prefetch of B and A 8 or 16 lines ahead in the micro-kernel: 1.00-1.03, slower.
  * The AVX2 path, at half the speed, showed no difference (+-1.5 %) and keeps its fixed NC.
+ * No prefetch of the next B micro-panel (GT_PREFETCH_B_PANEL, which the AVX2 path keeps for
+ * its Zen 3 gains): without it, harness, interleaved, medians of 6-8 rounds, time ratios
+ * with/without: square f64 n = 1024 1.02 (1 thread) / 1.03 (2), 2048 1.04 (2); f32 2048 1.02
+ * / 1.03; B-wide's dW shapes (Aᵀ, k = 256) 4096x4096 f32 1.02 / 1.05, f64 1.04 / 1.04, 1024
+ * x4096 f32 1.02 / 1.00, f64 1.04 / 1.04. The AVX2 path on this Zen 5: 1.00-1.02.
  * Checked on hardware: every kernel test passes on this path, on a Xeon with AVX-512F/VL/BW
  * and on the Zen 5 above.
  */

@@ -10,6 +10,7 @@
 #define GT_MC 128
 #define GT_KC 256
 #define GT_NC 4096
+#define GT_PREFETCH_B_PANEL
 #define GT_MR 4
 #define GT_NR 8
 #define GT_VL 1

@@ -43,6 +43,8 @@
  * and optionally GT_B_BLOCK_BYTES, an expression: the most bytes a packed KC x NC block of B
  * may take; NC shrinks below GT_NC (in whole NR panels) to stay within it. NC only sets
  * which columns are packed together, so it changes no bits.
+ * and optionally GT_PREFETCH_B_PANEL, defined: the blocked order prefetches the next B
+ * micro-panel into L2 while the current one computes (macro_kernel says where that pays).
  * and optionally GT_DIRECT, defined: the path has the direct order (worth it with SIMD
  * micro-kernels; the generic path's scalar tile only vectorizes over packed, contiguous data),
  * with GT_V_LOADU_N(p, n), GT_V_STOREU_N(p, v, n): the first n < GT_VL lanes only (masked:
@@ -368,34 +370,45 @@ GT_FN(balanced_step)(size_t dim, size_t max, size_t unit)
  * prefetch over the calls.
  *
  * b_in_l3: bp is the blocked order's KC x NC block, packed before the first MC block and read
- * back from L3 by every later one. The first tiles of each B micro-panel then waited on L3, so
- * the next micro-panel is prefetched into L2, spread evenly over this panel's tiles. Paired
- * runs, 1 thread, Zen 3, old and new binaries alternated (8 rounds; median ratio, rounds won):
- * square f64 n = 2048 1.10 (7/8), 1024 1.035 (6/8), 768 1.04 (6/8); f32 n = 2048 1.03 (5/8),
- * 1024 1.03 (5/8); B-wide's dW product (4096 x 4096 x 256, Aᵀ) f32 1.16 (6/6); n = 512 f64
- * 0.98 (2/8). The short-C order packs each B strip right before use (still in L1/L2) and skips
+ * back from L3 by every later one. With GT_PREFETCH_B_PANEL the next micro-panel is prefetched
+ * into L2, spread evenly over this panel's tiles, because on the AVX2 path on a Zen 3 the first
+ * tiles of each B micro-panel waited on L3. Paired runs, 1 thread, Zen 3, old and new binaries
+ * alternated (8 rounds; median ratio, rounds won): square f64 n = 2048 1.10 (7/8), 1024 1.035
+ * (6/8), 768 1.04 (6/8); f32 n = 2048 1.03 (5/8), 1024 1.03 (5/8); B-wide's dW product (4096 x
+ * 4096 x 256, Aᵀ) f32 1.16 (6/6); n = 512 f64 0.98 (2/8). The AVX-512 path does without it:
+ * on the Zen 5 the prefetch loop stalled (a cpu-clock profile of f64 1024³ on 2 threads put
+ * 1.9 % of the time on it) and the hardware prefetchers keep up alone; gemm_avx512.c has the
+ * numbers. The short-C order packs each B strip right before use (still in L1/L2) and skips
  * it: there the prefetches only cost (B-wide's 256 x 4096 x 4096 products 0.96-1.00, 2-3 of 6).
  */
 static void
 GT_FN(macro_kernel)(size_t kc, size_t mc, size_t nc, const GT *ap, const GT *bp, bool b_in_l3,
                     GT *c, size_t ldc, GT alpha, GT beta, struct GT_FN(next_b) *next)
 {
+#ifdef GT_PREFETCH_B_PANEL
     size_t tiles = (mc + GT_MR - 1) / GT_MR;
     size_t panel_lines = kc * GT_NR * sizeof(GT) / 64; /* kc·NR elements, whole lines */
     size_t lines_per_tile = (panel_lines + tiles - 1) / tiles;
+#else
+    (void)b_in_l3;
+#endif
     for (size_t jr = 0; jr < nc; jr += GT_NR) {
         size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
         const GT *bpanel = bp + jr * kc;
+#ifdef GT_PREFETCH_B_PANEL
         const char *bnext = b_in_l3 && jr + GT_NR < nc ? (const char *)(bpanel + kc * GT_NR)
                                                        : NULL;
         size_t bnext_line = 0;
+#endif
         for (size_t ir = 0; ir < mc; ir += GT_MR) {
             size_t mr = mc - ir < GT_MR ? mc - ir : GT_MR;
             const GT *apanel = ap + ir * kc;
             GT *ctile = c + ir * ldc + jr;
             GT_FN(next_b_step)(next);
+#ifdef GT_PREFETCH_B_PANEL
             for (size_t l = 0; bnext && l < lines_per_tile && bnext_line < panel_lines; l++)
                 GT_PREFETCH_READ(bnext + 64 * bnext_line++);
+#endif
             if (mr == GT_MR && nr == GT_NR)
                 GT_FN(micro_kernel)(kc, apanel, bpanel, ctile, ldc, alpha, beta);
             else
