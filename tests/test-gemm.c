@@ -61,7 +61,7 @@ uniform(void)
 }
 
 /* The defaults of tg__gemm_short_c_bytes, tg__gemm_direct_bytes and tg__gemm_b_block_budget,
- * restored after every test. */
+ * restored after every test (as is tg__gemm_split). */
 static size_t default_short_c_bytes, default_direct_bytes, default_b_block_budget;
 
 static void
@@ -80,6 +80,7 @@ teardown(void)
     tg__gemm_short_c_bytes = default_short_c_bytes;
     tg__gemm_direct_bytes = default_direct_bytes;
     tg__gemm_b_block_budget = default_b_block_budget;
+    tg__gemm_split = TG_GEMM_SPLIT_BY_COST;
 }
 
 /*
@@ -297,11 +298,11 @@ END_TEST
 
 /*
  * Bit-identical for 1 and 2 threads and for every loop order: one thread in the blocked order,
- * two threads each picking its order by its share's size (the default), two threads in the
- * short-C order, two threads in the direct order (where the path has it). The shapes are big
- * enough for the dispatcher to split them (m·n·k well past its per-thread minimum), by rows
- * and by columns, with edges. Quick mode: just past the minimum for two threads (2 x 2^18),
- * one split by rows, one by columns, k past every KC.
+ * two threads each picking its order by its share's size and the split by its cost (the
+ * defaults), two threads in the short-C order split by rows, two in the direct order (where
+ * the path has it) split by columns. The shapes are big enough for the dispatcher to split
+ * them (m·n·k well past its per-thread minimum), with edges. Quick mode: just past the
+ * minimum for two threads (2 x 2^18), k past every KC.
  */
 #define DEFINE_THREADS_CASE(NAME, T, GEMM)                                                     \
     static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k, T beta) \
@@ -331,17 +332,20 @@ END_TEST
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c2, n);                           \
         tg__gemm_short_c_bytes = SIZE_MAX;                                                     \
         tg__gemm_direct_bytes = 0;                                                             \
+        tg__gemm_split = TG_GEMM_SPLIT_ROWS;                                                   \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c3, n);                           \
         tg__gemm_direct_bytes = SIZE_MAX;                                                      \
+        tg__gemm_split = TG_GEMM_SPLIT_COLUMNS;                                                \
         GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c4, n);                           \
+        tg__gemm_split = TG_GEMM_SPLIT_BY_COST;                                                \
         ck_assert_msg(memcmp(c1, c2, sizeof(T) * c_len) == 0,                                  \
                       "%s %s ta=%d tb=%d %zux%zux%zu: 1 and 2 threads differ", path, #T, ta,   \
                       tb, m, n, k);                                                            \
         ck_assert_msg(memcmp(c1, c3, sizeof(T) * c_len) == 0,                                  \
-                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and short-C orders differ",      \
+                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and short-C (rows) differ",      \
                       path, #T, ta, tb, m, n, k);                                              \
         ck_assert_msg(memcmp(c1, c4, sizeof(T) * c_len) == 0,                                  \
-                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and direct orders differ", path, \
+                      "%s %s ta=%d tb=%d %zux%zux%zu: blocked and direct (columns) differ", path, \
                       #T, ta, tb, m, n, k);                                                    \
         free(a);                                                                               \
         free(b);                                                                               \

@@ -2,14 +2,14 @@
  * tg__gemm_f32/_f64: the entry points the ops call. Handles the degenerate cases, picks the
  * path (runtime.c), splits C between threads and keeps the packing buffers.
  *
- * Threads: C is cut into at most T rectangles along one dimension, at multiples of the
- * path's register tile (MR rows or NR columns); the pool (pool.c) hands them to whichever
- * thread is free, and each rectangle runs the whole packed algorithm with its own buffer —
- * no barriers, no shared packed panels. The k loop, its KC blocking and the tile grid are
- * the same as in a one-thread run, so every element of C gets the same arithmetic in the
- * same order: results are bit-identical whatever T and whichever thread ran a rectangle.
- * The cost is that each thread packs the whole of the un-split operand: O(m·k) extra for
- * O(m·n·k/T) of work, under 1% once the split dimension is past a few hundred.
+ * Threads: C is cut into at most T rectangles along one dimension (plan_threads says which),
+ * at multiples of the path's register tile (MR rows or NR columns); the pool (pool.c) hands
+ * them to whichever thread is free, and each rectangle runs the whole packed algorithm with
+ * its own buffer — no barriers, no shared packed panels. The k loop, its KC blocking and the
+ * tile grid are the same as in a one-thread run, so every element of C gets the same
+ * arithmetic in the same order: results are bit-identical whatever T, whichever dimension is
+ * split and whichever thread ran a rectangle. The cost is that each thread packs the whole of
+ * the un-split operand, which is what the choice of dimension weighs.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -28,6 +28,7 @@
 size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
 size_t tg__gemm_direct_bytes = (size_t)1 << 20;
 size_t tg__gemm_b_block_budget = (size_t)4 << 20;
+int tg__gemm_split = TG_GEMM_SPLIT_BY_COST;
 
 /* ---- packing buffers ---- */
 
@@ -129,27 +130,65 @@ split_range(size_t dim, size_t unit, int part, int parts, size_t *begin, size_t 
     *end = e < dim ? e : dim;
 }
 
-/* How many threads a product of this size gets, and whether it is split by rows (else by
- * columns): the dimension with more register tiles, so the parts balance best. */
+/*
+ * How many threads a product gets, and whether its parts are bands of rows (else of columns).
+ * A row split has every part pack all of op(B), a column split all of op(A); the path's cost
+ * estimate (GT_COST: its tiles' multiply-adds plus a price per packed value) of the largest
+ * part decides, so a short C (m a batch, op(B) a weight) splits its columns and a tall one its
+ * rows; a tie goes to the dimension with more register tiles (the rule before, alone). On the
+ * AVX-512 path, 2 threads, harness, interleaved, time ratios of the rows / columns split where
+ * the two rules differ: square f64 n = 1024 1.03, 2048 1.01, f32 2048 1.01; batch-sized m
+ * (forward X·Wᵀ, backward dZ·W) f32 128x256x512 Bᵀ 1.11, 128x128x256 Bᵀ 1.08, 256x512x784 Bᵀ
+ * 1.10, f64 128x128x256 Bᵀ 1.08; B-wide's dW 4096x4096x256 (Aᵀ) 1.01 / 1.01-1.02 (f32 /
+ * f64).
+ * Tall shapes keep rows (2048x512x512 0.98, 1024x256x1024 0.95-0.96, 4096x1024x256 Aᵀ
+ * 0.96-0.97: columns lose). Steps, old and new builds alternated, 4 pairs, medians: B-seed
+ * 2 threads 354 -> 343 µs f32, 710 -> 700 f64; B-mnist 795 -> 780 f32, 1548 -> 1525 f64;
+ * B-wide equal within 1 %. Near a tie the estimate can be ~2 % wrong (f32 1024x4096x256 Aᵀ
+ * splits its columns, as before, and ran 1.02x faster by rows).
+ */
 static int
-plan_threads(size_t m, size_t n, size_t k, size_t mr, size_t nr, bool *split_rows)
+plan_threads(const struct tg__gemm_kernel *kern, bool f64, bool trans_a, bool trans_b, size_t m,
+             size_t n, size_t k, size_t lda, size_t ldb, bool *split_rows)
 {
-    size_t row_tiles = (m + mr - 1) / mr, col_tiles = (n + nr - 1) / nr;
-    *split_rows = row_tiles > col_tiles;
+    *split_rows = false;
     int threads = tg__num_threads();
     if (threads <= 1)
         return 1;
     /* m·n·k in double: it can exceed size_t on 32-bit targets. */
-    double per_thread = (double)GEMM_MIN_FMAS_PER_THREAD;
-    double by_work = (double)m * (double)n * (double)k / per_thread;
-    size_t tiles = *split_rows ? row_tiles : col_tiles;
+    double by_work = (double)m * (double)n * (double)k / (double)GEMM_MIN_FMAS_PER_THREAD;
     if (by_work < (double)threads)
         threads = by_work < 1 ? 1 : (int)by_work;
-    if ((size_t)threads > tiles)
-        threads = (int)tiles;
     if (threads > TG_POOL_MAX_THREADS)
         threads = TG_POOL_MAX_THREADS;
-    return threads < 1 ? 1 : threads;
+    tg__gemm_cost *cost = f64 ? kern->cost_f64 : kern->cost_f32;
+    size_t mr = f64 ? kern->mr_f64 : kern->mr_f32, nr = f64 ? kern->nr_f64 : kern->nr_f32;
+    /* The dimension with more register tiles first: it keeps a tie. */
+    bool rows_first = (m + mr - 1) / mr > (n + nr - 1) / nr;
+    int best_threads = 1;
+    double best_cost = 0;
+    for (int i = 0; i <= 1; i++) {
+        bool rows = i == 0 ? rows_first : !rows_first;
+        if (tg__gemm_split != TG_GEMM_SPLIT_BY_COST &&
+            rows != (tg__gemm_split == TG_GEMM_SPLIT_ROWS))
+            continue;
+        size_t dim = rows ? m : n, unit = rows ? mr : nr;
+        size_t tiles = (dim + unit - 1) / unit;
+        int parts = (size_t)threads < tiles ? threads : (int)tiles;
+        if (parts < 2)
+            continue;
+        /* The largest part: split_range gives no part more than ceil(tiles / parts) tiles. */
+        size_t share = (tiles + (size_t)parts - 1) / (size_t)parts * unit;
+        share = share < dim ? share : dim;
+        double c = cost(trans_a, trans_b, rows ? share : m, rows ? n : share, k, lda, ldb,
+                        tg__gemm_b_block_budget / (size_t)parts);
+        if (best_threads == 1 || c < best_cost) {
+            best_threads = parts;
+            best_cost = c;
+            *split_rows = rows;
+        }
+    }
+    return best_threads;
 }
 
 /*
@@ -214,7 +253,7 @@ DEFINE_GEMM_PART(gemm_part_f64, double, f64)
  * thread claims it (all on the caller when the workers are late or busy), so the split, and
  * with it every bit of C, is the same either way.
  */
-#define DEFINE_GEMM(NAME, T, FIELD, SCALE, PART)                                               \
+#define DEFINE_GEMM(NAME, T, FIELD, IS_F64, SCALE, PART)                                       \
     void NAME(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, T alpha, const T *a,   \
               size_t lda, const T *b, size_t ldb, T beta, T *c, size_t ldc)                    \
     {                                                                                          \
@@ -230,7 +269,8 @@ DEFINE_GEMM_PART(gemm_part_f64, double, f64)
             return;                                                                            \
         }                                                                                      \
         bool split_rows;                                                                       \
-        int threads = plan_threads(m, n, k, kern->mr_##FIELD, kern->nr_##FIELD, &split_rows);  \
+        int threads = plan_threads(kern, IS_F64, trans_a, trans_b, m, n, k, lda, ldb,          \
+                                   &split_rows);                                               \
         if (threads == 1) {                                                                    \
             kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
             return;                                                                            \
@@ -243,5 +283,5 @@ DEFINE_GEMM_PART(gemm_part_f64, double, f64)
         tg__pool_run(threads, (size_t)threads, PART, &job);                                    \
     }
 
-DEFINE_GEMM(tg__gemm_f32, float, f32, scale_f32, gemm_part_f32)
-DEFINE_GEMM(tg__gemm_f64, double, f64, scale_f64, gemm_part_f64)
+DEFINE_GEMM(tg__gemm_f32, float, f32, false, scale_f32, gemm_part_f32)
+DEFINE_GEMM(tg__gemm_f64, double, f64, true, scale_f64, gemm_part_f64)

@@ -39,6 +39,7 @@
 #define GT float
 #define GT_PREFIX avx2_f32_
 #define GT_BLOCK tg__gemm_block_avx2_f32
+#define GT_COST tg__gemm_cost_avx2_f32
 #define GT_REF tg__gemm_ref_f32
 #define GT_MR 6
 #define GT_NR 16
@@ -57,10 +58,12 @@
 #define GT_TB 8
 #define GT_TRANSPOSE tg__transpose_8x8_f32
 tg__gemm_block_f32 tg__gemm_block_avx2_f32;
+tg__gemm_cost tg__gemm_cost_avx2_f32;
 #include "gemm_template.h"
 #undef GT
 #undef GT_PREFIX
 #undef GT_BLOCK
+#undef GT_COST
 #undef GT_REF
 #undef GT_MR
 #undef GT_NR
@@ -93,6 +96,7 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #define GT double
 #define GT_PREFIX avx2_f64_
 #define GT_BLOCK tg__gemm_block_avx2_f64
+#define GT_COST tg__gemm_cost_avx2_f64
 #define GT_REF tg__gemm_ref_f64
 #define GT_MR 6
 #define GT_NR 8
@@ -111,6 +115,7 @@ tg__gemm_block_f32 tg__gemm_block_avx2_f32;
 #define GT_TB 4
 #define GT_TRANSPOSE tg__transpose_4x4_f64
 tg__gemm_block_f64 tg__gemm_block_avx2_f64;
+tg__gemm_cost tg__gemm_cost_avx2_f64;
 #include "gemm_template.h"
 
 const struct tg__gemm_kernel tg__gemm_kernel_avx2 = {
@@ -118,4 +123,6 @@ const struct tg__gemm_kernel tg__gemm_kernel_avx2 = {
     .mr_f32 = 6, .nr_f32 = 16, .mr_f64 = 6, .nr_f64 = 8,
     .f32 = tg__gemm_block_avx2_f32,
     .f64 = tg__gemm_block_avx2_f64,
+    .cost_f32 = tg__gemm_cost_avx2_f32,
+    .cost_f64 = tg__gemm_cost_avx2_f64,
 };

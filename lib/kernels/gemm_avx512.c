@@ -69,6 +69,7 @@
 #define GT float
 #define GT_PREFIX avx512_f32_
 #define GT_BLOCK tg__gemm_block_avx512_f32
+#define GT_COST tg__gemm_cost_avx512_f32
 #define GT_REF tg__gemm_ref_f32
 #define GT_MR 8
 #define GT_NR 32
@@ -87,10 +88,12 @@
 #define GT_TB 8 /* 256-bit shuffles: AVX-512F implies AVX2 */
 #define GT_TRANSPOSE tg__transpose_8x8_f32
 tg__gemm_block_f32 tg__gemm_block_avx512_f32;
+tg__gemm_cost tg__gemm_cost_avx512_f32;
 #include "gemm_template.h"
 #undef GT
 #undef GT_PREFIX
 #undef GT_BLOCK
+#undef GT_COST
 #undef GT_REF
 #undef GT_MR
 #undef GT_NR
@@ -113,6 +116,7 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #define GT double
 #define GT_PREFIX avx512_f64_
 #define GT_BLOCK tg__gemm_block_avx512_f64
+#define GT_COST tg__gemm_cost_avx512_f64
 #define GT_REF tg__gemm_ref_f64
 #define GT_MR 8
 #define GT_NR 16
@@ -131,6 +135,7 @@ tg__gemm_block_f32 tg__gemm_block_avx512_f32;
 #define GT_TB 4
 #define GT_TRANSPOSE tg__transpose_4x4_f64
 tg__gemm_block_f64 tg__gemm_block_avx512_f64;
+tg__gemm_cost tg__gemm_cost_avx512_f64;
 #include "gemm_template.h"
 
 const struct tg__gemm_kernel tg__gemm_kernel_avx512 = {
@@ -138,4 +143,6 @@ const struct tg__gemm_kernel tg__gemm_kernel_avx512 = {
     .mr_f32 = 8, .nr_f32 = 32, .mr_f64 = 8, .nr_f64 = 16,
     .f32 = tg__gemm_block_avx512_f32,
     .f64 = tg__gemm_block_avx512_f64,
+    .cost_f32 = tg__gemm_cost_avx512_f32,
+    .cost_f64 = tg__gemm_cost_avx512_f64,
 };

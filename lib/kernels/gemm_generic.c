@@ -27,21 +27,26 @@
 #define GT_VT float
 #define GT_PREFIX generic_f32_
 #define GT_BLOCK tg__gemm_block_generic_f32
+#define GT_COST tg__gemm_cost_generic_f32
 #define GT_REF tg__gemm_ref_f32
 tg__gemm_block_f32 tg__gemm_block_generic_f32;
+tg__gemm_cost tg__gemm_cost_generic_f32;
 #include "gemm_template.h"
 #undef GT
 #undef GT_VT
 #undef GT_PREFIX
 #undef GT_BLOCK
+#undef GT_COST
 #undef GT_REF
 
 #define GT double
 #define GT_VT double
 #define GT_PREFIX generic_f64_
 #define GT_BLOCK tg__gemm_block_generic_f64
+#define GT_COST tg__gemm_cost_generic_f64
 #define GT_REF tg__gemm_ref_f64
 tg__gemm_block_f64 tg__gemm_block_generic_f64;
+tg__gemm_cost tg__gemm_cost_generic_f64;
 #include "gemm_template.h"
 
 const struct tg__gemm_kernel tg__gemm_kernel_generic = {
@@ -49,4 +54,6 @@ const struct tg__gemm_kernel tg__gemm_kernel_generic = {
     .mr_f32 = GT_MR, .nr_f32 = GT_NR, .mr_f64 = GT_MR, .nr_f64 = GT_NR,
     .f32 = tg__gemm_block_generic_f32,
     .f64 = tg__gemm_block_generic_f64,
+    .cost_f32 = tg__gemm_cost_generic_f32,
+    .cost_f64 = tg__gemm_cost_generic_f64,
 };

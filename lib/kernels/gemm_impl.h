@@ -20,6 +20,16 @@ typedef void tg__gemm_block_f64(bool trans_a, bool trans_b, size_t m, size_t n, 
                                 double alpha, const double *a, size_t lda, const double *b,
                                 size_t ldb, double beta, double *c, size_t ldc);
 
+/* The loop orders of gemm_template.h, which a path picks per product from its shape. */
+enum tg__gemm_order { TG_GEMM_DIRECT, TG_GEMM_SHORT_C, TG_GEMM_BLOCKED };
+
+/* What one block of C (m x n, k deep, op(A) and op(B) with strides lda, ldb) costs a path on
+ * one thread, in multiply-adds, counting the packing its order does (gemm_template.h,
+ * GT_COST); b_block_bytes as tg__gemm_b_block_bytes() would be while it runs. The dispatcher
+ * compares splits with it; only ratios matter. */
+typedef double tg__gemm_cost(bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                             size_t lda, size_t ldb, size_t b_block_bytes);
+
 /* One matrix-multiply path. mr/nr are its register tile: the dispatcher splits C between
  * threads only at multiples of them, so every tile (and with it every element's arithmetic)
  * is the same whatever the thread count. */
@@ -29,6 +39,7 @@ struct tg__gemm_kernel {
     bool self_threaded; /* BLAS: runs its own threads, so it gets the whole of C at once */
     tg__gemm_block_f32 *f32;
     tg__gemm_block_f64 *f64;
+    tg__gemm_cost *cost_f32, *cost_f64; /* NULL for a self-threaded path */
 };
 
 extern const struct tg__gemm_kernel tg__gemm_kernel_generic;

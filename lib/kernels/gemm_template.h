@@ -30,6 +30,7 @@
  *   GT              element type (float or double)
  *   GT_PREFIX       identifier prefix for this instantiation's static functions
  *   GT_BLOCK        name of the generated tg__gemm_block_* function
+ *   GT_COST         name of the generated tg__gemm_cost_* function (gemm_impl.h)
  *   GT_REF          the reference gemm of this type (fallback when no workspace)
  *   GT_MR, GT_NR    register tile; GT_NR a multiple of GT_VL
  *   GT_MC, GT_KC, GT_NC   cache blocks; GT_MC a multiple of GT_MR, GT_NC of GT_NR
@@ -463,6 +464,26 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
     }
 }
 
+/*
+ * Which order a product takes, and its block steps: a function of the shape (and of the byte
+ * budgets in kernels.h) alone, so that GT_BLOCK, which runs the plan, and GT_COST, which
+ * prices it for the dispatcher, agree.
+ */
+struct GT_FN(plan) {
+    enum tg__gemm_order order;
+    size_t kc_step, mc_step, nc_step;
+    size_t a_elems; /* packed A (short-C: the whole kc run; blocked: one MC block), whole lines */
+};
+
+/* The direct order reads a plain B's rows where they lie, unless a row stride of whole 4 KiB
+ * pages puts a panel's rows in the same two L1 sets (f32 n = 1024, 4096; f64 n = 512:
+ * 0.82-0.86x the packed order). */
+static bool
+GT_FN(direct_b_in_place)(bool trans_a, bool trans_b, size_t ldb)
+{
+    return !trans_a && !trans_b && ldb * sizeof(GT) % 4096 != 0;
+}
+
 #ifdef GT_DIRECT
 #ifndef GT_V_STOREU_N
 #error "GT_DIRECT needs GT_V_LOADU_N and GT_V_STOREU_N for its edge tiles"
@@ -484,7 +505,7 @@ GT_FN(short_c)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t 
  * 16x32x16 1.07x. Past the operand budget it loses: f64 512x784x128 (Aᵀ, 1.3 MiB) 0.85x,
  * f32 512³ 0.95x, 1024³ 0.72x; and within it on short, wide products: m = 16-64, n = 1024-
  * 4096 f32 (512 f64) 0.79-0.86x, 0.79-0.98x with B packed when its rows are whole pages
- * apart, so rows of C of 4 KiB or more stay packed (GT_BLOCK); n = 500-1000 f32 won
+ * apart, so rows of C of 4 KiB or more stay packed (make_plan); n = 500-1000 f32 won
  * 1.14-1.25x. AVX2 path: 1.00-1.23x on the same small shapes, 1.14-1.44x with masked edge
  * stores (store_acc_part). Generic path: 0.2-0.7x (not vectorized), so off.
  */
@@ -575,9 +596,7 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
               GT *bp)
 {
     size_t rs_a = trans_a ? 1 : lda, cs_a = trans_a ? lda : 1;
-    /* B's rows read in place unless a row stride of whole 4 KiB pages puts a panel's rows in
-     * the same two L1 sets (f32 n = 1024, 4096; f64 n = 512: 0.82-0.86x the packed order). */
-    bool b_in_place = !trans_a && !trans_b && ldb * sizeof(GT) % 4096 != 0;
+    bool b_in_place = GT_FN(direct_b_in_place)(trans_a, trans_b, ldb);
     for (size_t pc = 0; pc < k; pc += kc_step) {
         size_t kc = k - pc < kc_step ? k - pc : kc_step;
         GT beta_block = pc == 0 ? beta : 1;
@@ -604,47 +623,137 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
 }
 #endif
 
-void
-GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
-         size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
+/* The blocked order's steps: MC, and NC as wide as keeps the packed KC x NC block of B within
+ * b_block_bytes (in whole NR panels, at most GT_NC). */
+static struct GT_FN(plan)
+GT_FN(plan_blocked)(size_t m, size_t n, size_t kc_step, size_t b_block_bytes)
+{
+    struct GT_FN(plan) plan = {.order = TG_GEMM_BLOCKED, .kc_step = kc_step};
+    plan.mc_step = GT_FN(balanced_step)(m, GT_MC, GT_MR);
+    size_t nc_max = GT_NC;
+    if (nc_max * kc_step * sizeof(GT) > b_block_bytes) {
+        nc_max = b_block_bytes / (kc_step * sizeof(GT)) / GT_NR * GT_NR;
+        nc_max = nc_max < GT_NR ? GT_NR : nc_max;
+    }
+    plan.nc_step = GT_FN(balanced_step)(n, nc_max, GT_NR);
+    plan.a_elems = GT_FN(round_up)(plan.mc_step * kc_step, 64 / sizeof(GT));
+    return plan;
+}
+
+/* Short C when op(A)'s whole kc run fits tg__gemm_short_c_bytes, else blocked. */
+static struct GT_FN(plan)
+GT_FN(plan_packed)(size_t m, size_t n, size_t kc_step, size_t b_block_bytes)
+{
+    size_t a_short = GT_FN(round_up)(GT_FN(round_up)(m, GT_MR) * kc_step, 64 / sizeof(GT));
+    if (a_short <= tg__gemm_short_c_bytes / sizeof(GT))
+        return (struct GT_FN(plan)){
+            .order = TG_GEMM_SHORT_C, .kc_step = kc_step, .a_elems = a_short};
+    return GT_FN(plan_blocked)(m, n, kc_step, b_block_bytes);
+}
+
+static struct GT_FN(plan)
+GT_FN(make_plan)(bool trans_a, size_t m, size_t n, size_t k, size_t lda, size_t b_block_bytes)
 {
     size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
 #ifdef GT_DIRECT
     /* m·k + k·n in double: the product can exceed size_t on 32-bit targets. Rows of C of a
      * page or more (n >= 1024 f32, 512 f64) stay packed: with m = 16-64 the direct order ran
-     * those at 0.79-0.95x the short-C order (one B panel per 2-8 short tiles). */
+     * those at 0.79-0.95x the short-C order (one B panel per 2-8 short tiles). So does a
+     * transposed A whose rows are whole pages apart: the direct micro-kernel reads one row of
+     * it per k step, a new page each time (f64 512x392x128 Aᵀ with lda = 512: 0.86x the
+     * packed order, 1.00x with lda = 520). The tests' SIZE_MAX lifts both limits. */
+    bool direct_forced = tg__gemm_direct_bytes == SIZE_MAX;
     if (((double)m * (double)k + (double)k * (double)n) * sizeof(GT) <=
             (double)tg__gemm_direct_bytes &&
-        (n * sizeof(GT) < 4096 || tg__gemm_direct_bytes == SIZE_MAX)) {
+        (direct_forced ||
+         (n * sizeof(GT) < 4096 && !(trans_a && lda * sizeof(GT) % 4096 == 0))))
+        return (struct GT_FN(plan)){.order = TG_GEMM_DIRECT, .kc_step = kc_step};
+#else
+    (void)trans_a;
+    (void)lda;
+#endif
+    return GT_FN(plan_packed)(m, n, kc_step, b_block_bytes);
+}
+
+#ifndef GT_B_BLOCK_BYTES
+#define GT_B_BLOCK_BYTES SIZE_MAX
+#define GT_B_BLOCK_BYTES_DEFAULTED
+#endif
+
+/*
+ * What a product costs on one thread in the order GT_BLOCK takes for it, in multiply-adds:
+ * its tiles' (padded) m·n·k, plus GT_PACK_FMAS for each value it packs. The dispatcher
+ * (gemm.c) prices its thread split with it: a row split has every part pack all of op(B), a
+ * column split all of op(A), and the blocked order packs A again for every NC block.
+ * GT_PACK_FMAS, unless the includer sets it: 4·GT_VL, two cycles of two FMA pipes. On the
+ * AVX-512 path (Zen 5) a column split of f64 1024³ packs 0.5 M fewer values per part than a
+ * row split and ran 2.8 % (0.26 ms) faster: ~0.5 ns, ~36 multiply-adds, a value.
+ */
+#ifndef GT_PACK_FMAS
+#define GT_PACK_FMAS (4 * GT_VL)
+#define GT_PACK_FMAS_DEFAULTED
+#endif
+double
+GT_COST(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
+        size_t b_block_bytes)
+{
+#ifdef GT_B_BLOCK_BYTES_DEFAULTED
+    b_block_bytes = SIZE_MAX; /* this path's NC is fixed */
+#endif
+    struct GT_FN(plan) plan = GT_FN(make_plan)(trans_a, m, n, k, lda, b_block_bytes);
+    double m_pad = (double)GT_FN(round_up)(m, GT_MR), n_pad = (double)GT_FN(round_up)(n, GT_NR);
+    double kd = (double)k, packed = 0;
+    switch (plan.order) {
+    case TG_GEMM_DIRECT:
+        /* Nothing packed but B's panels: a transposed B's, gathered, at the full price; the
+         * operands read where they lie, and a plain B's panels (a copy that stays in L1), at a
+         * quarter. (Full price for both: f32 512x784x128 Aᵀ went to a column split, 13 of 25
+         * column tiles against 32 of 64 row tiles, 0.99x.) */
+        packed = ((double)m * kd + kd * (double)n) / 4;
+        if (trans_b)
+            packed += kd * n_pad;
+        else if (!GT_FN(direct_b_in_place)(trans_a, trans_b, ldb))
+            packed += kd * n_pad / 4;
+        break;
+    case TG_GEMM_SHORT_C: /* A's kc runs once, B once */
+        packed = m_pad * kd + kd * n_pad;
+        break;
+    case TG_GEMM_BLOCKED: /* A once per NC block, B once */
+        packed = m_pad * kd * (double)((n + plan.nc_step - 1) / plan.nc_step) + kd * n_pad;
+        break;
+    }
+    return m_pad * n_pad * kd + GT_PACK_FMAS * packed;
+}
+
+void
+GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
+         size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
+{
+    /* Each order needs a buffer; one that cannot be had falls back to the next order. */
+    struct GT_FN(plan) plan = GT_FN(make_plan)(trans_a, m, n, k, lda, GT_B_BLOCK_BYTES);
+    size_t kc_step = plan.kc_step;
+#ifdef GT_DIRECT
+    if (plan.order == TG_GEMM_DIRECT) {
         GT *bp = tg__gemm_workspace(kc_step * GT_NR * sizeof(GT));
         if (bp) {
             GT_FN(direct)(trans_a, trans_b, m, n, k, kc_step, alpha, a, lda, b, ldb, beta, c, ldc,
                           bp);
             return;
         }
+        plan = GT_FN(plan_packed)(m, n, kc_step, GT_B_BLOCK_BYTES);
     }
 #endif
-    size_t a_short = GT_FN(round_up)(GT_FN(round_up)(m, GT_MR) * kc_step, 64 / sizeof(GT));
-    if (a_short <= tg__gemm_short_c_bytes / sizeof(GT)) {
-        GT *ap = tg__gemm_workspace((a_short + kc_step * GT_SHORT_STRIP) * sizeof(GT));
+    if (plan.order == TG_GEMM_SHORT_C) {
+        GT *ap = tg__gemm_workspace((plan.a_elems + kc_step * GT_SHORT_STRIP) * sizeof(GT));
         if (ap) {
             GT_FN(short_c)(trans_a, trans_b, m, n, k, kc_step, alpha, a, lda, b, ldb, beta, c, ldc,
-                           ap, ap + a_short);
+                           ap, ap + plan.a_elems);
             return;
         }
+        plan = GT_FN(plan_blocked)(m, n, kc_step, GT_B_BLOCK_BYTES);
     }
-    size_t mc_step = GT_FN(balanced_step)(m, GT_MC, GT_MR);
-    size_t nc_max = GT_NC;
-#ifdef GT_B_BLOCK_BYTES
-    size_t b_block_bytes = GT_B_BLOCK_BYTES;
-    if (nc_max * kc_step * sizeof(GT) > b_block_bytes) {
-        nc_max = b_block_bytes / (kc_step * sizeof(GT)) / GT_NR * GT_NR;
-        nc_max = nc_max < GT_NR ? GT_NR : nc_max;
-    }
-#endif
-    size_t nc_step = GT_FN(balanced_step)(n, nc_max, GT_NR);
+    size_t mc_step = plan.mc_step, nc_step = plan.nc_step, a_elems = plan.a_elems;
     /* Ap then Bp; Ap rounded to 64 bytes so Bp's panels are aligned too. */
-    size_t a_elems = GT_FN(round_up)(mc_step * kc_step, 64 / sizeof(GT));
     GT *ap = tg__gemm_workspace((a_elems + nc_step * kc_step) * sizeof(GT));
     if (!ap) {
         GT_REF(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -684,6 +793,14 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
 }
 
 #undef GT_NV
+#ifdef GT_B_BLOCK_BYTES_DEFAULTED
+#undef GT_B_BLOCK_BYTES
+#undef GT_B_BLOCK_BYTES_DEFAULTED
+#endif
+#ifdef GT_PACK_FMAS_DEFAULTED
+#undef GT_PACK_FMAS
+#undef GT_PACK_FMAS_DEFAULTED
+#endif
 #undef GT_SHORT_STRIP
 #undef GT_PREFETCH
 #undef GT_PREFETCH_READ

@@ -66,6 +66,14 @@ extern size_t tg__gemm_direct_bytes;
 extern size_t tg__gemm_b_block_budget;
 
 /*
+ * How a threaded product's C is cut: by the path's cost estimate (the default; gemm.c), or
+ * always into bands of rows, or of columns, where the shape allows two parts. The tests force
+ * each. Not for use while a gemm runs.
+ */
+enum { TG_GEMM_SPLIT_BY_COST, TG_GEMM_SPLIT_ROWS, TG_GEMM_SPLIT_COLUMNS };
+extern int tg__gemm_split;
+
+/*
  * Parallel loop over [0, n) with a partitioning that does not depend on the thread count:
  * fn is called once per chunk [c·grain, min(n, (c+1)·grain)), c = 0 … tg__parallel_chunks()-1,
  * each chunk on exactly one thread, chunks spread over up to tg_num_threads() threads.
