@@ -25,7 +25,7 @@
  * thread's share is then under ~7 µs, the same order as handing a part to a worker. */
 #define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
 
-size_t tg__gemm_short_c_bytes = (size_t)1 << 20;
+size_t tg__gemm_short_c_bytes = (size_t)512 << 10;
 size_t tg__gemm_direct_bytes = (size_t)1 << 20;
 size_t tg__gemm_b_block_budget = (size_t)4 << 20;
 int tg__gemm_split = TG_GEMM_SPLIT_BY_COST;
