@@ -139,8 +139,7 @@ split_range(size_t dim, size_t unit, int part, int parts, size_t *begin, size_t 
  * AVX-512 path, 2 threads, harness, interleaved, time ratios of the rows / columns split where
  * the two rules differ: square f64 n = 1024 1.03, 2048 1.01, f32 2048 1.01; batch-sized m
  * (forward X·Wᵀ, backward dZ·W) f32 128x256x512 Bᵀ 1.11, 128x128x256 Bᵀ 1.08, 256x512x784 Bᵀ
- * 1.10, f64 128x128x256 Bᵀ 1.08; B-wide's dW 4096x4096x256 (Aᵀ) 1.01 / 1.01-1.02 (f32 /
- * f64).
+ * 1.10, f64 128x128x256 Bᵀ 1.08; B-wide's dW 4096x4096x256 (Aᵀ) 1.01 f32, 1.01-1.02 f64.
  * Tall shapes keep rows (2048x512x512 0.98, 1024x256x1024 0.95-0.96, 4096x1024x256 Aᵀ
  * 0.96-0.97: columns lose). Steps, old and new builds alternated, 4 pairs, medians: B-seed
  * 2 threads 354 -> 343 µs f32, 710 -> 700 f64; B-mnist 795 -> 780 f32, 1548 -> 1525 f64;
