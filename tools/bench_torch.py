@@ -17,7 +17,8 @@ The pair is run `--rounds` times (default 3), the order alternating (ours first,
 first, ...): the speed of a shared machine drifts by 10-30 % over minutes, and a slow spell
 should not land on one side only. Prints one table: medians over the rounds, min-max over all
 runs, PyTorch/ours as the median of the per-round ratios (how many times faster we are) and in
-how many rounds ours was faster.
+how many rounds ours was faster, and our GFLOP/s as a percentage of the FMA peak that each
+tg-bench child measured around its own steps (median and min-max over the rounds).
 """
 import argparse
 import os
@@ -172,8 +173,8 @@ def main():
                 max(int(r["peak_rss_kib"]) for r in runs))
 
     hdr = ["network", "dtype", "thr", "tapegrad µs (min-max)", "PyTorch µs (min-max)",
-           "PyTorch/ours (won)", "ours GFLOP/s", "allocs/step", "RSS MiB ours/PyTorch",
-           "kernel"]
+           "PyTorch/ours (won)", "ours GFLOP/s", "ours % of FMA peak (min-max)", "allocs/step",
+           "RSS MiB ours/PyTorch", "kernel"]
     rows = []
     for k in ours:
         (om, olo, ohi, orss), (tm, tlo, thi, trss) = summary(ours[k]), summary(theirs[k])
@@ -181,10 +182,14 @@ def main():
         # GFLOP/s at the median time (each run's flops per step = gflops * µs * 1e-3)
         flops = statistics.median(float(r["gflops"]) * float(r["median_us"]) for r in ours[k])
         allocs = max(ours[k], key=lambda r: float(r["allocs_per_step"]))["allocs_per_step"]
+        # each run's step GFLOP/s over the peak its own child measured (tg-bench)
+        pct = [float(r.get("pct_peak", "nan")) for r in ours[k]]
+        pct_cell = (f"{statistics.median(pct):.1f} ({min(pct):.1f}-{max(pct):.1f})"
+                    if all(p == p for p in pct) else "n/a")
         rows.append([k[0], k[1], k[2], f"{om:.1f} ({olo:.1f}-{ohi:.1f})",
                      f"{tm:.1f} ({tlo:.1f}-{thi:.1f})",
                      f"{statistics.median(ratios[k]):.2f}x ({won}/{len(ratios[k])})",
-                     f"{flops / om:.2f}", allocs, f"{orss / 1024:.1f} / {trss / 1024:.1f}",
+                     f"{flops / om:.2f}", pct_cell, allocs, f"{orss / 1024:.1f} / {trss / 1024:.1f}",
                      ours[k][0]["kernel"]])
     if a.markdown:
         print("| " + " | ".join(hdr) + " |")

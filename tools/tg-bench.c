@@ -16,12 +16,19 @@
  * prints one line:
  *
  *   net=B-small dtype=f32 threads=1 median_us=… min_us=… max_us=… gflops=… allocs_per_step=…
- *   peak_rss_kib=… kernel=avx2 steps=…
+ *   peak_rss_kib=… kernel=avx2 steps=… peak_gflops=… pct_peak=…
  *
  * GFLOP/s counts the multiply-adds of the three matrix products per step as 2 flops each:
  * forward X·Wᵀ (2·B·in·out per layer), dW (the same) and dX for layers 2 and 3 (the first
  * layer's input needs no gradient, and none is computed). Elementwise work is not counted.
  * Allocations per step are counted through tg_set_allocator over the timed (warm) steps.
+ *
+ * peak_gflops is the FMA peak for the dtype and thread count (fma-peak.h, as tg-bench-gemm
+ * measures it), measured in the same child before the model is built and again after the
+ * timed runs, the higher kept: the machine's speed drifts over minutes, and a peak taken in
+ * another run can sit in a faster or slower spell than the steps. pct_peak = gflops at the
+ * median step over that peak (the issue's "B-wide at >= 75 % of FMA peak overall"); with no
+ * x86 FMA both print nan.
  *
  *   tg-bench [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] [--threads 1,2]
  *            [--reps N] [--min-time S]
@@ -38,6 +45,8 @@
 
 #include <tapegrad/runtime.h>
 #include <tapegrad/tapegrad.h>
+
+#include "fma-peak.h"
 
 struct net {
     const char *name;
@@ -194,6 +203,8 @@ run_config(const struct net *net, tg_dtype dt, int threads, int reps, double min
 {
     tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
     tg_set_num_threads(threads);
+    const char *isa;
+    double peak = fma_peak_gflops(dt == TG_F64, threads, &isa);
     struct model m;
     if (model_init(&m, net, dt) != 0)
         return 1;
@@ -220,16 +231,21 @@ run_config(const struct net *net, tg_dtype dt, int threads, int reps, double min
         us[r] = (now() - s) / iters * 1e6;
     }
     size_t allocs = atomic_load(&n_allocs) - allocs0;
+    double peak_after = fma_peak_gflops(dt == TG_F64, threads, &isa);
+    if (peak_after > peak)
+        peak = peak_after;
     double total_steps = (double)reps * iters;
     qsort(us, (size_t)reps, sizeof *us, cmp_double);
     double median = reps % 2 ? us[reps / 2] : 0.5 * (us[reps / 2 - 1] + us[reps / 2]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    double gflops = step_flops(net) / (median * 1e-6) * 1e-9;
     printf("net=%s dtype=%s threads=%d median_us=%.2f min_us=%.2f max_us=%.2f gflops=%.2f "
-           "allocs_per_step=%.3f peak_rss_kib=%ld kernel=%s steps=%.0f\n",
-           net->name, tg_dtype_name(dt), threads, median, us[0], us[reps - 1],
-           step_flops(net) / (median * 1e-6) * 1e-9, (double)allocs / total_steps, ru.ru_maxrss,
-           tg_kernel_name(), total_steps);
+           "allocs_per_step=%.3f peak_rss_kib=%ld kernel=%s steps=%.0f peak_gflops=%.1f "
+           "pct_peak=%.1f\n",
+           net->name, tg_dtype_name(dt), threads, median, us[0], us[reps - 1], gflops,
+           (double)allocs / total_steps, ru.ru_maxrss, tg_kernel_name(), total_steps, peak,
+           100 * gflops / peak);
     fflush(stdout);
     free(us);
     return 0;
