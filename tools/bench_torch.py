@@ -189,7 +189,8 @@ def main():
         rows.append([k[0], k[1], k[2], f"{om:.1f} ({olo:.1f}-{ohi:.1f})",
                      f"{tm:.1f} ({tlo:.1f}-{thi:.1f})",
                      f"{statistics.median(ratios[k]):.2f}x ({won}/{len(ratios[k])})",
-                     f"{flops / om:.2f}", pct_cell, allocs, f"{orss / 1024:.1f} / {trss / 1024:.1f}",
+                     f"{flops / om:.2f}", pct_cell, allocs,
+                     f"{orss / 1024:.1f} / {trss / 1024:.1f}",
                      ours[k][0]["kernel"]])
     if a.markdown:
         print("| " + " | ".join(hdr) + " |")

@@ -15,8 +15,8 @@
 #include <stdbool.h>
 
 /* GFLOP/s of `threads` threads (this one and threads - 1 new ones) running the chains in f64
- * or f32; *isa is set to "avx512", "avx2" or "none". NaN where there is no x86 FMA (then the
- * benchmarks print no percentage). */
+ * or f32; *isa is set to "avx512", "avx2" or "none". NaN where there is no x86 FMA (the
+ * percentages then read nan, or n/a in bench_torch.py). */
 double fma_peak_gflops(bool f64, int threads, const char **isa);
 
 #endif
