@@ -311,7 +311,8 @@ struct exporter {
     size_t n_nodes;
     struct dot_tensor *tensors;
     size_t n_tensors;
-    size_t *node_in;  /* [n_nodes * TG_MAX_INPUTS] tensors[] index of each input */
+    size_t *node_in;  /* tensors[] index of each node's inputs, node i's from in_at[i] */
+    size_t *in_at;    /* [n_nodes] offset of node i's inputs in node_in */
     size_t *node_out; /* [n_nodes] */
     size_t *node_scope;
     struct element *elems; /* n_nodes + n_tensors of them */
@@ -486,7 +487,7 @@ op_scope(const struct exporter *ex, size_t node, bool is_loss)
         bool seen = false, agree = true;
         const tg_node *n = ex->t->nodes[node];
         for (int k = 0; k < n->n_in; k++) {
-            const struct dot_tensor *dt = &ex->tensors[ex->node_in[node * TG_MAX_INPUTS + k]];
+            const struct dot_tensor *dt = &ex->tensors[ex->node_in[ex->in_at[node] + (size_t)k]];
             bool counts = level == 0   ? dt->role == ROLE_PARAM
                           : level == 1 ? (dt->role == ROLE_INPUT || dt->role == ROLE_CONSTANT)
                                        : !is_loss && dt->role == ROLE_VALUE;
@@ -512,12 +513,15 @@ collect(struct exporter *ex)
         bound += (size_t)t->nodes[i]->n_in;
 
     ex->tensors = tg__malloc(bound * sizeof *ex->tensors);
-    ex->node_in = tg__malloc(n * TG_MAX_INPUTS * sizeof *ex->node_in);
+    ex->node_in = tg__malloc((bound - n + 1) * sizeof *ex->node_in);
+    ex->in_at = tg__malloc(n * sizeof *ex->in_at);
     ex->node_out = tg__malloc(n * sizeof *ex->node_out);
     ex->node_scope = tg__malloc(n * sizeof *ex->node_scope);
     ex->elems = tg__malloc((n + bound) * sizeof *ex->elems);
-    if (!ex->tensors || !ex->node_in || !ex->node_out || !ex->node_scope || !ex->elems)
+    if (!ex->tensors || !ex->node_in || !ex->in_at || !ex->node_out || !ex->node_scope || !ex->elems)
         return nomem(ex);
+    for (size_t i = 0, at = 0; i < n; at += (size_t)t->nodes[i]->n_in, i++)
+        ex->in_at[i] = at;
 
     for (size_t i = 0; i < ex->o->n_names; i++) {
         const tg_dot_name *dn = &ex->o->names[i];
@@ -535,7 +539,7 @@ collect(struct exporter *ex)
             size_t id = tensor_id(ex, nd->in[k]);
             if (id == SIZE_MAX)
                 return ex->status;
-            ex->node_in[i * TG_MAX_INPUTS + (size_t)k] = id;
+            ex->node_in[ex->in_at[i] + (size_t)k] = id;
         }
         bool is_loss = nd->out == loss;
         ex->node_scope[i] = op_scope(ex, i, is_loss);
@@ -813,7 +817,7 @@ emit_edges(struct exporter *ex)
     for (size_t i = 0; i < ex->n_nodes; i++) {
         const tg_node *n = ex->t->nodes[i];
         for (int k = 0; k < n->n_in; k++) {
-            size_t id = ex->node_in[i * TG_MAX_INPUTS + (size_t)k];
+            size_t id = ex->node_in[ex->in_at[i] + (size_t)k];
             if (n->n_in > 1)
                 tg__dotbuf_printf(&ex->line, "\t\"t%zu\" -> \"n%zu\" [label=\"%d: %s\"];\n", id,
                                   i, k, tg__shape_text(n->in[k]).s);
@@ -933,6 +937,7 @@ tg_dot_write(const tg_tape *t, const tg_dot_options *opt, FILE *out, char *err, 
     }
     tg__free(ex.tensors);
     tg__free(ex.node_in);
+    tg__free(ex.in_at);
     tg__free(ex.node_out);
     tg__free(ex.node_scope);
     tg__free(ex.elems);

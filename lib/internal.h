@@ -93,11 +93,19 @@ void tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
 
 /* ---- the tape ---- */
 struct tg__attr {
-    double scale;   /* scale: c; leaky_relu: alpha */
-    int axis;       /* reductions: axis, -1 for all; losses: batch or class axis */
+    double scale;   /* scale: c; leaky_relu, elu: alpha; pow: p; clamp: lo; huber: delta */
+    double scale2;  /* clamp: hi; cross_entropy: label smoothing */
+    int axis;       /* reductions: axis, -1 for all; losses: batch or class axis; shape ops */
+    unsigned axes;  /* axis-set reductions: bit i set when axis i is reduced */
+    bool keepdims;
     bool trans_a;   /* matmul */
     bool trans_b;
-    int32_t *labels; /* softmax_xent: copied into the arena */
+    int32_t *labels;  /* softmax_xent, nll, cross_entropy: copied into the arena */
+    double *weights;  /* nll, cross_entropy: class weights (NULL: all 1), in the arena */
+    int64_t *index;   /* index_select, gather: copied into the arena */
+    size_t n_index;
+    /* per-axis integers: slice start/stop/step, pad before/after, permutation, target dims */
+    int64_t v[3][TG_MAX_DIMS];
 };
 
 struct tg_node {
@@ -105,7 +113,8 @@ struct tg_node {
     tg_tape *tape;
     size_t index; /* position on the tape */
     int n_in;
-    tg_tensor *in[TG_MAX_INPUTS];
+    tg_tensor **in; /* in_small for up to 4 inputs, else an array on the arena */
+    tg_tensor *in_small[4];
     tg_tensor *out;
     struct tg__attr attr;
     void *scratch;
@@ -155,6 +164,14 @@ tg_tensor *tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_i
  * forward that misses elements then leaves zeros, not arena garbage from an earlier step). */
 tg_tensor *tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
                          const struct tg__attr *attr, void *ctx, bool zero_output);
+/* As tg__record for ops whose output is a view of input 0's data (reshape, detach): the
+ * output's shape comes from the shape rule, its data pointer is input 0's (same size). */
+tg_tensor *tg__record_view(tg_tape *t, const tg_op *op, tg_tensor *x, const struct tg__attr *attr);
+/* Copies n items of `size` bytes into the tape's arena (attributes such as labels); NULL on
+ * failure with the tape's error set, naming `what`. */
+void *tg__tape_copy(tg_tape *t, const char *what, const void *src, size_t n, size_t size);
+/* Normalizes axis (negative: from the end) against ndim; false when out of range. */
+bool tg__axis_norm(int *axis, int ndim);
 
 /* Convenience for shape rules: same shape as input 0. */
 tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);

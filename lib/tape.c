@@ -136,9 +136,10 @@ arena_strdup(tg_tape *t, const char *s)
     return d;
 }
 
-tg_tensor *
-tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims,
-                bool zero, const char *name)
+/* A tensor header on the tape; its data is `view` when given (no allocation), else new. */
+static tg_tensor *
+tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims, bool zero,
+            const char *name, void *view)
 {
     size_t size;
     char err[TG__ERRMSG_SIZE];
@@ -153,7 +154,7 @@ tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64
     tg_tensor *x = tg__arena_alloc(hdr, sizeof *x);
     if (x && !tg__arena_reserve(&t->headers[(t->gen + 1) & 1], hdr->total))
         x = NULL;
-    void *data = x ? tg__arena_alloc(&t->arena, size * tg_dtype_size(dt)) : NULL;
+    void *data = !x ? NULL : view ? view : tg__arena_alloc(&t->arena, size * tg_dtype_size(dt));
     char *nm = data && name ? arena_strdup(t, name) : NULL;
     if (!x || !data || (name && !nm))
         return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for a %s tensor %s",
@@ -173,6 +174,42 @@ tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64
     if (zero)
         memset(data, 0, size * tg_dtype_size(dt));
     return x;
+}
+
+tg_tensor *
+tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims,
+                bool zero, const char *name)
+{
+    return tape_tensor(t, what, dt, ndim, dims, zero, name, NULL);
+}
+
+void *
+tg__tape_copy(tg_tape *t, const char *what, const void *src, size_t n, size_t size)
+{
+    if (n > SIZE_MAX / (size ? size : 1)) {
+        tg__fail(t, TG_ERR_ARG, "%s: %zu items is too many", what, n);
+        return NULL;
+    }
+    size_t bytes = n * size;
+    void *p = tg__arena_alloc(&t->arena, bytes ? bytes : 1);
+    if (!p) {
+        tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) copying attributes", what,
+                 n * size);
+        return NULL;
+    }
+    if (bytes)
+        memcpy(p, src, bytes);
+    return p;
+}
+
+bool
+tg__axis_norm(int *axis, int ndim)
+{
+    int a = *axis < 0 ? *axis + ndim : *axis;
+    if (a < 0 || a >= ndim)
+        return false;
+    *axis = a;
+    return true;
 }
 
 static bool
@@ -246,17 +283,21 @@ tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
     return tg__record_ex(t, op, in, n_in, attr, ctx, false);
 }
 
-tg_tensor *
-tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
-              const struct tg__attr *attr, void *ctx, bool zero_output)
+static tg_tensor *
+record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct tg__attr *attr,
+       void *ctx, bool zero_output, bool view)
 {
     if (t->status != TG_OK)
         return &t->nil;
-    static const char *const argname[TG_MAX_INPUTS] = {"input 0", "input 1", "input 2",
-                                                       "input 3"};
-    for (int i = 0; i < n_in; i++)
-        if (!tg__operand_ok(t, op->name, argname[i], in[i]))
+    if (n_in < 1 || n_in > TG_MAX_INPUTS || !in)
+        return tg__fail(t, TG_ERR_ARG, "%s: %d inputs given (a node takes 1 to %d)", op->name,
+                        n_in, TG_MAX_INPUTS);
+    for (int i = 0; i < n_in; i++) {
+        char argname[32];
+        snprintf(argname, sizeof argname, "input %d", i);
+        if (!tg__operand_ok(t, op->name, argname, in[i]))
             return &t->nil;
+    }
     for (int i = 1; i < n_in; i++)
         if (in[i]->dtype != in[0]->dtype)
             return tg__fail(t, TG_ERR_DTYPE, "%s %s·%s: dtypes differ: %s is %s, %s is %s",
@@ -273,6 +314,13 @@ tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
     n->tape = t;
     n->index = t->n_nodes;
     n->n_in = n_in;
+    n->in = n->in_small;
+    if (n_in > (int)(sizeof n->in_small / sizeof n->in_small[0])) {
+        n->in = tg__arena_alloc(&t->arena, (size_t)n_in * sizeof *n->in);
+        if (!n->in)
+            return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory for a list of %d inputs",
+                            op->name, n_in);
+    }
     for (int i = 0; i < n_in; i++)
         n->in[i] = in[i];
     if (attr)
@@ -288,9 +336,13 @@ tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
                    ? tg__fail(t, s, "%s: shape rule failed: %s", op->name, tg_status_string(s))
                    : &t->nil;
 
-    tg_tensor *out = tg__tape_tensor(t, op->name, in[0]->dtype, ndim, dims, zero_output, NULL);
+    tg_tensor *out = tape_tensor(t, op->name, in[0]->dtype, ndim, dims, zero_output, NULL,
+                                 view ? in[0]->data : NULL);
     if (t->status != TG_OK)
         return &t->nil;
+    if (view && out->size != in[0]->size)
+        return tg__fail(t, TG_ERR_SHAPE, "%s: a view of %s must keep its %zu elements", op->name,
+                        tg__name_text(in[0]).s, in[0]->size);
     out->kind = TG__KIND_OP;
     out->node = n;
     for (int i = 0; i < n_in; i++)
@@ -324,6 +376,19 @@ tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
         }
     }
     return out;
+}
+
+tg_tensor *
+tg__record_ex(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+              const struct tg__attr *attr, void *ctx, bool zero_output)
+{
+    return record(t, op, in, n_in, attr, ctx, zero_output, false);
+}
+
+tg_tensor *
+tg__record_view(tg_tape *t, const tg_op *op, tg_tensor *x, const struct tg__attr *attr)
+{
+    return record(t, op, &x, 1, attr, NULL, false, true);
 }
 
 /* Gradient buffer for a tape tensor: allocated once per tape generation, zeroed per pass. */

@@ -25,13 +25,17 @@
 extern "C" {
 #endif
 
-#define TG_MAX_INPUTS 4
+/* The most inputs one node takes (concat and stack of n tensors). A node keeps up to four
+ * inputs in place and a longer list on the tape's arena. */
+#define TG_MAX_INPUTS 64
+/* tg_op.n_inputs for an op that takes any count from 1 to TG_MAX_INPUTS (given at record time) */
+#define TG_VARIADIC 0
 
 typedef struct tg_node tg_node;
 
 typedef struct tg_op {
     const char *name; /* shown in errors, reports and graph exports */
-    int n_inputs;     /* 1 .. TG_MAX_INPUTS */
+    int n_inputs;     /* 1 .. TG_MAX_INPUTS, or TG_VARIADIC */
     /* Check the inputs (shapes, attributes) and write the output's shape. NULL: same shape as
      * input 0. */
     tg_status (*shape)(tg_node *n, int *ndim, int64_t dims[TG_MAX_DIMS]);

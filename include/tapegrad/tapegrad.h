@@ -263,6 +263,121 @@ TG_API tg_tensor *tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y);
 TG_API tg_tensor *tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels,
                                   int class_axis);
 
+/* ---------------------------------------------------------------------------------------
+ * Tensor algebra. Every op below runs in float32 and float64 on any rank up to TG_MAX_DIMS;
+ * its math and VJP are in docs/ops.md (generated from the op table). Axes are counted from 0;
+ * a negative axis counts from the end (-1 is the last), as in PyTorch.
+ */
+
+/* Elementwise, one input (shape kept). Values outside a function's domain give what PyTorch
+ * gives, not an error: log(x < 0), sqrt(x < 0) and pow(x < 0, non-integer p) are NaN, log(0)
+ * is -inf. */
+TG_API tg_tensor *tg_neg(tg_tape *t, tg_tensor *x);                 /* -x */
+TG_API tg_tensor *tg_exp(tg_tape *t, tg_tensor *x);                 /* e^x */
+TG_API tg_tensor *tg_log(tg_tape *t, tg_tensor *x);                 /* ln x */
+TG_API tg_tensor *tg_log1p(tg_tape *t, tg_tensor *x);               /* ln(1 + x) */
+TG_API tg_tensor *tg_sqrt(tg_tape *t, tg_tensor *x);                /* √x */
+TG_API tg_tensor *tg_square(tg_tape *t, tg_tensor *x);              /* x² */
+TG_API tg_tensor *tg_abs(tg_tape *t, tg_tensor *x);                 /* |x| (gradient 0 at 0) */
+TG_API tg_tensor *tg_pow(tg_tape *t, tg_tensor *x, double p);       /* x^p, p a finite constant */
+/* min(max(x, lo), hi); lo = -INFINITY or hi = INFINITY leave that side open. lo > hi gives hi
+ * everywhere, as torch.clamp does. The gradient passes where lo <= x <= hi. */
+TG_API tg_tensor *tg_clamp(tg_tape *t, tg_tensor *x, double lo, double hi);
+TG_API tg_tensor *tg_silu(tg_tape *t, tg_tensor *x);                /* x σ(x) */
+TG_API tg_tensor *tg_elu(tg_tape *t, tg_tensor *x, double alpha);   /* x>0 ? x : α(e^x - 1) */
+/* ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))): PyTorch's gelu(approximate="tanh") */
+TG_API tg_tensor *tg_gelu_tanh(tg_tape *t, tg_tensor *x);
+
+/* Elementwise, two or three inputs, numpy broadcasting at every rank (as tg_add). */
+TG_API tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a / b */
+/* max(a, b) and min(a, b); where a == b the gradient is split evenly (½ each), as PyTorch. */
+TG_API tg_tensor *tg_maximum(tg_tape *t, tg_tensor *a, tg_tensor *b);
+TG_API tg_tensor *tg_minimum(tg_tape *t, tg_tensor *a, tg_tensor *b);
+/* mask != 0 ? a : b. The mask is a constant (same dtype; it receives no gradient). */
+TG_API tg_tensor *tg_where(tg_tape *t, tg_tensor *mask, tg_tensor *a, tg_tensor *b);
+
+/* Reductions over a set of axes (axes NULL or n_axes 0: all of them). keepdims keeps each
+ * reduced axis as size 1; without it they are removed, and a reduction to one element has
+ * shape (1) (tapegrad has no 0-d tensors). An axis out of range or given twice is an error.
+ * max/min: where several elements tie for the extreme, the gradient is split evenly between
+ * them (PyTorch's amax/amin). var: Σ (x - mean)² / (N - correction), N the reduced count
+ * (correction 1 is PyTorch's default, unbiased). */
+TG_API tg_tensor *tg_sum_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
+                              bool keepdims);
+TG_API tg_tensor *tg_mean_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
+                               bool keepdims);
+TG_API tg_tensor *tg_max_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
+                              bool keepdims);
+TG_API tg_tensor *tg_min_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
+                              bool keepdims);
+/* log Σ e^x, computed as m + log Σ e^(x - m), m the maximum (stable) */
+TG_API tg_tensor *tg_logsumexp(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
+                               bool keepdims);
+TG_API tg_tensor *tg_var(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, int correction,
+                         bool keepdims);
+
+/* Softmax family along one axis, stable (the maximum is subtracted first). */
+TG_API tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x, int axis);
+TG_API tg_tensor *tg_log_softmax(tg_tape *t, tg_tensor *x, int axis);
+
+/* Shape and indexing. */
+/* The same elements in a new shape; one entry of dims may be -1 (inferred). A view: no copy. */
+TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims);
+/* Y's axis i is X's axis perm[i] (perm a permutation of 0 … ndim-1), as torch.permute. */
+TG_API tg_tensor *tg_permute(tg_tape *t, tg_tensor *x, const int *perm);
+/* Broadcast to dims (torch.expand / broadcast_to): aligned from the last axis, each size of x
+ * equal or 1; -1 keeps x's size. */
+TG_API tg_tensor *tg_expand(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims);
+#define TG_END INT64_MAX /* a slice's stop meaning "to the end of the axis" */
+/* x[start[i] : stop[i] : step[i]] along every axis i (arrays of x's rank; step NULL: all 1).
+ * Negative start/stop count from the end; after that 0 <= start <= stop <= size is required
+ * (an out-of-range bound is an error, not clamped), and step >= 1. */
+TG_API tg_tensor *tg_slice(tg_tape *t, tg_tensor *x, const int64_t *start, const int64_t *stop,
+                           const int64_t *step);
+/* Join n tensors (1 <= n <= TG_MAX_INPUTS) along an existing axis (concat: every other size
+ * equal) or a new one (stack: all shapes equal; the result has one more axis). */
+TG_API tg_tensor *tg_concat(tg_tape *t, tg_tensor *const *xs, int n, int axis);
+TG_API tg_tensor *tg_stack(tg_tape *t, tg_tensor *const *xs, int n, int axis);
+/* Constant padding: before[i] and after[i] (>= 0) elements of `value` around axis i. */
+TG_API tg_tensor *tg_pad(tg_tape *t, tg_tensor *x, const int64_t *before, const int64_t *after,
+                         double value);
+/* Y = X taken at index[0 … n) along axis (torch.index_select): Y's axis has size n. Indices
+ * may repeat (their gradients add: the VJP scatter-adds); each must be in [0, size). With
+ * axis 0 of a (vocabulary x dim) table this is an embedding lookup. The indices are copied. */
+TG_API tg_tensor *tg_index_select(tg_tape *t, tg_tensor *x, int axis, const int64_t *index,
+                                  size_t n);
+/* torch.gather: Y[i][j]… = X[…][index[i][j]…][…] with the index replacing the position along
+ * axis; index has Y's shape (ndim, dims; the same rank as x, other sizes <= x's). */
+TG_API tg_tensor *tg_gather(tg_tape *t, tg_tensor *x, int axis, const int64_t *index, int ndim,
+                            const int64_t *dims);
+/* The same values with no gradient path (stop-gradient; a view). */
+TG_API tg_tensor *tg_detach(tg_tape *t, tg_tensor *x);
+
+/* Batched matmul: C[…] = op(A[…]) · op(B[…]) over the last two axes, the leading (batch)
+ * axes broadcast (numpy rules; a 2-D operand is shared by every batch). op(X) = Xᵀ of the
+ * last two axes when the flag is set, read in place. 2-D by 2-D is tg_matmul_t. */
+TG_API tg_tensor *tg_bmm(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b, bool trans_b);
+
+/* Losses, mean over elements (or examples) -> (1 x 1).
+ * tg_nll_loss: -mean log_probs[label] over the examples of a 2-D (batch x classes) input
+ *   (class_axis 1) or (classes x batch) (class_axis 0); with weight (one per class, or NULL)
+ *   Σ w[y] (-log p[y]) / Σ w[y], as torch.nn.NLLLoss(weight=).
+ * tg_bce_with_logits: mean of max(x, 0) - x y + log(1 + e^-|x|), stable for any |x|.
+ * tg_l1: mean |a - y|.  tg_huber: mean of ½d² (|d| < δ) or δ(|d| - ½δ), d = a - y.
+ * tg_smooth_l1: mean of ½d²/β (|d| < β) or |d| - ½β. (torch.nn.HuberLoss / SmoothL1Loss.)
+ * In the two-input losses y is the target: same shape as a, and it gets a gradient too. */
+TG_API tg_tensor *tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels,
+                              int class_axis, const double *weight);
+TG_API tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y);
+TG_API tg_tensor *tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y);
+TG_API tg_tensor *tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta);
+TG_API tg_tensor *tg_smooth_l1(tg_tape *t, tg_tensor *a, tg_tensor *y, double beta);
+/* tg_softmax_xent with torch.nn.CrossEntropyLoss's weight= (one per class, or NULL) and
+ * label_smoothing= (in [0, 1]): loss_i = (1-ε) w[y_i] (-log p[y_i]) + (ε/C) Σ_c w[c] (-log
+ * p[c]), mean = Σ_i loss_i / Σ_i w[y_i]. Weights and labels are copied. */
+TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t *labels,
+                                   int class_axis, const double *weight, double label_smoothing);
+
 /* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);
  * gradients of tape tensors are recomputed from zero on each call. */

@@ -16,10 +16,13 @@ tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs, v
     if (!op || !op->name || !op->forward || !op->vjp)
         return tg__fail(t, TG_ERR_ARG, "custom op%s%s: needs a name, a forward and a VJP",
                         op && op->name ? " " : "", op && op->name ? op->name : "");
-    if (op->n_inputs < 1 || op->n_inputs > TG_MAX_INPUTS || n_inputs != op->n_inputs)
+    if (op->n_inputs == TG_VARIADIC ? n_inputs < 1 || n_inputs > TG_MAX_INPUTS
+                                    : op->n_inputs < 1 || op->n_inputs > TG_MAX_INPUTS ||
+                                          n_inputs != op->n_inputs)
         return tg__fail(t, TG_ERR_ARG,
-                        "%s: called with %d inputs; the op declares %d (must be 1..%d)",
-                        op->name, n_inputs, op->n_inputs, TG_MAX_INPUTS);
+                        "%s: called with %d inputs; the op declares %d (must be 1..%d, or "
+                        "TG_VARIADIC for 1..%d given at the call)",
+                        op->name, n_inputs, op->n_inputs, TG_MAX_INPUTS, TG_MAX_INPUTS);
     if (!inputs)
         return tg__fail(t, TG_ERR_ARG, "%s: inputs is NULL", op->name);
     return tg__record_ex(t, op, inputs, n_inputs, NULL, ctx, true);
