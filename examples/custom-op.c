@@ -55,8 +55,15 @@ swish_vjp(tg_node *n)
     return TG_OK;
 }
 
-/* name, inputs, shape rule (NULL: same as input 0), forward, VJP, scratch size */
-static const tg_op swish = {"swish", 1, NULL, swish_forward, swish_vjp, NULL};
+/* shape rule NULL: the output has input 0's shape; math/vjp_math feed graph docs (optional) */
+static const tg_op swish = {
+    .name = "swish",
+    .n_inputs = 1,
+    .forward = swish_forward,
+    .vjp = swish_vjp,
+    .math = "y = x σ(x)",
+    .vjp_math = "dx += dy ⊙ (σ(x) + x σ(x)(1 - σ(x)))",
+};
 
 /* loss = mse(W2 · swish(W1 · X), Y), a scalar function of W1, W2, X, Y */
 static tg_tensor *

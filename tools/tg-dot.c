@@ -81,8 +81,8 @@ my_sigmoid_vjp(tg_node *n)
     return TG_OK;
 }
 
-static const tg_op my_sigmoid = {"my_sigmoid", 1, NULL, my_sigmoid_forward, my_sigmoid_vjp,
-                                 NULL};
+static const tg_op my_sigmoid = {
+    .name = "my_sigmoid", .n_inputs = 1, .forward = my_sigmoid_forward, .vjp = my_sigmoid_vjp};
 
 /* ---- the networks --------------------------------------------------------------------- */
 

@@ -43,6 +43,11 @@ typedef struct tg_op {
     tg_status (*vjp)(tg_node *n);
     /* Bytes of per-node scratch (kept between forward and vjp); NULL for none. */
     size_t (*scratch_size)(const tg_node *n);
+    /* One-line documentation, printed by `tg-gradcheck --list --markdown` (docs/ops.md);
+     * optional for custom ops. */
+    const char *math;     /* the forward, e.g. "y = e^x" */
+    const char *vjp_math; /* the VJP of every input, e.g. "dx += dy ⊙ y" */
+    const char *shapes;   /* the shape rule */
 } tg_op;
 
 /* Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). */

@@ -18,7 +18,7 @@
 
 #include "../kernels/kernels.h"
 #include "ops.h"
-#include "vmath.h"
+#include "unary.h"
 
 #define ACT_GRAIN 32768 /* elements per parallel chunk: ~128 KiB of float, L2-resident */
 enum { BLOCK = 1024 }; /* elements per stack block inside a chunk (8 KiB of double) */
@@ -41,80 +41,14 @@ log1pexp_f64(double x)
 }
 
 /*
- * How an activation is written below: its math comment, then two expressions of one element,
- *   <NAME>_Y(T, x, alpha)            the forward, y = g(x)
- *   <NAME>_DYDX(T, x, y, alpha)      the derivative g'(x), from x or the saved output y
- * and ACTIVATION(name, NAME, needs_x), which turns them into array loops for float and double
- * (compiled for AVX-512, AVX2 and baseline x86-64, chosen at run time), the tg_op and the
- * public function. needs_x says whether g' reads x (so the fused bias_act must keep Z).
- * The VJP that the loops implement is always dx += dy ⊙ g'(x).
- */
-struct act_rule {
-    void (*fwd_f32)(float alpha, const float *x, float *y, size_t n);
-    void (*fwd_f64)(double alpha, const double *x, double *y, size_t n);
-    /* dz[i] = dy[i] · g'(x[i]); x is NULL when !needs_x; dz may not alias the inputs */
-    void (*dz_f32)(float alpha, const float *x, const float *y, const float *dy, float *dz,
-                   size_t n);
-    void (*dz_f64)(double alpha, const double *x, const double *y, const double *dy,
-                   double *dz, size_t n);
-    bool needs_x;
-};
-
-static tg_status unary_forward(tg_node *nd, const struct act_rule *rule);
-static tg_status unary_vjp(tg_node *nd, const struct act_rule *rule);
-
-#define ACT_LOOPS(op, NAME, T, SFX)                                                                \
-    TG__VEC_CLONES static void op##_fwd_##SFX(T alpha, const T *restrict x, T *restrict y,         \
-                                                size_t n)                                          \
-    {                                                                                              \
-        (void)alpha;                                                                               \
-        for (size_t i = 0; i < n; i++)                                                             \
-            y[i] = NAME##_Y(T, x[i], alpha);                                                       \
-    }                                                                                              \
-    TG__VEC_CLONES static void op##_dz_##SFX(T alpha, const T *restrict x, const T *restrict y,    \
-                                               const T *restrict dy, T *restrict dz, size_t n)     \
-    {                                                                                              \
-        (void)alpha, (void)x, (void)y;                                                             \
-        for (size_t i = 0; i < n; i++)                                                             \
-            dz[i] = dy[i] * (NAME##_DYDX(T, x[i], y[i], alpha));                                   \
-    }
-
-/* Kernels and the rule, without the op (leaky_relu writes its own public function). */
-#define ACTIVATION_RULE(op, NAME, needs_x_)                                                        \
-    ACT_LOOPS(op, NAME, float, f32)                                                                \
-    ACT_LOOPS(op, NAME, double, f64)                                                               \
-    static const struct act_rule op##_rule = {op##_fwd_f32, op##_fwd_f64,                          \
-                                                op##_dz_f32, op##_dz_f64, needs_x_};               \
-    static tg_status op##_forward(tg_node *nd)                                                     \
-    {                                                                                              \
-        return unary_forward(nd, &op##_rule);                                                      \
-    }                                                                                              \
-    static tg_status op##_vjp(tg_node *nd)                                                         \
-    {                                                                                              \
-        return unary_vjp(nd, &op##_rule);                                                          \
-    }                                                                                              \
-    const tg_op tg__op_##op = {                                                                    \
-        .name = #op,                                                                               \
-        .n_inputs = 1,                                                                             \
-        .shape = tg__shape_same,                                                                   \
-        .forward = op##_forward,                                                                   \
-        .vjp = op##_vjp,                                                                           \
-    };
-
-#define ACTIVATION(op, NAME, needs_x_)                                                             \
-    ACTIVATION_RULE(op, NAME, needs_x_)                                                            \
-    tg_tensor *tg_##op(tg_tape *t, tg_tensor *x)                                                   \
-    {                                                                                              \
-        return t ? tg__record(t, &tg__op_##op, &x, 1, NULL, NULL) : NULL;                          \
-    }
-
-/*
  * identity:  y = x
  *   VJP: dx += dy
  */
-#define IDENTITY_Y(T, x, alpha) (x)
-#define IDENTITY_DYDX(T, x, y, alpha) ((T)1)
-ACTIVATION(identity, IDENTITY, false)
+#define IDENTITY_Y(T, x, alpha, beta) (x)
+#define IDENTITY_DYDX(T, x, y, alpha, beta) ((T)1)
+UNARY_OP(identity, IDENTITY, false,
+         "y = x",
+         "dx += dy")
 
 /*
  * sigmoid:  y = σ(x) = 1 / (1 + e^-x)
@@ -123,26 +57,32 @@ ACTIVATION(identity, IDENTITY, false)
  *   forms are exact where they are used; σ(±inf) = 1 / 0 with gradient 0; NaN stays NaN.
  *   (tg__vsigmoidf / tg__vsigmoid in vmath.h: ≤ 3 ulp, tested in test-vmath.c.)
  */
-#define SIGMOID_Y(T, x, alpha) VSIGMOID(x)
-#define SIGMOID_DYDX(T, x, y, alpha) ((y) * (1 - (y)))
-ACTIVATION(sigmoid, SIGMOID, false)
+#define SIGMOID_Y(T, x, alpha, beta) VSIGMOID(x)
+#define SIGMOID_DYDX(T, x, y, alpha, beta) ((y) * (1 - (y)))
+UNARY_OP(sigmoid, SIGMOID, false,
+         "y = σ(x) = 1 / (1 + e^-x)",
+         "dx += dy ⊙ y ⊙ (1 - y)")
 
 /*
  * tanh:  y = tanh(x) = sign(x) u / (u + 2),  u = e^(2|x|) - 1   (vmath.h, ≤ 3 ulp)
  *   tanh'(x) = 1 - tanh²(x):  VJP dx += dy ⊙ (1 - y²)
  */
-#define TANH_Y(T, x, alpha) VTANH(x)
-#define TANH_DYDX(T, x, y, alpha) (1 - (y) * (y))
-ACTIVATION(tanh, TANH, false)
+#define TANH_Y(T, x, alpha, beta) VTANH(x)
+#define TANH_DYDX(T, x, y, alpha, beta) (1 - (y) * (y))
+UNARY_OP(tanh, TANH, false,
+         "y = tanh x",
+         "dx += dy ⊙ (1 - y²)")
 
 /*
  * relu:  y = max(x, 0)    (written x < 0 ? 0 : x so that NaN passes through)
  *   relu'(x) = [x > 0] (we take 0 at the kink x = 0, as PyTorch does)
  *   VJP: dx += dy ⊙ [y > 0]   ([y > 0] = [x > 0], and false for NaN either way)
  */
-#define RELU_Y(T, x, alpha) ((x) < 0 ? (T)0 : (x))
-#define RELU_DYDX(T, x, y, alpha) ((y) > 0 ? (T)1 : (T)0)
-ACTIVATION(relu, RELU, false)
+#define RELU_Y(T, x, alpha, beta) ((x) < 0 ? (T)0 : (x))
+#define RELU_DYDX(T, x, y, alpha, beta) ((y) > 0 ? (T)1 : (T)0)
+UNARY_OP(relu, RELU, false,
+         "y = max(x, 0)",
+         "dx += dy ⊙ [x > 0]")
 
 /*
  * softplus:  y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)
@@ -150,9 +90,11 @@ ACTIVATION(relu, RELU, false)
  *   log(1 + tiny) would round to 0: softplus(1000) = 1000, softplus(-1000) = e^-1000.
  *   softplus'(x) = σ(x):  VJP dx += dy ⊙ σ(x)   (the two-form σ above)
  */
-#define SOFTPLUS_Y(T, x, alpha) (((x) > 0 ? (x) : (T)0) + VLOG1PEXP(x))
-#define SOFTPLUS_DYDX(T, x, y, alpha) VSIGMOID(x)
-ACTIVATION(softplus, SOFTPLUS, true)
+#define SOFTPLUS_Y(T, x, alpha, beta) (((x) > 0 ? (x) : (T)0) + VLOG1PEXP(x))
+#define SOFTPLUS_DYDX(T, x, y, alpha, beta) VSIGMOID(x)
+UNARY_OP(softplus, SOFTPLUS, true,
+         "y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)",
+         "dx += dy ⊙ σ(x)")
 
 /*
  * gelu (exact):  y = x Φ(x),  Φ(x) = ½ (1 + erf(x / √2))
@@ -163,19 +105,79 @@ ACTIVATION(softplus, SOFTPLUS, true)
  *   1 / 0 instead of inf · 0.
  */
 #define GELU_PHI(T, x) ((T)0.5 * (1 + ERF((x) * (T)INV_SQRT2)))
-#define GELU_Y(T, x, alpha) ((x) < -40 ? (T)-0.0 : (x) * GELU_PHI(T, x))
-#define GELU_DYDX(T, x, y, alpha)                                                                  \
+#define GELU_Y(T, x, alpha, beta) ((x) < -40 ? (T)-0.0 : (x) * GELU_PHI(T, x))
+#define GELU_DYDX(T, x, y, alpha, beta)                                                                  \
     ((x) > 40 || (x) < -40 ? ((x) > 0 ? (T)1 : (T)0)                                               \
                            : GELU_PHI(T, x) + (x) * VEXP((T)-0.5 * (x) * (x)) * (T)INV_SQRT2PI)
-ACTIVATION(gelu, GELU, true)
+UNARY_OP(gelu, GELU, true,
+         "y = x Φ(x), Φ(x) = ½(1 + erf(x/√2))",
+         "dx += dy ⊙ (Φ(x) + x φ(x))")
+
+/*
+ * gelu_tanh (PyTorch's approximate="tanh"):  y = ½ x (1 + tanh u),  u = c (x + k x³),
+ *   c = √(2/π), k = 0.044715
+ *   y' = ½ (1 + tanh u) + ½ x (1 - tanh² u) c (1 + 3k x²)
+ *   VJP: dx += dy ⊙ y'
+ *   vmath.h's tanh saturates to ±1 for large |u|, so y = x or -0 and y' = 1 or 0 there (the
+ *   second term is x · 0 = 0 until x³ overflows past |x| ≈ 1e102, float 1e12, clamped below).
+ */
+#define GELU_TANH_C 0.79788456080286535588 /* √(2/π) */
+#define GELU_TANH_K 0.044715
+#define GELU_TANH_X(T, x) ((x) > (T)1e6 ? (T)1e6 : (x) < (T)-1e6 ? (T)-1e6 : (x))
+#define GELU_TANH_T(T, x)                                                                          \
+    VTANH((T)GELU_TANH_C * (GELU_TANH_X(T, x) +                                                    \
+                            (T)GELU_TANH_K * GELU_TANH_X(T, x) * GELU_TANH_X(T, x) *               \
+                                GELU_TANH_X(T, x)))
+#define GELU_TANH_Y(T, x, alpha, beta) ((T)0.5 * (x) * (1 + GELU_TANH_T(T, x)))
+#define GELU_TANH_DYDX(T, x, y, alpha, beta)                                                       \
+    ((T)0.5 * (1 + GELU_TANH_T(T, x)) +                                                            \
+     (T)0.5 * GELU_TANH_X(T, x) * (1 - GELU_TANH_T(T, x) * GELU_TANH_T(T, x)) *                    \
+         (T)GELU_TANH_C * (1 + 3 * (T)GELU_TANH_K * GELU_TANH_X(T, x) * GELU_TANH_X(T, x)))
+UNARY_OP(gelu_tanh, GELU_TANH, true, "y = ½x(1 + tanh(√(2/π)(x + 0.044715x³)))",
+         "dx += dy ⊙ (½(1 + t) + ½x(1 - t²)√(2/π)(1 + 0.134145x²)), t = tanh(…)")
+
+/*
+ * silu (swish):  y = x σ(x)
+ *   y' = σ(x) + x σ(x)(1 - σ(x)) = σ(x)(1 + x(1 - σ(x)))
+ *   VJP: dx += dy ⊙ σ(x)(1 + x(1 - σ(x)))     (σ the two-form sigmoid above: stable)
+ */
+#define SILU_Y(T, x, alpha, beta) ((x) * VSIGMOID(x))
+#define SILU_DYDX(T, x, y, alpha, beta) (VSIGMOID(x) * (1 + (x) * (1 - VSIGMOID(x))))
+UNARY_OP(silu, SILU, true, "y = x σ(x)", "dx += dy ⊙ σ(x)(1 + x(1 - σ(x)))")
+
+/*
+ * elu:  y = x > 0 ? x : α (e^x - 1)       (α a constant, attr.scale; PyTorch's default 1)
+ *   y' = x > 0 ? 1 : α e^x
+ *   VJP: dx += dy ⊙ (x > 0 ? 1 : α e^x)    (expm1 keeps y exact for x near 0⁻)
+ */
+#define VEXPM1(x) _Generic((x), float: tg__vexpm1f, double: tg__vexpm1)(x)
+#define ELU_Y(T, x, alpha, beta) ((x) > 0 ? (x) : (alpha) * VEXPM1(x))
+#define ELU_DYDX(T, x, y, alpha, beta) ((x) > 0 ? (T)1 : (alpha) * VEXP(x))
+UNARY_RULE(elu, ELU, true, "y = x > 0 ? x : α(e^x - 1)", "dx += dy ⊙ (x > 0 ? 1 : α e^x)")
+
+tg_tensor *
+tg_elu(tg_tape *t, tg_tensor *x, double alpha)
+{
+    if (!t)
+        return NULL;
+    if (t->status == TG_OK && !isfinite(alpha)) {
+        if (!tg__operand_ok(t, "elu", "x", x))
+            return &t->nil;
+        return tg__fail(t, TG_ERR_ARG, "elu %s: alpha %g is not finite", tg__name_text(x).s,
+                        alpha);
+    }
+    struct tg__attr attr = {.scale = alpha};
+    return tg__record(t, &tg__op_elu, &x, 1, &attr, NULL);
+}
 
 /*
  * leaky_relu:  y = x > 0 ? x : α x      (α a constant, 0.01 in tg_activate)
  *   VJP: dx += dy ⊙ (x > 0 ? 1 : α)
  */
-#define LEAKY_RELU_Y(T, x, alpha) ((x) < 0 ? (alpha) * (x) : (x))
-#define LEAKY_RELU_DYDX(T, x, y, alpha) ((x) > 0 ? (T)1 : (alpha))
-ACTIVATION_RULE(leaky_relu, LEAKY_RELU, true)
+#define LEAKY_RELU_Y(T, x, alpha, beta) ((x) < 0 ? (alpha) * (x) : (x))
+#define LEAKY_RELU_DYDX(T, x, y, alpha, beta) ((x) > 0 ? (T)1 : (alpha))
+UNARY_RULE(leaky_relu, LEAKY_RELU, true, "y = x > 0 ? x : α x",
+           "dx += dy ⊙ (x > 0 ? 1 : α)")
 
 tg_tensor *
 tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha)
@@ -189,7 +191,7 @@ tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha)
 }
 
 /* The rules by tg_activation, for the fused bias_act below. */
-static const struct act_rule *const act_rules[] = {
+static const struct tg__unary_rule *const act_rules[] = {
     [TG_ACT_IDENTITY] = &identity_rule, [TG_ACT_SIGMOID] = &sigmoid_rule,
     [TG_ACT_TANH] = &tanh_rule,         [TG_ACT_RELU] = &relu_rule,
     [TG_ACT_LEAKY_RELU] = &leaky_relu_rule, [TG_ACT_SOFTPLUS] = &softplus_rule,
@@ -197,32 +199,6 @@ static const struct act_rule *const act_rules[] = {
 };
 _Static_assert(sizeof act_rules / sizeof act_rules[0] == TG_ACT_GELU + 1,
                "act_rules out of sync with tg_activation");
-
-/* ---- the array machinery shared by every activation ---- */
-
-/* Forward: y = g(x) over [b, e). */
-static void
-rule_forward(const struct act_rule *r, tg_dtype dt, double alpha, const void *x, void *y,
-             size_t b, size_t e)
-{
-    if (dt == TG_F32)
-        r->fwd_f32((float)alpha, (const float *)x + b, (float *)y + b, e - b);
-    else
-        r->fwd_f64(alpha, (const double *)x + b, (double *)y + b, e - b);
-}
-
-/* dz = dy ⊙ g'(x) over n elements starting at `at` of x, y, dy; dz is a block of its own. */
-static void
-rule_dz(const struct act_rule *r, tg_dtype dt, double alpha, const void *x, const void *y,
-        const void *dy, void *dz, size_t at, size_t n)
-{
-    if (dt == TG_F32)
-        r->dz_f32((float)alpha, x ? (const float *)x + at : NULL, (const float *)y + at,
-                  (const float *)dy + at, dz, n);
-    else
-        r->dz_f64(alpha, x ? (const double *)x + at : NULL, (const double *)y + at,
-                  (const double *)dy + at, dz, n);
-}
 
 /* dst[i] += src[i] */
 TG__VEC_CLONES static void
@@ -237,59 +213,6 @@ acc_f64(double *restrict dst, const double *restrict src, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] += src[i];
-}
-
-struct act_job {
-    const struct act_rule *rule;
-    double alpha;
-    tg_dtype dt;
-    const void *x, *y, *dy;
-    void *out, *dx;
-};
-
-static void
-act_fwd_chunk(size_t b, size_t e, void *vctx)
-{
-    const struct act_job *j = vctx;
-    rule_forward(j->rule, j->dt, j->alpha, j->x, j->out, b, e);
-}
-
-/* dx += dy ⊙ g': dy ⊙ g' goes into a stack block, then is added, so the VJP accumulates. */
-static void
-act_vjp_chunk(size_t b, size_t e, void *vctx)
-{
-    const struct act_job *j = vctx;
-    double block[BLOCK]; /* BLOCK doubles, or 2·BLOCK floats of which BLOCK are used */
-    for (size_t s = b; s < e; s += BLOCK) {
-        size_t n = e - s < BLOCK ? e - s : BLOCK;
-        rule_dz(j->rule, j->dt, j->alpha, j->rule->needs_x ? j->x : NULL, j->y, j->dy, block, s,
-                n);
-        if (j->dt == TG_F32)
-            acc_f32((float *)j->dx + s, (const float *)block, n);
-        else
-            acc_f64((double *)j->dx + s, block, n);
-    }
-}
-
-static tg_status
-unary_forward(tg_node *nd, const struct act_rule *rule)
-{
-    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .dt = nd->out->dtype,
-                        .x = nd->in[0]->data, .out = nd->out->data};
-    tg__parallel_for(nd->out->size, ACT_GRAIN, act_fwd_chunk, &j);
-    return TG_OK;
-}
-
-static tg_status
-unary_vjp(tg_node *nd, const struct act_rule *rule)
-{
-    if (!nd->in[0]->grad)
-        return TG_OK;
-    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .dt = nd->out->dtype,
-                        .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
-                        .dx = nd->in[0]->grad};
-    tg__parallel_for(nd->out->size, ACT_GRAIN, act_vjp_chunk, &j);
-    return TG_OK;
 }
 
 /*
@@ -382,7 +305,7 @@ ba_shape_of(const tg_node *nd)
     return s;
 }
 
-static const struct act_rule *
+static const struct tg__unary_rule *
 rule_of(const tg_node *nd)
 {
     return act_rules[nd->attr.axis];
@@ -459,7 +382,7 @@ struct ba_job {
         const tg_node *nd = j->nd;                                                                 \
         const T *x = nd->in[0]->data, *b = nd->in[1]->data;                                        \
         T *y = nd->out->data, *zs = needs_z_attr(nd) ? (T *)nd->scratch : NULL;                    \
-        const struct act_rule *rule = rule_of(nd);                                                 \
+        const struct tg__unary_rule *rule = rule_of(nd);                                                 \
         T tmp[BLOCK];                                                                              \
         FOR_BLOCKS(j->s, r0, r1, {                                                                 \
             size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
@@ -468,7 +391,7 @@ struct ba_job {
                 bias_rows_##SFX(x + at, b + col, z, nrows, ncols);                                 \
             else                                                                                   \
                 bias_cols_##SFX(x + at, b + row, z, nrows, ncols);                                 \
-            rule->fwd_##SFX((T)nd->attr.scale, z, y + at, n);                                      \
+            rule->fwd_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, z, y + at, n);                                      \
         });                                                                                        \
     }
 
@@ -486,11 +409,11 @@ struct ba_job {
                    (r0 / j->s.grain_rows) * j->s.cols;                                             \
             memset(part, 0, j->s.cols * sizeof(T));                                                \
         }                                                                                          \
-        const struct act_rule *rule = rule_of(nd);                                                 \
+        const struct tg__unary_rule *rule = rule_of(nd);                                                 \
         T tmp[BLOCK];                                                                              \
         FOR_BLOCKS(j->s, r0, r1, {                                                                 \
             size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
-            rule->dz_##SFX((T)nd->attr.scale, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
+            rule->dz_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
             if (dx)                                                                                \
                 acc_##SFX(dx + at, tmp, n);                                                        \
             if (part)                                                                              \

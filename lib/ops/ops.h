@@ -27,6 +27,25 @@ enum tg__op_id {
     TG_OP_MSE,
     TG_OP_SOFTMAX_XENT,
     TG_OP_BIAS_ACT,
+    /* math.c */
+    TG_OP_NEG,
+    TG_OP_EXP,
+    TG_OP_LOG,
+    TG_OP_LOG1P,
+    TG_OP_SQRT,
+    TG_OP_SQUARE,
+    TG_OP_ABS,
+    TG_OP_POW,
+    TG_OP_CLAMP,
+    /* activation.c */
+    TG_OP_SILU,
+    TG_OP_ELU,
+    TG_OP_GELU_TANH,
+    /* binary.c */
+    TG_OP_DIV,
+    TG_OP_MAXIMUM,
+    TG_OP_MINIMUM,
+    TG_OP_WHERE,
     TG_OP_COUNT
 };
 
@@ -35,8 +54,12 @@ extern const tg_op tg__op_add, tg__op_sub, tg__op_mul, tg__op_scale;            
 extern const tg_op tg__op_sum, tg__op_mean;                                      /* reduce.c */
 extern const tg_op tg__op_identity, tg__op_sigmoid, tg__op_tanh, tg__op_relu,    /* activation.c */
     tg__op_leaky_relu, tg__op_softplus, tg__op_gelu, tg__op_bias_act;
+extern const tg_op tg__op_silu, tg__op_elu, tg__op_gelu_tanh;                   /* activation.c */
+extern const tg_op tg__op_neg, tg__op_exp, tg__op_log, tg__op_log1p, tg__op_sqrt, /* math.c */
+    tg__op_square, tg__op_abs, tg__op_pow, tg__op_clamp;
 extern const tg_op tg__op_mse_half, tg__op_mse, tg__op_softmax_xent;             /* loss.c */
 
+extern const tg_op tg__op_div, tg__op_maximum, tg__op_minimum, tg__op_where; /* binary.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */
