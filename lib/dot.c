@@ -682,8 +682,18 @@ append_op_attrs(struct tg__dotbuf *b, const tg_node *n)
         tg__dotbuf_printf(b, "\\n\xc3\x97 %.4g", n->attr.scale); /* × c */
     else if (op == &tg__op_leaky_relu)
         tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr.scale); /* α = */
-    else if ((op == &tg__op_sum || op == &tg__op_mean) && n->attr.axis >= 0)
-        tg__dotbuf_printf(b, "\\naxis %d", n->attr.axis);
+    else if ((op == &tg__op_sum || op == &tg__op_mean || op == &tg__op_max ||
+              op == &tg__op_min || op == &tg__op_var) &&
+             n->attr.axes != (1u << n->in[0]->ndim) - 1) {
+        /* the reduced axes when not all of them: "axis 1", "axes 0, 2" */
+        int count = 0;
+        for (int i = 0; i < n->in[0]->ndim; i++)
+            count += n->attr.axes >> i & 1;
+        tg__dotbuf_printf(b, "\\naxis%s", count > 1 ? "es" : "");
+        for (int i = 0, k = 0; i < n->in[0]->ndim; i++)
+            if (n->attr.axes >> i & 1)
+                tg__dotbuf_printf(b, "%s %d", k++ ? "," : "", i);
+    }
     else if (op == &tg__op_mse_half)
         tg__dotbuf_printf(b, "\\nbatch axis %d", n->attr.axis);
     else if (op == &tg__op_softmax_xent)

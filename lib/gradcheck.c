@@ -830,8 +830,15 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
 
     bool any = false;
     size_t in_total = 0;
+    if (n->op == &tg__op_detach) {
+        res->verdict = TG_NODE_SKIPPED;
+        put(res->message, sizeof res->message,
+            "detach: a stop-gradient has no VJP by definition (its output is a constant)");
+        return TG_OK;
+    }
     for (int k = 0; k < n->n_in; k++) {
-        c.check[k] = n->in[k]->requires_grad;
+        /* where's mask is a constant by contract: its derivative is 0 (or a jump) */
+        c.check[k] = n->in[k]->requires_grad && !(n->op == &tg__op_where && k == 0);
         any |= c.check[k];
         in_total += c.check[k] ? n->in[k]->size : 0;
     }

@@ -19,6 +19,27 @@ should not land on one side only. Prints one table: medians over the rounds, min
 runs, PyTorch/ours as the median of the per-round ratios (how many times faster we are) and in
 how many rounds ours was faster, and our GFLOP/s as a percentage of the FMA peak that each
 tg-bench child measured around its own steps (median and min-max over the rounds).
+
+With --ops, the memory-bound ops of tools/tg-bench-ops instead:
+
+    /usr/bin/python3 tools/bench_torch.py --ops [LIST] [--tg-ops build/tools/tg-bench-ops]
+        [--threads 1,2] [--size 16M] [--softmax 256x32768] [--reps 7] [--rounds 3] [--markdown]
+
+For each thread count, `--rounds` times in alternating order, runs tg-bench-ops (--threads,
+--size, --softmax, --repeat; its `result` lines are parsed) and a PyTorch child with the same
+environment rules as above, timing the same rows on float32 tensors: exp, add (two inputs)
+and sum (all) of `--size` elements, forward and backward; softmax, log_softmax and logsumexp
+over dim -1 of (256, 32768), forward and forward+backward; and the plain copy (dst.copy_(src))
+beside tg-bench-ops's memcpy on as many threads. PyTorch's backward is the whole call
+(y.backward(dy) with dy uniform in [-1, 1), or loss.backward() for the sum; x.grad set to None
+before each forward), so it stands beside tg-bench-ops's bwd_call (and the softmax family's
+fwdbwd: forward then backward, timed together); tg-bench-ops's bwd (the VJP alone) has no
+PyTorch counterpart. Each side times one call per repeat, after two warm-up calls; median of
+--reps. Prints one table: medians over the rounds, min-max over all runs, PyTorch/ours as the
+median of the per-round ratios (> 1: ours is faster) with the rounds ours won, our GB/s and %
+of the copy bandwidth tg-bench-ops measured, and PyTorch's GB/s for the same byte count.
+LIST (comma-separated, default all) picks among exp, add, sum, softmax, log_softmax and
+logsumexp.
 """
 import argparse
 import os
@@ -95,6 +116,213 @@ def torch_child(net, dtype, threads, reps, min_time):
           f"peak_rss_kib={rss} torch={torch.__version__}", flush=True)
 
 
+# ---- --ops: the memory-bound ops of tools/tg-bench-ops ----
+OPS_ALL = ("exp", "add", "sum", "softmax", "log_softmax", "logsumexp")
+
+
+def parse_size(text):
+    """'16M' -> 16777216 (binary suffixes, as tg-bench-ops)."""
+    mul = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    return int(float(text[:-1] if mul > 1 else text) * mul)
+
+
+def torch_ops_child(threads, size, softmax, reps, op_list):
+    """Prints `result op=… pass=… ms=…` lines in tg-bench-ops's format for the same rows."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    n = parse_size(size)
+    r, c = (int(v) for v in softmax.lower().split("x"))
+    ops = OPS_ALL if op_list in (None, "all") else tuple(op_list.split(","))
+
+    def timed(setup, call):
+        """Median, min, max ms of `reps` calls of call(setup()) after two warm-up calls; only
+        call() is timed."""
+        t = []
+        for i in range(reps + 2):
+            state = setup()
+            s = time.perf_counter()
+            out = call(state)
+            e = time.perf_counter()
+            del out, state  # freed after the clock stopped
+            if i >= 2:
+                t.append((e - s) * 1e3)
+        return statistics.median(t), min(t), max(t)
+
+    def emit(op, pas, shape, stats):
+        print(f"result op={op} pass={pas} shape={shape} threads={threads} ms={stats[0]:.4f} "
+              f"min_ms={stats[1]:.4f} max_ms={stats[2]:.4f} status=ok", flush=True)
+
+    def uniform(*shape):
+        return torch.rand(*shape, dtype=torch.float32) * 2 - 1
+
+    src = uniform(n)
+    dst = torch.zeros(n, dtype=torch.float32)
+    emit("copy", f"{threads}t", n, timed(lambda: None, lambda _: dst.copy_(src)))
+    del src, dst
+
+    x, b, dy = uniform(n), uniform(n), uniform(n)
+    xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+
+    def fresh(*leaves):
+        for leaf in leaves:
+            leaf.grad = None
+
+    ew = {
+        "exp": (lambda: torch.exp(x), lambda: torch.exp(xg), (xg,), dy),
+        "add": (lambda: x + b, lambda: xg + bg, (xg, bg), dy),
+        "sum": (lambda: x.sum(), lambda: xg.sum(), (xg,), None),
+    }
+    for op, (fwd, fwd_g, leaves, seed) in ew.items():
+        if op not in ops:
+            continue
+        emit(op, "fwd", n, timed(lambda: None, lambda _: fwd()))
+
+        def setup_bwd(fwd_g=fwd_g, leaves=leaves):
+            fresh(*leaves)
+            return fwd_g()
+        emit(op, "bwd_call", n, timed(setup_bwd, lambda y, seed=seed: y.backward(seed)))
+    del x, b, dy, xg, bg
+
+    sx, sdy, rdy = uniform(r, c), uniform(r, c), uniform(r)
+    sxg = sx.clone().requires_grad_(True)
+    rows = {
+        "softmax": (lambda v: torch.softmax(v, -1), sdy),
+        "log_softmax": (lambda v: torch.log_softmax(v, -1), sdy),
+        "logsumexp": (lambda v: torch.logsumexp(v, -1), rdy),
+    }
+    for op, (f, seed) in rows.items():
+        if op not in ops:
+            continue
+        emit(op, "fwd", f"{r}x{c}", timed(lambda: None, lambda _, f=f: f(sx)))
+
+        def fwdbwd(_, f=f, seed=seed):
+            y = f(sxg)
+            y.backward(seed)
+            return y
+        emit(op, "fwdbwd", f"{r}x{c}", timed(lambda: fresh(sxg), fwdbwd))
+    print(f"# torch {torch.__version__} threads={torch.get_num_threads()}", flush=True)
+
+
+def run_ops(a, torch_env):
+    """The --ops comparison: tg-bench-ops and a PyTorch child, in rounds, per thread count."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tg = a.tg_ops
+    if not tg:
+        for b in ("build-perf", "build", "build-rel", "build-bench"):
+            p = os.path.join(root, b, "tools", "tg-bench-ops")
+            if os.access(p, os.X_OK):
+                tg = p
+                break
+    if not tg:
+        sys.exit("bench_torch.py: tg-bench-ops not found; pass --tg-ops PATH")
+    op_list = None if a.ops == "all" else a.ops
+    common = ["--size", a.size, "--softmax", a.softmax, "--repeat", str(a.reps)]
+    header = []
+
+    def results(out):
+        res = {}
+        for line in out.splitlines():
+            if line.startswith("result "):
+                d = parse(line)
+                res[(d["op"], d["pass"])] = d
+        return res
+
+    def run_ours(th):
+        cmd = [tg, "--threads", th] + common + (["--ops", op_list] if op_list else [])
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode not in (0, 1):  # 1: a check failed; the times are still printed
+            sys.exit(f"bench_torch.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
+        if p.returncode == 1:
+            print(f"# tg-bench-ops: a check failed:\n{p.stderr}", file=sys.stderr, flush=True)
+        if not header:
+            header.extend(l for l in p.stdout.splitlines() if l.startswith("# ")
+                          and not l.startswith(("# threads", "# copy reference")))
+        return results(p.stdout)
+
+    def run_torch(th):
+        env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--ops-child", th,
+                              "--ops", a.ops] + common[:4] + ["--reps", str(a.reps)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("# torch"):
+                header.append(line)
+        return results(out)
+
+    ours, theirs, ratios, order = {}, {}, {}, []
+    for th in a.threads.split(","):
+        for rnd in range(max(1, a.rounds)):
+            if rnd % 2 == 0:
+                o = run_ours(th)
+                t = run_torch(th)
+            else:
+                t = run_torch(th)
+                o = run_ours(th)
+            for key, d in o.items():
+                k = (th,) + key
+                if k not in ours:
+                    order.append(k)
+                ours.setdefault(k, []).append(d)
+                if key in t and d.get("status") == "ok":
+                    theirs.setdefault(k, []).append(t[key])
+                    ratios.setdefault(k, []).append(float(t[key]["ms"]) / float(d["ms"]))
+        print(f"# ops, {th} thread(s): {max(1, a.rounds)} round(s) done", file=sys.stderr,
+              flush=True)
+
+    hdr = ["op", "pass", "shape", "thr", "tapegrad ms (min-max)", "PyTorch ms (min-max)",
+           "PyTorch/ours (won)", "ours GB/s", "ours % copy", "PyTorch GB/s", "allocs", "check"]
+    rows = []
+    for k in order:
+        runs = ours[k]
+        ok = [r for r in runs if r.get("status") == "ok"]
+        if not ok:
+            rows.append([k[1], k[2], runs[0].get("shape", ""), k[0],
+                         runs[0].get("status", "?"), "", "", "", "", "", "", ""])
+            continue
+        om = statistics.median(float(r["ms"]) for r in ok)
+        olo, ohi = min(float(r["min_ms"]) for r in ok), max(float(r["max_ms"]) for r in ok)
+        nbytes = float(ok[0]["bytes"])
+        gbs = statistics.median(float(r["gbs"]) for r in ok)
+        pct = statistics.median(float(r["pct"]) for r in ok)
+        cell_t, cell_r, cell_tg = "-", "-", "-"
+        if k in theirs:
+            tr = theirs[k]
+            tm = statistics.median(float(r["ms"]) for r in tr)
+            tlo, thi = min(float(r["min_ms"]) for r in tr), max(float(r["max_ms"]) for r in tr)
+            won = sum(x > 1 for x in ratios[k])
+            cell_t = f"{tm:.3f} ({tlo:.3f}-{thi:.3f})"
+            cell_r = f"{statistics.median(ratios[k]):.2f}x ({won}/{len(ratios[k])})"
+            cell_tg = f"{nbytes / (tm * 1e-3) * 1e-9:.1f}"
+        checks = {r.get("check", "-") for r in ok}
+        rows.append([k[1], k[2], ok[0]["shape"], k[0], f"{om:.3f} ({olo:.3f}-{ohi:.3f})", cell_t,
+                     cell_r, f"{gbs:.1f}", f"{pct:.1f}", cell_tg,
+                     max(ok, key=lambda r: float(r["allocs"]))["allocs"],
+                     "FAIL" if "FAIL" in checks else ",".join(sorted(checks))])
+    for line in dict.fromkeys(header):  # the first run's machine lines, then torch's
+        print(line)
+    print_table(hdr, rows, a.markdown)
+    print(f"# PyTorch: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for it; tapegrad {tg}; "
+          f"{max(1, a.rounds)} round(s) per row, order alternating; PyTorch's backward rows are "
+          f"the whole y.backward() call, beside ours bwd_call / fwdbwd")
+    return 0
+
+
+def print_table(hdr, rows, markdown):
+    if markdown:
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+             for i, h in enumerate(hdr)]
+        print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
+        for r in rows:
+            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+
+
 def parse(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
@@ -105,17 +333,34 @@ def main():
     ap.add_argument("--nets", default="B-small,B-seed,B-mnist,B-wide")
     ap.add_argument("--dtypes", default="f32,f64")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", "--repeat", dest="reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=3,
                     help="(tapegrad, PyTorch) pairs per configuration, order alternating")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--ops", nargs="?", const="all", default=None, metavar="LIST",
+                    help="the tg-bench-ops rows instead of the networks (LIST: comma-separated "
+                    "among " + ",".join(OPS_ALL) + "; default all)")
+    ap.add_argument("--tg-ops", default=None,
+                    help="path to tg-bench-ops (default: build*/tools)")
+    ap.add_argument("--size", default="16M", help="--ops: elements of the exp/add/sum tensors")
+    ap.add_argument("--softmax", default="256x32768", help="--ops: the softmax family's shape")
     ap.add_argument("--child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--ops-child", metavar="THREADS", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         torch_child(a.child[0], a.child[1], int(a.child[2]), a.reps, a.min_time)
         return 0
+    if a.ops_child:
+        torch_ops_child(int(a.ops_child), a.size, a.softmax, a.reps, a.ops)
+        return 0
+    if a.ops:
+        bad = set(a.ops.split(",")) - set(OPS_ALL) - {"all"}
+        if bad:
+            sys.exit(f"bench_torch.py: --ops: unknown {','.join(sorted(bad))}")
+        return run_ops(a, {k: v for k, v in os.environ.items()
+                           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tg = a.tg
@@ -192,17 +437,7 @@ def main():
                      f"{flops / om:.2f}", pct_cell, allocs,
                      f"{orss / 1024:.1f} / {trss / 1024:.1f}",
                      ours[k][0]["kernel"]])
-    if a.markdown:
-        print("| " + " | ".join(hdr) + " |")
-        print("|" + "---|" * len(hdr))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-             for i, h in enumerate(hdr)]
-        print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
-        for r in rows:
-            print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    print_table(hdr, rows, a.markdown)
     if theirs:
         print(f"# PyTorch {next(iter(theirs.values()))[0]['torch']}, OPENBLAS_CORETYPE and "
               f"OPENBLAS_L2_SIZE unset for it; tapegrad {tg}; {max(1, a.rounds)} round(s) "

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 
+#include "../internal.h"
 #include "vmath.h"
 
 /* Elements per parallel chunk (~128 KiB of float, L2-resident), as ACT_GRAIN in activation.c.
@@ -87,5 +88,50 @@ enum { TG__LANES = 16 };
             s += (TERM);                                                                           \
         return s;                                                                                  \
     }
+
+/*
+ * A reduction over any set of axes as one strided pass: the input seen as 4-D (leading 1s),
+ * os[] the output's element strides along those dims (0 along a reduced axis), count the
+ * number of reduced elements per output. TG__RED4_FOR(r, body) runs body for every input
+ * element in row-major order with i its offset and o its output's offset; a body that
+ * accumulates into o therefore adds in a fixed order.
+ */
+struct tg__red4 {
+    size_t n[4], os[4];
+    size_t count;
+};
+
+static inline struct tg__red4
+tg__red4_of(const tg_tensor *x, unsigned axes)
+{
+    struct tg__red4 r;
+    size_t stride = 1;
+    r.count = 1;
+    for (int i = 3; i >= 0; i--) {
+        int ax = x->ndim - 4 + i;
+        r.n[i] = ax >= 0 ? (size_t)x->dims[ax] : 1;
+        bool reduced = ax >= 0 && (axes >> ax & 1);
+        r.os[i] = reduced ? 0 : stride;
+        if (reduced)
+            r.count *= r.n[i];
+        else
+            stride *= r.n[i];
+    }
+    return r;
+}
+
+#define TG__RED4_FOR(r, ...)                                                                       \
+    do {                                                                                           \
+        size_t i = 0;                                                                              \
+        for (size_t b0 = 0; b0 < (r).n[0]; b0++)                                                   \
+            for (size_t b1 = 0; b1 < (r).n[1]; b1++)                                               \
+                for (size_t b2 = 0; b2 < (r).n[2]; b2++) {                                         \
+                    size_t o_ = b0 * (r).os[0] + b1 * (r).os[1] + b2 * (r).os[2];                  \
+                    for (size_t b3 = 0; b3 < (r).n[3]; b3++, i++) {                                \
+                        size_t o = o_ + b3 * (r).os[3];                                            \
+                        __VA_ARGS__;                                                               \
+                    }                                                                              \
+                }                                                                                  \
+    } while (0)
 
 #endif /* TG_OPS_LOOPS_H */

@@ -46,6 +46,21 @@ enum tg__op_id {
     TG_OP_MAXIMUM,
     TG_OP_MINIMUM,
     TG_OP_WHERE,
+    /* reduce.c */
+    TG_OP_MAX,
+    TG_OP_MIN,
+    TG_OP_VAR,
+    /* shape.c */
+    TG_OP_RESHAPE,
+    TG_OP_PERMUTE,
+    TG_OP_EXPAND,
+    TG_OP_SLICE,
+    TG_OP_CONCAT,
+    TG_OP_STACK,
+    TG_OP_PAD,
+    TG_OP_INDEX_SELECT,
+    TG_OP_GATHER,
+    TG_OP_DETACH,
     TG_OP_COUNT
 };
 
@@ -60,6 +75,16 @@ extern const tg_op tg__op_neg, tg__op_exp, tg__op_log, tg__op_log1p, tg__op_sqrt
 extern const tg_op tg__op_mse_half, tg__op_mse, tg__op_softmax_xent;             /* loss.c */
 
 extern const tg_op tg__op_div, tg__op_maximum, tg__op_minimum, tg__op_where; /* binary.c */
+/* Reductions (reduce.c): the axes of a tg_*_axes call as a bit mask (n_axes 0: all), or false
+ * with the tape's error set naming op, x and the bad axis; and the output shape rule from
+ * attr.axes and attr.keepdims. */
+bool tg__axes_mask(tg_tape *t, const char *op, const tg_tensor *x, const int *axes, int n_axes,
+                   unsigned *mask);
+tg_status tg__reduce_shape(tg_node *nd, int *ndim, int64_t *dims);
+
+extern const tg_op tg__op_max, tg__op_min, tg__op_var;                          /* reduce.c */
+extern const tg_op tg__op_reshape, tg__op_permute, tg__op_expand, tg__op_slice, /* shape.c */
+    tg__op_concat, tg__op_stack, tg__op_pad, tg__op_index_select, tg__op_gather, tg__op_detach;
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

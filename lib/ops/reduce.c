@@ -1,6 +1,9 @@
 /*
- * Reductions: sum and mean, over everything (-> 1x1) or along one axis (kept as size 1, so
- * the result broadcasts back against the input).
+ * Reductions over a set of axes: sum, mean, max, min, var (logsumexp is with the softmax
+ * family in softmax.c). The reduced axes are attr.axes (a bit mask); keepdims keeps them as
+ * size 1 (the result then broadcasts back against the input), else they are removed (a
+ * reduction to one element without keepdims has shape (1)). tg_sum/tg_mean reduce everything
+ * with keepdims ((1 x 1) for a matrix), tg_sum_axis/tg_mean_axis one axis with keepdims.
  *
  * Sums accumulate in double whatever the dtype: the mean of 10^7 float32 terms would otherwise
  * be dominated by rounding.
@@ -34,16 +37,81 @@ static struct red
 red_of(const tg_node *nd)
 {
     const tg_tensor *x = nd->in[0];
-    struct red r = {1, x->size, 1};
-    int axis = nd->attr.axis;
-    if (axis >= 0) {
-        r.len = (size_t)x->dims[axis];
-        for (int i = 0; i < axis; i++)
-            r.outer *= (size_t)x->dims[i];
-        for (int i = axis + 1; i < x->ndim; i++)
-            r.inner *= (size_t)x->dims[i];
-    }
+    struct red r = {1, 1, 1};
+    unsigned m = nd->attr.axes;
+    int lo = 0, hi = x->ndim - 1;
+    while (lo < x->ndim && !(m >> lo & 1))
+        lo++;
+    while (hi >= 0 && !(m >> hi & 1))
+        hi--;
+    for (int i = 0; i < x->ndim; i++)
+        *(i < lo ? &r.outer : i > hi ? &r.inner : &r.len) *= (size_t)x->dims[i];
     return r;
+}
+
+/* The reduced axes are one run lo … hi (then (outer x len x inner) describes the reduction). */
+static bool
+red_contiguous(const tg_node *nd)
+{
+    unsigned m = nd->attr.axes;
+    while (m && !(m & 1))
+        m >>= 1;
+    return (m & (m + 1)) == 0;
+}
+
+bool
+tg__axes_mask(tg_tape *t, const char *op, const tg_tensor *x, const int *axes, int n_axes,
+              unsigned *mask)
+{
+    if (t->status != TG_OK)
+        return false;
+    if (!tg__operand_ok(t, op, "x", x))
+        return false;
+    if (n_axes < 0 || (n_axes > 0 && !axes)) {
+        tg__fail(t, TG_ERR_ARG, "%s %s: %d axes given%s", op, tg__name_text(x).s, n_axes,
+                 n_axes > 0 ? " but the axes array is NULL" : "");
+        return false;
+    }
+    if (n_axes == 0) {
+        *mask = (1u << x->ndim) - 1;
+        return true;
+    }
+    unsigned m = 0;
+    for (int i = 0; i < n_axes; i++) {
+        int a = axes[i];
+        if (!tg__axis_norm(&a, x->ndim)) {
+            tg__fail(t, TG_ERR_ARG,
+                     "%s %s: axis %d (axes[%d]) is out of range for shape %s (valid: %d … %d)",
+                     op, tg__name_text(x).s, axes[i], i, tg__shape_text(x).s, -x->ndim,
+                     x->ndim - 1);
+            return false;
+        }
+        if (m >> a & 1) {
+            tg__fail(t, TG_ERR_ARG, "%s %s: axis %d is given twice (axes[%d] = %d) for shape %s",
+                     op, tg__name_text(x).s, a, i, axes[i], tg__shape_text(x).s);
+            return false;
+        }
+        m |= 1u << a;
+    }
+    *mask = m;
+    return true;
+}
+
+tg_status
+tg__reduce_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    const tg_tensor *x = nd->in[0];
+    unsigned m = nd->attr.axes;
+    int k = 0;
+    for (int i = 0; i < x->ndim; i++)
+        if (!(m >> i & 1))
+            dims[k++] = x->dims[i];
+        else if (nd->attr.keepdims)
+            dims[k++] = 1;
+    if (k == 0)
+        dims[k++] = 1;
+    *ndim = k;
+    return TG_OK;
 }
 
 /* One run summed whole (everything, or one row of a single-row input): split into chunks. */
@@ -53,35 +121,27 @@ red_flat(struct red r)
     return r.outer == 1 && r.inner == 1;
 }
 
+/* sum and mean: the reduced count must be > 0 for mean (the mean of nothing is 0/0) */
 static tg_status
 reduce_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0];
-    int axis = nd->attr.axis;
-    if (nd->op == &tg__op_mean && (axis < 0 ? x->size == 0 : (axis < x->ndim && x->dims[axis] == 0))) {
+    if (nd->op == &tg__op_mean && red_of(nd).len == 0) {
         tg__fail(nd->tape, TG_ERR_SHAPE, "mean %s: empty input %s (the mean of nothing is 0/0)",
                  tg__name_text(x).s, tg__shape_text(x).s);
         return TG_ERR_SHAPE;
     }
-    if (axis < 0) {
-        *ndim = 2;
-        dims[0] = dims[1] = 1;
-        return TG_OK;
-    }
-    if (axis >= x->ndim) {
-        tg__fail(nd->tape, TG_ERR_ARG, "%s %s: axis %d is out of range for shape %s",
-                 nd->op->name, tg__name_text(x).s, axis, tg__shape_text(x).s);
-        return TG_ERR_ARG;
-    }
-    dims[axis] = 1;
-    return TG_OK;
+    return tg__reduce_shape(nd, ndim, dims);
 }
 
-/* Scratch: one double per chunk for a flat sum. */
+/* Scratch: one double per chunk for a flat sum; one per output element for a set of axes
+ * that is not one run. */
 static size_t
 reduce_scratch(const tg_node *nd)
 {
     struct red r = red_of(nd);
+    if (!red_contiguous(nd))
+        return nd->out->size * sizeof(double); /* the generic loop's accumulators */
     return red_flat(r) ? tg__parallel_chunks(r.len, TG__GRAIN) * sizeof(double) : 0;
 }
 
@@ -190,7 +250,18 @@ reduce_forward(tg_node *nd, bool mean)
     struct red_job j = {.nd = nd, .r = red_of(nd)};
     j.c = mean ? 1.0 / (double)j.r.len : 1.0; /* len 0: the empty sum is 0, mean NaN */
     bool f32 = nd->out->dtype == TG_F32;
-    if (red_flat(j.r)) {
+    if (!red_contiguous(nd)) { /* e.g. axes {0, 2} of a 3-D tensor: one strided pass */
+        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+        double *acc = nd->scratch;
+        memset(acc, 0, nd->out->size * sizeof *acc);
+        TG__DISPATCH(nd->out->dtype, T, {
+            const T *x = nd->in[0]->data;
+            T *y = nd->out->data;
+            TG__RED4_FOR(r4, acc[o] += (double)x[i]);
+            for (size_t o = 0; o < nd->out->size; o++)
+                y[o] = (T)(mean ? acc[o] / (double)r4.count : acc[o]);
+        });
+    } else if (red_flat(j.r)) {
         double s = 0; /* the empty sum */
         if (j.r.len > 0) {
             tg__parallel_for(j.r.len, TG__GRAIN, red_flat_chunk, &j);
@@ -245,13 +316,23 @@ reduce_vjp(tg_node *nd, bool mean)
     j.c = mean ? (double)(nd->out->dtype == TG_F32 ? (float)(1.0 / (double)j.r.len)
                                                   : 1.0 / (double)j.r.len)
                : 1.0;
+    if (!red_contiguous(nd)) {
+        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+        TG__DISPATCH(nd->out->dtype, T, {
+            const T *dy = nd->out->grad;
+            T *dx = nd->in[0]->grad;
+            const T c = mean ? (T)1 / (T)r4.count : (T)1;
+            TG__RED4_FOR(r4, dx[i] += c * dy[o]);
+        });
+        return;
+    }
     tg__parallel_for(nd->in[0]->size, TG__GRAIN,
                      nd->out->dtype == TG_F32 ? red_vjp_chunk_f32 : red_vjp_chunk_f64, &j);
 }
 
 /*
- * sum:  y = Σ_k x_k        (over all, or along `axis`)
- *   ∂y/∂x_k = 1:  VJP dx += dy, broadcast back over the reduced axis
+ * sum:  y = Σ_k x_k        (k over the reduced axes)
+ *   ∂y/∂x_k = 1:  VJP dx += dy, broadcast back over the reduced axes
  */
 static tg_status
 sum_forward(tg_node *nd)
@@ -274,11 +355,14 @@ const tg_op tg__op_sum = {
     .forward = sum_forward,
     .vjp = sum_vjp,
     .scratch_size = reduce_scratch,
+    .math = "y = Σ_k x_k over the reduced axes",
+    .vjp_math = "dx += dy broadcast back over the reduced axes",
+    .shapes = "axes any set (negative from the end); reduced axes kept as 1 or removed",
 };
 
 /*
- * mean:  y = (1/len) Σ_k x_k
- *   VJP: dx += dy / len
+ * mean:  y = (1/N) Σ_k x_k      (N the number of reduced elements)
+ *   VJP: dx += dy / N
  */
 static tg_status
 mean_forward(tg_node *nd)
@@ -301,39 +385,248 @@ const tg_op tg__op_mean = {
     .forward = mean_forward,
     .vjp = mean_vjp,
     .scratch_size = reduce_scratch,
+    .math = "y = (1/N) Σ_k x_k, N the reduced count",
+    .vjp_math = "dx += dy / N broadcast back",
+    .shapes = "as sum (N = 0 is an error)",
 };
 
 static tg_tensor *
-record_reduce(tg_tape *t, const tg_op *op, tg_tensor *x, int axis)
+record_axes(tg_tape *t, const tg_op *op, tg_tensor *x, const int *axes, int n_axes,
+            bool keepdims, int correction)
 {
     if (!t)
         return NULL;
-    if (t->status == TG_OK && axis < -1)
-        return tg__fail(t, TG_ERR_ARG, "%s: axis %d is negative", op->name, axis);
-    struct tg__attr attr = {.axis = axis};
+    struct tg__attr attr = {.keepdims = keepdims, .axis = correction};
+    if (!tg__axes_mask(t, op->name, x, axes, n_axes, &attr.axes))
+        return &t->nil;
     return tg__record(t, op, &x, 1, &attr, NULL);
+}
+
+static tg_tensor *
+record_axis(tg_tape *t, const tg_op *op, tg_tensor *x, int axis)
+{
+    return record_axes(t, op, x, &axis, 1, true, 0);
 }
 
 tg_tensor *
 tg_sum(tg_tape *t, tg_tensor *x)
 {
-    return record_reduce(t, &tg__op_sum, x, -1);
+    return record_axes(t, &tg__op_sum, x, NULL, 0, true, 0);
 }
 
 tg_tensor *
 tg_sum_axis(tg_tape *t, tg_tensor *x, int axis)
 {
-    return record_reduce(t, &tg__op_sum, x, axis);
+    return record_axis(t, &tg__op_sum, x, axis);
 }
 
 tg_tensor *
 tg_mean(tg_tape *t, tg_tensor *x)
 {
-    return record_reduce(t, &tg__op_mean, x, -1);
+    return record_axes(t, &tg__op_mean, x, NULL, 0, true, 0);
 }
 
 tg_tensor *
 tg_mean_axis(tg_tape *t, tg_tensor *x, int axis)
 {
-    return record_reduce(t, &tg__op_mean, x, axis);
+    return record_axis(t, &tg__op_mean, x, axis);
+}
+
+tg_tensor *
+tg_sum_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims)
+{
+    return record_axes(t, &tg__op_sum, x, axes, n_axes, keepdims, 0);
+}
+
+tg_tensor *
+tg_mean_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims)
+{
+    return record_axes(t, &tg__op_mean, x, axes, n_axes, keepdims, 0);
+}
+
+/* ---- max, min, var: one strided pass per step over the input (tg__red4) ---- */
+
+/*
+ * max:  y = max_k x_k    (k over the reduced axes)
+ *   Tie rule: where c elements share the maximum, each gets 1/c of the gradient (PyTorch's
+ *   amax: an even split, so the VJP is symmetric in the tied elements).
+ *   VJP: dx_k += dy ⊙ [x_k = y] / c,  c = #{k : x_k = y}
+ *   NaN: a NaN among the elements makes y NaN (as amax); no element equals NaN, so its
+ *   gradient is 0 everywhere.
+ * min likewise with min. The counts c live in the node's scratch (one double per output).
+ */
+static size_t
+extreme_scratch(const tg_node *nd)
+{
+    return nd->out->size * sizeof(double);
+}
+
+static tg_status
+extreme_forward(tg_node *nd, bool is_max)
+{
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    if (r4.count == 0) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "%s %s: empty reduction over %s (no elements)",
+                 nd->op->name, tg__name_text(nd->in[0]).s, tg__shape_text(nd->in[0]).s);
+        return TG_ERR_SHAPE;
+    }
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data;
+        T *y = nd->out->data;
+        for (size_t o = 0; o < nd->out->size; o++)
+            y[o] = is_max ? -(T)INFINITY : (T)INFINITY;
+        /* x != x: a NaN wins and stays (every comparison with it is false) */
+        TG__RED4_FOR(r4, {
+            T v = x[i];
+            if (v != v || (is_max ? v > y[o] : v < y[o]))
+                y[o] = y[o] != y[o] ? y[o] : v;
+        });
+    });
+    return TG_OK;
+}
+
+static tg_status
+extreme_vjp(tg_node *nd)
+{
+    if (!nd->in[0]->grad)
+        return TG_OK;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    double *count = nd->scratch;
+    memset(count, 0, nd->out->size * sizeof *count);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *y = nd->out->data, *dy = nd->out->grad;
+        T *dx = nd->in[0]->grad;
+        TG__RED4_FOR(r4, count[o] += x[i] == y[o]);
+        TG__RED4_FOR(r4, {
+            if (x[i] == y[o])
+                dx[i] += dy[o] / (T)count[o];
+        });
+    });
+    return TG_OK;
+}
+
+static tg_status
+max_forward(tg_node *nd)
+{
+    return extreme_forward(nd, true);
+}
+
+static tg_status
+min_forward(tg_node *nd)
+{
+    return extreme_forward(nd, false);
+}
+
+const tg_op tg__op_max = {
+    .name = "max",
+    .n_inputs = 1,
+    .shape = tg__reduce_shape,
+    .forward = max_forward,
+    .vjp = extreme_vjp,
+    .scratch_size = extreme_scratch,
+    .math = "y = max_k x_k over the reduced axes",
+    .vjp_math = "dx_k += dy ⊙ [x_k = y] / #{k: x_k = y} (ties split evenly)",
+    .shapes = "as sum",
+};
+
+const tg_op tg__op_min = {
+    .name = "min",
+    .n_inputs = 1,
+    .shape = tg__reduce_shape,
+    .forward = min_forward,
+    .vjp = extreme_vjp,
+    .scratch_size = extreme_scratch,
+    .math = "y = min_k x_k over the reduced axes",
+    .vjp_math = "dx_k += dy ⊙ [x_k = y] / #{k: x_k = y} (ties split evenly)",
+    .shapes = "as sum",
+};
+
+tg_tensor *
+tg_max_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims)
+{
+    return record_axes(t, &tg__op_max, x, axes, n_axes, keepdims, 0);
+}
+
+tg_tensor *
+tg_min_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims)
+{
+    return record_axes(t, &tg__op_min, x, axes, n_axes, keepdims, 0);
+}
+
+/*
+ * var:  y = Σ_k (x_k - μ)² / (N - c),  μ = (1/N) Σ_k x_k,  N the reduced count, c the
+ *       correction (attr.axis; 1 = Bessel's, PyTorch's default)
+ *   ∂y/∂x_j = 2 (x_j - μ) / (N - c)   (the terms through μ cancel: Σ_k (x_k - μ) = 0)
+ *   VJP: dx += dy ⊙ 2 (x - μ) / (N - c)
+ *   Two passes (mean, then squared deviations), accumulated in double: the one-pass
+ *   E[x²] - μ² cancels catastrophically when |μ| >> σ. N - c <= 0 gives inf or NaN, as
+ *   PyTorch (it warns; the value is the same). μ stays in the scratch for the VJP.
+ */
+static size_t
+var_scratch(const tg_node *nd)
+{
+    return 2 * nd->out->size * sizeof(double); /* μ, then the sums of squares */
+}
+
+static tg_status
+var_forward(tg_node *nd)
+{
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    double *mu = nd->scratch, n = (double)r4.count, dof = n - nd->attr.axis;
+    memset(mu, 0, nd->out->size * sizeof *mu);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data;
+        T *y = nd->out->data;
+        TG__RED4_FOR(r4, mu[o] += (double)x[i]);
+        for (size_t o = 0; o < nd->out->size; o++)
+            mu[o] /= n;
+        double *acc = mu + nd->out->size;
+        memset(acc, 0, nd->out->size * sizeof *acc);
+        TG__RED4_FOR(r4, {
+            double d = (double)x[i] - mu[o];
+            acc[o] += d * d;
+        });
+        for (size_t o = 0; o < nd->out->size; o++)
+            y[o] = (T)(acc[o] / dof);
+    });
+    return TG_OK;
+}
+
+static tg_status
+var_vjp(tg_node *nd)
+{
+    if (!nd->in[0]->grad)
+        return TG_OK;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr.axis;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *dy = nd->out->grad;
+        T *dx = nd->in[0]->grad;
+        TG__RED4_FOR(r4, dx[i] += dy[o] * (T)(2 * ((double)x[i] - mu[o]) / dof));
+    });
+    return TG_OK;
+}
+
+const tg_op tg__op_var = {
+    .name = "var",
+    .n_inputs = 1,
+    .shape = tg__reduce_shape,
+    .forward = var_forward,
+    .vjp = var_vjp,
+    .scratch_size = var_scratch,
+    .math = "y = Σ_k (x_k - μ)² / (N - c), μ the mean, c the correction",
+    .vjp_math = "dx += dy ⊙ 2(x - μ) / (N - c)",
+    .shapes = "as sum",
+};
+
+tg_tensor *
+tg_var(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, int correction, bool keepdims)
+{
+    if (t && t->status == TG_OK && correction < 0) {
+        if (!tg__operand_ok(t, "var", "x", x))
+            return &t->nil;
+        return tg__fail(t, TG_ERR_ARG, "var %s: correction %d is negative", tg__name_text(x).s,
+                        correction);
+    }
+    return record_axes(t, &tg__op_var, x, axes, n_axes, keepdims, correction);
 }
