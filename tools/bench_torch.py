@@ -157,51 +157,55 @@ def torch_ops_child(threads, size, softmax, reps, op_list):
     def uniform(*shape):
         return torch.rand(*shape, dtype=torch.float32) * 2 - 1
 
-    src = uniform(n)
-    dst = torch.zeros(n, dtype=torch.float32)
-    emit("copy", f"{threads}t", n, timed(lambda: None, lambda _: dst.copy_(src)))
-    del src, dst
-
-    x, b, dy = uniform(n), uniform(n), uniform(n)
-    xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
-
     def fresh(*leaves):
         for leaf in leaves:
             leaf.grad = None
 
-    ew = {
-        "exp": (lambda: torch.exp(x), lambda: torch.exp(xg), (xg,), dy),
-        "add": (lambda: x + b, lambda: xg + bg, (xg, bg), dy),
-        "sum": (lambda: x.sum(), lambda: xg.sum(), (xg,), None),
-    }
-    for op, (fwd, fwd_g, leaves, seed) in ew.items():
-        if op not in ops:
-            continue
-        emit(op, "fwd", n, timed(lambda: None, lambda _: fwd()))
+    # each group's tensors are locals of its function, freed before the next group
+    def copy_rows():
+        src, dst = uniform(n), torch.zeros(n, dtype=torch.float32)
+        emit("copy", f"{threads}t", n, timed(lambda: None, lambda _: dst.copy_(src)))
 
-        def setup_bwd(fwd_g=fwd_g, leaves=leaves):
-            fresh(*leaves)
-            return fwd_g()
-        emit(op, "bwd_call", n, timed(setup_bwd, lambda y, seed=seed: y.backward(seed)))
-    del x, b, dy, xg, bg
+    def elementwise_rows():
+        x, b, dy = uniform(n), uniform(n), uniform(n)
+        xg, bg = x.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        ew = {
+            "exp": (lambda: torch.exp(x), lambda: torch.exp(xg), (xg,), dy),
+            "add": (lambda: x + b, lambda: xg + bg, (xg, bg), dy),
+            "sum": (lambda: x.sum(), lambda: xg.sum(), (xg,), None),
+        }
+        for op, (fwd, fwd_g, leaves, seed) in ew.items():
+            if op not in ops:
+                continue
+            emit(op, "fwd", n, timed(lambda: None, lambda _, fwd=fwd: fwd()))
 
-    sx, sdy, rdy = uniform(r, c), uniform(r, c), uniform(r)
-    sxg = sx.clone().requires_grad_(True)
-    rows = {
-        "softmax": (lambda v: torch.softmax(v, -1), sdy),
-        "log_softmax": (lambda v: torch.log_softmax(v, -1), sdy),
-        "logsumexp": (lambda v: torch.logsumexp(v, -1), rdy),
-    }
-    for op, (f, seed) in rows.items():
-        if op not in ops:
-            continue
-        emit(op, "fwd", f"{r}x{c}", timed(lambda: None, lambda _, f=f: f(sx)))
+            def setup_bwd(fwd_g=fwd_g, leaves=leaves):
+                fresh(*leaves)
+                return fwd_g()
+            emit(op, "bwd_call", n, timed(setup_bwd, lambda y, seed=seed: y.backward(seed)))
 
-        def fwdbwd(_, f=f, seed=seed):
-            y = f(sxg)
-            y.backward(seed)
-            return y
-        emit(op, "fwdbwd", f"{r}x{c}", timed(lambda: fresh(sxg), fwdbwd))
+    def softmax_rows():
+        sx, sdy, rdy = uniform(r, c), uniform(r, c), uniform(r)
+        sxg = sx.clone().requires_grad_(True)
+        family = {
+            "softmax": (lambda v: torch.softmax(v, -1), sdy),
+            "log_softmax": (lambda v: torch.log_softmax(v, -1), sdy),
+            "logsumexp": (lambda v: torch.logsumexp(v, -1), rdy),
+        }
+        for op, (f, seed) in family.items():
+            if op not in ops:
+                continue
+            emit(op, "fwd", f"{r}x{c}", timed(lambda: None, lambda _, f=f: f(sx)))
+
+            def fwdbwd(_, f=f, seed=seed):
+                y = f(sxg)
+                y.backward(seed)
+                return y
+            emit(op, "fwdbwd", f"{r}x{c}", timed(lambda: fresh(sxg), fwdbwd))
+
+    copy_rows()
+    elementwise_rows()
+    softmax_rows()
     print(f"# torch {torch.__version__} threads={torch.get_num_threads()}", flush=True)
 
 

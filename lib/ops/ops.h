@@ -61,6 +61,10 @@ enum tg__op_id {
     TG_OP_INDEX_SELECT,
     TG_OP_GATHER,
     TG_OP_DETACH,
+    /* softmax.c */
+    TG_OP_SOFTMAX,
+    TG_OP_LOG_SOFTMAX,
+    TG_OP_LOGSUMEXP,
     TG_OP_COUNT
 };
 
@@ -85,6 +89,7 @@ tg_status tg__reduce_shape(tg_node *nd, int *ndim, int64_t *dims);
 extern const tg_op tg__op_max, tg__op_min, tg__op_var;                          /* reduce.c */
 extern const tg_op tg__op_reshape, tg__op_permute, tg__op_expand, tg__op_slice, /* shape.c */
     tg__op_concat, tg__op_stack, tg__op_pad, tg__op_index_select, tg__op_gather, tg__op_detach;
+extern const tg_op tg__op_softmax, tg__op_log_softmax, tg__op_logsumexp;         /* softmax.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

@@ -56,6 +56,9 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_INDEX_SELECT] = &tg__op_index_select,
     [TG_OP_GATHER] = &tg__op_gather,
     [TG_OP_DETACH] = &tg__op_detach,
+    [TG_OP_SOFTMAX] = &tg__op_softmax,
+    [TG_OP_LOG_SOFTMAX] = &tg__op_log_softmax,
+    [TG_OP_LOGSUMEXP] = &tg__op_logsumexp,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,
