@@ -201,3 +201,173 @@ tg_transpose(tg_tape *t, tg_tensor *x)
         return NULL;
     return tg__record(t, &tg__op_transpose, &x, 1, NULL, NULL);
 }
+
+/*
+ * bmm (batched matmul):  C[β] = op(A[β_A]) · op(B[β_B])  over the last two axes
+ *   A (…, m, k) or (…, k, m) with trans_a, B (…, k, n) or (…, n, k) with trans_b; the batch
+ *   axes β (all but the last two) broadcast as numpy does, and a 2-D operand is one matrix
+ *   shared by every batch. Per batch this is matmul, so per batch the VJP is matmul's:
+ *     dA[β_A] += dC[β] · op(B)ᵀ   (or op(B) · dC[β]ᵀ when trans_a),
+ *     dB[β_B] += op(A)ᵀ · dC[β]   (or dC[β]ᵀ · op(A) when trans_b),
+ *   summed over the batches β that share a broadcast operand, in batch order. Every product
+ *   runs on the GEMM kernels with the transposes read in place.
+ */
+struct bmm_plan {
+    struct mm_dims d;
+    size_t nb[2];          /* output batch dims, padded in front to two */
+    size_t sa[2], sb[2];   /* A's and B's matrix strides along them (0: broadcast) */
+    size_t a_mat, b_mat, c_mat; /* elements per matrix */
+};
+
+static struct bmm_plan
+bmm_plan_of(const tg_node *nd)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
+    struct bmm_plan p;
+    int ar = a->ndim, br = b->ndim;
+    size_t a0 = (size_t)a->dims[ar - 2], a1 = (size_t)a->dims[ar - 1];
+    size_t b0 = (size_t)b->dims[br - 2], b1 = (size_t)b->dims[br - 1];
+    p.d.m = nd->attr.trans_a ? a1 : a0;
+    p.d.k = nd->attr.trans_a ? a0 : a1;
+    p.d.n = nd->attr.trans_b ? b0 : b1;
+    p.d.lda = a1, p.d.ldb = b1;
+    p.a_mat = a0 * a1, p.b_mat = b0 * b1, p.c_mat = p.d.m * p.d.n;
+    int cb = c->ndim - 2; /* output batch rank, 0 … 2 */
+    size_t sa = 1, sb = 1;
+    for (int i = 1; i >= 0; i--) {
+        int ic = cb - 2 + i, ia = ar - 2 - 2 + i, ib = br - 2 - 2 + i;
+        p.nb[i] = ic >= 0 ? (size_t)c->dims[ic] : 1;
+        size_t da = ia >= 0 ? (size_t)a->dims[ia] : 1, db = ib >= 0 ? (size_t)b->dims[ib] : 1;
+        p.sa[i] = da == 1 ? 0 : sa;
+        p.sb[i] = db == 1 ? 0 : sb;
+        sa *= da, sb *= db;
+    }
+    return p;
+}
+
+static tg_status
+bmm_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    if (a->ndim < 2 || b->ndim < 2) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "bmm %s·%s: operands need at least 2 dimensions, got "
+                 "%s · %s",
+                 tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
+                 tg__shape_text(b).s);
+        return TG_ERR_SHAPE;
+    }
+    int ar = a->ndim, br = b->ndim;
+    int64_t ka = ta ? a->dims[ar - 2] : a->dims[ar - 1];
+    int64_t kb = tb ? b->dims[br - 1] : b->dims[br - 2];
+    if (ka != kb) {
+        tg__fail(nd->tape, TG_ERR_SHAPE, "bmm %s%s·%s%s: inner dimensions differ: %s%s · %s%s "
+                 "(%lld vs %lld)",
+                 tg__name_text(a).s, ta ? "ᵀ" : "", tg__name_text(b).s, tb ? "ᵀ" : "",
+                 tg__shape_text(a).s, ta ? "ᵀ" : "", tg__shape_text(b).s, tb ? "ᵀ" : "",
+                 (long long)ka, (long long)kb);
+        return TG_ERR_SHAPE;
+    }
+    int nb = (ar > br ? ar : br) - 2;
+    for (int i = 0; i < nb; i++) {
+        int ia = ar - 2 - nb + i, ib = br - 2 - nb + i;
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            tg__fail(nd->tape, TG_ERR_SHAPE,
+                     "bmm %s·%s: batch dimensions cannot be broadcast: %s · %s (batch axis %d: "
+                     "%lld vs %lld)",
+                     tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
+                     tg__shape_text(b).s, i, (long long)da, (long long)db);
+            return TG_ERR_SHAPE;
+        }
+        dims[i] = da == 1 ? db : da;
+    }
+    dims[nb] = ta ? a->dims[ar - 1] : a->dims[ar - 2];
+    dims[nb + 1] = tb ? b->dims[br - 2] : b->dims[br - 1];
+    *ndim = nb + 2;
+    return TG_OK;
+}
+
+/* Runs the body for every output batch (β0, β1) with ia, ib, ic the matrices' element offsets. */
+#define BMM_FOR(p, ...)                                                                            \
+    for (size_t b0_ = 0, bc_ = 0; b0_ < (p).nb[0]; b0_++)                                          \
+        for (size_t b1_ = 0; b1_ < (p).nb[1]; b1_++, bc_++) {                                      \
+            size_t ia = (b0_ * (p).sa[0] + b1_ * (p).sa[1]) * (p).a_mat;                           \
+            size_t ib = (b0_ * (p).sb[0] + b1_ * (p).sb[1]) * (p).b_mat;                           \
+            size_t ic = bc_ * (p).c_mat;                                                           \
+            __VA_ARGS__;                                                                           \
+        }
+
+static tg_status
+bmm_forward(tg_node *nd)
+{
+    struct bmm_plan p = bmm_plan_of(nd);
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    size_t es = tg_dtype_size(nd->out->dtype);
+    const char *a = nd->in[0]->data, *b = nd->in[1]->data;
+    char *c = nd->out->data;
+    if (p.c_mat == 0)
+        return TG_OK;
+    BMM_FOR(p, {
+        if (p.d.k == 0)
+            memset(c + ic * es, 0, p.c_mat * es);
+        else if (nd->out->dtype == TG_F32)
+            tg__gemm_f32(ta, tb, p.d.m, p.d.n, p.d.k, 1.0f, (const float *)a + ia, p.d.lda,
+                         (const float *)b + ib, p.d.ldb, 0.0f, (float *)c + ic, p.d.n);
+        else
+            tg__gemm_f64(ta, tb, p.d.m, p.d.n, p.d.k, 1.0, (const double *)a + ia, p.d.lda,
+                         (const double *)b + ib, p.d.ldb, 0.0, (double *)c + ic, p.d.n);
+    });
+    return TG_OK;
+}
+
+static tg_status
+bmm_vjp(tg_node *nd)
+{
+    tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
+    struct bmm_plan p = bmm_plan_of(nd);
+    struct mm_dims d = p.d;
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    tg_dtype dt = c->dtype;
+    size_t es = tg_dtype_size(dt);
+    const char *ad = a->data, *bd = b->data, *cg = c->grad;
+    char *ag = a->grad, *bg = b->grad;
+    if (p.c_mat == 0 || d.k == 0)
+        return TG_OK;
+    BMM_FOR(p, {
+        if (ag && !ta)
+            gemm_acc(dt, false, !tb, d.m, d.k, d.n, cg + ic * es, d.n, bd + ib * es, d.ldb,
+                     ag + ia * es, d.k);
+        else if (ag)
+            gemm_acc(dt, tb, true, d.k, d.m, d.n, bd + ib * es, d.ldb, cg + ic * es, d.n,
+                     ag + ia * es, d.m);
+        if (bg && !tb)
+            gemm_acc(dt, !ta, false, d.k, d.n, d.m, ad + ia * es, d.lda, cg + ic * es, d.n,
+                     bg + ib * es, d.n);
+        else if (bg)
+            gemm_acc(dt, true, ta, d.n, d.k, d.m, cg + ic * es, d.n, ad + ia * es, d.lda,
+                     bg + ib * es, d.k);
+    });
+    return TG_OK;
+}
+
+const tg_op tg__op_bmm = {
+    .name = "bmm",
+    .n_inputs = 2,
+    .shape = bmm_shape,
+    .forward = bmm_forward,
+    .vjp = bmm_vjp,
+    .math = "C[β] = op(A[β]) · op(B[β]) over the last two axes, batch axes broadcast",
+    .vjp_math = "dA[β] += dC[β] op(B)ᵀ (transposed back if trans_a);  dB[β] += op(A)ᵀ dC[β]",
+    .shapes = "(…, m, k) · (…, k, n) → (broadcast …, m, n)",
+};
+
+tg_tensor *
+tg_bmm(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b, bool trans_b)
+{
+    if (!t)
+        return NULL;
+    struct tg__attr attr = {.trans_a = trans_a, .trans_b = trans_b};
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, &tg__op_bmm, in, 2, &attr, NULL);
+}

@@ -65,6 +65,16 @@ enum tg__op_id {
     TG_OP_SOFTMAX,
     TG_OP_LOG_SOFTMAX,
     TG_OP_LOGSUMEXP,
+    /* nll.c */
+    TG_OP_NLL_LOSS,
+    TG_OP_CROSS_ENTROPY,
+    /* loss_pointwise.c */
+    TG_OP_BCE_WITH_LOGITS,
+    TG_OP_L1,
+    TG_OP_HUBER,
+    TG_OP_SMOOTH_L1,
+    /* linalg.c */
+    TG_OP_BMM,
     TG_OP_COUNT
 };
 
@@ -90,6 +100,9 @@ extern const tg_op tg__op_max, tg__op_min, tg__op_var;                          
 extern const tg_op tg__op_reshape, tg__op_permute, tg__op_expand, tg__op_slice, /* shape.c */
     tg__op_concat, tg__op_stack, tg__op_pad, tg__op_index_select, tg__op_gather, tg__op_detach;
 extern const tg_op tg__op_softmax, tg__op_log_softmax, tg__op_logsumexp;         /* softmax.c */
+extern const tg_op tg__op_nll_loss, tg__op_cross_entropy;                     /* nll.c */
+extern const tg_op tg__op_bce_with_logits, tg__op_l1, tg__op_huber, tg__op_smooth_l1; /* loss_pointwise.c */
+extern const tg_op tg__op_bmm;                                                  /* linalg.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

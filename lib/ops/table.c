@@ -59,6 +59,13 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_SOFTMAX] = &tg__op_softmax,
     [TG_OP_LOG_SOFTMAX] = &tg__op_log_softmax,
     [TG_OP_LOGSUMEXP] = &tg__op_logsumexp,
+    [TG_OP_NLL_LOSS] = &tg__op_nll_loss,
+    [TG_OP_CROSS_ENTROPY] = &tg__op_cross_entropy,
+    [TG_OP_BCE_WITH_LOGITS] = &tg__op_bce_with_logits,
+    [TG_OP_L1] = &tg__op_l1,
+    [TG_OP_HUBER] = &tg__op_huber,
+    [TG_OP_SMOOTH_L1] = &tg__op_smooth_l1,
+    [TG_OP_BMM] = &tg__op_bmm,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,
