@@ -333,6 +333,8 @@ reduce_cases(struct cases *cs, enum gen gen)
             c->n_axes = kind == 0 ? 0 : kind == 3 && coin(r) ? nd : kind;
             for (int i = 0; i < c->n_axes; i++)
                 c->axes[i] = signed_axis(r, ax[i], nd);
+            if (c->n_axes && c->in[0].dims[ax[0]] == 1) /* reduce at least 2 elements */
+                c->in[0].dims[ax[0]] = rnd(r, 2, 3);
         }
 }
 
@@ -597,9 +599,11 @@ make_softmax(struct cases *cs)
     tg_rng *r = cs->r;
     for (int i = 0; i < 6; i++) {
         struct sweep_case *c = add_case(cs, 1);
-        int nd = i < 2 ? 2 : (int)rnd(r, 1, 4);
+        int nd = i < 2 ? 2 : (int)rnd(r, 1, 4), a = i < 2 ? i : (int)rnd(r, 0, nd - 1);
         set_rnd(c, 0, r, nd, 1);
-        c->axis = i < 2 ? i : signed_axis(r, (int)rnd(r, 0, nd - 1), nd);
+        if (c->in[0].dims[a] == 1) /* at least 2 along the axis (else y = 1 or 0) */
+            c->in[0].dims[a] = rnd(r, 2, 4);
+        c->axis = i < 2 ? i : signed_axis(r, a, nd);
         attrf(c, "axis %d", c->axis);
         if (i == 5) {
             range(&c->in[0], 20, 24);
@@ -1616,7 +1620,7 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
     o.seed = seed;
     o.wrt = wrt;
     double abs_err = 0, rel_err = 0, order = NAN;
-    bool whole = false, taylor = false, nodes = false, extra = true;
+    bool whole = false, taylor = false, nodes = false, extra = true, taylor2 = false;
     size_t kinks = 0;
     tg_gradcheck_report wr = {0};
     tg_taylor_report tr = {0};
@@ -1642,6 +1646,22 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
         nodes = nr.pass;
         kinks += nr.n_kinks;
         tg_tape_free(t);
+        /* The Taylor test fails (rarely, a correct gradient) when the h² term of the remainder
+         * nearly vanishes along its direction d: the remainder is then O(h³) until a crossover
+         * and the round-off floor ends the window before the order settles at 2 (seed 155,
+         * sigmoid of 4 elements). A wrong gradient gives order 1 along almost every d, so one
+         * more direction decides; the row says so. */
+        if (!taylor && whole && nodes) {
+            tg_taylor_report tr2 = {0};
+            tg_gradcheck_options o2 = o;
+            o2.seed = mix(seed, 0x7461796c6f72ull); /* "taylor" */
+            tg_gradcheck_taylor(loss_fn, c, in, c->n_in, &o2, &tr2);
+            if (tr2.pass) {
+                taylor2 = true;
+                taylor = true;
+                order = tr2.observed_order;
+            }
+        }
         if (c->row->extra)
             extra = c->row->extra(c, in, dt, extra_msg, sizeof extra_msg);
     }
@@ -1655,15 +1675,16 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
             printf("%-15s %-44s %-4s could not build: %s  FAIL\n", c->row->name, label,
                    tg_dtype_name(dt), build_err);
         else
-            printf("%-15s %-44s %-4s %11.2e %11.2e %7s %6s  %s%s\n", c->row->name, label,
+            printf("%-15s %-44s %-4s %11.2e %11.2e %7s %6s  %s%s%s\n", c->row->name, label,
                    tg_dtype_name(dt), abs_err, rel_err, ord, nodes ? "ok" : "FAIL",
                    pass ? "pass" : "FAIL",
-                   kinks ? " (non-differentiable point, not judged)" : "");
+                   kinks ? " (non-differentiable point, not judged)" : "",
+                   taylor2 ? " (Taylor: first direction unresolved, second passed)" : "");
     }
     if (ok && (!pass || ro->verbose)) {
         if (!whole || ro->verbose)
             tg_gradcheck_report_print(&wr, stdout);
-        if (!taylor || ro->verbose)
+        if (!taylor || taylor2 || ro->verbose)
             tg_taylor_report_print(&tr, stdout);
         if (!nodes || ro->verbose)
             tg_nodecheck_report_print(&nr, stdout, ro->verbose);

@@ -467,6 +467,9 @@ const tg_op tg__op_bias_act = {
     .forward = bias_act_forward,
     .vjp = bias_act_vjp,
     .scratch_size = bias_act_scratch,
+    .math = "Y = g(X + b), g an activation",
+    .vjp_math = "dZ = dY ⊙ g'(Z);  dX += dZ;  db += Σ_broadcast dZ",
+    .shapes = "X (r x c), b (1 x c) or (r x 1) → (r x c)",
 };
 
 tg_tensor *

@@ -581,6 +581,9 @@ const tg_op tg__op_add = {
     .forward = add_forward,
     .vjp = add_vjp,
     .scratch_size = ew_scratch,
+    .math = "y = a + b",
+    .vjp_math = "da += Σ_broadcast dy;  db += Σ_broadcast dy",
+    .shapes = "a, b broadcast (numpy rules) → the broadcast shape",
 };
 
 tg_tensor *
@@ -616,6 +619,9 @@ const tg_op tg__op_sub = {
     .forward = sub_forward,
     .vjp = sub_vjp,
     .scratch_size = ew_scratch,
+    .math = "y = a - b",
+    .vjp_math = "da += Σ_broadcast dy;  db -= Σ_broadcast dy",
+    .shapes = "as add",
 };
 
 tg_tensor *
@@ -652,6 +658,9 @@ const tg_op tg__op_mul = {
     .forward = mul_forward,
     .vjp = mul_vjp,
     .scratch_size = ew_scratch,
+    .math = "y = a ⊙ b",
+    .vjp_math = "da += Σ_broadcast dy ⊙ b;  db += Σ_broadcast dy ⊙ a",
+    .shapes = "as add",
 };
 
 tg_tensor *
@@ -726,6 +735,9 @@ const tg_op tg__op_scale = {
     .shape = tg__shape_same,
     .forward = scale_forward,
     .vjp = scale_vjp,
+    .math = "y = c x (c constant)",
+    .vjp_math = "dx += c dy",
+    .shapes = "x → the same",
 };
 
 tg_tensor *

@@ -115,6 +115,9 @@ const tg_op tg__op_matmul = {
     .shape = matmul_shape,
     .forward = matmul_forward,
     .vjp = matmul_vjp,
+    .math = "C = op(A) · op(B), op(X) = X or Xᵀ",
+    .vjp_math = "dA += dC · op(B)ᵀ (or op(B) · dCᵀ if trans_a);  dB += op(A)ᵀ · dC (or dCᵀ · op(A) if trans_b)",
+    .shapes = "(m x k) · (k x n) → (m x n), 2-D",
 };
 
 tg_tensor *
@@ -192,6 +195,9 @@ const tg_op tg__op_transpose = {
     .shape = transpose_shape,
     .forward = transpose_forward,
     .vjp = transpose_vjp,
+    .math = "Y = Xᵀ",
+    .vjp_math = "dX += dYᵀ",
+    .shapes = "(m x n) → (n x m)",
 };
 
 tg_tensor *

@@ -187,6 +187,9 @@ const tg_op tg__op_mse_half = {
     .forward = mse_half_forward,
     .vjp = mse_half_vjp,
     .scratch_size = pair_loss_scratch,
+    .math = "J = 1/(2m) Σ (Y - A)², m the size of the batch axis",
+    .vjp_math = "dA += dJ (A - Y)/m;  dY -= the same",
+    .shapes = "A, Y (2-D, same shape) → (1 x 1)",
 };
 
 tg_tensor *
@@ -237,6 +240,9 @@ const tg_op tg__op_mse = {
     .forward = mse_forward,
     .vjp = mse_vjp,
     .scratch_size = pair_loss_scratch,
+    .math = "J = (1/N) Σ (A - Y)²",
+    .vjp_math = "dA += dJ 2(A - Y)/N;  dY -= the same",
+    .shapes = "A, Y same shape → (1 x 1)",
 };
 
 tg_tensor *
@@ -595,6 +601,9 @@ const tg_op tg__op_softmax_xent = {
     .forward = xent_forward,
     .vjp = xent_vjp,
     .scratch_size = xent_scratch,
+    .math = "J = (1/B) Σ_j [lse(S_j) - S_j,l_j]",
+    .vjp_math = "dS_jc += dJ (softmax(S_j)_c - [c = l_j]) / B",
+    .shapes = "S (B x C) or (C x B), B labels → (1 x 1)",
 };
 
 tg_tensor *

@@ -20,6 +20,7 @@ seeds). Not reached from here: the generic broadcast loop (3-D/4-D, outer produc
 test-ops covers with finite differences.
 """
 import argparse
+import math
 import subprocess
 import sys
 
@@ -31,6 +32,22 @@ except ImportError:
 
 torch.set_default_dtype(torch.float64)
 REL_TOL = 1e-10
+
+
+def scaled_error(ours, ref):
+    """(worst, first): the largest |ours - ref| / (1 + max |ref|) over the elements, and the
+    index of the first element over REL_TOL (None if none). Equal values (infinities
+    included) and NaN against NaN agree; NaN against a number does not. Shared with
+    torch_ref_ops.py."""
+    scale = 1 + max((abs(b) for b in ref if math.isfinite(b)), default=0.0)
+    worst, first = 0.0, None
+    for k, (a, b) in enumerate(zip(ours, ref)):
+        err = 0.0 if a == b or (a != a and b != b) else abs(a - b) / scale
+        if not err <= REL_TOL:
+            err = math.inf if err != err else err
+            first = k if first is None else first
+        worst = max(worst, err)
+    return worst, first
 
 
 def act(name, x):
@@ -138,14 +155,11 @@ def check(refdump, seed, verbose):
         if ours is None or len(ours) != len(ref):
             errors.append(f"seed {seed}: leaf {i}: gradient missing or wrong size")
             continue
-        scale = 1 + max(abs(x) for x in ref)
-        for k, (a, b) in enumerate(zip(ours, ref)):
-            err = abs(a - b) / scale
-            worst = max(worst, err)
-            if not err <= REL_TOL:
-                errors.append(f"seed {seed}: leaf {i} {tuple(v.shape)} element {k}: "
-                              f"ours {a!r} vs torch {b!r}")
-                break
+        err, k = scaled_error(ours, ref)
+        worst = max(worst, err)
+        if k is not None:
+            errors.append(f"seed {seed}: leaf {i} {tuple(v.shape)} element {k}: "
+                          f"ours {ours[k]!r} vs torch {ref[k]!r}")
     if verbose:
         print(f"seed {seed}: {len(leaves)} leaves, worst scaled error {worst:.2e}")
     return errors
