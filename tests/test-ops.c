@@ -28,6 +28,9 @@ struct op_case {
     bool avoid_kink; /* keep |x| >= 0.01 (relu family: FD across the kink is meaningless) */
     int axis;
     bool ta, tb;
+    /* the case holds a stop-gradient, which finite differences see through by design: its
+     * gradient is checked against the frozen-value derivative instead (detach_stops_gradient) */
+    bool stop_gradient;
     double c;
 };
 
@@ -109,6 +112,107 @@ static tg_tensor *ap_bias_act(tg_tape *t, tg_tensor **in, const struct op_case *
 {
     return tg_bias_act(t, in[0], in[1], (tg_activation)c->axis); /* axis: the activation */
 }
+
+/* ---- the tensor-algebra ops (fixed attributes per apply function) ---- */
+static const int axes_02[] = {0, 2}, axes_last[] = {-1}, axes_1[] = {1};
+static tg_tensor *ap_neg(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_neg(t, in[0]); }
+static tg_tensor *ap_exp(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_exp(t, in[0]); }
+static tg_tensor *ap_log(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_log(t, in[0]); }
+static tg_tensor *ap_log1p(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_log1p(t, in[0]); }
+static tg_tensor *ap_sqrt(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_sqrt(t, in[0]); }
+static tg_tensor *ap_square(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_square(t, in[0]); }
+static tg_tensor *ap_abs(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_abs(t, in[0]); }
+static tg_tensor *ap_pow(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_pow(t, in[0], c->c); }
+static tg_tensor *ap_clamp(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_clamp(t, in[0], -c->c, c->c); }
+static tg_tensor *ap_silu(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_silu(t, in[0]); }
+static tg_tensor *ap_elu(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_elu(t, in[0], c->c); }
+static tg_tensor *ap_gelu_tanh(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_gelu_tanh(t, in[0]); }
+static tg_tensor *ap_div(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_div(t, in[0], in[1]); }
+static tg_tensor *ap_maximum(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_maximum(t, in[0], in[1]); }
+static tg_tensor *ap_minimum(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_minimum(t, in[0], in[1]); }
+/* where(x0 > 0 as a constant mask, a, b): the mask is made from a's values, without gradient */
+static tg_tensor *ap_where(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    int64_t dims[TG_MAX_DIMS];
+    for (int i = 0; i < tg_tensor_ndim(in[0]); i++)
+        dims[i] = tg_tensor_dim(in[0], i);
+    tg_tensor *m = tg_tensor_new(t, tg_tensor_dtype(in[0]), tg_tensor_ndim(in[0]), dims, "mask");
+    for (size_t i = 0; i < tg_tensor_size(m); i++)
+        ((tg_tensor_dtype(m) == TG_F32) ? (void)(((float *)tg_tensor_data(m))[i] = (float)(i % 3 == 0))
+                                        : (void)(((double *)tg_tensor_data(m))[i] = (double)(i % 3 == 0)));
+    return tg_where(t, m, in[0], in[1]);
+}
+static tg_tensor *ap_max02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_max_axes(t, in[0], axes_02, 2, c->ta); }
+static tg_tensor *ap_min_last(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_min_axes(t, in[0], axes_last, 1, c->ta); }
+static tg_tensor *ap_var1(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_var(t, in[0], axes_1, 1, c->axis, c->ta); }
+static tg_tensor *ap_sum02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_sum_axes(t, in[0], axes_02, 2, c->ta); }
+static tg_tensor *ap_mean02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_mean_axes(t, in[0], axes_02, 2, c->ta); }
+static tg_tensor *ap_lse02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_logsumexp(t, in[0], axes_02, 2, c->ta); }
+static tg_tensor *ap_lse_last(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_logsumexp(t, in[0], axes_last, 1, c->ta); }
+static tg_tensor *ap_softmax(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_softmax(t, in[0], c->axis); }
+static tg_tensor *ap_log_softmax(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_log_softmax(t, in[0], c->axis); }
+static tg_tensor *ap_reshape(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t dims[] = {-1, 2};
+    return tg_reshape(t, in[0], 2, dims);
+}
+static tg_tensor *ap_permute(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int perm[] = {2, 0, 1};
+    return tg_permute(t, in[0], perm);
+}
+static tg_tensor *ap_expand(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t dims[] = {2, -1, 4};
+    return tg_expand(t, in[0], 3, dims);
+}
+static tg_tensor *ap_slice(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t start[] = {1, -4}, stop[] = {TG_END, 5}, step[] = {2, 3};
+    return tg_slice(t, in[0], start, stop, step);
+}
+static tg_tensor *ap_concat(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *xs[] = {in[0], in[1], in[0], in[1], in[1], in[0]}; /* 6: the arena input list */
+    return tg_concat(t, xs, 6, c->axis);
+}
+static tg_tensor *ap_stack(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *xs[] = {in[0], in[1], in[0]};
+    return tg_stack(t, xs, 3, c->axis);
+}
+static tg_tensor *ap_pad(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t before[] = {1, 0, 2}, after[] = {0, 2, 1};
+    return tg_pad(t, in[0], before, after, 0.25);
+}
+static tg_tensor *ap_index_select(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t index[] = {2, 0, 2, 1, 2}; /* repeats: the VJP's scatter-add */
+    return tg_index_select(t, in[0], c->axis, index, 5);
+}
+static tg_tensor *ap_gather(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    const int64_t index[] = {0, 2, 1, 1, 0, 0, 3, 3}, dims[] = {2, 4};
+    return tg_gather(t, in[0], 1, index, 2, dims);
+}
+/* detach(x) ⊙ x: d/dx through the second factor only (x ⊙ x would give 2x) */
+static tg_tensor *ap_detach(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_mul(t, tg_detach(t, in[0]), in[0]); }
+static tg_tensor *ap_bmm(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_bmm(t, in[0], c->ta, in[1], c->tb); }
+static const int32_t cls_labels[] = {1, 0, 2, 2, 1};
+static const double cls_weights[] = {0.5, 2.0, 1.25};
+static tg_tensor *ap_nll(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_nll_loss(t, in[0], cls_labels, c->axis, c->ta ? cls_weights : NULL);
+}
+static tg_tensor *ap_cross_entropy(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_cross_entropy(t, in[0], cls_labels, c->axis, c->ta ? cls_weights : NULL, c->c);
+}
+static tg_tensor *ap_bce(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_bce_with_logits(t, in[0], in[1]); }
+static tg_tensor *ap_l1(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_l1(t, in[0], in[1]); }
+static tg_tensor *ap_huber(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_huber(t, in[0], in[1], c->c); }
+static tg_tensor *ap_smooth_l1(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_smooth_l1(t, in[0], in[1], c->c); }
 
 #define M2(r, c) {r, c}
 #define ONE(name, fn, d0, d1, ...)                                                            \
@@ -194,6 +298,64 @@ static const struct op_case cases[] = {
     TWO("bias_act (2x3)+(1x3) softplus", ap_bias_act, 2, 3, 1, 3, .axis = TG_ACT_SOFTPLUS),
     TWO("bias_act (3x2)+(3x1) gelu", ap_bias_act, 3, 2, 3, 1, .axis = TG_ACT_GELU),
     TWO("bias_act (1x1)+(1x1) identity", ap_bias_act, 1, 1, 1, 1, .axis = TG_ACT_IDENTITY),
+    /* the tensor-algebra ops; .ta is keepdims for reductions, weights for the class losses */
+    ONE("neg (3x4)", ap_neg, 3, 4, .axis = 0),
+    ONE("exp (3x4)", ap_exp, 3, 4, .lo = -3, .hi = 3),
+    ONE("log (3x4)", ap_log, 3, 4, .lo = 0.2, .hi = 3),
+    ONE("log1p (3x4)", ap_log1p, 3, 4, .lo = -0.8, .hi = 3),
+    ONE("sqrt (3x4)", ap_sqrt, 3, 4, .lo = 0.2, .hi = 3),
+    ONE("square (3x4)", ap_square, 3, 4, .axis = 0),
+    ONE("abs (3x4)", ap_abs, 3, 4, .avoid_kink = true),
+    ONE("pow (3x4) p = 2.5", ap_pow, 3, 4, .lo = 0.2, .hi = 2, .c = 2.5),
+    ONE("pow (3x4) p = -1.5", ap_pow, 3, 4, .lo = 0.2, .hi = 2, .c = -1.5),
+    ONE("pow (3x4) p = 3 negative base", ap_pow, 3, 4, .lo = -2, .hi = 2, .c = 3),
+    ONE("clamp (3x4) [-1, 1]", ap_clamp, 3, 4, .c = 1),
+    ONE("silu (3x4)", ap_silu, 3, 4, .lo = -6, .hi = 6),
+    ONE("elu (3x4)", ap_elu, 3, 4, .avoid_kink = true, .c = 1.5),
+    ONE("gelu_tanh (3x4)", ap_gelu_tanh, 3, 4, .lo = -4, .hi = 4),
+    TWO("div (3x4)/(3x1)", ap_div, 3, 4, 3, 1, .lo = 0.5, .hi = 2),
+    ND("div (2x3x4)/(1x3x1) middle", ap_div, 2, 3, 3, D3(2, 3, 4), D3(1, 3, 1), .lo = 0.5, .hi = 2),
+    TWO("maximum (3x4),(3x4)", ap_maximum, 3, 4, 3, 4, .axis = 0),
+    ND("maximum (2x3x4),(4) broadcast", ap_maximum, 2, 3, 1, D3(2, 3, 4), D1(4), .axis = 0),
+    TWO("minimum (3x4),(1x4)", ap_minimum, 3, 4, 1, 4, .axis = 0),
+    TWO("where (3x4),(3x4)", ap_where, 3, 4, 3, 4, .axis = 0),
+    ND("where (2x3x4),(3x1) broadcast", ap_where, 2, 3, 2, D3(2, 3, 4), M2(3, 1), .axis = 0),
+    ND("max axes 0,2 (2x3x4)", ap_max02, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("max axes 0,2 keepdims (2x3x4)", ap_max02, 1, 3, 0, D3(2, 3, 4), D1(0), .ta = true),
+    ND("min axis -1 (2x3x4)", ap_min_last, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("var axis 1 (2x3x4) unbiased", ap_var1, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 1),
+    ND("var axis 1 keepdims (2x3x4) biased", ap_var1, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0, .ta = true),
+    ND("sum axes 0,2 (2x3x4)", ap_sum02, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("mean axes 0,2 keepdims (2x3x4)", ap_mean02, 1, 3, 0, D3(2, 3, 4), D1(0), .ta = true),
+    ND("logsumexp axes 0,2 (2x3x4)", ap_lse02, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("logsumexp axis -1 keepdims (2x3x4)", ap_lse_last, 1, 3, 0, D3(2, 3, 4), D1(0), .ta = true),
+    ND("softmax axis -1 (2x3x4)", ap_softmax, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = -1),
+    ND("softmax axis 1 (2x3x4)", ap_softmax, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 1),
+    ND("log_softmax axis -1 (2x3x4)", ap_log_softmax, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = -1),
+    ND("log_softmax axis 0 (2x3x4)", ap_log_softmax, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("reshape (2x3x4) -> (-1x2)", ap_reshape, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("permute (2x3x4) (2,0,1)", ap_permute, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
+    ND("expand (3x1) -> (2x3x4)", ap_expand, 1, 2, 0, M2(3, 1), D1(0), .axis = 0),
+    ONE("slice (5x7) [1::2, -4:5:3]", ap_slice, 5, 7, .axis = 0),
+    TWO("concat 6 of (2x3),(2x1) axis 1", ap_concat, 2, 3, 2, 1, .axis = 1),
+    TWO("concat 6 of (2x3),(1x3) axis 0", ap_concat, 2, 3, 1, 3, .axis = 0),
+    TWO("stack 3 of (2x3) axis 1", ap_stack, 2, 3, 2, 3, .axis = 1),
+    TWO("stack 3 of (2x3) axis -1", ap_stack, 2, 3, 2, 3, .axis = -1),
+    ND("pad (2x3x2)", ap_pad, 1, 3, 0, D3(2, 3, 2), D1(0), .axis = 0),
+    ND("index_select (2x3x4) axis 1, repeated", ap_index_select, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 1),
+    ONE("index_select (3x2) axis 0 (embedding)", ap_index_select, 3, 2, .axis = 0),
+    ONE("gather (3x5) axis 1", ap_gather, 3, 5, .axis = 0),
+    ONE("detach (3x4)", ap_detach, 3, 4, .stop_gradient = true),
+    ND("bmm (2x3x4)(4x5)", ap_bmm, 2, 3, 2, D3(2, 3, 4), M2(4, 5), .axis = 0),
+    ND("bmm (2x4x3)ᵀ(1x5x4)ᵀ", ap_bmm, 2, 3, 3, D3(2, 4, 3), D3(1, 5, 4), .ta = true, .tb = true),
+    ONE("nll_loss (5x3) weighted", ap_nll, 5, 3, .axis = 1, .ta = true),
+    ONE("nll_loss (3x5) class axis 0", ap_nll, 3, 5, .axis = 0),
+    ONE("cross_entropy (5x3) weights, smoothing 0.1", ap_cross_entropy, 5, 3, .axis = 1, .ta = true, .c = 0.1),
+    ONE("cross_entropy (3x5) class axis 0, smoothing 0.3", ap_cross_entropy, 3, 5, .axis = 0, .c = 0.3),
+    TWO("bce_with_logits (3x4)", ap_bce, 3, 4, 3, 4, .lo = -4, .hi = 4),
+    TWO("l1 (3x4)", ap_l1, 3, 4, 3, 4, .axis = 0),
+    TWO("huber (3x4) delta 0.8", ap_huber, 3, 4, 3, 4, .c = 0.8),
+    TWO("smooth_l1 (3x4) beta 0.6", ap_smooth_l1, 3, 4, 3, 4, .c = 0.6),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -256,6 +418,8 @@ case_output_size(const struct op_case *c, struct test_input *in)
 START_TEST(vjp_matches_central_differences)
 {
     const struct op_case *c = &cases[_i];
+    if (c->stop_gradient)
+        return;
     for (uint64_t seed = 1; seed <= 5; seed++) {
         tg_rng *rng = tg_rng_new(seed * 7919 + (uint64_t)_i);
         struct test_input in[2];
@@ -276,6 +440,32 @@ START_TEST(vjp_matches_central_differences)
             free(in[k].vals);
         free(ctx.weights);
         tg_rng_free(rng);
+    }
+}
+END_TEST
+
+/* d/dx Σ R ⊙ (detach(x) ⊙ x) = R ⊙ x exactly (the detached factor is a constant), where
+ * differentiating through the detach would give 2 R ⊙ x. */
+START_TEST(detach_stops_gradient)
+{
+    for (tg_dtype dt = TG_F32; dt <= TG_F64; dt++) {
+        tg_tape *t = tg_tape_new();
+        tg_rng *rng = tg_rng_new(5);
+        tg_tensor *x = tg_matrix(t, dt, 3, 4, NULL, "x"), *r = tg_matrix(t, dt, 3, 4, NULL, "R");
+        tg_tensor_fill_uniform(x, rng, -2, 2);
+        tg_tensor_fill_uniform(r, rng, -1, 1);
+        tg_tensor_set_requires_grad(x, true);
+        tg_tensor *d = tg_detach(t, x);
+        ck_assert_ptr_eq(tg_tensor_data(d), tg_tensor_data(x)); /* a view */
+        ck_assert(!tg_tensor_requires_grad(d));
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, tg_mul(t, tg_mul(t, d, x), r))), TG_OK);
+        for (size_t i = 0; i < 12; i++) /* one rounding (x·r), the same in both dtypes */
+            ck_assert_double_eq(tg_tensor_grad_get(x, i),
+                                dt == TG_F32 ? (double)((float)tg_tensor_get(x, i) *
+                                                        (float)tg_tensor_get(r, i))
+                                             : tg_tensor_get(x, i) * tg_tensor_get(r, i));
+        tg_rng_free(rng);
+        tg_tape_free(t);
     }
 }
 END_TEST
@@ -486,6 +676,7 @@ ops_suite(void)
 
     tc = tcase_create("float32 vs float64");
     tcase_add_loop_test(tc, float32_forward_matches_float64, 0, N_CASES);
+    tcase_add_test(tc, detach_stops_gradient);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("forward by hand");
