@@ -46,6 +46,7 @@ struct tg_tensor {
     enum tg__kind kind;
     bool requires_grad;
     bool grad_live;      /* backward: a gradient reached this tensor in the current pass */
+    uint64_t grad_pass;  /* backward: the pass that last zeroed grad (each zeroed once) */
     tg_tape *tape;       /* owning tape (NULL for parameters) */
     uint64_t gen;        /* the owning tape's generation when made (stale-handle check) */
     tg_params *params;   /* owning parameter set (parameters only) */
@@ -138,6 +139,7 @@ struct tg_tape {
     size_t n_nodes, cap_nodes;
     size_t n_tensors;
     uint64_t gen;    /* bumped by every reset */
+    uint64_t grad_pass; /* bumped by every backward pass (tensors' grad_pass) */
     bool check_finite;
     tg_tensor nil;   /* returned by every failing call */
 };

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "kernels/kernels.h"
 
 tg_tape *
 tg_tape_new(void)
@@ -392,12 +393,37 @@ tg__record_view(tg_tape *t, const tg_op *op, tg_tensor *x, const struct tg__attr
 }
 
 /* Gradient buffer for a tape tensor: allocated once per tape generation, zeroed per pass. */
+struct zero_job {
+    char *p;
+};
+
+static void
+zero_chunk(size_t b, size_t e, void *vctx)
+{
+    memset(((struct zero_job *)vctx)->p + b, 0, e - b);
+}
+
+/* Zeroes n bytes, in fixed chunks across the worker threads when large (a 64 MiB gradient
+ * would otherwise take one core several milliseconds). */
+static void
+zero_bytes(void *p, size_t n)
+{
+    struct zero_job j = {p};
+    if (n <= ((size_t)1 << 20))
+        memset(p, 0, n);
+    else
+        tg__parallel_for(n, (size_t)1 << 18, zero_chunk, &j);
+}
+
 static bool
 prepare_grad(tg_tape *t, tg_tensor *x)
 {
     x->grad_live = false;
     if (!x->requires_grad || x->kind == TG__KIND_PARAM)
         return true;
+    if (x->grad && x->grad_pass == t->grad_pass)
+        return true; /* already zeroed in this pass (a tensor read by several nodes) */
+    x->grad_pass = t->grad_pass;
     if (!x->grad) {
         x->grad = tg__arena_alloc(&t->arena, tg__nbytes(x));
         if (!x->grad) {
@@ -406,7 +432,7 @@ prepare_grad(tg_tape *t, tg_tensor *x)
             return false;
         }
     }
-    memset(x->grad, 0, tg__nbytes(x));
+    zero_bytes(x->grad, tg__nbytes(x));
     return true;
 }
 
@@ -417,6 +443,7 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
         return TG_OK; /* nothing on the way to this output needs a gradient */
     tg_node *last = out->node;
     size_t end = last ? last->index + 1 : 0;
+    t->grad_pass++;
 
     for (size_t i = 0; i < end; i++) {
         tg_node *n = t->nodes[i];
@@ -429,12 +456,15 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out))
         return t->status;
 
-    TG__DISPATCH(out->dtype, T, {
-        T *g = out->grad;
-        const T *sd = seed ? seed->data : NULL;
-        for (size_t i = 0; i < out->size; i++)
-            g[i] += sd ? sd[i] : (T)1; /* d(loss)/d(loss) = 1 */
-    });
+    /* d(out)/d(out) = 1, or the seed (out's gradient was just zeroed: a copy) */
+    if (seed)
+        memcpy(out->grad, seed->data, tg__nbytes(out));
+    else
+        TG__DISPATCH(out->dtype, T, {
+            T *g = out->grad;
+            for (size_t i = 0; i < out->size; i++)
+                g[i] = (T)1;
+        });
     out->grad_live = true;
 
     /* Only nodes on a path to `out` run their VJP: grad_live marks tensors that received a
