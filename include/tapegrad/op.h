@@ -50,7 +50,8 @@ typedef struct tg_op {
     const char *shapes;   /* the shape rule */
 } tg_op;
 
-/* Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). */
+/* Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). Built-in
+ * ops are refused (their own tg_<name> functions set their attributes). */
 TG_API tg_tensor *tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs,
                             void *ctx);
 

@@ -232,7 +232,8 @@ TG_API tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a - b */
 TG_API tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a ⊙ b */
 TG_API tg_tensor *tg_scale(tg_tape *t, tg_tensor *x, double c);   /* c x */
 
-/* Reductions. Over everything -> (1 x 1); along one axis, that axis becomes 1 (kept). */
+/* Reductions with keepdims: over everything, every axis becomes 1 ((1 x 1) for a matrix);
+ * along one axis, that axis becomes 1. tg_sum_axes and friends below take any set of axes. */
 TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);
 TG_API tg_tensor *tg_sum_axis(tg_tape *t, tg_tensor *x, int axis);
 TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);

@@ -25,6 +25,12 @@ tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs, v
                         op->name, n_inputs, op->n_inputs, TG_MAX_INPUTS, TG_MAX_INPUTS);
     if (!inputs)
         return tg__fail(t, TG_ERR_ARG, "%s: inputs is NULL", op->name);
+    /* A built-in op's attributes (axes, bounds, indices) are set and checked by its own
+     * function; recorded here they would be zero, which several ops cannot run with. */
+    for (size_t i = 0; i < TG_OP_COUNT; i++)
+        if (tg__builtin_ops[i] == op)
+            return tg__fail(t, TG_ERR_ARG, "custom op %s: a built-in op; call tg_%s instead",
+                            op->name, op->name);
     return tg__record_ex(t, op, inputs, n_inputs, NULL, ctx, true);
 }
 
