@@ -411,7 +411,7 @@ slice_shape(tg_node *nd, int *ndim, int64_t *dims)
     *ndim = nd->in[0]->ndim;
     for (int k = 0; k < *ndim; k++) {
         int64_t len = nd->attr.v[1][k] - nd->attr.v[0][k], step = nd->attr.v[2][k];
-        dims[k] = (len + step - 1) / step;
+        dims[k] = len == 0 ? 0 : (len - 1) / step + 1; /* ⌈len / step⌉ without overflow */
     }
     return TG_OK;
 }
