@@ -87,17 +87,12 @@ record_pair(tg_tape *t, const tg_op *op, tg_tensor *a, tg_tensor *y, double c, b
 {
     if (!t)
         return NULL;
-    if (t->status == TG_OK && check_c && !(isfinite(c) && c >= 0)) {
+    bool huber = op == &tg__op_huber;
+    if (t->status == TG_OK && check_c && !(isfinite(c) && (huber ? c > 0 : c >= 0))) {
         if (!tg__operand_ok(t, op->name, "input", a))
             return &t->nil;
-        return tg__fail(t, TG_ERR_ARG, "%s %s: %s %g must be finite and >= 0%s", op->name,
-                        tg__name_text(a).s, op == &tg__op_huber ? "delta" : "beta", c,
-                        op == &tg__op_huber ? " (and > 0)" : "");
-    }
-    if (t->status == TG_OK && op == &tg__op_huber && c == 0) {
-        if (!tg__operand_ok(t, op->name, "input", a))
-            return &t->nil;
-        return tg__fail(t, TG_ERR_ARG, "huber %s: delta must be > 0", tg__name_text(a).s);
+        return tg__fail(t, TG_ERR_ARG, "%s %s: %s %g must be finite and %s", op->name,
+                        tg__name_text(a).s, huber ? "delta" : "beta", c, huber ? "> 0" : ">= 0");
     }
     struct tg__attr attr = {.scale = c};
     tg_tensor *in[2] = {a, y};
