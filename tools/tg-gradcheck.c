@@ -24,9 +24,10 @@
  * step is 1e-6) away from kinks (abs and relu at 0, clamp at its bounds, l1 at a = y), with the
  * elements of a max/min reduction all distinct and the operands of maximum/minimum never close,
  * and inside the domain of log, sqrt, log1p, pow and division. Ties and points on kinks are
- * the unit tests' business (tests/test-ops.c); the checkers also recognise a kink
- * (one-sided slopes that disagree, with the analytic value between them) and do not judge it.
+ * the unit tests' business; the checkers also recognise a kink (one-sided slopes that
+ * disagree, with the analytic value between them) and do not judge it.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1107,18 +1108,21 @@ extra_detach(const struct sweep_case *c, tg_tensor *const *in, tg_dtype dt, char
     return ok;
 }
 
-/* bmm: batched (B x m x k)(B x k x n) with the four transposes, then broadcast batches
- * ((2x1) against (3), a 2-D operand shared by every batch on either side, (q x 1) against
- * (1 x B)), sizes of 1 included */
+/* bmm: batched (B x m x k)(B x k x n) with the four transposes (m, k, n distinct, so a
+ * mixed-up size cannot pass), then broadcast batches ((2x1) against (3), a 2-D operand shared
+ * by every batch on either side, (q x 1) against (1 x B)) with sizes 1 … 4 */
 static void
 make_bmm(struct cases *cs)
 {
     tg_rng *r = cs->r;
-    int64_t m = rnd(r, 1, 4), k = rnd(r, 1, 4), n = rnd(r, 1, 4), B = rnd(r, 2, 3);
-    int64_t q = rnd(r, 2, 3);
+    int sz[3] = {2, 3, 4};
+    shuffle_ints(r, sz, 3);
+    int64_t B = rnd(r, 2, 3), q = rnd(r, 2, 3);
     for (int i = 0; i < 8; i++) {
         struct sweep_case *c = add_case(cs, 2);
         int tr = i < 4 ? i : (int)rnd(r, 0, 3);
+        int64_t m = i < 4 ? sz[0] : rnd(r, 1, 4), k = i < 4 ? sz[1] : rnd(r, 1, 4);
+        int64_t n = i < 4 ? sz[2] : rnd(r, 1, 4);
         c->ta = tr & 1, c->tb = tr & 2;
         int64_t a0 = c->ta ? k : m, a1 = c->ta ? m : k, b0 = c->tb ? n : k, b1 = c->tb ? k : n;
         switch (i < 4 ? 0 : i - 3) {
@@ -1577,6 +1581,7 @@ shapes_text(const struct sweep_case *c, char *buf, size_t size)
 
 struct totals {
     int rows, failed;
+    int kinks, taylor2; /* rows with a point not judged; rows the second direction passed */
 };
 
 struct run_opts {
@@ -1702,6 +1707,8 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
     tg_rng_free(r);
     tot->rows++;
     tot->failed += !pass;
+    tot->kinks += kinks > 0;
+    tot->taylor2 += taylor2;
 }
 
 /* Every row (the ops of the library's table first, in its order), for one seed. */
@@ -1746,6 +1753,17 @@ sweep(uint64_t seed, const char *only, const struct run_opts *ro, struct totals 
 /* ---------------------------------------------------------------------------------------
  * --list --markdown: docs/ops.md.
  */
+static bool
+word_byte(const char *p, const char *start)
+{
+    if (p < start || !*p)
+        return false;
+    unsigned char ch = (unsigned char)*p;
+    return ch >= 0x80 || (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z');
+}
+
+/* One table cell: "—" for a missing string; escapes what would end the cell (|) or change
+ * the text (\ ` *, _ that could open or close emphasis, < that could open a tag). */
 static void
 md_cell(FILE *f, const char *s)
 {
@@ -1753,14 +1771,19 @@ md_cell(FILE *f, const char *s)
         fputs("—", f);
         return;
     }
-    for (; *s; s++) {
-        if (*s == '\n' || *s == '\r' || *s == '\t') {
+    for (const char *p = s; *p; p++) {
+        if (*p == '\n' || *p == '\r' || *p == '\t') {
             fputc(' ', f);
             continue;
         }
-        if (strchr("|\\*_`<", *s))
+        bool esc = strchr("|\\`*", *p) != NULL;
+        if (*p == '_')
+            esc = !(word_byte(p - 1, s) && word_byte(p + 1, s));
+        if (*p == '<')
+            esc = p[1] && (strchr("/!?", p[1]) || ((p[1] | 0x20) >= 'a' && (p[1] | 0x20) <= 'z'));
+        if (esc)
             fputc('\\', f);
-        fputc(*s, f);
+        fputc(*p, f);
     }
 }
 
@@ -1798,12 +1821,15 @@ print_markdown(FILE *f)
 static int
 diff_markdown(const char *path)
 {
-    FILE *gen = tmpfile(), *f = fopen(path, "r");
-    if (!gen || !f) {
-        fprintf(stderr, "tg-gradcheck: cannot %s: %s\n", !gen ? "make a temporary file" : "open",
-                !gen ? "" : path);
-        if (gen)
-            fclose(gen);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("tg-gradcheck: cannot open %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    FILE *gen = tmpfile();
+    if (!gen) {
+        printf("tg-gradcheck: cannot make a temporary file: %s\n", strerror(errno));
+        fclose(f);
         return 1;
     }
     print_markdown(gen);
@@ -1970,6 +1996,8 @@ main(int argc, char **argv)
         sweep(ro.seed, only, &ro, &tot);
         all.rows += tot.rows;
         all.failed += tot.failed;
+        all.kinks += tot.kinks;
+        all.taylor2 += tot.taylor2;
         if (n_seeds > 1)
             printf("seed %" PRIu64 " (%" PRIu64 "/%" PRIu64 "): %d rows, %d failed, %.2f s; "
                    "so far %d failed, %.1f s\n",
@@ -1977,9 +2005,11 @@ main(int argc, char **argv)
                    now_s() - t0);
         fflush(stdout);
     }
-    printf("%d rows, %d failed%s", all.rows, all.failed, n_seeds > 1 ? "" : "\n");
+    printf("%d rows, %d failed", all.rows, all.failed);
     if (n_seeds > 1)
-        printf(" over %" PRIu64 " seeds, %.1f s\n", n_seeds, now_s() - t0);
+        printf(" over %" PRIu64 " seeds, %.1f s", n_seeds, now_s() - t0);
+    printf(" (%d with a non-differentiable point not judged, %d passed the Taylor test in a "
+           "second direction)\n", all.kinks, all.taylor2);
     if (missing)
         printf("%d built-in op%s without cases in tg-gradcheck: FAIL\n", missing,
                missing > 1 ? "s" : "");
