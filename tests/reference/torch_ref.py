@@ -17,7 +17,8 @@ broadcast sum) shows up as an O(1) relative error. Measured: 2000 seeds agree to
 (scaled); planted bugs fail: sub's second-operand derivative +1 instead of -1 (60 of 100 seeds
 mismatch) and softplus's derivative off by a factor 1 + 1e-7 (114 mismatching leaves in 100
 seeds). Not reached from here: the generic broadcast loop (3-D/4-D, outer products), which
-test-ops covers with finite differences.
+test-ops covers with finite differences, and the tensor-algebra ops at ranks 1-4, which
+torch_ref_ops.py (on refops.c's graphs) compares the same way.
 """
 import argparse
 import math
