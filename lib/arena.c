@@ -1,6 +1,9 @@
 #include "arena.h"
 
 #include <stdint.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "internal.h"
 
@@ -18,6 +21,30 @@ block_data(struct tg__arena_block *b)
     return (char *)b + header_size();
 }
 
+/*
+ * Large blocks ask the kernel for transparent huge pages (Linux, where THP is in "madvise"
+ * mode by default): a 64 MiB tensor spans 16384 small pages, and streaming over it misses the
+ * TLB on every page, which costs most under virtualization (a two-level page walk). Measured
+ * on a 2-vCPU VM: a 16M-element float sum went from 35.7 GB/s to [see docs/performance.md].
+ * Only the 2 MiB-aligned interior of the block is advised; the advice is a hint, and a
+ * refusal (no THP, a custom allocator's memory) changes nothing but speed.
+ */
+static void
+advise_huge(void *raw, size_t bytes)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    if (bytes < 4 * huge)
+        return;
+    uintptr_t lo = ((uintptr_t)raw + huge - 1) & ~(huge - 1);
+    uintptr_t hi = ((uintptr_t)raw + bytes) & ~(huge - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)raw, (void)bytes;
+#endif
+}
+
 static struct tg__arena_block *
 block_new(size_t size)
 {
@@ -30,6 +57,7 @@ block_new(size_t size)
     void *raw = tg__malloc(hdr + size + TG__ARENA_ALIGN + sizeof(void *));
     if (!raw)
         return NULL;
+    advise_huge(raw, hdr + size + TG__ARENA_ALIGN + sizeof(void *));
     uintptr_t p = ((uintptr_t)raw + sizeof(void *) + TG__ARENA_ALIGN - 1) &
                   ~(uintptr_t)(TG__ARENA_ALIGN - 1);
     struct tg__arena_block *b = (struct tg__arena_block *)p;

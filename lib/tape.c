@@ -444,6 +444,9 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     tg_node *last = out->node;
     size_t end = last ? last->index + 1 : 0;
     t->grad_pass++;
+    /* out's gradient is overwritten with the seed below: no need to zero it first */
+    if (out->grad && out->kind != TG__KIND_PARAM)
+        out->grad_pass = t->grad_pass;
 
     for (size_t i = 0; i < end; i++) {
         tg_node *n = t->nodes[i];
@@ -456,14 +459,17 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out))
         return t->status;
 
-    /* d(out)/d(out) = 1, or the seed (out's gradient was just zeroed: a copy) */
-    if (seed)
+    /* d(out)/d(out) = 1, or the seed: written over a tape tensor's gradient (not zeroed
+     * above), added to a parameter's (parameter gradients accumulate across passes) */
+    if (out->kind != TG__KIND_PARAM && seed)
         memcpy(out->grad, seed->data, tg__nbytes(out));
     else
         TG__DISPATCH(out->dtype, T, {
             T *g = out->grad;
+            const T *sd = seed ? seed->data : NULL;
+            bool acc = out->kind == TG__KIND_PARAM;
             for (size_t i = 0; i < out->size; i++)
-                g[i] = (T)1;
+                g[i] = (acc ? g[i] : 0) + (sd ? sd[i] : (T)1);
         });
     out->grad_live = true;
 

@@ -559,8 +559,9 @@ tg_min_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims
  *   ∂y/∂x_j = 2 (x_j - μ) / (N - c)   (the terms through μ cancel: Σ_k (x_k - μ) = 0)
  *   VJP: dx += dy ⊙ 2 (x - μ) / (N - c)
  *   Two passes (mean, then squared deviations), accumulated in double: the one-pass
- *   E[x²] - μ² cancels catastrophically when |μ| >> σ. N - c <= 0 gives inf or NaN, as
- *   PyTorch (it warns; the value is the same). μ stays in the scratch for the VJP.
+ *   E[x²] - μ² cancels catastrophically when |μ| >> σ. N <= c gives inf or NaN, as
+ *   PyTorch (the value divides by max(0, N - c), the gradient by N - c, as PyTorch's do).
+ *   μ stays in the scratch for the VJP.
  */
 static size_t
 var_scratch(const tg_node *nd)
@@ -572,7 +573,9 @@ static tg_status
 var_forward(tg_node *nd)
 {
     struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
-    double *mu = nd->scratch, n = (double)r4.count, dof = n - nd->attr.axis;
+    /* PyTorch divides the value by max(0, N - c) (so N <= c gives inf or NaN) but its
+     * gradient by N - c itself: both are matched */
+    double *mu = nd->scratch, n = (double)r4.count, dof = fmax(0, n - nd->attr.axis);
     memset(mu, 0, nd->out->size * sizeof *mu);
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;

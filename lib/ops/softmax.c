@@ -23,7 +23,7 @@
 #include "ops.h"
 #include "vmath.h"
 
-#define VEXP(x) _Generic((x), float: tg__vexpf, double: tg__vexp)(x)
+#define VEXP(x) _Generic((x), float: tg__vexpf_fma, double: tg__vexp)(x)
 #define LOG(x) _Generic((x), float: logf, double: log)(x)
 
 /* x around the axis: (outer x len x inner) */
