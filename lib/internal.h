@@ -46,7 +46,14 @@ struct tg_tensor {
     enum tg__kind kind;
     bool requires_grad;
     bool grad_live;      /* backward: a gradient reached this tensor in the current pass */
-    uint64_t grad_pass;  /* backward: the pass that last zeroed grad (each zeroed once) */
+    uint64_t grad_pass;  /* backward: the pass that last prepared grad (each prepared once) */
+    /* backward: grad is not zeroed yet. The tape zeroes it before the first VJP that adds
+     * into it, unless that VJP's op overwrites a fresh gradient itself (tg__grad_take_fresh) */
+    bool grad_fresh;
+    /* backward_seeded: grad points at the seed's data (read, never written, by the VJPs) and
+     * grad_own keeps the tensor's own buffer, restored when a later pass prepares it */
+    bool grad_borrowed;
+    void *grad_own;
     tg_tape *tape;       /* owning tape (NULL for parameters) */
     uint64_t gen;        /* the owning tape's generation when made (stale-handle check) */
     tg_params *params;   /* owning parameter set (parameters only) */
@@ -174,6 +181,18 @@ tg_tensor *tg__record_view(tg_tape *t, const tg_op *op, tg_tensor *x, const stru
 void *tg__tape_copy(tg_tape *t, const char *what, const void *src, size_t n, size_t size);
 /* Normalizes axis (negative: from the end) against ndim; false when out of range. */
 bool tg__axis_norm(int *axis, int ndim);
+
+/* For a VJP whose op is listed by tg__vjp_takes_fresh (ops/table.c): true when x's gradient
+ * holds nothing yet in this pass (not even zeros), so the VJP must write dx = … instead of
+ * adding; the flag is cleared either way. */
+static inline bool
+tg__grad_take_fresh(tg_tensor *x)
+{
+    bool fresh = x->grad_fresh;
+    x->grad_fresh = false;
+    return fresh;
+}
+bool tg__vjp_takes_fresh(const tg_op *op);
 
 /* Convenience for shape rules: same shape as input 0. */
 tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);

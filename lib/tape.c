@@ -415,14 +415,26 @@ zero_bytes(void *p, size_t n)
         tg__parallel_for(n, (size_t)1 << 18, zero_chunk, &j);
 }
 
+/* Gives x back its own gradient buffer after a seeded pass lent it the seed's data. */
+static void
+return_borrowed(tg_tensor *x)
+{
+    if (x->grad_borrowed) {
+        x->grad = x->grad_own;
+        x->grad_own = NULL;
+        x->grad_borrowed = false;
+    }
+}
+
 static bool
 prepare_grad(tg_tape *t, tg_tensor *x)
 {
+    return_borrowed(x);
     x->grad_live = false;
     if (!x->requires_grad || x->kind == TG__KIND_PARAM)
         return true;
     if (x->grad && x->grad_pass == t->grad_pass)
-        return true; /* already zeroed in this pass (a tensor read by several nodes) */
+        return true; /* already prepared in this pass (a tensor read by several nodes) */
     x->grad_pass = t->grad_pass;
     if (!x->grad) {
         x->grad = tg__arena_alloc(&t->arena, tg__nbytes(x));
@@ -432,8 +444,31 @@ prepare_grad(tg_tape *t, tg_tensor *x)
             return false;
         }
     }
-    zero_bytes(x->grad, tg__nbytes(x));
+    x->grad_fresh = true; /* zeroed lazily: see backward_from */
     return true;
+}
+
+/* The gradient of x, zeroed now if it was left fresh. */
+static void
+settle_grad(tg_tensor *x)
+{
+    if (x->grad && x->grad_fresh) {
+        zero_bytes(x->grad, tg__nbytes(x));
+        x->grad_fresh = false;
+    }
+}
+
+/* After a pass: gradients no VJP reached read as zeros. */
+static void
+settle_all(tg_tape *t, size_t end, tg_tensor *out)
+{
+    for (size_t i = 0; i < end; i++) {
+        tg_node *n = t->nodes[i];
+        for (int k = 0; k < n->n_in; k++)
+            settle_grad(n->in[k]);
+        settle_grad(n->out);
+    }
+    settle_grad(out);
 }
 
 static tg_status
@@ -444,9 +479,13 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     tg_node *last = out->node;
     size_t end = last ? last->index + 1 : 0;
     t->grad_pass++;
-    /* out's gradient is overwritten with the seed below: no need to zero it first */
+    /* Gradients are zeroed lazily (prepare_grad marks them fresh; each is zeroed just before
+     * the first VJP that adds into it, or written directly by a VJP that can overwrite, or
+     * zeroed at the end if nothing reached it), which saves a pass over every gradient that
+     * an overwriting VJP fills. out's is written with the seed. */
+    return_borrowed(out);
     if (out->grad && out->kind != TG__KIND_PARAM)
-        out->grad_pass = t->grad_pass;
+        out->grad_pass = t->grad_pass, out->grad_fresh = false;
 
     for (size_t i = 0; i < end; i++) {
         tg_node *n = t->nodes[i];
@@ -461,9 +500,15 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
 
     /* d(out)/d(out) = 1, or the seed: written over a tape tensor's gradient (not zeroed
      * above), added to a parameter's (parameter gradients accumulate across passes) */
-    if (out->kind != TG__KIND_PARAM && seed)
-        memcpy(out->grad, seed->data, tg__nbytes(out));
-    else
+    out->grad_fresh = false;
+    if (out->kind != TG__KIND_PARAM && seed) {
+        /* No copy: out's gradient is the seed's data for this pass and after it (VJPs only
+         * read an output's gradient; nothing downstream of out runs). A 32 MiB seed copy
+         * was a third of a softmax backward. */
+        out->grad_own = out->grad;
+        out->grad = seed->data;
+        out->grad_borrowed = true;
+    } else
         TG__DISPATCH(out->dtype, T, {
             T *g = out->grad;
             const T *sd = seed ? seed->data : NULL;
@@ -479,13 +524,21 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
         tg_node *n = t->nodes[i];
         if (!n->out->grad_live)
             continue;
-        for (int k = 0; k < n->n_in; k++)
+        bool takes_fresh = tg__vjp_takes_fresh(n->op);
+        for (int k = 0; k < n->n_in; k++) {
             n->in[k]->grad_live |= n->in[k]->grad != NULL;
+            if (!takes_fresh)
+                settle_grad(n->in[k]);
+        }
         tg_status s = n->op->vjp(n);
+        if (takes_fresh) /* a VJP that returned early (no input needs it) wrote nothing */
+            for (int k = 0; k < n->n_in; k++)
+                settle_grad(n->in[k]);
         if (s != TG_OK || t->status != TG_OK) {
             if (t->status == TG_OK)
                 tg__fail(t, s, "%s: VJP failed at node #%zu: %s", n->op->name, n->index,
                          tg_status_string(s));
+            settle_all(t, end, out);
             return t->status;
         }
         if (t->check_finite) {
@@ -496,11 +549,13 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
                 long long at = tg__first_nonfinite(x->grad, x->size, x->dtype);
                 if (at >= 0) {
                     fail_nonfinite(t, n, "gradient", x, x->grad, at);
+                    settle_all(t, end, out);
                     return t->status;
                 }
             }
         }
     }
+    settle_all(t, end, out);
     return TG_OK;
 }
 

@@ -38,6 +38,10 @@ PyTorch counterpart. Each side times one call per repeat, after two warm-up call
 --reps. Prints one table: medians over the rounds, min-max over all runs, PyTorch/ours as the
 median of the per-round ratios (> 1: ours is faster) with the rounds ours won, our GB/s and %
 of the copy bandwidth tg-bench-ops measured, and PyTorch's GB/s for the same byte count.
+PyTorch runs at its best: OMP_WAIT_POLICY=ACTIVE (its OpenMP pool spins, as tapegrad's does)
+and glibc told to keep freed memory (MALLOC_MMAP_MAX_=0 and large trim/top-pad thresholds),
+so that a fresh 64 MiB result costs no page faults; without these, on the 2-vCPU VM of
+docs/performance.md, its exp takes ~200 ms instead of ~4.
 LIST (comma-separated, default all) picks among exp, add, sum, softmax, log_softmax and
 logsumexp.
 """
@@ -247,6 +251,13 @@ def run_ops(a, torch_env):
 
     def run_torch(th):
         env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th)
+        # PyTorch at its best: its OpenMP threads spin between calls instead of sleeping
+        # (woken by the scheduler tick, a sleeping pool adds milliseconds per call on this
+        # kind of VM), and glibc keeps freed memory instead of returning each 64 MiB result
+        # to the kernel (which makes every new output 16384 page faults). tapegrad needs
+        # neither: its pool spins and its tape arena is reused. Both are printed below.
+        env.update(OMP_WAIT_POLICY="ACTIVE", MALLOC_MMAP_MAX_="0",
+                   MALLOC_TRIM_THRESHOLD_=str(1 << 36), MALLOC_TOP_PAD_=str(1 << 30))
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--ops-child", th,
                               "--ops", a.ops] + common[:4] + ["--reps", str(a.reps)],
                              env=env, check=True, capture_output=True, text=True).stdout
@@ -307,7 +318,9 @@ def run_ops(a, torch_env):
     for line in dict.fromkeys(header):  # the first run's machine lines, then torch's
         print(line)
     print_table(hdr, rows, a.markdown)
-    print(f"# PyTorch: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for it; tapegrad {tg}; "
+    print(f"# PyTorch: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for it, OMP_WAIT_POLICY=ACTIVE, "
+          f"MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2^36 MALLOC_TOP_PAD_=2^30 (no page faults "
+          f"for its fresh outputs); tapegrad {tg}; "
           f"{max(1, a.rounds)} round(s) per row, order alternating; PyTorch's backward rows are "
           f"the whole y.backward() call, beside ours bwd_call / fwdbwd")
     return 0

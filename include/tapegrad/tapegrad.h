@@ -383,7 +383,8 @@ TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t 
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);
  * gradients of tape tensors are recomputed from zero on each call. */
 TG_API tg_status tg_backward(tg_tape *t, tg_tensor *loss);
-/* Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. */
+/* Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. The seed is
+ * not copied: until the next pass, tg_tensor_grad(out) is the seed's own data. */
 TG_API tg_status tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed);
 
 /* ---------------------------------------------------------------------------------------

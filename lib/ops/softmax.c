@@ -52,6 +52,7 @@ sm_of(const tg_tensor *x, int axis)
  *   rsm_vjp:  dx[i] += y[i] (dy[i] - s)           (softmax)
  *   rlsm_vjp: dx[i] += dy[i] - e^(y[i]) s          (log_softmax)
  *   rlse_vjp: dx[i] += g e^(x[i] - y)              (logsumexp)
+ * (the VJPs write instead of adding when `set`: dx is fresh, tg__grad_take_fresh)
  */
 #define SM_KERNELS(T, SFX)                                                                         \
     TG__VEC_CLONES static T rmax_##SFX(const T *restrict x, size_t n)                              \
@@ -104,22 +105,34 @@ sm_of(const tg_tensor *x, int axis)
             y[i] = (x[i] - m) - L;                                                                 \
     }                                                                                              \
     TG__VEC_CLONES static void rsm_vjp_##SFX(T *restrict dx, const T *restrict y,                  \
-                                             const T *restrict dy, T s, size_t n)                  \
+                                             const T *restrict dy, T s, size_t n, bool set)        \
     {                                                                                              \
-        for (size_t i = 0; i < n; i++)                                                             \
-            dx[i] += y[i] * (dy[i] - s);                                                           \
+        if (set)                                                                                   \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] = y[i] * (dy[i] - s);                                                        \
+        else                                                                                       \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] += y[i] * (dy[i] - s);                                                       \
     }                                                                                              \
     TG__VEC_CLONES static void rlsm_vjp_##SFX(T *restrict dx, const T *restrict y,                 \
-                                              const T *restrict dy, T s, size_t n)                 \
+                                              const T *restrict dy, T s, size_t n, bool set)       \
     {                                                                                              \
-        for (size_t i = 0; i < n; i++)                                                             \
-            dx[i] += dy[i] - VEXP(y[i]) * s;                                                       \
+        if (set)                                                                                   \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] = dy[i] - VEXP(y[i]) * s;                                                    \
+        else                                                                                       \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] += dy[i] - VEXP(y[i]) * s;                                                   \
     }                                                                                              \
     TG__VEC_CLONES static void rlse_vjp_##SFX(T *restrict dx, const T *restrict x, T y, T g,       \
-                                              size_t n)                                            \
+                                              size_t n, bool set)                                  \
     {                                                                                              \
-        for (size_t i = 0; i < n; i++)                                                             \
-            dx[i] += g * VEXP(x[i] - y);                                                           \
+        if (set)                                                                                   \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] = g * VEXP(x[i] - y);                                                        \
+        else                                                                                       \
+            for (size_t i = 0; i < n; i++)                                                         \
+                dx[i] += g * VEXP(x[i] - y);                                                       \
     }
 
 SM_KERNELS(float, f32)
@@ -134,6 +147,7 @@ struct sm_job {
     const tg_node *nd;
     enum sm_kind kind;
     size_t len;
+    bool set; /* VJP: dx is fresh, write it */
 };
 
 /* Rows [r0, r1): forward of the kind. */
@@ -166,11 +180,12 @@ struct sm_job {
         for (size_t r = r0; r < r1; r++) {                                                         \
             size_t at = r * n;                                                                     \
             if (j->kind == SOFTMAX)                                                                \
-                rsm_vjp_##SFX(dx + at, y + at, dy + at, rdot_##SFX(dy + at, y + at, n), n);        \
+                rsm_vjp_##SFX(dx + at, y + at, dy + at, rdot_##SFX(dy + at, y + at, n), n,         \
+                              j->set);                                                             \
             else if (j->kind == LOG_SOFTMAX)                                                       \
-                rlsm_vjp_##SFX(dx + at, y + at, dy + at, rsum_##SFX(dy + at, n), n);               \
+                rlsm_vjp_##SFX(dx + at, y + at, dy + at, rsum_##SFX(dy + at, n), n, j->set);       \
             else                                                                                   \
-                rlse_vjp_##SFX(dx + at, x + at, y[r], dy[r], n);                                   \
+                rlse_vjp_##SFX(dx + at, x + at, y[r], dy[r], n, j->set);                           \
         }                                                                                          \
     }
 
@@ -229,13 +244,21 @@ along_forward(tg_node *nd, enum sm_kind kind)
 {
     struct sm s = sm_of(nd->in[0], nd->attr.axis);
     if (s.inner == 1) {
-        struct sm_job j = {nd, kind, s.len};
+        struct sm_job j = {nd, kind, s.len, false};
         tg__parallel_for(s.outer, tg__grain_rows(s.len),
                          nd->out->dtype == TG_F32 ? sm_fwd_rows_f32 : sm_fwd_rows_f64, &j);
     } else {
         sm_strided_forward(nd, kind, s);
     }
     return TG_OK;
+}
+
+/* The strided paths add: a fresh gradient is zeroed first. */
+static void
+zero_if_fresh(tg_tensor *x)
+{
+    if (tg__grad_take_fresh(x))
+        memset(x->grad, 0, tg__nbytes(x));
 }
 
 static tg_status
@@ -245,10 +268,11 @@ along_vjp(tg_node *nd, enum sm_kind kind)
         return TG_OK;
     struct sm s = sm_of(nd->in[0], nd->attr.axis);
     if (s.inner == 1) {
-        struct sm_job j = {nd, kind, s.len};
+        struct sm_job j = {nd, kind, s.len, tg__grad_take_fresh(nd->in[0])};
         tg__parallel_for(s.outer, tg__grain_rows(s.len),
                          nd->out->dtype == TG_F32 ? sm_vjp_rows_f32 : sm_vjp_rows_f64, &j);
     } else {
+        zero_if_fresh(nd->in[0]);
         sm_strided_vjp(nd, kind, s);
     }
     return TG_OK;
@@ -373,7 +397,7 @@ lse_forward(tg_node *nd)
 {
     size_t len;
     if (lse_rows(nd, &len)) {
-        struct sm_job j = {nd, LSE, len};
+        struct sm_job j = {nd, LSE, len, false};
         tg__parallel_for(nd->out->size, tg__grain_rows(len),
                          nd->out->dtype == TG_F32 ? sm_fwd_rows_f32 : sm_fwd_rows_f64, &j);
         return TG_OK;
@@ -400,11 +424,12 @@ lse_vjp(tg_node *nd)
         return TG_OK;
     size_t len;
     if (lse_rows(nd, &len)) {
-        struct sm_job j = {nd, LSE, len};
+        struct sm_job j = {nd, LSE, len, tg__grad_take_fresh(nd->in[0])};
         tg__parallel_for(nd->out->size, tg__grain_rows(len),
                          nd->out->dtype == TG_F32 ? sm_vjp_rows_f32 : sm_vjp_rows_f64, &j);
         return TG_OK;
     }
+    zero_if_fresh(nd->in[0]);
     struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data, *y = nd->out->data, *dy = nd->out->grad;

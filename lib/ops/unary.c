@@ -54,6 +54,7 @@ struct act_job {
     tg_dtype dt;
     const void *x, *y, *dy;
     void *out, *dx;
+    bool assign; /* VJP: dx holds nothing yet: write dy ⊙ g' straight into it */
 };
 
 static void
@@ -68,6 +69,11 @@ static void
 act_vjp_chunk(size_t b, size_t e, void *vctx)
 {
     const struct act_job *j = vctx;
+    if (j->assign) { /* dx = dy ⊙ g' */
+        rule_dz(j->rule, j->dt, j->alpha, j->beta, j->rule->needs_x ? j->x : NULL, j->y, j->dy,
+                (char *)j->dx + b * tg_dtype_size(j->dt), b, e - b);
+        return;
+    }
     double block[BLOCK]; /* BLOCK doubles, or 2·BLOCK floats of which BLOCK are used */
     for (size_t s = b; s < e; s += BLOCK) {
         size_t n = e - s < BLOCK ? e - s : BLOCK;
@@ -96,7 +102,7 @@ tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *rule)
         return TG_OK;
     struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .beta = nd->attr.scale2, .dt = nd->out->dtype,
                         .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
-                        .dx = nd->in[0]->grad};
+                        .dx = nd->in[0]->grad, .assign = tg__grad_take_fresh(nd->in[0])};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_vjp_chunk, &j);
     return TG_OK;
 }
