@@ -66,7 +66,7 @@ run_valgrind() {
     # smaller sizes: about a minute instead of 11-14).
     # Tests that run an interpreter (python3 reading a checkpoint) are left out: valgrind
     # would check CPython and ld.so, not tapegrad (TG_VALGRIND_SKIP, space-separated names).
-    skip=" ${TG_VALGRIND_SKIP-safetensors-python torch-reference} "
+    skip=" ${TG_VALGRIND_SKIP-safetensors-python torch-reference torch-reference-ops} "
     names=$(meson test -C "$dir" --setup valgrind --list 2>/dev/null | sed -n 's|^.* / ||p' |
             while read -r name; do
                 case $skip in *" $name "*) ;; *) printf '%s\n' "$name" ;; esac
