@@ -588,29 +588,39 @@ START_TEST(class_losses_bad_labels)
 {
     /* nll_loss: (2x5), label 9 in example 1 */
     tg_tensor *lp = mk(F64, D(2, 5), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){1, 9}, 1, NULL), "nll", "\"LP\"", "(2x5)", "#9",
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){1, 9}, 2, 1, NULL), "nll", "\"LP\"", "(2x5)", "#9",
                "#1", "[0, 5)|0 … 4|0..4|0 to 4|< 5");
     reset();
     lp = mk(F64, D(2, 5), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){-1, 0}, 1, NULL), "nll", "\"LP\"", "(2x5)",
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){-1, 0}, 2, 1, NULL), "nll", "\"LP\"", "(2x5)",
                "#-1");
     reset();
     /* classes on axis 0: (6x2) has 6 classes */
     lp = mk(F64, D(6, 2), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 8}, 0, NULL), "nll", "\"LP\"", "(6x2)", "#8");
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 8}, 2, 0, NULL), "nll", "\"LP\"", "(6x2)", "#8");
     reset();
     lp = mk(F64, D(2, 5), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 0}, 3, NULL), "nll", "(2x5)", "#3");
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 0}, 2, 3, NULL), "nll", "(2x5)", "#3");
     reset();
     lp = mk(F64, D(2, 5, 1), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 0}, 1, NULL), "nll", "(2x5x1)");
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 0}, 2, 1, NULL), "nll", "(2x5x1)");
+    reset();
+    /* the count must match the examples: (8x3) with classes on axis 0 has 3 examples, and
+     * classes on axis 1 have 8 (a short array would be read past its end) */
+    lp = mk(F64, D(8, 3), NULL, "LP");
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 1, 2, 0, 1, 2, 0, 1}, 8, 0, NULL), "nll",
+               "\"LP\"", "(8x3)", "#8", "#3");
+    reset();
+    lp = mk(F64, D(8, 3), NULL, "LP");
+    EXPECT_BAD(tg_cross_entropy(tape, lp, (int32_t[]){0, 1, 2}, 3, 1, NULL, 0), "cross_entropy",
+               "\"LP\"", "(8x3)", "#3", "#8");
     reset();
     tg_tensor *s = mk(F32, D(2, 5), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 7}, 1, NULL, 0), "cross_entropy", "\"S\"",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 7}, 2, 1, NULL, 0), "cross_entropy", "\"S\"",
                "(2x5)", "#7", "#1");
     reset();
     s = mk(F64, D(5, 2), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){-3, 0}, 0, NULL, 0), "cross_entropy",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){-3, 0}, 2, 0, NULL, 0), "cross_entropy",
                "\"S\"", "(5x2)", "#-3");
 }
 END_TEST
@@ -619,22 +629,22 @@ START_TEST(class_losses_bad_constants)
 {
     const double w[5] = {1, -2, 1, 1, 1};
     tg_tensor *lp = mk(F64, D(2, 5), NULL, "LP");
-    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 1}, 1, w), "nll", "weight", "#-2");
+    EXPECT_BAD(tg_nll_loss(tape, lp, (int32_t[]){0, 1}, 2, 1, w), "nll", "weight", "#-2");
     reset();
     tg_tensor *s = mk(F64, D(2, 5), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 1, w, 0), "cross_entropy", "weight",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 2, 1, w, 0), "cross_entropy", "weight",
                "#-2");
     reset();
     s = mk(F64, D(2, 5), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 1, NULL, 1.5), "cross_entropy",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 2, 1, NULL, 1.5), "cross_entropy",
                "smoothing", "#1.5");
     reset();
     s = mk(F64, D(2, 5), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 1, NULL, -0.25), "cross_entropy",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 2, 1, NULL, -0.25), "cross_entropy",
                "smoothing", "#-0.25");
     reset();
     s = mk(F64, D(2, 5), NULL, "S");
-    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 1, NULL, NAN), "cross_entropy",
+    EXPECT_BAD(tg_cross_entropy(tape, s, (int32_t[]){0, 1}, 2, 1, NULL, NAN), "cross_entropy",
                "smoothing", "~nan");
 }
 END_TEST
@@ -1542,7 +1552,7 @@ START_TEST(cross_entropy_equals_softmax_xent)
         reset();
         tg_tensor *s1 = axis ? mkg(dt, D(5, 4), v, "s1") : mkg(dt, D(4, 5), v, "s1");
         tg_tensor *s2 = axis ? mkg(dt, D(5, 4), v, "s2") : mkg(dt, D(4, 5), v, "s2");
-        tg_tensor *a = tg_cross_entropy(tape, s1, labels, axis, NULL, 0);
+        tg_tensor *a = tg_cross_entropy(tape, s1, labels, sizeof labels / sizeof labels[0], axis, NULL, 0);
         tg_tensor *b = tg_softmax_xent(tape, s2, labels, axis);
         no_error();
         EXPECT_SHAPE(a, 1, 1);
@@ -1598,7 +1608,7 @@ START_TEST(cross_entropy_weight_and_smoothing)
                 grad[k] /= z;
             reset();
             tg_tensor *x = mkg(dt, D(3, 4), s, "s");
-            tg_tensor *l = tg_cross_entropy(tape, x, labels, 1, wt, eps);
+            tg_tensor *l = tg_cross_entropy(tape, x, labels, sizeof labels / sizeof labels[0], 1, wt, eps);
             ck_assert_msg(tg_tape_status(tape) == TG_OK, "eps %g weighted %d: %s", eps, weighted,
                           tg_tape_error(tape));
             ck_assert_msg(close_to(tg_tensor_item(l), total / z, tol),
@@ -1615,7 +1625,7 @@ START_TEST(cross_entropy_weight_and_smoothing)
                     gt[c * B + i] = grad[i * C + c];
                 }
             x = mkg(dt, D(4, 3), st, "sT");
-            l = tg_cross_entropy(tape, x, labels, 0, wt, eps);
+            l = tg_cross_entropy(tape, x, labels, sizeof labels / sizeof labels[0], 0, wt, eps);
             EXPECT_VALS(l, V(total / z), 1, tol);
             backward_sum(l);
             EXPECT_GRAD(x, gt, 12, tol);
@@ -1630,7 +1640,7 @@ START_TEST(nll_loss_by_hand)
     double tol = dt == F64 ? 1e-15 : 2e-7;
     const double lp[6] = {-0.5, -1, -2, -3, -0.25, -4}; /* (2x3): examples as rows */
     tg_tensor *x = mkg(dt, D(2, 3), lp, "lp");
-    tg_tensor *l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 1, NULL);
+    tg_tensor *l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 2, 1, NULL);
     EXPECT_SHAPE(l, 1, 1);
     EXPECT_VALS(l, V((2 + 0.25) / 2), 1, tol);
     backward_sum(l);
@@ -1638,14 +1648,14 @@ START_TEST(nll_loss_by_hand)
     /* with weights (1, 3, 0.5): (0.5·2 + 3·0.25) / 3.5 */
     reset();
     x = mkg(dt, D(2, 3), lp, "lp");
-    l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 1, (double[]){1, 3, 0.5});
+    l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 2, 1, (double[]){1, 3, 0.5});
     EXPECT_VALS(l, V((0.5 * 2 + 3 * 0.25) / 3.5), 1, tol);
     backward_sum(l);
     EXPECT_GRAD(x, V(0, 0, -0.5 / 3.5, 0, -3 / 3.5, 0), 6, tol);
     /* classes on axis 0: the same numbers transposed (3x2) */
     reset();
     x = mkg(dt, D(3, 2), V(-0.5, -3, -1, -0.25, -2, -4), "lpT");
-    l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 0, (double[]){1, 3, 0.5});
+    l = tg_nll_loss(tape, x, (int32_t[]){2, 1}, 2, 0, (double[]){1, 3, 0.5});
     EXPECT_VALS(l, V((0.5 * 2 + 3 * 0.25) / 3.5), 1, tol);
     backward_sum(l);
     EXPECT_GRAD(x, V(0, 0, 0, -3 / 3.5, -0.5 / 3.5, 0), 6, tol);
@@ -1955,8 +1965,8 @@ model_loss(tg_tape *t, const struct model *md, tg_dtype dt)
                               (int64_t[]){2, 1});                        /* (3x4) */
     tg_tensor *cat = tg_concat(t, (tg_tensor *[]){logits, top}, 2, 0);   /* (9x4) */
 
-    tg_tensor *ce = tg_cross_entropy(t, cat, labels, 1, weight, 0.1);
-    tg_tensor *nll = tg_nll_loss(t, tg_log_softmax(t, cat, 1), labels, 1, NULL);
+    tg_tensor *ce = tg_cross_entropy(t, cat, labels, sizeof labels / sizeof labels[0], 1, weight, 0.1);
+    tg_tensor *nll = tg_nll_loss(t, tg_log_softmax(t, cat, 1), labels, sizeof labels / sizeof labels[0], 1, NULL);
     tg_tensor *picked = tg_gather(t, tg_softmax(t, cat, -1), 1, pick, 2, (int64_t[]){9, 1});
     tg_tensor *mx = tg_max_axes(t, cat, (int[]){1}, 1, true);            /* (9x1) */
     tg_tensor *mn = tg_min_axes(t, cat, (int[]){-1}, 1, true);

@@ -203,11 +203,11 @@ static const int32_t cls_labels[] = {1, 0, 2, 2, 1};
 static const double cls_weights[] = {0.5, 2.0, 1.25};
 static tg_tensor *ap_nll(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    return tg_nll_loss(t, in[0], cls_labels, c->axis, c->ta ? cls_weights : NULL);
+    return tg_nll_loss(t, in[0], cls_labels, 5, c->axis, c->ta ? cls_weights : NULL);
 }
 static tg_tensor *ap_cross_entropy(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    return tg_cross_entropy(t, in[0], cls_labels, c->axis, c->ta ? cls_weights : NULL, c->c);
+    return tg_cross_entropy(t, in[0], cls_labels, 5, c->axis, c->ta ? cls_weights : NULL, c->c);
 }
 static tg_tensor *ap_bce(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_bce_with_logits(t, in[0], in[1]); }
 static tg_tensor *ap_l1(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_l1(t, in[0], in[1]); }

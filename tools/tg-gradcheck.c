@@ -1185,7 +1185,8 @@ make_nll_loss(struct cases *cs)
 static tg_tensor *
 apply_nll_loss(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
 {
-    return tg_nll_loss(t, in[0], c->labels, c->axis, c->weighted ? c->weight : NULL);
+    return tg_nll_loss(t, in[0], c->labels, (size_t)tg_tensor_dim(in[0], 1 - c->axis), c->axis,
+                       c->weighted ? c->weight : NULL);
 }
 
 static void
@@ -1202,7 +1203,8 @@ make_cross_entropy(struct cases *cs)
 static tg_tensor *
 apply_cross_entropy(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
 {
-    return tg_cross_entropy(t, in[0], c->labels, c->axis, c->weighted ? c->weight : NULL,
+    return tg_cross_entropy(t, in[0], c->labels, (size_t)tg_tensor_dim(in[0], 1 - c->axis),
+                            c->axis, c->weighted ? c->weight : NULL,
                             c->c);
 }
 

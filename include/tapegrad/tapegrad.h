@@ -366,9 +366,11 @@ TG_API tg_tensor *tg_bmm(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b, b
  * tg_bce_with_logits: mean of max(x, 0) - x y + log(1 + e^-|x|), stable for any |x|.
  * tg_l1: mean |a - y|.  tg_huber: mean of ½d² (|d| < δ) or δ(|d| - ½δ), d = a - y.
  * tg_smooth_l1: mean of ½d²/β (|d| < β) or |d| - ½β. (torch.nn.HuberLoss / SmoothL1Loss.)
- * In the two-input losses y is the target: same shape as a, and it gets a gradient too. */
+ * In the two-input losses y is the target: same shape as a, and it gets a gradient too.
+ * n_labels must equal the number of examples (an error otherwise: the count is what lets a
+ * short labels array be caught instead of read past its end). */
 TG_API tg_tensor *tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels,
-                              int class_axis, const double *weight);
+                              size_t n_labels, int class_axis, const double *weight);
 TG_API tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y);
 TG_API tg_tensor *tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y);
 TG_API tg_tensor *tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta);
@@ -377,7 +379,8 @@ TG_API tg_tensor *tg_smooth_l1(tg_tape *t, tg_tensor *a, tg_tensor *y, double be
  * label_smoothing= (in [0, 1]): loss_i = (1-ε) w[y_i] (-log p[y_i]) + (ε/C) Σ_c w[c] (-log
  * p[c]), mean = Σ_i loss_i / Σ_i w[y_i]. Weights and labels are copied. */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t *labels,
-                                   int class_axis, const double *weight, double label_smoothing);
+                                   size_t n_labels, int class_axis, const double *weight,
+                                   double label_smoothing);
 
 /* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);

@@ -31,7 +31,7 @@ struct nbcast {
 static struct nbcast
 nbcast_of(const tg_node *nd)
 {
-    struct nbcast bc;
+    struct nbcast bc = {{0}, {{0}}}; /* strides of absent operands stay 0 */
     const tg_tensor *out = nd->out;
     for (int i = 0; i < 4; i++) {
         int io = out->ndim - 4 + i;

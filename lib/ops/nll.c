@@ -55,11 +55,11 @@ cls_shape(tg_node *nd, int *ndim, int64_t *dims)
     return TG_OK;
 }
 
-/* Validates x, class_axis, labels (B of them, each in [0, C)), weights (C, each finite and
+/* Validates x, class_axis, labels (n_labels = B of them, each in [0, C)), weights (C, each finite and
  * >= 0) and label smoothing, and copies labels and weights onto the tape. */
 static bool
-cls_attr(tg_tape *t, const char *op, tg_tensor *x, const int32_t *labels, int class_axis,
-         const double *weight, double smoothing, struct tg__attr *attr)
+cls_attr(tg_tape *t, const char *op, tg_tensor *x, const int32_t *labels, size_t n_labels,
+         int class_axis, const double *weight, double smoothing, struct tg__attr *attr)
 {
     if (t->status != TG_OK || !tg__operand_ok(t, op, "scores", x))
         return false;
@@ -76,6 +76,13 @@ cls_attr(tg_tape *t, const char *op, tg_tensor *x, const int32_t *labels, int cl
     }
     if (!labels) {
         tg__fail(t, TG_ERR_ARG, "%s %s: labels is NULL", op, tg__name_text(x).s);
+        return false;
+    }
+    if (n_labels != batch) {
+        tg__fail(t, TG_ERR_ARG,
+                 "%s %s %s: %zu labels given for %zu examples (class_axis %d: one label per "
+                 "example)",
+                 op, tg__name_text(x).s, tg__shape_text(x).s, n_labels, batch, class_axis);
         return false;
     }
     for (size_t i = 0; i < batch; i++)
@@ -155,13 +162,13 @@ const tg_op tg__op_nll_loss = {
 };
 
 tg_tensor *
-tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels, int class_axis,
-            const double *weight)
+tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels, size_t n_labels,
+            int class_axis, const double *weight)
 {
     if (!t)
         return NULL;
     struct tg__attr attr;
-    if (!cls_attr(t, "nll_loss", log_probs, labels, class_axis, weight, 0, &attr))
+    if (!cls_attr(t, "nll_loss", log_probs, labels, n_labels, class_axis, weight, 0, &attr))
         return &t->nil;
     return tg__record(t, &tg__op_nll_loss, &log_probs, 1, &attr, NULL);
 }
@@ -253,14 +260,14 @@ const tg_op tg__op_cross_entropy = {
 };
 
 tg_tensor *
-tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t *labels, int class_axis,
-                 const double *weight, double label_smoothing)
+tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t *labels, size_t n_labels,
+                 int class_axis, const double *weight, double label_smoothing)
 {
     if (!t)
         return NULL;
     struct tg__attr attr;
-    if (!cls_attr(t, "cross_entropy", scores, labels, class_axis, weight, label_smoothing,
-                  &attr))
+    if (!cls_attr(t, "cross_entropy", scores, labels, n_labels, class_axis, weight,
+                  label_smoothing, &attr))
         return &t->nil;
     return tg__record(t, &tg__op_cross_entropy, &scores, 1, &attr, NULL);
 }

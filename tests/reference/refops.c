@@ -931,12 +931,15 @@ loss(int which, int cur)
             attr_doubles("weight", weight, (size_t)classes);
         tg_tensor *y;
         if (which == OP_NLL_LOSS) {
-            y = tg_nll_loss(tape, ids[x], labels, class_axis, weighted ? weight : NULL);
+            y = tg_nll_loss(tape, ids[x], labels, (size_t)tg_tensor_dim(ids[x], 1 - class_axis),
+                            class_axis, weighted ? weight : NULL);
         } else {
             static const double eps[] = {0, 0.1, 1};
             double ls = chance(2) ? urand(0, 1) : eps[irand(0, 2)];
             attr(" smoothing=%.17g", ls);
-            y = tg_cross_entropy(tape, ids[x], labels, class_axis, weighted ? weight : NULL, ls);
+            y = tg_cross_entropy(tape, ids[x], labels,
+                                 (size_t)tg_tensor_dim(ids[x], 1 - class_axis), class_axis,
+                                 weighted ? weight : NULL, ls);
         }
         return op1(y, op_names[which], x);
     }
