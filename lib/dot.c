@@ -696,8 +696,33 @@ append_op_attrs(struct tg__dotbuf *b, const tg_node *n)
     }
     else if (op == &tg__op_mse_half)
         tg__dotbuf_printf(b, "\\nbatch axis %d", n->attr.axis);
-    else if (op == &tg__op_softmax_xent)
+    else if (op == &tg__op_softmax_xent || op == &tg__op_nll_loss)
         tg__dotbuf_printf(b, "\\nclass axis %d", n->attr.axis);
+    else if (op == &tg__op_cross_entropy)
+        tg__dotbuf_printf(b, "\\nclass axis %d%s%s", n->attr.axis,
+                          n->attr.weights ? ", weighted" : "",
+                          n->attr.scale2 > 0 ? ", smoothed" : "");
+    else if (op == &tg__op_bias_act) /* a fused node names its parts: + b, then g */
+        tg__dotbuf_printf(b, "\\n+ b, %s", tg_activation_name((tg_activation)n->attr.axis));
+    else if (op == &tg__op_bmm && (n->attr.trans_a || n->attr.trans_b))
+        tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr.trans_a ? "\xe1\xb5\x80" : "",
+                          n->attr.trans_b ? "\xe1\xb5\x80" : "");
+    else if (op == &tg__op_pow)
+        tg__dotbuf_printf(b, "\\np = %.4g", n->attr.scale);
+    else if (op == &tg__op_elu)
+        tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr.scale);
+    else if (op == &tg__op_clamp)
+        tg__dotbuf_printf(b, "\\n[%.4g, %.4g]", n->attr.scale, n->attr.scale2);
+    else if (op == &tg__op_huber || op == &tg__op_smooth_l1)
+        tg__dotbuf_printf(b, "\\n%s = %.4g", op == &tg__op_huber ? "\xce\xb4" : "\xce\xb2",
+                          n->attr.scale);
+    else if (op == &tg__op_softmax || op == &tg__op_log_softmax || op == &tg__op_concat ||
+             op == &tg__op_stack || op == &tg__op_index_select || op == &tg__op_gather)
+        tg__dotbuf_printf(b, "\\naxis %d", n->attr.axis);
+    else if (op == &tg__op_logsumexp && n->attr.axes != (1u << n->in[0]->ndim) - 1)
+        for (int i = 0, k = 0; i < n->in[0]->ndim; i++)
+            if (n->attr.axes >> i & 1)
+                tg__dotbuf_printf(b, "%s %d", k++ ? "," : "\\naxes", i);
 }
 
 static bool

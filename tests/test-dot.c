@@ -445,6 +445,28 @@ START_TEST(golden_flat_ops)
 }
 END_TEST
 
+/* A fused node names its parts (bias_act: "+ b" and the activation), and ops with attributes
+ * show them, so a picture tells a ReLU layer from a tanh one. */
+START_TEST(fused_and_attributed_nodes_are_labelled)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 2, 3, NULL, "x"), *b = tg_matrix(t, TG_F64, 1, 3, NULL, "b");
+    tg_tensor *h = tg_bias_act(t, x, b, TG_ACT_TANH);
+    tg_tensor *r = tg_bias_act(t, h, b, TG_ACT_RELU);
+    tg_tensor *p = tg_clamp(t, tg_pow(t, r, 1.5), -1, 2);
+    tg_sum(t, tg_softmax(t, p, 1));
+    ck_assert_ptr_null(tg_tape_error(t));
+    tg_dot_options o = {.rankdir = TG_DOT_TOP_BOTTOM, .flat = true};
+    size_t len;
+    char *text = export_checked(t, &o, "fused.dot", &len);
+    ck_assert_msg(strstr(text, "+ b, tanh") && strstr(text, "+ b, relu"), "%s", text);
+    ck_assert_msg(strstr(text, "p = 1.5") && strstr(text, "[-1, 2]") && strstr(text, "axis 1"),
+                  "%s", text);
+    free(text);
+    tg_tape_free(t);
+}
+END_TEST
+
 /* A tape that holds an error is drawn up to the error, with the error as the title. */
 START_TEST(golden_tape_error)
 {
@@ -986,6 +1008,7 @@ dot_suite(void)
     tcase_add_test(tc, golden_seed_annotated);
     tcase_add_test(tc, golden_flat_ops);
     tcase_add_test(tc, golden_tape_error);
+    tcase_add_test(tc, fused_and_attributed_nodes_are_labelled);
     tcase_add_test(tc, same_graph_same_bytes);
     tcase_add_test(tc, value_summaries);
     tcase_add_test(tc, checker_verdicts);
