@@ -7,12 +7,14 @@
  * checked by us first, duplicate keys rejected by JSON_REJECT_DUPLICATES); every size taken
  * from the file is checked against the bytes that remain before it is used.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h> /* flock: BSD, Linux, macOS */
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1251,35 +1253,252 @@ split_path(const struct ctx *c, const char *path, char **dir, const char **base)
     return TG_OK;
 }
 
-/* rule 17: tmp in the same directory, every write checked, fsync, close, rename, fsync dir. */
+/* ---- temporaries and symbolic links ---- */
+
+/* A save of dir/base writes ".<base>" TMP_TAG "XXXXXX" (mkstemp fills the six characters from
+ * [A-Za-z0-9]) in dir. The tag keeps the name apart from other tools' temporaries (rsync's
+ * are ".<base>.XXXXXX") so that cleanup never takes theirs for ours. */
+#define TMP_TAG ".tg-save."
+#define TMP_RANDOM 6
+
+static bool
+is_own_temporary(const char *name, const char *base)
+{
+    size_t bl = strlen(base), tl = strlen(TMP_TAG);
+    if (name[0] != '.' || strncmp(name + 1, base, bl) != 0 ||
+        strncmp(name + 1 + bl, TMP_TAG, tl) != 0)
+        return false;
+    const char *r = name + 1 + bl + tl;
+    size_t i = 0;
+    for (; r[i]; i++) {
+        char ch = r[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')))
+            return false;
+    }
+    return i == TMP_RANDOM;
+}
+
+/* Removes what earlier saves of dir/base left behind when they were killed before their rename:
+ * entries named exactly as save_atomic names them, that are regular files (never a link, which
+ * is not followed, nor a FIFO or device, which is not even opened), and whose flock can be taken
+ * at once. A writer holds that lock from creation to rename, so a temporary that is still being
+ * written, by any process, is skipped. The unlink happens under the lock and only if the name
+ * still refers to the file that was locked. Best effort: nothing here fails the save. */
+static void
+remove_stale_temporaries(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return; /* mkstemp will report the directory's problem */
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while (dfd >= 0 && (e = readdir(d))) {
+        if (!is_own_temporary(e->d_name, base))
+            continue;
+        struct stat ls, fs;
+        if (fstatat(dfd, e->d_name, &ls, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(ls.st_mode))
+            continue;
+        int flags = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+        int fd = openat(dfd, e->d_name, O_RDONLY | flags);
+        if (fd < 0 && errno == EACCES)
+            fd = openat(dfd, e->d_name, O_WRONLY | flags); /* a write-only checkpoint's mode */
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode) && fs.st_dev == ls.st_dev &&
+            fs.st_ino == ls.st_ino && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            fstatat(dfd, e->d_name, &ls, AT_SYMLINK_NOFOLLOW) == 0 && ls.st_dev == fs.st_dev &&
+            ls.st_ino == fs.st_ino)
+            (void)unlinkat(dfd, e->d_name, 0);
+        close(fd); /* drops the lock */
+    }
+    closedir(d);
+}
+
+enum { MAX_SYMLINK_HOPS = 40 }; /* Linux's MAXSYMLINKS */
+#ifndef S_ISVTX
+#define S_ISVTX 01000 /* the sticky bit (XSI, hidden by _POSIX_C_SOURCE on glibc) */
+#endif
+
+/* The part of p up to and including its last '/' ("" when none): the directory a relative
+ * symlink target is taken from. */
+static size_t
+dir_prefix_len(const char *p)
+{
+    const char *slash = strrchr(p, '/');
+    return slash ? (size_t)(slash - p) + 1 : 0;
+}
+
+/* The file that a save to c->path replaces: c->path itself, or, when it is a symbolic link, the
+ * end of its chain (relative targets taken from the directory of the link that holds them), which
+ * may not exist yet (a dangling link: the target is created). *out is allocated. Like Linux's
+ * fs.protected_symlinks, a link in a sticky world-writable directory (/tmp) is only followed when
+ * it belongs to us or to the directory's owner. */
+static tg_status
+resolve_target(const struct ctx *c, char **out)
+{
+    *out = NULL;
+    char *cur = tg__strdup(c->path);
+    if (!cur)
+        return fail(c, TG_ERR_NOMEM, "out of memory");
+    for (int hops = 0;; hops++) {
+        struct stat ls;
+        if (lstat(cur, &ls) != 0 || !S_ISLNK(ls.st_mode))
+            break; /* a file, or none yet (what else fails is reported by the save's steps) */
+        if (hops == MAX_SYMLINK_HOPS) {
+            tg_status st = fail(c, TG_ERR_IO, "following symbolic links: %s (more than %d)",
+                                strerror(ELOOP), MAX_SYMLINK_HOPS);
+            tg__free(cur);
+            return st;
+        }
+        size_t pl = dir_prefix_len(cur);
+        char *pdir = pl ? dup_n(cur, pl) : tg__strdup(".");
+        if (!pdir) {
+            tg__free(cur);
+            return fail(c, TG_ERR_NOMEM, "out of memory");
+        }
+        struct stat ds;
+        bool refuse = stat(pdir, &ds) == 0 && (ds.st_mode & S_ISVTX) && (ds.st_mode & S_IWOTH) &&
+                      ls.st_uid != geteuid() && ls.st_uid != ds.st_uid;
+        if (refuse) {
+            tg_status st = fail(c, TG_ERR_IO,
+                                "not following symbolic link \"%s\": it belongs to uid %ld, not to "
+                                "us nor to the owner of the sticky world-writable directory "
+                                "\"%s\"",
+                                cur, (long)ls.st_uid, pdir);
+            tg__free(pdir);
+            tg__free(cur);
+            return st;
+        }
+        tg__free(pdir);
+        /* st_size is the target's length on most file systems, 0 on some: grow until it fits. */
+        size_t cap = ls.st_size > 0 ? (size_t)ls.st_size + 1 : 256;
+        char *t = NULL;
+        ssize_t r;
+        for (;;) {
+            char *nt = tg__realloc(t, cap);
+            if (!nt) {
+                tg__free(t);
+                tg__free(cur);
+                return fail(c, TG_ERR_NOMEM, "out of memory");
+            }
+            t = nt;
+            r = readlink(cur, t, cap);
+            if (r < 0 || (size_t)r < cap)
+                break;
+            cap *= 2;
+        }
+        if (r <= 0) {
+            tg_status st = fail(c, TG_ERR_IO, "reading symbolic link \"%s\": %s", cur,
+                                strerror(r < 0 ? errno : ENOENT));
+            tg__free(t);
+            tg__free(cur);
+            return st;
+        }
+        t[r] = '\0';
+        char *next;
+        if (t[0] == '/' || pl == 0) {
+            next = t;
+        } else {
+            next = tg__malloc(pl + (size_t)r + 1);
+            if (next) {
+                memcpy(next, cur, pl);
+                memcpy(next + pl, t, (size_t)r + 1);
+            }
+            tg__free(t);
+            if (!next) {
+                tg__free(cur);
+                return fail(c, TG_ERR_NOMEM, "out of memory");
+            }
+        }
+        tg__free(cur);
+        cur = next;
+    }
+    *out = cur;
+    return TG_OK;
+}
+
+/* rule 17: tmp in the same directory, every write checked, fsync, close, rename, fsync dir.
+ * Through a symbolic link, the link's final target is what is replaced (in its directory). */
 static tg_status
 save_atomic(const struct ctx *c, const char *header, size_t hlen, const struct binding *b,
             size_t n)
 {
-    char *dir = NULL;
+    char *target = NULL, *dir = NULL, *tmp = NULL;
     const char *base;
-    tg_status st = split_path(c, c->path, &dir, &base);
+    tg_status st = resolve_target(c, &target);
     if (st)
         return st;
-    size_t tl = strlen(dir) + strlen(base) + 16;
-    char *tmp = tg__malloc(tl);
-    if (!tmp) {
-        tg__free(dir);
-        return fail(c, TG_ERR_NOMEM, "out of memory");
-    }
-    snprintf(tmp, tl, "%s/.%s.XXXXXX", dir, base);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = fail(c, TG_ERR_IO, "cannot create a temporary file in \"%s\": %s", dir,
-                  strerror(errno));
-        tg__free(tmp);
-        tg__free(dir);
-        return st;
-    }
-    (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-    /* Permissions: the old file's, else rw-r--r-- (mkstemp makes 0600). */
+    bool via_link = strcmp(target, c->path) != 0;
+    /* " (the target of the symbolic link)" in messages about the target */
+    char via[32 + 1024];
+    snprintf(via, sizeof via, "%s%s%s", via_link ? " (symbolic link target \"" : "",
+             via_link ? target : "", via_link ? "\")" : "");
+    st = split_path(c, target, &dir, &base);
+    if (st)
+        goto out;
+    /* Permissions: the old file's, else rw-r--r-- (mkstemp makes 0600). Only a regular file is
+     * ever replaced. */
     struct stat old;
-    mode_t mode = stat(c->path, &old) == 0 ? (old.st_mode & 07777) : 0644;
+    mode_t mode = 0644;
+    if (lstat(target, &old) == 0) {
+        if (!S_ISREG(old.st_mode)) {
+            const char *kind = S_ISDIR(old.st_mode) ? "a directory" : "a FIFO, socket or device";
+            if (via_link)
+                st = fail(c, TG_ERR_IO, "the symbolic link's target \"%s\" is not a regular file "
+                          "(%s); it is not replaced", target, kind);
+            else
+                st = fail(c, TG_ERR_IO, "not a regular file (%s); it is not replaced", kind);
+            goto out;
+        }
+        mode = old.st_mode & 07777;
+    }
+    remove_stale_temporaries(dir, base);
+    size_t tl = strlen(dir) + strlen(base) + strlen(TMP_TAG) + TMP_RANDOM + 3;
+    tmp = tg__malloc(tl);
+    if (!tmp) {
+        st = fail(c, TG_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* Created and locked (flock, held until after the rename: see remove_stale_temporaries). A
+     * concurrent cleanup may lock and remove a fresh temporary before we lock it: then we see it
+     * unlinked (or still locked by that cleanup) and start again under a new name. */
+    int fd = -1, lockfd = -1;
+    for (int attempt = 0;; attempt++) {
+        snprintf(tmp, tl, "%s/.%s" TMP_TAG "XXXXXX", dir, base);
+        fd = mkstemp(tmp);
+        if (fd < 0) {
+            st = fail(c, TG_ERR_IO, "cannot create a temporary file in \"%s\"%s: %s", dir, via,
+                      strerror(errno));
+            goto out;
+        }
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int lr;
+        while ((lr = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+            ;
+        struct stat fs;
+        bool lost = lr != 0 ? errno == EWOULDBLOCK : fstat(fd, &fs) == 0 && fs.st_nlink == 0;
+        /* Any other flock error (a file system without locks): written unlocked, and cleanups
+         * there cannot lock anything either, so they remove nothing. */
+        if (!lost)
+            break;
+        if (lr != 0)
+            unlink(tmp);
+        close(fd);
+        fd = -1;
+        if (attempt == 8) {
+            st = fail(c, TG_ERR_IO, "cannot create a temporary file in \"%s\"%s: each one was "
+                      "removed by a concurrent save", dir, via);
+            goto out;
+        }
+    }
+    /* The lock belongs to the open file description: this duplicate keeps it past close(fd),
+     * whose error is checked before the rename, until the rename is done. */
+    lockfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (lockfd < 0) {
+        st = fail(c, TG_ERR_IO, "cannot duplicate the descriptor of \"%s\": %s", tmp,
+                  strerror(errno));
+        goto fail_open;
+    }
     if (fchmod(fd, mode) != 0) {
         st = fail(c, TG_ERR_IO, "cannot set permissions on \"%s\": %s", tmp, strerror(errno));
         goto fail_open;
@@ -1311,12 +1530,14 @@ save_atomic(const struct ctx *c, const char *header, size_t hlen, const struct b
         st = fail(c, TG_ERR_IO, "closing \"%s\": %s", tmp, strerror(errno));
         goto fail_open;
     }
-    if (tg__ckpt_fault == TG__CKPT_FAULT_RENAME || rename(tmp, c->path) != 0) {
+    if (tg__ckpt_fault == TG__CKPT_FAULT_RENAME || rename(tmp, target) != 0) {
         if (tg__ckpt_fault == TG__CKPT_FAULT_RENAME)
             errno = EXDEV;
-        st = fail(c, TG_ERR_IO, "renaming \"%s\" over it: %s", tmp, strerror(errno));
+        st = fail(c, TG_ERR_IO, "renaming \"%s\" over %s: %s", tmp,
+                  via_link ? "the symbolic link's target" : "it", strerror(errno));
         goto fail_open;
     }
+    close(lockfd);
     /* Durable only once the directory entry is on disk. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int dr = dfd < 0 ? -1 : fsync(dfd);
@@ -1331,16 +1552,18 @@ save_atomic(const struct ctx *c, const char *header, size_t hlen, const struct b
         st = fail(c, TG_ERR_IO,
                   "the new file is in place but syncing directory \"%s\" failed: %s", dir,
                   strerror(de));
-    tg__free(tmp);
-    tg__free(dir);
-    return st;
+    goto out;
 
 fail_open:
+    unlink(tmp); /* still under our lock */
     if (fd >= 0)
         close(fd);
-    unlink(tmp);
+    if (lockfd >= 0)
+        close(lockfd);
+out:
     tg__free(tmp);
     tg__free(dir);
+    tg__free(target);
     return st;
 }
 

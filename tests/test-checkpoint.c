@@ -1,14 +1,17 @@
 /* safetensors checkpoints: round trips, the reference sample files, every malformed-file case
  * of RELIABILITY.md (bad inputs 26-43) crafted byte by byte, all-or-nothing loads, and atomic
- * saves under injected failures, a file-size limit and SIGKILL. */
+ * saves under injected failures, a file-size limit and SIGKILL; stale temporaries of killed saves
+ * removed by the next one (live writers' kept); saves through symbolic links. */
 #include "common.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -869,6 +872,452 @@ START_TEST(sigkill_during_saves_never_breaks_the_file)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------
+ * Temporaries left by killed saves (issue 26): the next save of the same path removes those
+ * it can lock, named exactly as save_atomic names them, and nothing else.
+ */
+static bool
+exists_in_dir(const char *name)
+{
+    struct stat s;
+    return lstat(path_of(name), &s) == 0;
+}
+
+/* Hidden entries of dir that start with ".<base>." (a temporary of base, in any naming). */
+static int
+temporaries_of(const char *base, char *first, size_t size)
+{
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, ".%s.", base);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            if (n++ == 0 && first)
+                snprintf(first, size, "%s", e->d_name);
+        }
+    closedir(d);
+    return n;
+}
+
+/* A child that holds an exclusive flock on dir/name (a live writer) until released. */
+struct locker {
+    pid_t pid;
+    int release; /* write end: closing it lets the child exit */
+};
+
+static struct locker
+lock_in_child(const char *name)
+{
+    int ready[2], rel[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    ck_assert_int_eq(pipe(rel), 0);
+    const char *p = path_of(name);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(rel[1]);
+        int fd = open(p, O_RDWR);
+        char ok = fd >= 0 && flock(fd, LOCK_EX) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(2);
+        char c;
+        while (read(rel[0], &c, 1) > 0)
+            ;
+        _exit(0);
+    }
+    close(ready[1]);
+    close(rel[0]);
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    ck_assert_int_eq(ok, 'y');
+    close(ready[0]);
+    return (struct locker){pid, rel[1]};
+}
+
+static void
+unlock_child(struct locker l)
+{
+    close(l.release);
+    int status;
+    ck_assert_int_eq(waitpid(l.pid, &status, 0), l.pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+START_TEST(stale_temporaries_removed_on_next_save)
+{
+    tg_params *a = make_model(TG_F32, 1.0), *b = make_model(TG_F32, 0.0);
+    char p[512]; /* path_of() rotates 4 buffers */
+    snprintf(p, sizeof p, "%s", path_of("ck.safetensors"));
+    char err[512];
+    ck_assert_int_eq(tg_checkpoint_save_params(a, p, err, sizeof err), TG_OK);
+    static const char *stale[] = {
+        ".ck.safetensors.tg-save.AbC123",
+        ".ck.safetensors.tg-save.000000",
+        ".ck.safetensors.tg-save.zZ9yY8",
+    };
+    static const char *kept[] = {
+        ".ck.safetensors.AbC123",            /* rsync's temporaries (and the old naming) */
+        ".ck.safetensors.tg-save.AbC12",     /* 5 random characters */
+        ".ck.safetensors.tg-save.AbC1234",   /* 7 */
+        ".ck.safetensors.tg-save.AbC-12",    /* not a mkstemp character */
+        ".ck.safetensors.tg-save.AbC12.",
+        ".ck.safetensors.tg-save.",
+        "ck.safetensors.tg-save.AbC123",     /* not hidden */
+        ".other.safetensors.tg-save.AbC123", /* another checkpoint's */
+        ".xck.safetensors.tg-save.AbC123",
+        ".k.safetensors.tg-save.AbC123",
+        "victim",
+    };
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++)
+        craft_raw(stale[i], "partial", 7);
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        craft_raw(kept[i], "keep me", 7);
+    /* Matching names that are not regular files the library made: kept, and never opened in a
+     * way that blocks (the FIFO) or follows (the link). */
+    ck_assert_int_eq(mkdir(path_of(".ck.safetensors.tg-save.DiR001"), 0755), 0);
+    ck_assert_int_eq(symlink("victim", path_of(".ck.safetensors.tg-save.LnK001")), 0);
+    ck_assert_int_eq(mkfifo(path_of(".ck.safetensors.tg-save.FiFo01"), 0600), 0);
+    /* A live writer: its temporary is locked by another process. */
+    craft_raw(".ck.safetensors.tg-save.LiVe01", "writing", 7);
+    struct locker live = lock_in_child(".ck.safetensors.tg-save.LiVe01");
+
+    ck_assert_msg(tg_checkpoint_save_params(b, p, err, sizeof err) == TG_OK, "%s", err);
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++)
+        ck_assert_msg(!exists_in_dir(stale[i]), "stale temporary %s was not removed", stale[i]);
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        ck_assert_msg(exists_in_dir(kept[i]), "%s was removed", kept[i]);
+    ck_assert(exists_in_dir(".ck.safetensors.tg-save.DiR001"));
+    ck_assert(exists_in_dir(".ck.safetensors.tg-save.LnK001"));
+    ck_assert(exists_in_dir(".ck.safetensors.tg-save.FiFo01"));
+    ck_assert_msg(exists_in_dir(".ck.safetensors.tg-save.LiVe01"),
+                  "the temporary of a live (locked) writer was removed");
+    size_t n = 0;
+    unsigned char *v = slurp(path_of("victim"), &n);
+    ck_assert(v && n == 7 && memcmp(v, "keep me", 7) == 0);
+    free(v);
+    int want = 1 + (int)(sizeof kept / sizeof kept[0]) + 4;
+    ck_assert_int_eq(dir_entries(), want);
+    tg_params *c = make_model(TG_F32, 9.0);
+    ck_assert_int_eq(tg_checkpoint_load_params(c, p, err, sizeof err), TG_OK);
+    ck_assert(params_equal(b, c));
+
+    /* The writer is gone (died without renaming): its temporary is stale now. */
+    unlock_child(live);
+    ck_assert_int_eq(tg_checkpoint_save_params(a, p, err, sizeof err), TG_OK);
+    ck_assert(!exists_in_dir(".ck.safetensors.tg-save.LiVe01"));
+    ck_assert_int_eq(dir_entries(), want - 1);
+    tg_params_free(a);
+    tg_params_free(b);
+    tg_params_free(c);
+}
+END_TEST
+
+/* 64 tensors of 64 Ki floats (16 MiB, one write each), all `value`. */
+static tg_params *
+make_huge(float value)
+{
+    tg_params *p = tg_params_new(TG_F32);
+    for (int i = 0; i < 64; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%02d/W", i);
+        int64_t d[2] = {256, 256};
+        ck_assert_ptr_nonnull(tg_params_add(p, name, 2, d));
+    }
+    for (size_t i = 0; i < tg_params_size(p); i++)
+        ((float *)tg_params_values(p))[i] = value;
+    return p;
+}
+
+/* Forks a child that saves `value` to dir/base (forever when `loop`), and stops it (SIGSTOP)
+ * once a temporary of base exists and is partly written (0 < size < full). Returns the stopped
+ * child, or -1 when the child finished before it was caught. */
+static pid_t
+stop_child_mid_save(const char *base, float value, bool loop, off_t full)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s", path_of(base));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        tg_params *x = make_huge(value);
+        char e[512];
+        tg_status st;
+        do
+            st = tg_checkpoint_save_params(x, p, e, sizeof e);
+        while (loop);
+        tg_params_free(x);
+        _exit(st == TG_OK ? 0 : 1);
+    }
+    for (long spins = 0; spins < 2000000; spins++) {
+        char name[256];
+        struct stat s;
+        if (temporaries_of(base, name, sizeof name) == 1 && lstat(path_of(name), &s) == 0 &&
+            s.st_size > 0 && s.st_size < full) {
+            kill(pid, SIGSTOP);
+            int status;
+            ck_assert_int_eq(waitpid(pid, &status, WUNTRACED), pid);
+            if (!WIFSTOPPED(status))
+                return -1; /* it exited meanwhile */
+            /* Frozen now: is it still mid-write? */
+            if (temporaries_of(base, name, sizeof name) == 1 && lstat(path_of(name), &s) == 0 &&
+                s.st_size > 0 && s.st_size < full)
+                return pid;
+            kill(pid, SIGCONT);
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return -1;
+        struct timespec pause = {0, 20000};
+        nanosleep(&pause, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ck_abort_msg("never saw a temporary of %s mid-write", base);
+    return -1;
+}
+
+START_TEST(sigkill_leftover_removed_by_next_save)
+{
+    tg_params *big = make_huge(1.0f), *small = make_model(TG_F32, 1.0);
+    char p[512]; /* path_of() rotates 4 buffers */
+    snprintf(p, sizeof p, "%s", path_of("ck.safetensors"));
+    char err[512];
+    ck_assert_int_eq(tg_checkpoint_save_params(big, p, err, sizeof err), TG_OK);
+    struct stat s;
+    ck_assert_int_eq(stat(p, &s), 0);
+    pid_t pid = -1;
+    for (int tries = 0; pid < 0 && tries < 20; tries++)
+        pid = stop_child_mid_save("ck.safetensors", 2.0f, true, s.st_size);
+    ck_assert_int_gt(pid, 0);
+    kill(pid, SIGKILL);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    char left[256];
+    ck_assert_int_eq(temporaries_of("ck.safetensors", left, sizeof left), 1);
+    ck_assert_int_eq(dir_entries(), 2);
+    /* The killed save left its partial temporary; the file itself is complete. */
+    tg_params *c = make_huge(0.0f);
+    ck_assert_msg(tg_checkpoint_load_params(c, p, err, sizeof err) == TG_OK, "%s", err);
+    /* The next save (in this process) removes it. */
+    ck_assert_int_eq(tg_checkpoint_save_params(big, p, err, sizeof err), TG_OK);
+    ck_assert_msg(!exists_in_dir(left), "the killed save's temporary %s is still there", left);
+    ck_assert_int_eq(dir_entries(), 1);
+    (void)small;
+    tg_params_free(big);
+    tg_params_free(small);
+    tg_params_free(c);
+}
+END_TEST
+
+START_TEST(live_save_keeps_its_temporary)
+{
+    /* A save in another process, frozen mid-write, holds its temporary: a save of the same path
+     * meanwhile must not remove it, and the frozen one completes when resumed. */
+    tg_params *big = make_huge(1.0f), *small = make_model(TG_F32, 1.0);
+    char p[512]; /* path_of() rotates 4 buffers */
+    snprintf(p, sizeof p, "%s", path_of("ck.safetensors"));
+    char err[512];
+    ck_assert_int_eq(tg_checkpoint_save_params(big, p, err, sizeof err), TG_OK);
+    struct stat s;
+    ck_assert_int_eq(stat(p, &s), 0);
+    off_t full = s.st_size;
+    pid_t pid = -1;
+    for (int tries = 0; pid < 0 && tries < 50; tries++)
+        pid = stop_child_mid_save("ck.safetensors", 3.0f, false, full);
+    ck_assert_int_gt(pid, 0);
+    char live[256];
+    ck_assert_int_eq(temporaries_of("ck.safetensors", live, sizeof live), 1);
+    ck_assert_msg(tg_checkpoint_save_params(small, p, err, sizeof err) == TG_OK, "%s", err);
+    ck_assert_msg(exists_in_dir(live), "a live save's temporary %s was removed", live);
+    kill(pid, SIGCONT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the resumed save failed");
+    ck_assert_int_eq(dir_entries(), 1);
+    tg_params *c = make_huge(0.0f);
+    ck_assert_msg(tg_checkpoint_load_params(c, p, err, sizeof err) == TG_OK, "%s", err);
+    ck_assert_float_eq(((const float *)tg_params_values(c))[0], 3.0f);
+    tg_params_free(big);
+    tg_params_free(small);
+    tg_params_free(c);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------
+ * Saving through symbolic links: the link stays, its (final) target is replaced atomically in
+ * the target's directory, or created when the link dangles.
+ */
+static void
+assert_link(const char *name, const char *target)
+{
+    char buf[600];
+    struct stat s;
+    ck_assert_msg(lstat(path_of(name), &s) == 0 && S_ISLNK(s.st_mode),
+                  "%s is no longer a symbolic link", name);
+    ssize_t r = readlink(path_of(name), buf, sizeof buf - 1);
+    ck_assert_int_gt(r, 0);
+    buf[r] = '\0';
+    ck_assert_str_eq(buf, target);
+}
+
+static void
+assert_holds(const char *name, tg_params *want)
+{
+    char err[512];
+    tg_params *c = make_model(TG_F32, 99.0);
+    struct stat s;
+    ck_assert_msg(lstat(path_of(name), &s) == 0 && S_ISREG(s.st_mode), "%s: no regular file",
+                  name);
+    ck_assert_msg(tg_checkpoint_load_params(c, path_of(name), err, sizeof err) == TG_OK, "%s",
+                  err);
+    ck_assert_msg(params_equal(c, want), "%s does not hold the saved model", name);
+    tg_params_free(c);
+}
+
+/* Entries of dir/sub other than . and .. */
+static int
+entries_in(const char *sub)
+{
+    DIR *d = opendir(path_of(sub));
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+START_TEST(save_through_symlinks)
+{
+    tg_params *a = make_model(TG_F32, 1.0), *b = make_model(TG_F32, 2.0),
+              *c = make_model(TG_F32, 3.0), *d = make_model(TG_F32, 4.0);
+    char err[512];
+    ck_assert_int_eq(mkdir(path_of("real"), 0755), 0);
+    ck_assert_int_eq(mkdir(path_of("sub"), 0755), 0);
+    ck_assert_int_eq(tg_checkpoint_save_params(a, path_of("real/ckpt-10.safetensors"), err,
+                                               sizeof err), TG_OK);
+    ck_assert_int_eq(chmod(path_of("real/ckpt-10.safetensors"), 0640), 0);
+
+    /* A relative link: the target is replaced, the link keeps pointing at it. */
+    ck_assert_int_eq(symlink("real/ckpt-10.safetensors", path_of("latest.safetensors")), 0);
+    ck_assert_msg(tg_checkpoint_save_params(b, path_of("latest.safetensors"), err, sizeof err) ==
+                      TG_OK, "%s", err);
+    assert_link("latest.safetensors", "real/ckpt-10.safetensors");
+    assert_holds("real/ckpt-10.safetensors", b);
+    struct stat s;
+    ck_assert_int_eq(stat(path_of("real/ckpt-10.safetensors"), &s), 0);
+    ck_assert_int_eq(s.st_mode & 07777, 0640); /* the target's permissions */
+
+    /* An absolute link. */
+    char abs[600];
+    snprintf(abs, sizeof abs, "%s/real/ckpt-10.safetensors", dir);
+    ck_assert_int_eq(symlink(abs, path_of("abs.safetensors")), 0);
+    ck_assert_int_eq(tg_checkpoint_save_params(c, path_of("abs.safetensors"), err, sizeof err),
+                     TG_OK);
+    assert_link("abs.safetensors", abs);
+    assert_holds("real/ckpt-10.safetensors", c);
+
+    /* A chain, with a link in another directory whose relative target is relative to it. */
+    ck_assert_int_eq(symlink("chain2", path_of("chain1")), 0);
+    ck_assert_int_eq(symlink("sub/chain3", path_of("chain2")), 0);
+    ck_assert_int_eq(symlink("../real/ckpt-10.safetensors", path_of("sub/chain3")), 0);
+    ck_assert_int_eq(tg_checkpoint_save_params(d, path_of("chain1"), err, sizeof err), TG_OK);
+    assert_link("chain1", "chain2");
+    assert_link("chain2", "sub/chain3");
+    assert_link("sub/chain3", "../real/ckpt-10.safetensors");
+    assert_holds("real/ckpt-10.safetensors", d);
+
+    /* Dangling links (direct and through a chain): the target is created. */
+    ck_assert_int_eq(symlink("real/ckpt-11.safetensors", path_of("next.safetensors")), 0);
+    ck_assert_int_eq(tg_checkpoint_save_params(a, path_of("next.safetensors"), err, sizeof err),
+                     TG_OK);
+    assert_link("next.safetensors", "real/ckpt-11.safetensors");
+    assert_holds("real/ckpt-11.safetensors", a);
+    ck_assert_int_eq(stat(path_of("real/ckpt-11.safetensors"), &s), 0);
+    ck_assert_int_eq(s.st_mode & 07777, 0644);
+    ck_assert_int_eq(symlink("../real/ckpt-12.safetensors", path_of("sub/d2")), 0);
+    ck_assert_int_eq(symlink("sub/d2", path_of("d1")), 0);
+    ck_assert_int_eq(tg_checkpoint_save_params(b, path_of("d1"), err, sizeof err), TG_OK);
+    assert_link("d1", "sub/d2");
+    assert_link("sub/d2", "../real/ckpt-12.safetensors");
+    assert_holds("real/ckpt-12.safetensors", b);
+
+    /* Nothing else was left anywhere: no temporaries next to the links or the targets. */
+    ck_assert_int_eq(entries_in("real"), 3);
+    ck_assert_int_eq(entries_in("sub"), 2);
+    ck_assert_int_eq(dir_entries(), 2 + 6); /* real, sub, 6 links */
+    tg_params_free(a);
+    tg_params_free(b);
+    tg_params_free(c);
+    tg_params_free(d);
+}
+END_TEST
+
+START_TEST(save_through_bad_symlinks)
+{
+    tg_params *a = make_model(TG_F32, 1.0);
+    char err[512];
+    /* Dangling into a missing directory: refused, naming the path, the target's directory and
+     * the reason; the link stays. */
+    ck_assert_int_eq(symlink("nodir/x.safetensors", path_of("l-nodir")), 0);
+    assert_msg(tg_checkpoint_save_params(a, path_of("l-nodir"), err, sizeof err), TG_ERR_IO, err,
+               "l-nodir", strerror(ENOENT));
+    ck_assert_msg(strstr(err, "nodir/x.safetensors"), "no target in: %s", err);
+    assert_link("l-nodir", "nodir/x.safetensors");
+    /* A loop. */
+    ck_assert_int_eq(symlink("loop2", path_of("loop1")), 0);
+    ck_assert_int_eq(symlink("loop1", path_of("loop2")), 0);
+    assert_msg(tg_checkpoint_save_params(a, path_of("loop1"), err, sizeof err), TG_ERR_IO, err,
+               "loop1", strerror(ELOOP));
+    assert_link("loop1", "loop2");
+    assert_link("loop2", "loop1");
+    /* To a directory and to a FIFO: not regular files, never replaced. */
+    ck_assert_int_eq(mkdir(path_of("adir"), 0755), 0);
+    ck_assert_int_eq(symlink("adir", path_of("l-dir")), 0);
+    assert_msg(tg_checkpoint_save_params(a, path_of("l-dir"), err, sizeof err), TG_ERR_IO, err,
+               "l-dir", "not a regular file");
+    assert_link("l-dir", "adir");
+    ck_assert_int_eq(mkfifo(path_of("fifo"), 0600), 0);
+    ck_assert_int_eq(symlink("fifo", path_of("l-fifo")), 0);
+    assert_msg(tg_checkpoint_save_params(a, path_of("l-fifo"), err, sizeof err), TG_ERR_IO, err,
+               "l-fifo", "not a regular file");
+    assert_link("l-fifo", "fifo");
+    struct stat s;
+    ck_assert(lstat(path_of("fifo"), &s) == 0 && S_ISFIFO(s.st_mode));
+    ck_assert_int_eq(entries_in("adir"), 0);
+    ck_assert_int_eq(dir_entries(), 7); /* the 5 links, adir, fifo: no temporary */
+
+    /* A link another user planted in a sticky world-writable directory (/tmp) is not
+     * followed (as fs.protected_symlinks); one of our own there is. Needs root for lchown. */
+    if (geteuid() == 0) {
+        ck_assert_int_eq(mkdir(path_of("pub"), 0777), 0);
+        ck_assert_int_eq(chmod(path_of("pub"), 01777), 0);
+        craft_raw("victim", "keep me", 7);
+        ck_assert_int_eq(symlink("../victim", path_of("pub/evil")), 0);
+        ck_assert_int_eq(lchown(path_of("pub/evil"), 12345, 12345), 0);
+        assert_msg(tg_checkpoint_save_params(a, path_of("pub/evil"), err, sizeof err), TG_ERR_IO,
+                   err, "pub/evil", "sticky");
+        size_t n = 0;
+        unsigned char *v = slurp(path_of("victim"), &n);
+        ck_assert(v && n == 7 && memcmp(v, "keep me", 7) == 0);
+        free(v);
+        assert_link("pub/evil", "../victim");
+        ck_assert_int_eq(symlink("../mine.safetensors", path_of("pub/mine")), 0);
+        ck_assert_int_eq(tg_checkpoint_save_params(a, path_of("pub/mine"), err, sizeof err),
+                         TG_OK);
+        assert_link("pub/mine", "../mine.safetensors");
+        assert_holds("mine.safetensors", a);
+    }
+    tg_params_free(a);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------
  * Allocation failure at every site in turn (through the allocator hook).
  */
 static long alloc_budget;
@@ -980,6 +1429,16 @@ checkpoint_suite(void)
     tcase_add_test(tc, injected_failures_leave_old_file);
     tcase_add_test(tc, file_size_limit_leaves_old_file);
     tcase_add_test(tc, sigkill_during_saves_never_breaks_the_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("temporaries and symlinks");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, stale_temporaries_removed_on_next_save);
+    tcase_add_test(tc, sigkill_leftover_removed_by_next_save);
+    tcase_add_test(tc, live_save_keeps_its_temporary);
+    tcase_add_test(tc, save_through_symlinks);
+    tcase_add_test(tc, save_through_bad_symlinks);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("allocation failures");

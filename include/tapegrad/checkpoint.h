@@ -16,6 +16,29 @@
  * tensors and metadata give the same bytes (tensors in registration order, the header padded
  * with spaces to a multiple of 8 bytes).
  *
+ * Temporaries. A save of dir/name writes dir/.name.tg-save.XXXXXX, where XXXXXX are six
+ * characters from [A-Za-z0-9] (mkstemp), and holds an exclusive flock(2) on it from creation
+ * until it has been renamed (or removed after a failure). A process killed meanwhile (SIGKILL,
+ * OOM killer, preemption, power loss) leaves that temporary behind, so every save first removes
+ * the stale temporaries of the same file: entries of dir whose name matches that pattern
+ * exactly (for this name: not another checkpoint's, not rsync's .name.XXXXXX, nothing longer
+ * or shorter), that are regular files (symbolic links, directories, FIFOs and devices with
+ * such names are left alone, and not followed or opened), and whose lock can be taken without
+ * waiting. A save still in progress, in this or any other process on this machine, holds its
+ * lock and its temporary is left alone. The removal is best effort: it never fails the save.
+ * On file systems without flock (where it fails), nothing is ever removed. Caveat: locks over
+ * NFS only exclude other machines where the client forwards them (Linux does, as fcntl locks).
+ *
+ * Symbolic links. When path is a symbolic link, the save replaces the file at the end of its
+ * chain (relative targets are taken from the directory of the link that holds them, at most
+ * 40 links), atomically, with the temporary in the target's directory; the links are left as
+ * they are, pointing at the new file (as editors and install(1) do). A dangling link gets its
+ * target created (its directory must exist; the error names both). A link in a sticky
+ * world-writable directory such as /tmp is followed only when it belongs to the caller or to
+ * the directory's owner (the rule of Linux's fs.protected_symlinks), otherwise the save fails.
+ * Only regular files are replaced: a path (or link target) that is a directory, FIFO, socket or
+ * device is refused with TG_ERR_IO and left as it is.
+ *
  * Loading validates the whole file before trusting any of it (header length bounded by
  * TG_CHECKPOINT_HEADER_MAX and by the file size, UTF-8 JSON object without duplicate keys,
  * nesting <= 64, integer-only shapes and offsets, known dtypes, rank <= TG_MAX_DIMS,
@@ -86,8 +109,10 @@ TG_API tg_status tg_state_dict_set_metadata(tg_state_dict *sd, const char *key,
 /* The value for key (after a load: the file's metadata), or NULL. Owned by the state dict. */
 TG_API const char *tg_state_dict_metadata(const tg_state_dict *sd, const char *key);
 
-/* Write every registered tensor and the metadata to path, atomically (see above). The new
- * file gets the old file's permission bits, or 0644 when there was none. Errors: TG_ERR_ARG
+/* Write every registered tensor and the metadata to path, atomically (see above; through a
+ * symbolic link, to its final target), first removing stale temporaries of earlier killed saves
+ * of the same file (see "Temporaries" above). The new file gets the old file's permission bits,
+ * or 0644 when there was none. Errors: TG_ERR_ARG
  * (duplicate or bad names, unsupported dtypes), TG_ERR_IO (with strerror), TG_ERR_NOMEM. If
  * only the final directory sync fails, the new file is in place and TG_ERR_IO says so. */
 TG_API tg_status tg_state_dict_save(tg_state_dict *sd, const char *path);
