@@ -182,15 +182,30 @@ tg_dataset_num_classes(const tg_dataset *ds)
 }
 
 /* ---------------------------------------------------------------------------------------
- * Input files: a regular file, read through zlib, which passes uncompressed files through
- * unchanged (gzdirect). Errors go into the data set.
+ * Input files: a regular file, plain or gzip (recognised by its first two bytes, 1f 8b, not
+ * its name). Gzip goes through zlib's inflate directly rather than gzread, which stops at
+ * the end of the last member without a word about bytes after it: here a file may hold
+ * several members (`cat a.gz b.gz`, read as one stream as gzip -d does), and any byte after
+ * the last one, zeros included, is a format error naming the offset where it starts.
+ * Errors go into the data set.
  */
+#define SRC_INBUF (1u << 17)
+
 struct src {
     const char *path;
-    gzFile gz;
+    int fd;
     uint64_t file_size; /* bytes on disk */
     uint64_t pos;       /* bytes delivered so far (decompressed) */
     bool direct;        /* not compressed: file_size bounds what can be read */
+    /* gzip only */
+    z_stream z;
+    bool z_live;         /* inflateInit2 succeeded */
+    unsigned char *in;   /* SRC_INBUF bytes of compressed input */
+    uint64_t raw_read;   /* bytes read from the file so far */
+    bool raw_eof;        /* read() returned 0 */
+    bool done;           /* the last member ended and nothing follows */
+    unsigned members;    /* members finished */
+    uint64_t member_at;  /* file offset where the current member starts */
 };
 
 static tg_status
@@ -198,6 +213,7 @@ src_open(tg_dataset *ds, struct src *s, const char *path)
 {
     memset(s, 0, sizeof *s);
     s->path = path;
+    s->fd = -1;
     /* O_NONBLOCK: opening a FIFO must not hang; it is refused below as not a regular file. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
@@ -216,61 +232,177 @@ src_open(tg_dataset *ds, struct src *s, const char *path)
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0)
         (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    s->fd = fd;
     s->file_size = (uint64_t)st.st_size;
-    s->gz = gzdopen(fd, "rb");
-    if (!s->gz) {
+    unsigned char magic[2];
+    ssize_t r;
+    do
+        r = pread(fd, magic, 2, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int e = errno;
         close(fd);
+        s->fd = -1;
+        return ds_fail(ds, TG_ERR_IO, "\"%s\": read error at byte 0: %s", path, strerror(e));
+    }
+    s->direct = !(r == 2 && magic[0] == 0x1f && magic[1] == 0x8b);
+    if (s->direct)
+        return TG_OK;
+    s->in = tg__malloc(SRC_INBUF);
+    if (!s->in) {
+        close(fd);
+        s->fd = -1;
         return ds_fail(ds, TG_ERR_NOMEM, "\"%s\": out of memory opening the file", path);
     }
-    (void)gzbuffer(s->gz, 1u << 17);
+    /* 15 + 16: a gzip wrapper only (its CRC-32 and length are checked at each member's end). */
+    int zr = inflateInit2(&s->z, 15 + 16);
+    if (zr != Z_OK) {
+        tg__free(s->in);
+        s->in = NULL;
+        close(fd);
+        s->fd = -1;
+        return ds_fail(ds, zr == Z_MEM_ERROR ? TG_ERR_NOMEM : TG_ERR_IO,
+                       "\"%s\": cannot start zlib: %s", path, s->z.msg ? s->z.msg : "error");
+    }
+    s->z_live = true;
     return TG_OK;
 }
 
 static void
 src_close(struct src *s)
 {
-    if (s->gz)
-        gzclose_r(s->gz);
-    s->gz = NULL;
+    if (s->z_live)
+        inflateEnd(&s->z);
+    s->z_live = false;
+    tg__free(s->in);
+    s->in = NULL;
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+/* read(2) of up to n bytes at the file's current offset, retried on EINTR. */
+static tg_status
+src_raw_read(tg_dataset *ds, struct src *s, unsigned char *buf, size_t n, size_t *got)
+{
+    *got = 0;
+    while (*got < n) {
+        size_t want = n - *got;
+        if (want > (1u << 30))
+            want = 1u << 30;
+        ssize_t r = read(s->fd, buf + *got, want);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return ds_fail(ds, TG_ERR_IO, "\"%s\": read error at byte %llu: %s", s->path,
+                           (unsigned long long)(s->raw_read + *got), strerror(errno));
+        if (r == 0) {
+            s->raw_eof = true;
+            break;
+        }
+        *got += (size_t)r;
+    }
+    s->raw_read += *got;
+    return TG_OK;
+}
+
+/* Compressed input: move what is left to the front of the buffer and read more after it. */
+static tg_status
+src_fill(tg_dataset *ds, struct src *s)
+{
+    if (s->raw_eof)
+        return TG_OK;
+    size_t left = s->z.avail_in;
+    if (left && s->z.next_in != s->in)
+        memmove(s->in, s->z.next_in, left);
+    size_t got;
+    tg_status st = src_raw_read(ds, s, s->in + left, SRC_INBUF - left, &got);
+    s->z.next_in = s->in;
+    s->z.avail_in = (uInt)(left + got);
+    return st;
+}
+
+/* File offset of the next compressed byte inflate has not consumed. */
+static uint64_t
+src_raw_pos(const struct src *s)
+{
+    return s->raw_read - s->z.avail_in;
+}
+
+/* Inflate up to n bytes into buf; *got is what arrived. */
+static tg_status
+src_inflate(tg_dataset *ds, struct src *s, unsigned char *buf, size_t n, size_t *got)
+{
+    *got = 0;
+    while (*got < n && !s->done) {
+        if (s->z.avail_in == 0) {
+            tg_status st = src_fill(ds, s);
+            if (st)
+                return st;
+        }
+        size_t want = n - *got;
+        if (want > (1u << 30))
+            want = 1u << 30;
+        s->z.next_out = buf + *got;
+        s->z.avail_out = (uInt)want;
+        int zr = inflate(&s->z, Z_NO_FLUSH);
+        *got += want - s->z.avail_out;
+        unsigned long long at = (unsigned long long)(s->pos + *got);
+        if (zr == Z_STREAM_END) {
+            s->members++;
+            /* Another member, or the end of the file; anything else is trailing garbage. */
+            if (s->z.avail_in < 2) {
+                tg_status st = src_fill(ds, s);
+                if (st)
+                    return st;
+            }
+            if (s->z.avail_in == 0) {
+                s->done = true;
+                break;
+            }
+            uint64_t end = src_raw_pos(s);
+            if (s->z.avail_in >= 2 && s->z.next_in[0] == 0x1f && s->z.next_in[1] == 0x8b) {
+                s->member_at = end;
+                inflateReset(&s->z);
+                continue;
+            }
+            uint64_t extra = s->file_size > end ? s->file_size - end : s->z.avail_in;
+            return ds_fail(ds, TG_ERR_FORMAT,
+                           "\"%s\": %llu trailing bytes after the gzip data, from byte %llu "
+                           "(the end of gzip member %u) to the end of the file",
+                           s->path, (unsigned long long)extra, (unsigned long long)end,
+                           s->members);
+        }
+        if (zr == Z_MEM_ERROR)
+            return ds_fail(ds, TG_ERR_NOMEM, "\"%s\": out of memory decompressing", s->path);
+        if (zr == Z_DATA_ERROR || zr == Z_NEED_DICT || zr == Z_STREAM_ERROR)
+            return ds_fail(ds, TG_ERR_FORMAT,
+                           "\"%s\": corrupt gzip data in member %u (which starts at byte %llu), "
+                           "near byte %llu, after %llu decompressed bytes: %s",
+                           s->path, s->members + 1, (unsigned long long)s->member_at,
+                           (unsigned long long)src_raw_pos(s), at,
+                           s->z.msg ? s->z.msg : "invalid data");
+        if (zr == Z_BUF_ERROR || (s->z.avail_in == 0 && s->raw_eof && s->z.avail_out > 0)) {
+            /* No progress possible: the input ran out inside a member. */
+            if (s->z.avail_in == 0 && s->raw_eof)
+                return ds_fail(ds, TG_ERR_FORMAT,
+                               "\"%s\": truncated gzip stream: member %u (from byte %llu) is "
+                               "cut at the end of the file, byte %llu, after %llu "
+                               "decompressed bytes",
+                               s->path, s->members + 1, (unsigned long long)s->member_at,
+                               (unsigned long long)s->raw_read, at);
+        }
+    }
+    return TG_OK;
 }
 
 /* Read up to n bytes; *got is what arrived. A short count without an error is end of file. */
 static tg_status
 src_read(tg_dataset *ds, struct src *s, void *buf, size_t n, size_t *got)
 {
-    unsigned char *p = buf;
-    *got = 0;
-    while (*got < n) {
-        size_t want = n - *got;
-        if (want > (1u << 30))
-            want = 1u << 30;
-        int r = gzread(s->gz, p + *got, (unsigned)want);
-        if (r < (int)want) {
-            int zerr = Z_OK;
-            const char *msg = gzerror(s->gz, &zerr);
-            unsigned long long at = (unsigned long long)(s->pos + *got + (r > 0 ? (size_t)r : 0));
-            if (zerr == Z_ERRNO)
-                return ds_fail(ds, TG_ERR_IO, "\"%s\": read error at byte %llu: %s", s->path, at,
-                               strerror(errno));
-            if (zerr == Z_MEM_ERROR)
-                return ds_fail(ds, TG_ERR_NOMEM, "\"%s\": out of memory decompressing", s->path);
-            if (zerr == Z_BUF_ERROR) /* zlib's "unexpected end of file": a cut gzip stream */
-                return ds_fail(ds, TG_ERR_FORMAT,
-                               "\"%s\": truncated gzip stream after %llu decompressed bytes",
-                               s->path, at);
-            if (zerr != Z_OK && zerr != Z_STREAM_END)
-                return ds_fail(ds, TG_ERR_FORMAT,
-                               "\"%s\": corrupt gzip data after %llu decompressed bytes: %s",
-                               s->path, at, msg);
-        }
-        if (r <= 0)
-            break;
-        *got += (size_t)r;
-    }
+    tg_status st = s->direct ? src_raw_read(ds, s, buf, n, got) : src_inflate(ds, s, buf, n, got);
     s->pos += *got;
-    if (s->pos == *got && *got > 0)
-        s->direct = gzdirect(s->gz) != 0; /* known once the first bytes were read */
-    return TG_OK;
+    return st;
 }
 
 /* Read exactly n bytes or fail with a "truncated" message naming `what`. */
@@ -309,9 +441,9 @@ src_expect_eof(tg_dataset *ds, struct src *s)
     }
     if (more)
         return ds_fail(ds, TG_ERR_FORMAT,
-                       "\"%s\": %s%llu trailing bytes after the data, which ends at byte %llu",
+                       "\"%s\": %s%llu trailing bytes after the data, which ends at %sbyte %llu",
                        s->path, more >= (1u << 20) ? "at least " : "", (unsigned long long)more,
-                       (unsigned long long)at);
+                       s->direct ? "" : "decompressed ", (unsigned long long)at);
     return TG_OK;
 }
 
@@ -509,9 +641,10 @@ idx_read(tg_dataset *ds, const char *path, struct idx *x)
         }
         if (present > nbytes) {
             st = ds_fail(ds, TG_ERR_FORMAT,
-                         "\"%s\": %llu trailing bytes: dims %s of %s need %zu bytes of data "
-                         "after byte %llu, the file has %llu",
-                         path, (unsigned long long)(present - nbytes), dims_text,
+                         "\"%s\": %llu trailing bytes from byte %llu: dims %s of %s need %zu "
+                         "bytes of data after byte %llu, the file has %llu",
+                         path, (unsigned long long)(present - nbytes),
+                         (unsigned long long)(header + nbytes), dims_text,
                          idx_type_name(x->type), nbytes, (unsigned long long)header,
                          (unsigned long long)present);
             goto out;
@@ -711,22 +844,97 @@ fail:
  * CSV.
  */
 
-/* Printable excerpt of a cell for messages: at most 40 bytes, control bytes as \xNN. */
-static void
-cell_text(const char *p, size_t n, char *buf, size_t size)
+/* One UTF-8 sequence at p (n >= 1 bytes left): its length, with the code point in *cp, or 0
+ * when the bytes are not valid UTF-8 (a stray continuation byte, an overlong form, a
+ * surrogate, above U+10FFFF, or a sequence cut short). */
+static size_t
+utf8_decode(const unsigned char *p, size_t n, uint32_t *cp)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 5 < size; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (i == 40) {
-            memcpy(buf + o, "...", 3);
-            o += 3;
+    unsigned char c = p[0];
+    size_t len;
+    uint32_t v, min;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        len = 2, v = c & 0x1Fu, min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3, v = c & 0x0Fu, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4, v = c & 0x07u, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (p[i] & 0x3Fu);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    *cp = v;
+    return len;
+}
+
+/* Characters that print as nothing or as a plain space, or reorder text: controls (C0, DEL,
+ * C1), no-break and other spaces, zero-width characters, bidi controls, the byte-order mark,
+ * variation selectors, tags, noncharacters. A message shows them escaped. */
+static bool
+invisible(uint32_t c)
+{
+    return c < 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD || c == 0x34F || c == 0x61C ||
+           c == 0x115F || c == 0x1160 || c == 0x17B4 || c == 0x17B5 ||
+           (c >= 0x180B && c <= 0x180F) || (c >= 0x2000 && c <= 0x200F) ||
+           (c >= 0x2028 && c <= 0x202F) || (c >= 0x205F && c <= 0x206F) || c == 0x3000 ||
+           c == 0x3164 || (c >= 0xFE00 && c <= 0xFE0F) || c == 0xFEFF || c == 0xFFA0 ||
+           (c >= 0xFFF0 && c <= 0xFFFB) || c == 0xFFFE || c == 0xFFFF ||
+           (c >= 0x1BCA0 && c <= 0x1BCA3) || (c >= 0x1D173 && c <= 0x1D17A) ||
+           (c >= 0xE0000 && c <= 0xE0FFF) || c >= 0xF0000 || (c & 0xFFFE) == 0xFFFE;
+}
+
+/* File content as it goes between quotes in a message: at most 40 bytes of it (cut between
+ * characters, then "..."), printable UTF-8 as it is, \t \n \r \" \\ for those, other
+ * invisible characters as \uXXXX (\UXXXXXXXX above U+FFFF), other control bytes and bytes
+ * that are not UTF-8 as \xNN. Every message that quotes the file goes through here. */
+static void
+quote_text(const char *text, size_t n, char *buf, size_t size)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t o = 0, i = 0;
+    while (i < n) {
+        uint32_t cp = 0;
+        size_t len = utf8_decode(p + i, n - i, &cp);
+        /* Room for the longest escape, "..." and the NUL. */
+        if (i + (len ? len : 1) > 40 || size - o < 16)
             break;
+        int w;
+        if (!len)
+            w = snprintf(buf + o, size - o, "\\x%02x", p[i]);
+        else if (cp == '\t')
+            w = snprintf(buf + o, size - o, "\\t");
+        else if (cp == '\n')
+            w = snprintf(buf + o, size - o, "\\n");
+        else if (cp == '\r')
+            w = snprintf(buf + o, size - o, "\\r");
+        else if (cp == '"' || cp == '\\')
+            w = snprintf(buf + o, size - o, "\\%c", (char)cp);
+        else if (cp < 0x20 || cp == 0x7F)
+            w = snprintf(buf + o, size - o, "\\x%02x", (unsigned)cp);
+        else if (invisible(cp))
+            w = snprintf(buf + o, size - o, cp > 0xFFFF ? "\\U%08lx" : "\\u%04lx",
+                         (unsigned long)cp);
+        else {
+            memcpy(buf + o, p + i, len);
+            w = (int)len;
         }
-        if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\')
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
-        else
-            buf[o++] = (char)ch;
+        o += (size_t)w;
+        i += len ? len : 1;
+    }
+    if (i < n && size - o >= 4) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
     }
     buf[o] = '\0';
 }
@@ -782,6 +990,82 @@ count_cells(const char *p, size_t n, char delim)
     return k;
 }
 
+/* Why a cell that is not a number may be one after all, for the message (or ""): a decimal
+ * comma, another delimiter inside it, quotes. */
+static void
+cell_hint(const char *q, size_t n, char delim, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    while (n && (*q == ' ' || *q == '\t'))
+        q++, n--;
+    while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+        n--;
+    if (!n)
+        return;
+    if (n >= 2 && (q[0] == '"' || q[0] == '\'') && q[n - 1] == q[0]) {
+        snprintf(buf, size, " (quoted cells are not read as numbers)");
+        return;
+    }
+    const char *comma = memchr(q, ',', n);
+    if (comma && delim != ',' && n < 64 && !memchr(comma + 1, ',', n - (size_t)(comma - q) - 1)) {
+        char t[64];
+        memcpy(t, q, n);
+        t[comma - q] = '.';
+        double v;
+        bool range;
+        if (parse_number(t, n, &v, &range)) {
+            snprintf(buf, size, " (a decimal comma? numbers need a '.')");
+            return;
+        }
+    }
+    if (memchr(q, '\t', n)) { /* spaces and tabs around a number are ignored, so never cells */
+        snprintf(buf, size, " (it holds a tab: tab-separated files are not read, the delimiter "
+                            "cannot be a tab)");
+        return;
+    }
+    static const char others[] = ",;|";
+    for (const char *c = others; *c; c++)
+        if (*c != delim && memchr(q, *c, n)) {
+            char a[16], b[16];
+            quote_text(c, 1, a, sizeof a);
+            quote_text(&delim, 1, b, sizeof b);
+            snprintf(buf, size, " (it holds '%s': is that the delimiter? the delimiter is '%s')",
+                     a, b);
+            return;
+        }
+}
+
+/* Why a line was taken as a header, for messages about the data after it. */
+struct csv_header {
+    size_t line;      /* 0 while no line was */
+    bool detected;    /* by TG_CSV_HEADER_AUTO (else TG_CSV_HEADER_PRESENT) */
+    size_t col;       /* detected: 1-based column of the first cell that is not a number */
+    char shown[200];  /* that cell, quoted */
+    char hint[160];   /* cell_hint of it */
+};
+
+static void
+header_reason(const struct csv_header *h, char *buf, size_t size)
+{
+    if (h->detected)
+        snprintf(buf, size,
+                 "line %zu was read as a header because its column %zu, \"%s\", is not a "
+                 "number%s",
+                 h->line, h->col, h->shown, h->hint);
+    else
+        snprintf(buf, size, "line %zu was skipped as a header (TG_CSV_HEADER_PRESENT)", h->line);
+}
+
+/* 1-based line of byte i: LF, CRLF and a lone CR each end a line. */
+static size_t
+line_of(const char *text, size_t len, size_t i)
+{
+    size_t line = 1;
+    for (size_t j = 0; j < i; j++)
+        line += text[j] == '\n' || (text[j] == '\r' && (j + 1 >= len || text[j + 1] != '\n'));
+    return line;
+}
+
 static tg_status
 csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv_options *o,
           struct contents *c)
@@ -793,25 +1077,32 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
     int32_t maxl = -1;
     bool header_pending = o->header != TG_CSV_HEADER_NONE;
     size_t label_col = 0;
+    struct csv_header hdr;
+    hdr.line = 0;
+    tg_status st = TG_OK;
 
+    const unsigned char *u = (const unsigned char *)text;
+    if (len >= 2 && ((u[0] == 0xFF && u[1] == 0xFE) || (u[0] == 0xFE && u[1] == 0xFF)))
+        return ds_fail(ds, TG_ERR_FORMAT,
+                       "\"%s\": UTF-16 text (byte-order mark %02x %02x at byte 0); the reader "
+                       "takes UTF-8 or ASCII: save the file as UTF-8",
+                       path, u[0], u[1]);
     for (size_t i = 0; i < len; i++)
-        if (text[i] == '\0') {
-            size_t line = 1;
-            for (size_t j = 0; j < i; j++)
-                line += text[j] == '\n';
-            return ds_fail(ds, TG_ERR_FORMAT, "\"%s\": line %zu: NUL byte at byte %zu", path,
-                           line, i);
-        }
+        if (text[i] == '\0')
+            return ds_fail(ds, TG_ERR_FORMAT,
+                           "\"%s\": line %zu: NUL byte at byte %zu (binary data, or UTF-16 "
+                           "text without a byte-order mark? the reader takes UTF-8 text)",
+                           path, line_of(text, len, i), i);
 
     size_t line_no = 0;
-    char *p = text, *end = text + len;
+    /* A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not content. */
+    size_t bom = len >= 3 && u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF ? 3 : 0;
+    char *p = text + bom, *end = text + len;
     while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *le = nl ? nl : end;
+        /* A line ends at LF, CRLF or a lone CR (classic Mac OS); the text has no NUL. */
+        char *le = p + strcspn(p, "\r\n");
         struct csv_line L = {p, (size_t)(le - p), ++line_no};
-        p = nl ? nl + 1 : end;
-        if (L.n && L.p[L.n - 1] == '\r')
-            L.n--;
+        p = le < end ? le + 1 + (le[0] == '\r' && le + 1 < end && le[1] == '\n') : end;
         if (is_blank(L.p, L.n))
             continue;
         size_t k = count_cells(L.p, L.n, delim);
@@ -820,21 +1111,30 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
             header_pending = false;
             bool header = o->header == TG_CSV_HEADER_PRESENT;
             if (!header) {
-                /* Auto: a header when any cell is not a number. */
+                /* Auto: a header when a cell is text, not a number (an empty or out-of-range
+                 * cell does not count: it is data, and fails below with its own message). */
                 char *q = L.p;
-                for (size_t j = 0; j < k; j++) {
+                for (size_t j = 0; j < k && !header; j++) {
                     char *ce = memchr(q, delim, (size_t)(L.p + L.n - q));
                     if (!ce)
                         ce = L.p + L.n;
                     double v;
                     bool range;
                     size_t cn = (size_t)(ce - q);
-                    if (!parse_number(q, cn, &v, &range) && !range && !is_blank(q, cn))
-                        header = true; /* text, not an empty or out-of-range cell */
+                    if (!parse_number(q, cn, &v, &range) && !range && !is_blank(q, cn)) {
+                        header = true;
+                        hdr.detected = true;
+                        hdr.col = j + 1;
+                        quote_text(q, cn, hdr.shown, sizeof hdr.shown);
+                        cell_hint(q, cn, delim, hdr.hint, sizeof hdr.hint);
+                    }
                     q = ce + 1;
                 }
+            } else {
+                hdr.detected = false;
             }
             if (header) {
+                hdr.line = L.num;
                 ncols = k;
                 first_line = L.num;
                 continue;
@@ -844,10 +1144,12 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
             ncols = k;
             first_line = L.num;
         }
-        if (k != ncols)
-            return ds_fail(ds, TG_ERR_FORMAT,
-                           "\"%s\": line %zu has %zu columns, expected %zu (as on line %zu)",
-                           path, L.num, k, ncols, first_line);
+        if (k != ncols) {
+            st = ds_fail(ds, TG_ERR_FORMAT,
+                         "\"%s\": line %zu has %zu columns, expected %zu (as on line %zu)", path,
+                         L.num, k, ncols, first_line);
+            goto row_fail;
+        }
         if (!c->data) {
             /* First data row: fix the layout. */
             if (o->has_labels) {
@@ -856,10 +1158,12 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
                     return ds_fail(ds, TG_ERR_ARG,
                                    "\"%s\": label_column %d is out of range for %zu columns",
                                    path, o->label_column, ncols);
-                if (ncols < 2)
-                    return ds_fail(ds, TG_ERR_FORMAT,
-                                   "\"%s\": line %zu has 1 column: no features beside the label",
-                                   path, L.num);
+                if (ncols < 2) {
+                    st = ds_fail(ds, TG_ERR_FORMAT,
+                                 "\"%s\": line %zu has 1 column: no features beside the label",
+                                 path, L.num);
+                    goto row_fail;
+                }
                 label_col = o->label_column < 0 ? ncols - 1 : (size_t)o->label_column;
             }
             c->features = ncols - (o->has_labels ? 1 : 0);
@@ -904,28 +1208,33 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
             size_t cn = (size_t)(ce - q);
             double v;
             bool range;
+            char shown[200];
             if (!parse_number(q, cn, &v, &range)) {
-                char shown[200];
-                cell_text(q, cn, shown, sizeof shown);
+                quote_text(q, cn, shown, sizeof shown);
                 if (range)
-                    return ds_fail(ds, TG_ERR_FORMAT,
-                                   "\"%s\": line %zu, column %zu: \"%s\" is out of range", path,
-                                   L.num, j + 1, shown);
-                if (is_blank(q, cn))
-                    return ds_fail(ds, TG_ERR_FORMAT, "\"%s\": line %zu, column %zu: empty cell",
-                                   path, L.num, j + 1);
-                return ds_fail(ds, TG_ERR_FORMAT,
-                               "\"%s\": line %zu, column %zu: \"%s\" is not a number", path, L.num,
-                               j + 1, shown);
+                    st = ds_fail(ds, TG_ERR_FORMAT,
+                                 "\"%s\": line %zu, column %zu: \"%s\" is out of range", path,
+                                 L.num, j + 1, shown);
+                else if (is_blank(q, cn))
+                    st = ds_fail(ds, TG_ERR_FORMAT, "\"%s\": line %zu, column %zu: empty cell",
+                                 path, L.num, j + 1);
+                else {
+                    char hint[160];
+                    cell_hint(q, cn, delim, hint, sizeof hint);
+                    st = ds_fail(ds, TG_ERR_FORMAT,
+                                 "\"%s\": line %zu, column %zu: \"%s\" is not a number%s", path,
+                                 L.num, j + 1, shown, hint);
+                }
+                goto row_fail;
             }
             if (o->has_labels && j == label_col) {
                 if (!(v >= 0 && v <= INT32_MAX - 1 && v == floor(v))) {
-                    char shown[200];
-                    cell_text(q, cn, shown, sizeof shown);
-                    return ds_fail(ds, TG_ERR_FORMAT,
-                                   "\"%s\": line %zu, column %zu: label \"%s\" is not an "
-                                   "integer in [0, %d]",
-                                   path, L.num, j + 1, shown, INT32_MAX - 1);
+                    quote_text(q, cn, shown, sizeof shown);
+                    st = ds_fail(ds, TG_ERR_FORMAT,
+                                 "\"%s\": line %zu, column %zu: label \"%s\" is not an "
+                                 "integer in [0, %d]",
+                                 path, L.num, j + 1, shown, INT32_MAX - 1);
+                    goto row_fail;
                 }
                 c->labels[rows] = (int32_t)v;
                 if (c->labels[rows] > maxl)
@@ -934,12 +1243,12 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
                 size_t at = rows * c->features + f++;
                 if (o->dtype == TG_F32) {
                     if (isfinite(v) && fabs(v) > FLT_MAX) {
-                        char shown[200];
-                        cell_text(q, cn, shown, sizeof shown);
-                        return ds_fail(ds, TG_ERR_FORMAT,
-                                       "\"%s\": line %zu, column %zu: \"%s\" is outside the "
-                                       "float32 range",
-                                       path, L.num, j + 1, shown);
+                        quote_text(q, cn, shown, sizeof shown);
+                        st = ds_fail(ds, TG_ERR_FORMAT,
+                                     "\"%s\": line %zu, column %zu: \"%s\" is outside the "
+                                     "float32 range",
+                                     path, L.num, j + 1, shown);
+                        goto row_fail;
                     }
                     ((float *)c->data)[at] = (float)v;
                 } else {
@@ -950,8 +1259,16 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
         }
         rows++;
     }
-    if (!rows)
-        return ds_fail(ds, TG_ERR_FORMAT, "\"%s\": no data rows", path);
+    if (!rows) {
+        char why[640];
+        if (hdr.line) {
+            header_reason(&hdr, why, sizeof why);
+            return ds_fail(ds, TG_ERR_FORMAT,
+                           "\"%s\": no data rows: %s, and no data line follows it", path, why);
+        }
+        return ds_fail(ds, TG_ERR_FORMAT, "\"%s\": no data rows: %s", path,
+                       len > bom ? "the file has only blank lines" : "the file is empty");
+    }
     c->count = rows;
     c->dtype = o->dtype;
     c->ndim = 1;
@@ -959,6 +1276,17 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
     c->dims[0] = (int64_t)c->features;
     c->num_classes = o->has_labels ? maxl + 1 : 0;
     return TG_OK;
+
+row_fail:
+    /* A failing first data line after a detected header: say that the line before it was
+     * read as a header, and why, as the header may be a data line that should not be one. */
+    if (rows == 0 && hdr.line && hdr.detected) {
+        char why[640];
+        header_reason(&hdr, why, sizeof why);
+        size_t n = strlen(ds->errmsg);
+        snprintf(ds->errmsg + n, sizeof ds->errmsg - n, "; %s", why);
+    }
+    return st;
 }
 
 tg_status

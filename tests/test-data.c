@@ -74,6 +74,35 @@ write_text(const char *name, const char *text)
     return write_file(name, text, strlen(text));
 }
 
+static void
+append_file(const char *p, const void *data, size_t n)
+{
+    FILE *f = fopen(p, "ab");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static long
+size_of(const char *p)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    return (long)st.st_size;
+}
+
+/* Appends the bytes of file `from` to file `to` (to make multi-member gzip files). */
+static void
+append_file_of(const char *to, const char *from)
+{
+    static unsigned char b[1 << 16];
+    FILE *f = fopen(from, "rb");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    append_file(to, b, n);
+}
+
 /* An IDX file in memory: header + payload. */
 struct buf {
     unsigned char b[1 << 12];
@@ -327,6 +356,9 @@ START_TEST(idx_trailing_bytes)
     x.b[x.n++] = 7;
     assert_fail(tg_dataset_load_idx(ds, write_file("tr", x.b, x.n), NULL, NULL), TG_ERR_FORMAT,
                 "2 trailing bytes", NULL);
+    /* Issue 26: the message says where the trailing bytes start. */
+    assert_fail(tg_dataset_load_idx(ds, path_of("tr"), NULL, NULL), TG_ERR_FORMAT,
+                "2 trailing bytes from byte 28", NULL);
     assert_fail(tg_dataset_load_idx(ds, write_gz("tr.gz", x.b, x.n), NULL, NULL), TG_ERR_FORMAT,
                 "2 trailing bytes", NULL);
     assert_good_unchanged();
@@ -392,6 +424,69 @@ START_TEST(idx_gzip_corrupt)
     fclose(f);
     assert_fail(tg_dataset_load_idx(ds, p, NULL, NULL), TG_ERR_FORMAT, "truncated", NULL);
     assert_good_unchanged();
+}
+END_TEST
+
+/* Issue 26: bytes after the last gzip member were ignored (zlib's gzread stops there without
+ * an error), although gzip -t reports them. Concatenated members are legal gzip and read as
+ * one stream; anything else after the last one fails, naming the offset where it starts. */
+START_TEST(idx_gzip_members_and_trailing_garbage)
+{
+    load_good();
+    struct buf im = images_u8();
+    /* Garbage after one member: the message names the byte where the member ends. */
+    const char *p = write_gz("g.gz", im.b, im.n);
+    long end = size_of(p);
+    append_file(p, "XYZ", 3);
+    char want[96];
+    snprintf(want, sizeof want, "3 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_idx(ds, p, NULL, NULL), TG_ERR_FORMAT, want, "/g.gz\"");
+    assert_good_unchanged();
+    /* Zeros (padding) are trailing bytes too, and so is a lone first byte of a gzip magic. */
+    p = write_gz("z.gz", im.b, im.n);
+    append_file(p, "\0\0\0\0\0\0\0\0", 8);
+    snprintf(want, sizeof want, "8 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_idx(ds, p, NULL, NULL), TG_ERR_FORMAT, want, NULL);
+    p = write_gz("m1.gz", im.b, im.n);
+    append_file(p, "\x1f", 1);
+    snprintf(want, sizeof want, "1 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_idx(ds, p, NULL, NULL), TG_ERR_FORMAT, want, NULL);
+    /* Labels go through the same reader. */
+    struct buf lb = labels_u8(3);
+    const char *pl = write_gz("lab.gz", lb.b, lb.n);
+    long lend = size_of(pl);
+    append_file(pl, "junk", 4);
+    snprintf(want, sizeof want, "from byte %ld", lend);
+    assert_fail(tg_dataset_load_idx(ds, write_file("img", im.b, im.n), pl, NULL), TG_ERR_FORMAT,
+                "/lab.gz\": 4 trailing bytes", want);
+    assert_good_unchanged();
+
+    /* Two members, split inside the header and inside the data: one stream. */
+    for (size_t cut = 1; cut < im.n; cut += 7) {
+        const char *a = write_gz("a.gz", im.b, cut);
+        append_file_of(a, write_gz("b.gz", im.b + cut, im.n - cut));
+        ck_assert_msg(tg_dataset_load_idx(ds, a, NULL, NULL) == TG_OK, "cut %zu: %s", cut,
+                      tg_dataset_error(ds));
+        ck_assert_uint_eq(tg_dataset_count(ds), 3);
+        ck_assert_float_eq(((const float *)tg_dataset_data(ds))[5], 11.0f);
+    }
+    /* Three members, an empty one in the middle, then garbage after the last. */
+    const char *a = write_gz("a.gz", im.b, 10);
+    append_file_of(a, write_gz("e.gz", "", 0));
+    append_file_of(a, write_gz("b.gz", im.b + 10, im.n - 10));
+    ck_assert_int_eq(tg_dataset_load_idx(ds, a, NULL, NULL), TG_OK);
+    end = size_of(a);
+    append_file(a, "!", 1);
+    snprintf(want, sizeof want, "1 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_idx(ds, a, NULL, NULL), TG_ERR_FORMAT, want, NULL);
+    /* A second member whose data holds more than the dims say: decompressed trailing bytes. */
+    a = write_gz("a.gz", im.b, im.n);
+    append_file_of(a, write_gz("b.gz", "\7\7", 2));
+    assert_fail(tg_dataset_load_idx(ds, a, NULL, NULL), TG_ERR_FORMAT, "2 trailing bytes", NULL);
+    /* A gzip magic followed by junk is a corrupt second member, not trailing bytes. */
+    a = write_gz("a.gz", im.b, im.n);
+    append_file(a, "\x1f\x8b\x08\x00junkjunkjunk", 16);
+    assert_fail(tg_dataset_load_idx(ds, a, NULL, NULL), TG_ERR_FORMAT, "gzip", "member 2");
 }
 END_TEST
 
@@ -606,6 +701,196 @@ START_TEST(csv_range_and_bytes)
 }
 END_TEST
 
+/* Issue 26: a UTF-8 byte-order mark (Excel's "CSV UTF-8") made the first line a header, so
+ * its row was lost without an error; with headers off the cell read "\xef\xbb\xbf1.5". */
+START_TEST(csv_utf8_bom)
+{
+    const char *text = "\xEF\xBB\xBF" "1.5,2.5\n3.5,4.5\n";
+    const char *p = write_text("bom.csv", text);
+    for (int mode = 0; mode < 2; mode++) {
+        tg_csv_options o = {.header = mode ? TG_CSV_HEADER_NONE : TG_CSV_HEADER_AUTO};
+        ck_assert_msg(tg_dataset_load_csv(ds, p, &o) == TG_OK, "%s", tg_dataset_error(ds));
+        ck_assert_uint_eq(tg_dataset_count(ds), 2);
+        ck_assert_uint_eq(tg_dataset_features(ds), 2);
+        const float *x = tg_dataset_data(ds);
+        ck_assert_float_eq(x[0], 1.5f);
+        ck_assert_float_eq(x[3], 4.5f);
+    }
+    /* Gzip-compressed, with CRLF. */
+    text = "\xEF\xBB\xBF" "1,2\r\n3,4\r\n";
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_gz("bom.csv.gz", text, strlen(text)), NULL),
+                     TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[0], 1.0f);
+    /* A real header after the mark is still a header. */
+    p = write_text("bomh.csv", "\xEF\xBB\xBF" "x,y\n1,2\n");
+    ck_assert_int_eq(tg_dataset_load_csv(ds, p, NULL), TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 1);
+    /* Only a mark: empty. A mark anywhere else is content, shown escaped. */
+    load_good_csv();
+    assert_fail(tg_dataset_load_csv(ds, write_text("bom0.csv", "\xEF\xBB\xBF"), NULL),
+                TG_ERR_FORMAT, "no data rows", "empty");
+    assert_fail(tg_dataset_load_csv(ds, write_text("bom2.csv", "1,2\n\xEF\xBB\xBF" "3,4\n"), NULL),
+                TG_ERR_FORMAT, "line 2, column 1: \"\\ufeff3\" is not a number", NULL);
+    /* UTF-16 is named instead of failing on its first NUL byte. */
+    assert_fail(tg_dataset_load_csv(ds, write_file("u16.csv", "\xFF\xFE" "1\0,\0" "2\0\n\0", 10),
+                                    NULL),
+                TG_ERR_FORMAT, "UTF-16", "/u16.csv\"");
+    assert_fail(tg_dataset_load_csv(ds, write_file("u16be.csv", "\xFE\xFF\0" "1\0,\0" "2", 8),
+                                    NULL),
+                TG_ERR_FORMAT, "UTF-16", NULL);
+    assert_good_csv_unchanged();
+}
+END_TEST
+
+/* Issue 26: file content quoted in a message shows invisible and control characters escaped,
+ * and bytes that are not UTF-8 as \xNN, so the message says what the file holds. */
+START_TEST(csv_messages_escape_content)
+{
+    load_good_csv();
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"1,2\n3,4\xC2\xA0x\n", "\"4\\u00a0x\" is not a number"},       /* no-break space */
+        {"1,2\n3,\xE2\x80\x8B" "4\n", "\"\\u200b4\" is not a number"},  /* zero-width space */
+        {"1,2\n3,4\xE2\x80\xAE" "5\n", "\"4\\u202e5\" is not a number"}, /* right-to-left */
+        {"1,2\n3,4\xFF\n", "\"4\\xff\" is not a number"},                 /* not UTF-8 */
+        {"1,2\n3,4\xC0\xAF\n", "\"4\\xc0\\xaf\" is not a number"},        /* overlong */
+        {"1,2\n3,4\xED\xA0\x80\n", "\"4\\xed\\xa0\\x80\" is not a number"}, /* surrogate */
+        {"1,2\n3,4\xE2\x82\n", "\"4\\xe2\\x82\" is not a number"},        /* cut sequence */
+        {"1,2\n3,4\xC2\x85\n", "\"4\\u0085\" is not a number"},           /* C1 control */
+        {"1,2\n3,4\t5\n", "\"4\\t5\" is not a number"},
+        {"1,2\n3,4\x7f\n", "\"4\\x7f\" is not a number"},
+        {"1,2\n3,\"4\"\n", "\"\\\"4\\\"\" is not a number"},
+        {"1,2\n3,a\\b\n", "\"a\\\\b\" is not a number"},
+        {"1,2\n3,\xC3\xA9t\xC3\xA9\n", "\"\xC3\xA9t\xC3\xA9\" is not a number"}, /* printable */
+        {"1,2\n3,4\xF3\xA0\x80\x81\n", "\"4\\U000e0001\" is not a number"},       /* tag */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "esc%zu.csv", i);
+        assert_fail(tg_dataset_load_csv(ds, write_text(name, cases[i].text), NULL),
+                    TG_ERR_FORMAT, cases[i].want, "line 2, column 2");
+    }
+    /* A long cell is cut at a character boundary, never inside a UTF-8 sequence. */
+    char text[200] = "1,2\n3,";
+    for (int i = 0; i < 30; i++)
+        strcat(text, "\xC3\xA9"); /* 60 bytes of é */
+    strcat(text, "\n");
+    assert_fail(tg_dataset_load_csv(ds, write_text("long.csv", text), NULL), TG_ERR_FORMAT,
+                "\"\xC3\xA9\xC3\xA9", "...\" is not a number");
+    const char *msg = tg_dataset_error(ds);
+    ck_assert_ptr_null(strstr(msg, "\\x"));
+    /* Labels and ranges go through the same quoting. */
+    tg_csv_options o = {.has_labels = true, .label_column = -1};
+    assert_fail(tg_dataset_load_csv(ds, write_text("lab.csv", "1,2\n3,4\xEF\xBB\xBF\n"), &o),
+                TG_ERR_FORMAT, "\"4\\ufeff\" is not a number", NULL);
+    assert_good_csv_unchanged();
+}
+END_TEST
+
+/* Issue 26: CR-only line ends (classic Mac OS) made the file one line, taken as a header:
+ * "no data rows". LF, CRLF and CR all end a line now, also mixed in one file. */
+START_TEST(csv_cr_line_ends)
+{
+    load_good_csv();
+    const char *p = write_text("cr.csv", "x,y\r1,2\r3,4\r");
+    ck_assert_msg(tg_dataset_load_csv(ds, p, NULL) == TG_OK, "%s", tg_dataset_error(ds));
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[3], 4.0f);
+    tg_csv_options o = {.header = TG_CSV_HEADER_NONE};
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_text("cr2.csv", "1,2\r3,4"), &o), TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_text("mix.csv", "1,2\r\n3,4\r5,6\n\r\n\r7,8"),
+                                         NULL),
+                     TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 4);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[7], 8.0f);
+    /* Line numbers count CR line ends: CRLF is one end, CR CR two. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("crl.csv", "1,2\r\r3,4\r\n5,x\r"), NULL),
+                TG_ERR_FORMAT, "line 4, column 2: \"x\" is not a number", NULL);
+    assert_fail(tg_dataset_load_csv(ds, write_file("crz.csv", "1,2\r3,\0\r", 8), NULL),
+                TG_ERR_FORMAT, "line 2: NUL byte at byte 6", NULL);
+    assert_fail(tg_dataset_load_csv(ds, write_text("crr.csv", "1,2\r3\r"), NULL), TG_ERR_FORMAT,
+                "line 2 has 1 columns, expected 2 (as on line 1)", NULL);
+    load_good_csv();
+    assert_good_csv_unchanged();
+}
+END_TEST
+
+/* Issue 26: "no data rows" said nothing of the only line having been taken as a header. The
+ * messages now say which line was read as a header and why (which cell is not a number),
+ * also when the first data line then fails, with a hint for decimal commas and delimiters. */
+START_TEST(csv_header_reasons)
+{
+    load_good_csv();
+    tg_csv_options semi = {.delimiter = ';'};
+    /* One line of decimal commas, ';'-delimited. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("dc1.csv", "1,5;2,5\n"), &semi),
+                TG_ERR_FORMAT, "no data rows: line 1 was read as a header",
+                "column 1, \"1,5\", is not a number");
+    assert_fail(tg_dataset_load_csv(ds, path_of("dc1.csv"), &semi), TG_ERR_FORMAT,
+                "decimal comma", NULL);
+    /* Two lines: the first data line fails, and the message says line 1 was a header. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("dc2.csv", "1,5;2,5\n3,5;4,5\n"), &semi),
+                TG_ERR_FORMAT, "line 2, column 1: \"3,5\" is not a number",
+                "line 1 was read as a header");
+    assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), &semi), TG_ERR_FORMAT,
+                "column 1, \"1,5\", is not a number", "decimal comma");
+    /* The same file with the default ',' delimiter: the hint names the ';'. */
+    assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), NULL), TG_ERR_FORMAT,
+                "line 2, column 2: \"5;4\" is not a number", "line 1 was read as a header");
+    assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), NULL), TG_ERR_FORMAT,
+                "column 2, \"5;2\", is not a number", "';'");
+    /* A plain header alone. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("h.csv", "a,b\n\n"), NULL), TG_ERR_FORMAT,
+                "no data rows: line 1 was read as a header", "column 1, \"a\", is not a number");
+    /* A header followed by a ragged line. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("hr.csv", "a,b\n1,2,3\n"), NULL),
+                TG_ERR_FORMAT, "line 2 has 3 columns, expected 2 (as on line 1)",
+                "line 1 was read as a header");
+    /* A header found by auto-detection is named only while the first data line fails. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("h3.csv", "a,b\n1,2\n3,x\n"), NULL),
+                TG_ERR_FORMAT, "line 3, column 2", NULL);
+    ck_assert_ptr_null(strstr(tg_dataset_error(ds), "header"));
+    /* TG_CSV_HEADER_PRESENT skips line 1 whatever it holds. */
+    tg_csv_options pres = {.header = TG_CSV_HEADER_PRESENT};
+    assert_fail(tg_dataset_load_csv(ds, write_text("p.csv", "\n1,2\n"), &pres), TG_ERR_FORMAT,
+                "no data rows: line 2 was skipped as a header", "TG_CSV_HEADER_PRESENT");
+    /* Nothing at all. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("e.csv", ""), NULL), TG_ERR_FORMAT,
+                "no data rows", "the file is empty");
+    assert_fail(tg_dataset_load_csv(ds, write_text("b.csv", "\n  \r\n\t\n"), NULL),
+                TG_ERR_FORMAT, "no data rows", "only blank lines");
+    assert_good_csv_unchanged();
+}
+END_TEST
+
+/* Issue 26: gzip CSV files are read by the same reader as IDX: members are one stream and
+ * bytes after the last one fail with their offset. */
+START_TEST(csv_gzip_members_and_trailing_garbage)
+{
+    load_good_csv();
+    const char *a = write_gz("a.csv.gz", "x,y\n1,", 6);
+    append_file_of(a, write_gz("b.gz", "2\n3,4\n", 6));
+    ck_assert_msg(tg_dataset_load_csv(ds, a, NULL) == TG_OK, "%s", tg_dataset_error(ds));
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[1], 2.0f);
+    long end = size_of(a);
+    append_file(a, "garbage\n", 8);
+    char want[96];
+    snprintf(want, sizeof want, "8 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_csv(ds, a, NULL), TG_ERR_FORMAT, want, "/a.csv.gz\"");
+    load_good_csv();
+    const char *p = write_gz("c.csv.gz", "1,2\n3,4\n5,6\n", 12);
+    end = size_of(p);
+    append_file(p, "\n", 1);
+    snprintf(want, sizeof want, "1 trailing bytes after the gzip data, from byte %ld", end);
+    assert_fail(tg_dataset_load_csv(ds, p, NULL), TG_ERR_FORMAT, want, NULL);
+    assert_good_csv_unchanged();
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------
  * Minibatches.
  */
@@ -783,7 +1068,8 @@ data_suite(void)
         {"idx bad magic, type, rank", {idx_bad_magic, idx_unknown_type_and_rank}},
         {"idx truncated and trailing bytes", {idx_truncated, idx_trailing_bytes}},
         {"idx dims overflow", {idx_dims_overflow}},
-        {"idx gzip damage", {idx_gzip_lying_header, idx_gzip_corrupt}},
+        {"idx gzip damage",
+         {idx_gzip_lying_header, idx_gzip_corrupt, idx_gzip_members_and_trailing_garbage}},
         {"idx counts and labels", {idx_counts_disagree, idx_bad_labels}},
         {"idx arguments and paths", {idx_bad_args_and_paths}},
         {"csv good files", {csv_good}},
@@ -791,6 +1077,9 @@ data_suite(void)
         {"csv ragged rows", {csv_ragged}},
         {"csv labels", {csv_bad_labels}},
         {"csv ranges, bytes, arguments", {csv_range_and_bytes}},
+        {"csv byte-order mark and escaped messages", {csv_utf8_bom, csv_messages_escape_content}},
+        {"csv line ends and header reasons", {csv_cr_line_ends, csv_header_reasons}},
+        {"csv gzip members", {csv_gzip_members_and_trailing_garbage}},
         {"minibatches",
          {batches_cover_every_example_once, batches_same_seed_same_order,
           batches_columns_drop_last_no_rng, batcher_bad_args}},

@@ -13,8 +13,18 @@
  *
  * IDX (LeCun's format): 2 zero bytes, a type byte (0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
  * 0x0D f32, 0x0E f64), a rank byte, rank big-endian u32 dims, then the values big-endian in
- * row-major order. Dim 0 counts examples. A gzip file is recognised by its content, not its
- * name. Labels come from a second, rank-1 IDX file of an integer type.
+ * row-major order. Dim 0 counts examples. Labels come from a second, rank-1 IDX file of an
+ * integer type.
+ *
+ * Gzip (IDX and CSV): a file is gzip when it starts with the gzip magic 1f 8b, whatever its
+ * name. A file may hold several gzip members one after another (as `cat a.gz b.gz > c.gz`
+ * makes; gzip -d reads them as one stream), and their contents are read as one stream. Any
+ * byte after the last member, zero padding included, is a format error naming the offset where
+ * the trailing bytes start, as is a corrupt or cut member.
+ *
+ * Messages quote file content (a CSV cell) with invisible and control characters escaped:
+ * \t \n \r \" \\, \uXXXX for a no-break or zero-width space, a byte-order mark, a bidi control
+ * and similar, \xNN for other control bytes and for bytes that are not UTF-8.
  */
 #ifndef TAPEGRAD_DATA_H
 #define TAPEGRAD_DATA_H
@@ -33,6 +43,10 @@ typedef struct tg_idx_options {
     bool scale_to_unit; /* u8 data only: divide by 255, so pixels lie in [0, 1] */
 } tg_idx_options;
 
+/* The first line below is the first non-blank one. In AUTO mode an empty or out-of-range cell
+ * does not make a header (such a line is data, and fails as such). When the data set ends up
+ * empty, or the first data line fails, the message says which line was taken as a header and,
+ * for AUTO, which cell of it is not a number. */
 typedef enum tg_csv_header {
     TG_CSV_HEADER_AUTO = 0, /* the first line is a header when a cell of it is not a number */
     TG_CSV_HEADER_NONE,     /* every line is data */
@@ -61,9 +75,12 @@ TG_API const char *tg_dataset_error(const tg_dataset *ds);
 TG_API tg_status tg_dataset_load_idx(tg_dataset *ds, const char *images_path,
                                      const char *labels_path, const tg_idx_options *opt);
 /* Load a numeric CSV file (plain or gzip): one example per line, cells parsed as C-locale
- * numbers (nan/inf accepted), surrounding spaces ignored, blank lines skipped, CRLF accepted.
- * Errors name the file, line and column: empty cells, non-numbers, ragged rows, labels that
- * are not integers >= 0. opt may be NULL. */
+ * numbers (nan/inf accepted), surrounding spaces and tabs ignored, blank lines skipped. Text is
+ * UTF-8 or ASCII: a leading UTF-8 byte-order mark (Excel's "CSV UTF-8") is skipped; UTF-16 is
+ * refused by name. A line ends at LF, CRLF or a lone CR (classic Mac OS), mixed or not; line
+ * numbers count each of them once. Errors name the file, line and column: empty cells,
+ * non-numbers (with a hint for a decimal comma, another delimiter or quotes), ragged rows,
+ * labels that are not integers >= 0, NUL bytes. opt may be NULL. */
 TG_API tg_status tg_dataset_load_csv(tg_dataset *ds, const char *path, const tg_csv_options *opt);
 
 TG_API size_t tg_dataset_count(const tg_dataset *ds);    /* number of examples */
