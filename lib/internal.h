@@ -75,7 +75,14 @@ struct tg__text {
 };
 struct tg__text tg__shape_text(const tg_tensor *x);
 struct tg__text tg__shape_dims_text(int ndim, const int64_t *dims);
-struct tg__text tg__name_text(const tg_tensor *x); /* "W2", or <tanh#3>, or <input> */
+/* "W2", or <tanh#3>, or <input#0>: escaped (control bytes as \n or \xNN, invalid UTF-8 as
+ * \xNN) and, past 64 bytes, shortened in the middle ("abc…xyz") so messages keep their shapes */
+struct tg__text tg__name_text(const tg_tensor *x);
+/* Any string (an op's name, a path) escaped and shortened the same way */
+struct tg__text tg__escaped_text(const char *s);
+/* Escapes raw control bytes and invalid UTF-8 in a stored message, in place (tg__vfail and
+ * tg__params_fail do it; other modules' error buffers may too) */
+void tg__sanitize_message(char *buf, size_t size);
 
 /* Validates ndim/dims and computes the element count with overflow checks. On error writes a
  * message (prefixed with `what`) into err and returns the status. */

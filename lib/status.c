@@ -49,6 +49,46 @@ tg_dtype_name(tg_dtype dt)
  *   matmul: out of memory (8000000 bytes) for a f64 tensor (1000x1000): over the tape's memory
  *   limit of 1048576 bytes (196608 held, 8000000 more asked for)
  */
+/*
+ * A message as stored: raw control bytes (ESC, newlines, ...) and bytes that are not valid
+ * UTF-8 become \xNN (or \n, \r, \t), so that a hostile name of an op or a file can neither
+ * drive a terminal nor split a log line. Names of tensors arrive escaped already
+ * (tg__name_text); this catches every other string a message quotes. Cut at the buffer's end
+ * on a character boundary.
+ */
+void
+tg__sanitize_message(char *buf, size_t size)
+{
+    char out[TG__ERRMSG_SIZE * 2];
+    size_t used = 0, cap = size < sizeof out ? size : sizeof out;
+    const unsigned char *p = (const unsigned char *)buf;
+    while (*p && used + 1 < cap) {
+        unsigned char c = *p;
+        size_t seq = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                   : (c & 0xf8) == 0xf0 ? 4 : 0;
+        size_t have = strnlen((const char *)p, seq ? seq : 1);
+        bool valid = seq == 1 || (seq > 1 && have == seq && tg__utf8_valid((const char *)p, seq));
+        if (c >= 0x20 && c != 0x7f && valid) {
+            if (used + seq >= cap)
+                break;
+            memcpy(out + used, p, seq);
+            used += seq, p += seq;
+            continue;
+        }
+        char esc[8];
+        int k = c == '\n' ? snprintf(esc, sizeof esc, "\\n")
+                : c == '\r' ? snprintf(esc, sizeof esc, "\\r")
+                : c == '\t' ? snprintf(esc, sizeof esc, "\\t")
+                             : snprintf(esc, sizeof esc, "\\x%02x", c);
+        if (used + (size_t)k >= cap)
+            break;
+        memcpy(out + used, esc, (size_t)k);
+        used += (size_t)k, p++;
+    }
+    out[used] = '\0';
+    memcpy(buf, out, used + 1);
+}
+
 tg_tensor *
 tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap)
 {
@@ -58,6 +98,7 @@ tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap)
             snprintf(t->errmsg + n, sizeof t->errmsg - (size_t)n,
                      ": over the tape's memory limit of %zu bytes (%zu held, %zu more asked for)",
                      t->budget.limit, t->budget.held, t->budget.refused);
+        tg__sanitize_message(t->errmsg, sizeof t->errmsg);
         t->status = s;
     }
     t->budget.refused = 0;
@@ -83,6 +124,7 @@ tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
     va_end(ap);
+    tg__sanitize_message(p->errmsg, sizeof p->errmsg);
     p->status = s;
 }
 
@@ -105,18 +147,106 @@ tg__shape_text(const tg_tensor *x)
     return tg__shape_dims_text(x->ndim, x->dims);
 }
 
+/* Escapes s for a message: control bytes and DEL as \n, \r, \t or \xNN, a backslash as
+ * \\, bytes that are not valid UTF-8 as \xNN; printable UTF-8 is kept. Returns the length
+ * written (always NUL-terminated; cap >= 1). */
+static size_t
+escape_text(char *dst, size_t cap, const char *s)
+{
+    size_t used = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && used + 5 < cap) {
+        unsigned char c = *p;
+        size_t seq = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                                   : (c & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = seq > 1 && tg__utf8_valid((const char *)p, strnlen((const char *)p, seq)) &&
+                  strnlen((const char *)p, seq) == seq;
+        if (c == '\\') {
+            used += (size_t)snprintf(dst + used, cap - used, "\\\\");
+            p++;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            used += (size_t)snprintf(dst + used, cap - used, "\\%c",
+                                     c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+            p++;
+        } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !ok)) {
+            used += (size_t)snprintf(dst + used, cap - used, "\\x%02x", c);
+            p++;
+        } else if (c < 0x80) {
+            dst[used++] = (char)c;
+            p++;
+        } else {
+            memcpy(dst + used, p, seq);
+            used += seq, p += seq;
+        }
+    }
+    dst[used] = '\0';
+    return used;
+}
+
+/* Where a cut at or before `at` keeps whole UTF-8 characters and whole escapes. */
+static size_t
+cut_back(const char *s, size_t at)
+{
+    while (at > 0 && ((unsigned char)s[at] & 0xc0) == 0x80)
+        at--;
+    for (size_t k = 1; k <= 3 && k <= at; k++)
+        if (s[at - k] == '\\') { /* an escape starts just before: cut before it */
+            at -= k;
+            break;
+        }
+    return at;
+}
+
+/* A name as messages show it: escaped, and when longer than TG__NAME_SHOWN bytes, its first
+ * and last parts around "…", so that an op's names and shapes always fit in one message. */
+#define TG__NAME_SHOWN 64
+static void
+shown_name(char *dst, size_t cap, const char *name)
+{
+    char esc[4 * TG__NAME_MAX + 8];
+    size_t n = escape_text(esc, sizeof esc, name);
+    if (n <= TG__NAME_SHOWN) {
+        snprintf(dst, cap, "%s", esc);
+        return;
+    }
+    size_t head = cut_back(esc, TG__NAME_SHOWN / 2 - 2);
+    size_t tail = n - (TG__NAME_SHOWN / 2 - 2);
+    while (tail < n && ((unsigned char)esc[tail] & 0xc0) == 0x80)
+        tail++;
+    for (size_t k = 1; k <= 3 && k <= tail; k++) /* not inside an escape either */
+        if (esc[tail - k] == '\\') {
+            tail -= k;
+            break;
+        }
+    snprintf(dst, cap, "%.*s\xe2\x80\xa6%s", (int)head, esc, esc + tail); /* … */
+}
+
 struct tg__text
 tg__name_text(const tg_tensor *x)
 {
     struct tg__text t;
-    if (x->name)
-        snprintf(t.s, sizeof t.s, "\"%s\"", x->name);
-    else if (x->kind == TG__KIND_OP && x->node)
-        snprintf(t.s, sizeof t.s, "<%s#%zu>", x->node->op->name, x->node->index);
-    else if (x->kind == TG__KIND_NIL)
+    char shown[TG__NAME_SHOWN + 16];
+    if (x->name) {
+        shown_name(shown, sizeof shown, x->name);
+        snprintf(t.s, sizeof t.s, "\"%s\"", shown);
+    } else if (x->kind == TG__KIND_OP && x->node) {
+        shown_name(shown, sizeof shown, x->node->op->name);
+        snprintf(t.s, sizeof t.s, "<%s#%zu>", shown, x->node->index);
+    } else if (x->kind == TG__KIND_NIL) {
         snprintf(t.s, sizeof t.s, "<nil>");
-    else
+    } else {
         snprintf(t.s, sizeof t.s, "<input#%zu>", x->id);
+    }
+    return t;
+}
+
+struct tg__text
+tg__escaped_text(const char *s)
+{
+    struct tg__text t;
+    char shown[TG__NAME_SHOWN + 16];
+    shown_name(shown, sizeof shown, s ? s : "(null)");
+    snprintf(t.s, sizeof t.s, "%s", shown);
     return t;
 }
 

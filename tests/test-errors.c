@@ -27,6 +27,77 @@ START_TEST(matmul_inner_dimensions)
 }
 END_TEST
 
+/* Messages never carry a name's control bytes raw (a terminal would obey them), and a long
+ * name is shortened in the middle so the op's shapes still fit in the message. */
+static bool
+has_raw_controls(const char *m)
+{
+    for (const unsigned char *c = (const unsigned char *)m; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return true;
+    return false;
+}
+
+START_TEST(hostile_names_escaped_in_messages)
+{
+    tg_tensor *w = tg_matrix(tape, TG_F64, 3, 4, NULL, "W\x1b[31m\nred\ttab\\");
+    tg_tensor *a = tg_matrix(tape, TG_F64, 5, 2, NULL, "A1");
+    tg_matmul(tape, w, a);
+    const char *m = tg_tape_error(tape);
+    ck_assert_msg(!has_raw_controls(m), "raw control bytes in: %s", m);
+    ck_assert_msg(strstr(m, "\"W\\x1b[31m\\nred\\ttab\\\\\"") && strstr(m, "(3x4) · (5x2)"),
+                  "%s", m);
+}
+END_TEST
+
+START_TEST(long_names_keep_the_shapes)
+{
+    char a_name[257], b_name[257];
+    for (int i = 0; i < 256; i++)
+        a_name[i] = (char)('a' + i % 26), b_name[i] = (char)('A' + i % 26);
+    a_name[256] = b_name[256] = '\0';
+    tg_tensor *w = tg_matrix(tape, TG_F64, 3, 4, NULL, a_name);
+    tg_tensor *a = tg_matrix(tape, TG_F64, 5, 2, NULL, b_name);
+    tg_matmul(tape, w, a);
+    const char *m = tg_tape_error(tape);
+    /* both names shortened around "…", both shapes whole */
+    ck_assert_msg(strstr(m, "(3x4) · (5x2)") && strstr(m, "\"abcdefghij") &&
+                      strstr(m, "\"ABCDEFGHIJ") && strstr(m, "\xe2\x80\xa6"),
+                  "%s", m);
+    ck_assert_msg(strlen(m) < 300, "%zu bytes: %s", strlen(m), m);
+}
+END_TEST
+
+static tg_status hostile_forward(tg_node *n) { (void)n; return TG_OK; }
+static tg_status hostile_vjp(tg_node *n) { (void)n; return TG_OK; }
+static tg_status hostile_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    (void)dims;
+    *ndim = 0; /* an invalid rank: the record fails with a message naming the op */
+    return tg_node_fail(n, TG_ERR_SHAPE, "refusing %d inputs", tg_node_input_count(n));
+}
+
+/* An op's name can be anything (graph exports escape it); messages show it escaped. */
+START_TEST(custom_op_names_escaped_in_messages)
+{
+    static const char *const bad[] = {"esc\x1b[2J", "new\nline", "\xff\xfe bytes"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tg_tape_reset(tape);
+        tg_op op = {.name = bad[i], .n_inputs = 1, .shape = hostile_shape,
+                    .forward = hostile_forward, .vjp = hostile_vjp};
+        tg_tensor *x = tg_matrix(tape, TG_F64, 2, 2, NULL, "x");
+        tg_tensor *y = tg_custom(tape, &op, &x, 1, NULL);
+        ck_assert_ptr_null(tg_tensor_data(y));
+        const char *m = tg_tape_error(tape);
+        ck_assert_msg(m && !has_raw_controls(m) && strstr(m, "refusing 1 inputs"), "%s",
+                      m ? m : "(none)");
+        ck_assert_msg(i != 0 || strstr(m, "esc\\x1b[2J"), "%s", m);
+        ck_assert_msg(i != 1 || strstr(m, "new\\nline"), "%s", m);
+        ck_assert_msg(i != 2 || strstr(m, "\\xff\\xfe bytes"), "%s", m);
+    }
+}
+END_TEST
+
 START_TEST(broadcast_mismatch)
 {
     tg_add(tape, tg_matrix(tape, TG_F64, 3, 4, NULL, "Z"), tg_matrix(tape, TG_F64, 2, 4, NULL, "b"));
@@ -342,6 +413,9 @@ main(void)
     tcase_add_test(tc, stale_tensor_after_reset);
     tcase_add_test(tc, nil_from_failed_call);
     tcase_add_test(tc, bad_names);
+    tcase_add_test(tc, hostile_names_escaped_in_messages);
+    tcase_add_test(tc, long_names_keep_the_shapes);
+    tcase_add_test(tc, custom_op_names_escaped_in_messages);
     tcase_add_test(tc, errors_stick);
     tcase_add_test(tc, sgd_bad_options);
     suite_add_tcase(s, tc);

@@ -15,7 +15,8 @@ tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *inputs, int n_inputs, v
         return &t->nil;
     if (!op || !op->name || !op->forward || !op->vjp)
         return tg__fail(t, TG_ERR_ARG, "custom op%s%s: needs a name, a forward and a VJP",
-                        op && op->name ? " " : "", op && op->name ? op->name : "");
+                        op && op->name ? " " : "",
+                        op && op->name ? tg__escaped_text(op->name).s : "");
     if (op->n_inputs == TG_VARIADIC ? n_inputs < 1 || n_inputs > TG_MAX_INPUTS
                                     : op->n_inputs < 1 || op->n_inputs > TG_MAX_INPUTS ||
                                           n_inputs != op->n_inputs)
