@@ -95,7 +95,8 @@ bool tg__utf8_valid(const char *s, size_t n);
 /* ---- parameters ---- */
 struct tg_params {
     tg_dtype dtype;
-    tg_status status;
+    tg_status status; /* the first refusal, until tg_params_clear_error */
+    tg_status last;   /* the latest refusal (what a failing layer helper returns) */
     char errmsg[TG__ERRMSG_SIZE];
     tg_tensor **tensors; /* each tensor's data/grad point into values/grads */
     size_t *offsets;     /* element offset of each tensor in the buffers */
@@ -105,6 +106,15 @@ struct tg_params {
 };
 void tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Checkpoint and rollback for calls that add several parameters (layer helpers): on failure,
+ * tg__params_rollback removes every parameter added since the mark, so the set holds exactly
+ * what it held before the call (its error, set by the failing add, is kept). A layer helper
+ * written as mark / adds / rollback on failure is atomic by construction. */
+struct tg__params_mark {
+    size_t count, size;
+};
+struct tg__params_mark tg__params_mark(const tg_params *p);
+void tg__params_rollback(tg_params *p, struct tg__params_mark m);
 
 /* ---- the tape ---- */
 struct tg__attr {
@@ -137,15 +147,28 @@ struct tg_node {
     void *ctx; /* custom ops' user pointer */
 };
 
+/* Tensor headers of a tape live in a ring of slots (tape.c, header_slot). A handle is the
+ * address of its slot, and a slot is handed to a new tensor only when the tensor it held was
+ * made TG__HEADER_GENS or more resets ago, so a handle up to TG__HEADER_GENS - 1 resets old
+ * still finds its own header, with its own generation, and is reported as stale. */
+#define TG__HEADER_GENS 16
+struct tg__header_seg {
+    struct tg__header_seg *next; /* the ring is circular */
+    tg_tensor *slots;
+    size_t n;
+    bool owns; /* slots is the start of a block this segment frees */
+};
+
 struct tg_tape {
     tg_status status;
     char errmsg[TG__ERRMSG_SIZE];
     struct tg__arena arena; /* nodes, data, scratch, gradients, names */
-    /* Tensor headers alternate between two arenas by generation parity, so a handle kept from
-     * the step before a reset still holds its old generation (nothing overwrote it) and is
-     * reported as stale instead of silently aliasing a new tensor. The two are kept the same
-     * size so that the second step allocates nothing either. */
-    struct tg__arena headers[2];
+    /* The header ring (see TG__HEADER_GENS): hdr_cur/hdr_idx is the next slot to consider,
+     * hdr_prev the segment before hdr_cur. It grows (at the cursor) while it holds fewer than
+     * TG__HEADER_GENS times this generation's tensors, so a step repeated allocates nothing. */
+    struct tg__header_seg *hdr_cur, *hdr_prev;
+    size_t hdr_idx;
+    size_t hdr_slots, hdr_bytes;
     /* tg_tape_set_memory_limit: caps arena + headers together; a refusal is named in the
      * error (tg__vfail) */
     struct tg__arena_budget budget;
@@ -155,6 +178,11 @@ struct tg_tape {
     uint64_t gen;    /* bumped by every reset */
     uint64_t grad_pass; /* bumped by every backward pass (tensors' grad_pass) */
     bool check_finite;
+    /* Set while one of an op's callbacks runs (its shape rule or forward during record, its
+     * VJP during backward): recording, backward, reset and free of this tape are refused
+     * then, naming busy_node's op and busy_what. */
+    const tg_node *busy_node;
+    const char *busy_what;
     tg_tensor nil;   /* returned by every failing call */
 };
 

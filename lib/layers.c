@@ -44,6 +44,7 @@ tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in, int
         return TG_ERR_ARG;
     if ((unsigned)act > TG_ACT_GELU || (layout != TG_EXAMPLES_AS_COLUMNS &&
                                         layout != TG_EXAMPLES_AS_ROWS)) {
+        p->last = TG_ERR_ARG;
         tg__params_fail(p, TG_ERR_ARG, "dense \"%s\": unknown activation %d or layout %d", name,
                         (int)act, (int)layout);
         return TG_ERR_ARG;
@@ -54,18 +55,29 @@ tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in, int
     int64_t wdims[2] = {n_out, n_in};
     int64_t bdims[2] = {layout == TG_EXAMPLES_AS_COLUMNS ? n_out : 1,
                         layout == TG_EXAMPLES_AS_COLUMNS ? 1 : n_out};
+    /* Atomic: every parameter this helper adds goes in after the mark, and any failure rolls
+     * the set back to it (a layer helper is mark, adds, init, rollback on failure). */
+    struct tg__params_mark mark = tg__params_mark(p);
     tg_tensor *w = tg_params_add(p, wname, 2, wdims);
     tg_tensor *b = w ? tg_params_add(p, bname, 2, bdims) : NULL;
-    if (!w || !b)
-        return tg_params_status(p);
+    tg_status s = w && b ? TG_OK : p->last;
+    if (s == TG_OK && rng && n_in > 0 && n_out > 0) {
+        bool relu_like = act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU || act == TG_ACT_GELU;
+        s = relu_like ? tg_init_he_normal(w, rng) : tg_init_xavier_uniform(w, rng);
+        if (s != TG_OK) {
+            p->last = s;
+            tg__params_fail(p, s, "dense \"%s\": initializing %s failed: %s", name, wname,
+                            tg_status_string(s));
+        }
+    }
+    if (s != TG_OK) {
+        tg__params_rollback(p, mark);
+        return s;
+    }
     layer->weight = w;
     layer->bias = b;
     layer->act = act;
     layer->layout = layout;
-    if (rng && n_in > 0 && n_out > 0) {
-        bool relu_like = act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU || act == TG_ACT_GELU;
-        return relu_like ? tg_init_he_normal(w, rng) : tg_init_xavier_uniform(w, rng);
-    }
     return TG_OK;
 }
 

@@ -63,6 +63,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
     if (!p)
         return NULL;
     if (!name || !tg__name_ok(name)) {
+        p->last = TG_ERR_ARG;
         tg__params_fail(p, TG_ERR_ARG,
                         "params_add: a parameter needs a non-empty valid UTF-8 name of at most "
                         "%d bytes",
@@ -70,6 +71,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
         return NULL;
     }
     if (tg_params_find(p, name)) {
+        p->last = TG_ERR_ARG;
         tg__params_fail(p, TG_ERR_ARG, "params_add: a parameter named \"%s\" already exists",
                         name);
         return NULL;
@@ -85,6 +87,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
         s = TG_ERR_NOMEM;
     }
     if (s != TG_OK) {
+        p->last = s;
         tg__params_fail(p, s, "%s", err);
         return NULL;
     }
@@ -119,6 +122,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
     if (!grads) {
         tg__free(nm);
         tg__free(x);
+        p->last = TG_ERR_NOMEM;
         tg__params_fail(p, TG_ERR_NOMEM, "%s: out of memory (%zu bytes)", what, total * esz);
         return NULL;
     }
@@ -140,6 +144,35 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
     p->size = total;
     repoint(p);
     return x;
+}
+
+struct tg__params_mark
+tg__params_mark(const tg_params *p)
+{
+    return (struct tg__params_mark){p->count, p->size};
+}
+
+void
+tg__params_rollback(tg_params *p, struct tg__params_mark m)
+{
+    /* Parameters are appended at the end of both buffers, so the ones added since the mark
+     * are the last count - m.count; the buffers keep their (larger) capacity and do not move,
+     * so the data pointers of the parameters that stay remain valid. */
+    while (p->count > m.count) {
+        tg_tensor *x = p->tensors[--p->count];
+        tg__free((char *)x->name);
+        tg__free(x);
+    }
+    p->size = m.size;
+}
+
+void
+tg_params_clear_error(tg_params *p)
+{
+    if (p) {
+        p->status = p->last = TG_OK;
+        p->errmsg[0] = '\0';
+    }
 }
 
 tg_status

@@ -21,8 +21,19 @@ tg_tape_new(void)
     t->nil.tape = t;
     t->nil.dtype = TG_F64;
     t->nil.ndim = 0;
-    t->arena.budget = t->headers[0].budget = t->headers[1].budget = &t->budget;
+    t->arena.budget = &t->budget;
     return t;
+}
+
+/* A call that a callback of the tape's own op made (busy_node set): refused, naming the op. */
+static tg_tensor *
+fail_busy(tg_tape *t, const char *what)
+{
+    const tg_node *n = t->busy_node;
+    return tg__fail(t, TG_ERR_ARG,
+                    "%s: called from inside %s's %s (node #%zu) on the same tape; an op's "
+                    "callbacks must not record on, run backward on, reset or free their own tape",
+                    what, n->op->name, t->busy_what, n->index);
 }
 
 void
@@ -30,8 +41,11 @@ tg_tape_reset(tg_tape *t)
 {
     if (!t)
         return;
+    if (t->busy_node) { /* the caller's record or backward still uses this step's memory */
+        fail_busy(t, "tape_reset");
+        return;
+    }
     tg__arena_reset(&t->arena);
-    tg__arena_reset(&t->headers[(t->gen + 1) & 1]);
     t->n_nodes = 0;
     t->n_tensors = 0;
     t->status = TG_OK;
@@ -40,14 +54,33 @@ tg_tape_reset(tg_tape *t)
     t->gen++;
 }
 
+static void
+headers_release(tg_tape *t)
+{
+    struct tg__header_seg *first = t->hdr_cur, *seg = first;
+    while (seg) {
+        struct tg__header_seg *next = seg->next;
+        if (seg->owns)
+            tg__free(seg->slots);
+        tg__free(seg);
+        seg = next == first ? NULL : next;
+    }
+    t->budget.held -= t->hdr_bytes;
+    t->hdr_cur = t->hdr_prev = NULL;
+    t->hdr_idx = t->hdr_slots = t->hdr_bytes = 0;
+}
+
 void
 tg_tape_free(tg_tape *t)
 {
     if (!t)
         return;
+    if (t->busy_node) { /* refused: the caller's record or backward is still running on it */
+        fail_busy(t, "tape_free");
+        return;
+    }
     tg__arena_release(&t->arena);
-    tg__arena_release(&t->headers[0]);
-    tg__arena_release(&t->headers[1]);
+    headers_release(t);
     tg__free(t->nodes);
     tg__free(t);
 }
@@ -75,7 +108,7 @@ tg_tape_node_count(const tg_tape *t)
 size_t
 tg_tape_arena_bytes(const tg_tape *t)
 {
-    return t ? t->arena.total + t->headers[0].total + t->headers[1].total : 0;
+    return t ? t->arena.total + t->hdr_bytes : 0;
 }
 
 void
@@ -137,6 +170,105 @@ arena_strdup(tg_tape *t, const char *s)
     return d;
 }
 
+/*
+ * Tensor headers: why a ring of slots.
+ *
+ * A handle (tg_tensor *) is the address of the tensor's header, and ops read the header
+ * through it, so a stale handle can only be recognized by what that address holds now. If
+ * the header memory were rewound with the arena (as it was, between two arenas by generation
+ * parity), a handle two resets old would point at a header of the current step, with the
+ * current generation, and alias it without any error. So header memory is never rewound:
+ * headers are taken in order from a ring of slots, and a slot is handed to a new tensor only
+ * when the tensor it held is at least TG__HEADER_GENS generations old (else the ring grows at
+ * the cursor). A handle up to TG__HEADER_GENS - 1 resets old therefore always finds its own
+ * header and its own generation, and every check (tg__operand_ok, the accessors of tensor.c)
+ * rejects it. An older one is still rejected unless its slot has been given to a tensor of the
+ * current step; no scheme with bounded memory can do better, since the same address then is
+ * that tensor's handle too.
+ *
+ * The ring keeps at least TG__HEADER_GENS times the headers of the largest step so far, so a
+ * repeated step finds every slot it needs old enough and allocates nothing; memory is
+ * TG__HEADER_GENS x sizeof(tg_tensor) per tensor of a step (144 bytes each on x86-64:
+ * about 2.3 KiB; growing by halves can leave up to 1.5 times that).
+ */
+static bool
+header_grow(tg_tape *t, size_t need)
+{
+    size_t n = t->hdr_slots / 2;
+    if (n < 64)
+        n = 64;
+    if (need > SIZE_MAX / TG__HEADER_GENS)
+        return false;
+    if (TG__HEADER_GENS * need > t->hdr_slots && n < TG__HEADER_GENS * need - t->hdr_slots)
+        n = TG__HEADER_GENS * need - t->hdr_slots;
+    if (n > SIZE_MAX / sizeof(tg_tensor))
+        return false;
+    if (t->hdr_cur && t->hdr_idx == t->hdr_cur->n) { /* at a segment's end: insert after it */
+        t->hdr_prev = t->hdr_cur;
+        t->hdr_cur = t->hdr_cur->next;
+        t->hdr_idx = 0;
+    }
+    bool split = t->hdr_cur && t->hdr_idx > 0; /* segments are never empty */
+    size_t bytes = n * sizeof(tg_tensor) + (1 + split) * sizeof(struct tg__header_seg);
+    if (t->budget.limit &&
+        (t->budget.held > t->budget.limit || bytes > t->budget.limit - t->budget.held)) {
+        t->budget.refused = bytes;
+        return false;
+    }
+    struct tg__header_seg *seg = tg__malloc(sizeof *seg);
+    struct tg__header_seg *tail = seg && split ? tg__malloc(sizeof *tail) : NULL;
+    tg_tensor *slots = seg && (tail || !split) ? tg__calloc(n, sizeof *slots) : NULL;
+    if (!slots) {
+        tg__free(tail);
+        tg__free(seg);
+        return false;
+    }
+    *seg = (struct tg__header_seg){.slots = slots, .n = n, .owns = true};
+    if (!t->hdr_cur) {
+        seg->next = seg;
+        t->hdr_prev = seg;
+    } else {
+        if (split) { /* the cursor is inside hdr_cur: cut it there */
+            struct tg__header_seg *cur = t->hdr_cur;
+            *tail = (struct tg__header_seg){cur->next, cur->slots + t->hdr_idx,
+                                            cur->n - t->hdr_idx, false};
+            cur->n = t->hdr_idx;
+            cur->next = tail;
+            t->hdr_prev = cur;
+            t->hdr_cur = tail;
+        }
+        seg->next = t->hdr_cur;
+        t->hdr_prev->next = seg;
+    }
+    t->hdr_cur = seg;
+    t->hdr_idx = 0;
+    t->hdr_slots += n;
+    t->hdr_bytes += bytes;
+    t->budget.held += bytes;
+    return true;
+}
+
+/* The next header slot (not cleared: until the caller fills it, it still holds the header of
+ * the old tensor it had, or zeros), or NULL when out of memory. */
+static tg_tensor *
+header_slot(tg_tape *t)
+{
+    size_t need = t->n_tensors + 1;
+    bool grow = !t->hdr_cur || t->hdr_slots / TG__HEADER_GENS < need;
+    if (!grow) {
+        if (t->hdr_idx == t->hdr_cur->n) {
+            t->hdr_prev = t->hdr_cur;
+            t->hdr_cur = t->hdr_cur->next;
+            t->hdr_idx = 0;
+        }
+        const tg_tensor *old = &t->hdr_cur->slots[t->hdr_idx];
+        grow = old->tape && t->gen - old->gen < TG__HEADER_GENS;
+    }
+    if (grow && !header_grow(t, need))
+        return NULL;
+    return &t->hdr_cur->slots[t->hdr_idx++];
+}
+
 /* A tensor header on the tape; its data is `view` when given (no allocation), else new. */
 static tg_tensor *
 tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims, bool zero,
@@ -151,10 +283,7 @@ tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *
         return tg__fail(t, TG_ERR_ARG,
                         "%s: name must be non-empty valid UTF-8 of at most %d bytes", what,
                         TG__NAME_MAX);
-    struct tg__arena *hdr = &t->headers[t->gen & 1];
-    tg_tensor *x = tg__arena_alloc(hdr, sizeof *x);
-    if (x && !tg__arena_reserve(&t->headers[(t->gen + 1) & 1], hdr->total))
-        x = NULL;
+    tg_tensor *x = header_slot(t);
     void *data = !x ? NULL : view ? view : tg__arena_alloc(&t->arena, size * tg_dtype_size(dt));
     char *nm = data && name ? arena_strdup(t, name) : NULL;
     if (!x || !data || (name && !nm))
@@ -285,8 +414,26 @@ tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
 }
 
 static tg_tensor *
+record_node(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+            const struct tg__attr *attr, void *ctx, bool zero_output, bool view);
+
+/* Every recording goes through here: the op's callbacks run with the tape marked busy, so a
+ * callback that records on, resets, runs backward on or frees this tape is refused (and the
+ * recording fails naming the op) instead of pulling the step's memory from under it. */
+static tg_tensor *
 record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct tg__attr *attr,
        void *ctx, bool zero_output, bool view)
+{
+    if (t->busy_node)
+        return fail_busy(t, op->name);
+    tg_tensor *out = record_node(t, op, in, n_in, attr, ctx, zero_output, view);
+    t->busy_node = NULL;
+    return out;
+}
+
+static tg_tensor *
+record_node(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+            const struct tg__attr *attr, void *ctx, bool zero_output, bool view)
 {
     if (t->status != TG_OK)
         return &t->nil;
@@ -331,6 +478,8 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
     int ndim = in[0]->ndim;
     int64_t dims[TG_MAX_DIMS] = {0};
     memcpy(dims, in[0]->dims, sizeof dims);
+    t->busy_node = n;
+    t->busy_what = "shape rule";
     tg_status s = op->shape ? op->shape(n, &ndim, dims) : TG_OK;
     if (s != TG_OK || t->status != TG_OK)
         return s != TG_OK && t->status == TG_OK
@@ -350,6 +499,7 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
         out->requires_grad |= in[i]->requires_grad;
     n->out = out;
 
+    t->busy_what = "scratch size";
     n->scratch_bytes = op->scratch_size ? op->scratch_size(n) : 0;
     if (n->scratch_bytes) {
         n->scratch = tg__arena_alloc(&t->arena, n->scratch_bytes);
@@ -363,7 +513,9 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
                         (t->cap_nodes ? t->cap_nodes * 2 : 64) * sizeof(tg_node *),
                         t->cap_nodes ? t->cap_nodes * 2 : 64); /* push_node's growth rule */
 
+    t->busy_what = "forward";
     s = op->forward(n);
+    t->busy_node = NULL;
     if (s != TG_OK || t->status != TG_OK) {
         if (t->status == TG_OK)
             tg__fail(t, s, "%s: forward failed: %s", op->name, tg_status_string(s));
@@ -530,7 +682,10 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
             if (!takes_fresh)
                 settle_grad(n->in[k]);
         }
+        t->busy_node = n;
+        t->busy_what = "VJP";
         tg_status s = n->op->vjp(n);
+        t->busy_node = NULL;
         if (takes_fresh) /* a VJP that returned early (no input needs it) wrote nothing */
             for (int k = 0; k < n->n_in; k++)
                 settle_grad(n->in[k]);
@@ -564,6 +719,10 @@ tg_backward(tg_tape *t, tg_tensor *loss)
 {
     if (!t)
         return TG_ERR_ARG;
+    if (t->busy_node) {
+        fail_busy(t, "backward");
+        return t->status;
+    }
     if (t->status != TG_OK)
         return t->status;
     if (!tg__operand_ok(t, "backward", "loss", loss))
@@ -583,6 +742,10 @@ tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed)
 {
     if (!t)
         return TG_ERR_ARG;
+    if (t->busy_node) {
+        fail_busy(t, "backward");
+        return t->status;
+    }
     if (t->status != TG_OK)
         return t->status;
     if (!tg__operand_ok(t, "backward", "output", out) ||

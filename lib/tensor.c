@@ -15,12 +15,11 @@
             return &(t)->nil;                                                                  \
     } while (0)
 
-/* False for a tape tensor made before the tape's last reset: its header is still intact (the
- * header arenas alternate, see struct tg_tape) but its data, gradient and name live in the
- * main arena and may by now belong to a tensor of the current step, so the accessors below
- * must not hand them out or write through them (nor its producing node, also in the arena).
- * Shape and dtype are in the header and stay readable. (A handle two or more resets old can
- * no longer be told apart.) */
+/* False for a tape tensor made before the tape's last reset. Its header is intact (header
+ * slots are not reused for TG__HEADER_GENS resets, see header_slot in tape.c) but its data,
+ * gradient and name live in the main arena and may by now belong to a tensor of the current
+ * step, so the accessors below must not hand them out or write through them (nor its
+ * producing node, also in the arena). Shape and dtype are in the header and stay readable. */
 static bool
 current(const tg_tensor *x)
 {

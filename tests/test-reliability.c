@@ -10,6 +10,7 @@
  */
 #include <fenv.h>
 #include <float.h>
+#include <limits.h>
 #include <locale.h>
 #include <math.h>
 #include <signal.h>
@@ -1235,6 +1236,367 @@ START_TEST(idx_empty_examples_rejected)
 }
 END_TEST
 
+
+/* ---- issue 26: atomic layer init, stale handles of any age, re-entrancy, thread cap ---- */
+
+/* Issue 26 #6: a layer whose second parameter is refused (its name is taken) adds nothing:
+ * "<name>/W" does not stay behind, the values are untouched, *layer is not written, and
+ * after the refusal is handled the set still builds and trains. */
+START_TEST(issue26_dense_init_atomic_on_duplicate)
+{
+    tg_rng *rng = tg_rng_new(3);
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *taken = tg_params_add(p, "l1/b", 2, (int64_t[]){4, 1});
+    ck_assert_int_eq(tg_tensor_fill(taken, 0.25), TG_OK);
+    size_t count = tg_params_count(p), size = tg_params_size(p);
+
+    tg_dense layer = {.weight = (tg_tensor *)&layer, .act = TG_ACT_GELU};
+    tg_status s = tg_dense_init(&layer, p, "l1", 3, 4, TG_ACT_TANH, TG_EXAMPLES_AS_COLUMNS, rng);
+    ck_assert_int_eq(s, TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(tg_params_error(p), "\"l1/b\" already exists"));
+    ck_assert_uint_eq(tg_params_count(p), count);
+    ck_assert_uint_eq(tg_params_size(p), size);
+    ck_assert_ptr_null(tg_params_find(p, "l1/W"));
+    ck_assert_ptr_eq(tg_tensor_data(taken), tg_params_values(p)); /* re-pointed if moved */
+    ck_assert_ptr_eq(tg_params_get(p, 0), taken);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_double_eq(tg_tensor_get(taken, i), 0.25);
+    ck_assert_ptr_eq(layer.weight, (tg_tensor *)&layer); /* not written */
+    ck_assert_int_eq(layer.act, TG_ACT_GELU);
+
+    /* the first refusal stays readable (build, then check once) and later adds still work */
+    ck_assert_int_eq(tg_dense_init(&layer, p, "l2", 3, 4, TG_ACT_TANH, TG_EXAMPLES_AS_COLUMNS,
+                                   rng),
+                     TG_OK);
+    ck_assert_int_eq(tg_params_status(p), TG_ERR_ARG);
+    ck_assert_ptr_null(tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1}, NULL));
+    tg_params_clear_error(p);
+    ck_assert_int_eq(tg_params_status(p), TG_OK);
+    ck_assert_ptr_null(tg_params_error(p));
+    ck_assert_uint_eq(tg_params_count(p), 3);
+    ck_assert_ptr_eq(tg_params_get(p, 1), layer.weight);
+    ck_assert_ptr_eq(tg_params_get(p, 2), layer.bias);
+    ck_assert_double_eq(tg_tensor_get(taken, 3), 0.25);
+
+    tg_sgd *opt = tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1}, NULL);
+    ck_assert_ptr_nonnull(opt);
+    tg_tensor *a = tg_matrix(tape, TG_F64, 3, 2, (double[]){1, 2, 3, 4, 5, 6}, "A");
+    tg_tensor *loss = tg_sum(tape, tg_dense_forward(tape, &layer, a));
+    ck_assert_int_eq(tg_backward(tape, loss), TG_OK);
+    ck_assert_int_eq(tg_sgd_step(opt), TG_OK);
+    ck_assert_double_eq(tg_tensor_get(taken, 0), 0.25); /* not in the layer: no gradient */
+    tg_sgd_free(opt);
+    tg_params_free(p);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* Issue 26 #6, out of memory: whichever allocation of the second parameter fails, the set is
+ * left empty, and it takes the same layer once memory is back. */
+START_TEST(issue26_dense_init_atomic_on_allocation_failure)
+{
+    bool second_failed = false;
+    for (fail_at = 0; fail_at < 40; fail_at++) {
+        tg_params *p = tg_params_new(TG_F32);
+        tg_dense layer = {0};
+        calls = 0;
+        tg_set_allocator(&failing);
+        tg_status s =
+            tg_dense_init(&layer, p, "d", 5, 7, TG_ACT_RELU, TG_EXAMPLES_AS_ROWS, NULL);
+        tg_set_allocator(NULL);
+        if (s == TG_OK) {
+            tg_params_free(p);
+            break;
+        }
+        ck_assert_int_eq(s, TG_ERR_NOMEM);
+        second_failed |= fail_at >= 4; /* W's own allocations are the first few */
+        ck_assert_msg(tg_params_count(p) == 0, "allocation %ld: %zu parameters left behind",
+                      fail_at, tg_params_count(p));
+        ck_assert_uint_eq(tg_params_size(p), 0);
+        ck_assert_ptr_null(layer.weight);
+        tg_params_clear_error(p);
+        ck_assert_int_eq(tg_dense_init(&layer, p, "d", 5, 7, TG_ACT_RELU, TG_EXAMPLES_AS_ROWS,
+                                       NULL),
+                         TG_OK);
+        ck_assert_uint_eq(tg_params_count(p), 2);
+        ck_assert_uint_eq(tg_params_size(p), 5 * 7 + 7);
+        tg_params_free(p);
+    }
+    ck_assert(second_failed);
+    fail_at = -1;
+}
+END_TEST
+
+/* One step of a small graph: x (2x2), tanh, sum, backward; the same each time, so a new step's
+ * tensors take the memory the last one's had. */
+static void
+stale_step(tg_tensor **x, tg_tensor **y, double base)
+{
+    *x = tg_matrix(tape, TG_F64, 2, 2, (double[]){base, base + 1, base + 2, base + 3}, "x");
+    tg_tensor_set_requires_grad(*x, true);
+    *y = tg_tanh(tape, *x);
+    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, *y)), TG_OK);
+}
+
+/* Issue 26 #7: handles 2, 3 and 10 resets old are caught by every accessor and every tensor
+ * position of an op or backward, and never read or write the current step's tensors. */
+START_TEST(issue26_stale_handles_any_age)
+{
+    const int ages[] = {2, 3, 10};
+    for (size_t a = 0; a < sizeof ages / sizeof ages[0]; a++)
+        for (int probe = 0; probe < 4; probe++) {
+            tg_tape_reset(tape);
+            tg_tensor *old_x, *old_y, *x = NULL, *y = NULL;
+            stale_step(&old_x, &old_y, 100);
+            for (int r = 0; r < ages[a]; r++) {
+                tg_tape_reset(tape);
+                stale_step(&x, &y, 10 * r);
+            }
+            const double base = 10.0 * (ages[a] - 1);
+            char what[64];
+            snprintf(what, sizeof what, "age %d, probe %d", ages[a], probe);
+            if (probe == 0) { /* reads and writes through the accessors */
+                ck_assert_msg(tg_tensor_data(old_x) == NULL, "%s: data", what);
+                ck_assert_msg(tg_tensor_grad(old_x) == NULL, "%s: grad", what);
+                ck_assert_msg(tg_tensor_name(old_x) == NULL, "%s: name", what);
+                ck_assert_msg(tg_tensor_node(old_y) == NULL, "%s: node", what);
+                ck_assert_msg(isnan(tg_tensor_get(old_x, 0)), "%s: get", what);
+                ck_assert_msg(isnan(tg_tensor_grad_get(old_x, 0)), "%s: grad_get", what);
+                ck_assert_msg(isnan(tg_tensor_item(tg_sum(tape, x)) * 0 +
+                                    tg_tensor_get(old_y, 0)),
+                              "%s: get y", what);
+                double out[4];
+                ck_assert_int_eq(tg_tensor_read(old_x, out, 4), TG_ERR_ARG);
+                ck_assert_int_eq(tg_tensor_write(old_x, (double[]){-1, -1, -1, -1}, 4),
+                                 TG_ERR_ARG);
+                ck_assert_int_eq(tg_tensor_fill(old_y, -1), TG_ERR_ARG);
+                tg_rng *rng = tg_rng_new(1);
+                ck_assert_int_eq(tg_tensor_fill_uniform(old_x, rng, 0, 1), TG_ERR_ARG);
+                ck_assert_int_eq(tg_tensor_fill_normal(old_x, rng, 0, 1), TG_ERR_ARG);
+                tg_rng_free(rng);
+                tg_tensor_set_requires_grad(old_x, false);
+                ck_assert(tg_tensor_requires_grad(x));
+                /* the current step's tensors are untouched */
+                ck_assert_int_eq(tg_tensor_read(x, out, 4), TG_OK);
+                for (int i = 0; i < 4; i++)
+                    ck_assert_double_eq(out[i], base + i);
+                ck_assert_double_eq(tg_tensor_get(y, 0), tanh(base));
+                ck_assert_str_eq(tg_tensor_name(x), "x");
+                ck_assert_ptr_null(tg_tape_error(tape));
+            } else if (probe == 1) { /* as an op's operand */
+                tg_add(tape, x, old_x);
+                ASSERT_ERROR(TG_ERR_ARG, "add", "input 1", "stale");
+            } else if (probe == 2) { /* as the loss */
+                ck_assert_int_eq(tg_backward(tape, tg_sum(tape, old_y)), TG_ERR_ARG);
+                ASSERT_ERROR(TG_ERR_ARG, "stale");
+                tg_tape_reset(tape);
+                tg_tensor *fresh = tg_matrix(tape, TG_F64, 1, 1, (double[]){1}, "fresh");
+                (void)fresh;
+                ck_assert_int_eq(tg_backward(tape, old_y), TG_ERR_ARG);
+                ASSERT_ERROR(TG_ERR_ARG, "backward", "stale");
+            } else { /* as the seed */
+                ck_assert_int_eq(tg_backward_seeded(tape, y, old_x), TG_ERR_ARG);
+                ASSERT_ERROR(TG_ERR_ARG, "backward", "seed", "stale");
+            }
+        }
+}
+END_TEST
+
+/* Issue 26 #7 where the header memory is really reused: steps of 300 tensors, a handle kept
+ * from each; after 40 steps every handle 1 to 15 resets old is still caught (the guarantee of
+ * tapegrad.h), and the warm steps allocate nothing. */
+START_TEST(issue26_stale_window_with_reuse)
+{
+    enum { STEPS = 40, PER_STEP = 300 };
+    tg_tensor *kept[STEPS];
+    long before = 0;
+    for (int g = 0; g < STEPS; g++) {
+        if (g == 1) {
+            n_allocs = 0;
+            tg_set_allocator(&counting);
+            before = n_allocs;
+        }
+        tg_tape_reset(tape);
+        for (int i = 0; i < PER_STEP; i++) {
+            tg_tensor *x = tg_matrix(tape, TG_F64, 1, 1, (double[]){g}, NULL);
+            if (i == PER_STEP / 2)
+                kept[g] = x;
+        }
+    }
+    tg_set_allocator(NULL);
+    ck_assert_int_eq(n_allocs - before, 0);
+    ck_assert_ptr_null(tg_tape_error(tape));
+    for (int age = 1; age <= 15; age++) {
+        tg_tensor *h = kept[STEPS - 1 - age];
+        ck_assert_msg(tg_tensor_data(h) == NULL, "a handle %d resets old reads data", age);
+        ck_assert_int_eq(tg_tensor_write(h, (double[]){-1}, 1), TG_ERR_ARG);
+    }
+    ck_assert_double_eq(tg_tensor_get(kept[STEPS - 1], 0), STEPS - 1);
+    tg_tensor *sum = tg_add(tape, kept[STEPS - 1], kept[STEPS - 1 - 15]);
+    ck_assert_ptr_null(tg_tensor_data(sum));
+    ASSERT_ERROR(TG_ERR_ARG, "add", "input 1", "stale");
+
+    /* Steps of varying size (the ring grows in the middle of its segments): every tensor of
+     * the current step is its own, and the last 15 steps' handles are all caught. */
+    tg_tape *t2 = tg_tape_new();
+    tg_tensor **all[STEPS];
+    size_t sizes[STEPS];
+    tg_rng *rng = tg_rng_new(26);
+    for (int g = 0; g < STEPS; g++) {
+        tg_tape_reset(t2);
+        sizes[g] = 1 + tg_rng_u64(rng) % (g % 7 == 6 ? 900 : 120);
+        all[g] = malloc(sizes[g] * sizeof *all[g]);
+        for (size_t i = 0; i < sizes[g]; i++)
+            all[g][i] = tg_matrix(t2, TG_F64, 1, 1, (double[]){g * 1000.0 + (double)i}, NULL);
+        for (size_t i = 0; i < sizes[g]; i++)
+            ck_assert_double_eq(tg_tensor_item(all[g][i]), g * 1000.0 + (double)i);
+        for (int age = 1; age <= 15 && age <= g; age++)
+            for (size_t i = 0; i < sizes[g - age]; i++)
+                ck_assert_msg(tg_tensor_data(all[g - age][i]) == NULL,
+                              "step %d: tensor %zu of the step %d resets before is live", g, i,
+                              age);
+    }
+    for (int g = 0; g < STEPS; g++)
+        free(all[g]);
+    tg_rng_free(rng);
+    tg_tape_free(t2);
+}
+END_TEST
+
+/* ---- issue 26 #8: callbacks that use their own tape ---- */
+enum reenter_mode {
+    RE_FWD_RESET, RE_FWD_RECORD, RE_FWD_BACKWARD, RE_FWD_FREE, RE_SHAPE_RESET,
+    RE_VJP_RESET, RE_VJP_RECORD, RE_VJP_BACKWARD, RE_VJP_FREE, RE_OTHER_TAPE, RE_N
+};
+struct reenter {
+    enum reenter_mode mode;
+    tg_tape *tape;
+};
+
+static void
+reenter_act(struct reenter *r, tg_node *n, bool in_vjp)
+{
+    tg_tensor *x = tg_node_input(n, 0);
+    switch (r->mode) {
+    case RE_FWD_RESET: case RE_SHAPE_RESET: case RE_VJP_RESET: tg_tape_reset(r->tape); break;
+    case RE_FWD_RECORD: case RE_VJP_RECORD: tg_tanh(r->tape, x); break;
+    case RE_FWD_BACKWARD: case RE_VJP_BACKWARD: tg_backward(r->tape, tg_node_output(n)); break;
+    case RE_FWD_FREE: case RE_VJP_FREE: tg_tape_free(r->tape); break;
+    case RE_OTHER_TAPE: {
+        tg_tape *other = tg_tape_new();
+        tg_tensor *c = tg_matrix(other, TG_F64, 1, 1, (double[]){2}, NULL);
+        ck_assert_double_eq(tg_tensor_item(tg_scale(other, c, in_vjp ? 3 : 4)), in_vjp ? 6 : 8);
+        tg_tape_free(other);
+        break;
+    }
+    default: break;
+    }
+}
+static tg_status
+reenter_shape(tg_node *n, int *ndim, int64_t *dims)
+{
+    struct reenter *r = tg_node_ctx(n);
+    if (r->mode == RE_SHAPE_RESET)
+        reenter_act(r, n, false);
+    tg_tensor *x = tg_node_input(n, 0);
+    *ndim = tg_tensor_ndim(x);
+    for (int i = 0; i < *ndim; i++)
+        dims[i] = tg_tensor_dim(x, i);
+    return TG_OK;
+}
+static tg_status
+reenter_forward(tg_node *n)
+{
+    struct reenter *r = tg_node_ctx(n);
+    if (r->mode <= RE_FWD_FREE || r->mode == RE_OTHER_TAPE)
+        reenter_act(r, n, false);
+    double *y = tg_tensor_data(tg_node_output(n));
+    const double *x = tg_tensor_data(tg_node_input(n, 0));
+    for (size_t i = 0; i < tg_tensor_size(tg_node_output(n)); i++)
+        y[i] = 2 * x[i];
+    return TG_OK;
+}
+static tg_status
+reenter_vjp(tg_node *n)
+{
+    struct reenter *r = tg_node_ctx(n);
+    if (r->mode >= RE_VJP_RESET)
+        reenter_act(r, n, true);
+    double *dx = tg_tensor_grad(tg_node_input(n, 0));
+    const double *dy = tg_tensor_grad(tg_node_output(n));
+    for (size_t i = 0; dx && i < tg_tensor_size(tg_node_output(n)); i++)
+        dx[i] += 2 * dy[i];
+    return TG_OK;
+}
+static const tg_op reenter_op = {"reenter", 1, reenter_shape, reenter_forward, reenter_vjp, NULL};
+
+/* A callback that resets, records on, runs backward on or frees its own tape is refused and
+ * the record (or backward) fails naming the op, instead of returning OK with partial results;
+ * the tape is intact afterwards and runs the next step. Other tapes are fine. */
+START_TEST(issue26_callbacks_must_not_reenter_their_tape)
+{
+    static const char *const phase[RE_N] = {
+        [RE_FWD_RESET] = "forward", [RE_FWD_RECORD] = "forward",
+        [RE_FWD_BACKWARD] = "forward", [RE_FWD_FREE] = "forward",
+        [RE_SHAPE_RESET] = "shape rule", [RE_VJP_RESET] = "VJP", [RE_VJP_RECORD] = "VJP",
+        [RE_VJP_BACKWARD] = "VJP", [RE_VJP_FREE] = "VJP",
+    };
+    static const char *const call[RE_N] = {
+        [RE_FWD_RESET] = "tape_reset", [RE_FWD_RECORD] = "tanh",
+        [RE_FWD_BACKWARD] = "backward", [RE_FWD_FREE] = "tape_free",
+        [RE_SHAPE_RESET] = "tape_reset", [RE_VJP_RESET] = "tape_reset",
+        [RE_VJP_RECORD] = "tanh", [RE_VJP_BACKWARD] = "backward", [RE_VJP_FREE] = "tape_free",
+    };
+    for (int m = 0; m < RE_N; m++) {
+        tg_tape_reset(tape);
+        struct reenter r = {(enum reenter_mode)m, tape};
+        tg_tensor *x = tg_matrix(tape, TG_F64, 1, 3, (double[]){1, 2, 3}, "x");
+        tg_tensor_set_requires_grad(x, true);
+        tg_tensor *a = tg_square(tape, x);
+        tg_tensor *y = tg_custom(tape, &reenter_op, &a, 1, &r);
+        tg_tensor *loss = tg_sum(tape, y);
+        tg_status s = tg_backward(tape, loss);
+        if (m == RE_OTHER_TAPE) {
+            ck_assert_int_eq(s, TG_OK);
+            ck_assert_double_eq(tg_tensor_grad_get(x, 2), 12);
+            continue;
+        }
+        ck_assert_msg(s == TG_ERR_ARG, "mode %d: backward gave %s", m, tg_status_string(s));
+        ASSERT_ERROR(TG_ERR_ARG, call[m], "from inside reenter's", phase[m], "node #1");
+        if (m < RE_VJP_RESET)
+            ck_assert_ptr_null(tg_tensor_data(y)); /* the record failed */
+        else
+            ck_assert_double_eq(tg_tensor_get(y, 1), 8); /* forward ran, the step is intact */
+        /* a shape rule's refusal comes before the node is on the tape, a forward's after */
+        size_t nodes = m == RE_SHAPE_RESET ? 1 : m < RE_VJP_RESET ? 2 : 3;
+        ck_assert_uint_eq(tg_tape_node_count(tape), nodes);
+    }
+    /* and the tape runs a clean step afterwards */
+    tg_tape_reset(tape);
+    tg_tensor *x = tg_matrix(tape, TG_F64, 1, 1, (double[]){2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    ck_assert_int_eq(tg_backward(tape, tg_sum(tape, tg_square(tape, x))), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 0), 4);
+}
+END_TEST
+
+/* Issue 26 #10: the thread count is capped at the pool's size, a request past it refused. */
+START_TEST(issue26_thread_count_capped)
+{
+    int before = tg_num_threads();
+    ck_assert_int_eq(tg_set_num_threads(INT_MAX), TG_ERR_ARG);
+    ck_assert_int_eq(tg_num_threads(), before);
+    ck_assert_int_eq(tg_set_num_threads(TG_MAX_THREADS + 1), TG_ERR_ARG);
+    ck_assert_int_eq(tg_num_threads(), before);
+    ck_assert_int_eq(tg_set_num_threads(TG_MAX_THREADS), TG_OK);
+    ck_assert_int_eq(tg_num_threads(), TG_MAX_THREADS);
+    ck_assert_int_le(TG_MAX_THREADS, 4096);
+    ck_assert_int_eq(tg_set_num_threads(0), TG_OK);
+    ck_assert_int_eq(tg_num_threads(), before);
+    ck_assert_int_le(tg_num_threads(), TG_MAX_THREADS);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1281,6 +1643,17 @@ main(void)
     tcase_add_test(tc, finite_trace_forward_names_first_producer);
     tcase_add_test(tc, finite_trace_backward_names_vjp);
     tcase_add_test(tc, finite_trace_in_training);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("issue 26");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, issue26_dense_init_atomic_on_duplicate);
+    tcase_add_test(tc, issue26_dense_init_atomic_on_allocation_failure);
+    tcase_add_test(tc, issue26_stale_handles_any_age);
+    tcase_add_test(tc, issue26_stale_window_with_reuse);
+    tcase_add_test(tc, issue26_callbacks_must_not_reenter_their_tape);
+    tcase_add_test(tc, issue26_thread_count_capped);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("process-global state");

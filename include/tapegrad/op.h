@@ -15,6 +15,9 @@
  * chooses a size. Both may be called more than once for the same node (the gradient checkers
  * re-run them on perturbed inputs), so they must not keep state between calls except in the
  * node's scratch. Return TG_OK, or tg_node_fail(...) to stop the tape with a message.
+ * Callbacks must not record ops on, run backward on, reset or free the tape they run on: each
+ * is refused with an error naming the op (see tg_tape_free in tapegrad.h). They may use
+ * other tapes.
  */
 #ifndef TAPEGRAD_OP_H
 #define TAPEGRAD_OP_H

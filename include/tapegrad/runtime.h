@@ -19,7 +19,12 @@
 extern "C" {
 #endif
 
-/* n >= 1, or 0 for the default. Returns TG_ERR_ARG for n < 0. Process-wide. */
+/* The most threads tapegrad runs on (its pool's size, the calling thread included). */
+#define TG_MAX_THREADS 256
+
+/* n in 1 … TG_MAX_THREADS, or 0 for the default. Returns TG_ERR_ARG, and keeps the previous
+ * setting, for n < 0 or n > TG_MAX_THREADS. Process-wide. tg_num_threads() is the count in
+ * use: the setting, else the default (environment or CPUs) capped at TG_MAX_THREADS. */
 TG_API tg_status tg_set_num_threads(int n);
 TG_API int tg_num_threads(void);
 /* The matrix-multiply path in use: "avx512", "avx2", "generic" or "blas". */

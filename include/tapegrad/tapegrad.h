@@ -114,6 +114,12 @@ TG_API double tg_rng_normal(tg_rng *r);  /* standard normal (Box-Muller) */
 TG_API tg_tape *tg_tape_new(void);         /* NULL only when out of memory */
 TG_API void tg_tape_reset(tg_tape *t);     /* forget nodes, clear the error, keep the memory */
 TG_API void tg_tape_free(tg_tape *t);      /* NULL is a no-op */
+/* Re-entrancy: while a tape records a node or runs backward, the op's own callbacks (shape
+ * rule, forward, VJP; include/tapegrad/op.h) must not record on that tape, run backward on it,
+ * reset it or free it. Each of these is refused: nothing happens except that the tape's error
+ * is set (TG_ERR_ARG, naming the op, the callback and the node), so the recording call returns
+ * the nil tensor, or backward its error, instead of succeeding with partial results. A refused
+ * tg_tape_free leaves the tape allocated; free it after the call that was running returns. */
 TG_API tg_status tg_tape_status(const tg_tape *t);
 TG_API const char *tg_tape_error(const tg_tape *t); /* first error, or NULL when all is well */
 /* Number of nodes (ops) recorded since the last reset. */
@@ -134,14 +140,16 @@ TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
  * copied. Names show in error messages, reports and graph exports; NULL means unnamed.
  * On error these return the tape's nil tensor and set the tape's error.
  *
- * Do not keep a tape tensor across a reset. One made before the last reset is caught: an op
- * or backward given it fails with TG_ERR_ARG ("... is stale: it was made before
+ * Do not keep a tape tensor across a reset. One made before a reset is caught: an op or
+ * backward given it fails with TG_ERR_ARG ("... is stale: it was made before
  * tg_tape_reset"), and the accessors below neither read nor write the memory it had (data,
  * grad, name and node give NULL, get NaN, read/write/fill TG_ERR_ARG; shape and dtype still
- * answer). A handle kept across two or more resets is not always caught: its memory may by
- * then hold a tensor of the current step, which it then stands for. After tg_tape_free()
- * every tensor of the tape is gone. Parameters (tg_params) are not tape tensors and stay
- * valid.
+ * answer). This holds for a handle up to 15 resets old whatever ran in between (a tensor's
+ * header is not reused for 15 resets; the tape keeps 16 steps' worth of headers, about
+ * 2.3 KiB per tensor of a step, and allocates no more once a step has run). An older handle
+ * is caught too unless its header has been given to a tensor of the current step, which it
+ * then stands for. After tg_tape_free() every tensor of the tape is gone. Parameters
+ * (tg_params) are not tape tensors and stay valid.
  */
 /* A zero-filled tensor. dims has ndim entries, each >= 0. */
 TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
@@ -192,10 +200,20 @@ TG_API tg_status tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, dou
 TG_API tg_params *tg_params_new(tg_dtype dt); /* NULL only when out of memory */
 TG_API void tg_params_free(tg_params *p);     /* NULL is a no-op */
 /* A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
- * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8. */
+ * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8.
+ * A refused call is atomic: tg_params_add, and every layer helper (tg_dense_init), either
+ * succeeds or leaves the set exactly as it was (a layer helper removes the parameters it had
+ * already added), and the set stays usable: later adds work and its data is unchanged.
+ * The first refusal's status and message stay readable through tg_params_status() and
+ * tg_params_error() (so a model can be built and checked once, as a tape is), and an
+ * optimizer refuses a set with such an error until tg_params_clear_error() says it was
+ * handled. */
 TG_API tg_tensor *tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims);
 TG_API tg_status tg_params_status(const tg_params *p);
 TG_API const char *tg_params_error(const tg_params *p); /* NULL when all is well */
+/* Forget the recorded refusal (status back to TG_OK); the parameters are not touched. NULL is
+ * a no-op. */
+TG_API void tg_params_clear_error(tg_params *p);
 TG_API tg_dtype tg_params_dtype(const tg_params *p);
 TG_API size_t tg_params_count(const tg_params *p);
 TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i); /* NULL when out of range */
@@ -418,7 +436,9 @@ typedef struct tg_dense {
     tg_layout layout;
 } tg_dense;
 
-/* Adds the layer's parameters to p. rng may be NULL (weights left zero). */
+/* Adds the layer's parameters to p. rng may be NULL (weights left zero). On failure (e.g. a
+ * parameter of either name already exists) nothing is added, *layer is not written, the
+ * status is returned and recorded in p (see tg_params_add). */
 TG_API tg_status tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in,
                                int64_t n_out, tg_activation act, tg_layout layout, tg_rng *rng);
 TG_API tg_tensor *tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x);

@@ -62,16 +62,21 @@ resolve_default_threads(void)
         threads = env_threads("OMP_NUM_THREADS");
     if (threads == 0)
         threads = usable_cpus();
+    if (threads > TG_MAX_THREADS)
+        threads = TG_MAX_THREADS;
     atomic_store_explicit(&default_threads, threads, memory_order_relaxed);
     return threads;
 }
 #endif
 
+/* The pool runs at most TG_POOL_MAX_THREADS threads (the caller and its workers). */
+_Static_assert(TG_MAX_THREADS == TG_POOL_MAX_THREADS, "runtime.h documents the pool's limit");
+
 tg_status
 tg_set_num_threads(int n)
 {
-    if (n < 0)
-        return TG_ERR_ARG;
+    if (n < 0 || n > TG_MAX_THREADS)
+        return TG_ERR_ARG; /* the setting is left as it was */
     atomic_store_explicit(&requested_threads, n, memory_order_relaxed);
     return TG_OK;
 }
