@@ -291,14 +291,13 @@ tg_permute(tg_tape *t, tg_tensor *x, const int *perm)
     unsigned seen = 0;
     for (int k = 0; k < x->ndim; k++) {
         int a = perm[k];
-        if (!tg__axis_norm(&a, x->ndim) || (seen >> a & 1))
+        bool in_range = tg__axis_norm(&a, x->ndim);
+        if (!in_range || (seen >> a & 1))
             return tg__fail(t, TG_ERR_ARG,
                             "permute %s %s: perm[%d] = %d %s (perm must list each of 0 … %d "
                             "once)",
                             tg__name_text(x).s, tg__shape_text(x).s, k, perm[k],
-                            (seen >> a & 1) && a >= 0 && a < x->ndim ? "repeats an axis"
-                                                                      : "is out of range",
-                            x->ndim - 1);
+                            in_range ? "repeats an axis" : "is out of range", x->ndim - 1);
         seen |= 1u << a;
         attr.v[0][k] = a;
     }

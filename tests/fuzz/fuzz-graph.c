@@ -6,6 +6,8 @@
  * subnormals, DBL_MAX), apply random ops to random operands (mismatched shapes, dtypes, bad
  * axes, labels and factors included), run backward from random tensors (seeded or not),
  * reset the tape, toggle finite tracing, step an SGD optimizer, fail the n-th allocation.
+ * Every tensor-algebra op is reached (algebra_call) with fuzzed axes, axis sets, shapes,
+ * slice bounds, pad widths, indices, labels, counts and class weights.
  *
  * Invariants checked after every call (a violation aborts, which libFuzzer reports):
  *   - a failing call returns the nil tensor (no data) and sets a non-empty message;
@@ -248,13 +250,111 @@ params_unchanged(struct state *s)
     return bytes == 0 || !s->snapshot || memcmp(s->snapshot, tg_params_values(s->params), bytes) == 0;
 }
 
+/* Small integer arguments: axes in -5 … 4 (out of range both ways), counts and indices
+ * around the valid range, per-axis arrays as long as the largest rank reads. */
+static int
+small_axis(struct input *in)
+{
+    return (int)(byte(in) % 10) - 5;
+}
+
+static int64_t
+small_int(struct input *in)
+{
+    unsigned b = byte(in);
+    return b == 255 ? TG_END : b == 254 ? INT64_MIN : (int64_t)(b % 13) - 3;
+}
+
+/* One tensor-algebra op (tapegrad.h's section of that name) on fuzzed operands and
+ * attributes; *first gets its first operand. */
+static tg_tensor *
+algebra_call(struct state *s, struct input *in, tg_tensor **first)
+{
+    tg_tape *t = s->tape;
+    tg_tensor *a = pick(s, in), *b, *c;
+    *first = a;
+    int axes[5];
+    int n_axes = (int)(byte(in) % 6);
+    for (int i = 0; i < n_axes; i++)
+        axes[i] = small_axis(in);
+    bool keep = byte(in) & 1;
+    int64_t v0[TG_MAX_DIMS], v1[TG_MAX_DIMS], v2[TG_MAX_DIMS];
+    for (int i = 0; i < TG_MAX_DIMS; i++)
+        v0[i] = small_int(in), v1[i] = small_int(in), v2[i] = small_int(in);
+    static int64_t index[9 * 9 * 9 * 9];
+    size_t n_index = byte(in) % 17;
+    for (size_t i = 0; i < sizeof index / sizeof index[0]; i++)
+        index[i] = i < 16 ? small_int(in) : index[i % 16];
+    int32_t labels[16];
+    for (int i = 0; i < 16; i++)
+        labels[i] = (int32_t)(byte(in) % 8) - 1;
+    double weight[16];
+    for (int i = 0; i < 16; i++)
+        weight[i] = value(in);
+    tg_tensor *xs[8];
+    int n_xs = (int)(byte(in) % 8); /* 0 is refused */
+    for (int i = 0; i < n_xs; i++)
+        xs[i] = pick(s, in);
+    switch (byte(in) % 40) {
+    case 0: return tg_neg(t, a);
+    case 1: return tg_exp(t, a);
+    case 2: return tg_log(t, a);
+    case 3: return tg_log1p(t, a);
+    case 4: return tg_sqrt(t, a);
+    case 5: return tg_square(t, a);
+    case 6: return tg_abs(t, a);
+    case 7: return tg_pow(t, a, value(in));
+    case 8: return tg_clamp(t, a, value(in), value(in));
+    case 9: return tg_silu(t, a);
+    case 10: return tg_elu(t, a, value(in));
+    case 11: return tg_gelu_tanh(t, a);
+    case 12: b = pick(s, in); return tg_div(t, a, b);
+    case 13: b = pick(s, in); return tg_maximum(t, a, b);
+    case 14: b = pick(s, in); return tg_minimum(t, a, b);
+    case 15: b = pick(s, in), c = pick(s, in); return tg_where(t, a, b, c);
+    case 16: return tg_sum_axes(t, a, axes, n_axes, keep);
+    case 17: return tg_mean_axes(t, a, axes, n_axes, keep);
+    case 18: return tg_max_axes(t, a, axes, n_axes, keep);
+    case 19: return tg_min_axes(t, a, axes, n_axes, keep);
+    case 20: return tg_logsumexp(t, a, axes, n_axes, keep);
+    case 21: return tg_var(t, a, axes, n_axes, (int)(byte(in) % 4) - 1, keep);
+    case 22: return tg_softmax(t, a, small_axis(in));
+    case 23: return tg_log_softmax(t, a, small_axis(in));
+    case 24: return tg_reshape(t, a, (int)(byte(in) % 6), v0);
+    case 25: {
+        int perm[TG_MAX_DIMS];
+        for (int i = 0; i < TG_MAX_DIMS; i++)
+            perm[i] = small_axis(in);
+        return tg_permute(t, a, perm);
+    }
+    case 26: return tg_expand(t, a, (int)(byte(in) % 6), v0);
+    case 27: return tg_slice(t, a, v0, v1, (byte(in) & 1) ? v2 : NULL);
+    case 28: return tg_concat(t, xs, n_xs, small_axis(in));
+    case 29: return tg_stack(t, xs, n_xs, small_axis(in));
+    case 30: return tg_pad(t, a, v0, v1, value(in));
+    case 31: return tg_index_select(t, a, small_axis(in), index, n_index);
+    case 32: return tg_gather(t, a, small_axis(in), index, (int)(byte(in) % 6), v0);
+    case 33: return tg_detach(t, a);
+    case 34: b = pick(s, in); return tg_bmm(t, a, byte(in) & 1, b, byte(in) & 1);
+    case 35: return tg_nll_loss(t, a, labels, byte(in) % 17, (int)(byte(in) % 3) - 1,
+                                (byte(in) & 1) ? weight : NULL);
+    case 36: return tg_cross_entropy(t, a, labels, byte(in) % 17, (int)(byte(in) % 3) - 1,
+                                     (byte(in) & 1) ? weight : NULL, value(in));
+    case 37: b = pick(s, in); return tg_bce_with_logits(t, a, b);
+    case 38: b = pick(s, in); return tg_l1(t, a, b);
+    default:
+        b = pick(s, in);
+        return (byte(in) & 1) ? tg_huber(t, a, b, value(in)) : tg_smooth_l1(t, a, b, value(in));
+    }
+}
+
 static void
 one_call(struct state *s, struct input *in, tg_dtype dt)
 {
     tg_tape *t = s->tape;
     bool had_error = tg_tape_status(t) != TG_OK;
     size_t nodes = tg_tape_node_count(t);
-    unsigned op = byte(in) % 32;
+    unsigned op = byte(in) % 34;
     tg_tensor *a = NULL, *b = NULL, *y = NULL;
     bool is_op = true;
     snapshot_params(s);
@@ -340,6 +440,9 @@ one_call(struct state *s, struct input *in, tg_dtype dt)
         y = tg_activate(t, a, (tg_activation)act);
         break;
     }
+    case 32: case 33:
+        y = algebra_call(s, in, &a);
+        break;
     default: {
         /* a value read through the accessors, out of range included */
         a = pick(s, in);
