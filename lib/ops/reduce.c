@@ -488,7 +488,7 @@ extreme_forward(tg_node *nd, bool is_max)
 static tg_status
 extreme_vjp(tg_node *nd)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
     double *count = nd->scratch;
@@ -572,6 +572,8 @@ var_scratch(const tg_node *nd)
 static tg_status
 var_forward(tg_node *nd)
 {
+    if (nd->out->size == 0)
+        return TG_OK; /* no outputs (a kept axis of size 0): nothing to compute, no scratch */
     struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
     /* PyTorch divides the value by max(0, N - c) (so N <= c gives inf or NaN) but its
      * gradient by N - c itself: both are matched */
@@ -598,7 +600,7 @@ var_forward(tg_node *nd)
 static tg_status
 var_vjp(tg_node *nd)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
     const double *mu = nd->scratch, dof = (double)r4.count - nd->attr.axis;

@@ -257,7 +257,7 @@ along_forward(tg_node *nd, enum sm_kind kind)
 static void
 zero_if_fresh(tg_tensor *x)
 {
-    if (tg__grad_take_fresh(x))
+    if (tg__grad_take_fresh(x) && tg__nbytes(x))
         memset(x->grad, 0, tg__nbytes(x));
 }
 
@@ -395,6 +395,8 @@ lse_scratch(const tg_node *nd)
 static tg_status
 lse_forward(tg_node *nd)
 {
+    if (nd->out->size == 0)
+        return TG_OK; /* a kept axis of size 0: no outputs, no scratch */
     size_t len;
     if (lse_rows(nd, &len)) {
         struct sm_job j = {nd, LSE, len, false};
@@ -420,7 +422,7 @@ lse_forward(tg_node *nd)
 static tg_status
 lse_vjp(tg_node *nd)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     size_t len;
     if (lse_rows(nd, &len)) {
