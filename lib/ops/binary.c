@@ -53,6 +53,8 @@ nbcast_of(const tg_node *nd)
 /* Runs the body for every output element o with operand offsets i0, i1, i2 (row-major). */
 #define NBCAST_FOR(bc, ...)                                                                        \
     do {                                                                                           \
+        if (!((bc).n[0] && (bc).n[1] && (bc).n[2] && (bc).n[3]))                                   \
+            break; /* no elements: do not spin through the other dims (2^40 x 0) */                \
         size_t o = 0;                                                                              \
         for (size_t a0 = 0; a0 < (bc).n[0]; a0++)                                                  \
             for (size_t a1 = 0; a1 < (bc).n[1]; a1++)                                              \

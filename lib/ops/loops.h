@@ -122,6 +122,8 @@ tg__red4_of(const tg_tensor *x, unsigned axes)
 
 #define TG__RED4_FOR(r, ...)                                                                       \
     do {                                                                                           \
+        if (!((r).n[0] && (r).n[1] && (r).n[2] && (r).n[3]))                                       \
+            break; /* no elements: do not spin through the other dims (2^40 x 0) */                \
         size_t i = 0;                                                                              \
         for (size_t b0 = 0; b0 < (r).n[0]; b0++)                                                   \
             for (size_t b1 = 0; b1 < (r).n[1]; b1++)                                               \

@@ -29,6 +29,8 @@ struct walk {
 /* Runs the body for every o (flat, row-major over n) with i = base + Σ_k c_k s_k. */
 #define WALK_FOR(w, ...)                                                                           \
     do {                                                                                           \
+        if (!((w).n[0] && (w).n[1] && (w).n[2] && (w).n[3]))                                       \
+            break; /* no elements: do not spin through the other dims (2^40 x 0) */                \
         size_t o = 0;                                                                              \
         for (size_t c0 = 0; c0 < (w).n[0]; c0++)                                                   \
             for (size_t c1 = 0; c1 < (w).n[1]; c1++)                                               \
