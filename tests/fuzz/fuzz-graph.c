@@ -388,12 +388,22 @@ one_call(struct state *s, struct input *in, tg_dtype dt)
     case 20: a = pick(s, in); b = pick(s, in); y = tg_mse(t, a, b); break;
     case 21: a = pick(s, in); b = pick(s, in); y = tg_mse_half(t, a, b, (int)(byte(in) % 4) - 1); break;
     case 22: {
-        int32_t labels[16];
+        /* tg_softmax_xent's labels carry no count: the caller owes one per example, so the
+         * array covers every batch size an op here can build (the 16 drawn values repeat) */
+        static int32_t labels[1 << 12];
         for (int i = 0; i < 16; i++)
             labels[i] = (int32_t)(byte(in) % 12) - 1;
+        for (size_t i = 16; i < sizeof labels / sizeof labels[0]; i++)
+            labels[i] = labels[i % 16];
         a = pick(s, in);
         unsigned axis = byte(in);
-        y = tg_softmax_xent(t, a, axis == 255 ? NULL : labels, (int)(axis % 4) - 1);
+        int class_axis = (int)(axis % 4) - 1;
+        if (tg_tensor_ndim(a) == 2 && (class_axis == 0 || class_axis == 1) &&
+            tg_tensor_dim(a, 1 - class_axis) > (int64_t)(sizeof labels / sizeof labels[0])) {
+            is_op = false;
+            break;
+        }
+        y = tg_softmax_xent(t, a, axis == 255 ? NULL : labels, class_axis);
         break;
     }
     case 23: {
