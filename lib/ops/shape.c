@@ -557,10 +557,11 @@ tg_pad(tg_tape *t, tg_tensor *x, const int64_t *before, const int64_t *after, do
                         before ? "after" : "before");
     struct tg__attr attr = {.scale = value};
     for (int k = 0; k < x->ndim; k++) {
-        if (before[k] < 0 || after[k] < 0 || before[k] > INT64_MAX / 4 || after[k] > INT64_MAX / 4)
+        if (before[k] < 0 || after[k] < 0 || before[k] > INT64_MAX / 4 ||
+            after[k] > INT64_MAX / 4 || x->dims[k] > INT64_MAX / 2)
             return tg__fail(t, TG_ERR_ARG,
                             "pad %s %s: axis %d: widths %" PRId64 " before, %" PRId64
-                            " after (must be >= 0)",
+                            " after (must be >= 0, and the padded size must fit)",
                             tg__name_text(x).s, tg__shape_text(x).s, k, before[k], after[k]);
         attr.v[0][k] = before[k], attr.v[1][k] = after[k];
     }
@@ -715,6 +716,13 @@ record_join(tg_tape *t, bool stack, tg_tensor *const *xs, int n, int axis)
                             x0->dims[bad],
                             stack ? "; stack needs equal shapes"
                                   : "; all but the joined axis must match");
+    }
+    int64_t total = 0; /* concat: the joined size, which must not overflow */
+    for (int j = 0; !stack && j < n; j++) {
+        if (xs[j]->dims[a] > INT64_MAX - total)
+            return tg__fail(t, TG_ERR_SHAPE, "concat along axis %d: the joined size overflows",
+                            a);
+        total += xs[j]->dims[a];
     }
     struct tg__attr attr = {.axis = a};
     return tg__record(t, stack ? &tg__op_stack : &tg__op_concat, xs, n, &attr, NULL);
