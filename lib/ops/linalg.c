@@ -62,17 +62,22 @@ matmul_shape(tg_node *nd, int *ndim, int64_t *dims)
     return TG_OK;
 }
 
+/* C = op(A) · op(B) for one matrix of each (bmm calls it per batch), in the dtype dt. */
+static void
+mm_product(tg_dtype dt, bool ta, bool tb, struct mm_dims d, const void *a, const void *b,
+           void *c)
+{
+    if (dt == TG_F32)
+        tg__gemm_f32(ta, tb, d.m, d.n, d.k, 1.0f, a, d.lda, b, d.ldb, 0.0f, c, d.n);
+    else
+        tg__gemm_f64(ta, tb, d.m, d.n, d.k, 1.0, a, d.lda, b, d.ldb, 0.0, c, d.n);
+}
+
 static tg_status
 matmul_forward(tg_node *nd)
 {
-    struct mm_dims d = mm_dims(nd);
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
-    if (nd->out->dtype == TG_F32)
-        tg__gemm_f32(ta, tb, d.m, d.n, d.k, 1.0f, nd->in[0]->data, d.lda, nd->in[1]->data,
-                     d.ldb, 0.0f, nd->out->data, d.n);
-    else
-        tg__gemm_f64(ta, tb, d.m, d.n, d.k, 1.0, nd->in[0]->data, d.lda, nd->in[1]->data, d.ldb,
-                     0.0, nd->out->data, d.n);
+    mm_product(nd->out->dtype, nd->attr.trans_a, nd->attr.trans_b, mm_dims(nd),
+               nd->in[0]->data, nd->in[1]->data, nd->out->data);
     return TG_OK;
 }
 
@@ -87,25 +92,32 @@ gemm_acc(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void
         tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
 }
 
+/* The VJP of one product (bmm calls it per batch): dA and dB (either NULL: not wanted) += the
+ * rules above, from A, B and dC. */
+static void
+mm_vjp_one(tg_dtype dt, bool ta, bool tb, struct mm_dims d, const void *a, const void *b,
+           const void *dc, void *da, void *db)
+{
+    if (da) {
+        if (!ta) /* dA (m x k) += dC · op(B)ᵀ */
+            gemm_acc(dt, false, !tb, d.m, d.k, d.n, dc, d.n, b, d.ldb, da, d.k);
+        else /* dA (k x m) += op(B) · dCᵀ */
+            gemm_acc(dt, tb, true, d.k, d.m, d.n, b, d.ldb, dc, d.n, da, d.m);
+    }
+    if (db) {
+        if (!tb) /* dB (k x n) += op(A)ᵀ · dC */
+            gemm_acc(dt, !ta, false, d.k, d.n, d.m, a, d.lda, dc, d.n, db, d.n);
+        else /* dB (n x k) += dCᵀ · op(A) */
+            gemm_acc(dt, true, ta, d.n, d.k, d.m, dc, d.n, a, d.lda, db, d.k);
+    }
+}
+
 static tg_status
 matmul_vjp(tg_node *nd)
 {
     tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
-    struct mm_dims d = mm_dims(nd);
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
-    tg_dtype dt = c->dtype;
-    if (a->grad) {
-        if (!ta) /* dA (m x k) += dC · op(B)ᵀ */
-            gemm_acc(dt, false, !tb, d.m, d.k, d.n, c->grad, d.n, b->data, d.ldb, a->grad, d.k);
-        else /* dA (k x m) += op(B) · dCᵀ */
-            gemm_acc(dt, tb, true, d.k, d.m, d.n, b->data, d.ldb, c->grad, d.n, a->grad, d.m);
-    }
-    if (b->grad) {
-        if (!tb) /* dB (k x n) += op(A)ᵀ · dC */
-            gemm_acc(dt, !ta, false, d.k, d.n, d.m, a->data, d.lda, c->grad, d.n, b->grad, d.n);
-        else /* dB (n x k) += dCᵀ · op(A) */
-            gemm_acc(dt, true, ta, d.n, d.k, d.m, c->grad, d.n, a->data, d.lda, b->grad, d.k);
-    }
+    mm_vjp_one(c->dtype, nd->attr.trans_a, nd->attr.trans_b, mm_dims(nd), a->data, b->data,
+               c->grad, a->grad, b->grad);
     return TG_OK;
 }
 
@@ -308,7 +320,6 @@ static tg_status
 bmm_forward(tg_node *nd)
 {
     struct bmm_plan p = bmm_plan_of(nd);
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
     size_t es = tg_dtype_size(nd->out->dtype);
     const char *a = nd->in[0]->data, *b = nd->in[1]->data;
     char *c = nd->out->data;
@@ -317,12 +328,9 @@ bmm_forward(tg_node *nd)
     BMM_FOR(p, {
         if (p.d.k == 0)
             memset(c + ic * es, 0, p.c_mat * es);
-        else if (nd->out->dtype == TG_F32)
-            tg__gemm_f32(ta, tb, p.d.m, p.d.n, p.d.k, 1.0f, (const float *)a + ia, p.d.lda,
-                         (const float *)b + ib, p.d.ldb, 0.0f, (float *)c + ic, p.d.n);
         else
-            tg__gemm_f64(ta, tb, p.d.m, p.d.n, p.d.k, 1.0, (const double *)a + ia, p.d.lda,
-                         (const double *)b + ib, p.d.ldb, 0.0, (double *)c + ic, p.d.n);
+            mm_product(nd->out->dtype, nd->attr.trans_a, nd->attr.trans_b, p.d, a + ia * es,
+                       b + ib * es, c + ic * es);
     });
     return TG_OK;
 }
@@ -332,27 +340,15 @@ bmm_vjp(tg_node *nd)
 {
     tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
     struct bmm_plan p = bmm_plan_of(nd);
-    struct mm_dims d = p.d;
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
-    tg_dtype dt = c->dtype;
-    size_t es = tg_dtype_size(dt);
+    size_t es = tg_dtype_size(c->dtype);
     const char *ad = a->data, *bd = b->data, *cg = c->grad;
     char *ag = a->grad, *bg = b->grad;
-    if (p.c_mat == 0 || d.k == 0)
+    if (p.c_mat == 0 || p.d.k == 0)
         return TG_OK;
     BMM_FOR(p, {
-        if (ag && !ta)
-            gemm_acc(dt, false, !tb, d.m, d.k, d.n, cg + ic * es, d.n, bd + ib * es, d.ldb,
-                     ag + ia * es, d.k);
-        else if (ag)
-            gemm_acc(dt, tb, true, d.k, d.m, d.n, bd + ib * es, d.ldb, cg + ic * es, d.n,
-                     ag + ia * es, d.m);
-        if (bg && !tb)
-            gemm_acc(dt, !ta, false, d.k, d.n, d.m, ad + ia * es, d.lda, cg + ic * es, d.n,
-                     bg + ib * es, d.n);
-        else if (bg)
-            gemm_acc(dt, true, ta, d.n, d.k, d.m, cg + ic * es, d.n, ad + ia * es, d.lda,
-                     bg + ib * es, d.k);
+        mm_vjp_one(c->dtype, nd->attr.trans_a, nd->attr.trans_b, p.d, ad + ia * es,
+                   bd + ib * es, cg + ic * es, ag ? ag + ia * es : NULL,
+                   bg ? bg + ib * es : NULL);
     });
     return TG_OK;
 }
