@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include <tapegrad/dot.h>
+#include <tapegrad/render.h>
 #include <tapegrad/tapegrad.h>
 
 enum { N0 = 3, N1 = 4, N2 = 2, M = 64 };

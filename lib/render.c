@@ -1,6 +1,9 @@
 /*
- * Rendering an exported graph through Graphviz's libraries (libgvc, libcgraph). Built
- * without them, tg_dot_render still exists and says so, so programs link either way.
+ * libtapegrad-render: rendering an exported graph through Graphviz's libraries (libgvc,
+ * libcgraph). A library of its own on libtapegrad's public API (only tg_dot_write), so that
+ * Graphviz is linked by the programs that render and by no other (a static link of
+ * libtapegrad needs no static Graphviz, which Debian does not ship). Built without Graphviz,
+ * tg_dot_render still exists and says so, so programs link either way.
  *
  * The graph goes through the same DOT text that tg_dot_write produces (via a temporary
  * file), so what is rendered is exactly what a user exporting and running `dot` would see,
@@ -11,10 +14,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <tapegrad/dot.h>
+#include <sys/stat.h>
 
-#include "dot-escape.h"
-#include "internal.h"
+#include <tapegrad/render.h>
 
 static void
 set_error(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -31,6 +33,14 @@ set_error(char *err, size_t errsize, const char *fmt, ...)
 }
 
 #if TG_HAS_GRAPHVIZ
+
+/* A failed render removes its output only when that is a regular file (not /dev/stdout). */
+static bool
+is_regular_file(FILE *f)
+{
+    struct stat st;
+    return fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+}
 
 #include <gvc.h>
 
@@ -117,7 +127,7 @@ tg_dot_render(const tg_tape *t, const tg_dot_options *opt, const char *format,
         return TG_ERR_IO;
     }
 
-    bool regular = tg__dot_is_regular_file(out);
+    bool regular = is_regular_file(out);
     gv_messages[0] = '\0';
     agusererrf previous = agseterrf(collect_message);
     if (!shared_gvc)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <tapegrad/dot.h>
+#include <tapegrad/render.h>
 
 #include "common.h"
 #include "dot-escape.h"

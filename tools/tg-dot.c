@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <tapegrad/dot.h>
+#include <tapegrad/render.h>
 #include <tapegrad/gradcheck.h>
 #include <tapegrad/op.h>
 #include <tapegrad/tapegrad.h>

@@ -1,12 +1,13 @@
 /*
- * Graph export: a recorded tape as Graphviz DOT, and (when built with Graphviz) rendered to
- * SVG, PNG or PDF.
+ * Graph export: a recorded tape as Graphviz DOT. Rendering it to SVG, PNG or PDF through
+ * Graphviz's libraries is <tapegrad/render.h>, in a library of its own (libtapegrad-render,
+ * pkg-config module tapegrad-render), so that only programs that render link Graphviz.
  *
  *   tg_dot_write_path(tape, NULL, "net.dot", NULL, 0);          // defaults, errors ignored
  *
  *   tg_dot_options o = {.values = true, .grads = true};          // zero fields are defaults
  *   char err[256];
- *   if (tg_dot_render(tape, &o, "svg", "net.svg", err, sizeof err) != TG_OK)
+ *   if (tg_dot_write_path(tape, &o, "net.dot", err, sizeof err) != TG_OK)
  *       fprintf(stderr, "%s\n", err);
  *
  * What the picture shows. One DOT node per tensor and one per op (tape node):
@@ -98,15 +99,6 @@ TG_API tg_status tg_dot_write(const tg_tape *t, const tg_dot_options *opt, FILE 
  * path and strerror(errno); a partly written file is removed. */
 TG_API tg_status tg_dot_write_path(const tg_tape *t, const tg_dot_options *opt,
                                    const char *path, char *err, size_t errsize);
-
-/* Lay out with Graphviz's "dot" engine and render to path. format: "svg", "png" or "pdf".
- * Built without Graphviz this returns TG_ERR_UNSUPPORTED with "built without Graphviz".
- * TG_ERR_ARG for an unknown format, TG_ERR_UNSUPPORTED when this Graphviz has no renderer
- * for it, TG_ERR_IO when path cannot be written. */
-TG_API tg_status tg_dot_render(const tg_tape *t, const tg_dot_options *opt, const char *format,
-                               const char *path, char *err, size_t errsize);
-/* True when this build can render (TG_HAS_GRAPHVIZ at build time). */
-TG_API bool tg_dot_can_render(void);
 
 #ifdef __cplusplus
 }
