@@ -8,7 +8,10 @@
 #                                  torch-reference gradient test; without it that test skips)
 set -eu
 
-core="meson ninja-build pkg-config gcc libc6-dev check libjansson-dev zlib1g-dev
+# dpkg-dev: meson asks its dpkg-architecture for Debian's multiarch libdir
+# (lib/x86_64-linux-gnu, on the loader's path); without it `meson install` uses lib64, which
+# the loader does not search.
+core="meson ninja-build pkg-config gcc libc6-dev dpkg-dev check libjansson-dev zlib1g-dev
       libgraphviz-dev graphviz valgrind python3 python3-numpy"
 extra="libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libopenblas-dev
        dataset-fashion-mnist binutils python3-torch"
@@ -36,6 +39,19 @@ if [ "$(id -u)" -ne 0 ]; then
     sudo=sudo
 fi
 echo "install-deps: installing$missing"
-$sudo apt-get update -qq
+# apt's own output (hundreds of lines of dpkg progress, even with -qq) goes to a log, shown
+# only when something fails.
+log=$(mktemp "${TMPDIR:-/tmp}/install-deps.XXXXXX.log")
+run() {
+    if ! "$@" >>"$log" 2>&1; then
+        echo "install-deps: failed: $*" >&2
+        tail -n 40 "$log" >&2
+        echo "install-deps: the whole output is in $log" >&2
+        exit 1
+    fi
+}
+run $sudo apt-get update -qq
 # shellcheck disable=SC2086
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+run $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+rm -f "$log"
+echo "install-deps: done"

@@ -65,8 +65,9 @@ run_valgrind() {
     # under TG_UNDER_VALGRIND, and test-gemm runs its quick shapes (every kernel code path,
     # smaller sizes: about a minute instead of 11-14).
     # Tests that run an interpreter (python3 reading a checkpoint) are left out: valgrind
-    # would check CPython and ld.so, not tapegrad (TG_VALGRIND_SKIP, space-separated names).
-    skip=" ${TG_VALGRIND_SKIP-safetensors-python torch-reference torch-reference-ops} "
+    # would check CPython and ld.so, not tapegrad (TG_VALGRIND_SKIP, space-separated names);
+    # so is the install test (a shell script running meson, pkg-config and cc).
+    skip=" ${TG_VALGRIND_SKIP-safetensors-python torch-reference torch-reference-ops install} "
     names=$(meson test -C "$dir" --setup valgrind --list 2>/dev/null | sed -n 's|^.* / ||p' |
             while read -r name; do
                 case $skip in *" $name "*) ;; *) printf '%s\n' "$name" ;; esac
