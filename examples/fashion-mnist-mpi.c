@@ -196,11 +196,16 @@ run(tg_mpi *m, const struct options *o)
     }
     /* Any rank that cannot read the data stops every rank, with its message. */
     if (tg_mpi_check(m, st, msg) != TG_OK) {
+        bool unreadable = st == TG_ERR_IO || tg_mpi_status(m) == TG_ERR_IO;
         if (rank == 0)
-            fprintf(stderr, "fashion-mnist-mpi: %s\n", tg_mpi_error(m));
+            fprintf(stderr, "fashion-mnist-mpi: %s\n%s", tg_mpi_error(m),
+                    unreadable ? "  The Fashion-MNIST data set is not installed? On Debian: "
+                                 "apt-get install dataset-fashion-mnist (or "
+                                 "tools/install-deps.sh --all), or pass --data DIR.\n"
+                               : "");
         tg_dataset_free(train);
         tg_dataset_free(test);
-        return st == TG_ERR_IO || tg_mpi_status(m) == TG_ERR_IO ? 77 : 1;
+        return unreadable ? 77 : 1;
     }
 
     struct model md = {.p = tg_params_new(TG_F32)};

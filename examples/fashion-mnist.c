@@ -219,7 +219,7 @@ load(const char *dir, const char *images, const char *labels, tg_dataset *ds)
         fprintf(stderr,
                 PROG ": cannot read %s: %s\n"
                 "  The Fashion-MNIST data set is not installed. On Debian/Ubuntu:\n"
-                "      apt-get install dataset-fashion-mnist\n"
+                "      apt-get install dataset-fashion-mnist   (or tools/install-deps.sh --all)\n"
                 "  or pass --data DIR with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
                 "  t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.\n",
                 missing, strerror(errno));

@@ -28,7 +28,7 @@ import sys
 try:
     import torch
 except ImportError:
-    print("torch not installed (Debian: python3-torch): skipped")
+    print("skipped: python3-torch not installed: run tools/install-deps.sh --all")
     sys.exit(77)
 
 torch.set_default_dtype(torch.float64)

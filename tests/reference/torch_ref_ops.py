@@ -56,7 +56,7 @@ try:
     import torch
     import torch.nn.functional as F
 except ImportError:
-    print("torch not installed (Debian: python3-torch): skipped")
+    print("skipped: python3-torch not installed: run tools/install-deps.sh --all")
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
