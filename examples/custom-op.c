@@ -96,7 +96,7 @@ main(int argc, char **argv)
     opt.wrt = (const bool[]){true, true, false, false};
     tg_gradcheck_report report;
     tg_gradcheck(model, NULL, in, 4, &opt, &report);
-    tg_gradcheck_report_print(&report, stdout);
+    tg_gradcheck_report_print(&report, stdout, true);
 
     /* 2. Taylor test: the remainder must shrink like h². */
     tg_taylor_report taylor;

@@ -221,6 +221,35 @@ nomem:
     return TG_ERR_NOMEM;
 }
 
+/* A parameter passed to the check must reach the function as inputs[k], the copy the checker
+ * perturbs. A function that reads the parameter itself (typically through a layer helper
+ * holding it: tg_dense_forward(t, &layer, x)) would have a gradient and differences of zero
+ * with respect to inputs[k] and pass without checking anything, so that is an error, naming
+ * the parameter and the node that read it. */
+static bool
+reads_a_source_directly(struct fn_runner *r, const tg_tape *t)
+{
+    for (size_t i = 0; i < t->n_nodes; i++) {
+        const tg_node *node = t->nodes[i];
+        for (int j = 0; j < node->n_in; j++) {
+            const tg_tensor *x = node->in[j];
+            if (x->kind != TG__KIND_PARAM)
+                continue;
+            for (int k = 0; k < r->n; k++)
+                if (r->src[k] == x) {
+                    put(r->msg, r->msgsize,
+                        "gradcheck: the function read parameter %s itself (as input %d of %s "
+                        "#%zu) instead of inputs[%d], the copy the checker perturbs; a layer "
+                        "helper must run on a copy of the layer whose tensors are the inputs "
+                        "(e.g. tg_dense l = layer; l.weight = inputs[%d])",
+                        tg__name_text(x).s, j, node->op->name, i, k, k);
+                    return true;
+                }
+        }
+    }
+    return false;
+}
+
 /* One run of the function at the current values; with backward, gradients are left on the
  * made tensors. */
 static tg_status
@@ -244,7 +273,8 @@ runner_eval(struct fn_runner *r, bool backward, double *value)
         put(r->msg, r->msgsize, "gradcheck: the function failed when re-run in float64: %s%s",
             tg_tape_error(t),
             s == TG_ERR_DTYPE ? " (make every tensor of its own with tg_tensor_dtype(inputs[0]),"
-                                " never a fixed dtype)"
+                                " never a fixed dtype; a layer helper must run on a copy of the "
+                                "layer whose tensors are the inputs)"
                               : "");
         return s;
     }
@@ -258,6 +288,8 @@ runner_eval(struct fn_runner *r, bool backward, double *value)
             "gradcheck: the function returned a tensor that is not on the tape it was given");
         return TG_ERR_ARG;
     }
+    if (reads_a_source_directly(r, t))
+        return TG_ERR_ARG;
     if (y->dtype != TG_F64) {
         put(r->msg, r->msgsize,
             "gradcheck: cannot check in float64: the function returned a %s output for float64 "
@@ -512,7 +544,7 @@ done:
 }
 
 void
-tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out)
+tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out, bool verbose)
 {
     if (!rep || !out)
         return;
@@ -524,10 +556,20 @@ tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out)
             "gradcheck: %s  (f = %.9g; float64 central differences, eps %g; pass when "
             "|a-n| <= %g + %g*|n|)\n",
             rep->pass ? "PASS" : "FAIL", rep->value, rep->eps, rep->atol, rep->rtol);
+    size_t shown = 0;
+    for (size_t i = 0; i < rep->n_tensors; i++)
+        shown += verbose || !rep->tensors[i].pass || rep->tensors[i].kinks;
+    if (!shown) {
+        fprintf(out, "  all %zu checked tensor%s pass\n", rep->n_tensors,
+                rep->n_tensors == 1 ? "" : "s");
+        return;
+    }
     fprintf(out, "  %-12s %-10s %9s %11s %11s  %s\n", "tensor", "shape", "checked",
             "max abs err", "max rel err", "worst element: analytic vs numeric");
     for (size_t i = 0; i < rep->n_tensors; i++) {
         const tg_gradcheck_tensor *t = &rep->tensors[i];
+        if (!verbose && t->pass && !t->kinks)
+            continue;
         char checked[48];
         snprintf(checked, sizeof checked, "%zu/%zu", t->checked, t->size);
         fprintf(out, "  %-12s %-10s %9s %11.2e %11.2e  ", t->name, t->shape, checked,
@@ -1237,13 +1279,25 @@ done:
 }
 
 void
-tg_taylor_report_print(const tg_taylor_report *rep, FILE *out)
+tg_taylor_report_print(const tg_taylor_report *rep, FILE *out, bool verbose)
 {
     if (!rep || !out)
         return;
     fprintf(out, "%s\n", rep->message);
     if (rep->status != TG_OK && rep->status != TG_ERR_CHECK)
         return;
+    if (!verbose) { /* the orders that decided, smallest h last */
+        fprintf(out, "  orders used:");
+        int n = 0;
+        for (int s = 0; s < TG_TAYLOR_STEPS; s++)
+            if (rep->used[s]) {
+                fprintf(out, " %s%.3f (h %.1e)", rep->to_roundoff[s] ? ">=" : "", rep->order[s],
+                        rep->h[s]);
+                n++;
+            }
+        fprintf(out, "%s\n", n ? "" : " none");
+        return;
+    }
     fprintf(out, "  f = %.9g, <grad, d> = %.9g\n  %10s %12s %10s\n", rep->value, rep->slope,
             "h", "remainder", "order");
     for (int s = 0; s < TG_TAYLOR_STEPS; s++) {
@@ -1254,4 +1308,13 @@ tg_taylor_report_print(const tg_taylor_report *rep, FILE *out)
             fprintf(out, "%s%8.3f%s\n", rep->to_roundoff[s] ? ">=" : "  ", rep->order[s],
                     rep->used[s] ? "  *" : "");
     }
+}
+
+void
+tg_taylor_report_free(tg_taylor_report *rep)
+{
+    /* The report owns no memory today; this resets it, so that every report of the family is
+     * freed the same way and a later field that allocates needs no change in callers. */
+    if (rep)
+        memset(rep, 0, sizeof *rep);
 }

@@ -732,7 +732,7 @@ START_TEST(element_cap_is_a_seeded_subset)
     ck_assert_uint_eq(a.tensors[0].worst_index, b.tensors[0].worst_index);
     char buf[4096];
     FILE *f = fmemopen(buf, sizeof buf, "w");
-    tg_gradcheck_report_print(&a, f);
+    tg_gradcheck_report_print(&a, f, true);
     fclose(f);
     ck_assert_msg(strstr(buf, "PASS") && strstr(buf, "3/25"), "%s", buf);
     tg_gradcheck_report_free(&a);
@@ -796,6 +796,102 @@ START_TEST(tape_with_error_refused)
 }
 END_TEST
 
+/* A layer helper inside a check callback: on the layer itself it reads the real parameters,
+ * which the checker does not perturb (a check of nothing that would pass), and is refused by
+ * name; on a copy of the layer whose tensors are the inputs it is checked like any graph. */
+struct layer_ctx {
+    tg_dense layer;
+    bool use_inputs;
+};
+
+static tg_tensor *
+dense_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    struct layer_ctx *c = ctx;
+    tg_dense l = c->layer;
+    if (c->use_inputs) {
+        l.weight = in[0];
+        l.bias = in[1];
+    }
+    return tg_sum(t, tg_square(t, tg_dense_forward(t, &l, in[2])));
+}
+
+START_TEST(layer_helper_in_callback)
+{
+    tg_rng *rng = tg_rng_new(3);
+    tg_params *p = tg_params_new(TG_F64);
+    struct layer_ctx c = {.use_inputs = false};
+    ck_assert_int_eq(tg_dense_init(&c.layer, p, "fc", 3, 2, TG_ACT_TANH, TG_EXAMPLES_AS_ROWS, rng),
+                     TG_OK);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 4, 3, NULL, "x");
+    tg_tensor_fill_normal(x, rng, 0, 1);
+    tg_tensor *in[] = {c.layer.weight, c.layer.bias, x};
+    tg_gradcheck_options o = tg_gradcheck_defaults();
+    o.wrt = (const bool[]){true, true, false};
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(dense_fn, &c, in, 3, &o, &r), TG_ERR_ARG);
+    ck_assert_msg(strstr(r.message, "read parameter \"fc/W\"") || strstr(r.message, "read parameter"),
+                  "%s", r.message);
+    ck_assert_msg(strstr(r.message, "inputs[0]"), "%s", r.message);
+    tg_gradcheck_report_free(&r);
+    c.use_inputs = true;
+    ck_assert_int_eq(tg_gradcheck(dense_fn, &c, in, 3, &o, &r), TG_OK);
+    ck_assert_uint_eq(r.n_tensors, 2);
+    ck_assert(r.pass);
+    tg_gradcheck_report_free(&r);
+    tg_tape_free(t);
+    tg_params_free(p);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* Every report prints short (verdict, and only what failed) or in full, and frees. */
+START_TEST(reports_print_short_or_full)
+{
+    tg_tape *t = tg_tape_new();
+    tg_rng *rng = tg_rng_new(5);
+    tg_tensor *x = tg_tensor_new(t, TG_F64, 2, (int64_t[]){3, 3}, "x");
+    tg_tensor_fill_uniform(x, rng, -1, 1);
+    tg_gradcheck_report g;
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, NULL, &g), TG_OK);
+    tg_taylor_report tr;
+    ck_assert_int_eq(tg_gradcheck_taylor(tanh_sum_fn, NULL, &x, 1, NULL, &tr), TG_OK);
+    char buf[8192];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&g, f, false);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "PASS") && strstr(buf, "all 1 checked tensor pass") &&
+                      !strstr(buf, "max abs err"), "%s", buf);
+    f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&g, f, true);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "max abs err") && strstr(buf, "9/9"), "%s", buf);
+    f = fmemopen(buf, sizeof buf, "w");
+    tg_taylor_report_print(&tr, f, false);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "observed order") && strstr(buf, "orders used:") &&
+                      !strstr(buf, "<grad, d>"), "%s", buf);
+    int lines_short = 0;
+    for (const char *c = buf; *c; c++)
+        lines_short += *c == '\n';
+    ck_assert_int_le(lines_short, 3);
+    f = fmemopen(buf, sizeof buf, "w");
+    tg_taylor_report_print(&tr, f, true);
+    fclose(f);
+    int lines_full = 0;
+    for (const char *c = buf; *c; c++)
+        lines_full += *c == '\n';
+    ck_assert_int_ge(lines_full, TG_TAYLOR_STEPS + 2);
+    tg_taylor_report_free(&tr);
+    ck_assert(!tr.pass && tr.message[0] == '\0');
+    tg_taylor_report_free(NULL);
+    tg_gradcheck_report_free(&g);
+    tg_rng_free(rng);
+    tg_tape_free(t);
+}
+END_TEST
+
 Suite *gradcheck_suite(void);
 
 Suite *
@@ -814,6 +910,8 @@ gradcheck_suite(void)
     tcase_add_test(tc, element_cap_is_a_seeded_subset);
     tcase_add_test(tc, float32_nodes_promoted_or_not);
     tcase_add_test(tc, tape_with_error_refused);
+    tcase_add_test(tc, layer_helper_in_callback);
+    tcase_add_test(tc, reports_print_short_or_full);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1690,9 +1690,9 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
     }
     if (ok && (!pass || ro->verbose)) {
         if (!whole || ro->verbose)
-            tg_gradcheck_report_print(&wr, stdout);
+            tg_gradcheck_report_print(&wr, stdout, ro->verbose);
         if (!taylor || taylor2 || ro->verbose)
-            tg_taylor_report_print(&tr, stdout);
+            tg_taylor_report_print(&tr, stdout, ro->verbose);
         if (!nodes || ro->verbose)
             tg_nodecheck_report_print(&nr, stdout, ro->verbose);
         if (!extra)

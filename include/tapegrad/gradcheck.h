@@ -29,6 +29,22 @@
  * accurate). The callback must therefore make any tensor of its own (constants, targets) with
  * tg_tensor_dtype(in[0]), never a fixed dtype; a graph that insists on float32 cannot be
  * checked in float64 and the report says so. It must not keep tensors between calls.
+ *
+ * Layer helpers (tg_dense_forward and the like) may run inside the callback, on a copy of
+ * the layer whose tensors are the callback's inputs, since the checker differentiates and
+ * perturbs its own float64 copies of what it was given, not the parameters themselves:
+ *
+ *   tg_dense l = *layer;                    // ctx points at the model's layer
+ *   l.weight = in[0], l.bias = in[1];       // as passed: inputs = {W, b, X}
+ *   return tg_sum(t, tg_square(t, tg_dense_forward(t, &l, in[2])));
+ *
+ * A callback that reads a checked parameter itself (tg_dense_forward(t, layer, x) on the
+ * model's layer) would compare a gradient of zero with differences of zero; the check refuses
+ * it with TG_ERR_ARG, naming the parameter and the input slot to use. Parameters that are not
+ * checked may be read directly (they are constants then) when their dtype is float64.
+ *
+ * Every check has a report with a _print (short, or everything when verbose) and a _free
+ * (also after an error; NULL is a no-op).
  */
 #ifndef TAPEGRAD_GRADCHECK_H
 #define TAPEGRAD_GRADCHECK_H
@@ -121,7 +137,10 @@ typedef struct tg_gradcheck_report {
 TG_API tg_status tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
                               int n_inputs, const tg_gradcheck_options *opt,
                               tg_gradcheck_report *report);
-TG_API void tg_gradcheck_report_print(const tg_gradcheck_report *report, FILE *out);
+/* Prints the verdict and the tensors that failed or met a non-differentiable point; every
+ * tensor when verbose. */
+TG_API void tg_gradcheck_report_print(const tg_gradcheck_report *report, FILE *out,
+                                      bool verbose);
 TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report); /* NULL is a no-op */
 
 /* ---------------------------------------------------------------------------------------
@@ -197,6 +216,15 @@ TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report); /* NULL is a 
  * smallest-h one is a fall to round-off; it passes when >= 1.5, half-way between the
  * hypotheses. A remainder at round-off for every h (f affine along d) passes with observed
  * order NaN.
+ *
+ * On networks with kinks (ReLU, max pooling, abs, clamp) single orders are not all 2. Where a
+ * step h moves some unit across its kink, the remainder picks up a term of order h (the
+ * one-sided slopes differ), so orders at the larger h often read 1.0 to 1.4, and the table of a
+ * correct ReLU network can show half of its orders there; only the smallest steps, which cross
+ * no kink, measure the gradient, and that is why the verdict is the median of the last
+ * TG_TAYLOR_WINDOW resolved orders and not of all of them. A wrong gradient gives orders near 1
+ * at the smallest h too. Read the verdict and the orders it used (starred in the verbose
+ * table), not the rows above them.
  */
 #define TG_TAYLOR_STEPS 30
 #define TG_TAYLOR_WINDOW 4
@@ -217,7 +245,10 @@ typedef struct tg_taylor_report {
 TG_API tg_status tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
                                      int n_inputs, const tg_gradcheck_options *opt,
                                      tg_taylor_report *report);
-TG_API void tg_taylor_report_print(const tg_taylor_report *report, FILE *out);
+/* Prints the verdict and the orders that decided it; the whole table (h, remainder, order
+ * for every step, the deciding ones starred) when verbose. */
+TG_API void tg_taylor_report_print(const tg_taylor_report *report, FILE *out, bool verbose);
+TG_API void tg_taylor_report_free(tg_taylor_report *report); /* NULL is a no-op */
 
 #ifdef __cplusplus
 }
