@@ -1,6 +1,6 @@
 /*
  * The seed network: the two-layer network of the hand-written backprop note
- * (../shared/seed/backprop-note.txt), trained with tapegrad, and the note checked.
+ * (docs/backprop-note.md), trained with tapegrad, and the note checked.
  *
  *   examples as columns:  X (n0 x m),  Z1 = W1·X + b1,  A1 = tanh(Z1)       (n1 x m)
  *                                      Z2 = W2·A1 + b2, A2 = sigmoid(Z2)    (n2 x m)
@@ -163,7 +163,7 @@ fd_params(struct net *n, tg_tape *t, double *out)
     }
 }
 
-/* The note's equations, corrected (../shared/seed/README.md), written out by hand. Output in
+/* The note's equations, corrected (docs/backprop-note.md), written out by hand. Output in
  * the parameter buffer's layout: W1, b1, W2, b2. */
 static void
 hand_gradients(struct net *n, const struct forward *f, double *g)
@@ -410,7 +410,7 @@ main(int argc, char **argv)
 
     int wrong = check_note_as_written(&n, &f);
     printf("\n%d of the note's steps disagree with finite differences (see "
-           "../shared/seed/README.md for the corrected equations).\n", wrong);
+           "docs/backprop-note.md for the corrected equations).\n", wrong);
 
     if (graph) {
         /* The graph of one training step, with value summaries and gradient norms. */

@@ -1,7 +1,7 @@
 /*
  * safetensors checkpoints: atomic save, validate-everything-then-copy load, and a read-only
- * inspection reader. The rules implemented here are ../shared/RELIABILITY.md's loader rules
- * 1-20; comments cite them as (rule N).
+ * inspection reader. The rules implemented here are the checkpoint rules 1-20 written out in
+ * docs/design.md ("Checkpoint rules"); comments cite them as (rule N).
  *
  * File layout: [u64 LE N][N bytes JSON header][data]. The header is parsed by jansson (depth
  * checked by us first, duplicate keys rejected by JSON_REJECT_DUPLICATES); every size taken
