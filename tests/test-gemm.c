@@ -19,7 +19,7 @@
 static const char *const paths[] = {"generic", "avx2", "avx512", "blas"};
 #define N_PATHS (int)(sizeof paths / sizeof paths[0])
 
-/* The shapes the issue asks for: around the register tiles (MR 4/6/8, NR 8/16/32) and the
+/* The shapes that matter: around the register tiles (MR 4/6/8, NR 8/16/32) and the
  * cache blocks (KC 256-512: 257 crosses the smaller ones). */
 static const size_t dims[] = {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257};
 #define N_DIMS (sizeof dims / sizeof dims[0])

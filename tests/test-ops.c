@@ -12,7 +12,7 @@
 
 /* Central differences in float64 with h = 1e-6: truncation error ~h²·|f'''| ≈ 1e-12 and
  * round-off ~ε·|f|/h ≈ 1e-10 for our O(1) losses, so a correct rule shows errors near 1e-9;
- * 1e-6 (the issue's bar) leaves three orders of margin, and a wrong rule is off by O(1). */
+ * 1e-6 (the bar for every op) leaves three orders of margin, and a wrong rule is off by O(1). */
 #define FD_STEP 1e-6
 #define FD_TOL 1e-6
 

@@ -1,5 +1,5 @@
 /*
- * tg-bench: training-step benchmark of the issue's networks (forward, backward, SGD update).
+ * tg-bench: training-step benchmark of four MLPs (forward, backward, SGD update).
  *
  *   B-small  MLP 2-16-16-1,         tanh hidden, identity out, MSE (mean),       batch 32
  *   B-seed   MLP 784-256-128-10,    tanh hidden, sigmoid out,  the note's MSE,   batch 128
@@ -27,7 +27,7 @@
  * measures it), measured in the same child before the model is built and again after the
  * timed runs, the higher kept: the machine's speed drifts over minutes, and a peak taken in
  * another run can sit in a faster or slower spell than the steps. pct_peak = gflops at the
- * median step over that peak (the issue's "B-wide at >= 75 % of FMA peak overall"); with no
+ * median step over that peak (the target: B-wide at >= 75 % of the FMA peak overall); with no
  * x86 FMA both print nan.
  *
  *   tg-bench [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] [--threads 1,2]

@@ -8,7 +8,7 @@
  * MLP batch sizes (128, 256) and 2 vectors every power-of-two n from 32 (f32) / 16 (f64), so
  * the common shapes have no padded tiles.
  *
- * Tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the issue's reference machine
+ * Tuned on a Zen 5 (48 KiB L1d, 1 MiB L2 per core, 32 MiB L3; the reference machine
  * kind) with a harness that calls this file's block functions directly, variants built side
  * by side and interleaved over 3 rounds, 1 thread, medians in GFLOP/s (peak ~276 f32, ~138
  * f64; figures from different sweeps differ by a few % as the machine drifts):
