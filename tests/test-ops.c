@@ -199,6 +199,40 @@ static tg_tensor *ap_gather(tg_tape *t, tg_tensor **in, const struct op_case *c)
 /* detach(x) ⊙ x: d/dx through the second factor only (x ⊙ x would give 2x) */
 static tg_tensor *ap_detach(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_mul(t, tg_detach(t, in[0]), in[0]); }
 static tg_tensor *ap_bmm(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_bmm(t, in[0], c->ta, in[1], c->tb); }
+/* conv2d: .axis selects the configuration (0: stride 2, padding 1, dilation 1; 1: padding
+ * "same" with dilation 2; 2: 2 groups, stride (1, 2)); conv1d: stride 2, padding 1 */
+static tg_tensor *
+ap_conv2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_conv_options o = tg_conv_defaults();
+    if (c->axis == 0)
+        o.stride[0] = o.stride[1] = 2, o.padding[0] = o.padding[1] = 1;
+    else if (c->axis == 1)
+        o.padding_same = true, o.dilation[0] = o.dilation[1] = 2;
+    else
+        o.groups = 2, o.stride[1] = 2;
+    return tg_conv2d(t, in[0], in[1], NULL, &o);
+}
+static tg_tensor *
+ap_conv1d(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_conv_options o = tg_conv_defaults();
+    o.stride[0] = 2, o.padding[0] = 1;
+    return tg_conv1d(t, in[0], in[1], NULL, &o);
+}
+/* pools: (3x3) windows, stride 2, padding 1 */
+static tg_tensor *
+ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_max_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
+                         (const int64_t[]){1, 1});
+}
+static tg_tensor *
+ap_avg_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_avg_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
+                         (const int64_t[]){1, 1});
+}
 static const int32_t cls_labels[] = {1, 0, 2, 2, 1};
 static const double cls_weights[] = {0.5, 2.0, 1.25};
 static tg_tensor *ap_nll(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -219,6 +253,7 @@ static tg_tensor *ap_smooth_l1(tg_tape *t, tg_tensor **in, const struct op_case 
     {.label = name, .n_in = 1, .ndim = {2, 0}, .dims = {M2(d0, d1)}, .apply = fn, __VA_ARGS__}
 #define D1(a) {a}
 #define D3(a, b, c) {a, b, c}
+#define D4(a, b, c, d) {a, b, c, d}
 /* Inputs of any rank: ND(name, fn, n_in, ndim0, ndim1, dims0, dims1, ...) */
 #define ND(name, fn, nin, nd0, nd1, d0, d1, ...)                                                   \
     {.label = name, .n_in = nin, .ndim = {nd0, nd1}, .dims = {d0, d1}, .apply = fn, __VA_ARGS__}
@@ -356,6 +391,12 @@ static const struct op_case cases[] = {
     TWO("l1 (3x4)", ap_l1, 3, 4, 3, 4, .axis = 0),
     TWO("huber (3x4) delta 0.8", ap_huber, 3, 4, 3, 4, .c = 0.8),
     TWO("smooth_l1 (3x4) beta 0.6", ap_smooth_l1, 3, 4, 3, 4, .c = 0.6),
+    ND("conv2d (2x3x5x6)*(4x3x3x3) stride 2 pad 1", ap_conv2d, 2, 4, 4, D4(2, 3, 5, 6), D4(4, 3, 3, 3), .axis = 0),
+    ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
+    ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),
+    ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3)),
+    ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0)),
+    ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0)),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 

@@ -1153,6 +1153,147 @@ apply_bmm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     return tg_bmm(t, in[0], c->ta, in[1], c->tb);
 }
 
+/* conv2d and conv1d: random groups (depthwise when C = O = groups), channels per group 1-2,
+ * kernels 1-3 with dilation 1-2, strides 1-3, padding 0-2 or "same" (stride 1), a bias or
+ * none, and input sizes from the smallest the padded kernel allows to 3 more.
+ *   v0 = {stride h, stride w, dilation h, dilation w}, v1 = {pad h, pad w, same, groups},
+ *   variant: 1 with a bias (input 2), vnd: 1 for conv1d (height 1, element [0] applies) */
+static void
+make_conv(struct cases *cs, bool one_d)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 6; i++) {
+        bool bias = rnd(r, 0, 1);
+        struct sweep_case *c = add_case(cs, bias ? 3 : 2);
+        int64_t groups = rnd(r, 1, 3), cg = rnd(r, 1, 2), og = rnd(r, 1, 2);
+        if (i == 5)
+            cg = og = 1; /* depthwise */
+        int64_t n = rnd(r, 1, 2), k[2], st[2], dil[2], pad[2], sz[2];
+        bool same = rnd(r, 0, 3) == 0;
+        for (int a = 0; a < 2; a++) {
+            k[a] = rnd(r, 1, 3), dil[a] = rnd(r, 1, 2);
+            st[a] = same ? 1 : rnd(r, 1, 3), pad[a] = same ? 0 : rnd(r, 0, 2);
+            int64_t span = dil[a] * (k[a] - 1) + 1, need = span - 2 * pad[a];
+            sz[a] = (need < 1 ? 1 : need) + rnd(r, 0, 3);
+        }
+        if (one_d)
+            k[0] = 1, sz[0] = 1, st[0] = st[1], dil[0] = dil[1], pad[0] = pad[1];
+        int64_t cin = groups * cg, cout = groups * og;
+        if (one_d) {
+            SHAPE(c, 0, n, cin, sz[1]), SHAPE(c, 1, cout, cg, k[1]);
+        } else {
+            SHAPE(c, 0, n, cin, sz[0], sz[1]), SHAPE(c, 1, cout, cg, k[0], k[1]);
+        }
+        if (bias)
+            SHAPE(c, 2, cout);
+        c->v0[0] = st[0], c->v0[1] = st[1], c->v0[2] = dil[0], c->v0[3] = dil[1];
+        c->v1[0] = pad[0], c->v1[1] = pad[1], c->v1[2] = same, c->v1[3] = groups;
+        c->variant = bias, c->vnd = one_d;
+        if (one_d)
+            attrf(c, "k %" PRId64 " s %" PRId64 " d %" PRId64 " %s%" PRId64 " g %" PRId64 "%s",
+                  k[1], st[1], dil[1], same ? "same" : "p ", same ? (int64_t)0 : pad[1], groups,
+                  bias ? " +b" : "");
+        else
+            attrf(c, "s %" PRId64 "x%" PRId64 " d %" PRId64 "x%" PRId64 " %s%" PRId64 "x%" PRId64
+                  " g %" PRId64 "%s",
+                  st[0], st[1], dil[0], dil[1], same ? "same " : "p ", pad[0], pad[1], groups,
+                  bias ? " +b" : "");
+    }
+}
+
+static void
+make_conv2d(struct cases *cs)
+{
+    make_conv(cs, false);
+}
+
+static void
+make_conv1d(struct cases *cs)
+{
+    make_conv(cs, true);
+}
+
+static tg_tensor *
+apply_conv2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    tg_conv_options o = tg_conv_defaults();
+    int from = c->vnd ? 1 : 0; /* conv1d: the width's settings go in element [0] */
+    for (int a = 0; a < 2; a++) {
+        o.stride[a] = c->v0[a + from < 2 ? a + from : 1];
+        o.dilation[a] = c->v0[2 + (a + from < 2 ? a + from : 1)];
+        o.padding[a] = c->v1[a + from < 2 ? a + from : 1];
+    }
+    o.padding_same = c->v1[2];
+    o.groups = c->v1[3];
+    tg_tensor *b = c->variant ? in[2] : NULL;
+    return c->vnd ? tg_conv1d(t, in[0], in[1], b, &o) : tg_conv2d(t, in[0], in[1], b, &o);
+}
+
+/* Pools: N and C 1-2, windows 1-3, strides 1-3, padding up to half the window, sizes from the
+ * smallest allowed to 3 more. Max-pool inputs are all distinct (no ties: a tie's one-sided
+ * differences disagree). v0 = {kh, kw, sh, sw}, v1 = {ph, pw}; variant 1: stride NULL. */
+static void
+make_pool(struct cases *cs, bool max)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 5; i++) {
+        struct sweep_case *c = add_case(cs, 1);
+        int64_t sz[2];
+        c->variant = i == 0;
+        for (int a = 0; a < 2; a++) {
+            c->v0[a] = rnd(r, 1, 3);
+            c->v0[2 + a] = c->variant ? c->v0[a] : rnd(r, 1, 3);
+            c->v1[a] = rnd(r, 0, c->v0[a] / 2);
+            int64_t need = c->v0[a] - 2 * c->v1[a];
+            sz[a] = (need < 1 ? 1 : need) + rnd(r, 0, 3);
+        }
+        SHAPE(c, 0, rnd(r, 1, 2), rnd(r, 1, 2), sz[0], sz[1]);
+        if (max)
+            c->in[0].gen = GEN_DISTINCT, c->in[0].lo = -2, c->in[0].hi = 2;
+        attrf(c, "k %" PRId64 "x%" PRId64 " s %s%" PRId64 "x%" PRId64 " p %" PRId64 "x%" PRId64,
+              c->v0[0], c->v0[1], c->variant ? "=k " : "", c->v0[2], c->v0[3], c->v1[0],
+              c->v1[1]);
+    }
+}
+
+static void
+make_max_pool2d(struct cases *cs)
+{
+    make_pool(cs, true);
+}
+
+static void
+make_avg_pool2d(struct cases *cs)
+{
+    make_pool(cs, false);
+}
+
+static tg_tensor *
+apply_max_pool2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    return tg_max_pool2d(t, in[0], c->v0, c->variant ? NULL : c->v0 + 2, c->v1);
+}
+
+static tg_tensor *
+apply_avg_pool2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    return tg_avg_pool2d(t, in[0], c->v0, c->variant ? NULL : c->v0 + 2, c->v1);
+}
+
+static void
+make_global_avg_pool2d(struct cases *cs)
+{
+    for (int i = 0; i < 3; i++)
+        set_rnd(add_case(cs, 1), 0, cs->r, 4, 1);
+}
+
+static tg_tensor *
+apply_global_avg_pool2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    (void)c;
+    return tg_global_avg_pool2d(t, in[0]);
+}
+
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
  * batch and classes from 1; labels random, weights in [0.2, 2) or none. */
 static struct sweep_case *
@@ -1454,6 +1595,11 @@ static const struct op_row rows[] = {
     {"huber", make_huber, apply_huber, NULL},
     {"smooth_l1", make_huber, apply_smooth_l1, NULL},
     {"cross_entropy", make_cross_entropy, apply_cross_entropy, NULL},
+    {"conv2d", make_conv2d, apply_conv2d, NULL},
+    {"conv1d", make_conv1d, apply_conv2d, NULL}, /* composed: conv2d on height-1 views */
+    {"max_pool2d", make_max_pool2d, apply_max_pool2d, NULL},
+    {"avg_pool2d", make_avg_pool2d, apply_avg_pool2d, NULL},
+    {"global_avg_pool2d", make_global_avg_pool2d, apply_global_avg_pool2d, NULL}, /* composed: mean */
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

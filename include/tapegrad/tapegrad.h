@@ -400,6 +400,39 @@ TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t 
                                    size_t n_labels, int class_axis, const double *weight,
                                    double label_smoothing);
 
+/* ---------------------------------------------------------------------------------------
+ * Convolution and pooling, NCHW, PyTorch's layouts and semantics (torch.nn.functional):
+ * x (N, C, H, W); a conv2d weight is (O, C/groups, kh, kw), a conv1d weight (O, C/groups, k);
+ * the bias (O) or NULL. Output sizes floor: oh = ⌊(H + 2·pad − dilation·(kh − 1) − 1) / stride⌋
+ * + 1 (pools: dilation 1). Formulas and VJPs: docs/ops.md.
+ */
+typedef struct tg_conv_options {
+    int64_t stride[2];   /* (height, width), >= 1 */
+    int64_t padding[2];  /* zeros added before and after, (height, width), >= 0 */
+    int64_t dilation[2]; /* spacing of the kernel's taps, >= 1 */
+    int64_t groups;      /* >= 1, divides C and O; groups = C = O is a depthwise convolution */
+    bool padding_same;   /* PyTorch's padding="same" (stride 1 only): the output keeps the
+                          * input's size, an odd total padding puts the extra zero after;
+                          * padding[] is ignored */
+} tg_conv_options;
+/* stride 1, padding 0, dilation 1, groups 1, padding_same false */
+TG_API tg_conv_options tg_conv_defaults(void);
+/* F.conv2d(x, w, b, stride, padding, dilation, groups); opt NULL: tg_conv_defaults(). */
+TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                            const tg_conv_options *opt);
+/* F.conv1d on x (N, C, L) with w (O, C/groups, k): element [0] of each option pair applies. */
+TG_API tg_tensor *tg_conv1d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                            const tg_conv_options *opt);
+/* F.max_pool2d / F.avg_pool2d (count_include_pad=True, floor mode): kernel (kh, kw); stride
+ * NULL means the kernel; padding NULL means 0, at most half the kernel. Max-pool ties: the
+ * first maximum of the window in row-major order takes the whole gradient. */
+TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, const int64_t kernel[2],
+                                const int64_t stride[2], const int64_t padding[2]);
+TG_API tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, const int64_t kernel[2],
+                                const int64_t stride[2], const int64_t padding[2]);
+/* (N, C, H, W) -> (N, C, 1, 1), the mean of each plane (nn.AdaptiveAvgPool2d(1)). */
+TG_API tg_tensor *tg_global_avg_pool2d(tg_tape *t, tg_tensor *x);
+
 /* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);
  * gradients of tape tensors are recomputed from zero on each call. */

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * C = alpha · op(A) · op(B) + beta · C       row-major; op(X) = Xᵀ when trans_X
@@ -115,5 +116,27 @@ void tg__pool_shutdown(void);
  * as they stop (buffers are otherwise kept for the life of each thread so warm steps allocate
  * nothing). Safe to call at any time no gemm is running; the next gemm allocates again. */
 void tg__kernels_release(void);
+
+/*
+ * Convolution and pooling geometry (conv.c): input (n, c, h, w), window (kh, kw) with strides
+ * (sh, sw), dilations (dh, dw) and padding before the first row and column (pt, pl; the
+ * padding after is implied by oh, ow), output (oh, ow) per plane. Callers have checked that
+ * every size fits.
+ */
+struct tg__conv_geom {
+    size_t n, c, h, w, kh, kw, oh, ow;
+    int64_t sh, sw, dh, dw, pt, pl;
+};
+/* col ((c·kh·kw) x (n·oh·ow)) from x (n, c, h, w); zeros where a tap is in the padding. */
+void tg__im2col(const struct tg__conv_geom *g, const void *x, void *col, bool f64);
+/* The adjoint: dx += col2im(col), every tap added back where it was read. */
+void tg__col2im_add(const struct tg__conv_geom *g, const void *col, void *dx, bool f64);
+/* Max (argmax may be NULL: not recorded) or average pooling of every (n, c) plane of x into y
+ * (n, c, oh, ow). */
+void tg__pool2d(const struct tg__conv_geom *g, const void *x, void *y, int64_t *argmax,
+                bool max, bool f64);
+/* dx += the VJP of tg__pool2d (max: through argmax; average: dy / (kh·kw) over each window). */
+void tg__pool2d_vjp(const struct tg__conv_geom *g, const void *dy, void *dx,
+                    const int64_t *argmax, bool max, bool f64);
 
 #endif /* TG_KERNELS_H */

@@ -75,6 +75,10 @@ enum tg__op_id {
     TG_OP_SMOOTH_L1,
     /* linalg.c */
     TG_OP_BMM,
+    /* conv.c, pool.c */
+    TG_OP_CONV2D,
+    TG_OP_MAX_POOL2D,
+    TG_OP_AVG_POOL2D,
     TG_OP_COUNT
 };
 
@@ -103,6 +107,8 @@ extern const tg_op tg__op_softmax, tg__op_log_softmax, tg__op_logsumexp;        
 extern const tg_op tg__op_nll_loss, tg__op_cross_entropy;                     /* nll.c */
 extern const tg_op tg__op_bce_with_logits, tg__op_l1, tg__op_huber, tg__op_smooth_l1; /* loss_pointwise.c */
 extern const tg_op tg__op_bmm;                                                  /* linalg.c */
+extern const tg_op tg__op_conv2d;                                               /* conv.c */
+extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

@@ -66,6 +66,9 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_HUBER] = &tg__op_huber,
     [TG_OP_SMOOTH_L1] = &tg__op_smooth_l1,
     [TG_OP_BMM] = &tg__op_bmm,
+    [TG_OP_CONV2D] = &tg__op_conv2d,
+    [TG_OP_MAX_POOL2D] = &tg__op_max_pool2d,
+    [TG_OP_AVG_POOL2D] = &tg__op_avg_pool2d,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,

@@ -6,7 +6,8 @@
  * subnormals, DBL_MAX), apply random ops to random operands (mismatched shapes, dtypes, bad
  * axes, labels and factors included), run backward from random tensors (seeded or not),
  * reset the tape, toggle finite tracing, step an SGD optimizer, fail the n-th allocation.
- * Every tensor-algebra op is reached (algebra_call) with fuzzed axes, axis sets, shapes,
+ * Every tensor-algebra, convolution and pooling op is reached (algebra_call) with fuzzed axes,
+ * axis sets, shapes, strides, paddings, dilations and groups,
  * slice bounds, pad widths, indices, labels, counts and class weights.
  *
  * Invariants checked after every call (a violation aborts, which libFuzzer reports):
@@ -342,9 +343,25 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
                                      (byte(in) & 1) ? weight : NULL, value(in));
     case 37: b = pick(s, in); return tg_bce_with_logits(t, a, b);
     case 38: b = pick(s, in); return tg_l1(t, a, b);
-    default:
+    default: {
         b = pick(s, in);
-        return (byte(in) & 1) ? tg_huber(t, a, b, value(in)) : tg_smooth_l1(t, a, b, value(in));
+        unsigned k = byte(in);
+        if (k < 128) /* the inputs of the corpus from before convolution keep their meaning */
+            return (k & 1) ? tg_huber(t, a, b, value(in)) : tg_smooth_l1(t, a, b, value(in));
+        c = (byte(in) & 1) ? pick(s, in) : NULL; /* a bias, or none */
+        tg_conv_options o = {.stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
+                             .dilation = {v2[0], v2[1]}, .groups = small_int(in),
+                             .padding_same = byte(in) % 3 == 0};
+        switch ((k - 128) % 5) {
+        case 0: return tg_conv2d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
+        case 1: return tg_conv1d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
+        case 2: return tg_max_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
+                                     (byte(in) & 1) ? v2 : NULL);
+        case 3: return tg_avg_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
+                                     (byte(in) & 1) ? v2 : NULL);
+        default: return tg_global_avg_pool2d(t, a);
+        }
+    }
     }
 }
 

@@ -398,6 +398,7 @@ enum {
     OP_RESHAPE, OP_PERMUTE, OP_EXPAND, OP_SLICE, OP_CONCAT, OP_STACK, OP_PAD,
     OP_INDEX_SELECT, OP_GATHER, OP_DETACH,
     OP_BMM,
+    OP_CONV2D, OP_CONV1D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_GLOBAL_AVG_POOL2D,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -411,6 +412,7 @@ static const char *const op_names[N_OPS] = {
     "reshape", "permute", "expand", "slice", "concat", "stack", "pad",
     "index_select", "gather", "detach",
     "bmm",
+    "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -902,6 +904,100 @@ bmm(int cur)
     return op2(tg_bmm(tape, ids[a], ta, ids[b], tb), "bmm", a, b);
 }
 
+/* conv2d / conv1d on the chain's value when it has the rank (4 / 3), else on a fresh leaf:
+ * random groups, kernels 1-3, strides 1-3, dilations 1-2, padding 0-2 or "same", a bias leaf
+ * or none; the weight is a leaf. Sizes stay small (N, C <= 2 per group). */
+static int
+conv(int which, int cur)
+{
+    bool one_d = which == OP_CONV1D;
+    int rank = one_d ? 3 : 4;
+    int x;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) == rank && tg_tensor_dim(ids[cur], 1) <= 4) {
+        x = cur;
+    } else {
+        shape s = {rank, {irand(1, 2), irand(1, 4), irand(1, 5), irand(1, 5)}};
+        x = leaf(&s, -1.5, 1.5);
+    }
+    shape xs = shape_of(x);
+    int64_t c = xs.d[1];
+    int64_t groups = c % 2 == 0 && chance(2) ? 2 : 1;
+    if (chance(4))
+        groups = c; /* depthwise */
+    int64_t out_c = groups * irand(1, 2);
+    tg_conv_options o = tg_conv_defaults();
+    o.groups = groups;
+    o.padding_same = chance(4);
+    int64_t k[2] = {1, 1};
+    for (int a = one_d ? 1 : 0; a < 2; a++) {
+        int src = one_d ? 0 : a;
+        int64_t in = xs.d[one_d ? 2 : 2 + a];
+        o.dilation[src] = irand(1, 2);
+        o.stride[src] = o.padding_same ? 1 : irand(1, 3);
+        o.padding[src] = irand(0, 2);
+        int64_t kk = irand(1, 3); /* shrunk until the padded input holds its span */
+        while (!o.padding_same && kk > 1 && o.dilation[src] * (kk - 1) + 1 > in + 2 * o.padding[src])
+            kk--;
+        k[a] = kk;
+    }
+    shape ws = one_d ? (shape){3, {out_c, c / groups, k[1]}}
+                     : (shape){4, {out_c, c / groups, k[0], k[1]}};
+    int w = leaf(&ws, -1, 1);
+    int b = -1;
+    if (chance(2)) {
+        shape bs = {1, {out_c}};
+        b = leaf(&bs, -1, 1);
+    }
+    int n_d = one_d ? 1 : 2;
+    attr(" groups=%lld same=%d", (long long)groups, o.padding_same);
+    attr(" stride=%lld", (long long)o.stride[0]);
+    if (n_d == 2)
+        attr(",%lld", (long long)o.stride[1]);
+    attr(" padding=%lld", (long long)o.padding[0]);
+    if (n_d == 2)
+        attr(",%lld", (long long)o.padding[1]);
+    attr(" dilation=%lld", (long long)o.dilation[0]);
+    if (n_d == 2)
+        attr(",%lld", (long long)o.dilation[1]);
+    tg_tensor *bt = b >= 0 ? ids[b] : NULL;
+    tg_tensor *y = one_d ? tg_conv1d(tape, ids[x], ids[w], bt, &o)
+                         : tg_conv2d(tape, ids[x], ids[w], bt, &o);
+    int in[3] = {x, w, b};
+    return op(y, op_names[which], in, b >= 0 ? 3 : 2);
+}
+
+/* Pools on the chain's value when it is 4-D (max pooling only on bit-exact values, whose ties
+ * are ties in torch too; none are made, a tie's gradient rule is test-conv's), else a leaf. */
+static int
+pool(int which, int cur)
+{
+    int x;
+    bool max = which == OP_MAX_POOL2D;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) == 4 && (!max || exact[cur])) {
+        x = cur;
+    } else {
+        shape s = {4, {irand(1, 2), irand(1, 3), irand(1, 6), irand(1, 6)}};
+        x = leaf(&s, -2, 2);
+    }
+    if (which == OP_GLOBAL_AVG_POOL2D)
+        return op1(tg_global_avg_pool2d(tape, ids[x]), op_names[which], x);
+    shape xs = shape_of(x);
+    int64_t kern[2], stride[2], pad[2];
+    for (int a = 0; a < 2; a++) {
+        int64_t in = xs.d[2 + a];
+        kern[a] = irand(1, (int)(in < 3 ? in : 3));
+        stride[a] = irand(1, 3);
+        pad[a] = irand(0, (int)(kern[a] / 2));
+    }
+    bool default_stride = chance(3);
+    attr(" kernel=%lld,%lld stride=%lld,%lld padding=%lld,%lld", (long long)kern[0],
+         (long long)kern[1], (long long)(default_stride ? kern[0] : stride[0]),
+         (long long)(default_stride ? kern[1] : stride[1]), (long long)pad[0], (long long)pad[1]);
+    tg_tensor *y = max ? tg_max_pool2d(tape, ids[x], kern, default_stride ? NULL : stride, pad)
+                       : tg_avg_pool2d(tape, ids[x], kern, default_stride ? NULL : stride, pad);
+    return op1(y, op_names[which], x);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -991,6 +1087,10 @@ run_op(int which, int cur)
         return shape_op(which, cur);
     if (which == OP_BMM)
         return bmm(cur);
+    if (which == OP_CONV2D || which == OP_CONV1D)
+        return conv(which, cur);
+    if (which >= OP_MAX_POOL2D && which <= OP_GLOBAL_AVG_POOL2D)
+        return pool(which, cur);
     return loss(which, cur);
 }
 

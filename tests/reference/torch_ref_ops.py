@@ -63,13 +63,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_ref import REL_TOL, scaled_error  # noqa: E402  (one tolerance rule for both)
 
 torch.set_default_dtype(torch.float64)
+# padding="same" with an even kernel span pads one side more; torch warns that it copies
+import warnings  # noqa: E402
+warnings.filterwarnings("ignore", message="Using padding='same'")
 
 # Every op the test must exercise: the "Tensor algebra" section of tapegrad.h.
 OPS = [
     "neg", "exp", "log", "log1p", "sqrt", "square", "abs", "pow", "clamp", "silu", "elu",
     "gelu_tanh", "div", "maximum", "minimum", "where", "sum_axes", "mean_axes", "max_axes",
     "min_axes", "logsumexp", "var", "softmax", "log_softmax", "reshape", "permute", "expand",
-    "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "nll_loss",
+    "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
+    "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -182,6 +186,20 @@ def apply(name, a, ins):
         p = p.transpose(-1, -2) if a["ta"] == "1" else p
         q = q.transpose(-1, -2) if a["tb"] == "1" else q
         return torch.matmul(p, q)
+    if name in ("conv2d", "conv1d"):
+        conv = F.conv2d if name == "conv2d" else F.conv1d
+        padding = "same" if a["same"] == "1" else tuple(ints(a["padding"]))
+        b = ins[2] if len(ins) > 2 else None
+        return conv(ins[0], ins[1], b, stride=tuple(ints(a["stride"])), padding=padding,
+                    dilation=tuple(ints(a["dilation"])), groups=int(a["groups"]))
+    if name == "max_pool2d":
+        return F.max_pool2d(x, tuple(ints(a["kernel"])), stride=tuple(ints(a["stride"])),
+                            padding=tuple(ints(a["padding"])))
+    if name == "avg_pool2d":
+        return F.avg_pool2d(x, tuple(ints(a["kernel"])), stride=tuple(ints(a["stride"])),
+                            padding=tuple(ints(a["padding"])), count_include_pad=True)
+    if name == "global_avg_pool2d":
+        return F.adaptive_avg_pool2d(x, 1)
     if name in ("nll_loss", "cross_entropy"):
         s = x if a["class_axis"] == "1" else x.T  # (examples x classes)
         labels = torch.tensor(ints(a["labels"]), dtype=torch.long)

@@ -1,0 +1,472 @@
+/*
+ * Convolution and pooling (lib/ops/conv.c, pool.c, kernels/conv.c), beyond the finite-
+ * difference cases of test-ops and tg-gradcheck's sweep:
+ *   - values against direct loops written from PyTorch's definitions (every configuration:
+ *     strides, padding and "same", dilation, groups and depthwise, bias), both dtypes;
+ *   - max pooling's tie rule and NaN, average pooling's divisor;
+ *   - the same bits on 1 and 2 threads, forward and backward;
+ *   - bad input: a sticky error naming the op, the shapes and the parameter, nothing recorded;
+ *   - a warm training step through conv and pool allocates nothing.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapegrad/runtime.h>
+
+#include "common.h"
+
+/* A tensor of the given shape with values from rng in [-1, 1) (or `fill` everywhere). */
+static tg_tensor *
+rnd_tensor(tg_tape *t, tg_dtype dt, int nd, const int64_t *dims, tg_rng *rng, const char *name)
+{
+    tg_tensor *x = tg_tensor_new(t, dt, nd, dims, name);
+    tg_tensor_fill_uniform(x, rng, -1, 1);
+    return x;
+}
+
+struct conv_cfg {
+    int64_t n, c, h, w, o, kh, kw, groups;
+    tg_conv_options opt;
+    bool bias;
+};
+
+/* y by the definition: y[n,o,p,q] = b[o] + Σ_{c in o's group, i, j} w[o,c',i,j] x[n,c,...] */
+static void
+conv_direct(const struct conv_cfg *g, const double *x, const double *w, const double *b,
+            int64_t oh, int64_t ow, int64_t pt, int64_t pl, double *y)
+{
+    int64_t cg = g->c / g->groups, og = g->o / g->groups;
+    const int64_t *s = g->opt.stride, *d = g->opt.dilation;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t o = 0; o < g->o; o++)
+            for (int64_t p = 0; p < oh; p++)
+                for (int64_t q = 0; q < ow; q++) {
+                    double acc = b ? b[o] : 0;
+                    int64_t grp = o / og;
+                    for (int64_t cc = 0; cc < cg; cc++)
+                        for (int64_t i = 0; i < g->kh; i++)
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                int64_t ih = p * s[0] - pt + i * d[0];
+                                int64_t iw = q * s[1] - pl + j * d[1];
+                                if (ih < 0 || ih >= g->h || iw < 0 || iw >= g->w)
+                                    continue;
+                                int64_t c = grp * cg + cc;
+                                acc += w[((o * cg + cc) * g->kh + i) * g->kw + j] *
+                                       x[((n * g->c + c) * g->h + ih) * g->w + iw];
+                            }
+                    y[((n * g->o + o) * oh + p) * ow + q] = acc;
+                }
+}
+
+static double *
+values(tg_tensor *x)
+{
+    size_t n = tg_tensor_size(x);
+    double *v = malloc((n ? n : 1) * sizeof *v);
+    ck_assert_int_eq(tg_tensor_read(x, v, n), TG_OK);
+    return v;
+}
+
+START_TEST(conv2d_matches_definition)
+{
+    tg_rng *rng = tg_rng_new(11);
+    for (int trial = 0; trial < 120; trial++) {
+        tg_dtype dt = trial % 2 ? TG_F32 : TG_F64;
+        struct conv_cfg g = {.opt = tg_conv_defaults()};
+        g.groups = 1 + (int64_t)(tg_rng_u64(rng) % 3);
+        g.n = 1 + (int64_t)(tg_rng_u64(rng) % 2);
+        g.c = g.groups * (1 + (int64_t)(tg_rng_u64(rng) % 3));
+        g.o = trial % 7 == 0 ? g.c : g.groups * (1 + (int64_t)(tg_rng_u64(rng) % 3));
+        if (trial % 7 == 0) /* depthwise */
+            g.groups = g.c;
+        g.kh = 1 + (int64_t)(tg_rng_u64(rng) % 4), g.kw = 1 + (int64_t)(tg_rng_u64(rng) % 4);
+        g.opt.groups = g.groups;
+        g.opt.padding_same = trial % 5 == 0;
+        int64_t pad[2];
+        for (int a = 0; a < 2; a++) {
+            g.opt.dilation[a] = 1 + (int64_t)(tg_rng_u64(rng) % 2);
+            g.opt.stride[a] = g.opt.padding_same ? 1 : 1 + (int64_t)(tg_rng_u64(rng) % 3);
+            g.opt.padding[a] = (int64_t)(tg_rng_u64(rng) % 3);
+            int64_t k = a ? g.kw : g.kh, span = g.opt.dilation[a] * (k - 1) + 1;
+            pad[a] = g.opt.padding_same ? (span - 1) / 2 : g.opt.padding[a];
+            int64_t total = g.opt.padding_same ? span - 1 : 2 * g.opt.padding[a];
+            int64_t need = span - total;
+            int64_t sz = (need < 1 ? 1 : need) + (int64_t)(tg_rng_u64(rng) % 6);
+            if (a)
+                g.w = sz;
+            else
+                g.h = sz;
+        }
+        g.bias = trial % 3 != 0;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *x = rnd_tensor(t, dt, 4, (int64_t[]){g.n, g.c, g.h, g.w}, rng, "x");
+        tg_tensor *w = rnd_tensor(t, dt, 4, (int64_t[]){g.o, g.c / g.groups, g.kh, g.kw}, rng,
+                                  "w");
+        tg_tensor *b = g.bias ? rnd_tensor(t, dt, 1, (int64_t[]){g.o}, rng, "b") : NULL;
+        tg_tensor *y = tg_conv2d(t, x, w, b, &g.opt);
+        ck_assert_msg(!tg_tape_error(t), "trial %d: %s", trial, tg_tape_error(t));
+        int64_t oh = tg_tensor_dim(y, 2), ow = tg_tensor_dim(y, 3);
+        for (int a = 0; a < 2; a++) {
+            int64_t in = a ? g.w : g.h, k = a ? g.kw : g.kh;
+            int64_t span = g.opt.dilation[a] * (k - 1) + 1;
+            int64_t total = g.opt.padding_same ? span - 1 : 2 * g.opt.padding[a];
+            int64_t want = (in + total - span) / g.opt.stride[a] + 1;
+            ck_assert_int_eq(a ? ow : oh, want);
+            if (g.opt.padding_same)
+                ck_assert_int_eq(a ? ow : oh, in);
+        }
+        double *xv = values(x), *wv = values(w), *bv = b ? values(b) : NULL, *yv = values(y);
+        double *ref = malloc(tg_tensor_size(y) * sizeof *ref);
+        conv_direct(&g, xv, wv, bv, oh, ow, pad[0], pad[1], ref);
+        /* float64: both sum the same products, in different orders (round-off only);
+         * float32: ~1e-7 per product, at most 4·4·9 + 1 terms of magnitude <= 1 */
+        double tol = dt == TG_F64 ? 1e-13 : 2e-5;
+        for (size_t i = 0; i < tg_tensor_size(y); i++)
+            ck_assert_msg(fabs(yv[i] - ref[i]) <= tol, "trial %d: y[%zu] = %.17g, wanted %.17g",
+                          trial, i, yv[i], ref[i]);
+        free(xv), free(wv), free(bv), free(yv), free(ref);
+        tg_tape_free(t);
+    }
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* conv1d is conv2d on height-1 views: same values, and (N, O, L) out. */
+START_TEST(conv1d_is_conv2d_of_height_one)
+{
+    tg_rng *rng = tg_rng_new(3);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F64, 3, (int64_t[]){2, 4, 9}, rng, "x");
+    tg_tensor *w = rnd_tensor(t, TG_F64, 3, (int64_t[]){6, 2, 3}, rng, "w");
+    tg_tensor *b = rnd_tensor(t, TG_F64, 1, (int64_t[]){6}, rng, "b");
+    tg_conv_options o = tg_conv_defaults();
+    o.stride[0] = 2, o.padding[0] = 2, o.dilation[0] = 2, o.groups = 2;
+    tg_tensor *y = tg_conv1d(t, x, w, b, &o);
+    tg_tensor *x4 = tg_reshape(t, x, 4, (int64_t[]){2, 4, 1, 9});
+    tg_tensor *w4 = tg_reshape(t, w, 4, (int64_t[]){6, 2, 1, 3});
+    tg_conv_options o2 = tg_conv_defaults();
+    o2.stride[1] = 2, o2.padding[1] = 2, o2.dilation[1] = 2, o2.groups = 2;
+    tg_tensor *y2 = tg_conv2d(t, x4, w4, b, &o2);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    ck_assert_int_eq(tg_tensor_ndim(y), 3);
+    ck_assert_int_eq(tg_tensor_dim(y, 2), (9 + 4 - 5) / 2 + 1);
+    ck_assert_uint_eq(tg_tensor_size(y), tg_tensor_size(y2));
+    for (size_t i = 0; i < tg_tensor_size(y); i++)
+        ck_assert(tg_tensor_get(y, i) == tg_tensor_get(y2, i));
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* Max pooling: on a constant plane every window ties, and the first element of each window
+ * (row-major) takes the whole gradient; a NaN is the maximum of its window. Average pooling
+ * divides by kh·kw even where the window covers padding. */
+START_TEST(pool_ties_nan_and_divisor)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_new(t, TG_F64, 4, (int64_t[]){1, 1, 4, 4}, "x");
+    tg_tensor_fill(x, 1.0);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *y = tg_max_pool2d(t, x, (const int64_t[]){2, 2}, NULL, NULL);
+    tg_backward(t, tg_sum(t, y));
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    static const double want[16] = {1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 16; i++)
+        ck_assert_msg(tg_tensor_grad_get(x, (size_t)i) == want[i], "dx[%d] = %g", i,
+                      tg_tensor_grad_get(x, (size_t)i));
+
+    tg_tape_reset(t);
+    double v[9] = {1, 2, 3, 4, NAN, 6, 7, 8, 9};
+    x = tg_tensor_from(t, TG_F64, 4, (int64_t[]){1, 1, 3, 3}, v, "x");
+    y = tg_max_pool2d(t, x, (const int64_t[]){2, 2}, (const int64_t[]){1, 1}, NULL);
+    for (int i = 0; i < 4; i++)
+        ck_assert(isnan(tg_tensor_get(y, (size_t)i)));
+
+    tg_tape_reset(t);
+    x = tg_tensor_from(t, TG_F64, 4, (int64_t[]){1, 1, 3, 3}, (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9},
+                       "x");
+    y = tg_avg_pool2d(t, x, (const int64_t[]){3, 3}, (const int64_t[]){3, 3},
+                      (const int64_t[]){1, 1});
+    ck_assert_int_eq(tg_tensor_dim(y, 2), 1);
+    /* the window at (-1, -1) holds 1, 2, 4, 5 and five zeros of padding */
+    ck_assert_double_eq_tol(tg_tensor_get(y, 0), (1 + 2 + 4 + 5) / 9.0, 1e-15);
+    tg_tensor *gp = tg_global_avg_pool2d(t, x);
+    ck_assert_int_eq(tg_tensor_ndim(gp), 4);
+    ck_assert_int_eq(tg_tensor_dim(gp, 2), 1);
+    ck_assert_double_eq_tol(tg_tensor_get(gp, 0), 5.0, 1e-15);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* One step of conv -> relu -> max pool -> conv -> avg pool -> sum, returning the loss; the
+ * gradients of x, w1, b1, w2 are read back into g. */
+static double
+conv_step(int threads, double *g, size_t *n_g)
+{
+    tg_set_num_threads(threads);
+    tg_rng *rng = tg_rng_new(21);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F32, 4, (int64_t[]){4, 3, 17, 15}, rng, "x");
+    tg_tensor *w1 = rnd_tensor(t, TG_F32, 4, (int64_t[]){8, 3, 3, 3}, rng, "w1");
+    tg_tensor *b1 = rnd_tensor(t, TG_F32, 1, (int64_t[]){8}, rng, "b1");
+    tg_tensor *w2 = rnd_tensor(t, TG_F32, 4, (int64_t[]){8, 2, 3, 3}, rng, "w2");
+    tg_tensor *in[] = {x, w1, b1, w2};
+    for (int k = 0; k < 4; k++)
+        tg_tensor_set_requires_grad(in[k], true);
+    tg_conv_options o = tg_conv_defaults();
+    o.padding_same = true;
+    tg_tensor *h = tg_relu(t, tg_conv2d(t, x, w1, b1, &o));
+    h = tg_max_pool2d(t, h, (const int64_t[]){2, 2}, NULL, NULL);
+    o = tg_conv_defaults();
+    o.groups = 4, o.stride[0] = 2, o.padding[1] = 1;
+    h = tg_avg_pool2d(t, tg_conv2d(t, h, w2, NULL, &o), (const int64_t[]){2, 2},
+                      (const int64_t[]){1, 1}, (const int64_t[]){1, 1});
+    tg_tensor *loss = tg_sum(t, tg_square(t, h));
+    tg_backward(t, loss);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    size_t at = 0;
+    for (int k = 0; k < 4; k++)
+        for (size_t i = 0; i < tg_tensor_size(in[k]); i++)
+            g[at++] = tg_tensor_grad_get(in[k], i);
+    *n_g = at;
+    double l = tg_tensor_item(loss);
+    tg_tape_free(t);
+    tg_rng_free(rng);
+    tg_set_num_threads(0);
+    return l;
+}
+
+START_TEST(same_bits_on_one_and_two_threads)
+{
+    enum { MAXG = 4 * 3 * 17 * 15 + 8 * 27 + 8 + 8 * 18 };
+    static double g1[MAXG], g2[MAXG];
+    size_t n1, n2;
+    double l1 = conv_step(1, g1, &n1), l2 = conv_step(2, g2, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert(l1 == l2);
+    ck_assert(memcmp(g1, g2, n1 * sizeof g1[0]) == 0);
+}
+END_TEST
+
+/* ---- bad input ---------------------------------------------------------------------------- */
+
+/* The call must fail with `st`, record nothing, leave the tape's error naming every token. */
+static void
+refused(tg_tape *t, size_t nodes_before, tg_tensor *y, tg_status st, const char *const *tokens)
+{
+    ck_assert_int_eq(tg_tape_status(t), st);
+    ck_assert_uint_eq(tg_tape_node_count(t), nodes_before);
+    ck_assert_int_eq(tg_tensor_ndim(y), 0);
+    const char *msg = tg_tape_error(t);
+    for (const char *const *k = tokens; *k; k++)
+        ck_assert_msg(strstr(msg, *k), "message lacks \"%s\": %s", *k, msg);
+    /* sticky: a later op is a no-op returning the nil tensor */
+    tg_tensor *z = tg_relu(t, y);
+    ck_assert_uint_eq(tg_tape_node_count(t), nodes_before);
+    ck_assert_int_eq(tg_tensor_ndim(z), 0);
+}
+
+#define TOKENS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+START_TEST(bad_input_refused_by_name)
+{
+    tg_rng *rng = tg_rng_new(1);
+    tg_tape *t = tg_tape_new();
+    tg_conv_options o;
+#define FRESH()                                                                                \
+    tg_tape_reset(t);                                                                          \
+    tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 4, 5, 5}, rng, "img");              \
+    tg_tensor *w = rnd_tensor(t, TG_F64, 4, (int64_t[]){6, 4, 3, 3}, rng, "filt");             \
+    size_t nodes = tg_tape_node_count(t);                                                      \
+    (void)x, (void)w, (void)nodes;                                                             \
+    o = tg_conv_defaults()
+
+    { /* a kernel larger than the padded input */
+        FRESH();
+        tg_tensor *big = rnd_tensor(t, TG_F64, 4, (int64_t[]){6, 4, 7, 3}, rng, "big");
+        refused(t, nodes, tg_conv2d(t, x, big, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv2d", "\"img\"", "(2x4x5x5)", "(6x4x7x3)", "height", "spans 7"));
+    }
+    { /* dilation makes it too large, with padding */
+        FRESH();
+        o.dilation[1] = 3, o.padding[1] = 0;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv2d", "width", "dilation 3", "spans 7", "padded input's 5"));
+    }
+    { /* stride 0 */
+        FRESH();
+        o.stride[0] = 0;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS("conv2d", "\"img\"", "stride 0", "height"));
+    }
+    { /* dilation 0 */
+        FRESH();
+        o.dilation[1] = 0;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS("conv2d", "dilation 0", "width"));
+    }
+    { /* channels that do not match the weight */
+        FRESH();
+        tg_tensor *w3 = rnd_tensor(t, TG_F64, 4, (int64_t[]){6, 3, 3, 3}, rng, "w3");
+        refused(t, nodes, tg_conv2d(t, x, w3, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv2d", "\"w3\"", "(6x3x3x3)", "4 channels", "expects 3"));
+    }
+    { /* groups that do not divide the channels */
+        FRESH();
+        o.groups = 3;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS("conv2d", "groups 3", "input channels (4)", "output channels (6)"));
+    }
+    { /* groups 0 */
+        FRESH();
+        o.groups = 0;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG, TOKENS("groups 0"));
+    }
+    { /* a bias of the wrong length */
+        FRESH();
+        tg_tensor *b = rnd_tensor(t, TG_F64, 1, (int64_t[]){5}, rng, "bias");
+        refused(t, nodes, tg_conv2d(t, x, w, b, &o), TG_ERR_SHAPE,
+                TOKENS("conv2d", "\"bias\"", "(5)", "must be (6)"));
+    }
+    { /* padding "same" with a stride */
+        FRESH();
+        o.padding_same = true, o.stride[1] = 2;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS("same", "stride 1", "width", "is 2"));
+    }
+    { /* negative padding */
+        FRESH();
+        o.padding[0] = -1;
+        refused(t, nodes, tg_conv2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS("padding -1", "height"));
+    }
+    { /* wrong ranks; conv1d names its own shapes */
+        FRESH();
+        tg_tensor *x3 = rnd_tensor(t, TG_F64, 3, (int64_t[]){2, 4, 5}, rng, "seq");
+        refused(t, nodes + 0, tg_conv2d(t, x3, w, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv2d", "\"seq\"", "(2x4x5)", "(N, C, H, W)"));
+    }
+    {
+        FRESH();
+        tg_tensor *x3 = rnd_tensor(t, TG_F64, 3, (int64_t[]){2, 4, 5}, rng, "seq");
+        tg_tensor *w3 = rnd_tensor(t, TG_F64, 3, (int64_t[]){6, 2, 7}, rng, "k7");
+        nodes = tg_tape_node_count(t);
+        tg_tensor *y = tg_conv1d(t, x3, w3, NULL, &o);
+        ck_assert_int_eq(tg_tape_status(t), TG_ERR_SHAPE);
+        ck_assert_msg(strstr(tg_tape_error(t), "conv1d") && strstr(tg_tape_error(t), "(2x4x5)") &&
+                          strstr(tg_tape_error(t), "\"k7\""),
+                      "%s", tg_tape_error(t));
+        ck_assert_int_eq(tg_tensor_ndim(y), 0);
+    }
+    { /* mixed dtypes */
+        FRESH();
+        tg_tensor *w32 = rnd_tensor(t, TG_F32, 4, (int64_t[]){6, 4, 3, 3}, rng, "w32");
+        refused(t, nodes, tg_conv2d(t, x, w32, NULL, &o), TG_ERR_DTYPE, TOKENS("conv2d"));
+    }
+    { /* pools: a kernel larger than the padded input, stride 0, too much padding, NULL */
+        FRESH();
+        refused(t, nodes, tg_max_pool2d(t, x, (const int64_t[]){6, 2}, NULL, NULL),
+                TG_ERR_SHAPE, TOKENS("max_pool2d", "\"img\"", "(2x4x5x5)", "kernel (6)", "height"));
+    }
+    {
+        FRESH();
+        refused(t, nodes,
+                tg_avg_pool2d(t, x, (const int64_t[]){2, 2}, (const int64_t[]){1, 0}, NULL),
+                TG_ERR_ARG, TOKENS("avg_pool2d", "stride 0", "width"));
+    }
+    {
+        FRESH();
+        refused(t, nodes,
+                tg_max_pool2d(t, x, (const int64_t[]){2, 3}, NULL, (const int64_t[]){0, 2}),
+                TG_ERR_ARG, TOKENS("max_pool2d", "padding 2", "width", "kernel/2 = 1"));
+    }
+    {
+        FRESH();
+        refused(t, nodes, tg_max_pool2d(t, x, NULL, NULL, NULL), TG_ERR_ARG,
+                TOKENS("max_pool2d", "kernel is NULL"));
+    }
+
+#undef FRESH
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* ---- a warm step allocates nothing ---------------------------------------------------------- */
+
+static size_t n_allocs;
+static void *
+count_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    n_allocs++;
+    return malloc(n);
+}
+static void *
+count_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    n_allocs++;
+    return realloc(p, n);
+}
+static void
+count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+START_TEST(warm_step_allocates_nothing)
+{
+    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_rng *rng = tg_rng_new(2);
+    tg_params *p = tg_params_new(TG_F32);
+    tg_tensor *w = tg_params_add(p, "conv/W", 4, (int64_t[]){8, 1, 3, 3});
+    tg_tensor *b = tg_params_add(p, "conv/b", 1, (int64_t[]){8});
+    tg_tensor_fill_uniform(w, rng, -0.3, 0.3);
+    tg_tape *t = tg_tape_new();
+    size_t before = 0;
+    float img[2 * 12 * 12];
+    for (int i = 0; i < 2 * 12 * 12; i++)
+        img[i] = (float)((i * 7) % 13) / 13.0f;
+    for (int step = 0; step < 4; step++) {
+        if (step == 1)
+            before = n_allocs;
+        tg_tape_reset(t);
+        tg_tensor *x = tg_tensor_wrap(t, TG_F32, 4, (int64_t[]){2, 1, 12, 12}, img, "x");
+        tg_conv_options o = tg_conv_defaults();
+        o.padding[0] = o.padding[1] = 1;
+        tg_tensor *h = tg_max_pool2d(t, tg_relu(t, tg_conv2d(t, x, w, b, &o)),
+                                     (const int64_t[]){2, 2}, NULL, NULL);
+        tg_tensor *loss = tg_mean(t, tg_square(t, tg_global_avg_pool2d(t, h)));
+        tg_backward(t, loss);
+        ck_assert_msg(!tg_tape_error(t), "step %d: %s", step, tg_tape_error(t));
+        tg_params_zero_grad(p);
+    }
+    size_t warm = n_allocs - before;
+    tg_tape_free(t);
+    tg_params_free(p);
+    tg_rng_free(rng);
+    tg_set_allocator(NULL);
+    ck_assert_msg(warm == 0, "%zu allocations in 3 warm steps", warm);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("values");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, conv2d_matches_definition);
+    tcase_add_test(tc, conv1d_is_conv2d_of_height_one);
+    tcase_add_test(tc, pool_ties_nan_and_divisor);
+    tcase_add_test(tc, same_bits_on_one_and_two_threads);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors and memory");
+    tcase_add_test(tc, bad_input_refused_by_name);
+    tcase_add_test(tc, warm_step_allocates_nothing);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
