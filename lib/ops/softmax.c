@@ -242,6 +242,8 @@ sm_strided_vjp(const tg_node *nd, enum sm_kind kind, struct sm s)
 static tg_status
 along_forward(tg_node *nd, enum sm_kind kind)
 {
+    if (nd->out->size == 0) /* nothing to write; outer or inner may be huge (found by fuzzing) */
+        return TG_OK;
     struct sm s = sm_of(nd->in[0], nd->attr.axis);
     if (s.inner == 1) {
         struct sm_job j = {nd, kind, s.len, false};
@@ -264,7 +266,7 @@ zero_if_fresh(tg_tensor *x)
 static tg_status
 along_vjp(tg_node *nd, enum sm_kind kind)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     struct sm s = sm_of(nd->in[0], nd->attr.axis);
     if (s.inner == 1) {
