@@ -1024,7 +1024,8 @@ collect(const struct ctx *c, tg_state_dict *sd, struct binding **out, size_t *n_
     *n_out = 0;
     size_t n = sd->n_buffers;
     for (size_t g = 0; g < sd->n_groups; g++)
-        n += tg_params_count(sd->groups[g].params);
+        n += tg_params_count(sd->groups[g].params) +
+             tg_params_buffer_count(sd->groups[g].params);
     struct binding *b = tg__calloc(n ? n : 1, sizeof *b);
     if (!b)
         return fail(c, TG_ERR_NOMEM, "out of memory");
@@ -1033,8 +1034,10 @@ collect(const struct ctx *c, tg_state_dict *sd, struct binding **out, size_t *n_
     for (size_t g = 0; g < sd->n_groups && !st; g++) {
         tg_params *p = sd->groups[g].params;
         const char *prefix = sd->groups[g].prefix;
-        for (size_t i = 0; i < tg_params_count(p); i++) {
-            tg_tensor *t = tg_params_get(p, i);
+        size_t n_params = tg_params_count(p);
+        for (size_t i = 0; i < n_params + tg_params_buffer_count(p); i++) {
+            /* the parameters, then the buffers (batch norm's running statistics) */
+            tg_tensor *t = i < n_params ? tg_params_get(p, i) : tg_params_buffer(p, i - n_params);
             const char *name = t ? tg_tensor_name(t) : NULL;
             if (!name) {
                 st = fail(c, TG_ERR_ARG, "parameter %zu of a parameter set has no name", i);

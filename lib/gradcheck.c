@@ -648,8 +648,20 @@ solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t siz
             store(in[k]->data, dt, i, load(x->data, x->dtype, i));
         tg_tensor_set_requires_grad(in[k], x->requires_grad);
     }
+    /* Tensors an op reads through its attributes (batch_norm's running statistics) are
+     * copied too: the re-run must neither read them in another dtype nor update the caller's. */
+    struct tg__attr attr = n->attr;
+    for (int k = 0; k < 2 && tg_tape_status(s->tape) == TG_OK; k++) {
+        const tg_tensor *x = n->attr.stats[k];
+        if (!x)
+            continue;
+        attr.stats[k] = tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name);
+        if (attr.stats[k]->kind != TG__KIND_NIL)
+            for (size_t i = 0; i < x->size; i++)
+                store(attr.stats[k]->data, dt, i, load(x->data, x->dtype, i));
+    }
     tg_tensor *out = tg_tape_status(s->tape) == TG_OK
-                         ? tg__record(s->tape, n->op, in, n->n_in, &n->attr, n->ctx)
+                         ? tg__record(s->tape, n->op, in, n->n_in, &attr, n->ctx)
                          : &s->tape->nil;
     if (out->kind != TG__KIND_NIL)
         s->seed = tg_tensor_new(s->tape, dt, out->ndim, out->dims, NULL);

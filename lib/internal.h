@@ -103,6 +103,11 @@ struct tg_params {
     size_t count, cap;
     size_t size; /* total elements */
     void *values, *grads;
+    /* Buffers (tg_params_add_buffer): state such as batch norm's running statistics, saved
+     * with the parameters but never trained: outside values/grads (so optimizers and
+     * all-reduces never see them), each with its own zeroed allocation and no gradient. */
+    tg_tensor **buffers;
+    size_t n_buffers, cap_buffers;
 };
 void tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -111,7 +116,7 @@ void tg__params_fail(tg_params *p, tg_status s, const char *fmt, ...)
  * what it held before the call (its error, set by the failing add, is kept). A layer helper
  * written as mark / adds / rollback on failure is atomic by construction. */
 struct tg__params_mark {
-    size_t count, size;
+    size_t count, size, n_buffers;
 };
 struct tg__params_mark tg__params_mark(const tg_params *p);
 void tg__params_rollback(tg_params *p, struct tg__params_mark m);
@@ -131,6 +136,8 @@ struct tg__attr {
     size_t n_index;
     /* per-axis integers: slice start/stop/step, pad before/after, permutation, target dims */
     int64_t v[3][TG_MAX_DIMS];
+    /* batch_norm: the running mean and variance it reads (evaluation) or updates (training) */
+    tg_tensor *stats[2];
 };
 
 struct tg_node {
@@ -178,6 +185,7 @@ struct tg_tape {
     uint64_t gen;    /* bumped by every reset */
     uint64_t grad_pass; /* bumped by every backward pass (tensors' grad_pass) */
     bool check_finite;
+    bool eval; /* tg_tape_set_training(t, false): dropout off, batch_norm on running stats */
     /* Set while one of an op's callbacks runs (its shape rule or forward during record, its
      * VJP during backward): recording, backward, reset and free of this tape are refused
      * then, naming busy_node's op and busy_what. */

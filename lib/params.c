@@ -29,6 +29,12 @@ tg_params_free(tg_params *p)
         tg__free((char *)p->tensors[i]->name);
         tg__free(p->tensors[i]);
     }
+    for (size_t i = 0; i < p->n_buffers; i++) {
+        tg__free((char *)p->buffers[i]->name);
+        tg__free(p->buffers[i]->data);
+        tg__free(p->buffers[i]);
+    }
+    tg__free(p->buffers);
     tg__free(p->tensors);
     tg__free(p->offsets);
     tg__free(p->values);
@@ -44,6 +50,9 @@ tg_params_find(const tg_params *p, const char *name)
     for (size_t i = 0; i < p->count; i++)
         if (strcmp(p->tensors[i]->name, name) == 0)
             return p->tensors[i];
+    for (size_t i = 0; i < p->n_buffers; i++)
+        if (strcmp(p->buffers[i]->name, name) == 0)
+            return p->buffers[i];
     return NULL;
 }
 
@@ -149,7 +158,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
 struct tg__params_mark
 tg__params_mark(const tg_params *p)
 {
-    return (struct tg__params_mark){p->count, p->size};
+    return (struct tg__params_mark){p->count, p->size, p->n_buffers};
 }
 
 void
@@ -164,6 +173,87 @@ tg__params_rollback(tg_params *p, struct tg__params_mark m)
         tg__free(x);
     }
     p->size = m.size;
+    while (p->n_buffers > m.n_buffers) {
+        tg_tensor *x = p->buffers[--p->n_buffers];
+        tg__free((char *)x->name);
+        tg__free(x->data);
+        tg__free(x);
+    }
+}
+
+tg_tensor *
+tg_params_add_buffer(tg_params *p, const char *name, int ndim, const int64_t *dims)
+{
+    if (!p)
+        return NULL;
+    if (!name || !tg__name_ok(name)) {
+        p->last = TG_ERR_ARG;
+        tg__params_fail(p, TG_ERR_ARG,
+                        "params_add_buffer: a buffer needs a non-empty valid UTF-8 name of at "
+                        "most %d bytes",
+                        TG__NAME_MAX);
+        return NULL;
+    }
+    if (tg_params_find(p, name)) {
+        p->last = TG_ERR_ARG;
+        tg__params_fail(p, TG_ERR_ARG,
+                        "params_add_buffer: a parameter or buffer named \"%s\" already exists",
+                        name);
+        return NULL;
+    }
+    char what[TG__NAME_MAX + 40];
+    snprintf(what, sizeof what, "params_add_buffer \"%s\"", name);
+    size_t size;
+    char err[TG__ERRMSG_SIZE];
+    tg_status s = tg__check_dims(ndim, dims, p->dtype, &size, err, sizeof err, what);
+    if (s != TG_OK) {
+        p->last = s;
+        tg__params_fail(p, s, "%s", err);
+        return NULL;
+    }
+    size_t esz = tg_dtype_size(p->dtype);
+    tg_tensor *x = tg__calloc(1, sizeof *x);
+    char *nm = x ? tg__strdup(name) : NULL;
+    void *data = nm ? tg__calloc(size ? size : 1, esz) : NULL;
+    bool ok = data != NULL;
+    if (ok && p->n_buffers == p->cap_buffers) {
+        size_t cap = p->cap_buffers ? p->cap_buffers * 2 : 4;
+        tg_tensor **b = tg__realloc(p->buffers, cap * sizeof *b);
+        ok = b != NULL;
+        if (ok)
+            p->buffers = b, p->cap_buffers = cap;
+    }
+    if (!ok) {
+        tg__free(data);
+        tg__free(nm);
+        tg__free(x);
+        p->last = TG_ERR_NOMEM;
+        tg__params_fail(p, TG_ERR_NOMEM, "%s: out of memory (%zu bytes)", what, size * esz);
+        return NULL;
+    }
+    x->dtype = p->dtype;
+    x->ndim = ndim;
+    memcpy(x->dims, dims, (size_t)ndim * sizeof *dims);
+    x->size = size;
+    x->name = nm;
+    x->kind = TG__KIND_PARAM;
+    x->requires_grad = false;
+    x->params = p;
+    x->data = data;
+    p->buffers[p->n_buffers++] = x;
+    return x;
+}
+
+size_t
+tg_params_buffer_count(const tg_params *p)
+{
+    return p ? p->n_buffers : 0;
+}
+
+tg_tensor *
+tg_params_buffer(const tg_params *p, size_t i)
+{
+    return p && i < p->n_buffers ? p->buffers[i] : NULL;
 }
 
 void

@@ -125,6 +125,19 @@ tg_tape_set_check_finite(tg_tape *t, bool on)
         t->check_finite = on;
 }
 
+void
+tg_tape_set_training(tg_tape *t, bool training)
+{
+    if (t)
+        t->eval = !training;
+}
+
+bool
+tg_tape_training(const tg_tape *t)
+{
+    return t && !t->eval;
+}
+
 tg_node *
 tg_tape_node(const tg_tape *t, size_t i)
 {

@@ -1,6 +1,10 @@
 /*
- * Convolution and pooling (lib/ops/conv.c, pool.c, kernels/conv.c), beyond the finite-
- * difference cases of test-ops and tg-gradcheck's sweep:
+ * Convolution, pooling, batch norm and dropout (lib/ops/conv.c, pool.c, norm.c, dropout.c,
+ * kernels/conv.c) and parameter buffers, beyond the finite-difference cases of test-ops and
+ * tg-gradcheck's sweep:
+ *   - batch norm's running statistics (PyTorch's update rule), evaluation mode, buffers that
+ *     optimizers never touch and checkpoints keep; dropout's mask (reproducible, the same on
+ *     any thread count, the right rate and scale) and evaluation mode;
  *   - values against direct loops written from PyTorch's definitions (every configuration:
  *     strides, padding and "same", dilation, groups and depthwise, bias), both dtypes;
  *   - max pooling's tie rule and NaN, average pooling's divisor;
@@ -12,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include <tapegrad/checkpoint.h>
+#include <tapegrad/optim.h>
 #include <tapegrad/runtime.h>
 
 #include "common.h"
@@ -453,6 +461,205 @@ START_TEST(warm_step_allocates_nothing)
 }
 END_TEST
 
+/* ---- batch norm, buffers ------------------------------------------------------------------ */
+
+START_TEST(batch_norm_statistics_and_modes)
+{
+    tg_tape *t = tg_tape_new();
+    /* x (3, 2, 2): channel 0 holds 1..6 (two per example), channel 1 holds 10 x that */
+    double xv[12] = {1, 2, 10, 20, 3, 4, 30, 40, 5, 6, 50, 60};
+    tg_tensor *x = tg_tensor_from(t, TG_F64, 3, (int64_t[]){3, 2, 2}, xv, "x");
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tensor *rm = tg_params_add_buffer(p, "bn/running_mean", 1, (int64_t[]){2});
+    tg_tensor *rv = tg_params_add_buffer(p, "bn/running_var", 1, (int64_t[]){2});
+    ck_assert_ptr_nonnull(rm);
+    tg_tensor_fill(rv, 1.0);
+    tg_tensor *y = tg_batch_norm(t, x, NULL, NULL, rm, rv, 0.1, 1e-5);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    /* channel 0: mean 3.5, biased var 35/12, unbiased 3.5 */
+    double inv = 1 / sqrt(35.0 / 12 + 1e-5);
+    ck_assert_double_eq_tol(tg_tensor_get(y, 0), (1 - 3.5) * inv, 1e-12);
+    ck_assert_double_eq_tol(tg_tensor_get(rm, 0), 0.1 * 3.5, 1e-15);
+    ck_assert_double_eq_tol(tg_tensor_get(rm, 1), 0.1 * 35, 1e-13);
+    ck_assert_double_eq_tol(tg_tensor_get(rv, 0), 0.9 + 0.1 * 3.5, 1e-15);
+    ck_assert_double_eq_tol(tg_tensor_get(rv, 1), 0.9 + 0.1 * 350, 1e-12);
+
+    /* evaluation: the running statistics, not the batch's, and no update */
+    tg_tape_reset(t);
+    tg_tape_set_training(t, false);
+    ck_assert(!tg_tape_training(t));
+    x = tg_tensor_from(t, TG_F64, 3, (int64_t[]){3, 2, 2}, xv, "x");
+    y = tg_batch_norm(t, x, NULL, NULL, rm, rv, 0.1, 1e-5);
+    ck_assert_double_eq_tol(tg_tensor_get(y, 0), (1 - 0.35) / sqrt(1.25 + 1e-5), 1e-12);
+    ck_assert_double_eq_tol(tg_tensor_get(rm, 0), 0.35, 1e-15);
+    /* evaluation without running statistics normalizes with the batch's (as PyTorch) */
+    tg_tensor *y2 = tg_batch_norm(t, x, NULL, NULL, NULL, NULL, 0.1, 1e-5);
+    ck_assert_double_eq_tol(tg_tensor_get(y2, 0), (1 - 3.5) * inv, 1e-12);
+    /* evaluation allows one value per channel; training refuses it, by name */
+    tg_tensor *one = tg_tensor_from(t, TG_F64, 2, (int64_t[]){1, 2}, xv, "one");
+    tg_batch_norm(t, one, NULL, NULL, rm, rv, 0.1, 1e-5);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    tg_tape_set_training(t, true);
+    size_t nodes = tg_tape_node_count(t);
+    y = tg_batch_norm(t, one, NULL, NULL, rm, rv, 0.1, 1e-5);
+    ck_assert_int_eq(tg_tape_status(t), TG_ERR_SHAPE);
+    ck_assert_uint_eq(tg_tape_node_count(t), nodes);
+    ck_assert_msg(strstr(tg_tape_error(t), "batch_norm") && strstr(tg_tape_error(t), "\"one\"") &&
+                      strstr(tg_tape_error(t), "more than 1 value per channel"),
+                  "%s", tg_tape_error(t));
+    ck_assert_double_eq_tol(tg_tensor_get(rm, 0), 0.35, 1e-15); /* untouched */
+
+    /* bad weight, momentum, eps, a lone running statistic */
+    const struct {
+        double momentum, eps;
+        int which;
+        const char *token;
+    } bad[] = {{0.1, 1e-5, 1, "weight"}, {1.5, 1e-5, 0, "momentum = 1.5"},
+               {0.1, 0, 0, "eps = 0"}, {0.1, 1e-5, 2, "running_var is NULL"}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        tg_tape_reset(t);
+        x = tg_tensor_from(t, TG_F64, 3, (int64_t[]){3, 2, 2}, xv, "x");
+        tg_tensor *g3 = tg_tensor_new(t, TG_F64, 1, (int64_t[]){3}, "g3");
+        nodes = tg_tape_node_count(t);
+        y = tg_batch_norm(t, x, bad[k].which == 1 ? g3 : NULL, NULL, rm,
+                          bad[k].which == 2 ? NULL : rv, bad[k].momentum, bad[k].eps);
+        ck_assert_int_ne(tg_tape_status(t), TG_OK);
+        ck_assert_uint_eq(tg_tape_node_count(t), nodes);
+        ck_assert_msg(strstr(tg_tape_error(t), bad[k].token), "%s", tg_tape_error(t));
+    }
+    tg_tape_free(t);
+    tg_params_free(p);
+}
+END_TEST
+
+/* Buffers live in the set (found by name, saved and loaded) but outside its trained values:
+ * an optimizer step with weight decay leaves them bit for bit. */
+START_TEST(buffers_are_kept_not_trained)
+{
+    tg_rng *rng = tg_rng_new(4);
+    tg_params *p = tg_params_new(TG_F32);
+    tg_tensor *w = tg_params_add(p, "w", 1, (int64_t[]){3});
+    tg_tensor *buf = tg_params_add_buffer(p, "stats", 1, (int64_t[]){3});
+    tg_tensor_fill_uniform(w, rng, -1, 1);
+    tg_tensor_fill_uniform(buf, rng, 1, 2);
+    ck_assert_uint_eq(tg_params_size(p), 3);
+    ck_assert_uint_eq(tg_params_count(p), 1);
+    ck_assert_uint_eq(tg_params_buffer_count(p), 1);
+    ck_assert_ptr_eq(tg_params_buffer(p, 0), buf);
+    ck_assert_ptr_eq(tg_params_find(p, "stats"), buf);
+    ck_assert_ptr_null(tg_tensor_grad(buf));
+    ck_assert_ptr_null(tg_params_add_buffer(p, "w", 1, (int64_t[]){1})); /* name taken */
+    ck_assert_msg(strstr(tg_params_error(p), "\"w\" already exists"), "%s", tg_params_error(p));
+    tg_params_clear_error(p);
+    float before[3];
+    memcpy(before, tg_tensor_data(buf), sizeof before);
+
+    tg_optim_options o = tg_optim_defaults(TG_OPTIM_ADAMW);
+    o.weight_decay = 0.5;
+    tg_optim *opt = tg_optim_new(p, &o, NULL);
+    ck_assert_ptr_nonnull(opt);
+    tg_tape *t = tg_tape_new();
+    for (int step = 0; step < 3; step++) {
+        tg_tape_reset(t);
+        tg_tensor *loss = tg_sum(t, tg_mul(t, w, buf)); /* reads the buffer as a constant */
+        ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+        ck_assert_int_eq(tg_optim_step(opt), TG_OK);
+    }
+    ck_assert(memcmp(before, tg_tensor_data(buf), sizeof before) == 0);
+
+    char path[] = "/tmp/tg-test-buffers-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    char err[256];
+    ck_assert_int_eq(tg_checkpoint_save_params(p, path, err, sizeof err), TG_OK);
+    tg_params *q = tg_params_new(TG_F32);
+    tg_params_add(q, "w", 1, (int64_t[]){3});
+    tg_tensor *qbuf = tg_params_add_buffer(q, "stats", 1, (int64_t[]){3});
+    ck_assert_msg(tg_checkpoint_load_params(q, path, err, sizeof err) == TG_OK, "%s", err);
+    ck_assert(memcmp(before, tg_tensor_data(qbuf), sizeof before) == 0);
+    /* a model without the buffer refuses the file by the buffer's name */
+    tg_params *r = tg_params_new(TG_F32);
+    tg_params_add(r, "w", 1, (int64_t[]){3});
+    ck_assert_int_eq(tg_checkpoint_load_params(r, path, err, sizeof err), TG_ERR_FORMAT);
+    ck_assert_msg(strstr(err, "stats"), "%s", err);
+    remove(path);
+    tg_params_free(r);
+    tg_params_free(q);
+    tg_tape_free(t);
+    tg_optim_free(opt);
+    tg_params_free(p);
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* ---- dropout --------------------------------------------------------------------------------- */
+
+static void
+dropout_run(int threads, uint64_t seed, float *y, float *dx, size_t n)
+{
+    tg_set_num_threads(threads);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_tensor_new(t, TG_F32, 1, (int64_t[]){(int64_t)n}, "x");
+    tg_tensor_fill(x, 1.0);
+    tg_tensor_set_requires_grad(x, true);
+    tg_rng *r = tg_rng_new(seed);
+    tg_tensor *d = tg_dropout(t, x, 0.3, r);
+    tg_backward(t, tg_sum(t, d));
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    memcpy(y, tg_tensor_data(d), n * sizeof *y);
+    memcpy(dx, tg_tensor_grad(x), n * sizeof *dx);
+    tg_rng_free(r);
+    tg_tape_free(t);
+    tg_set_num_threads(0);
+}
+
+START_TEST(dropout_mask_rate_scale_and_modes)
+{
+    enum { N = 200000 };
+    static float y1[N], d1[N], y2[N], d2[N], y3[N], d3[N];
+    dropout_run(1, 9, y1, d1, N);
+    dropout_run(2, 9, y2, d2, N);
+    dropout_run(2, 10, y3, d3, N);
+    ck_assert(memcmp(y1, y2, sizeof y1) == 0 && memcmp(d1, d2, sizeof d1) == 0);
+    ck_assert(memcmp(y1, y3, sizeof y1) != 0); /* another seed, another mask */
+    size_t kept = 0;
+    for (size_t i = 0; i < N; i++) {
+        ck_assert(y1[i] == 0 || y1[i] == (float)(1 / 0.7));
+        ck_assert(d1[i] == y1[i]); /* dx = dy ⊙ m / (1 - p) with dy = 1 */
+        kept += y1[i] != 0;
+    }
+    /* kept ~ Binomial(N, 0.7): sd = sqrt(N 0.7 0.3) ~ 205; 6 sd is a 1e-9 false alarm */
+    ck_assert_msg(fabs((double)kept - 0.7 * N) < 6 * 205, "kept %zu of %d", kept, N);
+
+    tg_tape *t = tg_tape_new();
+    tg_rng *r = tg_rng_new(1);
+    tg_tensor *x = tg_tensor_new(t, TG_F64, 1, (int64_t[]){4}, "x");
+    tg_tape_set_training(t, false);
+    ck_assert_ptr_eq(tg_dropout(t, x, 0.5, r), x); /* evaluation: x itself */
+    tg_tape_set_training(t, true);
+    ck_assert_ptr_eq(tg_dropout(t, x, 0.0, r), x);
+    size_t nodes = tg_tape_node_count(t);
+    tg_tensor *bad = tg_dropout(t, x, 1.0, r);
+    ck_assert_int_eq(tg_tape_status(t), TG_ERR_ARG);
+    ck_assert_uint_eq(tg_tape_node_count(t), nodes);
+    ck_assert_int_eq(tg_tensor_ndim(bad), 0);
+    ck_assert_msg(strstr(tg_tape_error(t), "dropout") && strstr(tg_tape_error(t), "\"x\"") &&
+                      strstr(tg_tape_error(t), "p = 1") && strstr(tg_tape_error(t), "[0, 1)"),
+                  "%s", tg_tape_error(t));
+    tg_tape_reset(t);
+    x = tg_tensor_new(t, TG_F64, 1, (int64_t[]){4}, "x");
+    tg_dropout(t, x, -0.1, r);
+    ck_assert_msg(strstr(tg_tape_error(t), "p = -0.1"), "%s", tg_tape_error(t));
+    tg_tape_reset(t);
+    x = tg_tensor_new(t, TG_F64, 1, (int64_t[]){4}, "x");
+    tg_dropout(t, x, 0.5, NULL);
+    ck_assert_msg(strstr(tg_tape_error(t), "rng is NULL"), "%s", tg_tape_error(t));
+    tg_rng_free(r);
+    tg_tape_free(t);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -463,6 +670,9 @@ main(void)
     tcase_add_test(tc, conv1d_is_conv2d_of_height_one);
     tcase_add_test(tc, pool_ties_nan_and_divisor);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
+    tcase_add_test(tc, batch_norm_statistics_and_modes);
+    tcase_add_test(tc, buffers_are_kept_not_trained);
+    tcase_add_test(tc, dropout_mask_rate_scale_and_modes);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");
     tcase_add_test(tc, bad_input_refused_by_name);

@@ -220,6 +220,38 @@ ap_conv1d(tg_tape *t, tg_tensor **in, const struct op_case *c)
     o.stride[0] = 2, o.padding[0] = 1;
     return tg_conv1d(t, in[0], in[1], NULL, &o);
 }
+/* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
+ * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
+ * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation */
+static tg_tensor *
+ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_rng *r = tg_rng_new(77);
+    tg_tensor *y = tg_dropout(t, in[0], 0.4, r);
+    tg_rng_free(r);
+    return y;
+}
+static tg_tensor *
+ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    int64_t ch = tg_tensor_dim(in[0], 1);
+    tg_dtype dt = tg_tensor_dtype(in[0]);
+    tg_tensor *rm = tg_tensor_new(t, dt, 1, &ch, "running_mean");
+    tg_tensor *rv = tg_tensor_new(t, dt, 1, &ch, "running_var");
+    for (int64_t k = 0; k < ch; k++) {
+        double m = 0.1 * (double)k - 0.2, v = 0.5 + 0.25 * (double)k;
+        ((dt == TG_F32) ? (void)(((float *)tg_tensor_data(rm))[k] = (float)m)
+                        : (void)(((double *)tg_tensor_data(rm))[k] = m));
+        ((dt == TG_F32) ? (void)(((float *)tg_tensor_data(rv))[k] = (float)v)
+                        : (void)(((double *)tg_tensor_data(rv))[k] = v));
+    }
+    bool eval = c->axis == 2;
+    tg_tape_set_training(t, !eval);
+    tg_tensor *y = tg_batch_norm(t, in[0], c->axis == 1 ? NULL : in[1], c->axis == 1 ? NULL : in[1],
+                                 rm, rv, 0.1, 1e-5);
+    tg_tape_set_training(t, true);
+    return y;
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -394,9 +426,13 @@ static const struct op_case cases[] = {
     ND("conv2d (2x3x5x6)*(4x3x3x3) stride 2 pad 1", ap_conv2d, 2, 4, 4, D4(2, 3, 5, 6), D4(4, 3, 3, 3), .axis = 0),
     ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
     ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),
-    ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3)),
-    ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0)),
-    ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0)),
+    ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3), .axis = 0),
+    ONE("dropout (6x7) p 0.4", ap_dropout, 6, 7, .axis = 0),
+    ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
+    ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
+    ND("batch_norm (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2),
+    ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
+    ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 

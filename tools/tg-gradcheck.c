@@ -1294,6 +1294,83 @@ apply_global_avg_pool2d(tg_tape *t, tg_tensor *const *in, const struct sweep_cas
     return tg_global_avg_pool2d(t, in[0]);
 }
 
+/* dropout: any rank, p in [0, 0.9); the mask's generator is made afresh from the case's seed
+ * (c->axis) in every call, so every re-run of the graph drops the same elements. */
+static void
+make_dropout(struct cases *cs)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 4; i++) {
+        struct sweep_case *c = add_case(cs, 1);
+        set_rnd(c, 0, r, (int)rnd(r, 1, 4), 1);
+        c->c = i == 0 ? 0.5 : 0.9 * tg_rng_uniform(r);
+        c->axis = (int)rnd(r, 0, 1 << 20);
+        attrf(c, "p %.2f", c->c);
+    }
+}
+
+static tg_tensor *
+apply_dropout(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    tg_rng *r = tg_rng_new((uint64_t)c->axis);
+    tg_tensor *y = tg_dropout(t, in[0], c->c, r);
+    tg_rng_free(r);
+    return y;
+}
+
+/* batch_norm: x of rank 2-4 with at least 2 values per channel, γ and β each present or not;
+ * variant 0: training without running statistics, 1: training with them (made in the call,
+ * so each re-run starts from the same ones), 2: evaluation. v0[0]: γ given, v0[1]: β given. */
+static void
+make_batch_norm(struct cases *cs)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 6; i++) {
+        bool gamma = rnd(r, 0, 3) != 0, beta = rnd(r, 0, 3) != 0;
+        struct sweep_case *c = add_case(cs, 1 + gamma + beta);
+        int nd = (int)rnd(r, 2, 4);
+        set_rnd(c, 0, r, nd, 1);
+        if (c->in[0].dims[0] < 2 && nd == 2)
+            c->in[0].dims[0] = 2;
+        else if (c->in[0].dims[0] < 2)
+            c->in[0].dims[nd - 1] = c->in[0].dims[nd - 1] < 2 ? 2 : c->in[0].dims[nd - 1];
+        int k = 1;
+        if (gamma)
+            SHAPE(c, k++, c->in[0].dims[1]);
+        if (beta)
+            SHAPE(c, k, c->in[0].dims[1]);
+        c->v0[0] = gamma, c->v0[1] = beta;
+        c->variant = i % 3;
+        c->c = 0.05 + 0.3 * tg_rng_uniform(r); /* momentum */
+        attrf(c, "%s%s%s", c->variant == 2 ? "eval" : c->variant ? "train+stats" : "train",
+              gamma ? " gamma" : "", beta ? " beta" : "");
+    }
+}
+
+static tg_tensor *
+apply_batch_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    int64_t ch = tg_tensor_dim(in[0], 1);
+    tg_tensor *rm = NULL, *rv = NULL;
+    if (c->variant) {
+        rm = tg_tensor_new(t, tg_tensor_dtype(in[0]), 1, &ch, "running_mean");
+        rv = tg_tensor_new(t, tg_tensor_dtype(in[0]), 1, &ch, "running_var");
+        for (int64_t k = 0; k < ch; k++) {
+            double m = 0.3 * (double)(k % 3) - 0.3, v = 0.6 + 0.2 * (double)(k % 4);
+            if (tg_tensor_dtype(in[0]) == TG_F32)
+                ((float *)tg_tensor_data(rm))[k] = (float)m, ((float *)tg_tensor_data(rv))[k] = (float)v;
+            else
+                ((double *)tg_tensor_data(rm))[k] = m, ((double *)tg_tensor_data(rv))[k] = v;
+        }
+    }
+    int k = 1;
+    tg_tensor *gamma = c->v0[0] ? in[k++] : NULL, *beta = c->v0[1] ? in[k] : NULL;
+    tg_tape_set_training(t, c->variant != 2);
+    tg_tensor *y = tg_batch_norm(t, in[0], gamma, beta, rm, rv, c->c, 1e-5);
+    tg_tape_set_training(t, true);
+    return y;
+}
+
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
  * batch and classes from 1; labels random, weights in [0.2, 2) or none. */
 static struct sweep_case *
@@ -1600,6 +1677,8 @@ static const struct op_row rows[] = {
     {"max_pool2d", make_max_pool2d, apply_max_pool2d, NULL},
     {"avg_pool2d", make_avg_pool2d, apply_avg_pool2d, NULL},
     {"global_avg_pool2d", make_global_avg_pool2d, apply_global_avg_pool2d, NULL}, /* composed: mean */
+    {"dropout", make_dropout, apply_dropout, NULL},
+    {"batch_norm", make_batch_norm, apply_batch_norm, NULL},
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -95,7 +95,8 @@ TG_API void tg_state_dict_free(tg_state_dict *sd); /* NULL is a no-op; borrowed 
 TG_API tg_status tg_state_dict_status(const tg_state_dict *sd);
 TG_API const char *tg_state_dict_error(const tg_state_dict *sd);
 
-/* Every tensor of p, named prefix + its name. prefix may be "" or NULL. p is borrowed. */
+/* Every tensor of p (its parameters, then its buffers), named prefix + its name. prefix may be
+ * "" or NULL. p is borrowed. */
 TG_API tg_status tg_state_dict_add_params(tg_state_dict *sd, const char *prefix, tg_params *p);
 /* One raw buffer of ndim dims (ndim 0 = a scalar), row-major, host byte order; the name is
  * copied, data is borrowed. dt is TG_F32 or TG_F64. */

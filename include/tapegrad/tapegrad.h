@@ -134,6 +134,12 @@ TG_API void tg_tape_set_memory_limit(tg_tape *t, size_t bytes);
 /* Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
  * node whose output (or gradient) holds a NaN or Inf. Off by default; costs nothing when off. */
 TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
+/* Training or evaluation mode (PyTorch's module.train() / module.eval()), read by the ops that
+ * behave differently at record time: tg_dropout (off in evaluation) and tg_batch_norm (batch
+ * statistics and running-average updates in training; the running statistics in evaluation).
+ * A new tape is in training mode; the mode survives tg_tape_reset. */
+TG_API void tg_tape_set_training(tg_tape *t, bool training);
+TG_API bool tg_tape_training(const tg_tape *t); /* false for NULL */
 
 /* ---------------------------------------------------------------------------------------
  * Tensors. Tensors created on a tape live until tg_tape_reset()/tg_tape_free(); the name is
@@ -224,6 +230,16 @@ TG_API void *tg_params_values(tg_params *p);
 TG_API void *tg_params_grads(tg_params *p);
 /* Gradients accumulate across backward passes until zeroed. */
 TG_API void tg_params_zero_grad(tg_params *p);
+/* Buffers: named state that belongs to the model but is not trained, such as batch norm's
+ * running mean and variance (PyTorch's register_buffer). A buffer is zero-filled, has no
+ * gradient, lies outside tg_params_size/values/grads (so optimizers and gradient all-reduces
+ * never touch it) and is saved and loaded with the parameters by tg_state_dict_add_params.
+ * Names are unique across parameters and buffers; tg_params_find finds either. Refusals
+ * follow tg_params_add's rules (atomic, recorded in the set). */
+TG_API tg_tensor *tg_params_add_buffer(tg_params *p, const char *name, int ndim,
+                                       const int64_t *dims);
+TG_API size_t tg_params_buffer_count(const tg_params *p);
+TG_API tg_tensor *tg_params_buffer(const tg_params *p, size_t i); /* NULL when out of range */
 
 /* Initializers (fan_in/fan_out from a 2-D weight of shape (out x in)). */
 TG_API tg_status tg_init_xavier_uniform(tg_tensor *w, tg_rng *r); /* U(±sqrt(6/(in+out))) */
@@ -432,6 +448,22 @@ TG_API tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, const int64_t kernel[2
                                 const int64_t stride[2], const int64_t padding[2]);
 /* (N, C, H, W) -> (N, C, 1, 1), the mean of each plane (nn.AdaptiveAvgPool2d(1)). */
 TG_API tg_tensor *tg_global_avg_pool2d(tg_tape *t, tg_tensor *x);
+
+/* F.dropout, inverted: in training mode each element is zeroed with probability p and the
+ * others scaled by 1/(1 − p); in evaluation mode (tg_tape_set_training) and for p = 0 it
+ * returns x itself. p in [0, 1). The mask comes from one draw of rng per call and the
+ * element's index, so a seeded run is bit-identical for any thread count. */
+TG_API tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, double p, tg_rng *rng);
+/* F.batch_norm over axis 1 of x (N, C, ...): weight γ and bias β (C) or NULL; running_mean
+ * and running_var (C) (typically buffers, tg_params_add_buffer) or both NULL. In training mode
+ * it normalizes with the batch's mean and biased variance and, when given, updates the
+ * running statistics in place during this call: r ← (1 − momentum) r + momentum · batch
+ * (the variance unbiased), PyTorch's rule (momentum 0.1, eps 1e-5 are its defaults). In
+ * evaluation mode it uses the running statistics (the batch's when none are given). Training
+ * with one value per channel is refused. */
+TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                tg_tensor *running_mean, tg_tensor *running_var,
+                                double momentum, double eps);
 
 /* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);

@@ -79,6 +79,9 @@ enum tg__op_id {
     TG_OP_CONV2D,
     TG_OP_MAX_POOL2D,
     TG_OP_AVG_POOL2D,
+    /* dropout.c, norm.c */
+    TG_OP_DROPOUT,
+    TG_OP_BATCH_NORM,
     TG_OP_COUNT
 };
 
@@ -109,6 +112,8 @@ extern const tg_op tg__op_bce_with_logits, tg__op_l1, tg__op_huber, tg__op_smoot
 extern const tg_op tg__op_bmm;                                                  /* linalg.c */
 extern const tg_op tg__op_conv2d;                                               /* conv.c */
 extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
+extern const tg_op tg__op_dropout;                                              /* dropout.c */
+extern const tg_op tg__op_batch_norm;                                           /* norm.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

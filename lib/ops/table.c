@@ -69,6 +69,8 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_CONV2D] = &tg__op_conv2d,
     [TG_OP_MAX_POOL2D] = &tg__op_max_pool2d,
     [TG_OP_AVG_POOL2D] = &tg__op_avg_pool2d,
+    [TG_OP_DROPOUT] = &tg__op_dropout,
+    [TG_OP_BATCH_NORM] = &tg__op_batch_norm,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,

@@ -352,14 +352,36 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         tg_conv_options o = {.stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
                              .dilation = {v2[0], v2[1]}, .groups = small_int(in),
                              .padding_same = byte(in) % 3 == 0};
-        switch ((k - 128) % 5) {
+        switch ((k - 128) % 7) {
         case 0: return tg_conv2d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 1: return tg_conv1d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 2: return tg_max_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
                                      (byte(in) & 1) ? v2 : NULL);
         case 3: return tg_avg_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
                                      (byte(in) & 1) ? v2 : NULL);
-        default: return tg_global_avg_pool2d(t, a);
+        case 4: return tg_global_avg_pool2d(t, a);
+        case 5: {
+            tg_rng *r = tg_rng_new(byte(in));
+            tg_tape_set_training(t, byte(in) % 4 != 0);
+            tg_tensor *y = tg_dropout(t, a, value(in), (byte(in) % 8) ? r : NULL);
+            tg_rng_free(r);
+            return y;
+        }
+        default: {
+            /* running statistics from the pool's tape tensors only: a successful training
+             * call updates them, and parameters must only change through the optimizer */
+            tg_tensor *rm = pick(s, in), *rv = pick(s, in);
+            for (size_t i = 0; i < tg_params_count(s->params); i++) {
+                if (rm == tg_params_get(s->params, i))
+                    rm = NULL;
+                if (rv == tg_params_get(s->params, i))
+                    rv = NULL;
+            }
+            tg_tape_set_training(t, byte(in) % 4 != 0);
+            return tg_batch_norm(t, a, (byte(in) & 1) ? b : NULL, (byte(in) & 1) ? c : NULL,
+                                 (byte(in) & 1) ? rm : NULL, (byte(in) & 1) ? rv : NULL,
+                                 value(in), value(in));
+        }
         }
     }
     }

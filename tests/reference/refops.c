@@ -399,6 +399,7 @@ enum {
     OP_INDEX_SELECT, OP_GATHER, OP_DETACH,
     OP_BMM,
     OP_CONV2D, OP_CONV1D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_GLOBAL_AVG_POOL2D,
+    OP_BATCH_NORM,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -413,6 +414,7 @@ static const char *const op_names[N_OPS] = {
     "index_select", "gather", "detach",
     "bmm",
     "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "batch_norm",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -998,6 +1000,47 @@ pool(int which, int cur)
     return op1(y, op_names[which], x);
 }
 
+/* batch_norm on the chain's value (rank 2-4, two or more values per channel) or a leaf; γ and
+ * β leaves or none; training (with running statistics or without) or evaluation (with them,
+ * constants with variances in [0.3, 2)). The trace lists x, then γ, β, running mean and
+ * variance, as the flags say. The running statistics' update is test-conv's. */
+static int
+batch_norm(int cur)
+{
+    int x;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) >= 2 &&
+        tg_tensor_size(ids[cur]) / (size_t)tg_tensor_dim(ids[cur], 1) >= 2) {
+        x = cur;
+    } else {
+        shape s = rand_shape(2, 4);
+        if (s.d[0] < 2)
+            s.d[0] = 2;
+        x = leaf(&s, -2, 2);
+    }
+    shape cs = {1, {tg_tensor_dim(ids[x], 1)}};
+    bool gamma = chance(4) ? false : true, beta = chance(4) ? false : true;
+    bool training = chance(2), stats = !training || chance(2);
+    int in[5] = {x}, n = 1;
+    if (gamma)
+        in[n++] = leaf(&cs, 0.5, 1.5);
+    if (beta)
+        in[n++] = leaf(&cs, -1, 1);
+    tg_tensor *rm = NULL, *rv = NULL;
+    if (stats) {
+        in[n++] = emit(fresh(&cs, -0.5, 0.5), K_CONST);
+        in[n++] = emit(fresh(&cs, 0.3, 2), K_CONST);
+        rm = ids[in[n - 2]], rv = ids[in[n - 1]];
+    }
+    double momentum = urand(0, 1), eps = chance(2) ? 1e-5 : urand(1e-3, 0.1);
+    attr(" gamma=%d beta=%d stats=%d training=%d momentum=%.17g eps=%.17g", gamma, beta, stats,
+         training, momentum, eps);
+    tg_tape_set_training(tape, training);
+    tg_tensor *y = tg_batch_norm(tape, ids[x], gamma ? ids[in[1]] : NULL,
+                                 beta ? ids[in[1 + gamma]] : NULL, rm, rv, momentum, eps);
+    tg_tape_set_training(tape, true);
+    return op(y, "batch_norm", in, n);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -1091,6 +1134,8 @@ run_op(int which, int cur)
         return conv(which, cur);
     if (which >= OP_MAX_POOL2D && which <= OP_GLOBAL_AVG_POOL2D)
         return pool(which, cur);
+    if (which == OP_BATCH_NORM)
+        return batch_norm(cur);
     return loss(which, cur);
 }
 

@@ -73,7 +73,7 @@ OPS = [
     "gelu_tanh", "div", "maximum", "minimum", "where", "sum_axes", "mean_axes", "max_axes",
     "min_axes", "logsumexp", "var", "softmax", "log_softmax", "reshape", "permute", "expand",
     "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
-    "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "nll_loss",
+    "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -200,6 +200,13 @@ def apply(name, a, ins):
                             padding=tuple(ints(a["padding"])), count_include_pad=True)
     if name == "global_avg_pool2d":
         return F.adaptive_avg_pool2d(x, 1)
+    if name == "batch_norm":
+        rest = list(ins[1:])
+        w = rest.pop(0) if a["gamma"] == "1" else None
+        b = rest.pop(0) if a["beta"] == "1" else None
+        rm, rv = (rest[0].clone(), rest[1].clone()) if a["stats"] == "1" else (None, None)
+        return F.batch_norm(ins[0], rm, rv, w, b, training=a["training"] == "1",
+                            momentum=float(a["momentum"]), eps=float(a["eps"]))
     if name in ("nll_loss", "cross_entropy"):
         s = x if a["class_axis"] == "1" else x.T  # (examples x classes)
         labels = torch.tensor(ints(a["labels"]), dtype=torch.long)

@@ -1,0 +1,241 @@
+/*
+ * Normalization: batch_norm (PyTorch's F.batch_norm), over axis 1 of x (N, C, ...): each
+ * channel c is normalized over its M = N·(spatial size) values.
+ *
+ * Training (tg_tape_training(t)):
+ *   μ_c = (1/M) Σ x,  σ²_c = (1/M) Σ (x − μ_c)²,  x̂ = (x − μ_c) / √(σ²_c + ε),
+ *   y = γ_c x̂ + β_c,
+ *   and, when running statistics are given, as a side effect of the forward:
+ *   r_μ ← (1 − m) r_μ + m μ_c,  r_σ² ← (1 − m) r_σ² + m σ²_c · M / (M − 1)  (unbiased, as
+ *   PyTorch). M = 1 is refused, as in PyTorch ("more than 1 value per channel").
+ *   VJP, with g = Σ dy and h = Σ dy ⊙ x̂ over the channel:
+ *     dx += (γ_c / √(σ²_c + ε)) (dy − g/M − x̂ h/M),  dγ_c += h,  dβ_c += g
+ * Evaluation, or no running statistics given... in evaluation they are required:
+ *   y = γ_c (x − r_μ) / √(r_σ² + ε) + β_c, an affine map per channel:
+ *   VJP: dx += dy γ_c / √(r_σ² + ε),  dγ_c += Σ dy ⊙ x̂,  dβ_c += Σ dy
+ *
+ * γ and β are optional (affine=False). Sums run in double, over each channel in a fixed
+ * order; channels are split across threads, so the bits do not depend on the thread count.
+ * The scratch keeps μ_c and 1/√(σ² + ε) per channel (the running ones in evaluation).
+ */
+#include <inttypes.h>
+#include <math.h>
+
+#include "../kernels/kernels.h"
+#include "ops.h"
+
+/* attr: scale = momentum, scale2 = ε, keepdims = training, axes bit 0: γ given, bit 1: β
+ * given (they are inputs 1 and then 2, or 1 when only β); stats: running mean and var */
+struct bn {
+    size_t n, c, inner; /* x as (n, c, inner) */
+    const tg_tensor *gamma, *beta;
+};
+
+static struct bn
+bn_of(const tg_node *nd)
+{
+    const tg_tensor *x = nd->in[0];
+    struct bn b = {(size_t)x->dims[0], (size_t)x->dims[1], 1, NULL, NULL};
+    for (int i = 2; i < x->ndim; i++)
+        b.inner *= (size_t)x->dims[i];
+    int k = 1;
+    if (nd->attr.axes & 1)
+        b.gamma = nd->in[k++];
+    if (nd->attr.axes & 2)
+        b.beta = nd->in[k];
+    return b;
+}
+
+static size_t
+bn_scratch(const tg_node *nd)
+{
+    return 2 * (size_t)nd->in[0]->dims[1] * sizeof(double);
+}
+
+struct bn_job {
+    tg_node *nd;
+    struct bn b;
+};
+
+static void
+bn_forward_part(size_t begin, size_t end, void *ctx)
+{
+    struct bn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct bn b = j->b;
+    double *mean = nd->scratch, *inv = mean + b.c;
+    double eps = nd->attr.scale2, m = nd->attr.scale;
+    bool training = nd->attr.keepdims;
+    size_t count = b.n * b.inner;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *gamma = b.gamma ? b.gamma->data : NULL;
+        const T *beta = b.beta ? b.beta->data : NULL;
+        T *y = nd->out->data;
+        T *rmean = nd->attr.stats[0] ? nd->attr.stats[0]->data : NULL;
+        T *rvar = nd->attr.stats[1] ? nd->attr.stats[1]->data : NULL;
+        for (size_t c = begin; c < end; c++) {
+            double mu, var;
+            if (training) {
+                double s = 0, s2 = 0;
+                for (size_t n = 0; n < b.n; n++)
+                    for (size_t i = 0; i < b.inner; i++)
+                        s += x[(n * b.c + c) * b.inner + i];
+                mu = s / (double)count;
+                for (size_t n = 0; n < b.n; n++)
+                    for (size_t i = 0; i < b.inner; i++) {
+                        double d = x[(n * b.c + c) * b.inner + i] - mu;
+                        s2 += d * d;
+                    }
+                var = s2 / (double)count;
+                if (rmean)
+                    rmean[c] = (T)((1 - m) * rmean[c] + m * mu);
+                if (rvar)
+                    rvar[c] = (T)((1 - m) * rvar[c] + m * var * (double)count / (double)(count - 1));
+            } else {
+                mu = rmean[c];
+                var = rvar[c];
+            }
+            mean[c] = mu;
+            inv[c] = 1 / sqrt(var + eps);
+            double g = gamma ? gamma[c] : 1, bias = beta ? beta[c] : 0;
+            for (size_t n = 0; n < b.n; n++)
+                for (size_t i = 0; i < b.inner; i++) {
+                    size_t at = (n * b.c + c) * b.inner + i;
+                    y[at] = (T)(g * (x[at] - mu) * inv[c] + bias);
+                }
+        }
+    });
+}
+
+static tg_status
+bn_forward(tg_node *nd)
+{
+    struct bn_job j = {nd, bn_of(nd)};
+    size_t per = j.b.n * j.b.inner;
+    tg__parallel_for(j.b.c, per ? ((size_t)1 << 14) / per + 1 : 1, bn_forward_part, &j);
+    return TG_OK;
+}
+
+static void
+bn_vjp_part(size_t begin, size_t end, void *ctx)
+{
+    struct bn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct bn b = j->b;
+    const double *mean = nd->scratch, *inv = mean + b.c;
+    bool training = nd->attr.keepdims;
+    double count = (double)(b.n * b.inner);
+    tg_tensor *xt = nd->in[0];
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = xt->data, *dy = nd->out->grad;
+        const T *gamma = b.gamma ? b.gamma->data : NULL;
+        T *dx = xt->grad;
+        T *dgamma = b.gamma && b.gamma->grad ? b.gamma->grad : NULL;
+        T *dbeta = b.beta && b.beta->grad ? b.beta->grad : NULL;
+        for (size_t c = begin; c < end; c++) {
+            double g = 0, h = 0;
+            for (size_t n = 0; n < b.n; n++)
+                for (size_t i = 0; i < b.inner; i++) {
+                    size_t at = (n * b.c + c) * b.inner + i;
+                    g += dy[at];
+                    h += dy[at] * (x[at] - mean[c]) * inv[c];
+                }
+            if (dgamma)
+                dgamma[c] += (T)h;
+            if (dbeta)
+                dbeta[c] += (T)g;
+            if (!dx)
+                continue;
+            double k = (gamma ? gamma[c] : 1) * inv[c];
+            for (size_t n = 0; n < b.n; n++)
+                for (size_t i = 0; i < b.inner; i++) {
+                    size_t at = (n * b.c + c) * b.inner + i;
+                    double v = training ? dy[at] - g / count -
+                                              (x[at] - mean[c]) * inv[c] * h / count
+                                        : dy[at];
+                    dx[at] += (T)(k * v);
+                }
+        }
+    });
+}
+
+static tg_status
+bn_vjp(tg_node *nd)
+{
+    struct bn_job j = {nd, bn_of(nd)};
+    if (!nd->in[0]->grad && !(j.b.gamma && j.b.gamma->grad) && !(j.b.beta && j.b.beta->grad))
+        return TG_OK;
+    size_t per = j.b.n * j.b.inner;
+    tg__parallel_for(j.b.c, per ? ((size_t)1 << 14) / per + 1 : 1, bn_vjp_part, &j);
+    return TG_OK;
+}
+
+const tg_op tg__op_batch_norm = {
+    .name = "batch_norm",
+    .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
+    .forward = bn_forward,
+    .vjp = bn_vjp,
+    .scratch_size = bn_scratch,
+    .math = "y = γ (x − μ_c)/√(σ²_c + ε) + β per channel (axis 1); training: batch μ, σ² "
+            "(biased) and running averages updated; evaluation: the running ones",
+    .vjp_math = "training: dx += γ/√(σ²+ε) (dy − Σdy/M − x̂ Σ(dy x̂)/M); evaluation: dx += dy "
+                "γ/√(σ²+ε); dγ += Σ dy x̂, dβ += Σ dy",
+    .shapes = "x (N,C,…), γ, β, running mean and var (C) -> same as x",
+};
+
+static bool
+channel_vector(tg_tape *t, const tg_tensor *x, const tg_tensor *v, const char *what)
+{
+    if (!v)
+        return true;
+    if (!tg__operand_ok(t, "batch_norm", what, v))
+        return false;
+    if (v->ndim != 1 || v->dims[0] != x->dims[1] || v->dtype != x->dtype) {
+        tg__fail(t, v->dtype != x->dtype ? TG_ERR_DTYPE : TG_ERR_SHAPE,
+                 "batch_norm %s %s: %s %s %s must be a %s vector of %" PRId64 " (one per "
+                 "channel)",
+                 tg__name_text(x).s, tg__shape_text(x).s, what, tg__name_text(v).s,
+                 tg__shape_text(v).s, tg_dtype_name(x->dtype), x->dims[1]);
+        return false;
+    }
+    return true;
+}
+
+tg_tensor *
+tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+              tg_tensor *running_mean, tg_tensor *running_var, double momentum, double eps)
+{
+    if (!t)
+        return NULL;
+    if (t->status != TG_OK || !tg__operand_ok(t, "batch_norm", "x", x))
+        return &t->nil;
+    if (x->ndim < 2)
+        return tg__fail(t, TG_ERR_SHAPE, "batch_norm %s %s: expected x (N, C, ...) of rank >= 2",
+                        tg__name_text(x).s, tg__shape_text(x).s);
+    if (!channel_vector(t, x, gamma, "weight") || !channel_vector(t, x, beta, "bias") ||
+        !channel_vector(t, x, running_mean, "running_mean") ||
+        !channel_vector(t, x, running_var, "running_var"))
+        return &t->nil;
+    if (!(eps > 0) || !isfinite(eps) || !(momentum >= 0 && momentum <= 1))
+        return tg__fail(t, TG_ERR_ARG,
+                        "batch_norm %s: eps = %g must be finite and > 0, momentum = %g in [0, 1]",
+                        tg__name_text(x).s, eps, momentum);
+    if (!running_mean != !running_var)
+        return tg__fail(t, TG_ERR_ARG,
+                        "batch_norm %s: give both running statistics or neither (running_%s is "
+                        "NULL)",
+                        tg__name_text(x).s, running_mean ? "var" : "mean");
+    /* PyTorch: without running statistics, evaluation normalizes with the batch's too */
+    bool training = !t->eval || !running_mean;
+    size_t per_channel = x->dims[1] ? x->size / (size_t)x->dims[1] : 0;
+    if (training && per_channel <= 1 && x->size > 0)
+        return tg__fail(t, TG_ERR_SHAPE,
+                        "batch_norm %s %s: training needs more than 1 value per channel (%zu "
+                        "here); use evaluation mode or a larger batch",
+                        tg__name_text(x).s, tg__shape_text(x).s, per_channel);
+    struct tg__attr attr = {.scale = momentum, .scale2 = eps, .keepdims = training,
+                            .axes = (gamma ? 1u : 0u) | (beta ? 2u : 0u),
+                            .stats = {running_mean, running_var}};
+    tg_tensor *in[3] = {x, gamma ? gamma : beta, gamma ? beta : NULL};
+    return tg__record(t, &tg__op_batch_norm, in, 1 + !!gamma + !!beta, &attr, NULL);
+}
