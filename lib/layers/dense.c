@@ -5,7 +5,7 @@
  */
 #include <stdio.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 const char *
 tg_activation_name(tg_activation act)
