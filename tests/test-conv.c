@@ -593,6 +593,57 @@ START_TEST(buffers_are_kept_not_trained)
 }
 END_TEST
 
+/* Layer helpers: names, shapes, PyTorch's initialization, atomic refusal, forward = the op. */
+START_TEST(layers_conv2d_and_batch_norm)
+{
+    tg_rng *rng = tg_rng_new(8);
+    tg_params *p = tg_params_new(TG_F64);
+    tg_conv_options o = tg_conv_defaults();
+    o.padding[0] = o.padding[1] = 1, o.groups = 2;
+    tg_conv2d_layer conv;
+    ck_assert_int_eq(tg_conv2d_layer_init(&conv, p, "conv1", 4, 6, 3, 3, &o, true, rng), TG_OK);
+    ck_assert_ptr_eq(tg_params_find(p, "conv1/W"), conv.weight);
+    ck_assert_ptr_eq(tg_params_find(p, "conv1/b"), conv.bias);
+    ck_assert_int_eq(tg_tensor_dim(conv.weight, 1), 2);
+    double bound = 1 / sqrt(2 * 3 * 3.0), lo = 1, hi = -1;
+    for (size_t i = 0; i < tg_tensor_size(conv.weight); i++) {
+        double v = tg_tensor_get(conv.weight, i);
+        lo = fmin(lo, v), hi = fmax(hi, v);
+    }
+    ck_assert(lo >= -bound && hi <= bound && hi - lo > bound); /* spread over the range */
+    tg_batch_norm_layer bn;
+    ck_assert_int_eq(tg_batch_norm_layer_init(&bn, p, "bn1", 6), TG_OK);
+    ck_assert_uint_eq(tg_params_count(p), 4);
+    ck_assert_uint_eq(tg_params_buffer_count(p), 2);
+    ck_assert_ptr_eq(tg_params_find(p, "bn1/running_var"), bn.running_var);
+    ck_assert(tg_tensor_get(bn.weight, 5) == 1 && tg_tensor_get(bn.bias, 5) == 0 &&
+              tg_tensor_get(bn.running_mean, 5) == 0 && tg_tensor_get(bn.running_var, 5) == 1);
+    /* refusals leave the set as it was */
+    size_t count = tg_params_count(p), size = tg_params_size(p);
+    tg_batch_norm_layer bn2;
+    ck_assert_int_eq(tg_batch_norm_layer_init(&bn2, p, "bn1", 6), TG_ERR_ARG);
+    tg_conv2d_layer conv2;
+    ck_assert_int_eq(tg_conv2d_layer_init(&conv2, p, "c2", 3, 6, 3, 3, &o, true, rng),
+                     TG_ERR_ARG); /* groups 2 does not divide 3 */
+    ck_assert_uint_eq(tg_params_count(p), count);
+    ck_assert_uint_eq(tg_params_size(p), size);
+    ck_assert_uint_eq(tg_params_buffer_count(p), 2);
+    tg_params_clear_error(p);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 4, 5, 5}, rng, "x");
+    tg_tensor *y = tg_batch_norm_layer_forward(t, &bn, tg_conv2d_layer_forward(t, &conv, x));
+    tg_tensor *z = tg_batch_norm(t, tg_conv2d(t, x, conv.weight, conv.bias, &o), bn.weight,
+                                 bn.bias, NULL, NULL, 0.1, 1e-5);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    ck_assert_int_eq(tg_tensor_dim(y, 1), 6);
+    for (size_t i = 0; i < tg_tensor_size(y); i++)
+        ck_assert(tg_tensor_get(y, i) == tg_tensor_get(z, i));
+    tg_tape_free(t);
+    tg_params_free(p);
+    tg_rng_free(rng);
+}
+END_TEST
+
 /* ---- dropout --------------------------------------------------------------------------------- */
 
 static void
@@ -672,6 +723,7 @@ main(void)
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, batch_norm_statistics_and_modes);
     tcase_add_test(tc, buffers_are_kept_not_trained);
+    tcase_add_test(tc, layers_conv2d_and_batch_norm);
     tcase_add_test(tc, dropout_mask_rate_scale_and_modes);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");

@@ -507,6 +507,35 @@ typedef struct tg_dense {
 TG_API tg_status tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in,
                                int64_t n_out, tg_activation act, tg_layout layout, tg_rng *rng);
 TG_API tg_tensor *tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x);
+
+/* Conv2d layer (nn.Conv2d): weight "<name>/W" (out, in/groups, kh, kw) and, when bias is
+ * true, "<name>/b" (out), both U(±1/√fan_in) as PyTorch initializes them (rng NULL: zeros);
+ * opt NULL is tg_conv_defaults(). Atomic like tg_dense_init. The forward is tg_conv2d. */
+typedef struct tg_conv2d_layer {
+    tg_tensor *weight;       /* (out, in/groups, kh, kw) */
+    tg_tensor *bias;         /* (out), or NULL */
+    tg_conv_options options; /* stride, padding, dilation, groups */
+} tg_conv2d_layer;
+TG_API tg_status tg_conv2d_layer_init(tg_conv2d_layer *layer, tg_params *p, const char *name,
+                                      int64_t in_channels, int64_t out_channels, int64_t kh,
+                                      int64_t kw, const tg_conv_options *opt, bool bias,
+                                      tg_rng *rng);
+TG_API tg_tensor *tg_conv2d_layer_forward(tg_tape *t, const tg_conv2d_layer *layer,
+                                          tg_tensor *x);
+
+/* Batch-norm layer (nn.BatchNorm1d/2d over axis 1): weight "<name>/W" = 1 and bias
+ * "<name>/b" = 0, and the buffers "<name>/running_mean" = 0, "<name>/running_var" = 1 (see
+ * tg_params_add_buffer); momentum 0.1 and eps 1e-5 (change the fields to taste). Atomic like
+ * tg_dense_init. The forward is tg_batch_norm in the tape's mode. */
+typedef struct tg_batch_norm_layer {
+    tg_tensor *weight, *bias;              /* (C), trained */
+    tg_tensor *running_mean, *running_var; /* (C), buffers */
+    double momentum, eps;
+} tg_batch_norm_layer;
+TG_API tg_status tg_batch_norm_layer_init(tg_batch_norm_layer *layer, tg_params *p,
+                                          const char *name, int64_t channels);
+TG_API tg_tensor *tg_batch_norm_layer_forward(tg_tape *t, const tg_batch_norm_layer *layer,
+                                              tg_tensor *x);
 /* Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
 /* act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */
