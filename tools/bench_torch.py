@@ -60,7 +60,15 @@ NETS = {
     "B-seed": ((784, 256, 128, 10), 128, "tanh", "sigmoid", "mse_half"),
     "B-mnist": ((784, 512, 256, 10), 128, "relu", "identity", "xent"),
     "B-wide": ((1024, 4096, 4096, 1024), 256, "relu", "identity", "mse"),
+    # examples/fashion-mnist-cnn's network (tg-bench's B-cnn), batch 64 of 28x28
+    "B-cnn": (None, 64, "relu", "identity", "xent"),
 }
+
+
+def cnn_flops(batch):
+    """tg-bench's count: 2 x multiply-adds; the first convolution needs no input gradient."""
+    conv1, conv2 = batch * 784 * 32 * 9, batch * 196 * 64 * 288
+    return 2.0 * (2 * conv1 + 3 * conv2 + 3 * batch * 3136 * 128 + 3 * batch * 128 * 10)
 
 
 def step_flops(dims, batch):
@@ -76,12 +84,22 @@ def torch_child(net, dtype, threads, reps, min_time):
     dt = torch.float32 if dtype == "f32" else torch.float64
     acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
             "identity": torch.nn.Identity}
-    layers = []
-    for i in range(3):
-        layers.append(torch.nn.Linear(dims[i], dims[i + 1]))
-        layers.append(acts[out if i == 2 else hidden]())
-    model = torch.nn.Sequential(*layers).to(dt)
-    x = torch.rand(batch, dims[0], dtype=dt)
+    nn = torch.nn
+    if dims is None:  # B-cnn
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(3136, 128), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(128, 10)).to(dt)
+        dims = (784, 128, 10, 10)
+        x = torch.rand(batch, 1, 28, 28, dtype=dt)
+    else:
+        layers = []
+        for i in range(3):
+            layers.append(torch.nn.Linear(dims[i], dims[i + 1]))
+            layers.append(acts[out if i == 2 else hidden]())
+        model = torch.nn.Sequential(*layers).to(dt)
+        x = torch.rand(batch, dims[0], dtype=dt)
     y = torch.rand(batch, dims[3], dtype=dt)
     labels = torch.arange(batch) % dims[3]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -116,7 +134,8 @@ def torch_child(net, dtype, threads, reps, min_time):
     med = statistics.median(us)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"net={net} dtype={dtype} threads={threads} median_us={med:.2f} min_us={min(us):.2f} "
-          f"max_us={max(us):.2f} gflops={step_flops(dims, batch) / med * 1e-3:.2f} "
+          f"max_us={max(us):.2f} "
+          f"gflops={(cnn_flops(batch) if net == 'B-cnn' else step_flops(dims, batch)) / med * 1e-3:.2f} "
           f"peak_rss_kib={rss} torch={torch.__version__}", flush=True)
 
 

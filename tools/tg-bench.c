@@ -54,13 +54,18 @@ struct net {
     int64_t batch;
     tg_activation hidden, out;
     enum { LOSS_MSE, LOSS_MSE_HALF, LOSS_XENT } loss;
+    bool cnn; /* the Fashion-MNIST CNN (dims unused): see cnn_step */
 };
 
 static const struct net nets[] = {
-    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE},
-    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF},
-    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT},
-    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE},
+    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, false},
+    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, false},
+    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, false},
+    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, false},
+    /* examples/fashion-mnist-cnn's network on 28x28 inputs: conv 1->32 3x3 pad 1, batch norm,
+     * ReLU, 2x2 max pool, conv 32->64, batch norm, ReLU, pool, dropout 0.25, dense 3136->128
+     * ReLU, dropout 0.25, dense 128->10, softmax cross-entropy */
+    {"B-cnn", {784, 128, 10, 10}, 64, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, true},
 };
 #define N_NETS (sizeof nets / sizeof nets[0])
 
@@ -110,6 +115,9 @@ struct model {
     tg_dtype dt;
     tg_params *params;
     tg_dense layer[3];
+    tg_conv2d_layer conv[2];
+    tg_batch_norm_layer bn[2];
+    tg_rng *drop;
     tg_sgd *opt;
     tg_tape *tape;
     void *x, *y;
@@ -125,7 +133,26 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
     tg_rng *rng = tg_rng_new(42);
     m->params = tg_params_new(dt);
     static const char *const names[3] = {"l1", "l2", "l3"};
-    for (int i = 0; i < 3; i++)
+    if (net->cnn) {
+        tg_conv_options pad1 = tg_conv_defaults();
+        pad1.padding[0] = pad1.padding[1] = 1;
+        bool ok = tg_conv2d_layer_init(&m->conv[0], m->params, "c1", 1, 32, 3, 3, &pad1, true,
+                                       rng) == TG_OK &&
+                  tg_batch_norm_layer_init(&m->bn[0], m->params, "bn1", 32) == TG_OK &&
+                  tg_conv2d_layer_init(&m->conv[1], m->params, "c2", 32, 64, 3, 3, &pad1, true,
+                                       rng) == TG_OK &&
+                  tg_batch_norm_layer_init(&m->bn[1], m->params, "bn2", 64) == TG_OK &&
+                  tg_dense_init(&m->layer[0], m->params, "l1", 3136, 128, TG_ACT_RELU,
+                                TG_EXAMPLES_AS_ROWS, rng) == TG_OK &&
+                  tg_dense_init(&m->layer[1], m->params, "l2", 128, 10, TG_ACT_IDENTITY,
+                                TG_EXAMPLES_AS_ROWS, rng) == TG_OK;
+        m->drop = tg_rng_new(7);
+        if (!ok) {
+            fprintf(stderr, "tg-bench: cnn init failed: %s\n", tg_params_error(m->params));
+            return -1;
+        }
+    }
+    for (int i = 0; i < 3 && !net->cnn; i++)
         if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
                           i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
             fprintf(stderr, "tg-bench: dense init failed\n");
@@ -167,9 +194,23 @@ model_step(struct model *m)
     const struct net *net = m->net;
     tg_tape *t = m->tape;
     tg_tape_reset(t);
-    tg_tensor *h = tg_tensor_wrap(t, m->dt, 2, (int64_t[]){net->batch, net->dims[0]}, m->x, "X");
-    for (int i = 0; i < 3; i++)
-        h = tg_dense_forward(t, &m->layer[i], h);
+    tg_tensor *h;
+    if (net->cnn) {
+        static const int64_t pool[2] = {2, 2};
+        h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, 1, 28, 28}, m->x, "X");
+        for (int i = 0; i < 2; i++) {
+            h = tg_conv2d_layer_forward(t, &m->conv[i], h);
+            h = tg_max_pool2d(t, tg_relu(t, tg_batch_norm_layer_forward(t, &m->bn[i], h)), pool,
+                              NULL, NULL);
+        }
+        h = tg_dropout(t, tg_reshape(t, h, 2, (int64_t[]){net->batch, 3136}), 0.25, m->drop);
+        h = tg_dropout(t, tg_dense_forward(t, &m->layer[0], h), 0.25, m->drop);
+        h = tg_dense_forward(t, &m->layer[1], h);
+    } else {
+        h = tg_tensor_wrap(t, m->dt, 2, (int64_t[]){net->batch, net->dims[0]}, m->x, "X");
+        for (int i = 0; i < 3; i++)
+            h = tg_dense_forward(t, &m->layer[i], h);
+    }
     tg_tensor *loss;
     if (net->loss == LOSS_XENT) {
         loss = tg_softmax_xent(t, h, m->labels, 1);
@@ -189,6 +230,11 @@ model_step(struct model *m)
 static double
 step_flops(const struct net *net)
 {
+    if (net->cnn) { /* multiply-adds x 2; conv1 needs no dx (its input is the data) */
+        double b = (double)net->batch, conv1 = b * 784 * 32 * 9, conv2 = b * 196 * 64 * 288;
+        double fc1 = b * 3136 * 128, fc2 = b * 128 * 10;
+        return 2 * (2 * conv1 + 3 * conv2 + 3 * fc1 + 3 * fc2);
+    }
     double f = 0;
     for (int i = 0; i < 3; i++) {
         double mac = (double)net->batch * (double)net->dims[i] * (double)net->dims[i + 1];
@@ -282,7 +328,7 @@ main(int argc, char **argv)
             min_time = atof(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] "
+                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn] [--dtypes f32,f64] "
                     "[--threads 1,2] [--reps N] [--min-time S]\n",
                     argv[0]);
             return 2;
