@@ -94,8 +94,10 @@ enum {
     TG_LOAD_CHECK_FINITE = 1u << 2,     /**< fail on NaN/Inf, naming the tensor and the index */
 };
 
-TG_API tg_state_dict *tg_state_dict_new(void); /**< NULL only when out of memory */
-TG_API void tg_state_dict_free(tg_state_dict *sd); /**< NULL is a no-op; borrowed objects stay */
+/** An empty state dict; NULL only when out of memory. */
+TG_API tg_state_dict *tg_state_dict_new(void);
+/** Free the state dict; NULL is a no-op; borrowed objects stay. */
+TG_API void tg_state_dict_free(tg_state_dict *sd);
 /** Status of the last failed call (TG_OK after a call that succeeded). */
 TG_API tg_status tg_state_dict_status(const tg_state_dict *sd);
 /** Message of the last failed call (NULL after a call that succeeded). */
@@ -153,21 +155,25 @@ typedef struct tg_checkpoint tg_checkpoint;
 /** Read and validate path. Never NULL except when out of memory: check
  * tg_checkpoint_status()/error() before use. */
 TG_API tg_checkpoint *tg_checkpoint_open(const char *path);
-TG_API void tg_checkpoint_free(tg_checkpoint *ck); /**< NULL is a no-op */
+/** Free the file's contents; NULL is a no-op. */
+TG_API void tg_checkpoint_free(tg_checkpoint *ck);
 /** The status of the open, or of the last tg_checkpoint_dtype, tg_checkpoint_data or
  * tg_checkpoint_read call (TG_OK after one that succeeded). */
 TG_API tg_status tg_checkpoint_status(const tg_checkpoint *ck);
-TG_API const char *tg_checkpoint_error(const tg_checkpoint *ck); /**< NULL when all is well */
+/** The message of the last failure; NULL when all is well. */
+TG_API const char *tg_checkpoint_error(const tg_checkpoint *ck);
 
 TG_API size_t tg_checkpoint_count(const tg_checkpoint *ck); /**< The number of tensors. */
-TG_API long tg_checkpoint_find(const tg_checkpoint *ck, const char *name); /**< index or -1 */
+/** The index of the tensor of that name, or -1. */
+TG_API long tg_checkpoint_find(const tg_checkpoint *ck, const char *name);
 TG_API const char *tg_checkpoint_name(const tg_checkpoint *ck, size_t i); /**< Tensor i's name. */
 /** Tensor i's safetensors dtype: "F32", "I8", ... */
 TG_API const char *tg_checkpoint_dtype_name(const tg_checkpoint *ck, size_t i);
 TG_API int tg_checkpoint_ndim(const tg_checkpoint *ck, size_t i); /**< Tensor i's rank. */
 /** Dim `axis` of tensor i (0 when out of range). */
 TG_API int64_t tg_checkpoint_dim(const tg_checkpoint *ck, size_t i, int axis);
-TG_API size_t tg_checkpoint_size(const tg_checkpoint *ck, size_t i); /**< elements */
+/** Tensor i's number of elements. */
+TG_API size_t tg_checkpoint_size(const tg_checkpoint *ck, size_t i);
 /** The tensor's dtype as a tg_dtype; TG_ERR_UNSUPPORTED (message on ck, naming the tensor and
  * its dtype) for anything but F32/F64. */
 TG_API tg_status tg_checkpoint_dtype(tg_checkpoint *ck, size_t i, tg_dtype *dt);

@@ -68,8 +68,8 @@ typedef struct tg_csv_options {
     int label_column;     /**< 0-based; -1 means the last column. Values: integers >= 0 */
 } tg_csv_options;
 
-TG_API tg_dataset *tg_dataset_new(void); /**< empty; NULL only when out of memory */
-TG_API void tg_dataset_free(tg_dataset *ds); /**< NULL is a no-op */
+TG_API tg_dataset *tg_dataset_new(void); /**< An empty data set; NULL only when out of memory. */
+TG_API void tg_dataset_free(tg_dataset *ds); /**< Free the data set; NULL is a no-op. */
 /** Status of the last failed call, or TG_OK after a call that succeeded. */
 TG_API tg_status tg_dataset_status(const tg_dataset *ds);
 /** Message of the last failed call, or NULL after a call that succeeded. */
@@ -91,8 +91,8 @@ TG_API tg_status tg_dataset_load_idx(tg_dataset *ds, const char *images_path,
  * labels that are not integers >= 0, NUL bytes. opt may be NULL. */
 TG_API tg_status tg_dataset_load_csv(tg_dataset *ds, const char *path, const tg_csv_options *opt);
 
-TG_API size_t tg_dataset_count(const tg_dataset *ds);    /**< number of examples */
-TG_API size_t tg_dataset_features(const tg_dataset *ds); /**< values per example */
+TG_API size_t tg_dataset_count(const tg_dataset *ds);    /**< The number of examples. */
+TG_API size_t tg_dataset_features(const tg_dataset *ds); /**< Values per example. */
 /** Rank of one example's shape (2 for 28x28 MNIST images, 1 for a CSV row). */
 TG_API int tg_dataset_ndim(const tg_dataset *ds);
 /** Dim `axis` of one example's shape (28 and 28 for MNIST images, the column count for CSV);
@@ -125,7 +125,8 @@ typedef struct tg_batch {
  * reason goes to *err when err is not NULL. The first epoch starts shuffled. */
 TG_API tg_batcher *tg_batcher_new(const tg_dataset *ds, size_t batch_size, tg_layout layout,
                                   bool drop_last, tg_rng *rng, const char **err);
-TG_API void tg_batcher_free(tg_batcher *b); /**< NULL is a no-op */
+/** Free the batcher (not its data set or rng); NULL is a no-op. */
+TG_API void tg_batcher_free(tg_batcher *b);
 /** Fill *out with the next batch and return true; false at the end of the epoch (then call
  * tg_batcher_reset). The batch's buffers belong to the batcher and stay valid until the next
  * call. */

@@ -79,7 +79,8 @@ TG_API tg_mpi *tg_mpi_new(MPI_Comm comm, const tg_mpi_options *opt);
 TG_API void tg_mpi_free(tg_mpi *m);
 /** The status of the last collective call (TG_OK after one that succeeded). */
 TG_API tg_status tg_mpi_status(const tg_mpi *m);
-TG_API const char *tg_mpi_error(const tg_mpi *m); /**< NULL when the last call succeeded */
+/** The message of the last collective call; NULL when it succeeded. */
+TG_API const char *tg_mpi_error(const tg_mpi *m);
 TG_API int tg_mpi_rank(const tg_mpi *m);          /**< This rank; -1 for NULL */
 TG_API int tg_mpi_size(const tg_mpi *m);          /**< The number of ranks; 0 for NULL */
 

@@ -65,12 +65,12 @@ TG_API tg_tensor *tg_custom(tg_tape *t, const tg_op *op, tg_tensor *const *input
 
 TG_API const tg_op *tg_node_op(const tg_node *n);   /**< The op the node runs. */
 TG_API int tg_node_input_count(const tg_node *n);   /**< The number of inputs. */
-TG_API tg_tensor *tg_node_input(const tg_node *n, int i); /**< NULL when out of range */
+TG_API tg_tensor *tg_node_input(const tg_node *n, int i); /**< Input i; NULL when out of range */
 TG_API tg_tensor *tg_node_output(const tg_node *n); /**< The node's output tensor. */
 TG_API void *tg_node_ctx(const tg_node *n);         /**< The ctx given to tg_custom. */
 /** The node's scratch (tg_op.scratch_size bytes, kept between forward and vjp). */
 TG_API void *tg_node_scratch(const tg_node *n);
-TG_API size_t tg_node_index(const tg_node *n); /**< position on the tape */
+TG_API size_t tg_node_index(const tg_node *n); /**< The node's position on the tape. */
 /** Record an error on the node's tape, prefixed with the op's name and the node's index;
  * returns s (TG_ERR_OP when s is TG_OK). */
 TG_API tg_status tg_node_fail(tg_node *n, tg_status s, const char *fmt, ...)
@@ -81,8 +81,10 @@ TG_API tg_status tg_node_fail(tg_node *n, tg_status s, const char *fmt, ...)
 
 /** The number of built-in ops, which come in a fixed order (for tools that sweep every op). */
 TG_API size_t tg_builtin_op_count(void);
-TG_API const tg_op *tg_builtin_op(size_t i);               /**< NULL when out of range */
-TG_API const tg_op *tg_builtin_op_find(const char *name); /**< NULL when unknown */
+/** Built-in op i; NULL when out of range. */
+TG_API const tg_op *tg_builtin_op(size_t i);
+/** The built-in op of that name; NULL when unknown. */
+TG_API const tg_op *tg_builtin_op_find(const char *name);
 
 /** Walking a recorded tape (for tools: checkers, exporters): node i, NULL when out of range. */
 TG_API tg_node *tg_tape_node(const tg_tape *t, size_t i);

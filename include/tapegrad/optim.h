@@ -129,7 +129,8 @@ typedef struct tg_optim tg_optim;
  * valid until the next failing call in the same thread). p is borrowed and must outlive the
  * optimizer. */
 TG_API tg_optim *tg_optim_new(tg_params *p, const tg_optim_options *opt, const char **err);
-TG_API void tg_optim_free(tg_optim *o); /**< NULL is a no-op */
+/** Free the optimizer and its state (not the parameters); NULL is a no-op. */
+TG_API void tg_optim_free(tg_optim *o);
 /** The last failure's message, or NULL when the last call succeeded. Owned by o. */
 TG_API const char *tg_optim_error(const tg_optim *o);
 
@@ -163,8 +164,10 @@ TG_API double tg_optim_last_grad_norm(const tg_optim *o);
  * the step count is a float64 scalar (exact for any count below 2^53).
  * @{ */
 TG_API size_t tg_optim_state_count(const tg_optim *o); /**< The number of state slots. */
-TG_API const char *tg_optim_state_name(const tg_optim *o, size_t i); /**< NULL out of range */
-TG_API tg_params *tg_optim_state(tg_optim *o, size_t i);             /**< NULL out of range */
+/** The name of state slot i ("velocity", "m", "v"); NULL out of range. */
+TG_API const char *tg_optim_state_name(const tg_optim *o, size_t i);
+/** The parameter set of state slot i; NULL out of range. */
+TG_API tg_params *tg_optim_state(tg_optim *o, size_t i);
 /** The step counter's storage (a double holding a whole number), for raw checkpoint buffers. */
 TG_API double *tg_optim_steps_buffer(tg_optim *o);
 

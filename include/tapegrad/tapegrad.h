@@ -95,7 +95,7 @@ typedef enum tg_status {
 TG_API const char *tg_status_string(tg_status s);
 /** Bytes per element: 4 for TG_F32, 8 for TG_F64, 0 for anything else. */
 TG_API size_t tg_dtype_size(tg_dtype dt);
-/** "f32" / "f64" */
+/** "f32" / "f64" ("unknown dtype" for anything else). */
 TG_API const char *tg_dtype_name(tg_dtype dt);
 /** @} */
 
@@ -121,7 +121,7 @@ TG_API void tg_set_allocator(const tg_allocator *a);
  * An explicit, seeded generator so the same seed gives the same run bit for bit.
  * @{ */
 TG_API tg_rng *tg_rng_new(uint64_t seed); /**< A new generator; NULL only when out of memory. */
-TG_API void tg_rng_free(tg_rng *r);       /**< NULL is a no-op. */
+TG_API void tg_rng_free(tg_rng *r);       /**< Free the generator; NULL is a no-op. */
 TG_API uint64_t tg_rng_u64(tg_rng *r);    /**< The next 64 random bits. */
 TG_API double tg_rng_uniform(tg_rng *r); /**< Uniform in [0, 1). */
 TG_API double tg_rng_normal(tg_rng *r);  /**< Standard normal (Box-Muller). */
@@ -138,10 +138,12 @@ TG_API double tg_rng_normal(tg_rng *r);  /**< Standard normal (Box-Muller). */
  * @{ */
 TG_API tg_tape *tg_tape_new(void);         /**< A new tape; NULL only when out of memory. */
 TG_API void tg_tape_reset(tg_tape *t);     /**< Forget nodes, clear the error, keep the memory. */
-TG_API void tg_tape_free(tg_tape *t);      /**< NULL is a no-op. */
+/** Free the tape and every tensor on it; NULL is a no-op. */
+TG_API void tg_tape_free(tg_tape *t);
 /** TG_OK, or the status of the tape's first error (TG_ERR_ARG for a NULL tape). */
 TG_API tg_status tg_tape_status(const tg_tape *t);
-TG_API const char *tg_tape_error(const tg_tape *t); /**< First error, or NULL when all is well. */
+/** The first error's message, or NULL when all is well. */
+TG_API const char *tg_tape_error(const tg_tape *t);
 /** Number of nodes (ops) recorded since the last reset. */
 TG_API size_t tg_tape_node_count(const tg_tape *t);
 /** Bytes the tape's arena holds (in use or free), for memory reports. */
@@ -197,9 +199,10 @@ TG_API void tg_tensor_set_requires_grad(tg_tensor *x, bool on);
 
 TG_API tg_dtype tg_tensor_dtype(const tg_tensor *x); /**< The element type. */
 TG_API int tg_tensor_ndim(const tg_tensor *x);       /**< The number of dimensions. */
-TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis); /**< 0 when axis is out of range */
-TG_API size_t tg_tensor_size(const tg_tensor *x);           /**< number of elements */
-TG_API const char *tg_tensor_name(const tg_tensor *x);      /**< NULL when unnamed or stale */
+/** The size of dimension axis; 0 when axis is out of range. */
+TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis);
+TG_API size_t tg_tensor_size(const tg_tensor *x);      /**< The number of elements. */
+TG_API const char *tg_tensor_name(const tg_tensor *x); /**< The name; NULL when unnamed or stale */
 /** "(3x4)"-style shape text into buf (always NUL-terminated); returns buf. */
 TG_API char *tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size);
 /** Raw element storage (float* or double* by dtype); NULL for the nil tensor or a stale one. */
@@ -235,7 +238,8 @@ TG_API tg_status tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, dou
 /** An empty parameter set of dtype dt; NULL only when out of memory (or when dt is neither
  * TG_F32 nor TG_F64). */
 TG_API tg_params *tg_params_new(tg_dtype dt);
-TG_API void tg_params_free(tg_params *p);     /**< NULL is a no-op. */
+/** Free the set and its parameters; NULL is a no-op. */
+TG_API void tg_params_free(tg_params *p);
 /** A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
  * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8.
  * A refused call is atomic: tg_params_add, and every layer helper (tg_dense_init), either
@@ -248,13 +252,15 @@ TG_API void tg_params_free(tg_params *p);     /**< NULL is a no-op. */
 TG_API tg_tensor *tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims);
 /** TG_OK, or the status of the first refusal (see tg_params_add). */
 TG_API tg_status tg_params_status(const tg_params *p);
-TG_API const char *tg_params_error(const tg_params *p); /**< NULL when all is well. */
+/** The first refusal's message; NULL when all is well. */
+TG_API const char *tg_params_error(const tg_params *p);
 /** Forget the recorded refusal (status back to TG_OK); the parameters are not touched. NULL is
  * a no-op. */
 TG_API void tg_params_clear_error(tg_params *p);
 TG_API tg_dtype tg_params_dtype(const tg_params *p);  /**< The dtype of every parameter. */
 TG_API size_t tg_params_count(const tg_params *p);    /**< The number of parameters. */
-TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i); /**< NULL when out of range */
+/** Parameter i, in the order of addition; NULL when out of range. */
+TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i);
 /** The parameter (or buffer) of that name, or NULL when there is none. */
 TG_API tg_tensor *tg_params_find(const tg_params *p, const char *name);
 /** Total number of scalar values over all parameters. */
@@ -658,7 +664,8 @@ typedef struct tg_sgd_options {
 /** An optimizer over p. NULL on bad options or out of memory; the reason goes to *err if err
  * is not NULL. */
 TG_API tg_sgd *tg_sgd_new(tg_params *p, const tg_sgd_options *opt, const char **err);
-TG_API void tg_sgd_free(tg_sgd *s); /**< NULL is a no-op. */
+/** Free the optimizer (not the parameters); NULL is a no-op. */
+TG_API void tg_sgd_free(tg_sgd *s);
 /** One update of every parameter from its gradient, then gradients are zeroed. */
 TG_API tg_status tg_sgd_step(tg_sgd *s);
 /** Change the learning rate η; TG_ERR_ARG and nothing changes when lr is not finite and >= 0. */
