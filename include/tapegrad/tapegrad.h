@@ -238,7 +238,7 @@ TG_API tg_status tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, dou
 /** An empty parameter set of dtype dt; NULL only when out of memory (or when dt is neither
  * TG_F32 nor TG_F64). */
 TG_API tg_params *tg_params_new(tg_dtype dt);
-/** Free the set and its parameters; NULL is a no-op. */
+/** Free the set, its parameters and its buffers; NULL is a no-op. */
 TG_API void tg_params_free(tg_params *p);
 /** A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
  * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8.
