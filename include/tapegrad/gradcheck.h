@@ -1,28 +1,29 @@
-/*
+/**
+ * @file
  * Gradient checking: is every VJP rule right, and if not, which one is wrong?
  *
  * Three checks, all of which work on built-in and custom ops alike:
  *
- *   tg_gradcheck()         whole graph: the engine's gradient of a scalar function against
- *                          central finite differences in float64, element by element, with a
- *                          report per input tensor (max abs/rel error, the worst element).
- *   tg_gradcheck_nodes()   node-local: every node of a recorded tape is re-run on its own and
- *                          its VJP compared with its forward through the adjoint (dot-product)
- *                          test ⟨v, J·u⟩ = ⟨VJPᵀ(v), u⟩ and, for small nodes, the full
- *                          Jacobian. Names the node whose rule is wrong.
- *   tg_gradcheck_taylor()  tolerance-free: the Taylor remainder |f(x+h·d) − f(x) − h⟨∇f, d⟩|
- *                          must shrink like h² (observed order ≈ 2); a wrong gradient shows ≈ 1.
+ * - tg_gradcheck(): whole graph: the engine's gradient of a scalar function against
+ *   central finite differences in float64, element by element, with a
+ *   report per input tensor (max abs/rel error, the worst element).
+ * - tg_gradcheck_nodes(): node-local: every node of a recorded tape is re-run on its own and
+ *   its VJP compared with its forward through the adjoint (dot-product)
+ *   test ⟨v, J·u⟩ = ⟨VJPᵀ(v), u⟩ and, for small nodes, the full
+ *   Jacobian. Names the node whose rule is wrong.
+ * - tg_gradcheck_taylor(): tolerance-free: the Taylor remainder |f(x+h·d) − f(x) − h⟨∇f, d⟩|
+ *   must shrink like h² (observed order ≈ 2); a wrong gradient shows ≈ 1.
  *
  * The function to check is a callback that records the graph on the tape it is given, from
  * the input tensors it is given, and returns a one-element tensor:
  *
- *   static tg_tensor *
- *   loss_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
- *   {
- *       // in[0] = W, in[1] = b, in[2] = X, in[3] = Y, as passed to tg_gradcheck
- *       tg_tensor *a = tg_tanh(t, tg_add(t, tg_matmul(t, in[0], in[2]), in[1]));
- *       return tg_mse_half(t, a, in[3], 1);
- *   }
+ *     static tg_tensor *
+ *     loss_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+ *     {
+ *         // in[0] = W, in[1] = b, in[2] = X, in[3] = Y, as passed to tg_gradcheck
+ *         tg_tensor *a = tg_tanh(t, tg_add(t, tg_matmul(t, in[0], in[2]), in[1]));
+ *         return tg_mse_half(t, a, in[3], 1);
+ *     }
  *
  * The checker runs it many times on a private tape, in float64 whatever the dtype of the
  * tensors passed in (a float32 graph is re-run in float64, so that finite differences are
@@ -34,9 +35,9 @@
  * the layer whose tensors are the callback's inputs, since the checker differentiates and
  * perturbs its own float64 copies of what it was given, not the parameters themselves:
  *
- *   tg_dense l = *layer;                    // ctx points at the model's layer
- *   l.weight = in[0], l.bias = in[1];       // as passed: inputs = {W, b, X}
- *   return tg_sum(t, tg_square(t, tg_dense_forward(t, &l, in[2])));
+ *     tg_dense l = *layer;                    // ctx points at the model's layer
+ *     l.weight = in[0], l.bias = in[1];       // as passed: inputs = {W, b, X}
+ *     return tg_sum(t, tg_square(t, tg_dense_forward(t, &l, in[2])));
  *
  * A callback that reads a checked parameter itself (tg_dense_forward(t, layer, x) on the
  * model's layer) would compare a gradient of zero with differences of zero; the check refuses
@@ -58,158 +59,220 @@
 extern "C" {
 #endif
 
-/* Records a scalar function of the inputs on t and returns it (a one-element tensor). */
+/** Records a scalar function of the inputs on t and returns it (a one-element tensor). */
 typedef tg_tensor *(*tg_gradcheck_fn)(tg_tape *t, tg_tensor *const *inputs, void *ctx);
 
+/** Options of the three checks (tg_gradcheck_defaults, or NULL, for the defaults). */
 typedef struct tg_gradcheck_options {
-    /* Central-difference step in float64, finite and > 0. Default 1e-6. */
+    /** Central-difference step in float64, finite and > 0. Default 1e-6. */
     double eps;
-    /* An element passes when |analytic − numeric| <= atol + rtol·|numeric| (PyTorch's rule).
+    /** An element passes when |analytic − numeric| <= atol + rtol·|numeric| (PyTorch's rule).
      * Finite and >= 0. Defaults 1e-5 and 1e-3. */
     double atol, rtol;
-    /* Per input (n_inputs flags): differentiate and check with respect to it. NULL: all.
+    /** @var tg_gradcheck_options::rtol
+     * The relative tolerance of that rule (see atol), finite and >= 0. Default 1e-3. */
+    /** Per input (n_inputs flags): differentiate and check with respect to it. NULL: all.
      * Inputs not checked are constants (targets, data). tg_gradcheck and tg_gradcheck_taylor. */
     const bool *wrt;
-    /* At most this many elements per tensor, a random subset (seeded) of larger tensors.
+    /** At most this many elements per tensor, a random subset (seeded) of larger tensors.
      * >= 1; SIZE_MAX (the default) checks every element. */
     size_t max_elements;
-    /* Seeds the element subset, the probe vectors and the Taylor direction. */
+    /** Seeds the element subset, the probe vectors and the Taylor direction. */
     uint64_t seed;
 
     /* Node-local check. */
-    int probes;          /* random (u, v) pairs per node input, >= 1. Default 3 */
-    size_t jacobian_max; /* full Jacobian when out × in elements <= this (0: never). 256 */
-    /* Float32 custom nodes are checked in float32 (their forward may not run in float64) with
+    int probes;          /**< node-local check: random (u, v) pairs per node input, >= 1.
+                          * Default 3 */
+    size_t jacobian_max; /**< node-local check: full Jacobian when out × in elements <= this
+                          * (0: never). 256 */
+    /** Float32 custom nodes are checked in float32 (their forward may not run in float64) with
      * this step and these tolerances. Float32 central differences with h = 2^-8 on O(1) values
      * carry errors of about ε32·|F|/h ≈ 1.5e-5·|F| (round-off) + h²·|F'''|/6 ≈ 2.5e-6·|F'''|
      * (truncation), so the defaults 2^-8, 1e-3, 1e-2 leave two orders of margin; scale them
      * with your values. */
     double eps_f32, atol_f32, rtol_f32;
-    /* Custom ops whose forward and VJP handle both dtypes: promote float32 nodes to float64 like
+    /** @var tg_gradcheck_options::atol_f32
+     * The absolute tolerance for float32 custom nodes (see eps_f32). Default 1e-3. */
+    /** @var tg_gradcheck_options::rtol_f32
+     * The relative tolerance for float32 custom nodes (see eps_f32). Default 1e-2. */
+    /** Custom ops whose forward and VJP handle both dtypes: promote float32 nodes to float64 like
      * built-ins (more precise). Default false. */
     bool promote_custom;
 } tg_gradcheck_options;
 
-/* The defaults above. Passing NULL options to a check means the same. */
+/** The defaults above. Passing NULL options to a check means the same. */
 TG_API tg_gradcheck_options tg_gradcheck_defaults(void);
 
-/* ---------------------------------------------------------------------------------------
- * Whole-graph check.
- */
+/* --------------------------------------------------------------------------------------- */
+/** @name Whole-graph check
+ * @{ */
+/** The whole-graph check's result for one checked input tensor. */
 typedef struct tg_gradcheck_tensor {
-    const char *name;   /* the input's name, or "input <k>" (owned by the report) */
-    char shape[48];     /* "(3x4)" */
-    int input;          /* position in the inputs */
-    size_t size;        /* elements in the tensor */
-    size_t checked;     /* elements compared (size, or max_elements of them) */
-    size_t failures;    /* elements that failed atol + rtol·|numeric| */
-    size_t kinks;       /* elements at a non-differentiable point (neither passed nor failed) */
-    double max_abs_err; /* max |analytic − numeric| over the compared, differentiable elements */
-    double max_rel_err; /* max |analytic − numeric| / max(|analytic|, |numeric|) (0 when both 0) */
-    /* The worst element: largest |a − n| / (atol + rtol·|n|). */
-    size_t worst_index; /* flat, row-major */
-    char worst_at[48];  /* the same as "[i,j]" */
+    const char *name;   /**< the input's name, or "input <k>" (owned by the report) */
+    char shape[48];     /**< "(3x4)" */
+    int input;          /**< position in the inputs */
+    size_t size;        /**< elements in the tensor */
+    size_t checked;     /**< elements compared (size, or max_elements of them) */
+    size_t failures;    /**< elements that failed atol + rtol·|numeric| */
+    size_t kinks;       /**< elements at a non-differentiable point (neither passed nor failed) */
+    double max_abs_err; /**< max |analytic − numeric| over the compared, differentiable elements */
+    /** max |analytic − numeric| / max(|analytic|, |numeric|) (0 when both 0) */
+    double max_rel_err;
+    /** The worst element: largest |a − n| / (atol + rtol·|n|). Its index, flat, row-major. */
+    size_t worst_index;
+    char worst_at[48];  /**< the same as "[i,j]" */
+    /** The worst element's analytic gradient (the engine's). */
     double worst_analytic, worst_numeric;
-    /* The first non-differentiable point: one-sided slopes (f(x) − f(x−eps))/eps, (f(x+eps) −
+    /** @var tg_gradcheck_tensor::worst_numeric
+     * The worst element's numeric gradient (central differences). */
+    /** The first non-differentiable point: one-sided slopes (f(x) − f(x−eps))/eps, (f(x+eps) −
      * f(x))/eps disagree by more than the tolerance and the analytic value lies between them
-     * (a subgradient, e.g. relu at 0). */
+     * (a subgradient, e.g. relu at 0). Its index, flat, row-major. */
     size_t kink_index;
-    char kink_at[48];
+    char kink_at[48]; /**< the same as "[i,j]" */
+    /** The first non-differentiable point's left slope (f(x) − f(x−eps))/eps. */
     double kink_left, kink_right, kink_analytic;
-    bool pass;
+    /** @var tg_gradcheck_tensor::kink_right
+     * The first non-differentiable point's right slope (f(x+eps) − f(x))/eps. */
+    /** @var tg_gradcheck_tensor::kink_analytic
+     * The analytic gradient at the first non-differentiable point (between the two slopes). */
+    bool pass; /**< no compared element failed (kinks excepted) */
 } tg_gradcheck_tensor;
 
+/** The whole-graph check's report (tg_gradcheck). */
 typedef struct tg_gradcheck_report {
-    /* TG_OK: every compared element passed (kinks excepted); TG_ERR_CHECK: a mismatch;
+    /** TG_OK: every compared element passed (kinks excepted); TG_ERR_CHECK: a mismatch;
      * anything else: the check could not run, and message says why. */
     tg_status status;
-    bool pass;
-    char message[512];
-    double value;         /* f at the point, in float64 */
+    bool pass;            /**< status is TG_OK */
+    char message[512];    /**< a one-line summary, or why the check could not run */
+    double value;         /**< f at the point, in float64 */
     double eps, atol, rtol;
-    size_t n_tensors;     /* checked inputs */
-    tg_gradcheck_tensor *tensors;
+    /** @var tg_gradcheck_report::eps
+     * The central-difference step used. */
+    /** @var tg_gradcheck_report::atol
+     * The absolute tolerance used. */
+    /** @var tg_gradcheck_report::rtol
+     * The relative tolerance used. */
+    size_t n_tensors;     /**< checked inputs */
+    tg_gradcheck_tensor *tensors; /**< n_tensors results, one per checked input */
 } tg_gradcheck_report;
 
-/* Compare the gradient of fn at `inputs` (their current values; tape tensors or parameters of
+/** Compare the gradient of fn at `inputs` (their current values; tape tensors or parameters of
  * either dtype; only read) with central differences. Fills *report (free it with
  * tg_gradcheck_report_free, also after an error) and returns report->status. */
 TG_API tg_status tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
                               int n_inputs, const tg_gradcheck_options *opt,
                               tg_gradcheck_report *report);
-/* Prints the verdict and the tensors that failed or met a non-differentiable point; every
+/** Prints the verdict and the tensors that failed or met a non-differentiable point; every
  * tensor when verbose. */
 TG_API void tg_gradcheck_report_print(const tg_gradcheck_report *report, FILE *out,
                                       bool verbose);
-TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report); /* NULL is a no-op */
+/** Free what the report holds. NULL is a no-op. */
+TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
+/* --------------------------------------------------------------------------------------- */
+/** @name Node-local check
  * Node-local check of a recorded tape (after the forward pass; backward need not have run).
  *
  * Each node is re-recorded alone on a private tape from copies of its inputs (the caller's
  * tape, its data and its gradients are never touched) and its VJP compared with its forward:
- *   - adjoint test, per input k that requires a gradient and per probe: random v (output
- *     shape) and u (input shape; the first probe uses u = VJP_k(v) itself, so a rule off by a
- *     sign or a factor cannot hide in cancellation): ⟨v, F(x + h·u) − F(x − h·u)⟩ against
- *     ⟨VJP_k(v), Δx⟩, Δx the exact difference of the two perturbed points; they must agree to
- *     atol·2h + rtol·S, S the sum of the absolute terms of the two dot products;
- *   - full Jacobian when out × in elements <= jacobian_max: every column by central
- *     differences, every row by the VJP of a one-hot v, compared entry by entry.
+ * - adjoint test, per input k that requires a gradient and per probe: random v (output
+ *   shape) and u (input shape; the first probe uses u = VJP_k(v) itself, so a rule off by a
+ *   sign or a factor cannot hide in cancellation): ⟨v, F(x + h·u) − F(x − h·u)⟩ against
+ *   ⟨VJP_k(v), Δx⟩, Δx the exact difference of the two perturbed points; they must agree to
+ *   atol·2h + rtol·S, S the sum of the absolute terms of the two dot products;
+ * - full Jacobian when out × in elements <= jacobian_max: every column by central
+ *   differences, every row by the VJP of a one-hot v, compared entry by entry.
+ *
  * Float64 nodes, and float32 nodes of built-in ops, are differenced in float64 (the float32
  * VJP that actually ran is compared with a float64 forward); float32 custom nodes in float32
  * with eps_f32/atol_f32/rtol_f32, unless promote_custom is set.
- */
+ * @{ */
+/** The node-local check's verdict on one node. */
 typedef enum tg_node_verdict {
-    TG_NODE_PASS = 0,
-    TG_NODE_FAIL,    /* the VJP disagrees with the forward */
-    TG_NODE_KINK,    /* at a non-differentiable point: not judged */
-    TG_NODE_SKIPPED, /* no input requires a gradient: backward never runs this VJP */
-    TG_NODE_ERROR,   /* re-running the node failed (message) */
+    TG_NODE_PASS = 0, /**< the VJP agrees with the forward */
+    TG_NODE_FAIL,    /**< the VJP disagrees with the forward */
+    TG_NODE_KINK,    /**< at a non-differentiable point: not judged */
+    TG_NODE_SKIPPED, /**< no input requires a gradient: backward never runs this VJP */
+    TG_NODE_ERROR,   /**< re-running the node failed (message) */
 } tg_node_verdict;
 
+/** The node-local check's result for one tape node. */
 typedef struct tg_gradcheck_node {
-    size_t index;      /* position on the tape */
-    const char *op;    /* op name (owned by the report) */
-    const char *output;/* the output's name, or <op#index> */
-    const char *inputs;/* each input's name and shape, e.g. `"W1" (6x4), <tanh#2> (4x8)` */
-    tg_dtype dtype;    /* the node's dtype (its VJP ran in it) */
-    tg_dtype fd_dtype; /* dtype of the finite differences */
-    bool full_jacobian;
-    tg_node_verdict verdict;
-    int worst_input;   /* input slot with the largest error (-1: none) */
-    double max_abs_err;/* adjoint test: |⟨v,ΔF⟩ − ⟨VJP(v),Δx⟩| / 2h; Jacobian: per entry */
-    double max_rel_err;/* the same over S / max(|a|, |n|) */
-    /* Worst Jacobian entry (full_jacobian): d out[jac_row] / d input[jac_input][jac_col]. */
+    size_t index;      /**< position on the tape */
+    const char *op;    /**< op name (owned by the report) */
+    const char *output;/**< the output's name, or `<op#index>` */
+    const char *inputs;/**< each input's name and shape, e.g. `"W1" (6x4), <tanh#2> (4x8)` */
+    tg_dtype dtype;    /**< the node's dtype (its VJP ran in it) */
+    tg_dtype fd_dtype; /**< dtype of the finite differences */
+    bool full_jacobian; /**< the full Jacobian was compared too (see jacobian_max) */
+    tg_node_verdict verdict; /**< pass, fail, kink, skipped or error */
+    int worst_input;   /**< input slot with the largest error (-1: none) */
+    double max_abs_err;/**< adjoint test: |⟨v,ΔF⟩ − ⟨VJP(v),Δx⟩| / 2h; Jacobian: per entry */
+    double max_rel_err;/**< the same over S / max(|a|, |n|) */
+    /** Worst Jacobian entry (full_jacobian): d out[jac_row] / d input[jac_input][jac_col]. The
+     * input slot. */
     int jac_input;
+    /** The worst Jacobian entry's row (an element of the output). */
     size_t jac_row, jac_col;
+    /** @var tg_gradcheck_node::jac_col
+     * The worst Jacobian entry's column (an element of input jac_input). */
+    /** The worst Jacobian entry from the VJP. */
     double jac_analytic, jac_numeric;
-    double eps, atol, rtol; /* what this node was checked with */
-    char message[320];
+    /** @var tg_gradcheck_node::jac_numeric
+     * The worst Jacobian entry from central differences. */
+    /** What this node was checked with: the step. */
+    double eps, atol, rtol;
+    /** @var tg_gradcheck_node::atol
+     * What this node was checked with: the absolute tolerance. */
+    /** @var tg_gradcheck_node::rtol
+     * What this node was checked with: the relative tolerance. */
+    char message[320]; /**< what failed, or why the node could not run */
 } tg_gradcheck_node;
 
+/** The node-local check's report (tg_gradcheck_nodes). */
 typedef struct tg_nodecheck_report {
-    tg_status status;  /* TG_OK, TG_ERR_CHECK (a node failed), or why it could not run */
-    bool pass;
-    char message[512];
-    size_t n_nodes;
+    /** TG_OK, TG_ERR_CHECK (a node failed), TG_ERR_OP (a node could not be re-run), or why it
+     * could not run */
+    tg_status status;
+    bool pass;         /**< no node failed and every node could be re-run */
+    char message[512]; /**< a one-line summary naming the first failing node */
+    size_t n_nodes;    /**< nodes checked: every node of the tape */
+    /** Nodes with the verdict TG_NODE_FAIL. */
     size_t n_failed, n_kinks, n_skipped, n_errors;
-    tg_gradcheck_node *nodes; /* one per tape node, in tape order */
+    /** @var tg_nodecheck_report::n_kinks
+     * Nodes with the verdict TG_NODE_KINK. */
+    /** @var tg_nodecheck_report::n_skipped
+     * Nodes with the verdict TG_NODE_SKIPPED. */
+    /** @var tg_nodecheck_report::n_errors
+     * Nodes with the verdict TG_NODE_ERROR. */
+    tg_gradcheck_node *nodes; /**< one per tape node, in tape order */
 } tg_nodecheck_report;
 
+/** Check every node of t (see above). Fills *report (free it with tg_nodecheck_report_free)
+ * and returns report->status. */
 TG_API tg_status tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt,
                                     tg_nodecheck_report *report);
-/* Prints the failing nodes (all nodes when verbose). */
+/** Prints the failing nodes (all nodes when verbose). */
 TG_API void tg_nodecheck_report_print(const tg_nodecheck_report *report, FILE *out,
                                       bool verbose);
-TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report); /* NULL is a no-op */
+/** Free what the report holds. NULL is a no-op. */
+TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
+/* --------------------------------------------------------------------------------------- */
+/** @name Taylor test
  * Taylor test, in float64 along one random direction d (seeded, over the checked inputs):
- *   r(h) = |f(x + h·d) − f(x) − h·⟨∇f, d⟩|,  h = 2^-1 … 2^-TG_TAYLOR_STEPS,
- *   order_k = log2(r(h_k) / r(h_k+1)).
+ *
+ *     r(h) = |f(x + h·d) − f(x) − h·⟨∇f, d⟩|,  h = 2^-1 … 2^-TG_TAYLOR_STEPS,
+ *     order_k = log2(r(h_k) / r(h_k+1)).
+ *
  * A correct gradient leaves r = O(h²), a wrong one r ≈ h·|⟨∇f − g, d⟩| = O(h). Orders count
  * where both remainders are above the round-off floor 2^10·ε·(|f| + M + Σ|∂f/∂x_i·x_i| +
- * h·Σ|∂f/∂x_i·d_i|), M the largest magnitude on the tape; where r falls from above the floor to below it faster than h² could
+ * h·Σ|∂f/∂x_i·d_i|), M the largest magnitude on the tape; where r falls from above the floor
+ * to below it faster than h² could
  * (f affine along d from there on, e.g. past a relu kink crossed at larger h), the order is
  * the lower bound log2(r_k / floor) and to_roundoff[k] is set. The observed order is the
  * median of the TG_TAYLOR_WINDOW smallest-h counted orders, or that bound alone when the
@@ -225,30 +288,38 @@ TG_API void tg_nodecheck_report_free(tg_nodecheck_report *report); /* NULL is a 
  * TG_TAYLOR_WINDOW resolved orders and not of all of them. A wrong gradient gives orders near 1
  * at the smallest h too. Read the verdict and the orders it used (starred in the verbose
  * table), not the rows above them.
- */
-#define TG_TAYLOR_STEPS 30
-#define TG_TAYLOR_WINDOW 4
+ * @{ */
+#define TG_TAYLOR_STEPS 30 /**< step sizes h = 2^-1 … 2^-30 */
+#define TG_TAYLOR_WINDOW 4 /**< counted orders whose median is the observed order */
 
+/** The Taylor test's report (tg_gradcheck_taylor). */
 typedef struct tg_taylor_report {
-    tg_status status; /* TG_OK, TG_ERR_CHECK (order below 1.5), or why it could not run */
-    bool pass;
-    char message[512];
-    double value, slope;           /* f(x), ⟨∇f, d⟩ */
-    double h[TG_TAYLOR_STEPS];
-    double remainder[TG_TAYLOR_STEPS];
-    double order[TG_TAYLOR_STEPS]; /* order[k] from h[k] to h[k+1]; NaN when unresolved */
-    bool to_roundoff[TG_TAYLOR_STEPS]; /* order[k] is a lower bound: r fell to round-off */
-    bool used[TG_TAYLOR_STEPS];    /* in the window that decided */
-    double observed_order;
+    tg_status status; /**< TG_OK, TG_ERR_CHECK (order below 1.5), or why it could not run */
+    bool pass;        /**< status is TG_OK */
+    char message[512]; /**< a one-line summary, or why the test could not run */
+    /** f(x) */
+    double value, slope;
+    /** @var tg_taylor_report::slope
+     * ⟨∇f, d⟩ */
+    double h[TG_TAYLOR_STEPS];         /**< the steps, 2^-1 … 2^-TG_TAYLOR_STEPS */
+    double remainder[TG_TAYLOR_STEPS]; /**< r(h[k]) */
+    double order[TG_TAYLOR_STEPS]; /**< order[k] from h[k] to h[k+1]; NaN when unresolved */
+    bool to_roundoff[TG_TAYLOR_STEPS]; /**< order[k] is a lower bound: r fell to round-off */
+    bool used[TG_TAYLOR_STEPS];    /**< in the window that decided */
+    double observed_order; /**< the median of the window (NaN when no order was resolved) */
 } tg_taylor_report;
 
+/** Run the Taylor test on fn at `inputs` (as tg_gradcheck). Fills *report and returns
+ * report->status. */
 TG_API tg_status tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
                                      int n_inputs, const tg_gradcheck_options *opt,
                                      tg_taylor_report *report);
-/* Prints the verdict and the orders that decided it; the whole table (h, remainder, order
+/** Prints the verdict and the orders that decided it; the whole table (h, remainder, order
  * for every step, the deciding ones starred) when verbose. */
 TG_API void tg_taylor_report_print(const tg_taylor_report *report, FILE *out, bool verbose);
-TG_API void tg_taylor_report_free(tg_taylor_report *report); /* NULL is a no-op */
+/** Free what the report holds. NULL is a no-op. */
+TG_API void tg_taylor_report_free(tg_taylor_report *report);
+/** @} */
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * Run-time settings: threads and the matrix-multiply kernel in use.
  *
  * Threads: the default is TG_NUM_THREADS from the environment, else OMP_NUM_THREADS, else the
@@ -19,17 +20,18 @@
 extern "C" {
 #endif
 
-/* The most threads tapegrad runs on (its pool's size, the calling thread included). */
+/** The most threads tapegrad runs on (its pool's size, the calling thread included). */
 #define TG_MAX_THREADS 256
 
-/* n in 1 … TG_MAX_THREADS, or 0 for the default. Returns TG_ERR_ARG, and keeps the previous
- * setting, for n < 0 or n > TG_MAX_THREADS. Process-wide. tg_num_threads() is the count in
- * use: the setting, else the default (environment or CPUs) capped at TG_MAX_THREADS. */
+/** Set the thread count: n in 1 … TG_MAX_THREADS, or 0 for the default. Returns TG_ERR_ARG, and
+ * keeps the previous setting, for n < 0 or n > TG_MAX_THREADS. Process-wide. */
 TG_API tg_status tg_set_num_threads(int n);
+/** The count in use: the setting, else the default (environment or CPUs) capped at
+ * TG_MAX_THREADS. */
 TG_API int tg_num_threads(void);
-/* The matrix-multiply path in use: "avx512", "avx2", "generic" or "blas". */
+/** The matrix-multiply path in use: "avx512", "avx2", "generic" or "blas". */
 TG_API const char *tg_kernel_name(void);
-/* Force a path by name (as TG_KERNEL does); TG_ERR_UNSUPPORTED if this CPU/build lacks it. */
+/** Force a path by name (as TG_KERNEL does); TG_ERR_UNSUPPORTED if this CPU/build lacks it. */
 TG_API tg_status tg_set_kernel(const char *name);
 
 #ifdef __cplusplus

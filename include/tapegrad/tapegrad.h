@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * tapegrad — tape-based reverse-mode automatic differentiation in C.
  *
  * A forward pass records one node per op on a tape (tg_tape). tg_backward() walks the tape in
@@ -7,7 +8,9 @@
  * tg_tape_reset() rewinds without freeing, so a warm training step allocates nothing.
  *
  * Errors stick to the tape: the first failing call records a message such as
+ *
  *     matmul "W2"·"A1": inner dimensions differ: (3x4) · (5x2)
+ *
  * and returns the tape's nil tensor; every later op on that tape returns the nil tensor at once.
  * Check tg_tape_error() once per step.
  *
@@ -38,6 +41,11 @@
 #include <tapegrad/features.h>
 #include <tapegrad/version.h>
 
+/**
+ * @def TG_API
+ * Marks a function the shared library exports (default visibility with GCC and Clang,
+ * dllexport when building the DLL on Windows; empty otherwise).
+ */
 #if defined(_WIN32) && defined(TG_BUILDING_SHARED)
 #define TG_API __declspec(dllexport)
 #elif defined(__GNUC__)
@@ -50,99 +58,116 @@
 extern "C" {
 #endif
 
+/** The most dimensions a tensor has. */
 #define TG_MAX_DIMS 4
 
-typedef struct tg_tape tg_tape;     /* records one forward pass; owns an arena */
-typedef struct tg_tensor tg_tensor; /* dense row-major tensor, on a tape or in a tg_params */
-typedef struct tg_params tg_params; /* a model's parameters, one contiguous buffer */
-typedef struct tg_rng tg_rng;       /* seeded random number generator (xoshiro256**) */
-typedef struct tg_sgd tg_sgd;       /* stochastic gradient descent over a tg_params */
+/** @name Objects and status
+ * @{ */
+typedef struct tg_tape tg_tape;     /**< records one forward pass; owns an arena */
+typedef struct tg_tensor tg_tensor; /**< dense row-major tensor, on a tape or in a tg_params */
+typedef struct tg_params tg_params; /**< a model's parameters, one contiguous buffer */
+typedef struct tg_rng tg_rng;       /**< seeded random number generator (`xoshiro256**`) */
+typedef struct tg_sgd tg_sgd;       /**< stochastic gradient descent over a tg_params */
 
+/** Element type of a tensor. */
 typedef enum tg_dtype {
-    TG_F32 = 0,
-    TG_F64 = 1,
+    TG_F32 = 0, /**< float32 (`float`) */
+    TG_F64 = 1, /**< float64 (`double`) */
 } tg_dtype;
 
+/** What a call returns, and what sticks to a tape, parameter set or other object. */
 typedef enum tg_status {
-    TG_OK = 0,
-    TG_ERR_NOMEM,       /* an allocation failed */
-    TG_ERR_SHAPE,       /* operand shapes are incompatible */
-    TG_ERR_DTYPE,       /* operands mix float32 and float64 */
-    TG_ERR_ARG,         /* NULL, out-of-range or otherwise invalid argument */
-    TG_ERR_NOT_SCALAR,  /* backward() from an output with more than one element */
-    TG_ERR_UNSUPPORTED, /* feature not built in (e.g. Graphviz) */
-    TG_ERR_IO,          /* a file could not be read or written */
-    TG_ERR_FORMAT,      /* a file's contents are malformed */
-    TG_ERR_NONFINITE,   /* a NaN or Inf appeared where the caller asked to be told */
-    TG_ERR_CHECK,       /* a gradient check found a mismatch */
-    TG_ERR_OP,          /* a custom op's forward or VJP reported a failure */
+    TG_OK = 0,          /**< success */
+    TG_ERR_NOMEM,       /**< an allocation failed */
+    TG_ERR_SHAPE,       /**< operand shapes are incompatible */
+    TG_ERR_DTYPE,       /**< operands mix float32 and float64 */
+    TG_ERR_ARG,         /**< NULL, out-of-range or otherwise invalid argument */
+    TG_ERR_NOT_SCALAR,  /**< backward() from an output with more than one element */
+    TG_ERR_UNSUPPORTED, /**< feature not built in (e.g. Graphviz) */
+    TG_ERR_IO,          /**< a file could not be read or written */
+    TG_ERR_FORMAT,      /**< a file's contents are malformed */
+    TG_ERR_NONFINITE,   /**< a NaN or Inf appeared where the caller asked to be told */
+    TG_ERR_CHECK,       /**< a gradient check found a mismatch */
+    TG_ERR_OP,          /**< a custom op's forward or VJP reported a failure */
 } tg_status;
 
-/* Human-readable name of a status ("out of memory", "shape mismatch", ...). */
+/** Human-readable name of a status ("out of memory", "shape mismatch", ...). */
 TG_API const char *tg_status_string(tg_status s);
-/* Bytes per element: 4 for TG_F32, 8 for TG_F64, 0 for anything else. */
+/** Bytes per element: 4 for TG_F32, 8 for TG_F64, 0 for anything else. */
 TG_API size_t tg_dtype_size(tg_dtype dt);
-/* "f32" / "f64" */
+/** "f32" / "f64" ("unknown dtype" for anything else). */
 TG_API const char *tg_dtype_name(tg_dtype dt);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Memory: every allocation the library makes goes through these hooks (default: the C
- * library's), except the JSON parser's (jansson) while a checkpoint header is read or
- * written. Set them before creating any object; they are process-wide.
- */
+/* --------------------------------------------------------------------------------------- */
+/** @name Memory
+ * Every allocation the library makes goes through these hooks (default: the C library's),
+ * except the JSON parser's (jansson) while a checkpoint header is read or written. Set them
+ * before creating any object; they are process-wide.
+ * @{ */
+/** Allocation hooks: malloc, realloc and free with a context pointer. */
 typedef struct tg_allocator {
-    void *(*malloc)(size_t size, void *ctx);
-    void *(*realloc)(void *ptr, size_t size, void *ctx);
-    void (*free)(void *ptr, void *ctx);
-    void *ctx;
+    void *(*malloc)(size_t size, void *ctx);            /**< as malloc(size) */
+    void *(*realloc)(void *ptr, size_t size, void *ctx); /**< as realloc(ptr, size) */
+    void (*free)(void *ptr, void *ctx);                 /**< as free(ptr) */
+    void *ctx;                                          /**< passed to each hook */
 } tg_allocator;
-/* NULL restores the default allocator. */
+/** Use a's hooks for every later allocation; NULL restores the default allocator. */
 TG_API void tg_set_allocator(const tg_allocator *a);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Random numbers: an explicit, seeded generator so the same seed gives the same run bit for bit.
- */
-TG_API tg_rng *tg_rng_new(uint64_t seed); /* NULL only when out of memory */
-TG_API void tg_rng_free(tg_rng *r);       /* NULL is a no-op */
-TG_API uint64_t tg_rng_u64(tg_rng *r);
-TG_API double tg_rng_uniform(tg_rng *r); /* in [0, 1) */
-TG_API double tg_rng_normal(tg_rng *r);  /* standard normal (Box-Muller) */
+/* --------------------------------------------------------------------------------------- */
+/** @name Random numbers
+ * An explicit, seeded generator so the same seed gives the same run bit for bit.
+ * @{ */
+TG_API tg_rng *tg_rng_new(uint64_t seed); /**< A new generator; NULL only when out of memory. */
+TG_API void tg_rng_free(tg_rng *r);       /**< Free the generator; NULL is a no-op. */
+TG_API uint64_t tg_rng_u64(tg_rng *r);    /**< The next 64 random bits. */
+TG_API double tg_rng_uniform(tg_rng *r); /**< Uniform in [0, 1). */
+TG_API double tg_rng_normal(tg_rng *r);  /**< Standard normal (Box-Muller). */
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Tape.
- */
-TG_API tg_tape *tg_tape_new(void);         /* NULL only when out of memory */
-TG_API void tg_tape_reset(tg_tape *t);     /* forget nodes, clear the error, keep the memory */
-TG_API void tg_tape_free(tg_tape *t);      /* NULL is a no-op */
-/* Re-entrancy: while a tape records a node or runs backward, the op's own callbacks (shape
- * rule, forward, VJP; include/tapegrad/op.h) must not record on that tape, run backward on it,
+/* --------------------------------------------------------------------------------------- */
+/** @name Tape
+ * Re-entrancy: while a tape records a node or runs backward, the op's own callbacks (shape
+ * rule, forward, VJP; tapegrad/op.h) must not record on that tape, run backward on it,
  * reset it or free it. Each of these is refused: nothing happens except that the tape's error
  * is set (TG_ERR_ARG, naming the op, the callback and the node), so the recording call returns
  * the nil tensor, or backward its error, instead of succeeding with partial results. A refused
- * tg_tape_free leaves the tape allocated; free it after the call that was running returns. */
+ * tg_tape_free leaves the tape allocated; free it after the call that was running returns.
+ * @{ */
+TG_API tg_tape *tg_tape_new(void);         /**< A new tape; NULL only when out of memory. */
+TG_API void tg_tape_reset(tg_tape *t);     /**< Forget nodes, clear the error, keep the memory. */
+/** Free the tape and every tensor on it; NULL is a no-op. */
+TG_API void tg_tape_free(tg_tape *t);
+/** TG_OK, or the status of the tape's first error (TG_ERR_ARG for a NULL tape). */
 TG_API tg_status tg_tape_status(const tg_tape *t);
-TG_API const char *tg_tape_error(const tg_tape *t); /* first error, or NULL when all is well */
-/* Number of nodes (ops) recorded since the last reset. */
+/** The first error's message, or NULL when all is well. */
+TG_API const char *tg_tape_error(const tg_tape *t);
+/** Number of nodes (ops) recorded since the last reset. */
 TG_API size_t tg_tape_node_count(const tg_tape *t);
-/* Bytes the tape's arena holds (in use or free), for memory reports. */
+/** Bytes the tape's arena holds (in use or free), for memory reports. */
 TG_API size_t tg_tape_arena_bytes(const tg_tape *t);
-/* Cap tg_tape_arena_bytes() at `bytes` (0, the default: no cap). A tensor, node, scratch or
+/** Cap tg_tape_arena_bytes() at `bytes` (0, the default: no cap). A tensor, node, scratch or
  * gradient that would take the tape past it fails with TG_ERR_NOMEM, naming the op, the bytes
  * asked for and the cap. Parameters (tg_params) live outside the tape and are not counted.
  * Memory the tape already holds is kept; tg_tape_reset() clears the error and reuses it. */
 TG_API void tg_tape_set_memory_limit(tg_tape *t, size_t bytes);
-/* Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
+/** Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
  * node whose output (or gradient) holds a NaN or Inf. Off by default; costs nothing when off. */
 TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
-/* Training or evaluation mode (PyTorch's module.train() / module.eval()), read by the ops that
- * behave differently at record time: tg_dropout (off in evaluation) and tg_batch_norm (batch
- * statistics and running-average updates in training; the running statistics in evaluation).
- * A new tape is in training mode; the mode survives tg_tape_reset. */
+/** Training or evaluation mode (PyTorch's module.train() / module.eval()), read by the ops
+ * that behave differently at record time: tg_dropout (off in evaluation) and tg_batch_norm
+ * (batch statistics and running-average updates in training; the running statistics in
+ * evaluation). A new tape is in training mode; the mode survives tg_tape_reset. */
 TG_API void tg_tape_set_training(tg_tape *t, bool training);
-TG_API bool tg_tape_training(const tg_tape *t); /* false for NULL */
+TG_API bool tg_tape_training(const tg_tape *t); /**< True in training mode; false for NULL */
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Tensors. Tensors created on a tape live until tg_tape_reset()/tg_tape_free(); the name is
+
+/* --------------------------------------------------------------------------------------- */
+/** @name Tensors
+ * Tensors created on a tape live until tg_tape_reset()/tg_tape_free(); the name is
  * copied. Names show in error messages, reports and graph exports; NULL means unnamed.
  * On error these return the tape's nil tensor and set the tape's error.
  *
@@ -156,56 +181,66 @@ TG_API bool tg_tape_training(const tg_tape *t); /* false for NULL */
  * is caught too unless its header has been given to a tensor of the current step, which it
  * then stands for. After tg_tape_free() every tensor of the tape is gone. Parameters
  * (tg_params) are not tape tensors and stay valid.
- */
-/* A zero-filled tensor. dims has ndim entries, each >= 0. */
+ * @{ */
+/** A zero-filled tensor. dims has ndim entries, each >= 0. */
 TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
                                 const char *name);
-/* A tensor holding a copy of data (ndim/dims as above, data in row-major order). */
+/** A tensor holding a copy of data (ndim/dims as above, data in row-major order). */
 TG_API tg_tensor *tg_tensor_from(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
                                  const void *data, const char *name);
-/* A tensor that uses the caller's memory without copying; it must outlive the tape's step. */
+/** A tensor that uses the caller's memory without copying; it must outlive the tape's step. */
 TG_API tg_tensor *tg_tensor_wrap(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,
                                  void *data, const char *name);
-/* Shorthands for 2-D tensors. */
+/** Shorthand for a 2-D tg_tensor_from(): a (rows x cols) copy of data. */
 TG_API tg_tensor *tg_matrix(tg_tape *t, tg_dtype dt, int64_t rows, int64_t cols,
                             const void *data, const char *name);
-/* Ask for d(loss)/d(x) on a tape tensor (inputs need none by default; parameters always do). */
+/** Ask for d(loss)/d(x) on a tape tensor (inputs need none by default; parameters always do). */
 TG_API void tg_tensor_set_requires_grad(tg_tensor *x, bool on);
 
-TG_API tg_dtype tg_tensor_dtype(const tg_tensor *x);
-TG_API int tg_tensor_ndim(const tg_tensor *x);
-TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis); /* 0 when axis is out of range */
-TG_API size_t tg_tensor_size(const tg_tensor *x);           /* number of elements */
-TG_API const char *tg_tensor_name(const tg_tensor *x);      /* NULL when unnamed or stale */
-/* "(3x4)"-style shape text into buf (always NUL-terminated); returns buf. */
+TG_API tg_dtype tg_tensor_dtype(const tg_tensor *x); /**< The element type. */
+TG_API int tg_tensor_ndim(const tg_tensor *x);       /**< The number of dimensions. */
+/** The size of dimension axis; 0 when axis is out of range. */
+TG_API int64_t tg_tensor_dim(const tg_tensor *x, int axis);
+TG_API size_t tg_tensor_size(const tg_tensor *x);      /**< The number of elements. */
+TG_API const char *tg_tensor_name(const tg_tensor *x); /**< The name; NULL when unnamed or stale */
+/** "(3x4)"-style shape text into buf (always NUL-terminated); returns buf. */
 TG_API char *tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size);
-/* Raw element storage (float* or double* by dtype); NULL for the nil tensor or a stale one. */
+/** Raw element storage (float* or double* by dtype); NULL for the nil tensor or a stale one. */
 TG_API void *tg_tensor_data(tg_tensor *x);
-/* Gradient storage after tg_backward, same layout as the data; NULL if it has none. */
+/** Gradient storage after tg_backward, same layout as the data; NULL if it has none. */
 TG_API void *tg_tensor_grad(tg_tensor *x);
-/* Element i (flat, row-major) of the data or of the gradient, as a double; NaN when out of
- * range. */
+/** Element i (flat, row-major) of the data, as a double; NaN when out of range. */
 TG_API double tg_tensor_get(const tg_tensor *x, size_t i);
+/** Element i (flat, row-major) of the gradient, as a double; NaN when out of range (or when
+ * there is no gradient). */
 TG_API double tg_tensor_grad_get(const tg_tensor *x, size_t i);
-/* The value of a one-element tensor (NaN otherwise): the loss. */
+/** The value of a one-element tensor (NaN otherwise): the loss. */
 TG_API double tg_tensor_item(const tg_tensor *x);
-/* Copy out / in, converting to/from double. n must equal tg_tensor_size(). */
+/** Copy the data out into dst, converting to double. n must equal tg_tensor_size(). */
 TG_API tg_status tg_tensor_read(const tg_tensor *x, double *dst, size_t n);
+/** Copy src in, converting from double. n must equal tg_tensor_size(). */
 TG_API tg_status tg_tensor_write(tg_tensor *x, const double *src, size_t n);
+/** Set every element to value. */
 TG_API tg_status tg_tensor_fill(tg_tensor *x, double value);
-/* Uniform in [lo, hi) and normal(mean, std), from a seeded generator. */
+/** Uniform in [lo, hi), from a seeded generator. */
 TG_API tg_status tg_tensor_fill_uniform(tg_tensor *x, tg_rng *r, double lo, double hi);
+/** Normal(mean, std), from a seeded generator. */
 TG_API tg_status tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, double std);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Parameters: named tensors of one dtype that persist across tapes. All values sit in one
+/* --------------------------------------------------------------------------------------- */
+/** @name Parameters
+ * Named tensors of one dtype that persist across tapes. All values sit in one
  * contiguous buffer and all gradients in another, in the order the parameters were added, so
  * optimizers and all-reduces make one pass. Adding a parameter may move both buffers: take
  * data pointers after the model is built.
- */
-TG_API tg_params *tg_params_new(tg_dtype dt); /* NULL only when out of memory */
-TG_API void tg_params_free(tg_params *p);     /* NULL is a no-op */
-/* A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
+ * @{ */
+/** An empty parameter set of dtype dt; NULL only when out of memory (or when dt is neither
+ * TG_F32 nor TG_F64). */
+TG_API tg_params *tg_params_new(tg_dtype dt);
+/** Free the set, its parameters and its buffers; NULL is a no-op. */
+TG_API void tg_params_free(tg_params *p);
+/** A new zero-filled parameter, or NULL with tg_params_error() set (duplicate or bad name,
  * bad dims, out of memory). Names must be unique, non-empty, valid UTF-8.
  * A refused call is atomic: tg_params_add, and every layer helper (tg_dense_init), either
  * succeeds or leaves the set exactly as it was (a layer helper removes the parameters it had
@@ -215,246 +250,287 @@ TG_API void tg_params_free(tg_params *p);     /* NULL is a no-op */
  * optimizer refuses a set with such an error until tg_params_clear_error() says it was
  * handled. */
 TG_API tg_tensor *tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims);
+/** TG_OK, or the status of the first refusal (see tg_params_add). */
 TG_API tg_status tg_params_status(const tg_params *p);
-TG_API const char *tg_params_error(const tg_params *p); /* NULL when all is well */
-/* Forget the recorded refusal (status back to TG_OK); the parameters are not touched. NULL is
+/** The first refusal's message; NULL when all is well. */
+TG_API const char *tg_params_error(const tg_params *p);
+/** Forget the recorded refusal (status back to TG_OK); the parameters are not touched. NULL is
  * a no-op. */
 TG_API void tg_params_clear_error(tg_params *p);
-TG_API tg_dtype tg_params_dtype(const tg_params *p);
-TG_API size_t tg_params_count(const tg_params *p);
-TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i); /* NULL when out of range */
+TG_API tg_dtype tg_params_dtype(const tg_params *p);  /**< The dtype of every parameter. */
+TG_API size_t tg_params_count(const tg_params *p);    /**< The number of parameters. */
+/** Parameter i, in the order of addition; NULL when out of range. */
+TG_API tg_tensor *tg_params_get(const tg_params *p, size_t i);
+/** The parameter (or buffer) of that name, or NULL when there is none. */
 TG_API tg_tensor *tg_params_find(const tg_params *p, const char *name);
-/* Total number of scalar values, and the contiguous value/gradient buffers. */
+/** Total number of scalar values over all parameters. */
 TG_API size_t tg_params_size(const tg_params *p);
+/** The contiguous value buffer (float* or double* by dtype), in the order of addition. */
 TG_API void *tg_params_values(tg_params *p);
+/** The contiguous gradient buffer, laid out as the values. */
 TG_API void *tg_params_grads(tg_params *p);
-/* Gradients accumulate across backward passes until zeroed. */
+/** Zero every gradient: gradients accumulate across backward passes until zeroed. */
 TG_API void tg_params_zero_grad(tg_params *p);
-/* Buffers: named state that belongs to the model but is not trained, such as batch norm's
- * running mean and variance (PyTorch's register_buffer). A buffer is zero-filled, has no
+/** A new buffer: named state that belongs to the model but is not trained, such as batch
+ * norm's running mean and variance (PyTorch's register_buffer). A buffer is zero-filled, has no
  * gradient, lies outside tg_params_size/values/grads (so optimizers and gradient all-reduces
  * never touch it) and is saved and loaded with the parameters by tg_state_dict_add_params.
  * Names are unique across parameters and buffers; tg_params_find finds either. Refusals
  * follow tg_params_add's rules (atomic, recorded in the set). */
 TG_API tg_tensor *tg_params_add_buffer(tg_params *p, const char *name, int ndim,
                                        const int64_t *dims);
-TG_API size_t tg_params_buffer_count(const tg_params *p);
-TG_API tg_tensor *tg_params_buffer(const tg_params *p, size_t i); /* NULL when out of range */
+TG_API size_t tg_params_buffer_count(const tg_params *p); /**< The number of buffers. */
+/** Buffer i, in the order of addition; NULL when out of range. */
+TG_API tg_tensor *tg_params_buffer(const tg_params *p, size_t i);
 
-/* Initializers (fan_in/fan_out from a 2-D weight of shape (out x in)). */
-TG_API tg_status tg_init_xavier_uniform(tg_tensor *w, tg_rng *r); /* U(±sqrt(6/(in+out))) */
-TG_API tg_status tg_init_he_normal(tg_tensor *w, tg_rng *r);      /* N(0, sqrt(2/in)) */
+/** Initializer of a 2-D weight of shape (out x in): U(±sqrt(6/(in+out))) (fan_in = in,
+ * fan_out = out). */
+TG_API tg_status tg_init_xavier_uniform(tg_tensor *w, tg_rng *r);
+/** Initializer of a 2-D weight of shape (out x in): N(0, sqrt(2/in)) (fan_in = in). */
+TG_API tg_status tg_init_he_normal(tg_tensor *w, tg_rng *r);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Ops. Each records one node and returns its output on the tape. `a`, `b` and `x` may be
+/* --------------------------------------------------------------------------------------- */
+/** @name Ops
+ * Each records one node and returns its output on the tape. `a`, `b` and `x` may be
  * tape tensors or parameters; both operands must have the same dtype.
- */
-/* C = A B                   (m x k)(k x n) -> (m x n) */
+ *
+ * Elementwise ops broadcast: shapes are aligned from the last dimension; each pair of
+ * dimensions must be equal or one of them 1. Covers the bias (n x 1) over (n x m) and
+ * (1 x n) over (m x n).
+ *
+ * Reductions keep dims: over everything, every axis becomes 1 ((1 x 1) for a matrix);
+ * along one axis, that axis becomes 1. tg_sum_axes and friends below take any set of axes.
+ * @{ */
+/** C = A B                   (m x k)(k x n) -> (m x n) */
 TG_API tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);
-/* C = op(A) op(B), op(X) = Xᵀ when the flag is set: the products backward needs, without
+/** C = op(A) op(B), op(X) = Xᵀ when the flag is set: the products backward needs, without
  * materializing a transpose. tg_matmul_t(t, x, false, w, true) is X Wᵀ. */
 TG_API tg_tensor *tg_matmul_t(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b,
                               bool trans_b);
-/* Y = Xᵀ                    (m x n) -> (n x m) */
+/** Y = Xᵀ                    (m x n) -> (n x m) */
 TG_API tg_tensor *tg_transpose(tg_tape *t, tg_tensor *x);
 
-/* Elementwise with broadcasting: shapes are aligned from the last dimension; each pair of
- * dimensions must be equal or one of them 1. Covers the bias (n x 1) over (n x m) and
- * (1 x n) over (m x n). */
-TG_API tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a + b */
-TG_API tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a - b */
-TG_API tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b); /* a ⊙ b */
-TG_API tg_tensor *tg_scale(tg_tape *t, tg_tensor *x, double c);   /* c x */
+TG_API tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b); /**< a + b, broadcasting */
+TG_API tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b); /**< a - b, broadcasting */
+TG_API tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b); /**< a ⊙ b, broadcasting */
+TG_API tg_tensor *tg_scale(tg_tape *t, tg_tensor *x, double c);   /**< c x */
 
-/* Reductions with keepdims: over everything, every axis becomes 1 ((1 x 1) for a matrix);
- * along one axis, that axis becomes 1. tg_sum_axes and friends below take any set of axes. */
+/** Σ x over every element; every axis becomes 1. */
 TG_API tg_tensor *tg_sum(tg_tape *t, tg_tensor *x);
+/** Σ x along one axis, which becomes 1. */
 TG_API tg_tensor *tg_sum_axis(tg_tape *t, tg_tensor *x, int axis);
+/** Mean of every element; every axis becomes 1. */
 TG_API tg_tensor *tg_mean(tg_tape *t, tg_tensor *x);
+/** Mean along one axis, which becomes 1. */
 TG_API tg_tensor *tg_mean_axis(tg_tape *t, tg_tensor *x, int axis);
 
-/* Activations, elementwise. */
-TG_API tg_tensor *tg_identity(tg_tape *t, tg_tensor *x);                /* x */
-TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);                 /* 1 / (1 + e^-x) */
-TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);                    /* tanh x */
-TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                    /* max(x, 0) */
-TG_API tg_tensor *tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha);/* x>0 ? x : αx */
-TG_API tg_tensor *tg_softplus(tg_tape *t, tg_tensor *x);                /* log(1 + e^x) */
-TG_API tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x);                    /* x Φ(x), exact erf */
+TG_API tg_tensor *tg_identity(tg_tape *t, tg_tensor *x);                /**< x */
+TG_API tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x);                 /**< 1 / (1 + e^-x) */
+TG_API tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x);                    /**< tanh x */
+TG_API tg_tensor *tg_relu(tg_tape *t, tg_tensor *x);                    /**< max(x, 0) */
+TG_API tg_tensor *tg_leaky_relu(tg_tape *t, tg_tensor *x, double alpha);/**< x>0 ? x : αx */
+TG_API tg_tensor *tg_softplus(tg_tape *t, tg_tensor *x);                /**< log(1 + e^x) */
+TG_API tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x);                    /**< x Φ(x), exact erf */
 
-/* Losses -> (1 x 1).
- * tg_mse_half: the note's J = 1/(2m) Σ (Y - A)², m = the size of batch_axis (1 when examples
- *              are columns, as in the note; 0 when they are rows).
- * tg_mse:      mean over all entries, (1/N) Σ (A - Y)².
- * tg_softmax_xent: mean over examples of -log softmax(scores)[label], computed as
- *              lse(s) - s[label] (log-sum-exp, stable). class_axis is the axis that indexes
- *              classes (1 for (batch x classes), 0 for (classes x batch)); labels has one entry
- *              per example, each in [0, classes). The labels are copied.
- *              A row whose scores are all -inf has no softmax (0/0): its loss is NaN
- *              (lse - s[label] = -inf + inf, as in PyTorch), so the mean is NaN, but its
- *              gradient is 0 (never NaN), leaving the other rows' gradients usable. */
+/** The note's J = 1/(2m) Σ (Y - A)² -> (1 x 1), m = the size of batch_axis (1 when examples
+ * are columns, as in the note; 0 when they are rows). */
 TG_API tg_tensor *tg_mse_half(tg_tape *t, tg_tensor *a, tg_tensor *y, int batch_axis);
+/** Mean over all entries, (1/N) Σ (A - Y)² -> (1 x 1). */
 TG_API tg_tensor *tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y);
+/** Mean over examples of -log softmax(scores)[label] -> (1 x 1), computed as
+ * lse(s) - s[label] (log-sum-exp, stable). class_axis is the axis that indexes
+ * classes (1 for (batch x classes), 0 for (classes x batch)); labels has one entry
+ * per example, each in [0, classes). The labels are copied.
+ * A row whose scores are all -inf has no softmax (0/0): its loss is NaN
+ * (lse - s[label] = -inf + inf, as in PyTorch), so the mean is NaN, but its
+ * gradient is 0 (never NaN), leaving the other rows' gradients usable. */
 TG_API tg_tensor *tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels,
                                   int class_axis);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Tensor algebra. Every op below runs in float32 and float64 on any rank up to TG_MAX_DIMS;
+/* --------------------------------------------------------------------------------------- */
+/** @name Tensor algebra
+ * Every op below runs in float32 and float64 on any rank up to TG_MAX_DIMS;
  * its math and VJP are in docs/ops.md (generated from the op table). Axes are counted from 0;
  * a negative axis counts from the end (-1 is the last), as in PyTorch.
- */
-
-/* Elementwise, one input (shape kept). Values outside a function's domain give what PyTorch
- * gives, not an error: log(x < 0), sqrt(x < 0) and pow(x < 0, non-integer p) are NaN, log(0)
- * is -inf. */
-TG_API tg_tensor *tg_neg(tg_tape *t, tg_tensor *x);                 /* -x */
-TG_API tg_tensor *tg_exp(tg_tape *t, tg_tensor *x);                 /* e^x */
-TG_API tg_tensor *tg_log(tg_tape *t, tg_tensor *x);                 /* ln x */
-TG_API tg_tensor *tg_log1p(tg_tape *t, tg_tensor *x);               /* ln(1 + x) */
-TG_API tg_tensor *tg_sqrt(tg_tape *t, tg_tensor *x);                /* √x */
-TG_API tg_tensor *tg_square(tg_tape *t, tg_tensor *x);              /* x² */
-TG_API tg_tensor *tg_abs(tg_tape *t, tg_tensor *x);                 /* |x| (gradient 0 at 0) */
-TG_API tg_tensor *tg_pow(tg_tape *t, tg_tensor *x, double p);       /* x^p, p a finite constant */
-/* min(max(x, lo), hi); lo = -INFINITY or hi = INFINITY leave that side open. lo > hi gives hi
- * everywhere, as torch.clamp does. The gradient passes where lo <= x <= hi. */
-TG_API tg_tensor *tg_clamp(tg_tape *t, tg_tensor *x, double lo, double hi);
-TG_API tg_tensor *tg_silu(tg_tape *t, tg_tensor *x);                /* x σ(x) */
-TG_API tg_tensor *tg_elu(tg_tape *t, tg_tensor *x, double alpha);   /* x>0 ? x : α(e^x - 1) */
-/* ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))): PyTorch's gelu(approximate="tanh") */
-TG_API tg_tensor *tg_gelu_tanh(tg_tape *t, tg_tensor *x);
-
-/* Elementwise, two or three inputs, numpy broadcasting at every rank (as tg_add). */
-TG_API tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b);     /* a / b */
-/* max(a, b) and min(a, b); where a == b the gradient is split evenly (½ each), as PyTorch. */
-TG_API tg_tensor *tg_maximum(tg_tape *t, tg_tensor *a, tg_tensor *b);
-TG_API tg_tensor *tg_minimum(tg_tape *t, tg_tensor *a, tg_tensor *b);
-/* mask != 0 ? a : b. The mask is a constant (same dtype; it receives no gradient). */
-TG_API tg_tensor *tg_where(tg_tape *t, tg_tensor *mask, tg_tensor *a, tg_tensor *b);
-
-/* Reductions over a set of axes (axes NULL or n_axes 0: all of them). keepdims keeps each
+ *
+ * One-input elementwise ops keep the shape. Values outside a function's domain give what
+ * PyTorch gives, not an error: log(x < 0), sqrt(x < 0) and pow(x < 0, non-integer p) are NaN,
+ * log(0) is -inf. Two- and three-input elementwise ops use numpy broadcasting at every rank
+ * (as tg_add).
+ *
+ * Reductions over a set of axes (axes NULL or n_axes 0: all of them): keepdims keeps each
  * reduced axis as size 1; without it they are removed, and a reduction to one element has
  * shape (1) (tapegrad has no 0-d tensors). An axis out of range or given twice is an error.
- * max/min: where several elements tie for the extreme, the gradient is split evenly between
- * them (PyTorch's amax/amin). var: Σ (x - mean)² / (N - correction), N the reduced count
- * (correction 1 is PyTorch's default, unbiased). */
+ *
+ * Losses take the mean over elements (or examples) -> (1 x 1). In the two-input losses y is
+ * the target: same shape as a, and it gets a gradient too. (torch.nn.HuberLoss / SmoothL1Loss
+ * for tg_huber and tg_smooth_l1.)
+ * @{ */
+TG_API tg_tensor *tg_neg(tg_tape *t, tg_tensor *x);                 /**< -x */
+TG_API tg_tensor *tg_exp(tg_tape *t, tg_tensor *x);                 /**< e^x */
+TG_API tg_tensor *tg_log(tg_tape *t, tg_tensor *x);                 /**< ln x */
+TG_API tg_tensor *tg_log1p(tg_tape *t, tg_tensor *x);               /**< ln(1 + x) */
+TG_API tg_tensor *tg_sqrt(tg_tape *t, tg_tensor *x);                /**< √x */
+TG_API tg_tensor *tg_square(tg_tape *t, tg_tensor *x);              /**< x² */
+TG_API tg_tensor *tg_abs(tg_tape *t, tg_tensor *x);                 /**< |x| (gradient 0 at 0) */
+TG_API tg_tensor *tg_pow(tg_tape *t, tg_tensor *x, double p);       /**< x^p, p a finite constant */
+/** min(max(x, lo), hi); lo = -INFINITY or hi = INFINITY leave that side open. lo > hi gives hi
+ * everywhere, as torch.clamp does. The gradient passes where lo <= x <= hi. */
+TG_API tg_tensor *tg_clamp(tg_tape *t, tg_tensor *x, double lo, double hi);
+TG_API tg_tensor *tg_silu(tg_tape *t, tg_tensor *x);                /**< x σ(x) */
+TG_API tg_tensor *tg_elu(tg_tape *t, tg_tensor *x, double alpha);   /**< x>0 ? x : α(e^x - 1) */
+/** ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))): PyTorch's gelu(approximate="tanh") */
+TG_API tg_tensor *tg_gelu_tanh(tg_tape *t, tg_tensor *x);
+
+TG_API tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b);     /**< a / b */
+/** max(a, b); where a == b the gradient is split evenly (½ each), as PyTorch. */
+TG_API tg_tensor *tg_maximum(tg_tape *t, tg_tensor *a, tg_tensor *b);
+/** min(a, b); where a == b the gradient is split evenly (½ each), as PyTorch. */
+TG_API tg_tensor *tg_minimum(tg_tape *t, tg_tensor *a, tg_tensor *b);
+/** mask != 0 ? a : b. The mask is a constant (same dtype; it receives no gradient). */
+TG_API tg_tensor *tg_where(tg_tape *t, tg_tensor *mask, tg_tensor *a, tg_tensor *b);
+
+/** Σ x over a set of axes. */
 TG_API tg_tensor *tg_sum_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
                               bool keepdims);
+/** Mean over a set of axes. */
 TG_API tg_tensor *tg_mean_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
                                bool keepdims);
+/** Maximum over a set of axes. Where several elements tie for the extreme, the gradient is
+ * split evenly between them (PyTorch's amax). */
 TG_API tg_tensor *tg_max_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
                               bool keepdims);
+/** Minimum over a set of axes. Where several elements tie for the extreme, the gradient is
+ * split evenly between them (PyTorch's amin). */
 TG_API tg_tensor *tg_min_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
                               bool keepdims);
-/* log Σ e^x, computed as m + log Σ e^(x - m), m the maximum (stable) */
+/** log Σ e^x, computed as m + log Σ e^(x - m), m the maximum (stable) */
 TG_API tg_tensor *tg_logsumexp(tg_tape *t, tg_tensor *x, const int *axes, int n_axes,
                                bool keepdims);
+/** Variance over a set of axes: Σ (x - mean)² / (N - correction), N the reduced count
+ * (correction 1 is PyTorch's default, unbiased). */
 TG_API tg_tensor *tg_var(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, int correction,
                          bool keepdims);
 
-/* Softmax family along one axis, stable (the maximum is subtracted first). */
+/** Softmax along one axis, stable (the maximum is subtracted first). */
 TG_API tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x, int axis);
+/** Log-softmax along one axis, stable (the maximum is subtracted first). */
 TG_API tg_tensor *tg_log_softmax(tg_tape *t, tg_tensor *x, int axis);
 
-/* Shape and indexing. */
-/* The same elements in a new shape; one entry of dims may be -1 (inferred). A view: no copy. */
+/** The same elements in a new shape; one entry of dims may be -1 (inferred). A view: no copy. */
 TG_API tg_tensor *tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims);
-/* Y's axis i is X's axis perm[i] (perm a permutation of 0 … ndim-1), as torch.permute. */
+/** Y's axis i is X's axis perm[i] (perm a permutation of 0 … ndim-1), as torch.permute. */
 TG_API tg_tensor *tg_permute(tg_tape *t, tg_tensor *x, const int *perm);
-/* Broadcast to dims (torch.expand / broadcast_to): aligned from the last axis, each size of x
+/** Broadcast to dims (torch.expand / broadcast_to): aligned from the last axis, each size of x
  * equal or 1; -1 keeps x's size. */
 TG_API tg_tensor *tg_expand(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims);
-#define TG_END INT64_MAX /* a slice's stop meaning "to the end of the axis" */
-/* x[start[i] : stop[i] : step[i]] along every axis i (arrays of x's rank; step NULL: all 1).
+#define TG_END INT64_MAX /**< a slice's stop meaning "to the end of the axis" */
+/** x[start[i] : stop[i] : step[i]] along every axis i (arrays of x's rank; step NULL: all 1).
  * Negative start/stop count from the end; after that 0 <= start <= stop <= size is required
  * (an out-of-range bound is an error, not clamped), and step >= 1. */
 TG_API tg_tensor *tg_slice(tg_tape *t, tg_tensor *x, const int64_t *start, const int64_t *stop,
                            const int64_t *step);
-/* Join n tensors (1 <= n <= TG_MAX_INPUTS) along an existing axis (concat: every other size
- * equal) or a new one (stack: all shapes equal; the result has one more axis). */
+/** Join n tensors (1 <= n <= TG_MAX_INPUTS) along an existing axis: every other size equal. */
 TG_API tg_tensor *tg_concat(tg_tape *t, tg_tensor *const *xs, int n, int axis);
+/** Join n tensors (1 <= n <= TG_MAX_INPUTS) along a new axis: all shapes equal; the result has
+ * one more axis. */
 TG_API tg_tensor *tg_stack(tg_tape *t, tg_tensor *const *xs, int n, int axis);
-/* Constant padding: before[i] and after[i] (>= 0) elements of `value` around axis i. */
+/** Constant padding: before[i] and after[i] (>= 0) elements of `value` around axis i. */
 TG_API tg_tensor *tg_pad(tg_tape *t, tg_tensor *x, const int64_t *before, const int64_t *after,
                          double value);
-/* Y = X taken at index[0 … n) along axis (torch.index_select): Y's axis has size n. Indices
+/** Y = X taken at index[0 … n) along axis (torch.index_select): Y's axis has size n. Indices
  * may repeat (their gradients add: the VJP scatter-adds); each must be in [0, size). With
  * axis 0 of a (vocabulary x dim) table this is an embedding lookup. The indices are copied. */
 TG_API tg_tensor *tg_index_select(tg_tape *t, tg_tensor *x, int axis, const int64_t *index,
                                   size_t n);
-/* torch.gather: Y[i][j]… = X[…][index[i][j]…][…] with the index replacing the position along
+/** torch.gather: Y[i][j]… = X[…][index[i][j]…][…] with the index replacing the position along
  * axis; index has Y's shape (ndim, dims; the same rank as x, other sizes <= x's). */
 TG_API tg_tensor *tg_gather(tg_tape *t, tg_tensor *x, int axis, const int64_t *index, int ndim,
                             const int64_t *dims);
-/* The same values with no gradient path (stop-gradient; a view). */
+/** The same values with no gradient path (stop-gradient; a view). */
 TG_API tg_tensor *tg_detach(tg_tape *t, tg_tensor *x);
 
-/* Batched matmul: C[…] = op(A[…]) · op(B[…]) over the last two axes, the leading (batch)
+/** Batched matmul: C[…] = op(A[…]) · op(B[…]) over the last two axes, the leading (batch)
  * axes broadcast (numpy rules; a 2-D operand is shared by every batch). op(X) = Xᵀ of the
  * last two axes when the flag is set, read in place. 2-D by 2-D is tg_matmul_t. */
 TG_API tg_tensor *tg_bmm(tg_tape *t, tg_tensor *a, bool trans_a, tg_tensor *b, bool trans_b);
 
-/* Losses, mean over elements (or examples) -> (1 x 1).
- * tg_nll_loss: -mean log_probs[label] over the examples of a 2-D (batch x classes) input
- *   (class_axis 1) or (classes x batch) (class_axis 0); with weight (one per class, or NULL)
- *   Σ w[y] (-log p[y]) / Σ w[y], as torch.nn.NLLLoss(weight=).
- * tg_bce_with_logits: mean of max(x, 0) - x y + log(1 + e^-|x|), stable for any |x|.
- * tg_l1: mean |a - y|.  tg_huber: mean of ½d² (|d| < δ) or δ(|d| - ½δ), d = a - y.
- * tg_smooth_l1: mean of ½d²/β (|d| < β) or |d| - ½β. (torch.nn.HuberLoss / SmoothL1Loss.)
- * In the two-input losses y is the target: same shape as a, and it gets a gradient too.
+/** -mean log_probs[label] over the examples of a 2-D (batch x classes) input
+ * (class_axis 1) or (classes x batch) (class_axis 0); with weight (one per class, or NULL)
+ * Σ w[y] (-log p[y]) / Σ w[y], as torch.nn.NLLLoss(weight=).
  * n_labels must equal the number of examples (an error otherwise: the count is what lets a
  * short labels array be caught instead of read past its end). */
 TG_API tg_tensor *tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels,
                               size_t n_labels, int class_axis, const double *weight);
+/** Mean of max(x, 0) - x y + log(1 + e^-|x|), stable for any |x|. */
 TG_API tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y);
+/** Mean |a - y|. */
 TG_API tg_tensor *tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y);
+/** Mean of ½d² (|d| < δ) or δ(|d| - ½δ), d = a - y (δ = delta). */
 TG_API tg_tensor *tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta);
+/** Mean of ½d²/β (|d| < β) or |d| - ½β, d = a - y (β = beta). */
 TG_API tg_tensor *tg_smooth_l1(tg_tape *t, tg_tensor *a, tg_tensor *y, double beta);
-/* tg_softmax_xent with torch.nn.CrossEntropyLoss's weight= (one per class, or NULL) and
+/** tg_softmax_xent with torch.nn.CrossEntropyLoss's weight= (one per class, or NULL) and
  * label_smoothing= (in [0, 1]): loss_i = (1-ε) w[y_i] (-log p[y_i]) + (ε/C) Σ_c w[c] (-log
- * p[c]), mean = Σ_i loss_i / Σ_i w[y_i]. Weights and labels are copied. */
+ * p[c]), mean = Σ_i loss_i / Σ_i w[y_i]. Weights and labels are copied.
+ * n_labels must equal the number of examples (an error otherwise: the count is what lets a
+ * short labels array be caught instead of read past its end). */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t *labels,
                                    size_t n_labels, int class_axis, const double *weight,
                                    double label_smoothing);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Convolution and pooling, NCHW, PyTorch's layouts and semantics (torch.nn.functional):
+/* --------------------------------------------------------------------------------------- */
+/** @name Convolution and pooling
+ * NCHW, PyTorch's layouts and semantics (torch.nn.functional):
  * x (N, C, H, W); a conv2d weight is (O, C/groups, kh, kw), a conv1d weight (O, C/groups, k);
- * the bias (O) or NULL. Output sizes floor: oh = ⌊(H + 2·pad − dilation·(kh − 1) − 1) / stride⌋
- * + 1 (pools: dilation 1). Formulas and VJPs: docs/ops.md.
- */
+ * the bias (O) or NULL. Output sizes floor:
+ * oh = ⌊(H + 2·pad − dilation·(kh − 1) − 1) / stride⌋ + 1 (pools: dilation 1). Formulas and
+ * VJPs: docs/ops.md.
+ * @{ */
+/** Options of tg_conv2d and tg_conv1d (tg_conv_defaults for the defaults). */
 typedef struct tg_conv_options {
-    int64_t stride[2];   /* (height, width), >= 1 */
-    int64_t padding[2];  /* zeros added before and after, (height, width), >= 0 */
-    int64_t dilation[2]; /* spacing of the kernel's taps, >= 1 */
-    int64_t groups;      /* >= 1, divides C and O; groups = C = O is a depthwise convolution */
-    bool padding_same;   /* PyTorch's padding="same" (stride 1 only): the output keeps the
+    int64_t stride[2];   /**< (height, width), >= 1 */
+    int64_t padding[2];  /**< zeros added before and after, (height, width), >= 0 */
+    int64_t dilation[2]; /**< spacing of the kernel's taps, >= 1 */
+    int64_t groups;      /**< >= 1, divides C and O; groups = C = O is a depthwise convolution */
+    bool padding_same;   /**< PyTorch's padding="same" (stride 1 only): the output keeps the
                           * input's size, an odd total padding puts the extra zero after;
                           * padding[] is ignored */
 } tg_conv_options;
-/* stride 1, padding 0, dilation 1, groups 1, padding_same false */
+/** stride 1, padding 0, dilation 1, groups 1, padding_same false */
 TG_API tg_conv_options tg_conv_defaults(void);
-/* F.conv2d(x, w, b, stride, padding, dilation, groups); opt NULL: tg_conv_defaults(). */
+/** F.conv2d(x, w, b, stride, padding, dilation, groups); opt NULL: tg_conv_defaults(). */
 TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                             const tg_conv_options *opt);
-/* F.conv1d on x (N, C, L) with w (O, C/groups, k): element [0] of each option pair applies. */
+/** F.conv1d on x (N, C, L) with w (O, C/groups, k): element [0] of each option pair applies. */
 TG_API tg_tensor *tg_conv1d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                             const tg_conv_options *opt);
-/* F.max_pool2d / F.avg_pool2d (count_include_pad=True, floor mode): kernel (kh, kw); stride
- * NULL means the kernel; padding NULL means 0, at most half the kernel. Max-pool ties: the
- * first maximum of the window in row-major order takes the whole gradient. */
+/** F.max_pool2d (floor mode): kernel (kh, kw); stride NULL means the kernel; padding NULL
+ * means 0, at most half the kernel. Ties: the first maximum of the window in row-major order
+ * takes the whole gradient. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *t, tg_tensor *x, const int64_t kernel[2],
                                 const int64_t stride[2], const int64_t padding[2]);
+/** F.avg_pool2d (count_include_pad=True, floor mode): kernel (kh, kw); stride NULL means the
+ * kernel; padding NULL means 0, at most half the kernel. */
 TG_API tg_tensor *tg_avg_pool2d(tg_tape *t, tg_tensor *x, const int64_t kernel[2],
                                 const int64_t stride[2], const int64_t padding[2]);
-/* (N, C, H, W) -> (N, C, 1, 1), the mean of each plane (nn.AdaptiveAvgPool2d(1)). */
+/** (N, C, H, W) -> (N, C, 1, 1), the mean of each plane (nn.AdaptiveAvgPool2d(1)). */
 TG_API tg_tensor *tg_global_avg_pool2d(tg_tape *t, tg_tensor *x);
+/** @} */
 
-/* F.dropout, inverted: in training mode each element is zeroed with probability p and the
+/* --------------------------------------------------------------------------------------- */
+/** @name Dropout and normalization
+ * Both read the tape's mode (tg_tape_set_training).
+ * @{ */
+/** F.dropout, inverted: in training mode each element is zeroed with probability p and the
  * others scaled by 1/(1 − p); in evaluation mode (tg_tape_set_training) and for p = 0 it
  * returns x itself. p in [0, 1). The mask comes from one draw of rng per call and the
  * element's index, so a seeded run is bit-identical for any thread count. */
 TG_API tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, double p, tg_rng *rng);
-/* F.batch_norm over axis 1 of x (N, C, ...): weight γ and bias β (C) or NULL; running_mean
+/** F.batch_norm over axis 1 of x (N, C, ...): weight γ and bias β (C) or NULL; running_mean
  * and running_var (C) (typically buffers, tg_params_add_buffer) or both NULL. In training mode
  * it normalizes with the batch's mean and biased variance and, when given, updates the
  * running statistics in place during this call: r ← (1 − momentum) r + momentum · batch
@@ -464,102 +540,139 @@ TG_API tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, double p, tg_rng *rng);
 TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                 tg_tensor *running_mean, tg_tensor *running_var,
                                 double momentum, double eps);
+/** @} */
 
-/* Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
+/* --------------------------------------------------------------------------------------- */
+/** @name Backward
+ * @{ */
+/** Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
  * have one element. Parameter gradients accumulate (zero them with tg_params_zero_grad);
  * gradients of tape tensors are recomputed from zero on each call. */
 TG_API tg_status tg_backward(tg_tape *t, tg_tensor *loss);
-/* Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. The seed is
+/** Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. The seed is
  * not copied: until the next pass, tg_tensor_grad(out) is the seed's own data. */
 TG_API tg_status tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * Dense layer: Z = W·A + b (examples as columns, W (out x in), b (out x 1)) or
+/* --------------------------------------------------------------------------------------- */
+/** @name Layers
+ * Parameters plus a composition of plain ops. Dense layer:
+ * Z = W·A + b (examples as columns, W (out x in), b (out x 1)) or
  * Z = X·Wᵀ + b (examples as rows, b (1 x out)); output act(Z). Parameters are named
  * "<name>/W" and "<name>/b"; W is initialized Xavier-uniform (He-normal for ReLU-family),
  * b zero.
- */
+ * @{ */
+/** An activation function, for layers and tg_activate. */
 typedef enum tg_activation {
-    TG_ACT_IDENTITY = 0,
-    TG_ACT_SIGMOID,
-    TG_ACT_TANH,
-    TG_ACT_RELU,
-    TG_ACT_LEAKY_RELU, /* alpha 0.01 */
-    TG_ACT_SOFTPLUS,
-    TG_ACT_GELU,
+    TG_ACT_IDENTITY = 0, /**< tg_identity */
+    TG_ACT_SIGMOID,      /**< tg_sigmoid */
+    TG_ACT_TANH,         /**< tg_tanh */
+    TG_ACT_RELU,         /**< tg_relu */
+    TG_ACT_LEAKY_RELU,   /**< tg_leaky_relu, alpha 0.01 */
+    TG_ACT_SOFTPLUS,     /**< tg_softplus */
+    TG_ACT_GELU,         /**< tg_gelu */
 } tg_activation;
 
+/** Which axis of a batch indexes the examples. */
 typedef enum tg_layout {
-    TG_EXAMPLES_AS_COLUMNS = 0, /* the note's convention: A is (features x batch) */
-    TG_EXAMPLES_AS_ROWS = 1,    /* PyTorch's convention: X is (batch x features) */
+    TG_EXAMPLES_AS_COLUMNS = 0, /**< the note's convention: A is (features x batch) */
+    TG_EXAMPLES_AS_ROWS = 1,    /**< PyTorch's convention: X is (batch x features) */
 } tg_layout;
 
+/** A dense layer: its two parameters, activation and layout (filled by tg_dense_init). */
 typedef struct tg_dense {
-    tg_tensor *weight; /* (out x in) */
-    tg_tensor *bias;   /* (out x 1) or (1 x out) */
-    tg_activation act;
-    tg_layout layout;
+    tg_tensor *weight; /**< (out x in) */
+    tg_tensor *bias;   /**< (out x 1) or (1 x out) */
+    tg_activation act; /**< applied to Z */
+    tg_layout layout;  /**< examples as columns or as rows */
 } tg_dense;
 
-/* Adds the layer's parameters to p. rng may be NULL (weights left zero). On failure (e.g. a
+/** Adds the layer's parameters to p. rng may be NULL (weights left zero). On failure (e.g. a
  * parameter of either name already exists) nothing is added, *layer is not written, the
  * status is returned and recorded in p (see tg_params_add). */
 TG_API tg_status tg_dense_init(tg_dense *layer, tg_params *p, const char *name, int64_t n_in,
                                int64_t n_out, tg_activation act, tg_layout layout, tg_rng *rng);
+/** The layer's output act(W·x + b) (examples as columns) or act(x·Wᵀ + b) (as rows): a matmul
+ * and one fused tg_bias_act node. */
 TG_API tg_tensor *tg_dense_forward(tg_tape *t, const tg_dense *layer, tg_tensor *x);
 
-/* Conv2d layer (nn.Conv2d): weight "<name>/W" (out, in/groups, kh, kw) and, when bias is
+/** Conv2d layer (nn.Conv2d): weight "<name>/W" (out, in/groups, kh, kw) and, when bias is
  * true, "<name>/b" (out), both U(±1/√fan_in) as PyTorch initializes them (rng NULL: zeros);
  * opt NULL is tg_conv_defaults(). Atomic like tg_dense_init. The forward is tg_conv2d. */
 typedef struct tg_conv2d_layer {
-    tg_tensor *weight;       /* (out, in/groups, kh, kw) */
-    tg_tensor *bias;         /* (out), or NULL */
-    tg_conv_options options; /* stride, padding, dilation, groups */
+    tg_tensor *weight;       /**< (out, in/groups, kh, kw) */
+    tg_tensor *bias;         /**< (out), or NULL */
+    tg_conv_options options; /**< stride, padding, dilation, groups */
 } tg_conv2d_layer;
+/** Adds the conv2d layer's parameters to p (see tg_conv2d_layer); on failure nothing is added
+ * and the status is recorded in p, as tg_dense_init. */
 TG_API tg_status tg_conv2d_layer_init(tg_conv2d_layer *layer, tg_params *p, const char *name,
                                       int64_t in_channels, int64_t out_channels, int64_t kh,
                                       int64_t kw, const tg_conv_options *opt, bool bias,
                                       tg_rng *rng);
+/** The layer's output: tg_conv2d with its weight, bias and options. */
 TG_API tg_tensor *tg_conv2d_layer_forward(tg_tape *t, const tg_conv2d_layer *layer,
                                           tg_tensor *x);
 
-/* Batch-norm layer (nn.BatchNorm1d/2d over axis 1): weight "<name>/W" = 1 and bias
+/** Batch-norm layer (nn.BatchNorm1d/2d over axis 1): weight "<name>/W" = 1 and bias
  * "<name>/b" = 0, and the buffers "<name>/running_mean" = 0, "<name>/running_var" = 1 (see
  * tg_params_add_buffer); momentum 0.1 and eps 1e-5 (change the fields to taste). Atomic like
  * tg_dense_init. The forward is tg_batch_norm in the tape's mode. */
 typedef struct tg_batch_norm_layer {
-    tg_tensor *weight, *bias;              /* (C), trained */
-    tg_tensor *running_mean, *running_var; /* (C), buffers */
+    /** γ (C), trained */
+    tg_tensor *weight, *bias;
+    /** @var tg_batch_norm_layer::bias
+     * β (C), trained */
+    /** The running mean (C), a buffer */
+    tg_tensor *running_mean, *running_var;
+    /** @var tg_batch_norm_layer::running_var
+     * The running variance (C), a buffer */
+    /** The running statistics' update factor (0.1) */
     double momentum, eps;
+    /** @var tg_batch_norm_layer::eps
+     * Added to the variance before its square root (1e-5) */
 } tg_batch_norm_layer;
+/** Adds the batch-norm layer's parameters and buffers to p (see tg_batch_norm_layer); on
+ * failure nothing is added and the status is recorded in p, as tg_dense_init. */
 TG_API tg_status tg_batch_norm_layer_init(tg_batch_norm_layer *layer, tg_params *p,
                                           const char *name, int64_t channels);
+/** The layer's output: tg_batch_norm with its tensors, momentum and eps, in the tape's mode. */
 TG_API tg_tensor *tg_batch_norm_layer_forward(tg_tape *t, const tg_batch_norm_layer *layer,
                                               tg_tensor *x);
-/* Apply an activation by enum. */
+/** Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
-/* act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */
+/** act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */
 TG_API tg_tensor *tg_bias_act(tg_tape *t, tg_tensor *x, tg_tensor *b, tg_activation act);
+/** "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus" or "gelu" ("unknown
+ * activation" for any other value). */
 TG_API const char *tg_activation_name(tg_activation act);
+/** @} */
 
-/* ---------------------------------------------------------------------------------------
- * SGD:  v ← μ v + (dw + λ w);  w ← w − η v   (μ = 0: w ← w − η (dw + λ w)).
+/* --------------------------------------------------------------------------------------- */
+/** @name SGD
+ * v ← μ v + (dw + λ w);  w ← w − η v   (μ = 0: w ← w − η (dw + λ w)).
  * Nesterov: w ← w − η (dw + λ w + μ v) with the updated v.
- */
+ * @{ */
+/** Options of tg_sgd_new. */
 typedef struct tg_sgd_options {
-    double lr;           /* η, finite and >= 0 */
-    double momentum;     /* μ in [0, 1) */
-    double weight_decay; /* λ >= 0 */
-    bool nesterov;
+    double lr;           /**< η, finite and >= 0 */
+    double momentum;     /**< μ in [0, 1) */
+    double weight_decay; /**< λ >= 0 */
+    bool nesterov;       /**< Nesterov momentum (needs μ > 0) */
 } tg_sgd_options;
 
-/* NULL on bad options or out of memory; the reason goes to *err if err is not NULL. */
+/** An optimizer over p. NULL on bad options or out of memory; the reason goes to *err if err
+ * is not NULL. */
 TG_API tg_sgd *tg_sgd_new(tg_params *p, const tg_sgd_options *opt, const char **err);
+/** Free the optimizer (not the parameters); NULL is a no-op. */
 TG_API void tg_sgd_free(tg_sgd *s);
-/* One update of every parameter from its gradient, then gradients are zeroed. */
+/** One update of every parameter from its gradient, then gradients are zeroed. */
 TG_API tg_status tg_sgd_step(tg_sgd *s);
+/** Change the learning rate η; TG_ERR_ARG and nothing changes when lr is not finite and >= 0. */
 TG_API tg_status tg_sgd_set_lr(tg_sgd *s, double lr);
+/** The last failure's message, or NULL when the last call succeeded. */
 TG_API const char *tg_sgd_error(const tg_sgd *s);
+/** @} */
 
 #ifdef __cplusplus
 }
