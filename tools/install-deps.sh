@@ -3,7 +3,8 @@
 #
 #   tools/install-deps.sh          build + test dependencies
 #   tools/install-deps.sh --all    also PyTorch (side-by-side scripts), Fashion-MNIST, OpenMPI,
-#                                  clang/libFuzzer and OpenBLAS (benchmarks, fuzzing, MPI)
+#                                  clang/libFuzzer and OpenBLAS (benchmarks, fuzzing, MPI),
+#                                  Doxygen and scdoc (meson setup -Ddocs=enabled)
 #   tools/install-deps.sh --ci     what .ci/run needs: the same as --all (PyTorch runs the
 #                                  torch-reference gradient test; without it that test skips)
 set -eu
@@ -14,7 +15,7 @@ set -eu
 core="meson ninja-build pkg-config gcc libc6-dev dpkg-dev check libjansson-dev zlib1g-dev
       libgraphviz-dev graphviz valgrind python3 python3-numpy"
 extra="libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libopenblas-dev
-       dataset-fashion-mnist binutils python3-torch"
+       dataset-fashion-mnist binutils python3-torch doxygen scdoc"
 
 want="$core"
 case "${1:-}" in
