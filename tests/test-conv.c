@@ -532,6 +532,52 @@ START_TEST(batch_norm_statistics_and_modes)
 }
 END_TEST
 
+/* group_norm: with groups = C each (sample, channel) plane comes out with mean 0 and
+ * variance 1 (instance norm); bad groups, weight and eps are refused by name. */
+START_TEST(group_norm_values_and_errors)
+{
+    tg_rng *rng = tg_rng_new(6);
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 3, 4, 5}, rng, "x");
+    tg_tensor *y = tg_group_norm(t, x, 3, NULL, NULL, 1e-12);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    for (size_t plane = 0; plane < 6; plane++) {
+        double s = 0, s2 = 0;
+        for (size_t i = 0; i < 20; i++) {
+            double v = tg_tensor_get(y, plane * 20 + i);
+            s += v, s2 += v * v;
+        }
+        ck_assert_double_eq_tol(s / 20, 0, 1e-12);
+        ck_assert_double_eq_tol(s2 / 20, 1, 1e-9);
+    }
+    tg_tensor *w2 = tg_tensor_new(t, TG_F64, 1, (int64_t[]){2}, "w2");
+    const struct {
+        int64_t groups;
+        bool bad_weight;
+        double eps;
+        const char *token;
+    } bad[] = {{2, false, 1e-5, "groups 2 must be >= 1 and divide the 3 channels"},
+               {0, false, 1e-5, "groups 0"},
+               {3, true, 1e-5, "weight \"w2\" (2)"},
+               {1, false, -1, "eps = -1"}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        size_t nodes = tg_tape_node_count(t);
+        y = tg_group_norm(t, x, bad[k].groups, bad[k].bad_weight ? w2 : NULL, NULL, bad[k].eps);
+        ck_assert_int_ne(tg_tape_status(t), TG_OK);
+        ck_assert_uint_eq(tg_tape_node_count(t), nodes);
+        ck_assert_int_eq(tg_tensor_ndim(y), 0);
+        ck_assert_msg(strstr(tg_tape_error(t), "group_norm") &&
+                          strstr(tg_tape_error(t), bad[k].token),
+                      "%s", tg_tape_error(t));
+        tg_tape_reset(t);
+        x = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 3, 4, 5}, rng, "x");
+        w2 = tg_tensor_new(t, TG_F64, 1, (int64_t[]){2}, "w2");
+    }
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
 /* Buffers live in the set (found by name, saved and loaded) but outside its trained values:
  * an optimizer step with weight decay leaves them bit for bit. */
 START_TEST(buffers_are_kept_not_trained)
@@ -723,6 +769,7 @@ main(void)
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, batch_norm_statistics_and_modes);
     tcase_add_test(tc, buffers_are_kept_not_trained);
+    tcase_add_test(tc, group_norm_values_and_errors);
     tcase_add_test(tc, layers_conv2d_and_batch_norm);
     tcase_add_test(tc, dropout_mask_rate_scale_and_modes);
     suite_add_tcase(s, tc);

@@ -252,6 +252,13 @@ ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
     tg_tape_set_training(t, true);
     return y;
 }
+/* group_norm: 2 groups, γ = β = in[1] when given (.axis 0), none (.axis 1) */
+static tg_tensor *
+ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *g = c->axis == 0 ? in[1] : NULL;
+    return tg_group_norm(t, in[0], 2, g, g, 1e-5);
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -431,6 +438,8 @@ static const struct op_case cases[] = {
     ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
     ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
     ND("batch_norm (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2),
+    ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
+    ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };

@@ -1371,6 +1371,40 @@ apply_batch_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     return y;
 }
 
+/* group_norm: x of rank 2-4, groups dividing C (1, C or between), γ and β each present or
+ * not. c->axis: the groups. */
+static void
+make_group_norm(struct cases *cs)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 5; i++) {
+        bool gamma = rnd(r, 0, 3) != 0, beta = rnd(r, 0, 3) != 0;
+        struct sweep_case *c = add_case(cs, 1 + gamma + beta);
+        int nd = (int)rnd(r, 2, 4);
+        set_rnd(c, 0, r, nd, 1);
+        int64_t groups = rnd(r, 1, 3), cg = rnd(r, 1, 3);
+        c->in[0].dims[1] = groups * cg;
+        if (cg * (nd > 2 ? c->in[0].dims[nd - 1] : 1) < 2) /* two values per group at least */
+            c->in[0].dims[1] = groups * (cg = 2);
+        int k = 1;
+        if (gamma)
+            SHAPE(c, k++, c->in[0].dims[1]);
+        if (beta)
+            SHAPE(c, k, c->in[0].dims[1]);
+        c->v0[0] = gamma, c->v0[1] = beta;
+        c->axis = (int)groups;
+        attrf(c, "G %d%s%s", c->axis, gamma ? " gamma" : "", beta ? " beta" : "");
+    }
+}
+
+static tg_tensor *
+apply_group_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    int k = 1;
+    tg_tensor *gamma = c->v0[0] ? in[k++] : NULL, *beta = c->v0[1] ? in[k] : NULL;
+    return tg_group_norm(t, in[0], c->axis, gamma, beta, 1e-5);
+}
+
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
  * batch and classes from 1; labels random, weights in [0.2, 2) or none. */
 static struct sweep_case *
@@ -1679,6 +1713,7 @@ static const struct op_row rows[] = {
     {"global_avg_pool2d", make_global_avg_pool2d, apply_global_avg_pool2d, NULL}, /* composed: mean */
     {"dropout", make_dropout, apply_dropout, NULL},
     {"batch_norm", make_batch_norm, apply_batch_norm, NULL},
+    {"group_norm", make_group_norm, apply_group_norm, NULL},
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -540,6 +540,15 @@ TG_API tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, double p, tg_rng *rng);
 TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                 tg_tensor *running_mean, tg_tensor *running_var,
                                 double momentum, double eps);
+/**
+ * @brief F.group_norm: x (N, C, ...) normalized over each sample's groups of C/groups channels
+ *        (the same in training and evaluation), then γ_c x̂ + β_c.
+ *
+ * groups divides C; weight γ and bias β (C) or NULL; eps > 0 (PyTorch's default 1e-5).
+ * groups = C is instance norm, groups = 1 normalizes each sample over all its channels.
+ */
+TG_API tg_tensor *tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_tensor *gamma,
+                                tg_tensor *beta, double eps);
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */

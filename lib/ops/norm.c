@@ -294,3 +294,205 @@ tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
     tg_tensor *in[3] = {x, gamma ? gamma : beta, gamma ? beta : NULL};
     return tg__record(t, &tg__op_batch_norm, in, 1 + !!gamma + !!beta, &attr, NULL);
 }
+
+/*
+ * group_norm (F.group_norm): x (N, C, ...) with C split into G groups of C/G channels; each
+ * (sample, group) is normalized over its M = (C/G)·(spatial size) values, the same in training
+ * and evaluation (no running statistics), then scaled and shifted per channel:
+ *   μ, σ² (biased) over the group,  x̂ = (x − μ) / √(σ² + ε),  y = γ_c x̂ + β_c
+ *   VJP, with u = γ_c dy (the gradient at x̂) and sums over the group:
+ *     dx += (1/√(σ² + ε)) (u − Σu/M − x̂ Σ(u x̂)/M),  dγ_c += Σ_{n,i} dy x̂,  dβ_c += Σ_{n,i} dy
+ * The scratch keeps μ and 1/√(σ² + ε) per (sample, group). Parts of the forward and of dx are
+ * (sample, group) pairs; dγ and dβ are summed per channel over the samples in order. Every
+ * sum is in double, in a fixed order.
+ */
+/* attr: axis = G, scale2 = ε, axes bit 0: γ given, bit 1: β given */
+struct gn {
+    size_t n, c, inner, groups, cg; /* cg channels per group */
+    const tg_tensor *gamma, *beta;
+};
+
+static struct gn
+gn_of(const tg_node *nd)
+{
+    struct bn b = bn_of(nd);
+    struct gn g = {b.n, b.c, b.inner, (size_t)nd->attr.axis, b.c / (size_t)nd->attr.axis,
+                   b.gamma, b.beta};
+    return g;
+}
+
+static size_t
+gn_scratch(const tg_node *nd)
+{
+    return 2 * (size_t)nd->in[0]->dims[0] * (size_t)nd->attr.axis * sizeof(double);
+}
+
+struct gn_job {
+    tg_node *nd;
+    struct gn g;
+};
+
+static void
+gn_forward_part(size_t begin, size_t end, void *ctx)
+{
+    struct gn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct gn g = j->g;
+    double *mean = nd->scratch, *inv = mean + g.n * g.groups;
+    size_t len = g.cg * g.inner; /* a group's values are contiguous */
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *gamma = g.gamma ? g.gamma->data : NULL;
+        const T *beta = g.beta ? g.beta->data : NULL;
+        T *y = nd->out->data;
+        for (size_t ng = begin; ng < end; ng++) {
+            const T *xg = x + ng * len;
+            double mu = BN_SUM(xg, len) / (double)len;
+            double iv = 1 / sqrt(BN_SQDEV(xg, len, mu) / (double)len + nd->attr.scale2);
+            mean[ng] = mu, inv[ng] = iv;
+            for (size_t cc = 0; cc < g.cg; cc++) {
+                size_t c = ng % g.groups * g.cg + cc;
+                double k = (gamma ? gamma[c] : 1) * iv, bias = beta ? beta[c] : 0;
+                const T *xr = xg + cc * g.inner;
+                T *yr = y + ng * len + cc * g.inner;
+                for (size_t i = 0; i < g.inner; i++)
+                    yr[i] = (T)(k * (xr[i] - mu) + bias);
+            }
+        }
+    });
+}
+
+static tg_status
+gn_forward(tg_node *nd)
+{
+    struct gn_job j = {nd, gn_of(nd)};
+    size_t len = j.g.cg * j.g.inner;
+    tg__parallel_for(j.g.n * j.g.groups, len ? ((size_t)1 << 14) / len + 1 : 1,
+                     gn_forward_part, &j);
+    return TG_OK;
+}
+
+/* dx for the (sample, group) pairs [begin, end) */
+static void
+gn_dx_part(size_t begin, size_t end, void *ctx)
+{
+    struct gn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct gn g = j->g;
+    const double *mean = nd->scratch, *inv = mean + g.n * g.groups;
+    size_t len = g.cg * g.inner;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *dy = nd->out->grad;
+        const T *gamma = g.gamma ? g.gamma->data : NULL;
+        T *dx = nd->in[0]->grad;
+        for (size_t ng = begin; ng < end; ng++) {
+            double su = 0, sux = 0; /* Σu and Σ u (x − μ) over the group */
+            for (size_t cc = 0; cc < g.cg; cc++) {
+                size_t c = ng % g.groups * g.cg + cc, at = ng * len + cc * g.inner;
+                double gc = gamma ? gamma[c] : 1, s = 0, h = 0;
+                BN_DSUMS(dy + at, x + at, g.inner, mean[ng], &s, &h);
+                su += gc * s, sux += gc * h;
+            }
+            double iv = inv[ng], m = (double)len;
+            double a = -iv * iv * iv * sux / m, e = -iv * su / m; /* dx = iv u + a (x−μ) + e */
+            for (size_t cc = 0; cc < g.cg; cc++) {
+                size_t c = ng % g.groups * g.cg + cc, at = ng * len + cc * g.inner;
+                double k = (gamma ? gamma[c] : 1) * iv;
+                for (size_t i = 0; i < g.inner; i++)
+                    dx[at + i] += (T)(k * dy[at + i] + a * (x[at + i] - mean[ng]) + e);
+            }
+        }
+    });
+}
+
+/* dγ and dβ for the channels [begin, end) */
+static void
+gn_affine_part(size_t begin, size_t end, void *ctx)
+{
+    struct gn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct gn g = j->g;
+    const double *mean = nd->scratch, *inv = mean + g.n * g.groups;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *dy = nd->out->grad;
+        T *dgamma = g.gamma && g.gamma->grad ? g.gamma->grad : NULL;
+        T *dbeta = g.beta && g.beta->grad ? g.beta->grad : NULL;
+        for (size_t c = begin; c < end; c++) {
+            double s = 0, h = 0;
+            for (size_t n = 0; n < g.n; n++) {
+                size_t ng = n * g.groups + c / g.cg, at = (n * g.c + c) * g.inner;
+                double sn = 0, hn = 0;
+                BN_DSUMS(dy + at, x + at, g.inner, mean[ng], &sn, &hn);
+                s += sn, h += hn * inv[ng];
+            }
+            if (dgamma)
+                dgamma[c] += (T)h;
+            if (dbeta)
+                dbeta[c] += (T)s;
+        }
+    });
+}
+
+static tg_status
+gn_vjp(tg_node *nd)
+{
+    struct gn_job j = {nd, gn_of(nd)};
+    size_t len = j.g.cg * j.g.inner;
+    if (nd->in[0]->grad)
+        tg__parallel_for(j.g.n * j.g.groups, len ? ((size_t)1 << 14) / len + 1 : 1, gn_dx_part,
+                         &j);
+    if ((j.g.gamma && j.g.gamma->grad) || (j.g.beta && j.g.beta->grad))
+        tg__parallel_for(j.g.c, 64, gn_affine_part, &j);
+    return TG_OK;
+}
+
+const tg_op tg__op_group_norm = {
+    .name = "group_norm",
+    .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
+    .forward = gn_forward,
+    .vjp = gn_vjp,
+    .scratch_size = gn_scratch,
+    .math = "y = γ_c (x − μ_{n,g})/√(σ²_{n,g} + ε) + β_c, μ, σ² (biased) over each sample's "
+            "group of C/G channels",
+    .vjp_math = "u = γ dy: dx += (u − Σu/M − x̂ Σ(u x̂)/M)/√(σ²+ε) per group; dγ += Σ_{n,i} dy "
+                "x̂, dβ += Σ_{n,i} dy",
+    .shapes = "x (N,C,…), γ, β (C), G divides C -> same as x",
+};
+
+tg_tensor *
+tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_tensor *gamma, tg_tensor *beta,
+              double eps)
+{
+    if (!t)
+        return NULL;
+    if (t->status != TG_OK || !tg__operand_ok(t, "group_norm", "x", x))
+        return &t->nil;
+    if (x->ndim < 2)
+        return tg__fail(t, TG_ERR_SHAPE, "group_norm %s %s: expected x (N, C, ...) of rank >= 2",
+                        tg__name_text(x).s, tg__shape_text(x).s);
+    if (groups < 1 || groups > INT32_MAX || x->dims[1] % groups)
+        return tg__fail(t, TG_ERR_ARG,
+                        "group_norm %s %s: groups %" PRId64 " must be >= 1 and divide the %" PRId64
+                        " channels",
+                        tg__name_text(x).s, tg__shape_text(x).s, groups, x->dims[1]);
+    if (!(eps > 0) || !isfinite(eps))
+        return tg__fail(t, TG_ERR_ARG, "group_norm %s: eps = %g must be finite and > 0",
+                        tg__name_text(x).s, eps);
+    const char *what[2] = {"weight", "bias"};
+    tg_tensor *v[2] = {gamma, beta};
+    for (int k = 0; k < 2; k++) {
+        if (!v[k])
+            continue;
+        if (!tg__operand_ok(t, "group_norm", what[k], v[k]))
+            return &t->nil;
+        if (v[k]->ndim != 1 || v[k]->dims[0] != x->dims[1])
+            return tg__fail(t, TG_ERR_SHAPE,
+                            "group_norm %s %s: %s %s %s must be a vector of %" PRId64
+                            " (one per channel)",
+                            tg__name_text(x).s, tg__shape_text(x).s, what[k],
+                            tg__name_text(v[k]).s, tg__shape_text(v[k]).s, x->dims[1]);
+    }
+    struct tg__attr attr = {.scale2 = eps, .axis = (int)groups,
+                            .axes = (gamma ? 1u : 0u) | (beta ? 2u : 0u)};
+    tg_tensor *in[3] = {x, gamma ? gamma : beta, gamma ? beta : NULL};
+    return tg__record(t, &tg__op_group_norm, in, 1 + !!gamma + !!beta, &attr, NULL);
+}

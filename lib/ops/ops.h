@@ -82,6 +82,7 @@ enum tg__op_id {
     /* dropout.c, norm.c */
     TG_OP_DROPOUT,
     TG_OP_BATCH_NORM,
+    TG_OP_GROUP_NORM,
     TG_OP_COUNT
 };
 
@@ -113,7 +114,7 @@ extern const tg_op tg__op_bmm;                                                  
 extern const tg_op tg__op_conv2d;                                               /* conv.c */
 extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
 extern const tg_op tg__op_dropout;                                              /* dropout.c */
-extern const tg_op tg__op_batch_norm;                                           /* norm.c */
+extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

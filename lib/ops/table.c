@@ -71,6 +71,7 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_AVG_POOL2D] = &tg__op_avg_pool2d,
     [TG_OP_DROPOUT] = &tg__op_dropout,
     [TG_OP_BATCH_NORM] = &tg__op_batch_norm,
+    [TG_OP_GROUP_NORM] = &tg__op_group_norm,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,

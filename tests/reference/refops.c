@@ -399,7 +399,7 @@ enum {
     OP_INDEX_SELECT, OP_GATHER, OP_DETACH,
     OP_BMM,
     OP_CONV2D, OP_CONV1D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_GLOBAL_AVG_POOL2D,
-    OP_BATCH_NORM,
+    OP_BATCH_NORM, OP_GROUP_NORM,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -414,7 +414,7 @@ static const char *const op_names[N_OPS] = {
     "index_select", "gather", "detach",
     "bmm",
     "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
-    "batch_norm",
+    "batch_norm", "group_norm",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -1041,6 +1041,41 @@ batch_norm(int cur)
     return op(y, "batch_norm", in, n);
 }
 
+/* group_norm on the chain's value (rank 2-4, at least two values per group) or a leaf, with
+ * groups dividing C, γ and β leaves or none. */
+static int
+group_norm(int cur)
+{
+    int x;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) >= 2 &&
+        tg_tensor_size(ids[cur]) / (size_t)tg_tensor_dim(ids[cur], 0) >= 2) {
+        x = cur;
+    } else {
+        shape s = rand_shape(2, 4);
+        s.d[1] = 2 * irand(1, 2);
+        x = leaf(&s, -2, 2);
+    }
+    int64_t c = tg_tensor_dim(ids[x], 1), groups = 1;
+    for (int64_t g = c; g >= 1; g--) /* a random divisor of C that leaves two values a group */
+        if (c % g == 0 && tg_tensor_size(ids[x]) / (size_t)tg_tensor_dim(ids[x], 0) / (size_t)g >= 2 &&
+            chance(2)) {
+            groups = g;
+            break;
+        }
+    shape cs = {1, {c}};
+    bool gamma = !chance(4), beta = !chance(4);
+    int in[3] = {x}, n = 1;
+    if (gamma)
+        in[n++] = leaf(&cs, 0.5, 1.5);
+    if (beta)
+        in[n++] = leaf(&cs, -1, 1);
+    double eps = chance(2) ? 1e-5 : urand(1e-3, 0.1);
+    attr(" groups=%lld gamma=%d beta=%d eps=%.17g", (long long)groups, gamma, beta, eps);
+    tg_tensor *y = tg_group_norm(tape, ids[x], groups, gamma ? ids[in[1]] : NULL,
+                                 beta ? ids[in[1 + gamma]] : NULL, eps);
+    return op(y, "group_norm", in, n);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -1136,6 +1171,8 @@ run_op(int which, int cur)
         return pool(which, cur);
     if (which == OP_BATCH_NORM)
         return batch_norm(cur);
+    if (which == OP_GROUP_NORM)
+        return group_norm(cur);
     return loss(which, cur);
 }
 

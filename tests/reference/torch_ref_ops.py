@@ -73,7 +73,8 @@ OPS = [
     "gelu_tanh", "div", "maximum", "minimum", "where", "sum_axes", "mean_axes", "max_axes",
     "min_axes", "logsumexp", "var", "softmax", "log_softmax", "reshape", "permute", "expand",
     "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
-    "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "nll_loss",
+    "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "group_norm",
+    "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -207,6 +208,13 @@ def apply(name, a, ins):
         rm, rv = (rest[0].clone(), rest[1].clone()) if a["stats"] == "1" else (None, None)
         return F.batch_norm(ins[0], rm, rv, w, b, training=a["training"] == "1",
                             momentum=float(a["momentum"]), eps=float(a["eps"]))
+    if name == "group_norm":
+        rest = list(ins[1:])
+        w = rest.pop(0) if a["gamma"] == "1" else None
+        b = rest.pop(0) if a["beta"] == "1" else None
+        if w is None and b is not None:  # torch 1.13's backward fails on (no weight, a bias)
+            w = torch.ones(ins[0].shape[1])
+        return F.group_norm(ins[0], int(a["groups"]), w, b, eps=float(a["eps"]))
     if name in ("nll_loss", "cross_entropy"):
         s = x if a["class_axis"] == "1" else x.T  # (examples x classes)
         labels = torch.tensor(ints(a["labels"]), dtype=torch.long)
