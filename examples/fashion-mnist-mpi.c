@@ -249,7 +249,7 @@ run(tg_mpi *m, const struct options *o)
             tg_tape_reset(t);
             tg_tensor *scores = forward(t, &md, (const float *)batch.x + lo * 784,
                                         (int64_t)(hi - lo));
-            tg_tensor *loss = tg_softmax_xent(t, scores, batch.labels + lo, 1);
+            tg_tensor *loss = tg_softmax_xent(t, scores, batch.labels + lo, hi - lo, 1);
             double w = (double)(hi - lo) / (double)batch.size;
             tg_backward(t, tg_scale(t, loss, w));
             st = tg_mpi_sum_grads(m, md.p, t); /* every rank fails together, or none */

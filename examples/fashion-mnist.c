@@ -517,7 +517,7 @@ run(const struct options *o)
                 rows = n_train - seen;
             tg_tape_reset(t);
             tg_tensor *scores = forward(t, &md, batch.x, (int64_t)rows);
-            tg_tensor *loss = tg_softmax_xent(t, scores, batch.labels, 1);
+            tg_tensor *loss = tg_softmax_xent(t, scores, batch.labels, rows, 1);
             tg_backward(t, loss);
             if (tg_tape_error(t)) {
                 fprintf(stderr, "\n" PROG ": epoch %ld, step %ld: %s\n", epoch,

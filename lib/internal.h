@@ -131,6 +131,7 @@ struct tg__attr {
     bool trans_a;   /* matmul */
     bool trans_b;
     int32_t *labels;  /* softmax_xent, nll, cross_entropy: copied into the arena */
+    size_t n_labels;  /* softmax_xent: the caller's count, checked against the batch */
     double *weights;  /* nll, cross_entropy: class weights (NULL: all 1), in the arena */
     int64_t *index;   /* index_select, gather: copied into the arena */
     size_t n_index;

@@ -1553,7 +1553,7 @@ START_TEST(cross_entropy_equals_softmax_xent)
         tg_tensor *s1 = axis ? mkg(dt, D(5, 4), v, "s1") : mkg(dt, D(4, 5), v, "s1");
         tg_tensor *s2 = axis ? mkg(dt, D(5, 4), v, "s2") : mkg(dt, D(4, 5), v, "s2");
         tg_tensor *a = tg_cross_entropy(tape, s1, labels, sizeof labels / sizeof labels[0], axis, NULL, 0);
-        tg_tensor *b = tg_softmax_xent(tape, s2, labels, axis);
+        tg_tensor *b = tg_softmax_xent(tape, s2, labels, sizeof labels / sizeof labels[0], axis);
         no_error();
         EXPECT_SHAPE(a, 1, 1);
         ck_assert_msg(close_to(tg_tensor_item(a), tg_tensor_item(b), tol), "axis %d: %.17g vs %.17g",

@@ -182,8 +182,41 @@ END_TEST
 START_TEST(label_out_of_range)
 {
     int32_t labels[2] = {1, 10};
-    tg_softmax_xent(tape, tg_matrix(tape, TG_F64, 2, 10, NULL, "logits"), labels, 1);
+    tg_softmax_xent(tape, tg_matrix(tape, TG_F64, 2, 10, NULL, "logits"), labels, 2, 1);
     ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "\"logits\"", "label 10 of example 1", "[0, 10)");
+}
+END_TEST
+
+/* Issue 26 item 11: the labels' count is checked against the batch, the scores' extent on the
+ * axis that is not class_axis. (8x3) with classes on axis 0 is 3 examples: 8 labels is the
+ * count of the wrong axis (it once read 3 of them and said nothing). */
+START_TEST(softmax_xent_label_count)
+{
+    int32_t labels[8] = {0, 1, 2, 0, 1, 2, 0, 1};
+    tg_tensor *s = tg_matrix(tape, TG_F64, 8, 3, NULL, "S");
+    tg_softmax_xent(tape, s, labels, 8, 0);
+    ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "\"S\"", "(8x3)", "8 labels given for 3 examples",
+                 "class_axis 0");
+    /* too few: 7 labels for the 8 examples of class_axis 1 */
+    tg_tape_reset(tape);
+    s = tg_matrix(tape, TG_F64, 8, 3, NULL, "S");
+    tg_softmax_xent(tape, s, labels, 7, 1);
+    ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "(8x3)", "7 labels given for 8 examples");
+    /* too many */
+    tg_tape_reset(tape);
+    s = tg_matrix(tape, TG_F64, 8, 3, NULL, "S");
+    tg_softmax_xent(tape, s, labels, 4, 0);
+    ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "(8x3)", "4 labels given for 3 examples");
+    /* the right counts work, on both axes: all-zero scores give ln(classes) per example
+     * (8 classes on axis 0, 3 on axis 1) */
+    for (int axis = 0; axis < 2; axis++) {
+        tg_tape_reset(tape);
+        s = tg_matrix(tape, TG_F64, 8, 3, NULL, "S");
+        tg_tensor *loss = tg_softmax_xent(tape, s, labels, axis ? 8 : 3, axis);
+        ck_assert_msg(!tg_tape_error(tape), "%s", tg_tape_error(tape));
+        /* lse of C zeros is log(C) itself, and s[label] = 0: a few ulps */
+        ck_assert_double_eq_tol(tg_tensor_item(loss), log(axis ? 3.0 : 8.0), 1e-15);
+    }
 }
 END_TEST
 
@@ -401,6 +434,7 @@ main(void)
     tcase_add_test(tc, bad_rank);
     tcase_add_test(tc, mse_shape_mismatch);
     tcase_add_test(tc, label_out_of_range);
+    tcase_add_test(tc, softmax_xent_label_count);
     tcase_add_test(tc, bad_axis);
     suite_add_tcase(s, tc);
 

@@ -73,7 +73,7 @@ grads(tg_tape *t, struct model *md, const double *x, const int32_t *y, int64_t r
     int64_t dims[2] = {rows, NIN};
     tg_tensor *X = tg_tensor_wrap(t, TG_F64, 2, dims, (void *)(uintptr_t)x, "x");
     tg_tensor *s = tg_dense_forward(t, &md->l2, tg_dense_forward(t, &md->l1, X));
-    return tg_backward(t, tg_softmax_xent(t, s, y, 1));
+    return tg_backward(t, tg_softmax_xent(t, s, y, (size_t)rows, 1));
 }
 
 struct data {

@@ -106,7 +106,8 @@ static tg_tensor *ap_mse(tg_tape *t, tg_tensor **in, const struct op_case *c)
 }
 static tg_tensor *ap_xent(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    return tg_softmax_xent(t, in[0], case_labels, c->axis);
+    return tg_softmax_xent(t, in[0], case_labels, (size_t)tg_tensor_dim(in[0], 1 - c->axis),
+                           c->axis);
 }
 static tg_tensor *ap_bias_act(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
@@ -693,11 +694,11 @@ START_TEST(forward_losses_by_hand)
      * Mean = (0.40760596444438 + 0.69314718055995) / 2. */
     int32_t labels[2] = {2, 0};
     tg_tensor *s = mat(2, 3, (double[]){1, 2, 3, 1000, 1000, 0});
-    expect_values(tg_softmax_xent(tape, s, labels, 1),
+    expect_values(tg_softmax_xent(tape, s, labels, 2, 1),
                   (double[]){(0.40760596444438046 + 0.69314718055994531) / 2}, 1, 1e-15);
     /* The same scores with classes on axis 0. */
     tg_tensor *st = mat(3, 2, (double[]){1, 1000, 2, 1000, 3, 0});
-    expect_values(tg_softmax_xent(tape, st, labels, 0),
+    expect_values(tg_softmax_xent(tape, st, labels, 2, 0),
                   (double[]){(0.40760596444438046 + 0.69314718055994531) / 2}, 1, 1e-15);
 }
 END_TEST
@@ -716,13 +717,14 @@ START_TEST(forward_edge_values)
     ck_assert(isnan(tg_tensor_get(r, 2)));
     /* lse([1e6, 1e6]) = 1e6 + ln 2: loss for label 0 is ln 2 */
     int32_t l0 = 0;
-    tg_tensor *big = tg_softmax_xent(tape, mat(1, 2, (double[]){1e6, 1e6}), &l0, 1);
+    tg_tensor *big = tg_softmax_xent(tape, mat(1, 2, (double[]){1e6, 1e6}), &l0, 1, 1);
     ck_assert_double_eq_tol(tg_tensor_item(big), 0.69314718055994531, 1e-10);
     /* a row with +inf: lse = +inf; the label's score is finite, so the loss is +inf */
-    tg_tensor *pinf = tg_softmax_xent(tape, mat(1, 2, (double[]){0, INFINITY}), &l0, 1);
+    tg_tensor *pinf = tg_softmax_xent(tape, mat(1, 2, (double[]){0, INFINITY}), &l0, 1, 1);
     ck_assert(isinf(tg_tensor_item(pinf)) && tg_tensor_item(pinf) > 0);
     /* a row of all -inf: lse = -inf, loss = -inf - (-inf) = NaN (documented, as PyTorch) */
-    tg_tensor *ninf = tg_softmax_xent(tape, mat(1, 2, (double[]){-INFINITY, -INFINITY}), &l0, 1);
+    tg_tensor *ninf =
+        tg_softmax_xent(tape, mat(1, 2, (double[]){-INFINITY, -INFINITY}), &l0, 1, 1);
     ck_assert(isnan(tg_tensor_item(ninf)));
     /* mse in f32 of a difference of 1e20 squares to +inf, never NaN */
     float big32[2] = {1e20f, 0}, zero32[2] = {0, 0};

@@ -55,7 +55,7 @@ train(tg_dtype dt, tg_layout layout, tg_activation act, int threads, int steps, 
         tg_tensor_write(h, x, nx);
         for (int i = 0; i < 3; i++)
             h = tg_dense_forward(t, &n.l[i], h);
-        tg_backward(t, tg_softmax_xent(t, h, labels, rows ? 1 : 0));
+        tg_backward(t, tg_softmax_xent(t, h, labels, (size_t)batch, rows ? 1 : 0));
         ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
         ck_assert_int_eq(tg_sgd_step(n.opt), TG_OK);
     }
@@ -198,7 +198,7 @@ run_big(const struct big_case *c, tg_dtype dt, int threads)
     case B_MEAN: y = c->axis < 0 ? tg_mean(t, a) : tg_mean_axis(t, a, c->axis); break;
     case B_MSE: y = tg_mse(t, a, b); break;
     case B_MSE_HALF: y = tg_mse_half(t, a, b, c->axis); break;
-    case B_XENT: y = tg_softmax_xent(t, a, big_labels, c->axis); break;
+    case B_XENT: y = tg_softmax_xent(t, a, big_labels, (size_t)c->a[1 - c->axis], c->axis); break;
     }
     ck_assert_msg(!tg_tape_error(t), "%s: %s", c->label, tg_tape_error(t));
     /* seed: random dY of y's shape, so that every output element's VJP matters */

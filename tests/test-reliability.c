@@ -125,7 +125,7 @@ START_TEST(row01_zero_dims)
         ASSERT_ERROR(TG_ERR_SHAPE, "mean", "empty input", "(0x3)");
         tg_tape_reset(tape);
         tg_softmax_xent(tape, tg_tensor_new(tape, dt, 2, (int64_t[]){0, 3}, "S"),
-                        (int32_t[]){0}, 1);
+                        (int32_t[]){0}, 0, 1);
         ASSERT_ERROR(TG_ERR_SHAPE, "softmax_xent", "empty input", "(0x3)");
     }
 }
@@ -202,7 +202,7 @@ START_TEST(rows02_05_params_and_wrap)
     ASSERT_ERROR(TG_ERR_SHAPE, "transpose", "\"T\"", "(2x2x2)");
     tg_tape_reset(tape);
     tg_softmax_xent(tape, tg_tensor_new(tape, TG_F64, 3, (int64_t[]){2, 2, 2}, "S"),
-                    (int32_t[]){0, 0}, 1);
+                    (int32_t[]){0, 0}, 2, 1);
     ASSERT_ERROR(TG_ERR_SHAPE, "softmax_xent", "\"S\"", "(2x2x2)");
 }
 END_TEST
@@ -306,7 +306,7 @@ xent_step(tg_tape *t, tg_params *p)
     tg_tensor *w = tg_params_find(p, "w");
     tg_tensor *x = tg_matrix(t, TG_F64, 4, 3, (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3}, "x");
     tg_tensor *h = tg_gelu(t, tg_matmul_t(t, x, false, w, true));
-    tg_tensor *loss = tg_softmax_xent(t, h, (int32_t[]){0, 1, 1, 0}, 1);
+    tg_tensor *loss = tg_softmax_xent(t, h, (int32_t[]){0, 1, 1, 0}, 4, 1);
     tg_tensor *seed = tg_matrix(t, TG_F64, 1, 1, (double[]){0.5}, "seed");
     return tg_backward_seeded(t, loss, seed);
 }
@@ -348,7 +348,7 @@ START_TEST(row07_null_everywhere)
     ck_assert_ptr_null(tg_tensor_from(NULL, TG_F64, 1, (int64_t[]){1}, (double[]){1}, NULL));
     ck_assert_ptr_null(tg_matrix(NULL, TG_F64, 1, 1, NULL, NULL));
     ck_assert_ptr_null(tg_matmul(NULL, NULL, NULL));
-    ck_assert_ptr_null(tg_softmax_xent(NULL, NULL, NULL, 1));
+    ck_assert_ptr_null(tg_softmax_xent(NULL, NULL, NULL, 0, 1));
     ck_assert_ptr_null(tg_dense_forward(NULL, NULL, NULL));
     ck_assert_ptr_null(tg_custom(NULL, NULL, NULL, 0, NULL));
     ck_assert_int_eq(tg_backward_seeded(NULL, NULL, NULL), TG_ERR_ARG);
@@ -390,7 +390,7 @@ START_TEST(row07_null_everywhere)
     tg_mul(tape, tg_matrix(tape, TG_F64, 1, 1, NULL, "a"), NULL);
     ASSERT_ERROR(TG_ERR_ARG, "mul", "input 1", "NULL");
     tg_tape_reset(tape);
-    tg_softmax_xent(tape, tg_matrix(tape, TG_F64, 2, 3, NULL, "s"), NULL, 1);
+    tg_softmax_xent(tape, tg_matrix(tape, TG_F64, 2, 3, NULL, "s"), NULL, 2, 1);
     ASSERT_ERROR(TG_ERR_ARG, "softmax_xent", "labels is NULL");
     tg_tape_reset(tape);
     tg_backward_seeded(tape, tg_matrix(tape, TG_F64, 1, 1, NULL, "y"), NULL);
@@ -538,7 +538,7 @@ START_TEST(row13_nothing_after_first_error)
     tg_tensor *y = bad;
     for (int i = 0; i < 100; i++) {
         y = tg_add(tape, tg_matmul(tape, w, y), tg_matrix(tape, TG_F64, 64, 64, NULL, "big"));
-        y = tg_softmax_xent(tape, y, (int32_t[]){0}, 1);
+        y = tg_softmax_xent(tape, y, (int32_t[]){0}, 1, 1);
     }
     ck_assert_int_eq(tg_backward(tape, y), TG_ERR_SHAPE);
     ck_assert_int_eq(tg_backward_seeded(tape, y, y), TG_ERR_SHAPE);
@@ -665,7 +665,7 @@ xent(tg_dtype dt, int n, const double *s, int32_t label, double *grad)
     tg_tape_reset(tape);
     tg_tensor *x = vec(dt, (size_t)n, s, "s");
     tg_tensor_set_requires_grad(x, true);
-    tg_tensor *loss = tg_softmax_xent(tape, x, &label, 1);
+    tg_tensor *loss = tg_softmax_xent(tape, x, &label, 1, 1);
     ck_assert_int_eq(tg_backward(tape, loss), TG_OK);
     for (int i = 0; grad && i < n; i++)
         grad[i] = tg_tensor_grad_get(x, (size_t)i);
@@ -737,7 +737,7 @@ START_TEST(row17_all_minus_inf_row_gradient_is_zero)
             tg_tensor *x = tg_tensor_new(tape, dt, 2, (int64_t[]){3, 3}, "S");
             tg_tensor_write(x, v, 9);
             tg_tensor_set_requires_grad(x, true);
-            tg_tensor *loss = tg_softmax_xent(tape, x, labels, axis);
+            tg_tensor *loss = tg_softmax_xent(tape, x, labels, 3, axis);
             ck_assert_int_eq(tg_backward(tape, loss), TG_OK);
             ck_assert_msg(isnan(tg_tensor_item(loss)), "%s axis %d: loss %g, want NaN",
                           tg_dtype_name(dt), axis, tg_tensor_item(loss));
@@ -1115,7 +1115,7 @@ exercise_library(void)
         tg_tensor *x = tg_tensor_new(t, TG_F32, 2, (int64_t[]){64, 64}, "x");
         tg_tensor_fill_uniform(x, r, 1e-39, 1e-38); /* subnormal-heavy inputs */
         tg_tensor *loss = tg_softmax_xent(
-            t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, x)), labels, 1);
+            t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, x)), labels, 64, 1);
         ck_assert_int_eq(tg_backward(t, loss), TG_OK);
         tg_sgd_step(opt);
     }

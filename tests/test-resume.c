@@ -112,7 +112,7 @@ train(struct run *r, int from, int to)
         tg_tape_reset(r->t);
         tg_tensor *X = tg_tensor_wrap(r->t, TG_F32, 2, (int64_t[]){BATCH, IN}, x, "X");
         tg_tensor *s = tg_dense_forward(r->t, &r->l2, tg_dense_forward(r->t, &r->l1, X));
-        tg_backward(r->t, tg_softmax_xent(r->t, s, y, 1));
+        tg_backward(r->t, tg_softmax_xent(r->t, s, y, BATCH, 1));
         if (tg_tape_error(r->t) || tg_optim_step(r->opt) != TG_OK) {
             fprintf(stderr, "train step %d: %s\n", k,
                     tg_tape_error(r->t) ? tg_tape_error(r->t) : tg_optim_error(r->opt));

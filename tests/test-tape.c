@@ -201,7 +201,7 @@ START_TEST(tape_reuse_allocates_nothing_when_warm)
         tg_tape_reset(t);
         tg_tensor *xs = tg_tensor_wrap(t, TG_F32, 2, (int64_t[]){32, 4}, x, "X");
         tg_tensor *loss =
-            tg_softmax_xent(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, xs)), labels, 1);
+            tg_softmax_xent(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, xs)), labels, 32, 1);
         tg_backward(t, loss);
         ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
         ck_assert_int_eq(tg_sgd_step(opt), TG_OK);

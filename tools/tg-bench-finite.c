@@ -50,7 +50,7 @@ mlp_step(tg_tape *t, struct model *m)
     tg_tensor *h = tg_tensor_wrap(t, TG_F32, 2, (int64_t[]){64, 784}, m->x, "x");
     for (int i = 0; i < 3; i++)
         h = tg_dense_forward(t, &m->l[i], h);
-    tg_status s = tg_backward(t, tg_softmax_xent(t, h, m->labels, 1));
+    tg_status s = tg_backward(t, tg_softmax_xent(t, h, m->labels, 64, 1));
     if (s == TG_OK)
         s = tg_sgd_step(m->opt);
     return s;

@@ -213,7 +213,7 @@ model_step(struct model *m)
     }
     tg_tensor *loss;
     if (net->loss == LOSS_XENT) {
-        loss = tg_softmax_xent(t, h, m->labels, 1);
+        loss = tg_softmax_xent(t, h, m->labels, (size_t)net->batch, 1);
     } else {
         tg_tensor *y =
             tg_tensor_wrap(t, m->dt, 2, (int64_t[]){net->batch, net->dims[3]}, m->y, "Y");

@@ -154,7 +154,7 @@ build_mlp(struct network *net, tg_rng *rng)
     tg_tensor *h1 = tg_dense_forward(t, &fc1, X);
     tg_tensor *h2 = tg_dense_forward(t, &fc2, h1);
     tg_tensor *logits = tg_dense_forward(t, &fc3, h2);
-    net->loss = tg_softmax_xent(t, logits, net->labels, 1);
+    net->loss = tg_softmax_xent(t, logits, net->labels, MLP_BATCH, 1);
     name(net, h1, "fc1/H1");
     name(net, h2, "fc2/H2");
     name(net, logits, "fc3/logits");

@@ -1576,7 +1576,8 @@ make_softmax_xent(struct cases *cs)
 static tg_tensor *
 apply_softmax_xent(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
 {
-    return tg_softmax_xent(t, in[0], c->labels, c->axis);
+    return tg_softmax_xent(t, in[0], c->labels, (size_t)tg_tensor_dim(in[0], 1 - c->axis),
+                           c->axis);
 }
 
 /* bias_act: row bias (1 x k) and column bias (m x 1), every activation (relu's kink is at
@@ -1643,7 +1644,7 @@ apply_mlp(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     tg_tensor *a1 =
         tg_activate(t, tg_add(t, tg_matmul_t(t, in[4], false, in[0], true), in[1]), c->act);
     tg_tensor *s = tg_add(t, tg_matmul_t(t, a1, false, in[2], true), in[3]);
-    return tg_softmax_xent(t, s, c->labels, 1);
+    return tg_softmax_xent(t, s, c->labels, (size_t)tg_tensor_dim(in[4], 0), 1);
 }
 
 /* One row per op of the library's table (matched by name), then the composed networks. */

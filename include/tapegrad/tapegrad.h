@@ -340,13 +340,15 @@ TG_API tg_tensor *tg_mse_half(tg_tape *t, tg_tensor *a, tg_tensor *y, int batch_
 TG_API tg_tensor *tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y);
 /** Mean over examples of -log softmax(scores)[label] -> (1 x 1), computed as
  * lse(s) - s[label] (log-sum-exp, stable). class_axis is the axis that indexes
- * classes (1 for (batch x classes), 0 for (classes x batch)); labels has one entry
- * per example, each in [0, classes). The labels are copied.
+ * classes (1 for (batch x classes), 0 for (classes x batch)); labels has n_labels
+ * entries, which must be one per example (the scores' extent on the other axis: an
+ * error naming both counts otherwise, so a short array is caught instead of read past
+ * its end), each in [0, classes). The labels are copied.
  * A row whose scores are all -inf has no softmax (0/0): its loss is NaN
  * (lse - s[label] = -inf + inf, as in PyTorch), so the mean is NaN, but its
  * gradient is 0 (never NaN), leaving the other rows' gradients usable. */
 TG_API tg_tensor *tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels,
-                                  int class_axis);
+                                  size_t n_labels, int class_axis);
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */

@@ -327,6 +327,13 @@ xent_shape(tg_node *nd, int *ndim, int64_t *dims)
         tg__fail(nd->tape, TG_ERR_ARG, "softmax_xent %s: labels is NULL", tg__name_text(s).s);
         return TG_ERR_ARG;
     }
+    if (nd->attr.n_labels != l.batch) {
+        tg__fail(nd->tape, TG_ERR_ARG,
+                 "softmax_xent %s %s: %zu labels given for %zu examples (class_axis %d: one "
+                 "label per example)",
+                 tg__name_text(s).s, tg__shape_text(s).s, nd->attr.n_labels, l.batch, axis);
+        return TG_ERR_ARG;
+    }
     for (size_t j = 0; j < l.batch; j++)
         if (user[j] < 0 || (size_t)user[j] >= l.classes) {
             tg__fail(nd->tape, TG_ERR_ARG,
@@ -607,10 +614,11 @@ const tg_op tg__op_softmax_xent = {
 };
 
 tg_tensor *
-tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels, int class_axis)
+tg_softmax_xent(tg_tape *t, tg_tensor *scores, const int32_t *labels, size_t n_labels,
+                int class_axis)
 {
     if (!t)
         return NULL;
-    struct tg__attr attr = {.axis = class_axis, .labels = (int32_t *)labels};
+    struct tg__attr attr = {.axis = class_axis, .labels = (int32_t *)labels, .n_labels = n_labels};
     return tg__record(t, &tg__op_softmax_xent, &scores, 1, &attr, NULL);
 }

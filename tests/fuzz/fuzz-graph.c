@@ -430,8 +430,8 @@ one_call(struct state *s, struct input *in, tg_dtype dt)
     case 20: a = pick(s, in); b = pick(s, in); y = tg_mse(t, a, b); break;
     case 21: a = pick(s, in); b = pick(s, in); y = tg_mse_half(t, a, b, (int)(byte(in) % 4) - 1); break;
     case 22: {
-        /* tg_softmax_xent's labels carry no count: the caller owes one per example, so the
-         * array covers every batch size an op here can build (the 16 drawn values repeat) */
+        /* The count is the batch (as long as the array holds it) or a drawn one that is
+         * usually wrong: a wrong count must be refused before any label is read. */
         static int32_t labels[1 << 12];
         for (int i = 0; i < 16; i++)
             labels[i] = (int32_t)(byte(in) % 12) - 1;
@@ -440,12 +440,10 @@ one_call(struct state *s, struct input *in, tg_dtype dt)
         a = pick(s, in);
         unsigned axis = byte(in);
         int class_axis = (int)(axis % 4) - 1;
-        if (tg_tensor_ndim(a) == 2 && (class_axis == 0 || class_axis == 1) &&
-            tg_tensor_dim(a, 1 - class_axis) > (int64_t)(sizeof labels / sizeof labels[0])) {
-            is_op = false;
-            break;
-        }
-        y = tg_softmax_xent(t, a, axis == 255 ? NULL : labels, class_axis);
+        size_t cap = sizeof labels / sizeof labels[0], n = byte(in);
+        size_t batch = (size_t)tg_tensor_dim(a, 1 - class_axis);
+        n = (n & 1) ? (batch < cap ? batch : cap) : (n >> 1) % 17;
+        y = tg_softmax_xent(t, a, axis == 255 ? NULL : labels, n, class_axis);
         break;
     }
     case 23: {

@@ -50,7 +50,7 @@ train(void *arg)
         tg_tape_set_check_finite(t, step & 1);
         tg_tensor *in = tg_matrix(t, TG_F64, 32, 4, x, "x");
         tg_tensor *loss = tg_softmax_xent(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, in)),
-                                          labels, 1);
+                                          labels, 32, 1);
         if (job->expect_error && step % 5 == 0) {
             /* errors are per tape: this must not disturb the other threads */
             tg_matmul(t, in, in);

@@ -180,7 +180,7 @@ main(int argc, char **argv)
         }
         printf("\n");
         snprintf(attr, sizeof attr, "%d", class_axis);
-        loss = op(tg_softmax_xent(t, h, labels, class_axis), "softmax_xent", attr, h, NULL);
+        loss = op(tg_softmax_xent(t, h, labels, (size_t)examples, class_axis), "softmax_xent", attr, h, NULL);
         break;
     }
     case 3: {
