@@ -1049,8 +1049,8 @@ header_reason(const struct csv_header *h, char *buf, size_t size)
 {
     if (h->detected)
         snprintf(buf, size,
-                 "line %zu was read as a header because its column %zu, \"%s\", is not a "
-                 "number%s",
+                 "line %zu was read as a header because no cell of it is a number (column "
+                 "%zu, \"%s\", is not a number%s)",
                  h->line, h->col, h->shown, h->hint);
     else
         snprintf(buf, size, "line %zu was skipped as a header (TG_CSV_HEADER_PRESENT)", h->line);
@@ -1111,17 +1111,27 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
             header_pending = false;
             bool header = o->header == TG_CSV_HEADER_PRESENT;
             if (!header) {
-                /* Auto: a header when a cell is text, not a number (an empty or out-of-range
-                 * cell does not count: it is data, and fails below with its own message). */
+                /* Auto: a header when no cell is a number and some cell is text (an empty
+                 * cell counts as neither; an out-of-range one such as 1e999 as a number). A
+                 * line with both is an error: taking it as a header would drop a data row
+                 * with a typo in it, and as data it fails on its text cell anyway, so name
+                 * both cells instead of guessing. */
                 char *q = L.p;
-                for (size_t j = 0; j < k && !header; j++) {
+                size_t num_col = 0;
+                char num_shown[200];
+                for (size_t j = 0; j < k; j++) {
                     char *ce = memchr(q, delim, (size_t)(L.p + L.n - q));
                     if (!ce)
                         ce = L.p + L.n;
                     double v;
                     bool range;
                     size_t cn = (size_t)(ce - q);
-                    if (!parse_number(q, cn, &v, &range) && !range && !is_blank(q, cn)) {
+                    if (parse_number(q, cn, &v, &range) || range) {
+                        if (!num_col) {
+                            num_col = j + 1;
+                            quote_text(q, cn, num_shown, sizeof num_shown);
+                        }
+                    } else if (!header && !is_blank(q, cn)) {
                         header = true;
                         hdr.detected = true;
                         hdr.col = j + 1;
@@ -1130,6 +1140,15 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
                     }
                     q = ce + 1;
                 }
+                if (header && num_col)
+                    return ds_fail(ds, TG_ERR_FORMAT,
+                                   "\"%s\": line %zu, column %zu: \"%s\" is not a number%s, "
+                                   "but column %zu, \"%s\", is: a first line mixing numbers "
+                                   "and text is neither a header nor data (TG_CSV_HEADER_AUTO "
+                                   "takes a header only when no cell of it is a number; "
+                                   "TG_CSV_HEADER_PRESENT skips it whatever it holds)",
+                                   path, L.num, hdr.col, hdr.shown, hdr.hint, num_col,
+                                   num_shown);
             } else {
                 hdr.detected = false;
             }

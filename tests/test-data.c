@@ -837,11 +837,11 @@ START_TEST(csv_header_reasons)
                 "line 1 was read as a header");
     assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), &semi), TG_ERR_FORMAT,
                 "column 1, \"1,5\", is not a number", "decimal comma");
-    /* The same file with the default ',' delimiter: the hint names the ';'. */
+    /* The same file with the default ',' delimiter: line 1 is "1", "5;2", "5", numbers and
+     * text, so it is neither a header nor data; the hint names the ';'. */
     assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), NULL), TG_ERR_FORMAT,
-                "line 2, column 2: \"5;4\" is not a number", "line 1 was read as a header");
-    assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), NULL), TG_ERR_FORMAT,
-                "column 2, \"5;2\", is not a number", "';'");
+                "line 1, column 2: \"5;2\" is not a number", "column 1, \"1\", is:");
+    assert_fail(tg_dataset_load_csv(ds, path_of("dc2.csv"), NULL), TG_ERR_FORMAT, "';'", NULL);
     /* A plain header alone. */
     assert_fail(tg_dataset_load_csv(ds, write_text("h.csv", "a,b\n\n"), NULL), TG_ERR_FORMAT,
                 "no data rows: line 1 was read as a header", "column 1, \"a\", is not a number");
@@ -862,6 +862,59 @@ START_TEST(csv_header_reasons)
                 "no data rows", "the file is empty");
     assert_fail(tg_dataset_load_csv(ds, write_text("b.csv", "\n  \r\n\t\n"), NULL),
                 TG_ERR_FORMAT, "no data rows", "only blank lines");
+    assert_good_csv_unchanged();
+}
+END_TEST
+
+/* Issue 26 (sibling of item 3): with auto-detection a first line that is numbers but for one
+ * bad cell ("1.5,abc") was taken as a header, and its row was lost with status OK. A first
+ * line is a header only when no cell of it is a number; one mixing numbers and text is an
+ * error naming the line, both cells and their columns, escaped. */
+START_TEST(csv_header_mixed_first_line)
+{
+    load_good_csv();
+    assert_fail(tg_dataset_load_csv(ds, write_text("mx.csv", "1.5,abc\n3.5,4.5\n"), NULL),
+                TG_ERR_FORMAT, "/mx.csv\": line 1, column 2: \"abc\" is not a number",
+                "but column 1, \"1.5\", is");
+    assert_fail(tg_dataset_load_csv(ds, path_of("mx.csv"), NULL), TG_ERR_FORMAT,
+                "TG_CSV_HEADER_PRESENT", NULL);
+    /* The first text cell and the first number are named, wherever they are; after blank
+     * lines the line number is the first non-blank line's; the cell is shown escaped. */
+    const char *p = write_text("mx2.csv", "\n\nx,\t,7,y,8\n1,2,3,4,5\n");
+    assert_fail(tg_dataset_load_csv(ds, p, NULL), TG_ERR_FORMAT,
+                "line 3, column 1: \"x\" is not a number", "column 3, \"7\", is");
+    p = write_text("mx3.csv", "1,2,a\xE2\x80\x8B\n3,4,5\n");
+    assert_fail(tg_dataset_load_csv(ds, p, NULL), TG_ERR_FORMAT,
+                "line 1, column 3: \"a\\u200b\" is not a number", NULL);
+    /* A number out of range is still a number; with text beside it the line is mixed. */
+    assert_fail(tg_dataset_load_csv(ds, write_text("mx4.csv", "x,1e999\n1,2\n"), NULL),
+                TG_ERR_FORMAT, "column 1: \"x\" is not a number", "column 2, \"1e999\", is");
+    /* Numeric column names ("year,2019") are mixed too; PRESENT skips the line, NONE fails
+     * on it as data. */
+    p = write_text("yr.csv", "id,2019,2020\n1,2,3\n4,5,6\n");
+    assert_fail(tg_dataset_load_csv(ds, p, NULL), TG_ERR_FORMAT,
+                "line 1, column 1: \"id\" is not a number", "column 2, \"2019\", is");
+    tg_csv_options pres = {.header = TG_CSV_HEADER_PRESENT};
+    ck_assert_msg(tg_dataset_load_csv(ds, p, &pres) == TG_OK, "%s", tg_dataset_error(ds));
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[0], 1.0f);
+    load_good_csv();
+    tg_csv_options none = {.header = TG_CSV_HEADER_NONE};
+    assert_fail(tg_dataset_load_csv(ds, p, &none), TG_ERR_FORMAT,
+                "line 1, column 1: \"id\" is not a number", NULL);
+    /* Still headers: all text; text and empty cells (pandas' index column). */
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_text("hd.csv", "a,b\n1,2\n"), NULL), TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 1);
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_text("hp.csv", ",a,b\n0,1,2\n1,3,4\n"), NULL),
+                     TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    ck_assert_float_eq(((const float *)tg_dataset_data(ds))[5], 4.0f);
+    /* Still data: all numbers, and an empty cell among numbers fails as data. */
+    ck_assert_int_eq(tg_dataset_load_csv(ds, write_text("dd.csv", "1,2\n3,4\n"), NULL), TG_OK);
+    ck_assert_uint_eq(tg_dataset_count(ds), 2);
+    load_good_csv();
+    assert_fail(tg_dataset_load_csv(ds, write_text("de.csv", "1,\n3,4\n"), NULL), TG_ERR_FORMAT,
+                "line 1, column 2: empty cell", NULL);
     assert_good_csv_unchanged();
 }
 END_TEST
@@ -1078,7 +1131,8 @@ data_suite(void)
         {"csv labels", {csv_bad_labels}},
         {"csv ranges, bytes, arguments", {csv_range_and_bytes}},
         {"csv byte-order mark and escaped messages", {csv_utf8_bom, csv_messages_escape_content}},
-        {"csv line ends and header reasons", {csv_cr_line_ends, csv_header_reasons}},
+        {"csv line ends and header reasons",
+         {csv_cr_line_ends, csv_header_reasons, csv_header_mixed_first_line}},
         {"csv gzip members", {csv_gzip_members_and_trailing_garbage}},
         {"minibatches",
          {batches_cover_every_example_once, batches_same_seed_same_order,

@@ -49,12 +49,18 @@ typedef struct tg_idx_options {
 
 /** Whether a CSV file's first line is a header.
  *
- * The first line below is the first non-blank one. In AUTO mode an empty or out-of-range cell
- * does not make a header (such a line is data, and fails as such). When the data set ends up
- * empty, or the first data line fails, the message says which line was taken as a header and,
- * for AUTO, which cell of it is not a number. */
+ * The first line below is the first non-blank one. In AUTO mode its cells are numbers (an
+ * out-of-range one such as 1e999 counts as a number), empty, or text (anything else, quoted
+ * numbers included). The line is a header when it has text and no number, data when it has
+ * no text (and fails as data on an empty or out-of-range cell), and an error when it has both
+ * (e.g. "1.5,abc": a data row with a typo, or a header with numeric names such as "x,2019"):
+ * the message names the line, the first text cell and the first number, with their columns,
+ * and TG_CSV_HEADER_PRESENT or NONE says what is meant. When the data set ends up empty, or
+ * the first data line fails, the message says which line was taken as a header and, for AUTO,
+ * which cell of it is not a number. Cells in messages show control and invisible characters
+ * escaped (as `\r`, `\ufeff`). */
 typedef enum tg_csv_header {
-    TG_CSV_HEADER_AUTO = 0, /**< the first line is a header when a cell of it is not a number */
+    TG_CSV_HEADER_AUTO = 0, /**< the first line is a header when it has text and no number */
     TG_CSV_HEADER_NONE,     /**< every line is data */
     TG_CSV_HEADER_PRESENT,  /**< the first line is a header and is skipped */
 } tg_csv_header;
