@@ -143,10 +143,40 @@ is_kink(double analytic, double left, double right, double tol)
 /* ---------------------------------------------------------------------------------------
  * Running the user's function on a private float64 tape.
  */
+/* The check running on this thread (its public name), or NULL. Checks do not nest: a check
+ * called from the function of another, or from a callback of an op recorded by it, is
+ * refused (the inner one would run on tapes the outer one is using, and tg_gradcheck_nodes
+ * from inside a custom op's forward would re-run that forward without end). */
+static _Thread_local const char *running_check;
+
+static bool
+enter_check(const char *name, char *msg, size_t size)
+{
+    if (running_check) {
+        put(msg, size,
+            "%s: called while %s is running on this thread (from its function, or from a "
+            "callback of an op recorded there): checks do not nest; run it after the other "
+            "check returns",
+            name, running_check);
+        return false;
+    }
+    running_check = name;
+    return true;
+}
+
+static void
+leave_check(void)
+{
+    running_check = NULL;
+}
+
 struct fn_runner {
+    const char *who; /* "tg_gradcheck" or "tg_gradcheck_taylor", for messages */
+    bool taylor;     /* who is tg_gradcheck_taylor */
     tg_gradcheck_fn fn;
     void *ctx;
     int n;
+    bool inputs_held; /* the inputs' tapes are held (tg__tape_hold) */
     tg_tensor *const *src;
     double **vals;  /* current values of each input (perturbed in place) */
     bool *wrt;      /* differentiate with respect to input k */
@@ -157,9 +187,29 @@ struct fn_runner {
     size_t msgsize;
 };
 
+/* Holds (or releases) the tape of every input that is not a parameter: the function may not
+ * reset or free them while the check reads their names, shapes and values. */
+static void
+hold_inputs(struct fn_runner *r, bool hold)
+{
+    for (int k = 0; k < r->n; k++)
+        if (r->src[k]->kind != TG__KIND_PARAM) {
+            if (hold)
+                tg__tape_hold(r->src[k]->tape, r->taylor ? "tg_gradcheck_taylor reads its "
+                                                           "inputs from this tape"
+                                                         : "tg_gradcheck reads its inputs "
+                                                           "from this tape");
+            else
+                tg__tape_release(r->src[k]->tape);
+        }
+    r->inputs_held = hold;
+}
+
 static void
 runner_free(struct fn_runner *r)
 {
+    if (r->inputs_held)
+        hold_inputs(r, false);
     if (r->vals)
         for (int k = 0; k < r->n; k++)
             tg__free(r->vals[k]);
@@ -171,10 +221,12 @@ runner_free(struct fn_runner *r)
 }
 
 static tg_status
-runner_init(struct fn_runner *r, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
-            int n_inputs, const bool *wrt, char *msg, size_t msgsize)
+runner_init(struct fn_runner *r, const char *who, tg_gradcheck_fn fn, void *ctx,
+            tg_tensor *const *inputs, int n_inputs, const bool *wrt, char *msg, size_t msgsize)
 {
     memset(r, 0, sizeof *r);
+    r->who = who;
+    r->taylor = strcmp(who, "tg_gradcheck_taylor") == 0;
     r->msg = msg;
     r->msgsize = msgsize;
     if (!fn) {
@@ -186,12 +238,31 @@ runner_init(struct fn_runner *r, tg_gradcheck_fn fn, void *ctx, tg_tensor *const
             inputs ? "" : ", inputs is NULL");
         return TG_ERR_ARG;
     }
-    for (int k = 0; k < n_inputs; k++)
-        if (!inputs[k] || inputs[k]->kind == TG__KIND_NIL || !inputs[k]->data) {
+    for (int k = 0; k < n_inputs; k++) {
+        const tg_tensor *x = inputs[k];
+        if (!x || x->kind == TG__KIND_NIL || !x->data) {
             put(msg, msgsize, "gradcheck: input %d is %s", k,
-                !inputs[k] ? "NULL" : "the nil tensor returned by a failed call");
+                !x ? "NULL" : "the nil tensor returned by a failed call");
             return TG_ERR_ARG;
         }
+        if (x->kind == TG__KIND_PARAM)
+            continue;
+        if (x->gen != x->tape->gen) {
+            put(msg, msgsize,
+                "%s: input %d is stale: it was made before tg_tape_reset (generation %llu, "
+                "its tape is at %llu)",
+                who, k, (unsigned long long)x->gen, (unsigned long long)x->tape->gen);
+            return TG_ERR_ARG;
+        }
+        if (x->tape->busy_node) {
+            const tg_node *b = x->tape->busy_node;
+            put(msg, msgsize,
+                "%s: input %d (%s) is on a tape whose op %s is running its %s (node #%zu): "
+                "run the check after the op's callbacks return",
+                who, k, tg__name_text(x).s, b->op->name, x->tape->busy_what, b->index);
+            return TG_ERR_ARG;
+        }
+    }
     r->fn = fn;
     r->ctx = ctx;
     r->n = n_inputs;
@@ -212,6 +283,7 @@ runner_init(struct fn_runner *r, tg_gradcheck_fn fn, void *ctx, tg_tensor *const
                                                        : ((const double *)inputs[k]->data)[i];
         r->wrt[k] = wrt ? wrt[k] : true;
     }
+    hold_inputs(r, true);
     return TG_OK;
 nomem:
     put(msg, msgsize, "gradcheck: out of memory");
@@ -250,8 +322,36 @@ reads_a_source_directly(struct fn_runner *r, const tg_tape *t)
     return false;
 }
 
+static tg_status runner_call(struct fn_runner *r, bool backward, double *value);
+
+/* A tg_tape_reset or tg_tape_free that the function (or a callback of an op in it) tried on
+ * a tape the check holds: refused, and the check stops, saying so. */
+static tg_status
+runner_refused(struct fn_runner *r)
+{
+    const char *what = tg__tape_held_refused(r->tape);
+    int k = -1;
+    for (int j = 0; !what && j < r->n; j++)
+        if (r->src[j]->kind != TG__KIND_PARAM && (what = tg__tape_held_refused(r->src[j]->tape)))
+            k = j;
+    if (!what)
+        return TG_OK;
+    char where[160];
+    if (k < 0)
+        put(where, sizeof where, "the tape the check gave it");
+    else
+        put(where, sizeof where, "the tape of input %d (%s), which the check reads", k,
+            tg__name_text(r->src[k]).s);
+    put(r->msg, r->msgsize,
+        "%s: the function (or a callback of an op it recorded) called tg_%s on %s while the "
+        "check was running: refused, and the check stops (it would have gone on with partial "
+        "results or freed memory); record on the tape given, never reset or free it",
+        r->who, what, where);
+    return TG_ERR_ARG;
+}
+
 /* One run of the function at the current values; with backward, gradients are left on the
- * made tensors. */
+ * made tensors. The tape is held while the function and backward run. */
 static tg_status
 runner_eval(struct fn_runner *r, bool backward, double *value)
 {
@@ -267,6 +367,18 @@ runner_eval(struct fn_runner *r, bool backward, double *value)
             tg_tape_error(t));
         return tg_tape_status(t);
     }
+    tg__tape_hold(t, r->taylor ? "tg_gradcheck_taylor is running its function on this tape"
+                               : "tg_gradcheck is running its function on this tape");
+    tg_status s = runner_call(r, backward, value);
+    tg_status refused = runner_refused(r);
+    tg__tape_release(t);
+    return refused != TG_OK ? refused : s;
+}
+
+static tg_status
+runner_call(struct fn_runner *r, bool backward, double *value)
+{
+    tg_tape *t = r->tape;
     tg_tensor *y = r->fn(t, r->made, r->ctx);
     if (tg_tape_status(t) != TG_OK) {
         tg_status s = tg_tape_status(t);
@@ -449,6 +561,10 @@ check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
     return TG_OK;
 }
 
+static tg_status gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
+                               int n_inputs, const tg_gradcheck_options *opt,
+                               tg_gradcheck_report *rep);
+
 tg_status
 tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
              const tg_gradcheck_options *opt, tg_gradcheck_report *rep)
@@ -456,6 +572,17 @@ tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inpu
     if (!rep)
         return TG_ERR_ARG;
     memset(rep, 0, sizeof *rep);
+    if (!enter_check("tg_gradcheck", rep->message, sizeof rep->message))
+        return rep->status = TG_ERR_ARG;
+    tg_status s = gradcheck_run(fn, ctx, inputs, n_inputs, opt, rep);
+    leave_check();
+    return s;
+}
+
+static tg_status
+gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
+              const tg_gradcheck_options *opt, tg_gradcheck_report *rep)
+{
     tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
     rep->eps = o.eps, rep->atol = o.atol, rep->rtol = o.rtol;
     rep->status = check_options(&o, rep->message, sizeof rep->message);
@@ -463,8 +590,8 @@ tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inpu
         return rep->status;
 
     struct fn_runner r;
-    rep->status = runner_init(&r, fn, ctx, inputs, n_inputs, o.wrt, rep->message,
-                              sizeof rep->message);
+    rep->status = runner_init(&r, "tg_gradcheck", fn, ctx, inputs, n_inputs, o.wrt,
+                              rep->message, sizeof rep->message);
     if (rep->status != TG_OK)
         return rep->status;
     tg_rng *rng = tg_rng_new(o.seed);
@@ -984,12 +1111,27 @@ tg_nodecheck_report_free(tg_nodecheck_report *rep)
     rep->n_nodes = 0;
 }
 
+static tg_status nodes_run(tg_tape *t, const tg_gradcheck_options *opt,
+                           tg_nodecheck_report *rep);
+
 tg_status
 tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt, tg_nodecheck_report *rep)
 {
     if (!rep)
         return TG_ERR_ARG;
     memset(rep, 0, sizeof *rep);
+    if (!enter_check("tg_gradcheck_nodes", rep->message, sizeof rep->message))
+        return rep->status = TG_ERR_ARG;
+    /* The tape is held (reset and free refused) while its nodes are re-run: the caller's
+     * tape itself is not changed, its error excepted when a refused call sets it. */
+    tg_status s = nodes_run((tg_tape *)t, opt, rep);
+    leave_check();
+    return s;
+}
+
+static tg_status
+nodes_run(tg_tape *t, const tg_gradcheck_options *opt, tg_nodecheck_report *rep)
+{
     tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
     rep->status = check_options(&o, rep->message, sizeof rep->message);
     if (rep->status != TG_OK)
@@ -998,12 +1140,20 @@ tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt, tg_nodeche
         put(rep->message, sizeof rep->message, "gradcheck nodes: the tape is NULL");
         return rep->status = TG_ERR_ARG;
     }
+    if (t->busy_node) {
+        put(rep->message, sizeof rep->message,
+            "tg_gradcheck_nodes: called from inside %s's %s (node #%zu) on the tape being "
+            "checked: run the check after the op's callbacks return",
+            t->busy_node->op->name, t->busy_what, t->busy_node->index);
+        return rep->status = TG_ERR_ARG;
+    }
     if (t->status != TG_OK) {
         put(rep->message, sizeof rep->message,
             "gradcheck nodes: the tape has an error, so its nodes cannot be trusted: %s",
             t->errmsg);
         return rep->status = TG_ERR_ARG;
     }
+    tg__tape_hold(t, "tg_gradcheck_nodes is re-running this tape's nodes");
     struct solo sv = {.tape = tg_tape_new()}, sf = {.tape = tg_tape_new()};
     tg_rng *rng = tg_rng_new(o.seed);
     rep->nodes = tg__calloc(t->n_nodes ? t->n_nodes : 1, sizeof *rep->nodes);
@@ -1023,6 +1173,16 @@ tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt, tg_nodeche
             check_node(n, &o, &sv, &sf, rng, res) == TG_ERR_NOMEM) {
             put(rep->message, sizeof rep->message, "gradcheck nodes: out of memory");
             rep->status = TG_ERR_NOMEM;
+            goto done;
+        }
+        const char *refused = tg__tape_held_refused(t);
+        if (refused) {
+            put(rep->message, sizeof rep->message,
+                "tg_gradcheck_nodes: node #%zu %s: its callbacks called tg_%s on the tape "
+                "being checked while the check was running: refused, and the check stops (it "
+                "would have gone on with partial results or freed memory)",
+                n->index, n->op->name, refused);
+            rep->status = TG_ERR_ARG;
             goto done;
         }
         rep->n_failed += res->verdict == TG_NODE_FAIL;
@@ -1051,6 +1211,7 @@ tg_gradcheck_nodes(const tg_tape *t, const tg_gradcheck_options *opt, tg_nodeche
                 rep->n_skipped);
     }
 done:
+    tg__tape_release(t);
     tg_rng_free(rng);
     tg_tape_free(sv.tape);
     tg_tape_free(sf.tape);
@@ -1145,6 +1306,10 @@ cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static tg_status taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
+                            int n_inputs, const tg_gradcheck_options *opt,
+                            tg_taylor_report *rep);
+
 tg_status
 tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
                     const tg_gradcheck_options *opt, tg_taylor_report *rep)
@@ -1153,13 +1318,24 @@ tg_gradcheck_taylor(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int
         return TG_ERR_ARG;
     memset(rep, 0, sizeof *rep);
     rep->observed_order = NAN;
+    if (!enter_check("tg_gradcheck_taylor", rep->message, sizeof rep->message))
+        return rep->status = TG_ERR_ARG;
+    tg_status s = taylor_run(fn, ctx, inputs, n_inputs, opt, rep);
+    leave_check();
+    return s;
+}
+
+static tg_status
+taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
+           const tg_gradcheck_options *opt, tg_taylor_report *rep)
+{
     tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
     rep->status = check_options(&o, rep->message, sizeof rep->message);
     if (rep->status != TG_OK)
         return rep->status;
     struct fn_runner r;
-    rep->status = runner_init(&r, fn, ctx, inputs, n_inputs, o.wrt, rep->message,
-                              sizeof rep->message);
+    rep->status = runner_init(&r, "tg_gradcheck_taylor", fn, ctx, inputs, n_inputs, o.wrt,
+                              rep->message, sizeof rep->message);
     if (rep->status != TG_OK)
         return rep->status;
 

@@ -192,8 +192,24 @@ struct tg_tape {
      * then, naming busy_node's op and busy_what. */
     const tg_node *busy_node;
     const char *busy_what;
+    /* Set while a gradient check uses the tape (tg__tape_hold): reset and free are refused
+     * then (the check would be left with partial results or freed memory), naming held_by;
+     * the first refused call is kept in held_refused for the check to report. */
+    unsigned held;
+    const char *held_by;
+    const char *held_refused;
     tg_tensor nil;   /* returned by every failing call */
 };
+
+/* A gradient check holds a tape while it uses it (it runs the user's function on it, reads its
+ * tensors, or re-runs its nodes): tg_tape_reset and tg_tape_free are refused until the hold is
+ * released, with a message naming `by` ("tg_gradcheck is re-running its function on this
+ * tape"), and the first refused call is kept for tg__tape_held_refused. Holds nest (a count;
+ * the first `by` is kept); the last release clears the refusal. */
+void tg__tape_hold(tg_tape *t, const char *by);
+void tg__tape_release(tg_tape *t);
+/* "tape_reset" or "tape_free" when one was refused under the current hold, else NULL. */
+const char *tg__tape_held_refused(const tg_tape *t);
 
 /* Record the first error on the tape (later ones are dropped) and return the nil tensor. The
  * one place where a tape's error is set: break here to catch any error. */

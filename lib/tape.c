@@ -36,6 +36,38 @@ fail_busy(tg_tape *t, const char *what)
                     what, n->op->name, t->busy_what, n->index);
 }
 
+/* A reset or free while a gradient check holds the tape (tg__tape_hold): refused. */
+static void
+fail_held(tg_tape *t, const char *what)
+{
+    if (!t->held_refused)
+        t->held_refused = what;
+    tg__fail(t, TG_ERR_ARG,
+             "%s: refused: %s (a check's function and the callbacks of its ops must record on "
+             "the tape they are given, never reset or free a tape the check uses)",
+             what, t->held_by);
+}
+
+void
+tg__tape_hold(tg_tape *t, const char *by)
+{
+    if (!t->held++)
+        t->held_by = by;
+}
+
+void
+tg__tape_release(tg_tape *t)
+{
+    if (t->held && !--t->held)
+        t->held_by = t->held_refused = NULL;
+}
+
+const char *
+tg__tape_held_refused(const tg_tape *t)
+{
+    return t->held_refused;
+}
+
 void
 tg_tape_reset(tg_tape *t)
 {
@@ -43,6 +75,10 @@ tg_tape_reset(tg_tape *t)
         return;
     if (t->busy_node) { /* the caller's record or backward still uses this step's memory */
         fail_busy(t, "tape_reset");
+        return;
+    }
+    if (t->held) {
+        fail_held(t, "tape_reset");
         return;
     }
     tg__arena_reset(&t->arena);
@@ -77,6 +113,10 @@ tg_tape_free(tg_tape *t)
         return;
     if (t->busy_node) { /* refused: the caller's record or backward is still running on it */
         fail_busy(t, "tape_free");
+        return;
+    }
+    if (t->held) {
+        fail_held(t, "tape_free");
         return;
     }
     tg__arena_release(&t->arena);

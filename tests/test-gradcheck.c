@@ -892,6 +892,229 @@ START_TEST(reports_print_short_or_full)
 }
 END_TEST
 
+/* ---- issue 26, sibling of #8: a check's function and ops must not pull its tapes away ---- */
+enum rogue_mode {
+    RG_NONE,
+    RG_FN_RESET_GIVEN,  /* the function resets the tape the check gave it */
+    RG_FN_FREE_GIVEN,   /* ... frees it */
+    RG_FN_RESET_INPUT,  /* ... resets the tape its inputs live on */
+    RG_FN_FREE_INPUT,   /* ... frees it */
+    RG_FN_NESTED,       /* ... runs another check */
+    RG_OP_FWD_FREE,     /* a custom op's forward in the function frees the inputs' tape */
+    RG_OP_VJP_RESET,    /* a custom op's VJP in the function resets the inputs' tape */
+    RG_OP_FWD_NESTED,   /* a custom op's forward in the function runs tg_gradcheck_nodes */
+    RG_FN_N
+};
+struct rogue {
+    enum rogue_mode mode;
+    tg_tape *user;  /* the caller's tape (the inputs', or the one checked node by node) */
+    tg_tape *given; /* the tape the function was last given */
+    int solo_mode;  /* in the node check: 1 reset the checked tape, 2 free it; 3 check the
+                     * tape being recorded, 4 check the op's input, from the forward */
+    tg_status inner;
+    char inner_msg[512];
+};
+
+static tg_tensor *
+square_sum_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    (void)ctx;
+    return tg_sum(t, tg_square(t, in[0]));
+}
+
+static tg_status
+rogue_forward(tg_node *n)
+{
+    struct rogue *r = tg_node_ctx(n);
+    if (r->mode == RG_OP_FWD_FREE)
+        tg_tape_free(r->user);
+    if (r->mode == RG_OP_FWD_NESTED || r->solo_mode == 3) {
+        tg_nodecheck_report nr;
+        r->inner = tg_gradcheck_nodes(r->solo_mode == 3 ? r->user : r->given, NULL, &nr);
+        snprintf(r->inner_msg, sizeof r->inner_msg, "%s", nr.message);
+        tg_nodecheck_report_free(&nr);
+    }
+    if (r->solo_mode == 1)
+        tg_tape_reset(r->user);
+    if (r->solo_mode == 4) {
+        tg_tensor *x = tg_node_input(n, 0);
+        tg_gradcheck_report gr;
+        r->inner = tg_gradcheck(square_sum_fn, NULL, &x, 1, NULL, &gr);
+        snprintf(r->inner_msg, sizeof r->inner_msg, "%s", gr.message);
+        tg_gradcheck_report_free(&gr);
+    }
+    double *y = tg_tensor_data(tg_node_output(n));
+    const double *x = tg_tensor_data(tg_node_input(n, 0));
+    for (size_t i = 0; i < tg_tensor_size(tg_node_output(n)); i++)
+        y[i] = 3 * x[i];
+    return TG_OK;
+}
+static tg_status
+rogue_vjp(tg_node *n)
+{
+    struct rogue *r = tg_node_ctx(n);
+    if (r->mode == RG_OP_VJP_RESET)
+        tg_tape_reset(r->user);
+    if (r->solo_mode == 2)
+        tg_tape_free(r->user);
+    double *dx = tg_tensor_grad(tg_node_input(n, 0));
+    const double *dy = tg_tensor_grad(tg_node_output(n));
+    for (size_t i = 0; dx && i < tg_tensor_size(tg_node_output(n)); i++)
+        dx[i] += 3 * dy[i];
+    return TG_OK;
+}
+static const tg_op rogue_op = {"rogue", 1, NULL, rogue_forward, rogue_vjp, NULL};
+
+/* f(x) = Σ (3x)², with the misbehaviour of r->mode. */
+static tg_tensor *
+rogue_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    struct rogue *r = ctx;
+    r->given = t;
+    switch (r->mode) {
+    case RG_FN_RESET_GIVEN: tg_tape_reset(t); break;
+    case RG_FN_FREE_GIVEN: tg_tape_free(t); break;
+    case RG_FN_RESET_INPUT: tg_tape_reset(r->user); break;
+    case RG_FN_FREE_INPUT: tg_tape_free(r->user); break;
+    case RG_FN_NESTED: {
+        tg_gradcheck_report inner;
+        r->inner = tg_gradcheck(square_sum_fn, NULL, in, 1, NULL, &inner);
+        snprintf(r->inner_msg, sizeof r->inner_msg, "%s", inner.message);
+        tg_gradcheck_report_free(&inner);
+        break;
+    }
+    default: break;
+    }
+    tg_tensor *x = in[0];
+    tg_tensor *y = tg_custom(t, &rogue_op, &x, 1, r);
+    return tg_sum(t, tg_square(t, y));
+}
+
+/* Whole-graph and Taylor checks: a function (or a custom op's forward or VJP inside it) that
+ * resets or frees the tape it was given or the inputs' tape is refused, and the check fails
+ * naming the check and the call, instead of going on with stale tensors (partial results) or
+ * freed memory (use after free under ASan); a check run from inside another is refused. The
+ * caller's tape survives: its error says what was refused, and it runs a clean step after. */
+START_TEST(checks_refuse_reset_free_and_nesting)
+{
+    static const char *const want[RG_FN_N][2] = {
+        [RG_FN_RESET_GIVEN] = {"called tg_tape_reset on the tape the check gave it", NULL},
+        [RG_FN_FREE_GIVEN] = {"called tg_tape_free on the tape the check gave it", NULL},
+        [RG_FN_RESET_INPUT] = {"called tg_tape_reset on the tape of input 0 (\"x\")", NULL},
+        [RG_FN_FREE_INPUT] = {"called tg_tape_free on the tape of input 0 (\"x\")", NULL},
+        [RG_OP_FWD_FREE] = {"called tg_tape_free on the tape of input 0", NULL},
+        [RG_OP_VJP_RESET] = {"called tg_tape_reset on the tape of input 0", NULL},
+    };
+    for (int taylor = 0; taylor < 2; taylor++)
+        for (int m = RG_NONE; m < RG_FN_N; m++) {
+            tg_tape *user = tg_tape_new();
+            tg_tensor *x = tg_matrix(user, TG_F64, 1, 3, (double[]){0.5, -1, 2}, "x");
+            tg_tensor_set_requires_grad(x, true);
+            struct rogue r = {.mode = (enum rogue_mode)m, .user = user, .inner = TG_OK};
+            const char *who = taylor ? "tg_gradcheck_taylor" : "tg_gradcheck";
+            tg_status s;
+            char msg[512];
+            if (taylor) {
+                tg_taylor_report tr;
+                s = tg_gradcheck_taylor(rogue_fn, &r, &x, 1, NULL, &tr);
+                snprintf(msg, sizeof msg, "%s", tr.message);
+                tg_taylor_report_free(&tr);
+            } else {
+                tg_gradcheck_report gr;
+                s = tg_gradcheck(rogue_fn, &r, &x, 1, NULL, &gr);
+                snprintf(msg, sizeof msg, "%s", gr.message);
+                tg_gradcheck_report_free(&gr);
+            }
+            if (want[m][0]) {
+                ck_assert_msg(s == TG_ERR_ARG, "%s mode %d: %s: %s", who, m,
+                              tg_status_string(s), msg);
+                ck_assert_msg(strncmp(msg, who, strlen(who)) == 0 && msg[strlen(who)] == ':' &&
+                                  strstr(msg, want[m][0]) && strstr(msg, "refused"),
+                              "%s mode %d: %s", who, m, msg);
+            } else {
+                /* no misbehaviour, or a nested check: the outer check runs and passes */
+                ck_assert_msg(s == TG_OK, "%s mode %d: %s", who, m, msg);
+            }
+            if (m == RG_FN_NESTED || m == RG_OP_FWD_NESTED) {
+                ck_assert_int_eq(r.inner, TG_ERR_ARG);
+                const char *inner = m == RG_FN_NESTED ? "tg_gradcheck: " : "tg_gradcheck_nodes: ";
+                ck_assert_msg(strstr(r.inner_msg, inner) &&
+                                  strstr(r.inner_msg, "checks do not nest") &&
+                                  strstr(r.inner_msg, who),
+                              "%s", r.inner_msg);
+            }
+            /* the caller's tape is alive: a refused reset or free left an error on it,
+             * anything else none; it takes a reset now and runs a clean step */
+            bool on_user = m == RG_FN_RESET_INPUT || m == RG_FN_FREE_INPUT ||
+                           m == RG_OP_FWD_FREE || m == RG_OP_VJP_RESET;
+            if (on_user)
+                ck_assert_msg(tg_tape_error(user) && strstr(tg_tape_error(user), "refused") &&
+                                  strstr(tg_tape_error(user), who),
+                              "%s", tg_tape_error(user));
+            else
+                ck_assert_ptr_null(tg_tape_error(user));
+            tg_tape_reset(user);
+            tg_tensor *z = tg_matrix(user, TG_F64, 1, 1, (double[]){2}, "z");
+            tg_tensor_set_requires_grad(z, true);
+            ck_assert_int_eq(tg_backward(user, tg_sum(user, tg_square(user, z))), TG_OK);
+            ck_assert_double_eq(tg_tensor_grad_get(z, 0), 4);
+            tg_tape_free(user);
+        }
+}
+END_TEST
+
+/* The node-local check holds the tape it checks: a node whose forward or VJP, re-run alone,
+ * resets or frees that tape is refused and the check fails naming the node (before, a reset
+ * emptied the tape and the check stopped early with a pass on the nodes it had seen, and a
+ * free was a use after free). Called from inside an op's forward on the tape being recorded,
+ * it is refused (before, it re-ran that forward, which called it again, without end). */
+START_TEST(node_check_refuses_reset_free_and_reentry)
+{
+    for (int mode = 1; mode <= 4; mode++) {
+        tg_tape *t = tg_tape_new();
+        struct rogue r = {.user = t, .inner = TG_OK};
+        tg_tensor *x = tg_matrix(t, TG_F64, 1, 3, (double[]){0.5, -1, 2}, "x");
+        tg_tensor_set_requires_grad(x, true);
+        tg_tensor *a = tg_tanh(t, x);
+        if (mode >= 3)
+            r.solo_mode = mode; /* the forward checks while its node is being recorded */
+        tg_tensor *y = tg_custom(t, &rogue_op, &a, 1, &r);
+        tg_tensor *loss = tg_sum(t, tg_square(t, y));
+        if (mode >= 3) {
+            ck_assert_int_eq(r.inner, TG_ERR_ARG);
+            ck_assert_msg(strstr(r.inner_msg,
+                                 mode == 3 ? "tg_gradcheck_nodes: called from inside rogue's "
+                                             "forward (node #1) on the tape being checked"
+                                           : "tg_gradcheck: input 0 (<tanh#0>) is on a tape "
+                                             "whose op rogue is running its forward (node #1)"),
+                          "%s", r.inner_msg);
+            ck_assert_int_eq(tg_backward(t, loss), TG_OK); /* the tape itself is fine */
+            tg_tape_free(t);
+            continue;
+        }
+        ck_assert_int_eq(tg_backward(t, loss), TG_OK);
+        r.solo_mode = mode; /* from now on the callbacks misbehave */
+        tg_nodecheck_report nr;
+        tg_status s = tg_gradcheck_nodes(t, NULL, &nr);
+        ck_assert_msg(s == TG_ERR_ARG, "mode %d: %s: %s", mode, tg_status_string(s), nr.message);
+        ck_assert_msg(strstr(nr.message, "tg_gradcheck_nodes: node #1 rogue") &&
+                          strstr(nr.message, mode == 1 ? "tg_tape_reset" : "tg_tape_free") &&
+                          strstr(nr.message, "refused"),
+                      "%s", nr.message);
+        tg_nodecheck_report_free(&nr);
+        /* the tape was not reset or freed: its nodes and values are there, with an error
+         * naming the refusal */
+        r.solo_mode = 0;
+        ck_assert_uint_eq(tg_tape_node_count(t), 4);
+        ck_assert_double_eq_tol(tg_tensor_get(y, 0), 3 * tanh(0.5), 1e-15);
+        ck_assert_msg(strstr(tg_tape_error(t), "tg_gradcheck_nodes"), "%s", tg_tape_error(t));
+        tg_tape_reset(t);
+        ck_assert_ptr_null(tg_tape_error(t));
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 Suite *gradcheck_suite(void);
 
 Suite *
@@ -912,6 +1135,10 @@ gradcheck_suite(void)
     tcase_add_test(tc, tape_with_error_refused);
     tcase_add_test(tc, layer_helper_in_callback);
     tcase_add_test(tc, reports_print_short_or_full);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("re-entrancy");
+    tcase_add_test(tc, checks_refuse_reset_free_and_nesting);
+    tcase_add_test(tc, node_check_refuses_reset_free_and_reentry);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -46,6 +46,16 @@
  *
  * Every check has a report with a _print (short, or everything when verbose) and a _free
  * (also after an error; NULL is a no-op).
+ *
+ * Re-entrancy. While a check runs, the tapes it uses are held: the tape it gives the function
+ * and the tapes of its inputs (tg_gradcheck, tg_gradcheck_taylor), the tape it checks
+ * (tg_gradcheck_nodes). A tg_tape_reset or tg_tape_free of one of them, by the function or by
+ * a callback of a custom op, is refused (the tape keeps its memory and gets a TG_ERR_ARG
+ * error) and the check stops with TG_ERR_ARG, its message naming the check and the call,
+ * instead of going on with partial results or freed memory. Checks do not nest: one called
+ * from the function of another, or from an op's callback inside it, returns TG_ERR_ARG; so
+ * does tg_gradcheck_nodes on a tape whose op is running a callback, and a whole-graph or
+ * Taylor check whose input is on such a tape (run checks after the callbacks return).
  */
 #ifndef TAPEGRAD_GRADCHECK_H
 #define TAPEGRAD_GRADCHECK_H

@@ -135,6 +135,10 @@ TG_API double tg_rng_normal(tg_rng *r);  /**< Standard normal (Box-Muller). */
  * is set (TG_ERR_ARG, naming the op, the callback and the node), so the recording call returns
  * the nil tensor, or backward its error, instead of succeeding with partial results. A refused
  * tg_tape_free leaves the tape allocated; free it after the call that was running returns.
+ * The same holds for the tapes a gradient check uses (gradcheck.h): while tg_gradcheck or
+ * tg_gradcheck_taylor runs, the tape it gives the function and the tapes of its inputs; while
+ * tg_gradcheck_nodes runs, the tape it checks. Resetting or freeing one of them is refused
+ * (TG_ERR_ARG on that tape) and the check fails, naming the call.
  * @{ */
 TG_API tg_tape *tg_tape_new(void);         /**< A new tape; NULL only when out of memory. */
 TG_API void tg_tape_reset(tg_tape *t);     /**< Forget nodes, clear the error, keep the memory. */
