@@ -1063,6 +1063,25 @@ START_TEST(checks_refuse_reset_free_and_nesting)
 }
 END_TEST
 
+/* A stale input (made before a reset of its tape) is refused, not read. */
+START_TEST(stale_input_refused)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 3, (double[]){0.5, -1, 2}, "x");
+    tg_tape_reset(t);
+    tg_tensor *fresh = tg_matrix(t, TG_F64, 1, 3, (double[]){7, 7, 7}, "fresh");
+    (void)fresh;
+    tg_gradcheck_report gr;
+    ck_assert_int_eq(tg_gradcheck(square_sum_fn, NULL, &x, 1, NULL, &gr), TG_ERR_ARG);
+    ck_assert_msg(strstr(gr.message, "tg_gradcheck: input 0 is stale"), "%s", gr.message);
+    tg_gradcheck_report_free(&gr);
+    tg_taylor_report tr;
+    ck_assert_int_eq(tg_gradcheck_taylor(square_sum_fn, NULL, &x, 1, NULL, &tr), TG_ERR_ARG);
+    ck_assert_msg(strstr(tr.message, "tg_gradcheck_taylor: input 0 is stale"), "%s", tr.message);
+    tg_tape_free(t);
+}
+END_TEST
+
 /* The node-local check holds the tape it checks: a node whose forward or VJP, re-run alone,
  * resets or frees that tape is refused and the check fails naming the node (before, a reset
  * emptied the tape and the check stopped early with a pass on the nodes it had seen, and a
@@ -1139,6 +1158,7 @@ gradcheck_suite(void)
     tc = tcase_create("re-entrancy");
     tcase_add_test(tc, checks_refuse_reset_free_and_nesting);
     tcase_add_test(tc, node_check_refuses_reset_free_and_reentry);
+    tcase_add_test(tc, stale_input_refused);
     suite_add_tcase(s, tc);
     return s;
 }
