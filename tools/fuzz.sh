@@ -5,8 +5,8 @@
 #   tools/fuzz.sh graph 600
 #   tools/fuzz.sh checkpoint 300 -jobs=2 -workers=2
 #
-# Targets: graph, checkpoint, idx, csv, dot (tests/fuzz/fuzz-<target>.c). Needs clang and
-# libFuzzer (Debian: clang libclang-rt-14-dev). Builds the library with ASan + UBSan and
+# Targets: graph, checkpoint, statedict, idx, csv, dot (tests/fuzz/fuzz-<target>.c). Needs
+# clang and libFuzzer (Debian: clang libclang-rt-14-dev). Builds the library with ASan + UBSan and
 # coverage instrumentation into build-fuzz/ (TG_FUZZ_BUILD overrides) on first use.
 #
 # Seeds are read from tests/fuzz/corpus/<target>/; new coverage goes to
@@ -17,7 +17,7 @@
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${1:?usage: tools/fuzz.sh <graph|checkpoint|idx|csv|dot> [seconds] [libFuzzer options]}
+target=${1:?usage: tools/fuzz.sh <graph|checkpoint|statedict|idx|csv|dot> [seconds] [libFuzzer options]}
 seconds=${2:-60}
 [ $# -ge 2 ] && shift 2 || shift $#
 build=${TG_FUZZ_BUILD:-$root/build-fuzz}
