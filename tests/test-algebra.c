@@ -1511,6 +1511,27 @@ START_TEST(var_degenerate_like_pytorch)
 }
 END_TEST
 
+/* softmax and log_softmax of an empty tensor whose other dims are huge are empty, forward and
+ * backward, along every axis, and take no time (they once walked 2^60 empty rows: a timeout
+ * found by fuzz-graph, whose input is kept in its corpus). */
+START_TEST(softmax_empty_with_huge_dims)
+{
+    tg_dtype dt = DT(_i);
+    const int64_t dims[3] = {(int64_t)1 << 40, 0, (int64_t)1 << 20};
+    for (int axis = 0; axis < 3; axis++)
+        for (int log = 0; log < 2; log++) {
+            reset();
+            tg_tensor *x = tg_tensor_new(tape, dt, 3, dims, "x");
+            tg_tensor_set_requires_grad(x, true);
+            tg_tensor *y = log ? tg_log_softmax(tape, x, axis) : tg_softmax(tape, x, axis);
+            ck_assert_uint_eq(tg_tensor_size(y), 0);
+            ck_assert_int_eq(tg_tensor_dim(y, 0), dims[0]);
+            ck_assert_int_eq(tg_backward(tape, tg_sum(tape, y)), TG_OK);
+            no_error();
+        }
+}
+END_TEST
+
 /* bce_with_logits at |x| > 100: loss max(x,0) - xy + log1p(e^-|x|), gradient (σ(x) - y)/N
  * for x and -x/N for y; e^-150 underflows to nothing at double precision next to 1. The
  * results are sums of a few terms: an ulp or two (1e-15 float64, 1e-7 / 2e-7 float32). */
@@ -2079,6 +2100,7 @@ main(void)
     tcase_add_loop_test(tc, max_min_axes_ties, 0, 2);
     tcase_add_loop_test(tc, infinities_like_pytorch, 0, 2);
     tcase_add_loop_test(tc, var_degenerate_like_pytorch, 0, 2);
+    tcase_add_loop_test(tc, softmax_empty_with_huge_dims, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("semantics");
