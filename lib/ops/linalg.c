@@ -323,7 +323,7 @@ bmm_forward(tg_node *nd)
     size_t es = tg_dtype_size(nd->out->dtype);
     const char *a = nd->in[0]->data, *b = nd->in[1]->data;
     char *c = nd->out->data;
-    if (p.c_mat == 0)
+    if (nd->out->size == 0) /* an empty batch axis: the other one may still be huge */
         return TG_OK;
     BMM_FOR(p, {
         if (p.d.k == 0)
@@ -343,7 +343,7 @@ bmm_vjp(tg_node *nd)
     size_t es = tg_dtype_size(c->dtype);
     const char *ad = a->data, *bd = b->data, *cg = c->grad;
     char *ag = a->grad, *bg = b->grad;
-    if (p.c_mat == 0 || p.d.k == 0)
+    if (c->size == 0 || p.d.k == 0) /* nothing to add (see bmm_forward) */
         return TG_OK;
     BMM_FOR(p, {
         mm_vjp_one(c->dtype, nd->attr.trans_a, nd->attr.trans_b, p.d, ad + ia * es,
