@@ -366,7 +366,7 @@ def parse(line):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tg", default=None, help="path to tg-bench (default: build*/tools)")
-    ap.add_argument("--nets", default="B-small,B-seed,B-mnist,B-wide")
+    ap.add_argument("--nets", default="B-small,B-seed,B-mnist,B-wide,B-cnn")
     ap.add_argument("--dtypes", default="f32,f64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", "--repeat", dest="reps", type=int, default=7)
