@@ -872,7 +872,7 @@ START_TEST(sigkill_during_saves_never_breaks_the_file)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------
- * Temporaries left by killed saves (issue 26): the next save of the same path removes those
+ * Temporaries left by killed saves: the next save of the same path removes those
  * it can lock, named exactly as save_atomic names them, and nothing else.
  */
 static bool

@@ -356,7 +356,7 @@ START_TEST(idx_trailing_bytes)
     x.b[x.n++] = 7;
     assert_fail(tg_dataset_load_idx(ds, write_file("tr", x.b, x.n), NULL, NULL), TG_ERR_FORMAT,
                 "2 trailing bytes", NULL);
-    /* Issue 26: the message says where the trailing bytes start. */
+    /* the message says where the trailing bytes start. */
     assert_fail(tg_dataset_load_idx(ds, path_of("tr"), NULL, NULL), TG_ERR_FORMAT,
                 "2 trailing bytes from byte 28", NULL);
     assert_fail(tg_dataset_load_idx(ds, write_gz("tr.gz", x.b, x.n), NULL, NULL), TG_ERR_FORMAT,
@@ -427,7 +427,7 @@ START_TEST(idx_gzip_corrupt)
 }
 END_TEST
 
-/* Issue 26: bytes after the last gzip member were ignored (zlib's gzread stops there without
+/* bytes after the last gzip member were ignored (zlib's gzread stops there without
  * an error), although gzip -t reports them. Concatenated members are legal gzip and read as
  * one stream; anything else after the last one fails, naming the offset where it starts. */
 START_TEST(idx_gzip_members_and_trailing_garbage)
@@ -701,7 +701,7 @@ START_TEST(csv_range_and_bytes)
 }
 END_TEST
 
-/* Issue 26: a UTF-8 byte-order mark (Excel's "CSV UTF-8") made the first line a header, so
+/* a UTF-8 byte-order mark (Excel's "CSV UTF-8") made the first line a header, so
  * its row was lost without an error; with headers off the cell read "\xef\xbb\xbf1.5". */
 START_TEST(csv_utf8_bom)
 {
@@ -743,7 +743,7 @@ START_TEST(csv_utf8_bom)
 }
 END_TEST
 
-/* Issue 26: file content quoted in a message shows invisible and control characters escaped,
+/* file content quoted in a message shows invisible and control characters escaped,
  * and bytes that are not UTF-8 as \xNN, so the message says what the file holds. */
 START_TEST(csv_messages_escape_content)
 {
@@ -789,7 +789,7 @@ START_TEST(csv_messages_escape_content)
 }
 END_TEST
 
-/* Issue 26: CR-only line ends (classic Mac OS) made the file one line, taken as a header:
+/* CR-only line ends (classic Mac OS) made the file one line, taken as a header:
  * "no data rows". LF, CRLF and CR all end a line now, also mixed in one file. */
 START_TEST(csv_cr_line_ends)
 {
@@ -818,7 +818,7 @@ START_TEST(csv_cr_line_ends)
 }
 END_TEST
 
-/* Issue 26: "no data rows" said nothing of the only line having been taken as a header. The
+/* "no data rows" said nothing of the only line having been taken as a header. The
  * messages now say which line was read as a header and why (which cell is not a number),
  * also when the first data line then fails, with a hint for decimal commas and delimiters. */
 START_TEST(csv_header_reasons)
@@ -866,7 +866,7 @@ START_TEST(csv_header_reasons)
 }
 END_TEST
 
-/* Issue 26 (sibling of item 3): with auto-detection a first line that is numbers but for one
+/* with auto-detection a first line that is numbers but for one
  * bad cell ("1.5,abc") was taken as a header, and its row was lost with status OK. A first
  * line is a header only when no cell of it is a number; one mixing numbers and text is an
  * error naming the line, both cells and their columns, escaped. */
@@ -919,7 +919,7 @@ START_TEST(csv_header_mixed_first_line)
 }
 END_TEST
 
-/* Issue 26: gzip CSV files are read by the same reader as IDX: members are one stream and
+/* gzip CSV files are read by the same reader as IDX: members are one stream and
  * bytes after the last one fail with their offset. */
 START_TEST(csv_gzip_members_and_trailing_garbage)
 {

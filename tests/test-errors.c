@@ -187,7 +187,7 @@ START_TEST(label_out_of_range)
 }
 END_TEST
 
-/* Issue 26 item 11: the labels' count is checked against the batch, the scores' extent on the
+/* the labels' count is checked against the batch, the scores' extent on the
  * axis that is not class_axis. (8x3) with classes on axis 0 is 3 examples: 8 labels is the
  * count of the wrong axis (it once read 3 of them and said nothing). */
 START_TEST(softmax_xent_label_count)

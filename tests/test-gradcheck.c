@@ -892,7 +892,7 @@ START_TEST(reports_print_short_or_full)
 }
 END_TEST
 
-/* ---- issue 26, sibling of #8: a check's function and ops must not pull its tapes away ---- */
+/* ---- a check's function and ops must not pull its tapes away ---- */
 enum rogue_mode {
     RG_NONE,
     RG_FN_RESET_GIVEN,  /* the function resets the tape the check gave it */

@@ -1237,9 +1237,9 @@ START_TEST(idx_empty_examples_rejected)
 END_TEST
 
 
-/* ---- issue 26: atomic layer init, stale handles of any age, re-entrancy, thread cap ---- */
+/* ---- atomic layer init, stale handles, re-entrancy, thread cap ---- */
 
-/* Issue 26 #6: a layer whose second parameter is refused (its name is taken) adds nothing:
+/* a layer whose second parameter is refused (its name is taken) adds nothing:
  * "<name>/W" does not stay behind, the values are untouched, *layer is not written, and
  * after the refusal is handled the set still builds and trains. */
 START_TEST(issue26_dense_init_atomic_on_duplicate)
@@ -1291,7 +1291,7 @@ START_TEST(issue26_dense_init_atomic_on_duplicate)
 }
 END_TEST
 
-/* Issue 26 #6, out of memory: whichever allocation of the second parameter fails, the set is
+/* out of memory: whichever allocation of the second parameter fails, the set is
  * left empty, and it takes the same layer once memory is back. */
 START_TEST(issue26_dense_init_atomic_on_allocation_failure)
 {
@@ -1338,7 +1338,7 @@ stale_step(tg_tensor **x, tg_tensor **y, double base)
     ck_assert_int_eq(tg_backward(tape, tg_sum(tape, *y)), TG_OK);
 }
 
-/* Issue 26 #7: handles 2, 3 and 10 resets old are caught by every accessor and every tensor
+/* handles 2, 3 and 10 resets old are caught by every accessor and every tensor
  * position of an op or backward, and never read or write the current step's tensors. */
 START_TEST(issue26_stale_handles_any_age)
 {
@@ -1402,7 +1402,7 @@ START_TEST(issue26_stale_handles_any_age)
 }
 END_TEST
 
-/* Issue 26 #7 where the header memory is really reused: steps of 300 tensors, a handle kept
+/* where the header memory is really reused: steps of 300 tensors, a handle kept
  * from each; after 40 steps every handle 1 to 15 resets old is still caught (the guarantee of
  * tapegrad.h), and the warm steps allocate nothing. */
 START_TEST(issue26_stale_window_with_reuse)
@@ -1463,7 +1463,7 @@ START_TEST(issue26_stale_window_with_reuse)
 }
 END_TEST
 
-/* ---- issue 26 #8: callbacks that use their own tape ---- */
+/* ---- callbacks that use their own tape ---- */
 enum reenter_mode {
     RE_FWD_RESET, RE_FWD_RECORD, RE_FWD_BACKWARD, RE_FWD_FREE, RE_SHAPE_RESET,
     RE_VJP_RESET, RE_VJP_RECORD, RE_VJP_BACKWARD, RE_VJP_FREE, RE_OTHER_TAPE, RE_N
@@ -1580,7 +1580,7 @@ START_TEST(issue26_callbacks_must_not_reenter_their_tape)
 }
 END_TEST
 
-/* Issue 26 #10: the thread count is capped at the pool's size, a request past it refused. */
+/* the thread count is capped at the pool's size, a request past it refused. */
 START_TEST(issue26_thread_count_capped)
 {
     int before = tg_num_threads();
@@ -1645,7 +1645,7 @@ main(void)
     tcase_add_test(tc, finite_trace_in_training);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("issue 26");
+    tc = tcase_create("hostile inputs");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, issue26_dense_init_atomic_on_duplicate);
