@@ -140,6 +140,79 @@ START_TEST(conv2d_matches_definition)
 }
 END_TEST
 
+/* A batch too large for one chunk of the products (the library splits the samples so that a
+ * chunk's columns and outputs stay near 4 MiB; here a sample's are (288 + 10) x 400 doubles,
+ * 0.95 MiB, so 9 samples take three chunks, and 2 groups split each product): forward and
+ * every gradient against the definition, summed directly. The VJP of a linear map is its
+ * transpose: dx[n,c,ih,iw] = Σ w[o,c',i,j] dy[n,o,p,q], dw[o,c',i,j] = Σ x[n,c,ih,iw]
+ * dy[n,o,p,q] over the taps that read (ih, iw), db[o] = Σ dy[n,o,p,q]. Run twice over the
+ * same step, as the second backward must find the forward's results intact. */
+START_TEST(conv2d_chunked_batch_matches_definition)
+{
+    tg_rng *rng = tg_rng_new(21);
+    struct conv_cfg g = {.n = 9, .c = 32, .h = 20, .w = 20, .o = 10, .kh = 3, .kw = 3,
+                         .groups = 2, .opt = tg_conv_defaults(), .bias = true};
+    g.opt.padding[0] = g.opt.padding[1] = 1, g.opt.groups = 2;
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.n, g.c, g.h, g.w}, rng, "x");
+    tg_tensor *w = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.o, g.c / 2, 3, 3}, rng, "w");
+    tg_tensor *b = rnd_tensor(t, TG_F64, 1, (int64_t[]){g.o}, rng, "b");
+    tg_tensor *seed = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.n, g.o, g.h, g.w}, rng, "dy");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tensor *y = tg_conv2d(t, x, w, b, &g.opt);
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    double *xv = values(x), *wv = values(w), *bv = values(b), *yv = values(y);
+    double *dy = values(seed);
+    size_t nx = tg_tensor_size(x), nw = tg_tensor_size(w), ny = tg_tensor_size(y);
+    double *ref = malloc(ny * sizeof *ref), *dx = calloc(nx, sizeof *dx);
+    double *dw = calloc(nw, sizeof *dw), db[10] = {0};
+    conv_direct(&g, xv, wv, bv, g.h, g.w, 1, 1, ref);
+    for (size_t i = 0; i < ny; i++) /* 145 products of magnitude <= 1 summed in other orders */
+        ck_assert_msg(fabs(yv[i] - ref[i]) <= 1e-13, "y[%zu] = %.17g, wanted %.17g", i, yv[i],
+                      ref[i]);
+    int64_t cg = g.c / 2, og = g.o / 2;
+    for (int64_t n = 0; n < g.n; n++)
+        for (int64_t o = 0; o < g.o; o++)
+            for (int64_t p = 0; p < g.h; p++)
+                for (int64_t q = 0; q < g.w; q++) {
+                    double d = dy[((n * g.o + o) * g.h + p) * g.w + q];
+                    db[o] += d;
+                    for (int64_t cc = 0; cc < cg; cc++)
+                        for (int64_t i = 0; i < 3; i++)
+                            for (int64_t j = 0; j < 3; j++) {
+                                int64_t ih = p - 1 + i, iw = q - 1 + j;
+                                if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w)
+                                    continue;
+                                size_t xi = (size_t)(((n * g.c + o / og * cg + cc) * g.h + ih) *
+                                                         g.w + iw);
+                                size_t wi = (size_t)(((o * cg + cc) * 3 + i) * 3 + j);
+                                dx[xi] += wv[wi] * d;
+                                dw[wi] += xv[xi] * d;
+                            }
+                }
+    for (int pass = 1; pass <= 2; pass++) {
+        ck_assert_int_eq(tg_backward_seeded(t, y, seed), TG_OK);
+        double *gx = tg_tensor_grad(x), *gw = tg_tensor_grad(w), *gb = tg_tensor_grad(b);
+        /* dx: at most 9·5 terms; dw: 9·400 terms of magnitude <= 1, so 1e-11 is ~30x the
+         * round-off of such sums (|sum| <= 3600, 2^-52 x 3600 x a few) */
+        for (size_t i = 0; i < nx; i++)
+            ck_assert_msg(fabs(gx[i] - dx[i]) <= 1e-12, "pass %d: dx[%zu] = %.17g, wanted %.17g",
+                          pass, i, gx[i], dx[i]);
+        for (size_t i = 0; i < nw; i++)
+            ck_assert_msg(fabs(gw[i] - dw[i]) <= 1e-11, "pass %d: dw[%zu] = %.17g, wanted %.17g",
+                          pass, i, gw[i], dw[i]);
+        for (int o = 0; o < 10; o++)
+            ck_assert_msg(fabs(gb[o] - db[o]) <= 1e-11, "pass %d: db[%d] = %.17g, wanted %.17g",
+                          pass, o, gb[o], db[o]);
+    }
+    free(xv), free(wv), free(bv), free(yv), free(dy), free(ref), free(dx), free(dw);
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
 /* conv1d is conv2d on height-1 views: same values, and (N, O, L) out. */
 START_TEST(conv1d_is_conv2d_of_height_one)
 {
@@ -764,6 +837,7 @@ main(void)
     TCase *tc = tcase_create("values");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, conv2d_matches_definition);
+    tcase_add_test(tc, conv2d_chunked_batch_matches_definition);
     tcase_add_test(tc, conv1d_is_conv2d_of_height_one);
     tcase_add_test(tc, pool_ties_nan_and_divisor);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);

@@ -12,13 +12,12 @@
  * per group  Y_g = W_g · col_g, W_g (O/G) x (C/G·kh·kw), Y_g (O/G) x (N·oh·ow).
  *
  * VJP, from dY (dy laid out as Y):
- *   dW_g += dY_g · col_gᵀ                 (every sample's contribution in one product)
+ *   dW_g += dY_g · col_gᵀ                 (summed over the chunks of samples, in order)
  *   db[o] += Σ_{n, p, q} dy[n, o, p, q]
  *   dx   += col2im(W_gᵀ · dY_g)           (each tap's gradient added back where it was read)
  *
- * The forward keeps col in the node's scratch for dW (memory K·N·oh·ow, K = C·kh·kw), and the
- * products are single large GEMMs on the threaded kernels; a warm step allocates nothing
- * (scratch and dcol come from the tape's arena).
+ * The products are large GEMMs on the threaded kernels, over chunks of samples (below); a warm
+ * step allocates nothing (the scratch comes from the tape's arena).
  */
 #include <inttypes.h>
 #include <string.h>
@@ -40,9 +39,21 @@ conv_geom(const tg_node *nd)
     return g;
 }
 
-/* The sizes of the products: K rows of col per group, P = N·oh·ow columns. */
+/*
+ * The products run over chunks of samples: col for samples [n0, n1) is K x (n1 − n0)·plane,
+ * small enough (CONV_CHUNK_BYTES with its Y block) to stay in the last-level cache, so a
+ * convolution's working memory does not grow with the batch. The chunk depends on the shapes
+ * alone (never on the thread count), so results are reproducible; dW sums its chunks in order.
+ * The VJP builds each chunk's columns again (an im2col pass, cheap beside the products), and
+ * then writes dx's columns over them: the scratch is one chunk, for forward and VJP alike, and
+ * a second backward over the same step finds nothing it needs overwritten.
+ */
+#define CONV_CHUNK_BYTES ((size_t)4 << 20)
+
+/* The sizes of the products: K rows of col per group, P = N·oh·ow columns, chunks of `cs`
+ * samples (pc = cs·plane columns at most). */
 struct conv_mats {
-    size_t groups, og, kg, k, p;
+    size_t groups, og, kg, k, p, plane, cs, pc;
 };
 
 static struct conv_mats
@@ -54,7 +65,16 @@ conv_mats(const tg_node *nd)
     m.og = (size_t)w->dims[0] / m.groups;
     m.kg = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
     m.k = m.kg * m.groups;
-    m.p = (size_t)(y->dims[0] * y->dims[2] * y->dims[3]);
+    m.plane = (size_t)(y->dims[2] * y->dims[3]);
+    m.p = (size_t)y->dims[0] * m.plane;
+    size_t n = (size_t)y->dims[0], per_sample = (m.k + (size_t)w->dims[0]) * m.plane *
+                                                    tg_dtype_size(y->dtype);
+    size_t cs = per_sample ? CONV_CHUNK_BYTES / per_sample : n;
+    cs = cs < 1 ? 1 : cs > n ? n : cs;
+    if (n) /* even chunks: the same count, none much smaller than the others */
+        cs = (n + (n + cs - 1) / cs - 1) / ((n + cs - 1) / cs);
+    m.cs = cs;
+    m.pc = cs * m.plane;
     return m;
 }
 
@@ -69,12 +89,12 @@ gemm(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a,
         tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
 }
 
-/* scratch: col (K x P), then Y or dY as (O x P) */
+/* scratch: one chunk's col (K x pc), then its Y or dY (O x pc) */
 static size_t
 conv2d_scratch(const tg_node *nd)
 {
     struct conv_mats m = conv_mats(nd);
-    return (m.k + m.og * m.groups) * m.p * tg_dtype_size(nd->out->dtype);
+    return (m.k + m.og * m.groups) * m.pc * tg_dtype_size(nd->out->dtype);
 }
 
 static tg_status
@@ -90,36 +110,48 @@ conv2d_shape(tg_node *nd, int *ndim, int64_t *dims)
     return TG_OK;
 }
 
+/* The chunk of samples [n0, n0 + gc->n): gc is g for those samples, x their first image. */
+static const char *
+chunk_input(const tg_node *nd, const struct tg__conv_geom *g, size_t n0, size_t cs,
+            struct tg__conv_geom *gc)
+{
+    *gc = *g;
+    gc->n = n0 + cs > g->n ? g->n - n0 : cs;
+    return (const char *)nd->in[0]->data + n0 * g->c * g->h * g->w * tg_dtype_size(nd->out->dtype);
+}
+
 static tg_status
 conv2d_forward(tg_node *nd)
 {
     if (nd->out->size == 0) /* nothing to write (and N·O may be huge when a size is 0) */
         return TG_OK;
-    struct tg__conv_geom g = conv_geom(nd);
+    struct tg__conv_geom g = conv_geom(nd), gc;
     struct conv_mats m = conv_mats(nd);
     tg_dtype dt = nd->out->dtype;
-    size_t es = tg_dtype_size(dt), plane = g.oh * g.ow;
-    char *col = nd->scratch, *ybuf = col + m.k * m.p * es;
-    tg__im2col(&g, nd->in[0]->data, col, dt == TG_F64);
+    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    char *col = nd->scratch, *ybuf = col + m.k * m.pc * es;
     const char *w = nd->in[1]->data;
-    for (size_t gi = 0; gi < m.groups; gi++)
-        gemm(dt, false, false, m.og, m.p, m.kg, w + gi * m.og * m.kg * es, m.kg,
-             col + gi * m.kg * m.p * es, m.p, 0.0, ybuf + gi * m.og * m.p * es, m.p);
-    /* Y (O x N·plane) -> y (N, O, plane), plus the bias */
-    size_t o_all = m.og * m.groups;
     const tg_tensor *b = nd->n_in > 2 ? nd->in[2] : NULL;
-    TG__DISPATCH(dt, T, {
-        const T *yb = (const T *)ybuf, *bias = b ? b->data : NULL;
-        T *y = nd->out->data;
-        for (size_t n = 0; n < g.n; n++)
-            for (size_t o = 0; o < o_all; o++) {
-                const T *src = yb + o * m.p + n * plane;
-                T *dst = y + (n * o_all + o) * plane;
-                T add = bias ? bias[o] : 0;
-                for (size_t q = 0; q < plane; q++)
-                    dst[q] = src[q] + add;
-            }
-    });
+    for (size_t n0 = 0; n0 < g.n; n0 += m.cs) {
+        tg__im2col(&gc, chunk_input(nd, &g, n0, m.cs, &gc), col, dt == TG_F64);
+        size_t pc = gc.n * m.plane; /* this chunk's columns (the last may be short) */
+        for (size_t gi = 0; gi < m.groups; gi++)
+            gemm(dt, false, false, m.og, pc, m.kg, w + gi * m.og * m.kg * es, m.kg,
+                 col + gi * m.kg * pc * es, pc, 0.0, ybuf + gi * m.og * pc * es, pc);
+        /* Y (O x cs·plane) -> y (N, O, plane), plus the bias */
+        TG__DISPATCH(dt, T, {
+            const T *yb = (const T *)ybuf, *bias = b ? b->data : NULL;
+            T *y = (T *)nd->out->data + n0 * o_all * m.plane;
+            for (size_t n = 0; n < gc.n; n++)
+                for (size_t o = 0; o < o_all; o++) {
+                    const T *src = yb + o * pc + n * m.plane;
+                    T *dst = y + (n * o_all + o) * m.plane;
+                    T add = bias ? bias[o] : 0;
+                    for (size_t q = 0; q < m.plane; q++)
+                        dst[q] = src[q] + add;
+                }
+        });
+    }
     return TG_OK;
 }
 
@@ -129,40 +161,44 @@ conv2d_vjp(tg_node *nd)
     tg_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
     if ((!x->grad && !w->grad && !(b && b->grad)) || nd->out->size == 0)
         return TG_OK;
-    struct tg__conv_geom g = conv_geom(nd);
+    struct tg__conv_geom g = conv_geom(nd), gc;
     struct conv_mats m = conv_mats(nd);
     tg_dtype dt = nd->out->dtype;
-    size_t es = tg_dtype_size(dt), plane = g.oh * g.ow, o_all = m.og * m.groups;
-    char *col = nd->scratch, *dyb = col + m.k * m.p * es;
-    /* dy (N, O, plane) -> dY (O x N·plane); db from its rows, in a fixed order */
-    TG__DISPATCH(dt, T, {
-        const T *dy = nd->out->grad;
-        T *d = (T *)dyb, *db = b && b->grad ? b->grad : NULL;
-        for (size_t n = 0; n < g.n; n++)
-            for (size_t o = 0; o < o_all; o++)
-                memcpy(d + o * m.p + n * plane, dy + (n * o_all + o) * plane, plane * sizeof(T));
-        for (size_t o = 0; db && o < o_all; o++) {
-            T s = 0;
-            for (size_t q = 0; q < m.p; q++)
-                s += d[o * m.p + q];
-            db[o] += s;
+    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    char *col = nd->scratch, *dyb = col + m.k * m.pc * es;
+    const char *wd = w->data;
+    for (size_t n0 = 0; n0 < g.n; n0 += m.cs) {
+        const char *xc = chunk_input(nd, &g, n0, m.cs, &gc);
+        size_t pc = gc.n * m.plane;
+        /* dy (N, O, plane) -> dY (O x cs·plane); db from its rows, in a fixed order */
+        TG__DISPATCH(dt, T, {
+            const T *dy = (const T *)nd->out->grad + n0 * o_all * m.plane;
+            T *d = (T *)dyb, *db = b && b->grad ? b->grad : NULL;
+            for (size_t n = 0; n < gc.n; n++)
+                for (size_t o = 0; o < o_all; o++)
+                    memcpy(d + o * pc + n * m.plane, dy + (n * o_all + o) * m.plane,
+                           m.plane * sizeof(T));
+            for (size_t o = 0; db && o < o_all; o++) {
+                T s = 0;
+                for (size_t q = 0; q < pc; q++)
+                    s += d[o * pc + q];
+                db[o] += s;
+            }
+        });
+        if (w->grad) {
+            tg__im2col(&gc, xc, col, dt == TG_F64);
+            for (size_t gi = 0; gi < m.groups; gi++)
+                gemm(dt, false, true, m.og, m.kg, pc, dyb + gi * m.og * pc * es, pc,
+                     col + gi * m.kg * pc * es, pc, 1.0, (char *)w->grad + gi * m.og * m.kg * es,
+                     m.kg);
         }
-    });
-    if (w->grad)
-        for (size_t gi = 0; gi < m.groups; gi++)
-            gemm(dt, false, true, m.og, m.kg, m.p, dyb + gi * m.og * m.p * es, m.p,
-                 col + gi * m.kg * m.p * es, m.p, 1.0, (char *)w->grad + gi * m.og * m.kg * es,
-                 m.kg);
-    if (x->grad) {
-        char *dcol = tg__arena_alloc(&nd->tape->arena, m.k * m.p * es);
-        if (!dcol)
-            return tg_node_fail(nd, TG_ERR_NOMEM, "out of memory (%zu bytes) for dx's columns",
-                                m.k * m.p * es);
-        const char *wd = w->data;
-        for (size_t gi = 0; gi < m.groups; gi++)
-            gemm(dt, true, false, m.kg, m.p, m.og, wd + gi * m.og * m.kg * es, m.kg,
-                 dyb + gi * m.og * m.p * es, m.p, 0.0, dcol + gi * m.kg * m.p * es, m.p);
-        tg__col2im_add(&g, dcol, x->grad, dt == TG_F64);
+        if (x->grad) { /* dcol = Wᵀ·dY over col's buffer (its columns are used up) */
+            for (size_t gi = 0; gi < m.groups; gi++)
+                gemm(dt, true, false, m.kg, pc, m.og, wd + gi * m.og * m.kg * es, m.kg,
+                     dyb + gi * m.og * pc * es, pc, 0.0, col + gi * m.kg * pc * es, pc);
+            tg__col2im_add(&gc, col, (char *)x->grad + (size_t)(xc - (const char *)x->data),
+                           dt == TG_F64);
+        }
     }
     return TG_OK;
 }
