@@ -256,6 +256,7 @@ train(const struct options *o, const tg_dataset *train_set, const tg_dataset *te
            tg_num_threads(), tg_num_threads() == 1 ? "" : "s");
     fflush(stdout);
     tg_tape *t = tg_tape_new();
+    tg_tape_set_retain_grads(t, false); /* only the parameters' gradients are read */
     tg_rng *drop = tg_rng_new(o->seed + 1);
     size_t n_test = tg_dataset_count(test);
     float *scores = malloc(n_test * CLASSES * sizeof *scores);

@@ -186,6 +186,10 @@ struct tg_tape {
     uint64_t gen;    /* bumped by every reset */
     uint64_t grad_pass; /* bumped by every backward pass (tensors' grad_pass) */
     bool check_finite;
+    /* tg_tape_set_retain_grads(t, false): backward drops each op output's gradient once its
+     * producer's VJP has read it, onto free_grads, and takes later gradients from there */
+    bool drop_grads;
+    struct tg__free_grad *free_grads; /* blocks of this generation's arena; reset empties it */
     bool eval; /* tg_tape_set_training(t, false): dropout off, batch_norm on running stats */
     /* Set while one of an op's callbacks runs (its shape rule or forward during record, its
      * VJP during backward): recording, backward, reset and free of this tape are refused

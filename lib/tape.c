@@ -87,6 +87,7 @@ tg_tape_reset(tg_tape *t)
     t->status = TG_OK;
     t->errmsg[0] = '\0';
     t->budget.refused = 0;
+    t->free_grads = NULL; /* its blocks were in the arena just rewound */
     t->gen++;
 }
 
@@ -163,6 +164,19 @@ tg_tape_set_check_finite(tg_tape *t, bool on)
 {
     if (t)
         t->check_finite = on;
+}
+
+void
+tg_tape_set_retain_grads(tg_tape *t, bool retain)
+{
+    if (t)
+        t->drop_grads = !retain;
+}
+
+bool
+tg_tape_retains_grads(const tg_tape *t)
+{
+    return t && !t->drop_grads;
 }
 
 void
@@ -631,8 +645,60 @@ return_borrowed(tg_tensor *x)
     }
 }
 
+/*
+ * Dropped gradients (tg_tape_set_retain_grads(t, false)). An op output's gradient is complete
+ * once its producer's VJP has run (the tape is in topological order, and the reverse sweep
+ * meets every consumer first), and nothing reads it after that but the user. Dropped, its
+ * block goes on the tape's free list, and the gradients the sweep needs next take the best
+ * fitting block from there before the arena is asked: a chain of layers then holds about two
+ * layers' gradients instead of all of them, and a repeated step takes the same blocks in the
+ * same order (no allocation when warm). A block keeps its list entry in its own first bytes,
+ * so blocks smaller than the entry are not listed (they stay in the arena until the reset).
+ */
+struct tg__free_grad {
+    struct tg__free_grad *next;
+    size_t bytes;
+};
+
+/* A block of at least `bytes` from the free list (at most twice that, so a small gradient
+ * never pins a large block), else from the arena. */
+static void *
+grad_block(tg_tape *t, size_t bytes)
+{
+    struct tg__free_grad **best = NULL;
+    for (struct tg__free_grad **e = &t->free_grads; *e; e = &(*e)->next)
+        if ((*e)->bytes >= bytes && (*e)->bytes / 2 <= bytes &&
+            (!best || (*e)->bytes < (*best)->bytes))
+            best = e;
+    if (!best)
+        return tg__arena_alloc(&t->arena, bytes);
+    struct tg__free_grad *b = *best;
+    *best = b->next;
+    return b;
+}
+
+static void
+drop_grad(tg_tape *t, tg_tensor *x)
+{
+    size_t bytes = tg__nbytes(x);
+    if (bytes >= sizeof(struct tg__free_grad)) {
+        struct tg__free_grad *b = x->grad;
+        *b = (struct tg__free_grad){t->free_grads, bytes};
+        t->free_grads = b;
+    }
+    x->grad = NULL;
+    x->grad_fresh = false;
+}
+
+/* An op output whose gradient the pass drops: allocated when the sweep first adds into it. */
 static bool
-prepare_grad(tg_tape *t, tg_tensor *x)
+dropped_here(const tg_tape *t, const tg_tensor *x, const tg_tensor *out)
+{
+    return t->drop_grads && x->kind == TG__KIND_OP && x != out;
+}
+
+static bool
+prepare_grad(tg_tape *t, tg_tensor *x, const tg_tensor *out)
 {
     return_borrowed(x);
     x->grad_live = false;
@@ -641,7 +707,7 @@ prepare_grad(tg_tape *t, tg_tensor *x)
     if (x->grad && x->grad_pass == t->grad_pass)
         return true; /* already prepared in this pass (a tensor read by several nodes) */
     x->grad_pass = t->grad_pass;
-    if (!x->grad) {
+    if (!x->grad && !dropped_here(t, x, out)) {
         x->grad = tg__arena_alloc(&t->arena, tg__nbytes(x));
         if (!x->grad) {
             tg__fail(t, TG_ERR_NOMEM, "backward: out of memory (%zu bytes) for the gradient of %s",
@@ -649,7 +715,23 @@ prepare_grad(tg_tape *t, tg_tensor *x)
             return false;
         }
     }
-    x->grad_fresh = true; /* zeroed lazily: see backward_from */
+    x->grad_fresh = x->grad != NULL; /* zeroed lazily: see backward_from */
+    return true;
+}
+
+/* Before a VJP adds into x: the block of a gradient the pass drops, taken now. */
+static bool
+take_dropped_grad(tg_tape *t, tg_tensor *x, const tg_tensor *out)
+{
+    if (x->grad || !x->requires_grad || !dropped_here(t, x, out))
+        return true;
+    x->grad = grad_block(t, tg__nbytes(x));
+    if (!x->grad) {
+        tg__fail(t, TG_ERR_NOMEM, "backward: out of memory (%zu bytes) for the gradient of %s",
+                 tg__nbytes(x), tg__name_text(x).s);
+        return false;
+    }
+    x->grad_fresh = true;
     return true;
 }
 
@@ -695,12 +777,12 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     for (size_t i = 0; i < end; i++) {
         tg_node *n = t->nodes[i];
         for (int k = 0; k < n->n_in; k++)
-            if (!prepare_grad(t, n->in[k]))
+            if (!prepare_grad(t, n->in[k], out))
                 return t->status;
-        if (!prepare_grad(t, n->out))
+        if (!prepare_grad(t, n->out, out))
             return t->status;
     }
-    if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out))
+    if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out, out))
         return t->status;
 
     /* d(out)/d(out) = 1, or the seed: written over a tape tensor's gradient (not zeroed
@@ -731,6 +813,10 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
             continue;
         bool takes_fresh = tg__vjp_takes_fresh(n->op);
         for (int k = 0; k < n->n_in; k++) {
+            if (!take_dropped_grad(t, n->in[k], out)) {
+                settle_all(t, end, out);
+                return t->status;
+            }
             n->in[k]->grad_live |= n->in[k]->grad != NULL;
             if (!takes_fresh)
                 settle_grad(n->in[k]);
@@ -762,6 +848,8 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
                 }
             }
         }
+        if (n->out->grad && dropped_here(t, n->out, out))
+            drop_grad(t, n->out);
     }
     settle_all(t, end, out);
     return TG_OK;

@@ -184,6 +184,11 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
     tg_rng_free(rng);
     m->opt = tg_sgd_new(m->params, &(tg_sgd_options){.lr = 0.1}, NULL);
     m->tape = tg_tape_new();
+    /* The CNN's step, as its example trains: only the parameters' gradients are kept, the op
+     * outputs' dropped as backward goes (PyTorch's default), which halves its gradient memory.
+     * The MLP rows keep every gradient (their published figures were measured so). */
+    if (m->tape && net->cnn)
+        tg_tape_set_retain_grads(m->tape, false);
     return m->opt && m->tape ? 0 : -1;
 }
 

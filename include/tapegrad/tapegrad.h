@@ -160,6 +160,16 @@ TG_API void tg_tape_set_memory_limit(tg_tape *t, size_t bytes);
 /** Opt-in: after every forward node and every VJP, fail with TG_ERR_NONFINITE naming the first
  * node whose output (or gradient) holds a NaN or Inf. Off by default; costs nothing when off. */
 TG_API void tg_tape_set_check_finite(tg_tape *t, bool on);
+/** Whether backward keeps the gradient of every op output (on, the default: each stays
+ * readable through tg_tensor_grad until tg_tape_reset) or drops it as soon as the VJP of the
+ * op that made it has used it (off, as PyTorch keeps no gradient of a non-leaf tensor), and
+ * reuses its memory for the gradients still to come. Off, a chain of layers holds about two
+ * layers' gradients at a time instead of all of them, and tg_tensor_grad is NULL for op
+ * outputs after backward; tensors made by tg_tensor_new/from/wrap, parameters and the tensor
+ * backward starts from keep theirs. Gradient values are the same either way. The setting
+ * survives tg_tape_reset. */
+TG_API void tg_tape_set_retain_grads(tg_tape *t, bool retain);
+TG_API bool tg_tape_retains_grads(const tg_tape *t); /**< The setting; false for NULL */
 /** Training or evaluation mode (PyTorch's module.train() / module.eval()), read by the ops
  * that behave differently at record time: tg_dropout (off in evaluation) and tg_batch_norm
  * (batch statistics and running-average updates in training; the running statistics in
