@@ -649,43 +649,73 @@ return_borrowed(tg_tensor *x)
  * Dropped gradients (tg_tape_set_retain_grads(t, false)). An op output's gradient is complete
  * once its producer's VJP has run (the tape is in topological order, and the reverse sweep
  * meets every consumer first), and nothing reads it after that but the user. Dropped, its
- * block goes on the tape's free list, and the gradients the sweep needs next take the best
- * fitting block from there before the arena is asked: a chain of layers then holds about two
- * layers' gradients instead of all of them, and a repeated step takes the same blocks in the
- * same order (no allocation when warm). A block keeps its list entry in its own first bytes,
- * so blocks smaller than the entry are not listed (they stay in the arena until the reset).
+ * block goes on the tape's free list, and the gradients the sweep needs next are cut from the
+ * best fitting free block before the arena is asked. Neighbouring free blocks merge, so two
+ * half-size gradients given back make room for a full-size one: a chain of layers then holds
+ * about two layers' gradients instead of all of them, and a repeated step takes the same
+ * blocks in the same order (no allocation when warm). A block keeps its list entry in its own
+ * first bytes; sizes are the arena's (multiples of TG__ARENA_ALIGN), so every cut stays
+ * aligned and is large enough for an entry. Adjacent addresses are always in one arena block
+ * (the next block's header lies between two blocks).
  */
 struct tg__free_grad {
     struct tg__free_grad *next;
     size_t bytes;
 };
 
-/* A block of at least `bytes` from the free list (at most twice that, so a small gradient
- * never pins a large block), else from the arena. */
+static size_t
+grad_capacity(const tg_tensor *x)
+{
+    size_t n = tg__nbytes(x);
+    return n ? (n + TG__ARENA_ALIGN - 1) & ~(size_t)(TG__ARENA_ALIGN - 1) : TG__ARENA_ALIGN;
+}
+
+/* Puts [p, p + bytes) on the free list, merged with the free blocks right before and after. */
+static void
+free_grad_block(tg_tape *t, char *p, size_t bytes)
+{
+    for (struct tg__free_grad **e = &t->free_grads; *e;) {
+        char *q = (char *)*e;
+        if (q + (*e)->bytes == p || p + bytes == q) {
+            struct tg__free_grad *n = *e;
+            *e = n->next; /* unlinked, then merged in */
+            if (q < p)
+                p = q;
+            bytes += n->bytes;
+            e = &t->free_grads; /* the merged block may now touch another: look again */
+        } else
+            e = &(*e)->next;
+    }
+    struct tg__free_grad *b = (struct tg__free_grad *)p;
+    *b = (struct tg__free_grad){t->free_grads, bytes};
+    t->free_grads = b;
+}
+
+/* `bytes` (an arena size) cut from the front of the smallest free block that holds it, the
+ * rest left free; else from the arena. */
 static void *
 grad_block(tg_tape *t, size_t bytes)
 {
     struct tg__free_grad **best = NULL;
     for (struct tg__free_grad **e = &t->free_grads; *e; e = &(*e)->next)
-        if ((*e)->bytes >= bytes && (*e)->bytes / 2 <= bytes &&
-            (!best || (*e)->bytes < (*best)->bytes))
+        if ((*e)->bytes >= bytes && (!best || (*e)->bytes < (*best)->bytes))
             best = e;
     if (!best)
         return tg__arena_alloc(&t->arena, bytes);
     struct tg__free_grad *b = *best;
     *best = b->next;
+    if (b->bytes > bytes) {
+        struct tg__free_grad *rest = (struct tg__free_grad *)((char *)b + bytes);
+        *rest = (struct tg__free_grad){t->free_grads, b->bytes - bytes};
+        t->free_grads = rest;
+    }
     return b;
 }
 
 static void
 drop_grad(tg_tape *t, tg_tensor *x)
 {
-    size_t bytes = tg__nbytes(x);
-    if (bytes >= sizeof(struct tg__free_grad)) {
-        struct tg__free_grad *b = x->grad;
-        *b = (struct tg__free_grad){t->free_grads, bytes};
-        t->free_grads = b;
-    }
+    free_grad_block(t, x->grad, grad_capacity(x));
     x->grad = NULL;
     x->grad_fresh = false;
 }
@@ -725,7 +755,7 @@ take_dropped_grad(tg_tape *t, tg_tensor *x, const tg_tensor *out)
 {
     if (x->grad || !x->requires_grad || !dropped_here(t, x, out))
         return true;
-    x->grad = grad_block(t, tg__nbytes(x));
+    x->grad = grad_block(t, grad_capacity(x));
     if (!x->grad) {
         tg__fail(t, TG_ERR_NOMEM, "backward: out of memory (%zu bytes) for the gradient of %s",
                  tg__nbytes(x), tg__name_text(x).s);

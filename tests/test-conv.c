@@ -534,6 +534,82 @@ START_TEST(warm_step_allocates_nothing)
 }
 END_TEST
 
+/* tg_batch_norm_act against tg_activate(tg_batch_norm(...)), for every activation, training
+ * and evaluation, both dtypes, a plane longer than the fused VJP's 256-element blocks: the
+ * same output bit for bit (the same z, rounded to the dtype, then the same g), one node, the
+ * same running statistics; gradients equal to round-off (the fused VJP sums dz block by
+ * block, the pair over whole rows: float64 1e-12 relative, float32 1e-4 relative: sums of
+ * 2·300 terms of order 1 in float32 products). An activation outside the enum is refused. */
+START_TEST(batch_norm_act_matches_composition)
+{
+    tg_rng *rng = tg_rng_new(31);
+    for (int act = TG_ACT_IDENTITY; act <= TG_ACT_GELU; act++)
+        for (int mode = 0; mode < 4; mode++) {
+            tg_dtype dt = mode & 1 ? TG_F32 : TG_F64;
+            bool training = mode < 2;
+            int64_t dims[4] = {2, 3, 15, 20};
+            tg_tensor *xs[2], *gs[2], *bs[2], *ys[2], *rms[2];
+            tg_tape *t[2];
+            double seedv = 1 + 0.5 * act;
+            for (int k = 0; k < 2; k++) {
+                tg_rng *r = tg_rng_new(100 + (uint64_t)act);
+                t[k] = tg_tape_new();
+                tg_tape_set_training(t[k], training);
+                xs[k] = rnd_tensor(t[k], dt, 4, dims, r, "x");
+                gs[k] = rnd_tensor(t[k], dt, 1, (int64_t[]){3}, r, "gamma");
+                bs[k] = rnd_tensor(t[k], dt, 1, (int64_t[]){3}, r, "beta");
+                rms[k] = rnd_tensor(t[k], dt, 1, (int64_t[]){3}, r, "running_mean");
+                tg_tensor *rv = tg_tensor_new(t[k], dt, 1, (int64_t[]){3}, "running_var");
+                tg_tensor_fill(rv, 0.7);
+                tg_tensor *w = rnd_tensor(t[k], dt, 4, dims, r, "w"); /* loss Σ w ⊙ y */
+                for (int v = 0; v < 3; v++)
+                    tg_tensor_set_requires_grad(v == 0 ? xs[k] : v == 1 ? gs[k] : bs[k], true);
+                size_t before = tg_tape_node_count(t[k]);
+                ys[k] = k ? tg_batch_norm_act(t[k], xs[k], gs[k], bs[k], rms[k], rv, 0.1, 1e-5,
+                                              (tg_activation)act)
+                          : tg_activate(t[k], tg_batch_norm(t[k], xs[k], gs[k], bs[k], rms[k], rv,
+                                                            0.1, 1e-5),
+                                        (tg_activation)act);
+                if (k)
+                    ck_assert_uint_eq(tg_tape_node_count(t[k]) - before, 1);
+                tg_backward(t[k], tg_scale(t[k], tg_sum(t[k], tg_mul(t[k], w, ys[k])), seedv));
+                ck_assert_msg(!tg_tape_error(t[k]), "%s", tg_tape_error(t[k]));
+                tg_rng_free(r);
+            }
+            for (size_t i = 0; i < tg_tensor_size(ys[0]); i++)
+                ck_assert_msg(tg_tensor_get(ys[0], i) == tg_tensor_get(ys[1], i),
+                              "%s mode %d: y[%zu] %.17g vs %.17g", tg_activation_name(act), mode,
+                              i, tg_tensor_get(ys[0], i), tg_tensor_get(ys[1], i));
+            for (int i = 0; i < 3; i++)
+                ck_assert(tg_tensor_get(rms[0], i) == tg_tensor_get(rms[1], i));
+            double rel = dt == TG_F64 ? 1e-12 : 1e-4;
+            for (int v = 0; v < 3; v++) {
+                tg_tensor *a = v == 0 ? xs[0] : v == 1 ? gs[0] : bs[0];
+                tg_tensor *b = v == 0 ? xs[1] : v == 1 ? gs[1] : bs[1];
+                double scale = 0;
+                for (size_t i = 0; i < tg_tensor_size(a); i++)
+                    scale = fmax(scale, fabs(tg_tensor_grad_get(a, i)));
+                for (size_t i = 0; i < tg_tensor_size(a); i++)
+                    ck_assert_msg(fabs(tg_tensor_grad_get(a, i) - tg_tensor_grad_get(b, i)) <=
+                                      rel * (scale + 1e-30),
+                                  "%s mode %d input %d [%zu]: %.17g vs %.17g",
+                                  tg_activation_name(act), mode, v, i, tg_tensor_grad_get(a, i),
+                                  tg_tensor_grad_get(b, i));
+            }
+            for (int k = 0; k < 2; k++)
+                tg_tape_free(t[k]);
+        }
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = rnd_tensor(t, TG_F64, 2, (int64_t[]){4, 3}, rng, "x");
+    tg_batch_norm_act(t, x, NULL, NULL, NULL, NULL, 0.1, 1e-5, (tg_activation)99);
+    ck_assert_int_eq(tg_tape_status(t), TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_tape_error(t), "batch_norm") && strstr(tg_tape_error(t), "99"), "%s",
+                  tg_tape_error(t));
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
 /* ---- batch norm, buffers ------------------------------------------------------------------ */
 
 START_TEST(batch_norm_statistics_and_modes)
@@ -842,6 +918,7 @@ main(void)
     tcase_add_test(tc, pool_ties_nan_and_divisor);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, batch_norm_statistics_and_modes);
+    tcase_add_test(tc, batch_norm_act_matches_composition);
     tcase_add_test(tc, buffers_are_kept_not_trained);
     tcase_add_test(tc, group_norm_values_and_errors);
     tcase_add_test(tc, layers_conv2d_and_batch_norm);

@@ -223,7 +223,8 @@ ap_conv1d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 }
 /* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
  * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
- * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation */
+ * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation; .c the fused
+ * activation (tg_batch_norm_act; 0 none) */
 static tg_tensor *
 ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
@@ -248,8 +249,9 @@ ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
     }
     bool eval = c->axis == 2;
     tg_tape_set_training(t, !eval);
-    tg_tensor *y = tg_batch_norm(t, in[0], c->axis == 1 ? NULL : in[1], c->axis == 1 ? NULL : in[1],
-                                 rm, rv, 0.1, 1e-5);
+    tg_tensor *y = tg_batch_norm_act(t, in[0], c->axis == 1 ? NULL : in[1],
+                                     c->axis == 1 ? NULL : in[1], rm, rv, 0.1, 1e-5,
+                                     (tg_activation)c->c);
     tg_tape_set_training(t, true);
     return y;
 }
@@ -439,6 +441,9 @@ static const struct op_case cases[] = {
     ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
     ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
     ND("batch_norm (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2),
+    ND("batch_norm+tanh (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_TANH),
+    ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
+    ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),

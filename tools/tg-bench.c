@@ -146,6 +146,7 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
                                 TG_EXAMPLES_AS_ROWS, rng) == TG_OK &&
                   tg_dense_init(&m->layer[1], m->params, "l2", 128, 10, TG_ACT_IDENTITY,
                                 TG_EXAMPLES_AS_ROWS, rng) == TG_OK;
+        m->bn[0].act = m->bn[1].act = TG_ACT_RELU; /* fused, as the example */
         m->drop = tg_rng_new(7);
         if (!ok) {
             fprintf(stderr, "tg-bench: cnn init failed: %s\n", tg_params_error(m->params));
@@ -205,7 +206,7 @@ model_step(struct model *m)
         h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, 1, 28, 28}, m->x, "X");
         for (int i = 0; i < 2; i++) {
             h = tg_conv2d_layer_forward(t, &m->conv[i], h);
-            h = tg_max_pool2d(t, tg_relu(t, tg_batch_norm_layer_forward(t, &m->bn[i], h)), pool,
+            h = tg_max_pool2d(t, tg_batch_norm_layer_forward(t, &m->bn[i], h), pool,
                               NULL, NULL);
         }
         h = tg_dropout(t, tg_reshape(t, h, 2, (int64_t[]){net->batch, 3136}), 0.25, m->drop);

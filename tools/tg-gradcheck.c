@@ -1320,12 +1320,13 @@ apply_dropout(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
 
 /* batch_norm: x of rank 2-4 with at least 2 values per channel, γ and β each present or not;
  * variant 0: training without running statistics, 1: training with them (made in the call,
- * so each re-run starts from the same ones), 2: evaluation. v0[0]: γ given, v0[1]: β given. */
+ * so each re-run starts from the same ones), 2: evaluation. v0[0]: γ given, v0[1]: β given.
+ * Half the cases fuse a random activation (tg_batch_norm_act), c->act. */
 static void
 make_batch_norm(struct cases *cs)
 {
     tg_rng *r = cs->r;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 12; i++) { /* the last 6 with a fused activation (tg_batch_norm_act) */
         bool gamma = rnd(r, 0, 3) != 0, beta = rnd(r, 0, 3) != 0;
         struct sweep_case *c = add_case(cs, 1 + gamma + beta);
         int nd = (int)rnd(r, 2, 4);
@@ -1342,8 +1343,10 @@ make_batch_norm(struct cases *cs)
         c->v0[0] = gamma, c->v0[1] = beta;
         c->variant = i % 3;
         c->c = 0.05 + 0.3 * tg_rng_uniform(r); /* momentum */
-        attrf(c, "%s%s%s", c->variant == 2 ? "eval" : c->variant ? "train+stats" : "train",
-              gamma ? " gamma" : "", beta ? " beta" : "");
+        c->act = i < 6 ? TG_ACT_IDENTITY : (tg_activation)rnd(r, 1, TG_ACT_GELU);
+        attrf(c, "%s%s%s%s%s", c->variant == 2 ? "eval" : c->variant ? "train+stats" : "train",
+              gamma ? " gamma" : "", beta ? " beta" : "", c->act ? " act=" : "",
+              c->act ? tg_activation_name(c->act) : "");
     }
 }
 
@@ -1366,7 +1369,7 @@ apply_batch_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     int k = 1;
     tg_tensor *gamma = c->v0[0] ? in[k++] : NULL, *beta = c->v0[1] ? in[k] : NULL;
     tg_tape_set_training(t, c->variant != 2);
-    tg_tensor *y = tg_batch_norm(t, in[0], gamma, beta, rm, rv, c->c, 1e-5);
+    tg_tensor *y = tg_batch_norm_act(t, in[0], gamma, beta, rm, rv, c->c, 1e-5, c->act);
     tg_tape_set_training(t, true);
     return y;
 }

@@ -656,18 +656,29 @@ typedef struct tg_batch_norm_layer {
     double momentum, eps;
     /** @var tg_batch_norm_layer::eps
      * Added to the variance before its square root (1e-5) */
+    /** An activation fused into the node (tg_batch_norm_act): TG_ACT_IDENTITY after init;
+     * set it to TG_ACT_RELU for the usual conv, batch norm, ReLU block */
+    int act;
 } tg_batch_norm_layer;
 /** Adds the batch-norm layer's parameters and buffers to p (see tg_batch_norm_layer); on
  * failure nothing is added and the status is recorded in p, as tg_dense_init. */
 TG_API tg_status tg_batch_norm_layer_init(tg_batch_norm_layer *layer, tg_params *p,
                                           const char *name, int64_t channels);
-/** The layer's output: tg_batch_norm with its tensors, momentum and eps, in the tape's mode. */
+/** The layer's output: tg_batch_norm_act with its tensors, momentum, eps and act, in the
+ * tape's mode. */
 TG_API tg_tensor *tg_batch_norm_layer_forward(tg_tape *t, const tg_batch_norm_layer *layer,
                                               tg_tensor *x);
 /** Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
 /** act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */
 TG_API tg_tensor *tg_bias_act(tg_tape *t, tg_tensor *x, tg_tensor *b, tg_activation act);
+/** act(tg_batch_norm(x, ...)) as one node: the tape holds one tensor where the two ops would
+ * hold two (the normalized values are never stored; the VJP recomputes what it needs), as
+ * oneDNN fuses batch norm with ReLU. TG_ACT_IDENTITY is tg_batch_norm itself. */
+TG_API tg_tensor *tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma,
+                                    tg_tensor *beta, tg_tensor *running_mean,
+                                    tg_tensor *running_var, double momentum, double eps,
+                                    tg_activation act);
 /** "identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus" or "gelu" ("unknown
  * activation" for any other value). */
 TG_API const char *tg_activation_name(tg_activation act);

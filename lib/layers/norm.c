@@ -38,7 +38,7 @@ tg_batch_norm_layer_init(tg_batch_norm_layer *layer, tg_params *p, const char *n
     }
     tg_tensor_fill(made[0], 1.0);
     tg_tensor_fill(made[3], 1.0);
-    *layer = (tg_batch_norm_layer){made[0], made[1], made[2], made[3], 0.1, 1e-5};
+    *layer = (tg_batch_norm_layer){made[0], made[1], made[2], made[3], 0.1, 1e-5, TG_ACT_IDENTITY};
     return TG_OK;
 }
 
@@ -49,6 +49,7 @@ tg_batch_norm_layer_forward(tg_tape *t, const tg_batch_norm_layer *layer, tg_ten
         return NULL;
     if (!layer)
         return tg__fail(t, TG_ERR_ARG, "batch_norm layer: layer is NULL");
-    return tg_batch_norm(t, x, layer->weight, layer->bias, layer->running_mean,
-                         layer->running_var, layer->momentum, layer->eps);
+    return tg_batch_norm_act(t, x, layer->weight, layer->bias, layer->running_mean,
+                             layer->running_var, layer->momentum, layer->eps,
+                             (tg_activation)layer->act);
 }

@@ -200,6 +200,13 @@ static const struct tg__unary_rule *const act_rules[] = {
 _Static_assert(sizeof act_rules / sizeof act_rules[0] == TG_ACT_GELU + 1,
                "act_rules out of sync with tg_activation");
 
+const struct tg__unary_rule *
+tg__act_rule(tg_activation act, double *alpha)
+{
+    *alpha = act == TG_ACT_LEAKY_RELU ? 0.01 : 0;
+    return act_rules[act];
+}
+
 /* dst[i] += src[i] */
 TG__VEC_CLONES static void
 acc_f32(float *restrict dst, const float *restrict src, size_t n)

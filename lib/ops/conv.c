@@ -41,14 +41,14 @@ conv_geom(const tg_node *nd)
 
 /*
  * The products run over chunks of samples: col for samples [n0, n1) is K x (n1 − n0)·plane,
- * small enough (CONV_CHUNK_BYTES with its Y block) to stay in the last-level cache, so a
+ * small enough (CONV_CHUNK_BYTES with its Y block) to stay in the caches, so a
  * convolution's working memory does not grow with the batch. The chunk depends on the shapes
  * alone (never on the thread count), so results are reproducible; dW sums its chunks in order.
  * The VJP builds each chunk's columns again (an im2col pass, cheap beside the products), and
  * then writes dx's columns over them: the scratch is one chunk, for forward and VJP alike, and
  * a second backward over the same step finds nothing it needs overwritten.
  */
-#define CONV_CHUNK_BYTES ((size_t)4 << 20)
+#define CONV_CHUNK_BYTES ((size_t)2 << 20)
 
 /* The sizes of the products: K rows of col per group, P = N·oh·ow columns, chunks of `cs`
  * samples (pc = cs·plane columns at most). */

@@ -14,6 +14,12 @@
  *   y = γ_c (x − r_μ) / √(r_σ² + ε) + β_c, an affine map per channel:
  *   VJP: dx += dy γ_c / √(r_σ² + ε),  dγ_c += Σ dy ⊙ x̂,  dβ_c += Σ dy
  *
+ * With an activation g fused in (tg_batch_norm_act; attr.axis = the tg_activation, 0 for
+ * none): y = g(z), z = γ_c x̂ + β_c, one node and one tensor instead of two. The VJP first
+ * takes dz = dy ⊙ g'(z) (g' from y, or from z recomputed from x when g needs it), then runs
+ * the rules above on dz in place of dy; dz is made a block at a time, twice (once for the
+ * sums, once for dx), and never stored.
+ *
  * γ and β are optional (affine=False). Sums run in double, over each channel in a fixed
  * order; channels are split across threads, so the bits do not depend on the thread count.
  * The scratch keeps μ_c and 1/√(σ² + ε) per channel (the running ones in evaluation).
@@ -23,8 +29,26 @@
 
 #include "../kernels/kernels.h"
 #include "ops.h"
+#include "unary.h"
 
-/* attr: scale = momentum, scale2 = ε, keepdims = training, axes bit 0: γ given, bit 1: β
+#define BN_BLOCK 256 /* elements of z or dz made at a time by a fused activation */
+
+/* The fused activation's rule applied through T's variant (z: a T * block). */
+#define RULE_FWD(r, alpha, z, y, n)                                                            \
+    _Generic((z), float *: (r)->fwd_f32, double *: (r)->fwd_f64)(alpha, 0, z, y, n)
+#define RULE_DZ(r, alpha, z, y, dy, dz, n)                                                     \
+    _Generic((dz), float *: (r)->dz_f32, double *: (r)->dz_f64)(alpha, 0, z, y, dy, dz, n)
+
+/* The fused activation of a batch_norm node (NULL: none) and its constant. */
+static const struct tg__unary_rule *
+bn_act(const tg_node *nd, double *alpha)
+{
+    *alpha = 0;
+    return nd->attr.axis ? tg__act_rule((tg_activation)nd->attr.axis, alpha) : NULL;
+}
+
+/* attr: scale = momentum, scale2 = ε, keepdims = training, axis = the fused tg_activation
+ * (TG_ACT_IDENTITY: none), axes bit 0: γ given, bit 1: β
  * given (they are inputs 1 and then 2, or 1 when only β); stats: running mean and var */
 struct bn {
     size_t n, c, inner; /* x as (n, c, inner) */
@@ -119,7 +143,8 @@ bn_forward_part(size_t begin, size_t end, void *ctx)
     tg_node *nd = j->nd;
     struct bn b = j->b;
     double *mean = nd->scratch, *inv = mean + b.c;
-    double eps = nd->attr.scale2, m = nd->attr.scale;
+    double eps = nd->attr.scale2, m = nd->attr.scale, alpha;
+    const struct tg__unary_rule *act = bn_act(nd, &alpha);
     bool training = nd->attr.keepdims;
     size_t count = b.n * b.inner;
     TG__DISPATCH(nd->out->dtype, T, {
@@ -154,8 +179,18 @@ bn_forward_part(size_t begin, size_t end, void *ctx)
             for (size_t n = 0; n < b.n; n++) {
                 const T *xr = x + (n * b.c + c) * b.inner;
                 T *yr = y + (n * b.c + c) * b.inner;
-                for (size_t i = 0; i < b.inner; i++)
-                    yr[i] = (T)(k * (xr[i] - mu) + bias);
+                if (!act) {
+                    for (size_t i = 0; i < b.inner; i++)
+                        yr[i] = (T)(k * (xr[i] - mu) + bias);
+                    continue;
+                }
+                T z[BN_BLOCK]; /* y = g(z), a block of z at a time */
+                for (size_t i0 = 0; i0 < b.inner; i0 += BN_BLOCK) {
+                    size_t len = b.inner - i0 < BN_BLOCK ? b.inner - i0 : BN_BLOCK;
+                    for (size_t i = 0; i < len; i++)
+                        z[i] = (T)(k * (xr[i0 + i] - mu) + bias);
+                    RULE_FWD(act, (T)alpha, z, yr + i0, len);
+                }
             }
         }
     });
@@ -170,6 +205,16 @@ bn_forward(tg_node *nd)
     return TG_OK;
 }
 
+/* dz = dy ⊙ g'(z) for the len elements at x, y, dy (one block of a row), into dzb; z = k (x −
+ * μ) + β into zb first when g' reads it */
+#define BN_DZ(T, act, alpha, k, mu, bias, x, y, dy, zb, dzb, len)                              \
+    do {                                                                                       \
+        if ((act)->needs_x)                                                                    \
+            for (size_t i_ = 0; i_ < (len); i_++)                                              \
+                (zb)[i_] = (T)((k) * ((x)[i_] - (mu)) + (bias));                               \
+        RULE_DZ(act, (T)(alpha), (act)->needs_x ? (zb) : NULL, y, dy, dzb, len);               \
+    } while (0)
+
 static void
 bn_vjp_part(size_t begin, size_t end, void *ctx)
 {
@@ -180,35 +225,58 @@ bn_vjp_part(size_t begin, size_t end, void *ctx)
     bool training = nd->attr.keepdims;
     double count = (double)(b.n * b.inner);
     tg_tensor *xt = nd->in[0];
+    double alpha;
+    const struct tg__unary_rule *act = bn_act(nd, &alpha);
     TG__DISPATCH(nd->out->dtype, T, {
-        const T *x = xt->data, *dy = nd->out->grad;
-        const T *gamma = b.gamma ? b.gamma->data : NULL;
+        const T *x = xt->data, *dy = nd->out->grad, *y = nd->out->data;
+        const T *gamma = b.gamma ? b.gamma->data : NULL, *beta = b.beta ? b.beta->data : NULL;
         T *dx = xt->grad;
         T *dgamma = b.gamma && b.gamma->grad ? b.gamma->grad : NULL;
         T *dbeta = b.beta && b.beta->grad ? b.beta->grad : NULL;
+        T zb[BN_BLOCK], dzb[BN_BLOCK];
         for (size_t c = begin; c < end; c++) {
+            double k = (gamma ? gamma[c] : 1) * inv[c], mu = mean[c];
+            double bias = beta ? beta[c] : 0;
             double g = 0, h = 0;
-            for (size_t n = 0; n < b.n; n++)
-                BN_DSUMS(dy + (n * b.c + c) * b.inner, x + (n * b.c + c) * b.inner, b.inner,
-                         mean[c], &g, &h);
-            h *= inv[c]; /* Σ dy ⊙ x̂ */
+            for (size_t n = 0; n < b.n; n++) {
+                size_t r = (n * b.c + c) * b.inner;
+                if (!act) {
+                    BN_DSUMS(dy + r, x + r, b.inner, mu, &g, &h);
+                    continue;
+                }
+                for (size_t i0 = 0; i0 < b.inner; i0 += BN_BLOCK) {
+                    size_t len = b.inner - i0 < BN_BLOCK ? b.inner - i0 : BN_BLOCK;
+                    BN_DZ(T, act, alpha, k, mu, bias, x + r + i0, y + r + i0, dy + r + i0, zb, dzb, len);
+                    BN_DSUMS((const T *)dzb, x + r + i0, len, mu, &g, &h);
+                }
+            }
+            h *= inv[c]; /* Σ dz ⊙ x̂ */
             if (dgamma)
                 dgamma[c] += (T)h;
             if (dbeta)
                 dbeta[c] += (T)g;
             if (!dx)
                 continue;
-            /* dx += k (dy − g/M − x̂ h/M) = k (dy − g/M) + a (x − μ), a = −k inv h/M; in double,
+            /* dx += k (dz − g/M − x̂ h/M) = k (dz − g/M) + a (x − μ), a = −k inv h/M; in double,
              * from x − μ, as the forward (the three terms nearly cancel for a loss that is
              * nearly invariant to the channel's shift and scale) */
-            double k = (gamma ? gamma[c] : 1) * inv[c], mu = mean[c];
             double a = training ? -k * inv[c] * h / count : 0;
             double gm = training ? g / count : 0;
             for (size_t n = 0; n < b.n; n++) {
-                const T *xr = x + (n * b.c + c) * b.inner, *dyr = dy + (n * b.c + c) * b.inner;
-                T *dxr = dx + (n * b.c + c) * b.inner;
-                for (size_t i = 0; i < b.inner; i++)
-                    dxr[i] += (T)(k * (dyr[i] - gm) + a * (xr[i] - mu));
+                size_t r = (n * b.c + c) * b.inner;
+                const T *xr = x + r, *dyr = dy + r;
+                T *dxr = dx + r;
+                if (!act) {
+                    for (size_t i = 0; i < b.inner; i++)
+                        dxr[i] += (T)(k * (dyr[i] - gm) + a * (xr[i] - mu));
+                    continue;
+                }
+                for (size_t i0 = 0; i0 < b.inner; i0 += BN_BLOCK) {
+                    size_t len = b.inner - i0 < BN_BLOCK ? b.inner - i0 : BN_BLOCK;
+                    BN_DZ(T, act, alpha, k, mu, bias, x + r + i0, y + r + i0, dy + r + i0, zb, dzb, len);
+                    for (size_t i = 0; i < len; i++)
+                        dxr[i0 + i] += (T)(k * (dzb[i] - gm) + a * (xr[i0 + i] - mu));
+                }
             }
         }
     });
@@ -231,10 +299,11 @@ const tg_op tg__op_batch_norm = {
     .forward = bn_forward,
     .vjp = bn_vjp,
     .scratch_size = bn_scratch,
-    .math = "y = γ (x − μ_c)/√(σ²_c + ε) + β per channel (axis 1); training: batch μ, σ² "
-            "(biased) and running averages updated; evaluation: the running ones",
-    .vjp_math = "training: dx += γ/√(σ²+ε) (dy − Σdy/M − x̂ Σ(dy x̂)/M); evaluation: dx += dy "
-                "γ/√(σ²+ε); dγ += Σ dy x̂, dβ += Σ dy",
+    .math = "y = g(γ (x − μ_c)/√(σ²_c + ε) + β) per channel (axis 1), g a fused activation or "
+            "none; training: batch μ, σ² (biased) and running averages updated; evaluation: "
+            "the running ones",
+    .vjp_math = "dz = dy ⊙ g'(z); training: dx += γ/√(σ²+ε) (dz − Σdz/M − x̂ Σ(dz x̂)/M); "
+                "evaluation: dx += dz γ/√(σ²+ε); dγ += Σ dz x̂, dβ += Σ dz",
     .shapes = "x (N,C,…), γ, β, running mean and var (C) -> same as x",
 };
 
@@ -260,6 +329,15 @@ tg_tensor *
 tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
               tg_tensor *running_mean, tg_tensor *running_var, double momentum, double eps)
 {
+    return tg_batch_norm_act(t, x, gamma, beta, running_mean, running_var, momentum, eps,
+                             TG_ACT_IDENTITY);
+}
+
+tg_tensor *
+tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                  tg_tensor *running_mean, tg_tensor *running_var, double momentum, double eps,
+                  tg_activation act)
+{
     if (!t)
         return NULL;
     if (t->status != TG_OK || !tg__operand_ok(t, "batch_norm", "x", x))
@@ -275,6 +353,9 @@ tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
         return tg__fail(t, TG_ERR_ARG,
                         "batch_norm %s: eps = %g must be finite and > 0, momentum = %g in [0, 1]",
                         tg__name_text(x).s, eps, momentum);
+    if ((unsigned)act > TG_ACT_GELU)
+        return tg__fail(t, TG_ERR_ARG, "batch_norm %s: activation %d is not a tg_activation",
+                        tg__name_text(x).s, (int)act);
     if (!running_mean != !running_var)
         return tg__fail(t, TG_ERR_ARG,
                         "batch_norm %s: give both running statistics or neither (running_%s is "
@@ -289,7 +370,7 @@ tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                         "here); use evaluation mode or a larger batch",
                         tg__name_text(x).s, tg__shape_text(x).s, per_channel);
     struct tg__attr attr = {.scale = momentum, .scale2 = eps, .keepdims = training,
-                            .axes = (gamma ? 1u : 0u) | (beta ? 2u : 0u),
+                            .axis = (int)act, .axes = (gamma ? 1u : 0u) | (beta ? 2u : 0u),
                             .stats = {running_mean, running_var}};
     tg_tensor *in[3] = {x, gamma ? gamma : beta, gamma ? beta : NULL};
     return tg__record(t, &tg__op_batch_norm, in, 1 + !!gamma + !!beta, &attr, NULL);

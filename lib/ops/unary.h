@@ -35,6 +35,10 @@ struct tg__unary_rule {
     bool needs_x;
 };
 
+/* The rule of a tg_activation (valid: checked by the caller) and its constant (leaky_relu's
+ * slope), for the ops that fuse one: bias_act, batch_norm. */
+const struct tg__unary_rule *tg__act_rule(tg_activation act, double *alpha);
+
 /* The forward and VJP of node nd with rule r (alpha, beta from nd->attr). */
 tg_status tg__unary_forward(tg_node *nd, const struct tg__unary_rule *r);
 tg_status tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *r);
