@@ -88,7 +88,7 @@ gemm(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a,
 
 /* scratch: X (C x P), then dcol / col (K x P) */
 static size_t
-ct_scratch(const tg_node *nd)
+conv_transpose2d_scratch(const tg_node *nd)
 {
     struct ct_mats m = ct_mats(nd);
     return (m.c + m.k) * m.p * tg_dtype_size(nd->out->dtype);
@@ -102,7 +102,7 @@ ct_out_size(int64_t in, int64_t kern, int64_t s, int64_t d, int64_t pad, int64_t
 }
 
 static tg_status
-ct_shape(tg_node *nd, int *ndim, int64_t *dims)
+conv_transpose2d_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0], *w = nd->in[1];
     const int64_t *s = nd->attr.v[0], *p = nd->attr.v[1];
@@ -115,7 +115,7 @@ ct_shape(tg_node *nd, int *ndim, int64_t *dims)
 }
 
 static tg_status
-ct_forward(tg_node *nd)
+conv_transpose2d_forward(tg_node *nd)
 {
     tg_tensor *y = nd->out;
     if (y->size == 0) /* nothing to write (and N·O may be huge when a size is 0) */
@@ -157,7 +157,7 @@ ct_forward(tg_node *nd)
 }
 
 static tg_status
-ct_vjp(tg_node *nd)
+conv_transpose2d_vjp(tg_node *nd)
 {
     tg_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
     if ((!x->grad && !w->grad && !(b && b->grad)) || nd->out->size == 0)
@@ -217,10 +217,10 @@ ct_vjp(tg_node *nd)
 const tg_op tg__op_conv_transpose2d = {
     .name = "conv_transpose2d",
     .n_inputs = TG_VARIADIC, /* x, w, and the bias when there is one */
-    .shape = ct_shape,
-    .forward = ct_forward,
-    .vjp = ct_vjp,
-    .scratch_size = ct_scratch,
+    .shape = conv_transpose2d_shape,
+    .forward = conv_transpose2d_forward,
+    .vjp = conv_transpose2d_vjp,
+    .scratch_size = conv_transpose2d_scratch,
     .math = "y[n,o,i·s_h−pad_h+a·d_h, j·s_w−pad_w+b·d_w] += w[c,o−g·O/G,a,b] x[n,c,i,j] over "
             "c∈group g of o, i, j, a, b (where inside y), + b[o]: conv2d's adjoint in its input",
     .vjp_math = "per group, col = im2col(dy) (conv2d's, X = x as C x N·H·W): dx += W·col, "
