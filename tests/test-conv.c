@@ -1,16 +1,18 @@
 /*
- * Convolution, pooling, batch norm and dropout (lib/ops/conv.c, pool.c, norm.c, dropout.c,
- * kernels/conv.c) and parameter buffers, beyond the finite-difference cases of test-ops and
- * tg-gradcheck's sweep:
+ * Convolution, transposed convolution, pooling, batch norm and dropout (lib/ops/conv.c,
+ * conv_transpose.c, pool.c, norm.c, dropout.c, kernels/conv.c) and parameter buffers, beyond
+ * the finite-difference cases of test-ops and tg-gradcheck's sweep:
  *   - batch norm's running statistics (PyTorch's update rule), evaluation mode, buffers that
  *     optimizers never touch and checkpoints keep; dropout's mask (reproducible, the same on
  *     any thread count, the right rate and scale) and evaluation mode;
  *   - values against direct loops written from PyTorch's definitions (every configuration:
- *     strides, padding and "same", dilation, groups and depthwise, bias), both dtypes;
+ *     strides, padding and "same", output padding, dilation, groups and depthwise, bias),
+ *     both dtypes; conv_transpose2d as conv2d's adjoint, in value and gradient;
+ *   - empty tensors (a zero extent, with huge others) return at once;
  *   - max pooling's tie rule and NaN, average pooling's divisor;
  *   - the same bits on 1 and 2 threads, forward and backward;
  *   - bad input: a sticky error naming the op, the shapes and the parameter, nothing recorded;
- *   - a warm training step through conv and pool allocates nothing.
+ *   - a warm training step through conv, transposed conv and pool allocates nothing.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -240,6 +242,262 @@ START_TEST(conv1d_is_conv2d_of_height_one)
 }
 END_TEST
 
+/* ---- conv_transpose2d ---------------------------------------------------------------------- */
+
+struct ct_cfg {
+    int64_t n, c, h, w, o, kh, kw, groups;
+    tg_conv_transpose_options opt;
+    bool bias;
+};
+
+/* y by the definition, x (N, C, H, W), w (C, O/G, kh, kw):
+ *   y[n, o, i·s − p + a·d, j·s − p + b·d] += x[n, c, i, j] · w[c, o', a, b]
+ * for o = group(c)·O/G + o', wherever that position lies inside y; y starts as the bias. */
+static void
+conv_transpose_direct(const struct ct_cfg *g, const double *x, const double *w,
+                      const double *b, int64_t oh, int64_t ow, double *y)
+{
+    int64_t cg = g->c / g->groups, og = g->o / g->groups;
+    const int64_t *s = g->opt.stride, *d = g->opt.dilation, *p = g->opt.padding;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t o = 0; o < g->o; o++)
+            for (int64_t q = 0; q < oh * ow; q++)
+                y[(n * g->o + o) * oh * ow + q] = b ? b[o] : 0;
+    for (int64_t n = 0; n < g->n; n++)
+        for (int64_t c = 0; c < g->c; c++)
+            for (int64_t i = 0; i < g->h; i++)
+                for (int64_t j = 0; j < g->w; j++)
+                    for (int64_t oo = 0; oo < og; oo++)
+                        for (int64_t a = 0; a < g->kh; a++)
+                            for (int64_t bb = 0; bb < g->kw; bb++) {
+                                int64_t yi = i * s[0] - p[0] + a * d[0];
+                                int64_t yj = j * s[1] - p[1] + bb * d[1];
+                                if (yi < 0 || yi >= oh || yj < 0 || yj >= ow)
+                                    continue;
+                                int64_t o = (c / cg) * og + oo;
+                                y[((n * g->o + o) * oh + yi) * ow + yj] +=
+                                    x[((n * g->c + c) * g->h + i) * g->w + j] *
+                                    w[((c * og + oo) * g->kh + a) * g->kw + bb];
+                            }
+}
+
+/* A random configuration: groups 1-3 (depthwise every 7th), kernels 1-4, strides 1-3,
+ * dilations 1-2, padding 0-2 (lowered until the output has a row and a column), output
+ * padding below the larger of stride and dilation, sizes 1-5. */
+static struct ct_cfg
+ct_random(tg_rng *rng, int trial)
+{
+    struct ct_cfg g = {.opt = tg_conv_transpose_defaults()};
+    g.groups = 1 + (int64_t)(tg_rng_u64(rng) % 3);
+    g.n = 1 + (int64_t)(tg_rng_u64(rng) % 2);
+    g.c = g.groups * (1 + (int64_t)(tg_rng_u64(rng) % 3));
+    g.o = g.groups * (1 + (int64_t)(tg_rng_u64(rng) % 3));
+    if (trial % 7 == 0) /* depthwise */
+        g.groups = g.o = g.c;
+    g.opt.groups = g.groups;
+    g.kh = 1 + (int64_t)(tg_rng_u64(rng) % 4), g.kw = 1 + (int64_t)(tg_rng_u64(rng) % 4);
+    g.h = 1 + (int64_t)(tg_rng_u64(rng) % 5), g.w = 1 + (int64_t)(tg_rng_u64(rng) % 5);
+    for (int a = 0; a < 2; a++) {
+        int64_t *s = &g.opt.stride[a], *d = &g.opt.dilation[a], *p = &g.opt.padding[a];
+        int64_t *op = &g.opt.output_padding[a], in = a ? g.w : g.h, k = a ? g.kw : g.kh;
+        *s = 1 + (int64_t)(tg_rng_u64(rng) % 3);
+        *d = 1 + (int64_t)(tg_rng_u64(rng) % 2);
+        *op = (int64_t)(tg_rng_u64(rng) % (uint64_t)(*s > *d ? *s : *d));
+        *p = (int64_t)(tg_rng_u64(rng) % 3);
+        while (*p > 0 && (in - 1) * *s - 2 * *p + *d * (k - 1) + *op + 1 < 1)
+            --*p;
+    }
+    g.bias = trial % 3 != 0;
+    return g;
+}
+
+START_TEST(conv_transpose2d_matches_definition)
+{
+    tg_rng *rng = tg_rng_new(12);
+    for (int trial = 0; trial < 120; trial++) {
+        tg_dtype dt = trial % 2 ? TG_F32 : TG_F64;
+        struct ct_cfg g = ct_random(rng, trial);
+        tg_tape *t = tg_tape_new();
+        tg_tensor *x = rnd_tensor(t, dt, 4, (int64_t[]){g.n, g.c, g.h, g.w}, rng, "x");
+        tg_tensor *w = rnd_tensor(t, dt, 4, (int64_t[]){g.c, g.o / g.groups, g.kh, g.kw}, rng,
+                                  "w");
+        tg_tensor *b = g.bias ? rnd_tensor(t, dt, 1, (int64_t[]){g.o}, rng, "b") : NULL;
+        tg_tensor *y = tg_conv_transpose2d(t, x, w, b, &g.opt);
+        ck_assert_msg(!tg_tape_error(t), "trial %d: %s", trial, tg_tape_error(t));
+        ck_assert_int_eq(tg_tensor_dim(y, 0), g.n);
+        ck_assert_int_eq(tg_tensor_dim(y, 1), g.o);
+        int64_t oh = tg_tensor_dim(y, 2), ow = tg_tensor_dim(y, 3);
+        for (int a = 0; a < 2; a++) {
+            int64_t in = a ? g.w : g.h, k = a ? g.kw : g.kh;
+            int64_t want = (in - 1) * g.opt.stride[a] - 2 * g.opt.padding[a] +
+                           g.opt.dilation[a] * (k - 1) + g.opt.output_padding[a] + 1;
+            ck_assert_int_eq(a ? ow : oh, want);
+        }
+        double *xv = values(x), *wv = values(w), *bv = b ? values(b) : NULL, *yv = values(y);
+        double *ref = malloc(tg_tensor_size(y) * sizeof *ref);
+        conv_transpose_direct(&g, xv, wv, bv, oh, ow, ref);
+        /* float64: the same products summed in another order; float32: ~1e-7 per product, at
+         * most 3·4·4 + 1 terms of magnitude <= 1 per element */
+        double tol = dt == TG_F64 ? 1e-13 : 2e-5;
+        for (size_t i = 0; i < tg_tensor_size(y); i++)
+            ck_assert_msg(fabs(yv[i] - ref[i]) <= tol, "trial %d: y[%zu] = %.17g, wanted %.17g",
+                          trial, i, yv[i], ref[i]);
+        free(xv), free(wv), free(bv), free(yv), free(ref);
+        tg_tape_free(t);
+    }
+    tg_rng_free(rng);
+}
+END_TEST
+
+static double
+dot_values(tg_tensor *a, tg_tensor *b, bool grad_a)
+{
+    ck_assert_uint_eq(tg_tensor_size(a), tg_tensor_size(b));
+    double s = 0;
+    for (size_t i = 0; i < tg_tensor_size(a); i++)
+        s += (grad_a ? tg_tensor_grad_get(a, i) : tg_tensor_get(a, i)) * tg_tensor_get(b, i);
+    return s;
+}
+
+/* conv_transpose2d is conv2d's adjoint in its input, with the same weight read as a conv2d
+ * weight (C filters of O/G channels) and output_padding making up conv2d's floor:
+ *   ⟨conv2d(z, w), x⟩ = ⟨z, conv_transpose2d(x, w)⟩;
+ * and its VJPs are conv2d's roles swapped: the gradient of ⟨r, conv_transpose2d(x, w)⟩ is
+ * conv2d(r, w) for x, and for w that of ⟨x, conv2d(r, w)⟩. Float64, random configurations. */
+START_TEST(conv_transpose2d_is_the_adjoint_of_conv2d)
+{
+    tg_rng *rng = tg_rng_new(13);
+    for (int trial = 0; trial < 60; trial++) {
+        struct ct_cfg g = ct_random(rng, trial);
+        tg_conv_options co = tg_conv_defaults();
+        co.groups = g.groups;
+        int64_t zs[2];
+        for (int a = 0; a < 2; a++) {
+            co.stride[a] = g.opt.stride[a], co.dilation[a] = g.opt.dilation[a];
+            co.padding[a] = g.opt.padding[a];
+            int64_t k = a ? g.kw : g.kh, span = co.dilation[a] * (k - 1) + 1;
+            zs[a] = (span > 2 * co.padding[a] ? span - 2 * co.padding[a] : 1) +
+                    (int64_t)(tg_rng_u64(rng) % 6);
+            int64_t out = (zs[a] + 2 * co.padding[a] - span) / co.stride[a] + 1;
+            /* conv2d's floor drops (z + 2p − span) mod s rows: the output padding restores
+             * them (it is below the stride, so allowed) */
+            g.opt.output_padding[a] = zs[a] - ((out - 1) * co.stride[a] - 2 * co.padding[a] + span);
+            if (a)
+                g.w = out;
+            else
+                g.h = out;
+        }
+        tg_tape *t = tg_tape_new();
+        tg_tensor *w = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.c, g.o / g.groups, g.kh, g.kw},
+                                  rng, "w");
+        tg_tensor *z = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.n, g.o, zs[0], zs[1]}, rng, "z");
+        tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.n, g.c, g.h, g.w}, rng, "x");
+        tg_tensor_set_requires_grad(x, true);
+        tg_tensor_set_requires_grad(w, true);
+        tg_tensor *cz = tg_conv2d(t, z, w, NULL, &co);
+        tg_tensor *tx = tg_conv_transpose2d(t, x, w, NULL, &g.opt);
+        ck_assert_msg(!tg_tape_error(t), "trial %d: %s", trial, tg_tape_error(t));
+        ck_assert_int_eq(tg_tensor_dim(tx, 2), zs[0]);
+        ck_assert_int_eq(tg_tensor_dim(tx, 3), zs[1]);
+        double lhs = dot_values(cz, x, false), rhs = dot_values(z, tx, false);
+        ck_assert_msg(fabs(lhs - rhs) <= 1e-12 * (1 + fabs(lhs)), "trial %d: %.17g vs %.17g",
+                      trial, lhs, rhs);
+
+        /* r plays dy: backward from ⟨r, conv_transpose2d(x, w)⟩ */
+        tg_tensor *r = rnd_tensor(t, TG_F64, 4, (int64_t[]){g.n, g.o, zs[0], zs[1]}, rng, "r");
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, tg_mul(t, tx, r))), TG_OK);
+        size_t nw = tg_tensor_size(w);
+        double *dw = malloc(nw * sizeof *dw);
+        for (size_t i = 0; i < nw; i++)
+            dw[i] = tg_tensor_grad_get(w, i);
+        tg_tensor *cr = tg_conv2d(t, r, w, NULL, &co);
+        ck_assert_msg(!tg_tape_error(t), "trial %d: %s", trial, tg_tape_error(t));
+        for (size_t i = 0; i < tg_tensor_size(x); i++)
+            ck_assert_msg(fabs(tg_tensor_grad_get(x, i) - tg_tensor_get(cr, i)) <= 1e-12,
+                          "trial %d: dx[%zu] = %.17g, conv2d(r, w) = %.17g", trial, i,
+                          tg_tensor_grad_get(x, i), tg_tensor_get(cr, i));
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, tg_mul(t, cr, x))), TG_OK);
+        for (size_t i = 0; i < nw; i++)
+            ck_assert_msg(fabs(dw[i] - tg_tensor_grad_get(w, i)) <= 1e-12 * (1 + fabs(dw[i])),
+                          "trial %d: dw[%zu] = %.17g, through conv2d %.17g", trial, i, dw[i],
+                          tg_tensor_grad_get(w, i));
+        free(dw);
+        tg_tape_free(t);
+    }
+    tg_rng_free(rng);
+}
+END_TEST
+
+/* The weight (2, 3, 2, 2) of halves and the bias (3) of twos, on a fresh tape generation. */
+static void
+ct_empty_operands(tg_tape *t, tg_dtype dt, tg_tensor **w, tg_tensor **b)
+{
+    *w = tg_tensor_new(t, dt, 4, (int64_t[]){2, 3, 2, 2}, "w");
+    *b = tg_tensor_new(t, dt, 1, (int64_t[]){3}, "b");
+    tg_tensor_fill(*w, 0.5);
+    tg_tensor_fill(*b, 2.0);
+    tg_tensor_set_requires_grad(*w, true);
+    tg_tensor_set_requires_grad(*b, true);
+}
+
+/* Empty inputs: N = 0 is an empty output (even with huge planes); no input channels or an
+ * empty plane leave the bias alone (broadcast), whose gradient still sums dy; forward and
+ * backward return at once, in both dtypes. */
+START_TEST(conv_transpose2d_empty_inputs)
+{
+    for (int d = 0; d < 2; d++) {
+        tg_dtype dt = d ? TG_F32 : TG_F64;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *w, *b;
+        /* N = 0 with planes of 2^30 x 2^30: an empty output of that size */
+        int64_t big = (int64_t)1 << 30;
+        ct_empty_operands(t, dt, &w, &b);
+        tg_tensor *x0 = tg_tensor_new(t, dt, 4, (int64_t[]){0, 2, big, big}, "x0");
+        tg_tensor_set_requires_grad(x0, true);
+        tg_tensor *y = tg_conv_transpose2d(t, x0, w, b, NULL);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_uint_eq(tg_tensor_size(y), 0);
+        ck_assert_int_eq(tg_tensor_dim(y, 1), 3);
+        ck_assert_int_eq(tg_tensor_dim(y, 2), big + 1);
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, y)), TG_OK);
+        ck_assert(tg_tensor_grad_get(b, 0) == 0 && tg_tensor_grad_get(w, 0) == 0);
+
+        /* an empty plane (H = 0): the kernel's span still makes 2 rows, of the bias alone */
+        tg_tape_reset(t);
+        ct_empty_operands(t, dt, &w, &b);
+        tg_tensor *xh = tg_tensor_new(t, dt, 4, (int64_t[]){2, 2, 0, 3}, "xh");
+        tg_tensor_set_requires_grad(xh, true);
+        tg_conv_transpose_options o = tg_conv_transpose_defaults();
+        o.dilation[0] = 2;
+        y = tg_conv_transpose2d(t, xh, w, b, &o); /* height (0 − 1)·1 + 2·(2 − 1) + 1 = 2 */
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_int_eq(tg_tensor_dim(y, 2), 2);
+        ck_assert_int_eq(tg_tensor_dim(y, 3), 4);
+        for (size_t i = 0; i < tg_tensor_size(y); i++)
+            ck_assert(tg_tensor_get(y, i) == 2.0);
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, y)), TG_OK);
+        for (size_t o2 = 0; o2 < 3; o2++) /* N·oh·ow = 2·2·4 ones each */
+            ck_assert(tg_tensor_grad_get(b, o2) == 16);
+        for (size_t i = 0; i < tg_tensor_size(w); i++)
+            ck_assert(tg_tensor_grad_get(w, i) == 0);
+
+        /* no input channels: x (1, 0, 2, 2), a weight (0, 3, 2, 2), groups 1 */
+        tg_tape_reset(t);
+        ct_empty_operands(t, dt, &w, &b);
+        tg_tensor *xc = tg_tensor_new(t, dt, 4, (int64_t[]){1, 0, 2, 2}, "xc");
+        tg_tensor *w0 = tg_tensor_new(t, dt, 4, (int64_t[]){0, 3, 2, 2}, "w0");
+        y = tg_conv_transpose2d(t, xc, w0, b, NULL);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_uint_eq(tg_tensor_size(y), 3 * 3 * 3);
+        for (size_t i = 0; i < tg_tensor_size(y); i++)
+            ck_assert(tg_tensor_get(y, i) == 2.0);
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, y)), TG_OK);
+        ck_assert(tg_tensor_grad_get(b, 0) == 9);
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 /* Max pooling: on a constant plane every window ties, and the first element of each window
  * (row-major) takes the whole gradient; a NaN is the maximum of its window. Average pooling
  * divides by kh·kw even where the window covers padding. */
@@ -280,8 +538,8 @@ START_TEST(pool_ties_nan_and_divisor)
 }
 END_TEST
 
-/* One step of conv -> relu -> max pool -> conv -> avg pool -> sum, returning the loss; the
- * gradients of x, w1, b1, w2 are read back into g. */
+/* One step of conv -> relu -> max pool -> conv -> avg pool -> transposed conv -> sum of
+ * squares, returning the loss; the gradients of x, w1, b1, w2, w3 are read back into g. */
 static double
 conv_step(int threads, double *g, size_t *n_g)
 {
@@ -292,8 +550,9 @@ conv_step(int threads, double *g, size_t *n_g)
     tg_tensor *w1 = rnd_tensor(t, TG_F32, 4, (int64_t[]){8, 3, 3, 3}, rng, "w1");
     tg_tensor *b1 = rnd_tensor(t, TG_F32, 1, (int64_t[]){8}, rng, "b1");
     tg_tensor *w2 = rnd_tensor(t, TG_F32, 4, (int64_t[]){8, 2, 3, 3}, rng, "w2");
-    tg_tensor *in[] = {x, w1, b1, w2};
-    for (int k = 0; k < 4; k++)
+    tg_tensor *w3 = rnd_tensor(t, TG_F32, 4, (int64_t[]){8, 3, 3, 3}, rng, "w3");
+    tg_tensor *in[] = {x, w1, b1, w2, w3};
+    for (int k = 0; k < 5; k++)
         tg_tensor_set_requires_grad(in[k], true);
     tg_conv_options o = tg_conv_defaults();
     o.padding_same = true;
@@ -303,11 +562,15 @@ conv_step(int threads, double *g, size_t *n_g)
     o.groups = 4, o.stride[0] = 2, o.padding[1] = 1;
     h = tg_avg_pool2d(t, tg_conv2d(t, h, w2, NULL, &o), (const int64_t[]){2, 2},
                       (const int64_t[]){1, 1}, (const int64_t[]){1, 1});
+    tg_conv_transpose_options up = tg_conv_transpose_defaults();
+    up.groups = 2, up.stride[0] = up.stride[1] = 2, up.padding[0] = 1;
+    up.output_padding[0] = up.output_padding[1] = 1; /* (4, 8, 4, 8) -> (4, 6, 8, 18) */
+    h = tg_conv_transpose2d(t, h, w3, NULL, &up);
     tg_tensor *loss = tg_sum(t, tg_square(t, h));
     tg_backward(t, loss);
     ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
     size_t at = 0;
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         for (size_t i = 0; i < tg_tensor_size(in[k]); i++)
             g[at++] = tg_tensor_grad_get(in[k], i);
     *n_g = at;
@@ -320,7 +583,7 @@ conv_step(int threads, double *g, size_t *n_g)
 
 START_TEST(same_bits_on_one_and_two_threads)
 {
-    enum { MAXG = 4 * 3 * 17 * 15 + 8 * 27 + 8 + 8 * 18 };
+    enum { MAXG = 4 * 3 * 17 * 15 + 8 * 27 + 8 + 8 * 18 + 8 * 27 };
     static double g1[MAXG], g2[MAXG];
     size_t n1, n2;
     double l1 = conv_step(1, g1, &n1), l2 = conv_step(2, g2, &n2);
@@ -474,6 +737,157 @@ START_TEST(bad_input_refused_by_name)
 }
 END_TEST
 
+/* conv_transpose2d refuses, by name, shape and parameter: channels that do not match the
+ * weight's first extent, groups that do not divide them, stride or dilation 0, padding or
+ * output padding below 0, output padding not below the stride nor the dilation, an output of
+ * no rows, a bias of the wrong length, wrong ranks, mixed dtypes, a NULL operand. An output
+ * padding below the dilation only is allowed (PyTorch's rule). */
+START_TEST(conv_transpose2d_bad_input_refused_by_name)
+{
+    tg_rng *rng = tg_rng_new(5);
+    tg_tape *t = tg_tape_new();
+    tg_conv_transpose_options o;
+#define FRESH()                                                                                \
+    tg_tape_reset(t);                                                                          \
+    tg_tensor *x = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 4, 5, 5}, rng, "img");              \
+    tg_tensor *w = rnd_tensor(t, TG_F64, 4, (int64_t[]){4, 3, 3, 3}, rng, "filt");             \
+    size_t nodes = tg_tape_node_count(t);                                                      \
+    (void)x, (void)w, (void)nodes;                                                             \
+    o = tg_conv_transpose_defaults()
+#define SHAPES "conv_transpose2d", "\"img\"", "(2x4x5x5)", "\"filt\"", "(4x3x3x3)"
+
+    { /* channels that do not match the weight's first extent */
+        FRESH();
+        tg_tensor *w3 = rnd_tensor(t, TG_F64, 4, (int64_t[]){3, 3, 3, 3}, rng, "w3");
+        refused(t, nodes, tg_conv_transpose2d(t, x, w3, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv_transpose2d", "\"img\"", "(2x4x5x5)", "\"w3\"", "(3x3x3x3)",
+                       "4 channels", "first dimension 3"));
+    }
+    { /* groups that do not divide the input channels */
+        FRESH();
+        o.groups = 3;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "groups 3", "input channels (4)"));
+    }
+    {
+        FRESH();
+        o.groups = 0;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "groups 0"));
+    }
+    { /* stride 0 */
+        FRESH();
+        o.stride[0] = 0;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "stride 0", "height"));
+    }
+    { /* dilation 0 */
+        FRESH();
+        o.dilation[1] = 0;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "dilation 0", "width"));
+    }
+    { /* output padding equal to the stride, above the dilation */
+        FRESH();
+        o.stride[1] = 2, o.output_padding[1] = 2;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "output_padding 2", "width", "stride (2)", "dilation (1)"));
+    }
+    { /* output padding equal to both */
+        FRESH();
+        o.stride[0] = 2, o.dilation[0] = 2, o.output_padding[0] = 2;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "output_padding 2", "height", "stride (2)", "dilation (2)"));
+    }
+    { /* output padding 1 with stride 1 is refused at dilation 1 ... */
+        FRESH();
+        o.output_padding[0] = 1;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "output_padding 1", "height", "stride (1)", "dilation (1)"));
+    }
+    { /* ... and allowed at dilation 2: (5 − 1) + 2·2 + 1 + 1 = 10 rows */
+        FRESH();
+        o.output_padding[0] = 1, o.dilation[0] = 2;
+        tg_tensor *y = tg_conv_transpose2d(t, x, w, NULL, &o);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_int_eq(tg_tensor_dim(y, 2), 10);
+        ck_assert_int_eq(tg_tensor_dim(y, 3), 7);
+    }
+    { /* negative output padding */
+        FRESH();
+        o.stride[1] = 2, o.output_padding[1] = -1;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "output_padding -1", "width"));
+    }
+    { /* negative padding */
+        FRESH();
+        o.padding[0] = -1;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_ARG,
+                TOKENS(SHAPES, "padding -1", "height"));
+    }
+    { /* a negative output size: (5 − 1) − 2·4 + (3 − 1) + 1 = −1 */
+        FRESH();
+        o.padding[0] = 4;
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, NULL, &o), TG_ERR_SHAPE,
+                TOKENS(SHAPES, "height would be", "= -1", "must be >= 1"));
+    }
+    { /* and a zero one, along the width: (1 − 1)·2 − 2·1 + (2 − 1) + 0 + 1 = 0 */
+        FRESH();
+        tg_tensor *x1 = rnd_tensor(t, TG_F64, 4, (int64_t[]){2, 4, 5, 1}, rng, "col");
+        tg_tensor *w2 = rnd_tensor(t, TG_F64, 4, (int64_t[]){4, 3, 3, 2}, rng, "w2");
+        nodes = tg_tape_node_count(t);
+        o.stride[1] = 2, o.padding[1] = 1;
+        refused(t, nodes, tg_conv_transpose2d(t, x1, w2, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv_transpose2d", "\"col\"", "(2x4x5x1)", "\"w2\"", "(4x3x3x2)",
+                       "width would be", "= 0", "must be >= 1"));
+    }
+    { /* a bias of the wrong length: C_out = 3 */
+        FRESH();
+        tg_tensor *b = rnd_tensor(t, TG_F64, 1, (int64_t[]){4}, rng, "bias");
+        nodes = tg_tape_node_count(t);
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, b, &o), TG_ERR_SHAPE,
+                TOKENS(SHAPES, "\"bias\"", "(4)", "must be (3)"));
+    }
+    { /* with 2 groups the bias is (6) */
+        FRESH();
+        o.groups = 2;
+        tg_tensor *b = rnd_tensor(t, TG_F64, 1, (int64_t[]){3}, rng, "bias");
+        nodes = tg_tape_node_count(t);
+        refused(t, nodes, tg_conv_transpose2d(t, x, w, b, &o), TG_ERR_SHAPE,
+                TOKENS(SHAPES, "\"bias\"", "(3)", "must be (6)"));
+    }
+    { /* wrong ranks */
+        FRESH();
+        tg_tensor *x3 = rnd_tensor(t, TG_F64, 3, (int64_t[]){2, 4, 5}, rng, "seq");
+        nodes = tg_tape_node_count(t);
+        refused(t, nodes, tg_conv_transpose2d(t, x3, w, NULL, &o), TG_ERR_SHAPE,
+                TOKENS("conv_transpose2d", "\"seq\"", "(2x4x5)", "(N, C_in, H, W)"));
+    }
+    { /* mixed dtypes */
+        FRESH();
+        tg_tensor *w32 = rnd_tensor(t, TG_F32, 4, (int64_t[]){4, 3, 3, 3}, rng, "w32");
+        nodes = tg_tape_node_count(t);
+        refused(t, nodes, tg_conv_transpose2d(t, x, w32, NULL, &o), TG_ERR_DTYPE,
+                TOKENS("conv_transpose2d", "\"w32\""));
+    }
+    { /* a NULL weight */
+        FRESH();
+        tg_tensor *y = tg_conv_transpose2d(t, x, NULL, NULL, &o);
+        ck_assert_int_ne(tg_tape_status(t), TG_OK);
+        ck_assert_uint_eq(tg_tape_node_count(t), nodes);
+        ck_assert_int_eq(tg_tensor_ndim(y), 0);
+        ck_assert_msg(strstr(tg_tape_error(t), "conv_transpose2d") &&
+                          strstr(tg_tape_error(t), "weight"),
+                      "%s", tg_tape_error(t));
+    }
+    ck_assert_ptr_null(tg_conv_transpose2d(NULL, NULL, NULL, NULL, NULL));
+#undef SHAPES
+#undef FRESH
+    tg_tape_free(t);
+    tg_rng_free(rng);
+}
+END_TEST
+
 /* ---- a warm step allocates nothing ---------------------------------------------------------- */
 
 static size_t n_allocs;
@@ -505,7 +919,10 @@ START_TEST(warm_step_allocates_nothing)
     tg_params *p = tg_params_new(TG_F32);
     tg_tensor *w = tg_params_add(p, "conv/W", 4, (int64_t[]){8, 1, 3, 3});
     tg_tensor *b = tg_params_add(p, "conv/b", 1, (int64_t[]){8});
+    tg_tensor *wt = tg_params_add(p, "up/W", 4, (int64_t[]){8, 2, 2, 2});
+    tg_tensor *bt = tg_params_add(p, "up/b", 1, (int64_t[]){4});
     tg_tensor_fill_uniform(w, rng, -0.3, 0.3);
+    tg_tensor_fill_uniform(wt, rng, -0.3, 0.3);
     tg_tape *t = tg_tape_new();
     size_t before = 0;
     float img[2 * 12 * 12];
@@ -520,6 +937,9 @@ START_TEST(warm_step_allocates_nothing)
         o.padding[0] = o.padding[1] = 1;
         tg_tensor *h = tg_max_pool2d(t, tg_relu(t, tg_conv2d(t, x, w, b, &o)),
                                      (const int64_t[]){2, 2}, NULL, NULL);
+        tg_conv_transpose_options up = tg_conv_transpose_defaults();
+        up.stride[0] = up.stride[1] = 2, up.groups = 2; /* (2, 8, 6, 6) -> (2, 4, 12, 12) */
+        h = tg_conv_transpose2d(t, h, wt, bt, &up);
         tg_tensor *loss = tg_mean(t, tg_square(t, tg_global_avg_pool2d(t, h)));
         tg_backward(t, loss);
         ck_assert_msg(!tg_tape_error(t), "step %d: %s", step, tg_tape_error(t));
@@ -915,6 +1335,9 @@ main(void)
     tcase_add_test(tc, conv2d_matches_definition);
     tcase_add_test(tc, conv2d_chunked_batch_matches_definition);
     tcase_add_test(tc, conv1d_is_conv2d_of_height_one);
+    tcase_add_test(tc, conv_transpose2d_matches_definition);
+    tcase_add_test(tc, conv_transpose2d_is_the_adjoint_of_conv2d);
+    tcase_add_test(tc, conv_transpose2d_empty_inputs);
     tcase_add_test(tc, pool_ties_nan_and_divisor);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, batch_norm_statistics_and_modes);
@@ -926,6 +1349,7 @@ main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");
     tcase_add_test(tc, bad_input_refused_by_name);
+    tcase_add_test(tc, conv_transpose2d_bad_input_refused_by_name);
     tcase_add_test(tc, warm_step_allocates_nothing);
     suite_add_tcase(s, tc);
     return run_suite(s);

@@ -221,6 +221,23 @@ ap_conv1d(tg_tape *t, tg_tensor **in, const struct op_case *c)
     o.stride[0] = 2, o.padding[0] = 1;
     return tg_conv1d(t, in[0], in[1], NULL, &o);
 }
+/* conv_transpose2d: .axis selects the configuration (0: stride 2, padding 1, output_padding
+ * 1; 1: dilation 2, padding 2, output_padding 1 (below the dilation, stride 1); 2: 2 groups,
+ * stride (1, 2), output_padding (0, 1)) */
+static tg_tensor *
+ap_conv_transpose2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_conv_transpose_options o = tg_conv_transpose_defaults();
+    if (c->axis == 0)
+        o.stride[0] = o.stride[1] = 2, o.padding[0] = o.padding[1] = 1,
+        o.output_padding[0] = o.output_padding[1] = 1;
+    else if (c->axis == 1)
+        o.dilation[0] = o.dilation[1] = 2, o.padding[0] = o.padding[1] = 2,
+        o.output_padding[0] = o.output_padding[1] = 1;
+    else
+        o.groups = 2, o.stride[1] = 2, o.output_padding[1] = 1;
+    return tg_conv_transpose2d(t, in[0], in[1], NULL, &o);
+}
 /* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
  * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
  * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation; .c the fused
@@ -437,6 +454,9 @@ static const struct op_case cases[] = {
     ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
     ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),
     ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3), .axis = 0),
+    ND("conv_transpose2d (2x3x3x4)*(3x2x3x3) stride 2 pad 1 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 2, 3, 3), .axis = 0),
+    ND("conv_transpose2d (1x2x4x3)*(2x3x2x3) dilation 2 pad 2 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(1, 2, 4, 3), D4(2, 3, 2, 3), .axis = 1),
+    ND("conv_transpose2d (2x4x3x3)*(4x3x2x2) groups 2", ap_conv_transpose2d, 2, 4, 4, D4(2, 4, 3, 3), D4(4, 3, 2, 2), .axis = 2),
     ONE("dropout (6x7) p 0.4", ap_dropout, 6, 7, .axis = 0),
     ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
     ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
@@ -740,6 +760,36 @@ START_TEST(forward_edge_values)
 }
 END_TEST
 
+/* conv_transpose2d of a 2x2 image with a 2x2 kernel: stride 2 tiles the kernel scaled by
+ * each pixel; stride 1 overlaps the copies; padding 1 with output_padding 1 crops one row and
+ * column from the start of the stride-2 result and leaves its size at 3 (+ the bias). */
+START_TEST(forward_conv_transpose2d_by_hand)
+{
+    const int64_t d[4] = {1, 1, 2, 2};
+    tg_tensor *x = tg_tensor_from(tape, TG_F64, 4, d, (double[]){1, 2, 3, 4}, "x");
+    tg_tensor *w = tg_tensor_from(tape, TG_F64, 4, d, (double[]){1, 10, 100, 1000}, "w");
+    tg_tensor *b = tg_tensor_from(tape, TG_F64, 1, (int64_t[]){1}, (double[]){0.5}, "b");
+    tg_conv_transpose_options o = tg_conv_transpose_defaults();
+    o.stride[0] = o.stride[1] = 2;
+    tg_tensor *y = tg_conv_transpose2d(tape, x, w, NULL, &o);
+    ck_assert_int_eq(tg_tensor_dim(y, 2), 4);
+    ck_assert_int_eq(tg_tensor_dim(y, 3), 4);
+    expect_values(y,
+                  (double[]){1, 10, 2, 20, 100, 1000, 200, 2000, 3, 30, 4, 40, 300, 3000, 400,
+                             4000},
+                  16, 0);
+    y = tg_conv_transpose2d(tape, x, w, NULL, NULL);
+    ck_assert_int_eq(tg_tensor_dim(y, 2), 3);
+    expect_values(y, (double[]){1, 12, 20, 103, 1234, 2040, 300, 3400, 4000}, 9, 0);
+    o.padding[0] = o.padding[1] = 1, o.output_padding[0] = o.output_padding[1] = 1;
+    y = tg_conv_transpose2d(tape, x, w, b, &o);
+    ck_assert_int_eq(tg_tensor_dim(y, 2), 3);
+    ck_assert_int_eq(tg_tensor_dim(y, 3), 3);
+    expect_values(y, (double[]){1000.5, 200.5, 2000.5, 30.5, 4.5, 40.5, 3000.5, 400.5, 4000.5}, 9,
+                  0);
+}
+END_TEST
+
 /* A 0-sized dimension is an empty result, not a crash: (2x0)·(0x3) is a 2x3 matrix of zeros. */
 START_TEST(empty_dimensions)
 {
@@ -779,6 +829,7 @@ ops_suite(void)
     tcase_add_test(tc, forward_activations_by_hand);
     tcase_add_test(tc, forward_losses_by_hand);
     tcase_add_test(tc, forward_edge_values);
+    tcase_add_test(tc, forward_conv_transpose2d_by_hand);
     tcase_add_test(tc, empty_dimensions);
     suite_add_tcase(s, tc);
     return s;

@@ -1229,6 +1229,56 @@ apply_conv2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     return c->vnd ? tg_conv1d(t, in[0], in[1], b, &o) : tg_conv2d(t, in[0], in[1], b, &o);
 }
 
+/* conv_transpose2d: random groups (depthwise when C_in = C_out = groups), channels per group
+ * 1-2, kernels 1-3 with dilation 1-2, strides 1-3, padding 0-2 (lowered until the output has
+ * a row and a column), output_padding from 0 to below the larger of stride and dilation, a
+ * bias or none, input sizes 1-4.
+ *   v0 = {stride h, stride w, dilation h, dilation w}, v1 = {pad h, pad w, groups},
+ *   v2 = {output_padding h, output_padding w}; variant: 1 with a bias (input 2) */
+static void
+make_conv_transpose2d(struct cases *cs)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 6; i++) {
+        bool bias = rnd(r, 0, 1);
+        struct sweep_case *c = add_case(cs, bias ? 3 : 2);
+        int64_t groups = rnd(r, 1, 3), cg = rnd(r, 1, 2), og = rnd(r, 1, 2);
+        if (i == 5)
+            cg = og = 1; /* depthwise */
+        int64_t n = rnd(r, 1, 2), k[2], sz[2];
+        for (int a = 0; a < 2; a++) {
+            k[a] = rnd(r, 1, 3), sz[a] = rnd(r, 1, 4);
+            int64_t st = rnd(r, 1, 3), dil = rnd(r, 1, 2), pad = rnd(r, 0, 2);
+            int64_t outpad = rnd(r, 0, (st > dil ? st : dil) - 1);
+            while (pad > 0 && (sz[a] - 1) * st - 2 * pad + dil * (k[a] - 1) + outpad + 1 < 1)
+                pad--;
+            c->v0[a] = st, c->v0[2 + a] = dil, c->v1[a] = pad, c->v2[a] = outpad;
+        }
+        SHAPE(c, 0, n, groups * cg, sz[0], sz[1]);
+        SHAPE(c, 1, groups * cg, og, k[0], k[1]);
+        if (bias)
+            SHAPE(c, 2, groups * og);
+        c->v1[2] = groups;
+        c->variant = bias;
+        attrf(c, "s %" PRId64 "x%" PRId64 " d %" PRId64 "x%" PRId64 " p %" PRId64 "x%" PRId64
+              " op %" PRId64 "x%" PRId64 " g %" PRId64 "%s",
+              c->v0[0], c->v0[1], c->v0[2], c->v0[3], c->v1[0], c->v1[1], c->v2[0], c->v2[1],
+              groups, bias ? " +b" : "");
+    }
+}
+
+static tg_tensor *
+apply_conv_transpose2d(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    tg_conv_transpose_options o = tg_conv_transpose_defaults();
+    for (int a = 0; a < 2; a++) {
+        o.stride[a] = c->v0[a], o.dilation[a] = c->v0[2 + a];
+        o.padding[a] = c->v1[a], o.output_padding[a] = c->v2[a];
+    }
+    o.groups = c->v1[2];
+    return tg_conv_transpose2d(t, in[0], in[1], c->variant ? in[2] : NULL, &o);
+}
+
 /* Pools: N and C 1-2, windows 1-3, strides 1-3, padding up to half the window, sizes from the
  * smallest allowed to 3 more. Max-pool inputs are all distinct (no ties: a tie's one-sided
  * differences disagree). v0 = {kh, kw, sh, sw}, v1 = {ph, pw}; variant 1: stride NULL. */
@@ -1712,6 +1762,7 @@ static const struct op_row rows[] = {
     {"cross_entropy", make_cross_entropy, apply_cross_entropy, NULL},
     {"conv2d", make_conv2d, apply_conv2d, NULL},
     {"conv1d", make_conv1d, apply_conv2d, NULL}, /* composed: conv2d on height-1 views */
+    {"conv_transpose2d", make_conv_transpose2d, apply_conv_transpose2d, NULL},
     {"max_pool2d", make_max_pool2d, apply_max_pool2d, NULL},
     {"avg_pool2d", make_avg_pool2d, apply_avg_pool2d, NULL},
     {"global_avg_pool2d", make_global_avg_pool2d, apply_global_avg_pool2d, NULL}, /* composed: mean */

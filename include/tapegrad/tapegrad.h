@@ -501,8 +501,8 @@ TG_API tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *scores, const int32_t 
 /* --------------------------------------------------------------------------------------- */
 /** @name Convolution and pooling
  * NCHW, PyTorch's layouts and semantics (torch.nn.functional):
- * x (N, C, H, W); a conv2d weight is (O, C/groups, kh, kw), a conv1d weight (O, C/groups, k);
- * the bias (O) or NULL. Output sizes floor:
+ * x (N, C, H, W); a conv2d weight is (O, C/groups, kh, kw), a conv1d weight (O, C/groups, k),
+ * a conv_transpose2d weight (C, O/groups, kh, kw); the bias (O) or NULL. Output sizes floor:
  * oh = ⌊(H + 2·pad − dilation·(kh − 1) − 1) / stride⌋ + 1 (pools: dilation 1). Formulas and
  * VJPs: docs/ops.md.
  * @{ */
@@ -524,6 +524,31 @@ TG_API tg_tensor *tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b
 /** F.conv1d on x (N, C, L) with w (O, C/groups, k): element [0] of each option pair applies. */
 TG_API tg_tensor *tg_conv1d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                             const tg_conv_options *opt);
+/** Options of tg_conv_transpose2d (tg_conv_transpose_defaults for the defaults). */
+typedef struct tg_conv_transpose_options {
+    int64_t stride[2];         /**< (height, width), >= 1 */
+    int64_t padding[2];        /**< removed from each side of the full output, >= 0 (the
+                                * padding of the conv2d this op is the adjoint of) */
+    int64_t output_padding[2]; /**< added to the output's end, >= 0 and smaller than the
+                                * stride or the dilation of its axis (PyTorch's rule) */
+    int64_t dilation[2];       /**< spacing of the kernel's taps, >= 1 */
+    int64_t groups;            /**< >= 1, divides C_in; C_out = groups · w's second extent */
+} tg_conv_transpose_options;
+/** stride 1, padding 0, output_padding 0, dilation 1, groups 1 */
+TG_API tg_conv_transpose_options tg_conv_transpose_defaults(void);
+/**
+ * @brief F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation);
+ *        opt NULL: tg_conv_transpose_defaults().
+ *
+ * x (N, C_in, H, W), w (C_in, C_out/groups, kh, kw) (PyTorch's layout), b (C_out) or NULL ->
+ * (N, C_out, oh, ow), oh = (H − 1)·stride − 2·padding + dilation·(kh − 1) + output_padding
+ * + 1 (and so ow), which must be >= 1. The adjoint of tg_conv2d with respect to its input:
+ * each x[n, c, i, j] adds x[n, c, i, j] · w[c, o', a, b] to y[n, o, i·stride − padding +
+ * a·dilation, j·stride − padding + b·dilation] (where that lies inside y) for each output
+ * channel o = g·C_out/groups + o' of c's group g and each tap (a, b).
+ */
+TG_API tg_tensor *tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                                      const tg_conv_transpose_options *opt);
 /** F.max_pool2d (floor mode): kernel (kh, kw); stride NULL means the kernel; padding NULL
  * means 0, at most half the kernel. Ties: the first maximum of the window in row-major order
  * takes the whole gradient. */

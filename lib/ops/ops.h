@@ -75,8 +75,9 @@ enum tg__op_id {
     TG_OP_SMOOTH_L1,
     /* linalg.c */
     TG_OP_BMM,
-    /* conv.c, pool.c */
+    /* conv.c, conv_transpose.c, pool.c */
     TG_OP_CONV2D,
+    TG_OP_CONV_TRANSPOSE2D,
     TG_OP_MAX_POOL2D,
     TG_OP_AVG_POOL2D,
     /* dropout.c, norm.c */
@@ -112,6 +113,7 @@ extern const tg_op tg__op_nll_loss, tg__op_cross_entropy;                     /*
 extern const tg_op tg__op_bce_with_logits, tg__op_l1, tg__op_huber, tg__op_smooth_l1; /* loss_pointwise.c */
 extern const tg_op tg__op_bmm;                                                  /* linalg.c */
 extern const tg_op tg__op_conv2d;                                               /* conv.c */
+extern const tg_op tg__op_conv_transpose2d;                         /* conv_transpose.c */
 extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
 extern const tg_op tg__op_dropout;                                              /* dropout.c */
 extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */

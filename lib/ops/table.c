@@ -67,6 +67,7 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_SMOOTH_L1] = &tg__op_smooth_l1,
     [TG_OP_BMM] = &tg__op_bmm,
     [TG_OP_CONV2D] = &tg__op_conv2d,
+    [TG_OP_CONV_TRANSPOSE2D] = &tg__op_conv_transpose2d,
     [TG_OP_MAX_POOL2D] = &tg__op_max_pool2d,
     [TG_OP_AVG_POOL2D] = &tg__op_avg_pool2d,
     [TG_OP_DROPOUT] = &tg__op_dropout,

@@ -8,7 +8,7 @@
  *   refops SEED      one graph
  *
  * The graph: 5 chains of 1-3 ops. Each chain's first op is chosen by rotation (seed·5 + chain
- * mod N_OPS), so every op heads a chain in any 9 consecutive seeds; later ops are drawn at
+ * mod N_OPS), so every op heads a chain in any 10 consecutive seeds; later ops are drawn at
  * random and take the previous output as their input where its shape and values suit them (a
  * fresh leaf otherwise); a loss ends its chain. Every tested op's output y adds sum(R ⊙ y) to
  * the loss, R a fixed random constant of y's shape, so every element of every output carries
@@ -398,7 +398,8 @@ enum {
     OP_RESHAPE, OP_PERMUTE, OP_EXPAND, OP_SLICE, OP_CONCAT, OP_STACK, OP_PAD,
     OP_INDEX_SELECT, OP_GATHER, OP_DETACH,
     OP_BMM,
-    OP_CONV2D, OP_CONV1D, OP_MAX_POOL2D, OP_AVG_POOL2D, OP_GLOBAL_AVG_POOL2D,
+    OP_CONV2D, OP_CONV1D, OP_CONV_TRANSPOSE2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
+    OP_GLOBAL_AVG_POOL2D,
     OP_BATCH_NORM, OP_GROUP_NORM,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
@@ -413,7 +414,8 @@ static const char *const op_names[N_OPS] = {
     "reshape", "permute", "expand", "slice", "concat", "stack", "pad",
     "index_select", "gather", "detach",
     "bmm",
-    "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+    "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+    "global_avg_pool2d",
     "batch_norm", "group_norm",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
@@ -968,6 +970,59 @@ conv(int which, int cur)
     return op(y, op_names[which], in, b >= 0 ? 3 : 2);
 }
 
+/* conv_transpose2d on the chain's value when it is 4-D with at most 4 channels, else on a
+ * fresh leaf: random groups (depthwise too), kernels 1-3, strides 1-3, dilations 1-2, padding
+ * 0-2 (lowered until the output has a row and a column), output_padding below the stride or
+ * the dilation, a bias leaf or none; the weight (C, O/groups, kh, kw) is a leaf. */
+static int
+conv_transpose(int cur)
+{
+    int x;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) == 4 && tg_tensor_dim(ids[cur], 1) <= 4) {
+        x = cur;
+    } else {
+        shape s = {4, {irand(1, 2), irand(1, 4), irand(1, 4), irand(1, 4)}};
+        x = leaf(&s, -1.5, 1.5);
+    }
+    shape xs = shape_of(x);
+    int64_t c = xs.d[1];
+    int64_t groups = c % 2 == 0 && chance(2) ? 2 : 1;
+    if (chance(4))
+        groups = c; /* depthwise */
+    int64_t out_c = groups * irand(1, 2);
+    tg_conv_transpose_options o = tg_conv_transpose_defaults();
+    o.groups = groups;
+    int64_t k[2];
+    for (int a = 0; a < 2; a++) {
+        int64_t in = xs.d[2 + a];
+        k[a] = irand(1, 3);
+        o.stride[a] = irand(1, 3);
+        o.dilation[a] = irand(1, 2);
+        int64_t most = o.stride[a] > o.dilation[a] ? o.stride[a] : o.dilation[a];
+        o.output_padding[a] = irand(0, (int)most - 1);
+        o.padding[a] = irand(0, 2);
+        while (o.padding[a] > 0 && (in - 1) * o.stride[a] - 2 * o.padding[a] +
+                                           o.dilation[a] * (k[a] - 1) + o.output_padding[a] +
+                                           1 < 1)
+            o.padding[a]--;
+    }
+    shape ws = {4, {c, out_c / groups, k[0], k[1]}};
+    int w = leaf(&ws, -1, 1);
+    int b = -1;
+    if (chance(2)) {
+        shape bs = {1, {out_c}};
+        b = leaf(&bs, -1, 1);
+    }
+    attr(" groups=%lld stride=%lld,%lld padding=%lld,%lld output_padding=%lld,%lld"
+         " dilation=%lld,%lld",
+         (long long)groups, (long long)o.stride[0], (long long)o.stride[1],
+         (long long)o.padding[0], (long long)o.padding[1], (long long)o.output_padding[0],
+         (long long)o.output_padding[1], (long long)o.dilation[0], (long long)o.dilation[1]);
+    tg_tensor *y = tg_conv_transpose2d(tape, ids[x], ids[w], b >= 0 ? ids[b] : NULL, &o);
+    int in[3] = {x, w, b};
+    return op(y, op_names[OP_CONV_TRANSPOSE2D], in, b >= 0 ? 3 : 2);
+}
+
 /* Pools on the chain's value when it is 4-D (max pooling only on bit-exact values, whose ties
  * are ties in torch too; none are made, a tie's gradient rule is test-conv's), else a leaf. */
 static int
@@ -1167,6 +1222,8 @@ run_op(int which, int cur)
         return bmm(cur);
     if (which == OP_CONV2D || which == OP_CONV1D)
         return conv(which, cur);
+    if (which == OP_CONV_TRANSPOSE2D)
+        return conv_transpose(cur);
     if (which >= OP_MAX_POOL2D && which <= OP_GLOBAL_AVG_POOL2D)
         return pool(which, cur);
     if (which == OP_BATCH_NORM)
