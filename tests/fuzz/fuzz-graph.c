@@ -388,9 +388,10 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
                     rv = NULL;
             }
             tg_tape_set_training(t, byte(in) % 4 != 0);
-            return tg_batch_norm(t, a, (byte(in) & 1) ? b : NULL, (byte(in) & 1) ? c : NULL,
-                                 (byte(in) & 1) ? rm : NULL, (byte(in) & 1) ? rv : NULL,
-                                 value(in), value(in));
+            /* any int as the fused activation: most are refused by name */
+            return tg_batch_norm_act(t, a, (byte(in) & 1) ? b : NULL, (byte(in) & 1) ? c : NULL,
+                                     (byte(in) & 1) ? rm : NULL, (byte(in) & 1) ? rv : NULL,
+                                     value(in), value(in), (tg_activation)(byte(in) % 9));
         }
         }
     }

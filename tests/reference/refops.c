@@ -1055,8 +1055,8 @@ pool(int which, int cur)
     return op1(y, op_names[which], x);
 }
 
-/* batch_norm on the chain's value (rank 2-4, two or more values per channel) or a leaf; γ and
- * β leaves or none; training (with running statistics or without) or evaluation (with them,
+/* batch_norm on the chain's value (rank 2-4, two or more values per channel) or a leaf, with
+ * or without a fused activation; γ and β leaves or none; training (with running statistics or without) or evaluation (with them,
  * constants with variances in [0.3, 2)). The trace lists x, then γ, β, running mean and
  * variance, as the flags say. The running statistics' update is test-conv's. */
 static int
@@ -1087,11 +1087,13 @@ batch_norm(int cur)
         rm = ids[in[n - 2]], rv = ids[in[n - 1]];
     }
     double momentum = urand(0, 1), eps = chance(2) ? 1e-5 : urand(1e-3, 0.1);
-    attr(" gamma=%d beta=%d stats=%d training=%d momentum=%.17g eps=%.17g", gamma, beta, stats,
-         training, momentum, eps);
+    /* half the time an activation fused in (tg_batch_norm_act), any of them */
+    tg_activation act = chance(2) ? TG_ACT_IDENTITY : (tg_activation)irand(1, TG_ACT_GELU);
+    attr(" gamma=%d beta=%d stats=%d training=%d momentum=%.17g eps=%.17g act=%s", gamma, beta,
+         stats, training, momentum, eps, tg_activation_name(act));
     tg_tape_set_training(tape, training);
-    tg_tensor *y = tg_batch_norm(tape, ids[x], gamma ? ids[in[1]] : NULL,
-                                 beta ? ids[in[1 + gamma]] : NULL, rm, rv, momentum, eps);
+    tg_tensor *y = tg_batch_norm_act(tape, ids[x], gamma ? ids[in[1]] : NULL,
+                                     beta ? ids[in[1 + gamma]] : NULL, rm, rv, momentum, eps, act);
     tg_tape_set_training(tape, true);
     return op(y, "batch_norm", in, n);
 }

@@ -214,8 +214,11 @@ def apply(name, a, ins):
         w = rest.pop(0) if a["gamma"] == "1" else None
         b = rest.pop(0) if a["beta"] == "1" else None
         rm, rv = (rest[0].clone(), rest[1].clone()) if a["stats"] == "1" else (None, None)
-        return F.batch_norm(ins[0], rm, rv, w, b, training=a["training"] == "1",
-                            momentum=float(a["momentum"]), eps=float(a["eps"]))
+        y = F.batch_norm(ins[0], rm, rv, w, b, training=a["training"] == "1",
+                         momentum=float(a["momentum"]), eps=float(a["eps"]))
+        return {"identity": lambda v: v, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                "relu": F.relu, "leaky_relu": lambda v: F.leaky_relu(v, 0.01),
+                "softplus": F.softplus, "gelu": F.gelu}[a["act"]](y)
     if name == "group_norm":
         rest = list(ins[1:])
         w = rest.pop(0) if a["gamma"] == "1" else None
