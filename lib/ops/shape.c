@@ -772,6 +772,8 @@ index_select_shape(tg_node *nd, int *ndim, int64_t *dims)
 static tg_status
 index_select_forward(tg_node *nd)
 {
+    if (nd->out->size == 0) /* nothing to copy (and outer may be huge: no index, or inner 0) */
+        return TG_OK;
     struct isel s = isel_of(nd);
     size_t n = nd->attr.n_index;
     TG__DISPATCH(nd->out->dtype, T, {
@@ -788,7 +790,7 @@ index_select_forward(tg_node *nd)
 static tg_status
 index_select_vjp(tg_node *nd)
 {
-    if (!nd->in[0]->grad)
+    if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     struct isel s = isel_of(nd);
     size_t n = nd->attr.n_index;
