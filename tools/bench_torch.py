@@ -62,7 +62,16 @@ NETS = {
     "B-wide": ((1024, 4096, 4096, 1024), 256, "relu", "identity", "mse"),
     # examples/fashion-mnist-cnn's network (tg-bench's B-cnn), batch 64 of 28x28
     "B-cnn": (None, 64, "relu", "identity", "xent"),
+    # B-cnn's convolutions alone (forward, dW, and dX for the second), from a fixed seed
+    "B-conv1": (None, 64, "identity", "identity", "seed"),
+    "B-conv2": (None, 64, "identity", "identity", "seed"),
 }
+CONV_GEOM = {"B-conv1": (1, 32, 28), "B-conv2": (32, 64, 14)}  # in, out channels, size
+
+
+def conv_flops(net, batch):
+    cin, cout, hw = CONV_GEOM[net]
+    return 2.0 * batch * hw * hw * cout * cin * 9 * (3 if net == "B-conv2" else 2)
 
 
 def cnn_flops(batch):
@@ -85,7 +94,13 @@ def torch_child(net, dtype, threads, reps, min_time):
     acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid,
             "identity": torch.nn.Identity}
     nn = torch.nn
-    if dims is None:  # B-cnn
+    if net in CONV_GEOM:
+        cin, cout, hw = CONV_GEOM[net]
+        model = nn.Conv2d(cin, cout, 3, padding=1).to(dt)
+        dims = (cin * hw * hw, 0, 0, 10)
+        x = torch.rand(batch, cin, hw, hw, dtype=dt, requires_grad=net == "B-conv2")
+        seed = torch.rand(batch, cout, hw, hw, dtype=dt)
+    elif dims is None:  # B-cnn
         model = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
@@ -108,6 +123,13 @@ def torch_child(net, dtype, threads, reps, min_time):
 
     def step():
         a = model(x)
+        if loss_kind == "seed":
+            a.backward(seed)
+            opt.step()
+            opt.zero_grad()
+            if x.grad is not None:
+                x.grad = None
+            return
         if loss_kind == "mse":
             loss = mse(a, y)
         elif loss_kind == "mse_half":  # the note's J = 1/(2m) Σ (Y - A)²
@@ -132,10 +154,12 @@ def torch_child(net, dtype, threads, reps, min_time):
             step()
         us.append((time.perf_counter() - s) / iters * 1e6)
     med = statistics.median(us)
+    flops = (conv_flops(net, batch) if net in CONV_GEOM else
+             cnn_flops(batch) if net == "B-cnn" else step_flops(dims, batch))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"net={net} dtype={dtype} threads={threads} median_us={med:.2f} min_us={min(us):.2f} "
           f"max_us={max(us):.2f} "
-          f"gflops={(cnn_flops(batch) if net == 'B-cnn' else step_flops(dims, batch)) / med * 1e-3:.2f} "
+          f"gflops={flops / med * 1e-3:.2f} "
           f"peak_rss_kib={rss} torch={torch.__version__}", flush=True)
 
 

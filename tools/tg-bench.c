@@ -6,6 +6,10 @@
  *            (J = 1/(2m) Σ (Y - A)², m = batch)
  *   B-mnist  MLP 784-512-256-10,    ReLU hidden, identity out, softmax x-entropy, batch 128
  *   B-wide   MLP 1024-4096-4096-1024, ReLU hidden, identity out, MSE (mean),    batch 256
+ *   B-cnn    examples/fashion-mnist-cnn's network,                             batch 64
+ *   B-conv1  B-cnn's first convolution alone: 1->32 3x3 pad 1 on 28x28, forward and dW
+ *   B-conv2  B-cnn's second alone: 32->64 3x3 pad 1 on 14x14, forward, dX and dW
+ *            (each with its bias; backward from a fixed seed; batch 64)
  *
  * Examples as rows (X is batch x features, Z = X·Wᵀ + b, PyTorch's nn.Linear layout); SGD with
  * lr 0.1, no momentum; inputs and targets fixed, uniform in [0, 1) from a seeded generator.
@@ -30,7 +34,7 @@
  * median step over that peak (the target: B-wide at >= 75 % of the FMA peak overall); with no
  * x86 FMA both print nan.
  *
- *   tg-bench [--nets B-small,B-seed,B-mnist,B-wide] [--dtypes f32,f64] [--threads 1,2]
+ *   tg-bench [--nets B-small,...,B-conv2] [--dtypes f32,f64] [--threads 1,2]
  *            [--reps N] [--min-time S]
  */
 #define _POSIX_C_SOURCE 200809L
@@ -55,18 +59,26 @@ struct net {
     tg_activation hidden, out;
     enum { LOSS_MSE, LOSS_MSE_HALF, LOSS_XENT } loss;
     bool cnn; /* the Fashion-MNIST CNN (dims unused): see cnn_step */
+    /* one convolution alone, of B-cnn's layer `conv` (1 or 2): dims[0] and dims[3] are the
+     * input's and output's sizes per sample; the output's seed is y */
+    int conv;
 };
 
 static const struct net nets[] = {
-    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, false},
-    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, false},
-    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, false},
-    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, false},
+    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, false, 0},
+    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, false, 0},
+    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, false, 0},
+    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, false, 0},
     /* examples/fashion-mnist-cnn's network on 28x28 inputs: conv 1->32 3x3 pad 1, batch norm,
      * ReLU, 2x2 max pool, conv 32->64, batch norm, ReLU, pool, dropout 0.25, dense 3136->128
      * ReLU, dropout 0.25, dense 128->10, softmax cross-entropy */
-    {"B-cnn", {784, 128, 10, 10}, 64, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, true},
+    {"B-cnn", {784, 128, 10, 10}, 64, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, true, 0},
+    {"B-conv1", {784, 0, 0, 32 * 784}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, false, 1},
+    {"B-conv2", {32 * 196, 0, 0, 64 * 196}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE,
+     false, 2},
 };
+/* B-conv1/2: input channels, output channels, height = width */
+static const int64_t conv_geom[3][3] = {{0}, {1, 32, 28}, {32, 64, 14}};
 #define N_NETS (sizeof nets / sizeof nets[0])
 
 /* ---- allocation counting through the library's hook ---- */
@@ -153,7 +165,17 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
             return -1;
         }
     }
-    for (int i = 0; i < 3 && !net->cnn; i++)
+    if (net->conv) {
+        tg_conv_options pad1 = tg_conv_defaults();
+        pad1.padding[0] = pad1.padding[1] = 1;
+        const int64_t *g = conv_geom[net->conv];
+        if (tg_conv2d_layer_init(&m->conv[0], m->params, "c", g[0], g[1], 3, 3, &pad1, true,
+                                 rng) != TG_OK) {
+            fprintf(stderr, "tg-bench: conv init failed: %s\n", tg_params_error(m->params));
+            return -1;
+        }
+    }
+    for (int i = 0; i < 3 && !net->cnn && !net->conv; i++)
         if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
                           i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
             fprintf(stderr, "tg-bench: dense init failed\n");
@@ -201,6 +223,20 @@ model_step(struct model *m)
     tg_tape *t = m->tape;
     tg_tape_reset(t);
     tg_tensor *h;
+    if (net->conv) {
+        const int64_t *g = conv_geom[net->conv];
+        h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, g[0], g[2], g[2]}, m->x, "X");
+        tg_tensor_set_requires_grad(h, net->conv == 2); /* as in B-cnn: dX after the first */
+        h = tg_conv2d_layer_forward(t, &m->conv[0], h);
+        tg_tensor *seed =
+            tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, g[1], g[2], g[2]}, m->y, "dY");
+        tg_backward_seeded(t, h, seed);
+        if (tg_tape_error(t)) {
+            fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
+            return -1;
+        }
+        return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
+    }
     if (net->cnn) {
         static const int64_t pool[2] = {2, 2};
         h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, 1, 28, 28}, m->x, "X");
@@ -236,6 +272,11 @@ model_step(struct model *m)
 static double
 step_flops(const struct net *net)
 {
+    if (net->conv) { /* forward, dW, and dX for the second */
+        const int64_t *g = conv_geom[net->conv];
+        double mac = (double)net->batch * (double)(g[2] * g[2]) * (double)g[1] * (double)(g[0] * 9);
+        return 2 * mac * (net->conv == 2 ? 3 : 2);
+    }
     if (net->cnn) { /* multiply-adds x 2; conv1 needs no dx (its input is the data) */
         double b = (double)net->batch, conv1 = b * 784 * 32 * 9, conv2 = b * 196 * 64 * 288;
         double fc1 = b * 3136 * 128, fc2 = b * 128 * 10;
@@ -334,8 +375,8 @@ main(int argc, char **argv)
             min_time = atof(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn] [--dtypes f32,f64] "
-                    "[--threads 1,2] [--reps N] [--min-time S]\n",
+                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn,B-conv1,B-conv2] "
+                    "[--dtypes f32,f64] [--threads 1,2] [--reps N] [--min-time S]\n",
                     argv[0]);
             return 2;
         }
