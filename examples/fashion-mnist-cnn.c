@@ -6,7 +6,7 @@
  *   dropout 0.25, dense 3136->128, ReLU, dropout 0.25, dense 128->10
  *   softmax cross-entropy, Adam (lr 1e-3) with a cosine schedule over all steps, batch 64
  *
- *   build/examples/fashion-mnist-cnn                          # 12 epochs
+ *   build/examples/fashion-mnist-cnn                          # 15 epochs
  *   build/examples/fashion-mnist-cnn --epochs 2 --save cnn.safetensors
  *   build/examples/fashion-mnist-cnn --verify cnn.safetensors # a fresh process, same logits
  *
@@ -67,7 +67,7 @@ now(void)
 static int
 parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){.data = DEFAULT_DATA, .epochs = 12, .batch = 64, .lr = 1e-3, .seed = 1,
+    *o = (struct options){.data = DEFAULT_DATA, .epochs = 15, .batch = 64, .lr = 1e-3, .seed = 1,
                           .limit = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

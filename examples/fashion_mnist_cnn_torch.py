@@ -18,7 +18,7 @@ With --c-binary it first runs the C example with the same flags, then trains her
 both accuracies and wall times:
 
     /usr/bin/python3 examples/fashion_mnist_cnn_torch.py --c-binary build/examples/fashion-mnist-cnn \\
-        --epochs 12 --threads 2
+        --epochs 15 --threads 2
 
 (run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so that PyTorch runs at full speed).
 Needs numpy and torch (Debian: python3-torch) and dataset-fashion-mnist.
@@ -61,7 +61,7 @@ def run_c(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N shuffled images")

@@ -704,6 +704,8 @@ append_op_attrs(struct tg__dotbuf *b, const tg_node *n)
                           n->attr.scale2 > 0 ? ", smoothed" : "");
     else if (op == &tg__op_bias_act) /* a fused node names its parts: + b, then g */
         tg__dotbuf_printf(b, "\\n+ b, %s", tg_activation_name((tg_activation)n->attr.axis));
+    else if (op == &tg__op_batch_norm && n->attr.axis) /* and a fused activation after it */
+        tg__dotbuf_printf(b, "\\nthen %s", tg_activation_name((tg_activation)n->attr.axis));
     else if (op == &tg__op_bmm && (n->attr.trans_a || n->attr.trans_b))
         tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr.trans_a ? "\xe1\xb5\x80" : "",
                           n->attr.trans_b ? "\xe1\xb5\x80" : "");

@@ -446,7 +446,8 @@ START_TEST(golden_flat_ops)
 }
 END_TEST
 
-/* A fused node names its parts (bias_act: "+ b" and the activation), and ops with attributes
+/* A fused node names its parts (bias_act: "+ b" and the activation; batch_norm: "then" its
+ * activation), and ops with attributes
  * show them, so a picture tells a ReLU layer from a tanh one. */
 START_TEST(fused_and_attributed_nodes_are_labelled)
 {
@@ -455,12 +456,14 @@ START_TEST(fused_and_attributed_nodes_are_labelled)
     tg_tensor *h = tg_bias_act(t, x, b, TG_ACT_TANH);
     tg_tensor *r = tg_bias_act(t, h, b, TG_ACT_RELU);
     tg_tensor *p = tg_clamp(t, tg_pow(t, r, 1.5), -1, 2);
-    tg_sum(t, tg_softmax(t, p, 1));
+    tg_tensor *n = tg_batch_norm_act(t, p, NULL, NULL, NULL, NULL, 0.1, 1e-5, TG_ACT_GELU);
+    tg_sum(t, tg_softmax(t, n, 1));
     ck_assert_ptr_null(tg_tape_error(t));
     tg_dot_options o = {.rankdir = TG_DOT_TOP_BOTTOM, .flat = true};
     size_t len;
     char *text = export_checked(t, &o, "fused.dot", &len);
     ck_assert_msg(strstr(text, "+ b, tanh") && strstr(text, "+ b, relu"), "%s", text);
+    ck_assert_msg(strstr(text, "then gelu"), "%s", text);
     ck_assert_msg(strstr(text, "p = 1.5") && strstr(text, "[-1, 2]") && strstr(text, "axis 1"),
                   "%s", text);
     free(text);

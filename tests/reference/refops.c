@@ -400,7 +400,7 @@ enum {
     OP_BMM,
     OP_CONV2D, OP_CONV1D, OP_CONV_TRANSPOSE2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
     OP_GLOBAL_AVG_POOL2D,
-    OP_BATCH_NORM, OP_GROUP_NORM,
+    OP_BATCH_NORM, OP_GROUP_NORM, OP_DROPOUT,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -416,7 +416,7 @@ static const char *const op_names[N_OPS] = {
     "bmm",
     "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
     "global_avg_pool2d",
-    "batch_norm", "group_norm",
+    "batch_norm", "group_norm", "dropout",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -514,7 +514,9 @@ unary(int which, int cur)
     case OP_ELU: {
         static const double alphas[] = {1.0, 0.5, 1.7};
         double alpha = alphas[irand(0, 2)];
-        x = input(cur, true, -3, 3);
+        /* for α ≠ 1 the derivative jumps at 0 (1 above, α below): no chain value within
+         * round-off of 0 (a group-normalized mean is ~1e-17 of either sign) */
+        x = input(cur, alpha == 1 || (cur >= 0 && min_of(cur, true) >= 1e-6), -3, 3);
         attr(" alpha=%.17g", alpha);
         return op1(tg_elu(tape, ids[x], alpha), "elu", x);
     }
@@ -1023,6 +1025,42 @@ conv_transpose(int cur)
     return op(y, op_names[OP_CONV_TRANSPOSE2D], in, b >= 0 ? 3 : 2);
 }
 
+/* dropout (training mode) on the chain's value when none of it is 0, else a leaf in [0.5,
+ * 1.5]: so the mask, which comes from tapegrad's generator, not torch's, reads off the output
+ * (kept where y != 0) and goes into the trace; torch then computes F.dropout's definition
+ * x ⊙ mask / (1 − p) and its gradient. What this checks is the scale and the VJP, given the
+ * mask; the mask's rate and seeding are test-conv's. p = 0 sometimes (the identity). */
+static int
+dropout(int cur)
+{
+    int x = -1;
+    if (cur >= 0) {
+        shape s = shape_of(cur);
+        bool nonzero = true;
+        for (size_t i = 0; i < numel(&s); i++)
+            nonzero &= data(cur)[i] != 0;
+        if (nonzero)
+            x = cur;
+    }
+    if (x < 0) {
+        shape s = rand_shape(1, 4);
+        x = leaf(&s, 0.5, 1.5);
+    }
+    double p = chance(4) ? 0 : urand(0, 0.9);
+    tg_rng *r = tg_rng_new(seed * 7919 + (uint64_t)x);
+    tg_tensor *y = tg_dropout(tape, ids[x], p, r);
+    tg_rng_free(r);
+    if (tg_tape_status(tape) != TG_OK)
+        fail("dropout");
+    attr(" p=%.17g mask=", p);
+    const double *yv = tg_tensor_data(y);
+    for (size_t i = 0; i < tg_tensor_size(y); i++)
+        attr(i ? ",%d" : "%d", yv[i] != 0);
+    if (y == ids[x]) /* p = 0 records nothing and gives x back: the trace still shows the op */
+        y = tg_scale(tape, ids[x], 1.0);
+    return op1(y, "dropout", x);
+}
+
 /* Pools on the chain's value when it is 4-D (max pooling only on bit-exact values, whose ties
  * are ties in torch too; none are made, a tie's gradient rule is test-conv's), else a leaf. */
 static int
@@ -1232,6 +1270,8 @@ run_op(int which, int cur)
         return batch_norm(cur);
     if (which == OP_GROUP_NORM)
         return group_norm(cur);
+    if (which == OP_DROPOUT)
+        return dropout(cur);
     return loss(which, cur);
 }
 
