@@ -30,6 +30,17 @@ void tg__gemm_f32(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, floa
 void tg__gemm_f64(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, double alpha,
                   const double *a, size_t lda, const double *b, size_t ldb, double beta,
                   double *c, size_t ldc);
+/* C = op(A)·op(B) + beta·C (alpha 1) through tg__gemm_f64 or _f32 by `f64`, on untyped
+ * buffers: for the ops whose one body serves both dtypes (the convolutions). */
+static inline void
+tg__gemm_typed(bool f64, bool trans_a, bool trans_b, size_t m, size_t n, size_t k, const void *a,
+               size_t lda, const void *b, size_t ldb, double beta, void *c, size_t ldc)
+{
+    if (f64)
+        tg__gemm_f64(trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
+    else
+        tg__gemm_f32(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c, ldc);
+}
 
 /* The same contract with plain loops (i-k-j), single-threaded: the tests' reference, and the
  * fallback when a packing buffer cannot be allocated (gemm has no error channel). */

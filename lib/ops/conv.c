@@ -78,17 +78,6 @@ conv_mats(const tg_node *nd)
     return m;
 }
 
-/* C (m x n, ldc) = alpha·op(A)·op(B) + beta·C in the node's dtype */
-static void
-gemm(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a, size_t lda,
-     const void *b, size_t ldb, double beta, void *c, size_t ldc)
-{
-    if (dt == TG_F32)
-        tg__gemm_f32(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c, ldc);
-    else
-        tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
-}
-
 /* scratch: one chunk's col (K x pc), then its Y or dY (O x pc) */
 static size_t
 conv2d_scratch(const tg_node *nd)
@@ -136,8 +125,9 @@ conv2d_forward(tg_node *nd)
         tg__im2col(&gc, chunk_input(nd, &g, n0, m.cs, &gc), col, dt == TG_F64);
         size_t pc = gc.n * m.plane; /* this chunk's columns (the last may be short) */
         for (size_t gi = 0; gi < m.groups; gi++)
-            gemm(dt, false, false, m.og, pc, m.kg, w + gi * m.og * m.kg * es, m.kg,
-                 col + gi * m.kg * pc * es, pc, 0.0, ybuf + gi * m.og * pc * es, pc);
+            tg__gemm_typed(dt == TG_F64, false, false, m.og, pc, m.kg, w + gi * m.og * m.kg * es,
+                           m.kg, col + gi * m.kg * pc * es, pc, 0.0, ybuf + gi * m.og * pc * es,
+                           pc);
         /* Y (O x cs·plane) -> y (N, O, plane), plus the bias */
         TG__DISPATCH(dt, T, {
             const T *yb = (const T *)ybuf, *bias = b ? b->data : NULL;
@@ -188,14 +178,15 @@ conv2d_vjp(tg_node *nd)
         if (w->grad) {
             tg__im2col(&gc, xc, col, dt == TG_F64);
             for (size_t gi = 0; gi < m.groups; gi++)
-                gemm(dt, false, true, m.og, m.kg, pc, dyb + gi * m.og * pc * es, pc,
-                     col + gi * m.kg * pc * es, pc, 1.0, (char *)w->grad + gi * m.og * m.kg * es,
-                     m.kg);
+                tg__gemm_typed(dt == TG_F64, false, true, m.og, m.kg, pc, dyb + gi * m.og * pc * es,
+                               pc, col + gi * m.kg * pc * es, pc, 1.0,
+                               (char *)w->grad + gi * m.og * m.kg * es, m.kg);
         }
         if (x->grad) { /* dcol = Wᵀ·dY over col's buffer (its columns are used up) */
             for (size_t gi = 0; gi < m.groups; gi++)
-                gemm(dt, true, false, m.kg, pc, m.og, wd + gi * m.og * m.kg * es, m.kg,
-                     dyb + gi * m.og * pc * es, pc, 0.0, col + gi * m.kg * pc * es, pc);
+                tg__gemm_typed(dt == TG_F64, true, false, m.kg, pc, m.og,
+                               wd + gi * m.og * m.kg * es, m.kg, dyb + gi * m.og * pc * es, pc, 0.0,
+                               col + gi * m.kg * pc * es, pc);
             tg__col2im_add(&gc, col, (char *)x->grad + (size_t)(xc - (const char *)x->data),
                            dt == TG_F64);
         }

@@ -75,17 +75,6 @@ ct_mats(const tg_node *nd)
     return m;
 }
 
-/* C (m x n, ldc) = op(A)·op(B) + beta·C in the node's dtype */
-static void
-gemm(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a, size_t lda,
-     const void *b, size_t ldb, double beta, void *c, size_t ldc)
-{
-    if (dt == TG_F32)
-        tg__gemm_f32(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c, ldc);
-    else
-        tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
-}
-
 /* scratch: X (C x P), then dcol / col (K x P) */
 static size_t
 conv_transpose2d_scratch(const tg_node *nd)
@@ -150,8 +139,8 @@ conv_transpose2d_forward(tg_node *nd)
     });
     const char *w = nd->in[1]->data;
     for (size_t gi = 0; gi < m.groups; gi++)
-        gemm(dt, true, false, m.kg, m.p, m.cg, w + gi * m.cg * m.kg * es, m.kg,
-             xb + gi * m.cg * m.p * es, m.p, 0.0, dcol + gi * m.kg * m.p * es, m.p);
+        tg__gemm_typed(dt == TG_F64, true, false, m.kg, m.p, m.cg, w + gi * m.cg * m.kg * es, m.kg,
+                       xb + gi * m.cg * m.p * es, m.p, 0.0, dcol + gi * m.kg * m.p * es, m.p);
     tg__col2im_add(&g, dcol, y->data, dt == TG_F64);
     return TG_OK;
 }
@@ -186,9 +175,9 @@ conv_transpose2d_vjp(tg_node *nd)
     tg__im2col(&g, nd->out->grad, col, dt == TG_F64);
     if (w->grad)
         for (size_t gi = 0; gi < m.groups; gi++)
-            gemm(dt, false, true, m.cg, m.kg, m.p, xb + gi * m.cg * m.p * es, m.p,
-                 col + gi * m.kg * m.p * es, m.p, 1.0, (char *)w->grad + gi * m.cg * m.kg * es,
-                 m.kg);
+            tg__gemm_typed(dt == TG_F64, false, true, m.cg, m.kg, m.p, xb + gi * m.cg * m.p * es,
+                           m.p, col + gi * m.kg * m.p * es, m.p, 1.0,
+                           (char *)w->grad + gi * m.cg * m.kg * es, m.kg);
     if (x->grad) {
         char *dxb = tg__arena_alloc(&nd->tape->arena, m.c * m.p * es);
         if (!dxb)
@@ -196,8 +185,9 @@ conv_transpose2d_vjp(tg_node *nd)
                                 m.c * m.p * es);
         const char *wd = w->data;
         for (size_t gi = 0; gi < m.groups; gi++)
-            gemm(dt, false, false, m.cg, m.p, m.kg, wd + gi * m.cg * m.kg * es, m.kg,
-                 col + gi * m.kg * m.p * es, m.p, 0.0, dxb + gi * m.cg * m.p * es, m.p);
+            tg__gemm_typed(dt == TG_F64, false, false, m.cg, m.p, m.kg, wd + gi * m.cg * m.kg * es,
+                           m.kg, col + gi * m.kg * m.p * es, m.p, 0.0, dxb + gi * m.cg * m.p * es,
+                           m.p);
         /* dX (C x N·plane) added to dx (N, C, plane) */
         TG__DISPATCH(dt, T, {
             const T *d = (const T *)dxb;
