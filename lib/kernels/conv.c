@@ -151,6 +151,56 @@ tg__col2im_add(const struct tg__conv_geom *g, const void *col, void *dx, bool f6
     tg__parallel_for(g->n * g->c, rows_grain(per_plane), col2im_part, &job);
 }
 
+/* ---- (n, c, plane) <-> rows ------------------------------------------------------------------ */
+
+#define PLANES_TO_ROWS(T)                                                                      \
+    do {                                                                                       \
+        const T *src = planes;                                                                 \
+        T *dst = rows;                                                                         \
+        for (size_t k = 0; k < n; k++)                                                         \
+            for (size_t r = 0; r < c; r++)                                                     \
+                memcpy(dst + r * ld + k * plane, src + (k * c + r) * plane, plane * sizeof(T)); \
+    } while (0)
+
+void
+tg__planes_to_rows(size_t n, size_t c, size_t plane, size_t ld, const void *planes, void *rows,
+                   bool f64)
+{
+    if (f64)
+        PLANES_TO_ROWS(double);
+    else
+        PLANES_TO_ROWS(float);
+}
+
+#define ROWS_TO_PLANES(T)                                                                      \
+    do {                                                                                       \
+        const T *src = rows, *b = bias;                                                        \
+        T *dst = planes;                                                                       \
+        for (size_t k = 0; k < n; k++)                                                         \
+            for (size_t r = 0; r < c; r++) {                                                   \
+                const T *s = src + r * ld + k * plane;                                         \
+                T *d = dst + (k * c + r) * plane;                                              \
+                if (add)                                                                       \
+                    for (size_t q = 0; q < plane; q++)                                         \
+                        d[q] += s[q];                                                          \
+                else {                                                                         \
+                    T v = b ? b[r] : 0;                                                        \
+                    for (size_t q = 0; q < plane; q++)                                         \
+                        d[q] = s[q] + v;                                                       \
+                }                                                                              \
+            }                                                                                  \
+    } while (0)
+
+void
+tg__rows_to_planes(size_t n, size_t c, size_t plane, size_t ld, const void *rows,
+                   const void *bias, bool add, void *planes, bool f64)
+{
+    if (f64)
+        ROWS_TO_PLANES(double);
+    else
+        ROWS_TO_PLANES(float);
+}
+
 /* ---- pooling ------------------------------------------------------------------------------ */
 
 struct pool_job {

@@ -142,6 +142,14 @@ struct tg__conv_geom {
 void tg__im2col(const struct tg__conv_geom *g, const void *x, void *col, bool f64);
 /* The adjoint: dx += col2im(col), every tap added back where it was read. */
 void tg__col2im_add(const struct tg__conv_geom *g, const void *col, void *dx, bool f64);
+/* Between an activation's (n, c, plane) layout and the products' rows: row r of `rows`
+ * (leading dimension ld) holds channel r of every sample, sample k at columns
+ * [k·plane, (k + 1)·plane). planes_to_rows copies; rows_to_planes writes planes = rows +
+ * bias[r] (bias NULL: + 0), or adds rows into planes when `add`. */
+void tg__planes_to_rows(size_t n, size_t c, size_t plane, size_t ld, const void *planes,
+                        void *rows, bool f64);
+void tg__rows_to_planes(size_t n, size_t c, size_t plane, size_t ld, const void *rows,
+                        const void *bias, bool add, void *planes, bool f64);
 /* Max (argmax may be NULL: not recorded) or average pooling of every (n, c) plane of x into y
  * (n, c, oh, ow). */
 void tg__pool2d(const struct tg__conv_geom *g, const void *x, void *y, int64_t *argmax,

@@ -20,7 +20,6 @@
  * step allocates nothing (the scratch comes from the tape's arena).
  */
 #include <inttypes.h>
-#include <string.h>
 
 #include "../kernels/kernels.h"
 #include "ops.h"
@@ -129,18 +128,8 @@ conv2d_forward(tg_node *nd)
                            m.kg, col + gi * m.kg * pc * es, pc, 0.0, ybuf + gi * m.og * pc * es,
                            pc);
         /* Y (O x cs·plane) -> y (N, O, plane), plus the bias */
-        TG__DISPATCH(dt, T, {
-            const T *yb = (const T *)ybuf, *bias = b ? b->data : NULL;
-            T *y = (T *)nd->out->data + n0 * o_all * m.plane;
-            for (size_t n = 0; n < gc.n; n++)
-                for (size_t o = 0; o < o_all; o++) {
-                    const T *src = yb + o * pc + n * m.plane;
-                    T *dst = y + (n * o_all + o) * m.plane;
-                    T add = bias ? bias[o] : 0;
-                    for (size_t q = 0; q < m.plane; q++)
-                        dst[q] = src[q] + add;
-                }
-        });
+        tg__rows_to_planes(gc.n, o_all, m.plane, pc, ybuf, b ? b->data : NULL, false,
+                           (char *)nd->out->data + n0 * o_all * m.plane * es, dt == TG_F64);
     }
     return TG_OK;
 }
@@ -161,13 +150,12 @@ conv2d_vjp(tg_node *nd)
         const char *xc = chunk_input(nd, &g, n0, m.cs, &gc);
         size_t pc = gc.n * m.plane;
         /* dy (N, O, plane) -> dY (O x cs·plane); db from its rows, in a fixed order */
+        tg__planes_to_rows(gc.n, o_all, m.plane, pc,
+                           (const char *)nd->out->grad + n0 * o_all * m.plane * es, dyb,
+                           dt == TG_F64);
         TG__DISPATCH(dt, T, {
-            const T *dy = (const T *)nd->out->grad + n0 * o_all * m.plane;
-            T *d = (T *)dyb, *db = b && b->grad ? b->grad : NULL;
-            for (size_t n = 0; n < gc.n; n++)
-                for (size_t o = 0; o < o_all; o++)
-                    memcpy(d + o * pc + n * m.plane, dy + (n * o_all + o) * m.plane,
-                           m.plane * sizeof(T));
+            const T *d = (const T *)dyb;
+            T *db = b && b->grad ? b->grad : NULL;
             for (size_t o = 0; db && o < o_all; o++) {
                 T s = 0;
                 for (size_t q = 0; q < pc; q++)

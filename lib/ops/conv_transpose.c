@@ -33,7 +33,6 @@
  * count).
  */
 #include <inttypes.h>
-#include <string.h>
 
 #include "../kernels/kernels.h"
 #include "ops.h"
@@ -129,14 +128,7 @@ conv_transpose2d_forward(tg_node *nd)
         return TG_OK;
     char *xb = nd->scratch, *dcol = xb + m.c * m.p * es;
     /* x (N, C, plane) -> X (C x N·plane) */
-    TG__DISPATCH(dt, T, {
-        const T *xd = x->data;
-        T *xm = (T *)xb;
-        for (size_t n = 0; n < g.n; n++)
-            for (size_t c = 0; c < m.c; c++)
-                memcpy(xm + c * m.p + n * m.plane, xd + (n * m.c + c) * m.plane,
-                       m.plane * sizeof(T));
-    });
+    tg__planes_to_rows(g.n, m.c, m.plane, m.p, x->data, xb, dt == TG_F64);
     const char *w = nd->in[1]->data;
     for (size_t gi = 0; gi < m.groups; gi++)
         tg__gemm_typed(dt == TG_F64, true, false, m.kg, m.p, m.cg, w + gi * m.cg * m.kg * es, m.kg,
@@ -189,17 +181,7 @@ conv_transpose2d_vjp(tg_node *nd)
                            m.kg, col + gi * m.kg * m.p * es, m.p, 0.0, dxb + gi * m.cg * m.p * es,
                            m.p);
         /* dX (C x N·plane) added to dx (N, C, plane) */
-        TG__DISPATCH(dt, T, {
-            const T *d = (const T *)dxb;
-            T *dx = x->grad;
-            for (size_t n = 0; n < g.n; n++)
-                for (size_t c = 0; c < m.c; c++) {
-                    const T *src = d + c * m.p + n * m.plane;
-                    T *dst = dx + (n * m.c + c) * m.plane;
-                    for (size_t q = 0; q < m.plane; q++)
-                        dst[q] += src[q];
-                }
-        });
+        tg__rows_to_planes(g.n, m.c, m.plane, m.p, dxb, NULL, true, x->grad, dt == TG_F64);
     }
     return TG_OK;
 }
