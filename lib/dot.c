@@ -525,11 +525,12 @@ collect(struct exporter *ex)
 
     for (size_t i = 0; i < ex->o->n_names; i++) {
         const tg_dot_name *dn = &ex->o->names[i];
-        if (dn->tensor && dn->name && !ptrmap_put(&ex->display_names, dn->tensor, i))
+        if (dn->tensor && dn->name &&
+            !ptrmap_put(&ex->display_names, tg__tensor(dn->tensor), i))
             return nomem(ex);
     }
 
-    const tg_tensor *loss = ex->o->loss;
+    const tg_tensor *loss = tg__tensor(ex->o->loss); /* a handle: see tg__handle */
     if (!loss && t->nodes[n - 1]->out->size == 1)
         loss = t->nodes[n - 1]->out;
 

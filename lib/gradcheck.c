@@ -177,7 +177,7 @@ struct fn_runner {
     void *ctx;
     int n;
     bool inputs_held; /* the inputs' tapes are held (tg__tape_hold) */
-    tg_tensor *const *src;
+    tg_tensor **src; /* the tensors behind the caller's handles (tg__tensor) */
     double **vals;  /* current values of each input (perturbed in place) */
     bool *wrt;      /* differentiate with respect to input k */
     const char **names;
@@ -216,6 +216,7 @@ runner_free(struct fn_runner *r)
     tg__free(r->vals);
     tg__free(r->wrt);
     tg__free(r->made);
+    tg__free(r->src);
     tg_tape_free(r->tape);
     memset(r, 0, sizeof *r);
 }
@@ -239,7 +240,14 @@ runner_init(struct fn_runner *r, const char *who, tg_gradcheck_fn fn, void *ctx,
         return TG_ERR_ARG;
     }
     for (int k = 0; k < n_inputs; k++) {
-        const tg_tensor *x = inputs[k];
+        const tg_tensor *x = tg__tensor(inputs[k]);
+        if (x && x->kind == TG__KIND_STALE) {
+            put(msg, msgsize,
+                "%s: input %d is stale: it was made before tg_tape_reset (%d or more resets "
+                "ago: its header now holds a newer tensor)",
+                who, k, TG__HEADER_GENS);
+            return TG_ERR_ARG;
+        }
         if (!x || x->kind == TG__KIND_NIL || !x->data) {
             put(msg, msgsize, "gradcheck: input %d is %s", k,
                 !x ? "NULL" : "the nil tensor returned by a failed call");
@@ -266,21 +274,22 @@ runner_init(struct fn_runner *r, const char *who, tg_gradcheck_fn fn, void *ctx,
     r->fn = fn;
     r->ctx = ctx;
     r->n = n_inputs;
-    r->src = inputs;
+    r->src = tg__calloc((size_t)n_inputs, sizeof *r->src);
     r->tape = tg_tape_new();
     r->vals = tg__calloc((size_t)n_inputs, sizeof *r->vals);
     r->wrt = tg__calloc((size_t)n_inputs, sizeof *r->wrt);
     r->made = tg__calloc((size_t)n_inputs, sizeof *r->made);
-    if (!r->tape || !r->vals || !r->wrt || !r->made)
+    if (!r->src || !r->tape || !r->vals || !r->wrt || !r->made)
         goto nomem;
     for (int k = 0; k < n_inputs; k++) {
-        size_t n = inputs[k]->size;
+        const tg_tensor *x = r->src[k] = tg__tensor(inputs[k]);
+        size_t n = x->size;
         r->vals[k] = tg__malloc((n ? n : 1) * sizeof(double));
         if (!r->vals[k])
             goto nomem;
         for (size_t i = 0; i < n; i++)
-            r->vals[k][i] = inputs[k]->dtype == TG_F32 ? (double)((const float *)inputs[k]->data)[i]
-                                                       : ((const double *)inputs[k]->data)[i];
+            r->vals[k][i] = x->dtype == TG_F32 ? (double)((const float *)x->data)[i]
+                                               : ((const double *)x->data)[i];
         r->wrt[k] = wrt ? wrt[k] : true;
     }
     hold_inputs(r, true);
@@ -379,7 +388,7 @@ static tg_status
 runner_call(struct fn_runner *r, bool backward, double *value)
 {
     tg_tape *t = r->tape;
-    tg_tensor *y = r->fn(t, r->made, r->ctx);
+    tg_tensor *y = tg__tensor(r->fn(t, r->made, r->ctx)); /* a handle: see tg__handle */
     if (tg_tape_status(t) != TG_OK) {
         tg_status s = tg_tape_status(t);
         put(r->msg, r->msgsize, "gradcheck: the function failed when re-run in float64: %s%s",
@@ -430,9 +439,10 @@ runner_grads(struct fn_runner *r, int k)
 {
     size_t n = r->src[k]->size;
     double *g = tg__calloc(n ? n : 1, sizeof *g);
-    if (g && r->made[k]->grad)
+    const double *made_grad = tg_tensor_grad(r->made[k]);
+    if (g && made_grad)
         for (size_t i = 0; i < n; i++)
-            g[i] = ((const double *)r->made[k]->grad)[i];
+            g[i] = made_grad[i];
     return g;
 }
 
@@ -626,10 +636,10 @@ gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inp
         if (!r.wrt[k])
             continue;
         tg_gradcheck_tensor *tr = &rep->tensors[rep->n_tensors++];
-        tr->name = input_name(inputs[k], k);
+        tr->name = input_name(r.src[k], k);
         tr->input = k;
-        tr->size = inputs[k]->size;
-        tg_tensor_shape_string(inputs[k], tr->shape, sizeof tr->shape);
+        tr->size = r.src[k]->size;
+        tg_tensor_shape_string(r.src[k], tr->shape, sizeof tr->shape);
         if (!tr->name) {
             put(rep->message, sizeof rep->message, "gradcheck: out of memory");
             rep->status = TG_ERR_NOMEM;
@@ -768,7 +778,7 @@ solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t siz
     tg_tensor *in[TG_MAX_INPUTS];
     for (int k = 0; k < n->n_in; k++) {
         const tg_tensor *x = n->in[k];
-        in[k] = tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name);
+        in[k] = tg__tensor(tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name));
         if (in[k]->kind == TG__KIND_NIL)
             break;
         for (size_t i = 0; i < x->size; i++)
@@ -782,16 +792,16 @@ solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t siz
         const tg_tensor *x = n->attr.stats[k];
         if (!x)
             continue;
-        attr.stats[k] = tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name);
+        attr.stats[k] = tg__tensor(tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name));
         if (attr.stats[k]->kind != TG__KIND_NIL)
             for (size_t i = 0; i < x->size; i++)
                 store(attr.stats[k]->data, dt, i, load(x->data, x->dtype, i));
     }
     tg_tensor *out = tg_tape_status(s->tape) == TG_OK
-                         ? tg__record(s->tape, n->op, in, n->n_in, &attr, n->ctx)
+                         ? tg__tensor(tg__record(s->tape, n->op, in, n->n_in, &attr, n->ctx))
                          : &s->tape->nil;
     if (out->kind != TG__KIND_NIL)
-        s->seed = tg_tensor_new(s->tape, dt, out->ndim, out->dims, NULL);
+        s->seed = tg__tensor(tg_tensor_new(s->tape, dt, out->ndim, out->dims, NULL));
     if (tg_tape_status(s->tape) != TG_OK) {
         put(msg, size, "re-running the node alone in %s failed: %s", tg_dtype_name(dt),
             tg_tape_error(s->tape));
@@ -1344,10 +1354,10 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
     double **x0 = tg__calloc((size_t)n_inputs, sizeof *x0);
     bool ok = rng && g && d && x0;
     for (int k = 0; ok && k < n_inputs; k++) {
-        size_t n = inputs[k]->size ? inputs[k]->size : 1;
+        size_t n = r.src[k]->size ? r.src[k]->size : 1;
         ok = (d[k] = tg__malloc(n * sizeof(double))) && (x0[k] = tg__malloc(n * sizeof(double)));
         if (ok)
-            memcpy(x0[k], r.vals[k], inputs[k]->size * sizeof(double));
+            memcpy(x0[k], r.vals[k], r.src[k]->size * sizeof(double));
     }
     if (!ok) {
         put(rep->message, sizeof rep->message, "gradcheck taylor: out of memory");
@@ -1370,7 +1380,7 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
      * operands, e.g. log-sum-exp rounds at the scale of the scores even when f is tiny). */
     double slope = 0, sens = fabs(f0) + tape_magnitude(r.tape);
     for (int k = 0; k < n_inputs; k++)
-        for (size_t i = 0; r.wrt[k] && i < inputs[k]->size; i++) {
+        for (size_t i = 0; r.wrt[k] && i < r.src[k]->size; i++) {
             d[k][i] = tg_rng_normal(rng);
             slope += g[k][i] * d[k][i];
             sens += fabs(g[k][i] * x0[k][i]);
@@ -1382,7 +1392,7 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
         double h = ldexp(1.0, -(s + 1)), lin = 0, lin_abs = 0, f;
         rep->h[s] = h;
         for (int k = 0; k < n_inputs; k++)
-            for (size_t i = 0; r.wrt[k] && i < inputs[k]->size; i++) {
+            for (size_t i = 0; r.wrt[k] && i < r.src[k]->size; i++) {
                 r.vals[k][i] = x0[k][i] + h * d[k][i];
                 double step = r.vals[k][i] - x0[k][i]; /* exactly what was applied */
                 lin += g[k][i] * step;
@@ -1390,7 +1400,7 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
             }
         tg_status st = runner_eval(&r, false, &f);
         for (int k = 0; k < n_inputs; k++)
-            memcpy(r.vals[k], x0[k], inputs[k]->size * sizeof(double));
+            memcpy(r.vals[k], x0[k], r.src[k]->size * sizeof(double));
         if (st != TG_OK) {
             rep->status = st;
             goto done;

@@ -33,6 +33,7 @@ enum tg__kind {
     TG__KIND_INPUT,   /* made on a tape by tg_tensor_new/from/wrap */
     TG__KIND_PARAM,   /* lives in a tg_params */
     TG__KIND_OP,      /* output of a node */
+    TG__KIND_STALE,   /* tg__stale: what a handle resolves to once its slot holds a newer tensor */
 };
 
 struct tg_tensor {
@@ -59,7 +60,58 @@ struct tg_tensor {
     tg_params *params;   /* owning parameter set (parameters only) */
     struct tg_node *node; /* producer (ops only) */
     size_t id;           /* tape order of creation, or index in the parameter set */
+    /* Tape tensors: how many tensors this header slot has held, this one included (1 to
+     * TG__SLOT_USES_MAX), kept when the slot is reused; the handle carries it (tg__handle).
+     * 0 for parameters and nil tensors, whose handles are their plain addresses. */
+    uint16_t uses;
 };
+
+/*
+ * Handles. A tape tensor's handle is its header's address with the header slot's use count
+ * in the top 16 bits, where x86-64 user-space addresses hold zeros (bit 47 and up). Every entry
+ * point turns a handle back into the header with tg__tensor before reading it, and that
+ * compares the handle's count with the slot's: once the slot holds a newer tensor (a later
+ * step's), the counts differ and the handle resolves to tg__stale, which every check rejects.
+ * So a handle of any age is caught, for the cost of a shift and a compare; a handle up to
+ * TG__HEADER_GENS - 1 resets old also still finds its own header (the ring in tape.c), so its
+ * message can name its generation. A slot that has held TG__SLOT_USES_MAX tensors is retired
+ * (never given out again) rather than let its count wrap. Elsewhere (AArch64 heaps may tag
+ * the top byte themselves; 32-bit builds have no spare bits) handles are plain addresses and
+ * the ring's guarantee is what is left.
+ */
+#define TG__SLOT_USES_MAX UINT16_MAX
+#if defined(__x86_64__)
+#define TG__HANDLE_SHIFT 48
+#endif
+extern tg_tensor tg__stale;
+
+/* The handle to give the caller for x (NULL and the nil tensor pass through). */
+static inline tg_tensor *
+tg__handle(tg_tensor *x)
+{
+#ifdef TG__HANDLE_SHIFT
+    if (x && x->uses && !((uintptr_t)x >> TG__HANDLE_SHIFT))
+        return (tg_tensor *)((uintptr_t)x | (uintptr_t)x->uses << TG__HANDLE_SHIFT);
+#endif
+    return x;
+}
+
+/* The header behind a caller's handle h: h's own tensor, or &tg__stale when h's slot has
+ * since been given to a newer tensor. Also takes a plain address (our own pointers, already
+ * resolved), so resolving twice is harmless. */
+static inline tg_tensor *
+tg__tensor(const tg_tensor *h)
+{
+#ifdef TG__HANDLE_SHIFT
+    uintptr_t v = (uintptr_t)h;
+    unsigned uses = (unsigned)(v >> TG__HANDLE_SHIFT);
+    if (uses) {
+        tg_tensor *x = (tg_tensor *)(v & (((uintptr_t)1 << TG__HANDLE_SHIFT) - 1));
+        return x->uses == uses ? x : &tg__stale;
+    }
+#endif
+    return (tg_tensor *)h;
+}
 
 /* Bytes of x's data. Never overflows: sizes are checked when shapes are made. */
 static inline size_t
@@ -177,6 +229,7 @@ struct tg_tape {
     struct tg__header_seg *hdr_cur, *hdr_prev;
     size_t hdr_idx;
     size_t hdr_slots, hdr_bytes;
+    size_t hdr_retired; /* slots that have held TG__SLOT_USES_MAX tensors: skipped for good */
     /* tg_tape_set_memory_limit: caps arena + headers together; a refusal is named in the
      * error (tg__vfail) */
     struct tg__arena_budget budget;
@@ -221,9 +274,10 @@ tg_tensor *tg__fail(tg_tape *t, tg_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 tg_tensor *tg__vfail(tg_tape *t, tg_status s, const char *fmt, va_list ap);
 
-/* Checks that x can be used as an operand of `op` on t: not NULL, not nil, same tape or a
- * parameter, not stale. Sets the tape's error naming `op` and `arg` otherwise. */
-bool tg__operand_ok(tg_tape *t, const char *op, const char *arg, const tg_tensor *x);
+/* The tensor behind handle h if it can be used as an operand of `op` on t: not NULL, not
+ * nil, same tape or a parameter, not stale. NULL otherwise, with the tape's error set naming
+ * `op` and `arg`. */
+tg_tensor *tg__operand(tg_tape *t, const char *op, const char *arg, const tg_tensor *h);
 
 /* Allocate a tensor header + data on the tape (data zeroed when zero is set). */
 tg_tensor *tg__tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim,

@@ -11,6 +11,10 @@
 #include "internal.h"
 #include "kernels/kernels.h"
 
+/* What a handle resolves to once its header slot holds a newer tensor (tg__tensor): every
+ * check rejects it (tg__operand, the accessors of tensor.c), and nothing writes to it. */
+tg_tensor tg__stale = {.kind = TG__KIND_STALE, .dtype = TG_F64};
+
 tg_tape *
 tg_tape_new(void)
 {
@@ -198,33 +202,41 @@ tg_tape_node(const tg_tape *t, size_t i)
     return t && i < t->n_nodes ? t->nodes[i] : NULL;
 }
 
-bool
-tg__operand_ok(tg_tape *t, const char *op, const char *arg, const tg_tensor *x)
+tg_tensor *
+tg__operand(tg_tape *t, const char *op, const char *arg, const tg_tensor *h)
 {
-    if (!x) {
+    if (!h) {
         tg__fail(t, TG_ERR_ARG, "%s: %s is NULL", op, arg);
-        return false;
+        return NULL;
     }
+    tg_tensor *x = tg__tensor(h);
     if (x->kind == TG__KIND_NIL) {
         tg__fail(t, TG_ERR_ARG, "%s: %s is the nil tensor returned by a failed call%s", op, arg,
                  x->tape == t ? "" : " on another tape");
-        return false;
+        return NULL;
     }
     if (x->kind == TG__KIND_PARAM)
-        return true;
+        return x;
+    if (x->kind == TG__KIND_STALE) {
+        tg__fail(t, TG_ERR_ARG,
+                 "%s: %s is stale: it was made before tg_tape_reset (%d or more resets ago: "
+                 "its header now holds a newer tensor)",
+                 op, arg, TG__HEADER_GENS);
+        return NULL;
+    }
     if (x->tape != t) {
         tg__fail(t, TG_ERR_ARG, "%s: %s %s belongs to another tape (%p), not this one (%p)", op,
                  arg, tg__name_text(x).s, (void *)x->tape, (void *)t);
-        return false;
+        return NULL;
     }
     if (x->gen != t->gen) {
         tg__fail(t, TG_ERR_ARG,
                  "%s: %s is stale: it was made before tg_tape_reset (generation %" PRIu64
                  ", tape is at %" PRIu64 ")",
                  op, arg, x->gen, t->gen);
-        return false;
+        return NULL;
     }
-    return true;
+    return x;
 }
 
 static char *
@@ -248,10 +260,12 @@ arena_strdup(tg_tape *t, const char *s)
  * headers are taken in order from a ring of slots, and a slot is handed to a new tensor only
  * when the tensor it held is at least TG__HEADER_GENS generations old (else the ring grows at
  * the cursor). A handle up to TG__HEADER_GENS - 1 resets old therefore always finds its own
- * header and its own generation, and every check (tg__operand_ok, the accessors of tensor.c)
- * rejects it. An older one is still rejected unless its slot has been given to a tensor of the
- * current step; no scheme with bounded memory can do better, since the same address then is
- * that tensor's handle too.
+ * header and its own generation, and every check (tg__operand, the accessors of tensor.c)
+ * rejects it naming both generations. An older one may find its slot given to a newer tensor;
+ * the use count its handle carries (tg__handle in internal.h) then differs from the slot's, and
+ * it resolves to tg__stale. A slot whose count has reached TG__SLOT_USES_MAX is retired: it is
+ * skipped from then on and not counted as room, so a tape that has run a million resets or so
+ * grows by one ring's worth, once.
  *
  * The ring keeps at least TG__HEADER_GENS times the headers of the largest step so far, so a
  * repeated step finds every slot it needs old enough and allocates nothing; memory is
@@ -321,18 +335,26 @@ static tg_tensor *
 header_slot(tg_tape *t)
 {
     size_t need = t->n_tensors + 1;
-    bool grow = !t->hdr_cur || t->hdr_slots / TG__HEADER_GENS < need;
-    if (!grow) {
-        if (t->hdr_idx == t->hdr_cur->n) {
-            t->hdr_prev = t->hdr_cur;
-            t->hdr_cur = t->hdr_cur->next;
-            t->hdr_idx = 0;
+    for (;;) {
+        bool grow = !t->hdr_cur || (t->hdr_slots - t->hdr_retired) / TG__HEADER_GENS < need;
+        if (!grow) {
+            if (t->hdr_idx == t->hdr_cur->n) {
+                t->hdr_prev = t->hdr_cur;
+                t->hdr_cur = t->hdr_cur->next;
+                t->hdr_idx = 0;
+            }
+            const tg_tensor *old = &t->hdr_cur->slots[t->hdr_idx];
+            if (old->uses == TG__SLOT_USES_MAX) { /* retired; the room check above ensures
+                                                   * a live slot is ahead */
+                t->hdr_idx++;
+                continue;
+            }
+            grow = old->tape && t->gen - old->gen < TG__HEADER_GENS;
         }
-        const tg_tensor *old = &t->hdr_cur->slots[t->hdr_idx];
-        grow = old->tape && t->gen - old->gen < TG__HEADER_GENS;
+        if (grow && !header_grow(t, need))
+            return NULL;
+        break;
     }
-    if (grow && !header_grow(t, need))
-        return NULL;
     return &t->hdr_cur->slots[t->hdr_idx++];
 }
 
@@ -357,7 +379,11 @@ tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *
         return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for a %s tensor %s",
                         what, size * tg_dtype_size(dt), tg_dtype_name(dt),
                         tg__shape_dims_text(ndim, dims).s);
+    uint16_t uses = x->uses + 1; /* kept across the slot's tensors: see tg__handle */
+    if (uses == TG__SLOT_USES_MAX)
+        t->hdr_retired++;
     memset(x, 0, sizeof *x);
+    x->uses = uses;
     x->dtype = dt;
     x->ndim = ndim;
     memcpy(x->dims, dims, (size_t)ndim * sizeof *dims);
@@ -481,12 +507,13 @@ tg__record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
 }
 
 static tg_tensor *
-record_node(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
             const struct tg__attr *attr, void *ctx, bool zero_output, bool view);
 
 /* Every recording goes through here: the op's callbacks run with the tape marked busy, so a
  * callback that records on, resets, runs backward on or frees this tape is refused (and the
- * recording fails naming the op) instead of pulling the step's memory from under it. */
+ * recording fails naming the op) instead of pulling the step's memory from under it. Takes
+ * the caller's handles and gives one back (tg__handle). */
 static tg_tensor *
 record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct tg__attr *attr,
        void *ctx, bool zero_output, bool view)
@@ -495,22 +522,23 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
         return fail_busy(t, op->name);
     tg_tensor *out = record_node(t, op, in, n_in, attr, ctx, zero_output, view);
     t->busy_node = NULL;
-    return out;
+    return tg__handle(out);
 }
 
 static tg_tensor *
-record_node(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in,
+record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
             const struct tg__attr *attr, void *ctx, bool zero_output, bool view)
 {
     if (t->status != TG_OK)
         return &t->nil;
-    if (n_in < 1 || n_in > TG_MAX_INPUTS || !in)
+    if (n_in < 1 || n_in > TG_MAX_INPUTS || !handles)
         return tg__fail(t, TG_ERR_ARG, "%s: %d inputs given (a node takes 1 to %d)", op->name,
                         n_in, TG_MAX_INPUTS);
+    tg_tensor *in[TG_MAX_INPUTS];
     for (int i = 0; i < n_in; i++) {
         char argname[32];
         snprintf(argname, sizeof argname, "input %d", i);
-        if (!tg__operand_ok(t, op->name, argname, in[i]))
+        if (!(in[i] = tg__operand(t, op->name, argname, handles[i])))
             return &t->nil;
     }
     for (int i = 1; i < n_in; i++)
@@ -896,7 +924,7 @@ tg_backward(tg_tape *t, tg_tensor *loss)
     }
     if (t->status != TG_OK)
         return t->status;
-    if (!tg__operand_ok(t, "backward", "loss", loss))
+    if (!(loss = tg__operand(t, "backward", "loss", loss)))
         return t->status;
     if (loss->size != 1) {
         tg__fail(t, TG_ERR_NOT_SCALAR,
@@ -919,8 +947,8 @@ tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     }
     if (t->status != TG_OK)
         return t->status;
-    if (!tg__operand_ok(t, "backward", "output", out) ||
-        !tg__operand_ok(t, "backward", "seed", seed))
+    if (!(out = tg__operand(t, "backward", "output", out)) ||
+        !(seed = tg__operand(t, "backward", "seed", seed)))
         return t->status;
     if (seed->dtype != out->dtype || seed->ndim != out->ndim ||
         memcmp(seed->dims, out->dims, (size_t)out->ndim * sizeof out->dims[0]) != 0) {

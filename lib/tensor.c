@@ -15,23 +15,24 @@
             return &(t)->nil;                                                                  \
     } while (0)
 
-/* False for a tape tensor made before the tape's last reset. Its header is intact (header
- * slots are not reused for TG__HEADER_GENS resets, see header_slot in tape.c) but its data,
- * gradient and name live in the main arena and may by now belong to a tensor of the current
- * step, so the accessors below must not hand them out or write through them (nor its
- * producing node, also in the arena). Shape and dtype are in the header and stay readable. */
+/* False for a tape tensor made before the tape's last reset. Up to TG__HEADER_GENS - 1 resets
+ * old its header is intact (see header_slot in tape.c) but its data, gradient and name live in
+ * the main arena and may by now belong to a tensor of the current step, so the accessors below
+ * must not hand them out or write through them (nor its producing node, also in the arena);
+ * shape and dtype are in the header and stay readable. An older handle may resolve to
+ * tg__stale instead (its slot holds a newer tensor), which reads as a 0-d float64. */
 static bool
 current(const tg_tensor *x)
 {
-    return x->kind == TG__KIND_PARAM || x->kind == TG__KIND_NIL || !x->tape ||
-           x->gen == x->tape->gen;
+    return x->kind == TG__KIND_PARAM || x->kind == TG__KIND_NIL ||
+           (x->kind != TG__KIND_STALE && (!x->tape || x->gen == x->tape->gen));
 }
 
 tg_tensor *
 tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims, const char *name)
 {
     TAPE_OR_NULL(t);
-    return tg__tape_tensor(t, "tensor", dt, ndim, dims, true, name);
+    return tg__handle(tg__tape_tensor(t, "tensor", dt, ndim, dims, true, name));
 }
 
 tg_tensor *
@@ -45,7 +46,7 @@ tg_tensor_from(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims, const voi
     tg_tensor *x = tg__tape_tensor(t, "tensor", dt, ndim, dims, false, name);
     if (x->kind != TG__KIND_NIL)
         memcpy(x->data, data, tg__nbytes(x));
-    return x;
+    return tg__handle(x);
 }
 
 tg_tensor *
@@ -69,7 +70,7 @@ tg_tensor_wrap(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims, void *dat
     memcpy(x->dims, dims, (size_t)ndim * sizeof *dims);
     x->size = size;
     x->data = data;
-    return x;
+    return tg__handle(x);
 }
 
 tg_tensor *
@@ -84,6 +85,7 @@ tg_matrix(tg_tape *t, tg_dtype dt, int64_t rows, int64_t cols, const void *data,
 void
 tg_tensor_set_requires_grad(tg_tensor *x, bool on)
 {
+    x = tg__tensor(x);
     if (x && x->kind == TG__KIND_INPUT && current(x))
         x->requires_grad = on;
 }
@@ -91,54 +93,63 @@ tg_tensor_set_requires_grad(tg_tensor *x, bool on)
 bool
 tg_tensor_requires_grad(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && x->requires_grad;
 }
 
 bool
 tg_tensor_is_param(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && x->kind == TG__KIND_PARAM;
 }
 
 tg_node *
 tg_tensor_node(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && current(x) ? x->node : NULL; /* nodes live in the tape's arena */
 }
 
 tg_dtype
 tg_tensor_dtype(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x ? x->dtype : TG_F64;
 }
 
 int
 tg_tensor_ndim(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x ? x->ndim : 0;
 }
 
 int64_t
 tg_tensor_dim(const tg_tensor *x, int axis)
 {
+    x = tg__tensor(x);
     return x && axis >= 0 && axis < x->ndim ? x->dims[axis] : 0;
 }
 
 size_t
 tg_tensor_size(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x ? x->size : 0;
 }
 
 const char *
 tg_tensor_name(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && current(x) ? x->name : NULL; /* a tape tensor's name is in the tape's arena */
 }
 
 char *
 tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size)
 {
+    x = tg__tensor(x);
     if (!buf || size == 0)
         return buf;
     snprintf(buf, size, "%s", x ? tg__shape_text(x).s : "(null)");
@@ -148,12 +159,14 @@ tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size)
 void *
 tg_tensor_data(tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && x->kind != TG__KIND_NIL && current(x) ? x->data : NULL;
 }
 
 void *
 tg_tensor_grad(tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && current(x) ? x->grad : NULL;
 }
 
@@ -166,6 +179,7 @@ element(const void *v, tg_dtype dt, size_t i)
 double
 tg_tensor_get(const tg_tensor *x, size_t i)
 {
+    x = tg__tensor(x);
     if (!x || !x->data || i >= x->size || !current(x))
         return NAN;
     return element(x->data, x->dtype, i);
@@ -174,6 +188,7 @@ tg_tensor_get(const tg_tensor *x, size_t i)
 double
 tg_tensor_grad_get(const tg_tensor *x, size_t i)
 {
+    x = tg__tensor(x);
     if (!x || !x->grad || i >= x->size || !current(x))
         return NAN;
     return element(x->grad, x->dtype, i);
@@ -182,6 +197,7 @@ tg_tensor_grad_get(const tg_tensor *x, size_t i)
 double
 tg_tensor_item(const tg_tensor *x)
 {
+    x = tg__tensor(x);
     return x && x->size == 1 ? tg_tensor_get(x, 0) : NAN;
 }
 
@@ -194,6 +210,7 @@ writable(const tg_tensor *x)
 tg_status
 tg_tensor_read(const tg_tensor *x, double *dst, size_t n)
 {
+    x = tg__tensor(x);
     if (writable(x) != TG_OK || !dst || n != x->size)
         return TG_ERR_ARG;
     for (size_t i = 0; i < n; i++)
@@ -204,6 +221,7 @@ tg_tensor_read(const tg_tensor *x, double *dst, size_t n)
 tg_status
 tg_tensor_write(tg_tensor *x, const double *src, size_t n)
 {
+    x = tg__tensor(x);
     if (writable(x) != TG_OK || !src || n != x->size)
         return TG_ERR_ARG;
     TG__DISPATCH(x->dtype, T, {
@@ -217,6 +235,7 @@ tg_tensor_write(tg_tensor *x, const double *src, size_t n)
 tg_status
 tg_tensor_fill(tg_tensor *x, double value)
 {
+    x = tg__tensor(x);
     if (writable(x) != TG_OK)
         return TG_ERR_ARG;
     TG__DISPATCH(x->dtype, T, {
@@ -230,6 +249,7 @@ tg_tensor_fill(tg_tensor *x, double value)
 tg_status
 tg_tensor_fill_uniform(tg_tensor *x, tg_rng *r, double lo, double hi)
 {
+    x = tg__tensor(x);
     if (writable(x) != TG_OK || !r || !isfinite(lo) || !isfinite(hi) || hi < lo)
         return TG_ERR_ARG;
     TG__DISPATCH(x->dtype, T, {
@@ -243,6 +263,7 @@ tg_tensor_fill_uniform(tg_tensor *x, tg_rng *r, double lo, double hi)
 tg_status
 tg_tensor_fill_normal(tg_tensor *x, tg_rng *r, double mean, double std)
 {
+    x = tg__tensor(x);
     if (writable(x) != TG_OK || !r || !isfinite(mean) || !isfinite(std) || std < 0)
         return TG_ERR_ARG;
     TG__DISPATCH(x->dtype, T, {
@@ -269,6 +290,7 @@ fans(const tg_tensor *w, double *fan_in, double *fan_out)
 tg_status
 tg_init_xavier_uniform(tg_tensor *w, tg_rng *r)
 {
+    w = tg__tensor(w);
     double in, out;
     if (!fans(w, &in, &out))
         return TG_ERR_ARG;
@@ -280,6 +302,7 @@ tg_init_xavier_uniform(tg_tensor *w, tg_rng *r)
 tg_status
 tg_init_he_normal(tg_tensor *w, tg_rng *r)
 {
+    w = tg__tensor(w);
     double in, out;
     if (!fans(w, &in, &out))
         return TG_ERR_ARG;

@@ -212,10 +212,10 @@ run_big(const struct big_case *c, tg_dtype dt, int threads)
     size_t es = tg_dtype_size(dt);
     r.n_bytes = (r.ny + r.na + r.nb) * es;
     r.bytes = malloc(r.n_bytes);
-    memcpy(r.bytes, y->data, r.ny * es);
-    memcpy(r.bytes + r.ny * es, a->grad, r.na * es);
+    memcpy(r.bytes, tg_tensor_data(y), r.ny * es);
+    memcpy(r.bytes + r.ny * es, tg_tensor_grad(a), r.na * es);
     if (b)
-        memcpy(r.bytes + (r.ny + r.na) * es, b->grad, r.nb * es);
+        memcpy(r.bytes + (r.ny + r.na) * es, tg_tensor_grad(b), r.nb * es);
     r.y = read_all(y, false);
     r.av = read_all(a, false);
     r.da = read_all(a, true);

@@ -188,13 +188,16 @@ TG_API bool tg_tape_training(const tg_tape *t); /**< True in training mode; fals
  * Do not keep a tape tensor across a reset. One made before a reset is caught: an op or
  * backward given it fails with TG_ERR_ARG ("... is stale: it was made before
  * tg_tape_reset"), and the accessors below neither read nor write the memory it had (data,
- * grad, name and node give NULL, get NaN, read/write/fill TG_ERR_ARG; shape and dtype still
- * answer). This holds for a handle up to 15 resets old whatever ran in between (a tensor's
- * header is not reused for 15 resets; the tape keeps 16 steps' worth of headers, about
- * 2.3 KiB per tensor of a step, and allocates no more once a step has run). An older handle
- * is caught too unless its header has been given to a tensor of the current step, which it
- * then stands for. After tg_tape_free() every tensor of the tape is gone. Parameters
- * (tg_params) are not tape tensors and stay valid.
+ * grad, name and node give NULL, get NaN, read/write/fill TG_ERR_ARG). This holds for a
+ * handle of any age. Up to 15 resets old it still finds its own header (the tape keeps 16
+ * steps' worth of headers, about 2.3 KiB per tensor of a step, and allocates no more once a
+ * step has run), so the message names its generation and its shape and dtype still answer;
+ * an older one whose header now holds a newer tensor is told apart by the use count its
+ * handle carries ("... 16 or more resets ago"), and reads as a 0-d float64. (That count lives
+ * in the top 16 bits of the handle on x86-64; on other targets handles are plain addresses and
+ * only the 15-reset guarantee holds.) Handles compare equal exactly when they are the same
+ * tensor. After tg_tape_free() every tensor of the tape is gone. Parameters (tg_params) are
+ * not tape tensors and stay valid.
  * @{ */
 /** A zero-filled tensor. dims has ndim entries, each >= 0. */
 TG_API tg_tensor *tg_tensor_new(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims,

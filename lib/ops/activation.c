@@ -161,7 +161,7 @@ tg_elu(tg_tape *t, tg_tensor *x, double alpha)
     if (!t)
         return NULL;
     if (t->status == TG_OK && !isfinite(alpha)) {
-        if (!tg__operand_ok(t, "elu", "x", x))
+        if (!(x = tg__operand(t, "elu", "x", x)))
             return &t->nil;
         return tg__fail(t, TG_ERR_ARG, "elu %s: alpha %g is not finite", tg__name_text(x).s,
                         alpha);

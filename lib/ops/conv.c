@@ -323,9 +323,9 @@ tg_conv2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_op
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "conv2d", "x", x) ||
-        !tg__operand_ok(t, "conv2d", "weight", w) ||
-        (b && !tg__operand_ok(t, "conv2d", "bias", b)))
+    if (t->status != TG_OK || !(x = tg__operand(t, "conv2d", "x", x)) ||
+        !(w = tg__operand(t, "conv2d", "weight", w)) ||
+        (b && !(b = tg__operand(t, "conv2d", "bias", b))))
         return &t->nil;
     tg_conv_options o = opt ? *opt : tg_conv_defaults();
     struct tg__attr attr = {0};
@@ -341,9 +341,9 @@ tg_conv1d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_op
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "conv1d", "x", x) ||
-        !tg__operand_ok(t, "conv1d", "weight", w) ||
-        (b && !tg__operand_ok(t, "conv1d", "bias", b)))
+    if (t->status != TG_OK || !(x = tg__operand(t, "conv1d", "x", x)) ||
+        !(w = tg__operand(t, "conv1d", "weight", w)) ||
+        (b && !(b = tg__operand(t, "conv1d", "bias", b))))
         return &t->nil;
     if (x->ndim != 3 || w->ndim != 3)
         return tg__fail(t, TG_ERR_SHAPE,
@@ -365,7 +365,7 @@ tg_conv1d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_op
     tg_tensor *w4 = tg_reshape(t, w, 4, (int64_t[]){w->dims[0], w->dims[1], 1, w->dims[2]});
     if (t->status != TG_OK)
         return &t->nil;
-    tg_tensor *y = conv_record(t, x4, w4, b, &attr);
+    tg_tensor *y = tg__tensor(conv_record(t, x4, w4, b, &attr));
     if (t->status != TG_OK)
         return &t->nil;
     return tg_reshape(t, y, 3, (int64_t[]){y->dims[0], y->dims[1], y->dims[3]});

@@ -335,9 +335,9 @@ tg_conv_transpose2d(tg_tape *t, tg_tensor *x, tg_tensor *w, tg_tensor *b,
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "conv_transpose2d", "x", x) ||
-        !tg__operand_ok(t, "conv_transpose2d", "weight", w) ||
-        (b && !tg__operand_ok(t, "conv_transpose2d", "bias", b)))
+    if (t->status != TG_OK || !(x = tg__operand(t, "conv_transpose2d", "x", x)) ||
+        !(w = tg__operand(t, "conv_transpose2d", "weight", w)) ||
+        (b && !(b = tg__operand(t, "conv_transpose2d", "bias", b))))
         return &t->nil;
     tg_conv_transpose_options o = opt ? *opt : tg_conv_transpose_defaults();
     struct tg__attr attr = {0};

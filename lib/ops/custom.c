@@ -50,13 +50,13 @@ tg_node_input_count(const tg_node *n)
 tg_tensor *
 tg_node_input(const tg_node *n, int i)
 {
-    return n && i >= 0 && i < n->n_in ? n->in[i] : NULL;
+    return n && i >= 0 && i < n->n_in ? tg__handle(n->in[i]) : NULL;
 }
 
 tg_tensor *
 tg_node_output(const tg_node *n)
 {
-    return n ? n->out : NULL;
+    return n ? tg__handle(n->out) : NULL;
 }
 
 void *

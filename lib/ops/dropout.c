@@ -86,13 +86,13 @@ tg_dropout(tg_tape *t, tg_tensor *x, double p, tg_rng *rng)
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "dropout", "x", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, "dropout", "x", x)))
         return &t->nil;
     if (!(p >= 0 && p < 1))
         return tg__fail(t, TG_ERR_ARG, "dropout %s %s: p = %g must be in [0, 1)",
                         tg__name_text(x).s, tg__shape_text(x).s, p);
     if (t->eval || p == 0)
-        return x; /* as PyTorch: the input itself, nothing recorded */
+        return tg__handle(x); /* as PyTorch: the input itself, nothing recorded */
     if (!rng)
         return tg__fail(t, TG_ERR_ARG, "dropout %s: rng is NULL (the mask's generator)",
                         tg__name_text(x).s);

@@ -748,7 +748,7 @@ tg_scale(tg_tape *t, tg_tensor *x, double c)
     /* The factor's error names x, so x is validated first: a stale or foreign handle must be
      * reported as such, not read (found by fuzz-graph: a stale handle's name pointer). */
     if (t->status == TG_OK && !isfinite(c)) {
-        if (!tg__operand_ok(t, "scale", "x", x))
+        if (!(x = tg__operand(t, "scale", "x", x)))
             return &t->nil; /* tg__operand_ok recorded the error */
         return tg__fail(t, TG_ERR_ARG, "scale %s: factor %g is not finite",
                         tg__name_text(x).s, c);

@@ -89,7 +89,7 @@ record_pair(tg_tape *t, const tg_op *op, tg_tensor *a, tg_tensor *y, double c, b
         return NULL;
     bool huber = op == &tg__op_huber;
     if (t->status == TG_OK && check_c && !(isfinite(c) && (huber ? c > 0 : c >= 0))) {
-        if (!tg__operand_ok(t, op->name, "input", a))
+        if (!(a = tg__operand(t, op->name, "input", a)))
             return &t->nil;
         return tg__fail(t, TG_ERR_ARG, "%s %s: %s %g must be finite and %s", op->name,
                         tg__name_text(a).s, huber ? "delta" : "beta", c, huber ? "> 0" : ">= 0");

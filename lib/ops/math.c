@@ -93,7 +93,7 @@ tg_pow(tg_tape *t, tg_tensor *x, double p)
     if (!t)
         return NULL;
     if (t->status == TG_OK && !isfinite(p)) {
-        if (!tg__operand_ok(t, "pow", "x", x))
+        if (!(x = tg__operand(t, "pow", "x", x)))
             return &t->nil;
         return tg__fail(t, TG_ERR_ARG, "pow %s: exponent %g is not finite", tg__name_text(x).s,
                         p);
@@ -119,7 +119,7 @@ tg_clamp(tg_tape *t, tg_tensor *x, double lo, double hi)
     if (!t)
         return NULL;
     if (t->status == TG_OK && (isnan(lo) || isnan(hi))) {
-        if (!tg__operand_ok(t, "clamp", "x", x))
+        if (!(x = tg__operand(t, "clamp", "x", x)))
             return &t->nil;
         return tg__fail(t, TG_ERR_ARG, "clamp %s: bound %s is NaN (use ±INFINITY for no bound)",
                         tg__name_text(x).s, isnan(lo) ? "lo" : "hi");

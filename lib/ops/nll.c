@@ -61,7 +61,7 @@ static bool
 cls_attr(tg_tape *t, const char *op, tg_tensor *x, const int32_t *labels, size_t n_labels,
          int class_axis, const double *weight, double smoothing, struct tg__attr *attr)
 {
-    if (t->status != TG_OK || !tg__operand_ok(t, op, "scores", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, op, "scores", x)))
         return false;
     if (x->ndim != 2 || (class_axis != 0 && class_axis != 1)) {
         tg__fail(t, TG_ERR_SHAPE, "%s %s: needs a 2-D input and class_axis 0 or 1, got %s and %d",

@@ -307,12 +307,14 @@ const tg_op tg__op_batch_norm = {
     .shapes = "x (N,C,…), γ, β, running mean and var (C) -> same as x",
 };
 
+/* Checks the per-channel vector *h (optional: NULL passes) and resolves the handle in place. */
 static bool
-channel_vector(tg_tape *t, const tg_tensor *x, const tg_tensor *v, const char *what)
+channel_vector(tg_tape *t, const tg_tensor *x, tg_tensor **h, const char *what)
 {
-    if (!v)
+    if (!*h)
         return true;
-    if (!tg__operand_ok(t, "batch_norm", what, v))
+    const tg_tensor *v = *h = tg__operand(t, "batch_norm", what, *h);
+    if (!v)
         return false;
     if (v->ndim != 1 || v->dims[0] != x->dims[1] || v->dtype != x->dtype) {
         tg__fail(t, v->dtype != x->dtype ? TG_ERR_DTYPE : TG_ERR_SHAPE,
@@ -340,14 +342,14 @@ tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "batch_norm", "x", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, "batch_norm", "x", x)))
         return &t->nil;
     if (x->ndim < 2)
         return tg__fail(t, TG_ERR_SHAPE, "batch_norm %s %s: expected x (N, C, ...) of rank >= 2",
                         tg__name_text(x).s, tg__shape_text(x).s);
-    if (!channel_vector(t, x, gamma, "weight") || !channel_vector(t, x, beta, "bias") ||
-        !channel_vector(t, x, running_mean, "running_mean") ||
-        !channel_vector(t, x, running_var, "running_var"))
+    if (!channel_vector(t, x, &gamma, "weight") || !channel_vector(t, x, &beta, "bias") ||
+        !channel_vector(t, x, &running_mean, "running_mean") ||
+        !channel_vector(t, x, &running_var, "running_var"))
         return &t->nil;
     if (!(eps > 0) || !isfinite(eps) || !(momentum >= 0 && momentum <= 1))
         return tg__fail(t, TG_ERR_ARG,
@@ -545,7 +547,7 @@ tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_tensor *gamma, tg_ten
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "group_norm", "x", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, "group_norm", "x", x)))
         return &t->nil;
     if (x->ndim < 2)
         return tg__fail(t, TG_ERR_SHAPE, "group_norm %s %s: expected x (N, C, ...) of rank >= 2",
@@ -563,7 +565,7 @@ tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_tensor *gamma, tg_ten
     for (int k = 0; k < 2; k++) {
         if (!v[k])
             continue;
-        if (!tg__operand_ok(t, "group_norm", what[k], v[k]))
+        if (!(v[k] = tg__operand(t, "group_norm", what[k], v[k])))
             return &t->nil;
         if (v[k]->ndim != 1 || v[k]->dims[0] != x->dims[1])
             return tg__fail(t, TG_ERR_SHAPE,

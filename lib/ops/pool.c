@@ -127,7 +127,7 @@ pool2d(tg_tape *t, const tg_op *op, tg_tensor *x, const int64_t *kernel, const i
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, op->name, "x", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, op->name, "x", x)))
         return &t->nil;
     if (x->ndim != 4)
         return tg__fail(t, TG_ERR_SHAPE, "%s %s %s: expected x (N, C, H, W)", op->name,
@@ -184,7 +184,7 @@ tg_global_avg_pool2d(tg_tape *t, tg_tensor *x)
 {
     if (!t)
         return NULL;
-    if (t->status != TG_OK || !tg__operand_ok(t, "global_avg_pool2d", "x", x))
+    if (t->status != TG_OK || !(x = tg__operand(t, "global_avg_pool2d", "x", x)))
         return &t->nil;
     if (x->ndim != 4)
         return tg__fail(t, TG_ERR_SHAPE, "global_avg_pool2d %s %s: expected x (N, C, H, W)",

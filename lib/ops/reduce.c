@@ -65,7 +65,7 @@ tg__axes_mask(tg_tape *t, const char *op, const tg_tensor *x, const int *axes, i
 {
     if (t->status != TG_OK)
         return false;
-    if (!tg__operand_ok(t, op, "x", x))
+    if (!(x = tg__operand(t, op, "x", x)))
         return false;
     if (n_axes < 0 || (n_axes > 0 && !axes)) {
         tg__fail(t, TG_ERR_ARG, "%s %s: %d axes given%s", op, tg__name_text(x).s, n_axes,
@@ -628,7 +628,7 @@ tg_tensor *
 tg_var(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, int correction, bool keepdims)
 {
     if (t && t->status == TG_OK && correction < 0) {
-        if (!tg__operand_ok(t, "var", "x", x))
+        if (!(x = tg__operand(t, "var", "x", x)))
             return &t->nil;
         return tg__fail(t, TG_ERR_ARG, "var %s: correction %d is negative", tg__name_text(x).s,
                         correction);

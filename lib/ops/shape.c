@@ -89,11 +89,11 @@ walk_scatter_add(const struct walk *w, const tg_node *nd)
     });
 }
 
-/* Checks t and x before an op reads x's shape. */
-static bool
+/* The tensor behind handle x, checked (and t) before an op reads its shape; NULL on error. */
+static tg_tensor *
 operand(tg_tape *t, const char *op, tg_tensor *x)
 {
-    return t->status == TG_OK && tg__operand_ok(t, op, "x", x);
+    return t->status == TG_OK ? tg__operand(t, op, "x", x) : NULL;
 }
 
 /* dx += dy over the whole tensor (reshape; the same element order) */
@@ -156,7 +156,7 @@ tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims)
 {
     if (!t)
         return NULL;
-    if (!operand(t, "reshape", x))
+    if (!(x = operand(t, "reshape", x)))
         return &t->nil;
     if (ndim < 1 || ndim > TG_MAX_DIMS || !dims)
         return tg__fail(t, TG_ERR_ARG, "reshape %s: rank %d%s (must be 1 … %d)",
@@ -221,8 +221,7 @@ tg_detach(tg_tape *t, tg_tensor *x)
     if (!t)
         return NULL;
     tg_tensor *y = tg__record_view(t, &tg__op_detach, x, NULL);
-    if (y->kind != TG__KIND_NIL)
-        y->requires_grad = false;
+    tg__tensor(y)->requires_grad = false; /* harmless on the nil tensor */
     return y;
 }
 
@@ -285,7 +284,7 @@ tg_permute(tg_tape *t, tg_tensor *x, const int *perm)
 {
     if (!t)
         return NULL;
-    if (!operand(t, "permute", x))
+    if (!(x = operand(t, "permute", x)))
         return &t->nil;
     if (!perm)
         return tg__fail(t, TG_ERR_ARG, "permute %s: perm is NULL", tg__name_text(x).s);
@@ -364,7 +363,7 @@ tg_expand(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims)
 {
     if (!t)
         return NULL;
-    if (!operand(t, "expand", x))
+    if (!(x = operand(t, "expand", x)))
         return &t->nil;
     if (ndim < x->ndim || ndim > TG_MAX_DIMS || !dims)
         return tg__fail(t, TG_ERR_SHAPE, "expand %s %s: to rank %d%s (must be %d … %d)",
@@ -450,7 +449,7 @@ tg_slice(tg_tape *t, tg_tensor *x, const int64_t *start, const int64_t *stop,
 {
     if (!t)
         return NULL;
-    if (!operand(t, "slice", x))
+    if (!(x = operand(t, "slice", x)))
         return &t->nil;
     if (!start || !stop)
         return tg__fail(t, TG_ERR_ARG, "slice %s: %s is NULL", tg__name_text(x).s,
@@ -550,7 +549,7 @@ tg_pad(tg_tape *t, tg_tensor *x, const int64_t *before, const int64_t *after, do
 {
     if (!t)
         return NULL;
-    if (!operand(t, "pad", x))
+    if (!(x = operand(t, "pad", x)))
         return &t->nil;
     if (!before || !after)
         return tg__fail(t, TG_ERR_ARG, "pad %s: %s is NULL", tg__name_text(x).s,
@@ -683,12 +682,14 @@ record_join(tg_tape *t, bool stack, tg_tensor *const *xs, int n, int axis)
     if (!xs || n < 1 || n > TG_MAX_INPUTS)
         return tg__fail(t, TG_ERR_ARG, "%s: %d inputs%s (1 … %d)", op, n,
                         xs ? "" : " with the array NULL", TG_MAX_INPUTS);
+    tg_tensor *in[TG_MAX_INPUTS];
     for (int j = 0; j < n; j++) {
         char arg[32];
         snprintf(arg, sizeof arg, "input %d", j);
-        if (!tg__operand_ok(t, op, arg, xs[j]))
+        if (!(in[j] = tg__operand(t, op, arg, xs[j])))
             return &t->nil;
     }
+    xs = in;
     const tg_tensor *x0 = xs[0];
     int a = axis;
     if (!tg__axis_norm(&a, x0->ndim + (stack ? 1 : 0)) || (stack && x0->ndim + 1 > TG_MAX_DIMS))
@@ -842,7 +843,7 @@ tg_index_select(tg_tape *t, tg_tensor *x, int axis, const int64_t *index, size_t
 {
     if (!t)
         return NULL;
-    if (!operand(t, "index_select", x))
+    if (!(x = operand(t, "index_select", x)))
         return &t->nil;
     int a = axis;
     if (!tg__axis_norm(&a, x->ndim))
@@ -941,7 +942,7 @@ tg_gather(tg_tape *t, tg_tensor *x, int axis, const int64_t *index, int ndim,
 {
     if (!t)
         return NULL;
-    if (!operand(t, "gather", x))
+    if (!(x = operand(t, "gather", x)))
         return &t->nil;
     int a = axis;
     if (!tg__axis_norm(&a, x->ndim))

@@ -287,7 +287,7 @@ record_along(tg_tape *t, const tg_op *op, tg_tensor *x, int axis)
         return NULL;
     if (t->status != TG_OK)
         return &t->nil;
-    if (!tg__operand_ok(t, op->name, "x", x))
+    if (!(x = tg__operand(t, op->name, "x", x)))
         return &t->nil;
     int a = axis;
     if (!tg__axis_norm(&a, x->ndim))
