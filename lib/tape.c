@@ -525,6 +525,21 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
     return tg__handle(out);
 }
 
+/* tg__operand for input i of a node, with the name "input i" formatted only for a message
+ * (formatting it for every input cost more than the rest of the check). */
+static tg_tensor *
+input_operand(tg_tape *t, const char *op, int i, const tg_tensor *h)
+{
+    tg_tensor *x = tg__tensor(h);
+    if (x && (x->kind == TG__KIND_PARAM ||
+              ((x->kind == TG__KIND_INPUT || x->kind == TG__KIND_OP) && x->tape == t &&
+               x->gen == t->gen)))
+        return x;
+    char arg[32];
+    snprintf(arg, sizeof arg, "input %d", i);
+    return tg__operand(t, op, arg, h);
+}
+
 static tg_tensor *
 record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
             const struct tg__attr *attr, void *ctx, bool zero_output, bool view)
@@ -535,12 +550,9 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
         return tg__fail(t, TG_ERR_ARG, "%s: %d inputs given (a node takes 1 to %d)", op->name,
                         n_in, TG_MAX_INPUTS);
     tg_tensor *in[TG_MAX_INPUTS];
-    for (int i = 0; i < n_in; i++) {
-        char argname[32];
-        snprintf(argname, sizeof argname, "input %d", i);
-        if (!(in[i] = tg__operand(t, op->name, argname, handles[i])))
+    for (int i = 0; i < n_in; i++)
+        if (!(in[i] = input_operand(t, op->name, i, handles[i])))
             return &t->nil;
-    }
     for (int i = 1; i < n_in; i++)
         if (in[i]->dtype != in[0]->dtype)
             return tg__fail(t, TG_ERR_DTYPE, "%s %s·%s: dtypes differ: %s is %s, %s is %s",
