@@ -10,6 +10,9 @@
  *   B-conv1  B-cnn's first convolution alone: 1->32 3x3 pad 1 on 28x28, forward and dW
  *   B-conv2  B-cnn's second alone: 32->64 3x3 pad 1 on 14x14, forward, dX and dW
  *            (each with its bias; backward from a fixed seed; batch 64)
+ *   B-chain  bookkeeping alone: a chain of 10^5 one-element nodes, y = tanh(y·a + a) three
+ *            nodes at a time from one parameter a, recorded and run backward (its line also
+ *            gives ns_per_node: the step over the node count)
  *
  * Examples as rows (X is batch x features, Z = X·Wᵀ + b, PyTorch's nn.Linear layout); SGD with
  * lr 0.1, no momentum; inputs and targets fixed, uniform in [0, 1) from a seeded generator.
@@ -34,7 +37,7 @@
  * median step over that peak (the target: B-wide at >= 75 % of the FMA peak overall); with no
  * x86 FMA both print nan.
  *
- *   tg-bench [--nets B-small,...,B-conv2] [--dtypes f32,f64] [--threads 1,2]
+ *   tg-bench [--nets B-small,...,B-chain] [--dtypes f32,f64] [--threads 1,2]
  *            [--reps N] [--min-time S]
  */
 #define _POSIX_C_SOURCE 200809L
@@ -62,20 +65,22 @@ struct net {
     /* one convolution alone, of B-cnn's layer `conv` (1 or 2): dims[0] and dims[3] are the
      * input's and output's sizes per sample; the output's seed is y */
     int conv;
+    long chain; /* B-chain: the number of nodes (dims unused) */
 };
 
 static const struct net nets[] = {
-    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, false, 0},
-    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, false, 0},
-    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, false, 0},
-    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, false, 0},
+    {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, .cnn = false},
+    {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, .cnn = false},
+    {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, .cnn = false},
+    {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, .cnn = false},
     /* examples/fashion-mnist-cnn's network on 28x28 inputs: conv 1->32 3x3 pad 1, batch norm,
      * ReLU, 2x2 max pool, conv 32->64, batch norm, ReLU, pool, dropout 0.25, dense 3136->128
      * ReLU, dropout 0.25, dense 128->10, softmax cross-entropy */
-    {"B-cnn", {784, 128, 10, 10}, 64, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, true, 0},
-    {"B-conv1", {784, 0, 0, 32 * 784}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, false, 1},
+    {"B-cnn", {784, 128, 10, 10}, 64, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, .cnn = true},
+    {"B-conv1", {784, 0, 0, 32 * 784}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .conv = 1},
     {"B-conv2", {32 * 196, 0, 0, 64 * 196}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE,
-     false, 2},
+     .conv = 2},
+    {"B-chain", {1, 0, 0, 1}, 1, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .chain = 100000},
 };
 /* B-conv1/2: input channels, output channels, height = width */
 static const int64_t conv_geom[3][3] = {{0}, {1, 32, 28}, {32, 64, 14}};
@@ -130,6 +135,7 @@ struct model {
     tg_conv2d_layer conv[2];
     tg_batch_norm_layer bn[2];
     tg_rng *drop;
+    tg_tensor *chain_a; /* B-chain's parameter */
     tg_sgd *opt;
     tg_tape *tape;
     void *x, *y;
@@ -165,6 +171,11 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
             return -1;
         }
     }
+    if (net->chain) {
+        m->chain_a = tg_params_add(m->params, "a", 1, (int64_t[]){1});
+        if (!m->chain_a || tg_tensor_fill(m->chain_a, 0.5) != TG_OK)
+            return -1;
+    }
     if (net->conv) {
         tg_conv_options pad1 = tg_conv_defaults();
         pad1.padding[0] = pad1.padding[1] = 1;
@@ -175,7 +186,7 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
             return -1;
         }
     }
-    for (int i = 0; i < 3 && !net->cnn && !net->conv; i++)
+    for (int i = 0; i < 3 && !net->cnn && !net->conv && !net->chain; i++)
         if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
                           i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
             fprintf(stderr, "tg-bench: dense init failed\n");
@@ -223,6 +234,19 @@ model_step(struct model *m)
     tg_tape *t = m->tape;
     tg_tape_reset(t);
     tg_tensor *h;
+    if (net->chain) {
+        h = tg_tensor_wrap(t, m->dt, 1, (int64_t[]){1}, m->x, "x");
+        for (long i = 0; i + 3 <= net->chain; i += 3)
+            h = tg_tanh(t, tg_add(t, tg_mul(t, h, m->chain_a), m->chain_a));
+        while (tg_tape_node_count(t) < (size_t)net->chain)
+            h = tg_tanh(t, h);
+        tg_backward(t, h);
+        if (tg_tape_error(t)) {
+            fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
+            return -1;
+        }
+        return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
+    }
     if (net->conv) {
         const int64_t *g = conv_geom[net->conv];
         h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, g[0], g[2], g[2]}, m->x, "X");
@@ -282,6 +306,8 @@ step_flops(const struct net *net)
         double fc1 = b * 3136 * 128, fc2 = b * 128 * 10;
         return 2 * (2 * conv1 + 3 * conv2 + 3 * fc1 + 3 * fc2);
     }
+    if (net->chain)
+        return 0; /* no products */
     double f = 0;
     for (int i = 0; i < 3; i++) {
         double mac = (double)net->batch * (double)net->dims[i] * (double)net->dims[i + 1];
@@ -335,10 +361,13 @@ run_config(const struct net *net, tg_dtype dt, int threads, int reps, double min
     double gflops = step_flops(net) / (median * 1e-6) * 1e-9;
     printf("net=%s dtype=%s threads=%d median_us=%.2f min_us=%.2f max_us=%.2f gflops=%.2f "
            "allocs_per_step=%.3f peak_rss_kib=%ld kernel=%s steps=%.0f peak_gflops=%.1f "
-           "pct_peak=%.1f\n",
+           "pct_peak=%.1f",
            net->name, tg_dtype_name(dt), threads, median, us[0], us[reps - 1], gflops,
            (double)allocs / total_steps, ru.ru_maxrss, tg_kernel_name(), total_steps, peak,
            100 * gflops / peak);
+    if (net->chain)
+        printf(" ns_per_node=%.1f", median * 1e3 / (double)net->chain);
+    printf("\n");
     fflush(stdout);
     free(us);
     return 0;
@@ -375,8 +404,8 @@ main(int argc, char **argv)
             min_time = atof(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn,B-conv1,B-conv2] "
-                    "[--dtypes f32,f64] [--threads 1,2] [--reps N] [--min-time S]\n",
+                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn,B-conv1,B-conv2,"
+                    "B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] [--min-time S]\n",
                     argv[0]);
             return 2;
         }
