@@ -205,6 +205,7 @@ struct tg_node {
     void *scratch;
     size_t scratch_bytes;
     void *ctx; /* custom ops' user pointer */
+    bool zero_output; /* the output is zero-filled before the forward runs (custom ops) */
 };
 
 /* Tensor headers of a tape live in a ring of slots (tape.c, header_slot). A handle is the

@@ -581,6 +581,7 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
     if (attr)
         n->attr = *attr;
     n->ctx = ctx;
+    n->zero_output = zero_output;
 
     int ndim = in[0]->ndim;
     int64_t dims[TG_MAX_DIMS] = {0};

@@ -602,6 +602,169 @@ relu_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
 }
 
 /* A relu input exactly at 0 is a non-differentiable point: reported, neither pass nor fail. */
+/* ---- the whole-graph check against a plain evaluation ----
+ * The check re-runs only the nodes downstream of the perturbed input on its first recording,
+ * and updates a product that reads the input directly by one line instead of recomputing it
+ * (gradcheck.c, Replay). Here a plain loop re-records the function from scratch for every
+ * perturbed element, as PyTorch's gradcheck does, and the two reports must agree. */
+struct plain_net {
+    int kind;     /* 0: W as B of a product, 1: W as A, 2: W in two products, 3: W·Wᵀ */
+    bool ta, tb;  /* the transposes of the product reading W */
+    tg_dtype dt;
+};
+
+static tg_tensor *
+plain_net_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    const struct plain_net *c = ctx;
+    tg_tensor *w = in[0], *x = in[1], *b = in[2], *h;
+    switch (c->kind) {
+    case 0: /* op(X) · op(W) */
+        h = tg_matmul_t(t, x, c->ta, w, c->tb);
+        break;
+    case 1: /* (op(W) · op(X))ᵀ */
+        h = tg_transpose(t, tg_matmul_t(t, w, c->ta, x, c->tb));
+        break;
+    case 2: /* W read by two products, the second also through the first */
+        h = tg_matmul_t(t, x, c->ta, w, c->tb);
+        h = tg_add(t, h, tg_matmul_t(t, tg_tanh(t, h), false, tg_matmul_t(t, w, !c->tb, w,
+                                                                           c->tb), false));
+        break;
+    default: /* W·Wᵀ */
+        h = tg_add(t, tg_matmul_t(t, x, c->ta, w, c->tb), tg_sum(t, tg_matmul_t(t, w, false,
+                                                                            w, true)));
+        break;
+    }
+    h = tg_bias_act(t, h, b, TG_ACT_TANH);
+    return tg_sum(t, tg_square(t, tg_sigmoid(t, h)));
+}
+
+/* f at the given values, recorded from scratch */
+static double
+plain_eval(const struct plain_net *c, double *const *vals, tg_tensor *const *src, int n)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *in[3];
+    for (int k = 0; k < n; k++) {
+        int64_t dims[2] = {tg_tensor_dim(src[k], 0), tg_tensor_dim(src[k], 1)};
+        in[k] = tg_tensor_from(t, TG_F64, 2, dims, vals[k], NULL);
+    }
+    double f = tg_tensor_item(plain_net_fn(t, in, (void *)c));
+    ck_assert_ptr_null(tg_tape_error(t));
+    tg_tape_free(t);
+    return f;
+}
+
+START_TEST(whole_graph_check_matches_plain_evaluation)
+{
+    const int kind = _i / 4, ta = _i / 2 % 2, tb = _i % 2; /* 16 networks */
+    for (int d = 0; d < 2; d++) {
+        struct plain_net c = {kind, ta, tb, d ? TG_F64 : TG_F32};
+        tg_rng *rng = tg_rng_new(100 + (uint64_t)_i);
+        tg_tape *t = tg_tape_new();
+        /* every network's product is (4x5): kind 0 op(X) (4x3) · op(W) (3x5); kind 1 the
+         * transpose of op(W) (5x3) · op(X) (3x4); kinds 2, 3 op(X) (4x5) · W (5x5) */
+        int64_t wd[2], xd[2];
+        if (kind == 0) {
+            wd[0] = tb ? 5 : 3, wd[1] = tb ? 3 : 5;
+            xd[0] = ta ? 3 : 4, xd[1] = ta ? 4 : 3;
+        } else if (kind == 1) {
+            wd[0] = ta ? 3 : 5, wd[1] = ta ? 5 : 3;
+            xd[0] = tb ? 4 : 3, xd[1] = tb ? 3 : 4;
+        } else {
+            wd[0] = wd[1] = 5;
+            xd[0] = ta ? 5 : 4, xd[1] = ta ? 4 : 5;
+        }
+        tg_tensor *src[3] = {tg_tensor_new(t, c.dt, 2, wd, "W"),
+                             tg_tensor_new(t, c.dt, 2, xd, "X"),
+                             tg_tensor_new(t, c.dt, 2, (int64_t[]){1, 5}, "b")};
+        for (int k = 0; k < 3; k++)
+            tg_tensor_fill_uniform(src[k], rng, -1, 1);
+        tg_gradcheck_report rep;
+        ck_assert_int_eq(tg_gradcheck(plain_net_fn, &c, src, 3, NULL, &rep), TG_OK);
+
+        /* the analytic gradient, from one plain recording in float64 */
+        double *vals[3], *grad[3];
+        tg_tape *g = tg_tape_new();
+        tg_tensor *g_in[3];
+        for (int k = 0; k < 3; k++) {
+            size_t n = tg_tensor_size(src[k]);
+            vals[k] = malloc(n * sizeof(double));
+            grad[k] = malloc(n * sizeof(double));
+            tg_tensor_read(src[k], vals[k], n);
+            g_in[k] = tg_tensor_from(g, TG_F64, 2, (int64_t[]){tg_tensor_dim(src[k], 0),
+                                                               tg_tensor_dim(src[k], 1)},
+                                     vals[k], NULL);
+            tg_tensor_set_requires_grad(g_in[k], true);
+        }
+        ck_assert_int_eq(tg_backward(g, plain_net_fn(g, g_in, &c)), TG_OK);
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < tg_tensor_size(src[k]); i++)
+                grad[k][i] = tg_tensor_grad_get(g_in[k], i);
+        tg_tape_free(g);
+
+        const tg_gradcheck_options o = tg_gradcheck_defaults();
+        for (size_t r = 0; r < rep.n_tensors; r++) {
+            const tg_gradcheck_tensor *tr = &rep.tensors[r];
+            int k = tr->input;
+            size_t n = tg_tensor_size(src[k]);
+            ck_assert_uint_eq(tr->checked, n);
+            /* Both evaluations round at about u·|f| and divide by 2h: u/h ≈ 1.1e-10 times
+             * values of a few units here; the one-line product update adds one dot
+             * product's round-off (3 to 5 terms). So their numeric derivatives may differ by
+             * about 1e-9; 1e-7 allows 100 times that and is still 100 times below atol (a
+             * wrong line, an error of order one, cannot pass). In badness units (error over
+             * atol + rtol·|numeric|) that is 1e-7 / atol = 0.01. */
+            const double near = 1e-7, near_bad = near / o.atol;
+            double worst = -1, second = -1, max_abs = 0, bad_of_reported = NAN;
+            double numeric_of_reported = NAN;
+            size_t worst_at = SIZE_MAX, failures = 0;
+            for (size_t i = 0; i < n; i++) {
+                double x0 = vals[k][i];
+                vals[k][i] = x0 + o.eps;
+                double fp = plain_eval(&c, vals, src, 3);
+                vals[k][i] = x0 - o.eps;
+                double fm = plain_eval(&c, vals, src, 3);
+                vals[k][i] = x0;
+                double numeric = (fp - fm) / ((x0 + o.eps) - (x0 - o.eps));
+                double err = fabs(grad[k][i] - numeric);
+                double bad = err / (o.atol + o.rtol * fabs(numeric));
+                failures += bad > 1;
+                max_abs = fmax(max_abs, err);
+                if (i == tr->worst_index)
+                    bad_of_reported = bad, numeric_of_reported = numeric;
+                if (bad > worst)
+                    second = worst, worst = bad, worst_at = i;
+                else if (bad > second)
+                    second = bad;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "kind %d ta %d tb %d %s input %d", kind, ta, tb,
+                     tg_dtype_name(c.dt), k);
+            ck_assert_msg(tr->failures == failures, "%s: %zu failures, plain %zu", what,
+                          tr->failures, failures);
+            ck_assert_msg(fabs(tr->max_abs_err - max_abs) <= near, "%s: max error %.3g, plain %.3g",
+                          what, tr->max_abs_err, max_abs);
+            ck_assert_msg(fabs(numeric_of_reported - tr->worst_numeric) <= near,
+                          "%s: element %zu: numeric %.17g, plain %.17g", what, tr->worst_index,
+                          tr->worst_numeric, numeric_of_reported);
+            ck_assert_double_eq(tr->worst_analytic, grad[k][tr->worst_index]);
+            /* the same worst element, unless the plain evaluation's two worst are within
+             * the round-off of each other (then either may come out on top) */
+            ck_assert_msg(worst - bad_of_reported <= near_bad, "%s: worst %zu, plain %zu", what,
+                          tr->worst_index, worst_at);
+            if (worst - second > 2 * near_bad)
+                ck_assert_uint_eq(tr->worst_index, worst_at);
+        }
+        for (int k = 0; k < 3; k++)
+            free(vals[k]), free(grad[k]);
+        tg_gradcheck_report_free(&rep);
+        tg_tape_free(t);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
 START_TEST(kink_reported_not_judged)
 {
     tg_tape *t = tg_tape_new();
@@ -1147,6 +1310,7 @@ gradcheck_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("options and reports");
     tcase_add_test(tc, kink_reported_not_judged);
+    tcase_add_loop_test(tc, whole_graph_check_matches_plain_evaluation, 0, 16);
     tcase_add_test(tc, bad_options_rejected);
     tcase_add_test(tc, float32_only_graph_explained);
     tcase_add_test(tc, element_cap_is_a_seeded_subset);
