@@ -636,8 +636,8 @@ START_TEST(bad_options_rejected)
     tg_tensor_set_requires_grad(x, true);
     tg_backward(t, relu_fn(t, &x, NULL));
     static const char *const says[] = {"eps", "eps", "eps", "atol", "rtol", "max_elements",
-                                       "probes", "eps_f32"};
-    for (int c = 0; c < 8; c++) {
+                                       "probes", "eps_f32", "fast_projections"};
+    for (int c = 0; c < 9; c++) {
         tg_gradcheck_options o = tg_gradcheck_defaults();
         switch (c) {
         case 0: o.eps = 0; break;
@@ -647,7 +647,8 @@ START_TEST(bad_options_rejected)
         case 4: o.rtol = NAN; break;
         case 5: o.max_elements = 0; break;
         case 6: o.probes = 0; break;
-        default: o.eps_f32 = INFINITY; break;
+        case 7: o.eps_f32 = INFINITY; break;
+        default: o.fast_projections = -1; break;
         }
         tg_gradcheck_report r;
         tg_taylor_report tr;
@@ -889,6 +890,263 @@ START_TEST(reports_print_short_or_full)
     tg_gradcheck_report_free(&g);
     tg_rng_free(rng);
     tg_tape_free(t);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------
+ * Fast mode: a few random projections per tensor instead of every element.
+ */
+/* Projections per tensor in these tests: the number docs/gradient-checking.md recommends
+ * (see fast_mode_catches_every_mutation for why not 1). */
+enum { FAST_N = 2 };
+
+/* Counts the function's runs, to hold fast mode to its cost. */
+struct counted {
+    tg_gradcheck_fn fn;
+    void *ctx;
+    int runs;
+};
+
+static tg_tensor *
+counted_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    struct counted *c = ctx;
+    c->runs++;
+    return c->fn(t, in, c->ctx);
+}
+
+/* One fast-mode whole-graph check of a mutation network; its report is checked for shape
+ * (N projections in every tensor, 1 + 2·N·tensors runs of the function). */
+static bool
+fast_check_passes(uint64_t seed, enum mutation mut, tg_dtype dt, char *detail, size_t size)
+{
+    struct net net;
+    net_init(&net, seed, mut, dt);
+    tg_gradcheck_options o = opts_for(seed);
+    o.fast_projections = FAST_N;
+    struct counted c = {net_fn, &net, 0};
+    tg_gradcheck_report r;
+    tg_status s = tg_gradcheck(counted_fn, &c, net.in, N_IN, &o, &r);
+    ck_assert_msg(s == TG_OK || s == TG_ERR_CHECK, "fast check could not run: %s", r.message);
+    ck_assert_int_eq(r.fast_projections, o.fast_projections);
+    ck_assert_uint_eq(r.n_tensors, 5);
+    for (size_t i = 0; i < r.n_tensors; i++)
+        ck_assert_uint_eq(r.tensors[i].checked, (size_t)o.fast_projections);
+    ck_assert_int_eq(c.runs, 1 + 2 * o.fast_projections * 5);
+    bool pass = r.pass;
+    snprintf(detail, size, "%s", r.message);
+    tg_gradcheck_report_free(&r);
+    net_free(&net);
+    return pass;
+}
+
+/* Every mutation, over the seeds the element check is held to, both dtypes: fast mode fails
+ * every one. The gradients of these networks are small (1e-4 to 1e-2 per element), so atol
+ * dominates the bound of gradcheck.h: the smallest errors, ‖e‖ of 4e-4 to 1.5e-3 in a W1 or
+ * b1 of 2-8 elements, escape one projection with probability about √(2/π)·atol·√n/‖e‖, 1 to
+ * 5 %, and one projection does miss 4 of the 896 networks per dtype (transposed at seeds 3,
+ * 107 and 114, bias not summed at 11); two projections square it, at most about 3e-3 for
+ * those networks and far less for the rest, and miss none. */
+START_TEST(fast_mode_catches_every_mutation)
+{
+    enum mutation mut = (enum mutation)(_i % (MUT_COUNT - 1) + 1);
+    tg_dtype dt = _i < MUT_COUNT - 1 ? TG_F64 : TG_F32;
+    int seeds = n_seeds(), missed = 0, first = -1;
+    char detail[600], first_detail[600] = "";
+    for (int seed = 0; seed < seeds; seed++)
+        if (fast_check_passes((uint64_t)seed, mut, dt, detail, sizeof detail)) {
+            if (missed++ == 0) {
+                first = seed;
+                snprintf(first_detail, sizeof first_detail, "%s", detail);
+            }
+        }
+    ck_assert_msg(missed == 0, "%s (%s): fast mode with %d projections missed %d of %d seeds, "
+                  "first seed %d: %s",
+                  mut_name[mut], tg_dtype_name(dt), FAST_N, missed, seeds, first,
+                  first_detail);
+}
+END_TEST
+
+/* The correct mutation network over as many seeds as the mutants get together: no false
+ * alarm. Fast mode's rule is the element check's, on a step of the same length, so its
+ * numeric noise is the element check's (about 1e-10 here) against atol 1e-5. */
+START_TEST(fast_mode_passes_correct_network)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    int seeds = n_seeds() * (MUT_COUNT - 1);
+    char detail[600];
+    for (int seed = 0; seed < seeds; seed++)
+        ck_assert_msg(fast_check_passes((uint64_t)seed, MUT_NONE, dt, detail, sizeof detail),
+                      "%s seed %d: fast-mode false alarm: %s", tg_dtype_name(dt), seed, detail);
+}
+END_TEST
+
+/* Random MLPs of built-in ops: 1-3 layers of 1-7 units, batch 1-5, smooth activations,
+ * softmax cross-entropy or MSE; inputs W1, b1, ..., X, Y (data and targets constant). */
+struct rmlp {
+    int layers;
+    int64_t width[4], batch;
+    tg_activation act[3];
+    bool xent;
+    int32_t labels[5];
+    tg_tape *holder;
+    tg_tensor *in[8];
+    bool wrt[8];
+    int n_in;
+};
+
+static tg_tensor *
+rmlp_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    const struct rmlp *m = ctx;
+    tg_tensor *h = in[2 * m->layers];
+    for (int l = 0; l < m->layers; l++)
+        h = tg_bias_act(t, tg_matmul_t(t, h, false, in[2 * l], true), in[2 * l + 1], m->act[l]);
+    return m->xent ? tg_softmax_xent(t, h, m->labels, (size_t)m->batch, 1)
+                   : tg_mse(t, h, in[2 * m->layers + 1]);
+}
+
+static void
+rmlp_init(struct rmlp *m, uint64_t seed, tg_dtype dt)
+{
+    static const tg_activation smooth[] = {TG_ACT_IDENTITY, TG_ACT_SIGMOID, TG_ACT_TANH,
+                                           TG_ACT_SOFTPLUS, TG_ACT_GELU};
+    tg_rng *r = tg_rng_new(seed ^ 0x726d6c70ull); /* "rmlp" */
+    memset(m, 0, sizeof *m);
+    m->layers = 1 + (int)(tg_rng_u64(r) % 3);
+    m->batch = 1 + (int64_t)(tg_rng_u64(r) % 5);
+    m->xent = tg_rng_u64(r) % 2;
+    for (int l = 0; l <= m->layers; l++)
+        m->width[l] = 1 + (int64_t)(tg_rng_u64(r) % 7);
+    if (m->xent && m->width[m->layers] < 2)
+        m->width[m->layers] = 2;
+    for (int l = 0; l < m->layers; l++)
+        m->act[l] = smooth[tg_rng_u64(r) % 5];
+    for (int64_t i = 0; i < m->batch; i++)
+        m->labels[i] = (int32_t)(tg_rng_u64(r) % (uint64_t)m->width[m->layers]);
+    m->holder = tg_tape_new();
+    m->n_in = 2 * m->layers + 2;
+    for (int k = 0; k < m->n_in; k++) {
+        int l = k / 2;
+        bool data = k >= 2 * m->layers;
+        int64_t rows = data ? m->batch : k % 2 ? 1 : m->width[l + 1];
+        int64_t cols = data ? m->width[k == 2 * m->layers ? 0 : m->layers]
+                            : k % 2 ? m->width[l + 1] : m->width[l];
+        m->in[k] = tg_matrix(m->holder, dt, rows, cols, NULL, NULL);
+        /* O(1) values, targets in (0, 1) */
+        tg_tensor_fill_uniform(m->in[k], r, k == m->n_in - 1 ? 0 : -1, 1);
+        m->wrt[k] = !data;
+    }
+    tg_rng_free(r);
+}
+
+/* Random built-in MLPs in both dtypes: fast mode passes wherever the element check does (no
+ * network here has a kink), 256 seeds. */
+START_TEST(fast_mode_passes_random_mlps)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    int seeds = getenv("TG_UNDER_VALGRIND") ? 4 : 256;
+    for (int seed = 0; seed < seeds; seed++) {
+        struct rmlp m;
+        rmlp_init(&m, (uint64_t)seed, dt);
+        tg_gradcheck_options o = tg_gradcheck_defaults();
+        o.wrt = m.wrt;
+        o.seed = (uint64_t)seed;
+        tg_gradcheck_report full, fast;
+        ck_assert_msg(tg_gradcheck(rmlp_fn, &m, m.in, m.n_in, &o, &full) == TG_OK,
+                      "%s seed %d: element check: %s", tg_dtype_name(dt), seed, full.message);
+        o.fast_projections = FAST_N;
+        tg_status s = tg_gradcheck(rmlp_fn, &m, m.in, m.n_in, &o, &fast);
+        ck_assert_msg(s == TG_OK && fast.pass, "%s seed %d (%d layers, %s): %s",
+                      tg_dtype_name(dt), seed, m.layers, m.xent ? "xent" : "mse", fast.message);
+        ck_assert_uint_eq(fast.n_tensors, (size_t)(2 * m.layers));
+        tg_gradcheck_report_free(&full);
+        tg_gradcheck_report_free(&fast);
+        tg_tape_free(m.holder);
+    }
+}
+END_TEST
+
+/* The report of a fast check: seeded, printed as such, NaN-safe fields, and a kink along a
+ * direction reported like an element's. */
+START_TEST(fast_mode_report)
+{
+    tg_tape *t = tg_tape_new();
+    tg_rng *rng = tg_rng_new(5);
+    tg_tensor *x = tg_tensor_new(t, TG_F64, 2, (int64_t[]){3, 4}, "x");
+    tg_tensor_fill_uniform(x, rng, -1, 1);
+    tg_gradcheck_options o = tg_gradcheck_defaults();
+    o.fast_projections = 3;
+    tg_gradcheck_report a, b;
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, &o, &a), TG_OK);
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, &o, &b), TG_OK);
+    ck_assert_int_eq(a.fast_projections, 3);
+    ck_assert_uint_eq(a.tensors[0].checked, 3);
+    ck_assert_uint_eq(a.tensors[0].size, 12);
+    ck_assert(a.tensors[0].worst_index < 3);
+    ck_assert_msg(strncmp(a.tensors[0].worst_at, "·u", strlen("·u")) == 0, "%s",
+                  a.tensors[0].worst_at);
+    /* the same seed draws the same directions: bit-identical projections */
+    ck_assert(a.tensors[0].worst_analytic == b.tensors[0].worst_analytic);
+    ck_assert(a.tensors[0].worst_numeric == b.tensors[0].worst_numeric);
+    o.seed++;
+    tg_gradcheck_report c;
+    ck_assert_int_eq(tg_gradcheck(tanh_sum_fn, NULL, &x, 1, &o, &c), TG_OK);
+    ck_assert(c.tensors[0].worst_analytic != a.tensors[0].worst_analytic);
+    char buf[4096];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&a, f, true);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "PASS") && strstr(buf, "fast mode, 3 random projections per tensor") &&
+                      strstr(buf, "3 proj") && strstr(buf, "worst projection") &&
+                      strstr(buf, "x·u"),
+                  "%s", buf);
+    ck_assert_msg(strstr(a.message, "fast mode, 3 projections"), "%s", a.message);
+    tg_gradcheck_report_free(&a);
+    tg_gradcheck_report_free(&b);
+    tg_gradcheck_report_free(&c);
+
+    /* relu at 0: every direction with a non-negligible component there crosses the kink */
+    tg_tensor *k = tg_matrix(t, TG_F64, 1, 4, (double[]){0.0, 0.7, -0.3, 1.2}, "k");
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(relu_fn, NULL, &k, 1, &o, &r), TG_OK);
+    ck_assert(r.pass);
+    ck_assert_uint_ge(r.tensors[0].kinks, 1);
+    ck_assert_msg(strncmp(r.tensors[0].kink_at, "·u", strlen("·u")) == 0, "%s",
+                  r.tensors[0].kink_at);
+    f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&r, f, false);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "non-differentiable point") && strstr(buf, "projection"), "%s",
+                  buf);
+    tg_gradcheck_report_free(&r);
+    tg_rng_free(rng);
+    tg_tape_free(t);
+}
+END_TEST
+
+/* A fast-mode failure prints as one, with the way to the culprit. */
+START_TEST(fast_mode_failure_printed)
+{
+    struct net net;
+    net_init(&net, 1, MUT_SIGN, TG_F64);
+    tg_gradcheck_options o = opts_for(1);
+    o.fast_projections = 2;
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(net_fn, &net, net.in, N_IN, &o, &r), TG_ERR_CHECK);
+    ck_assert_msg(strstr(r.message, "fast mode, 2 projections per tensor") &&
+                      strstr(r.message, "projections wrong") &&
+                      strstr(r.message, "tg_gradcheck_nodes"),
+                  "%s", r.message);
+    char buf[8192];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    tg_gradcheck_report_print(&r, f, false);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "FAIL") && strstr(buf, "fast mode, 2 random projections") &&
+                      strstr(buf, "tg_gradcheck_nodes names the node"),
+                  "%s", buf);
+    tg_gradcheck_report_free(&r);
+    net_free(&net);
 }
 END_TEST
 
@@ -1144,6 +1402,14 @@ gradcheck_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, mutations_caught_and_localized, 0, 2 * (MUT_COUNT - 1));
     tcase_add_loop_test(tc, correct_network_never_fails, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fast mode");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, fast_mode_catches_every_mutation, 0, 2 * (MUT_COUNT - 1));
+    tcase_add_loop_test(tc, fast_mode_passes_correct_network, 0, 2);
+    tcase_add_loop_test(tc, fast_mode_passes_random_mlps, 0, 2);
+    tcase_add_test(tc, fast_mode_report);
+    tcase_add_test(tc, fast_mode_failure_printed);
     suite_add_tcase(s, tc);
     tc = tcase_create("options and reports");
     tcase_add_test(tc, kink_reported_not_judged);
