@@ -277,18 +277,22 @@ def torch_ops_child(threads, size, softmax, reps, op_list):
     print(f"# torch {torch.__version__} threads={torch.get_num_threads()}", flush=True)
 
 
+def find_tool(name, given, option, builds=("build-perf", "build", "build-rel")):
+    """The path given, or tools/NAME in the first of the build folders that has it."""
+    if given:
+        return given
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for b in builds:
+        p = os.path.join(root, b, "tools", name)
+        if os.access(p, os.X_OK):
+            return p
+    sys.exit(f"bench_torch.py: {name} not found; pass {option} PATH")
+
+
 def run_ops(a, torch_env):
     """The --ops comparison: tg-bench-ops and a PyTorch child, in rounds, per thread count."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tg = a.tg_ops
-    if not tg:
-        for b in ("build-perf", "build", "build-rel", "build-bench"):
-            p = os.path.join(root, b, "tools", "tg-bench-ops")
-            if os.access(p, os.X_OK):
-                tg = p
-                break
-    if not tg:
-        sys.exit("bench_torch.py: tg-bench-ops not found; pass --tg-ops PATH")
+    tg = find_tool("tg-bench-ops", a.tg_ops, "--tg-ops",
+                   ("build-perf", "build", "build-rel", "build-bench"))
     op_list = None if a.ops == "all" else a.ops
     common = ["--size", a.size, "--softmax", a.softmax, "--repeat", str(a.reps)]
     header = []
@@ -461,16 +465,7 @@ def torch_gradcheck_child(net, mode, max_elements, threads, reps):
 def run_gradcheck(a, torch_env):
     """The --gradcheck comparison: tg-bench-gradcheck and a PyTorch child per network and
     mode, in rounds of alternating order."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tg = a.tg_gradcheck
-    if not tg:
-        for b in ("build-perf", "build", "build-rel", "build-fast"):
-            p = os.path.join(root, b, "tools", "tg-bench-gradcheck")
-            if os.access(p, os.X_OK):
-                tg = p
-                break
-    if not tg:
-        sys.exit("bench_torch.py: tg-bench-gradcheck not found; pass --tg-gradcheck PATH")
+    tg = find_tool("tg-bench-gradcheck", a.tg_gradcheck, "--tg-gradcheck")
     nets = a.nets if a.nets != NETS_DEFAULT else "G-mlp,B-seed"
     bad = set(nets.split(",")) - set(GC_NETS)
     if bad:
@@ -630,16 +625,7 @@ def main():
         return run_ops(a, {k: v for k, v in os.environ.items()
                            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tg = a.tg
-    if not tg:
-        for b in ("build-perf", "build", "build-rel"):
-            p = os.path.join(root, b, "tools", "tg-bench")
-            if os.access(p, os.X_OK):
-                tg = p
-                break
-    if not tg:
-        sys.exit("bench_torch.py: tg-bench not found; pass --tg PATH")
+    tg = find_tool("tg-bench", a.tg, "--tg")
 
     common = ["--reps", str(a.reps), "--min-time", str(a.min_time)]
     torch_env = {k: v for k, v in os.environ.items()
