@@ -37,6 +37,8 @@
 #include <tapegrad/runtime.h>
 #include <tapegrad/tapegrad.h>
 
+#include "bench-clock.h"
+
 #define BATCH 4
 
 struct gnet {
@@ -75,21 +77,6 @@ loss_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
     }
     return b->net->xent ? tg_softmax_xent(t, h, b->labels, BATCH, 1)
                         : tg_mse_half(t, h, in[7], 0);
-}
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* One configuration: an untimed check, then `reps` timed ones; prints its line. */
@@ -153,12 +140,11 @@ run(const struct gnet *net, bool fast, int projections, size_t max_elements, int
             ms[r] = (t1 - t0) * 1e3;
         tg_gradcheck_report_free(&rep);
     }
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
-    double median = reps % 2 ? ms[reps / 2] : (ms[reps / 2 - 1] + ms[reps / 2]) / 2;
+    double med = median(ms, reps); /* sorts ms */
     printf("net=%s mode=%s checked=%zu evals=%d median_ms=%.3f min_ms=%.3f max_ms=%.3f "
            "per_eval_us=%.2f pass=%d elements=%zu threads=%d\n",
-           net->name, fast ? "fast" : "full", checked, evals, median, ms[0], ms[reps - 1],
-           median * 1e3 / evals, pass, elements, threads);
+           net->name, fast ? "fast" : "full", checked, evals, med, ms[0], ms[reps - 1],
+           med * 1e3 / evals, pass, elements, threads);
     fflush(stdout);
     free(ms);
     tg_tape_free(holder);
