@@ -27,6 +27,7 @@ tg_gradcheck_defaults(void)
         .rtol = 1e-3,
         .wrt = NULL,
         .max_elements = SIZE_MAX,
+        .fast_projections = 0,
         .seed = 0x7467726164636b31ull, /* "tgradck1" */
         .probes = 3,
         .jacobian_max = 256,
@@ -73,6 +74,11 @@ check_options(const tg_gradcheck_options *o, char *msg, size_t size)
         put(msg, size,
             "gradcheck: max_elements is 0, which would check nothing (SIZE_MAX checks every "
             "element)");
+        return TG_ERR_ARG;
+    }
+    if (o->fast_projections < 0) {
+        put(msg, size, "gradcheck: fast_projections must be >= 0 (got %d; 0 checks every element)",
+            o->fast_projections);
         return TG_ERR_ARG;
     }
     if (o->probes < 1) {
@@ -672,6 +678,47 @@ tg_gradcheck_report_free(tg_gradcheck_report *rep)
     rep->n_tensors = 0;
 }
 
+/* What judge() recorded that the caller must name: the comparison became the tensor's worst,
+ * or its first kink (the caller writes worst_at or kink_at). */
+enum judged { JUDGED, JUDGED_WORST, JUDGED_FIRST_KINK };
+_Static_assert(sizeof ((tg_gradcheck_tensor *)0)->worst_at ==
+                   sizeof ((tg_gradcheck_tensor *)0)->kink_at,
+               "worst_at and kink_at are written with one size");
+
+/* One comparison (an element, or a projection in fast mode) of analytic a with numeric n,
+ * left and right the one-sided slopes at the same step: a kink when it fails but a lies
+ * between them (not judged, and kept out of the errors), a failure past atol + rtol·|n|; the
+ * largest errors and the worst comparison (*worst: its badness so far) are kept. */
+static enum judged
+judge(tg_gradcheck_tensor *tr, double *worst, size_t i, double a, double n, double left,
+      double right, const tg_gradcheck_options *o)
+{
+    double bad = badness(a, n, o->atol, o->rtol);
+    if (bad > 1) {
+        if (is_kink(a, left, right, o->atol + o->rtol * fabs(n))) {
+            if (tr->kinks++)
+                return JUDGED;
+            tr->kink_index = i;
+            tr->kink_left = left;
+            tr->kink_right = right;
+            tr->kink_analytic = a;
+            return JUDGED_FIRST_KINK;
+        }
+        tr->failures++;
+    }
+    double ae = fabs(a - n);
+    tr->max_abs_err = isnan(ae) || ae > tr->max_abs_err ? (isnan(ae) ? INFINITY : ae)
+                                                         : tr->max_abs_err;
+    tr->max_rel_err = fmax(tr->max_rel_err, rel_err(a, n));
+    if (bad <= *worst)
+        return JUDGED;
+    *worst = bad;
+    tr->worst_index = i;
+    tr->worst_analytic = a;
+    tr->worst_numeric = n;
+    return JUDGED_WORST;
+}
+
 /* Checks one input tensor element by element; returns TG_OK or why it could not run. */
 static tg_status
 check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
@@ -705,33 +752,12 @@ check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
             return s;
         }
         /* Divide by the exact distance between the two points actually evaluated. */
-        double numeric = (fp - fm) / (xp - xm), a = analytic[i];
-        double bad = badness(a, numeric, o->atol, o->rtol);
-        if (bad > 1) {
-            double left = (f0 - fm) / (x0 - xm), right = (fp - f0) / (xp - x0);
-            if (is_kink(a, left, right, o->atol + o->rtol * fabs(numeric))) {
-                if (tr->kinks++ == 0) {
-                    tr->kink_index = i;
-                    tr->kink_left = left;
-                    tr->kink_right = right;
-                    tr->kink_analytic = a;
-                    index_text(src->ndim, src->dims, i, tr->kink_at, sizeof tr->kink_at);
-                }
-                continue;
-            }
-            tr->failures++;
-        }
-        double ae = fabs(a - numeric);
-        tr->max_abs_err = isnan(ae) || ae > tr->max_abs_err ? (isnan(ae) ? INFINITY : ae)
-                                                             : tr->max_abs_err;
-        tr->max_rel_err = fmax(tr->max_rel_err, rel_err(a, numeric));
-        if (bad > worst) {
-            worst = bad;
-            tr->worst_index = i;
-            tr->worst_analytic = a;
-            tr->worst_numeric = numeric;
-            index_text(src->ndim, src->dims, i, tr->worst_at, sizeof tr->worst_at);
-        }
+        double numeric = (fp - fm) / (xp - xm);
+        double left = (f0 - fm) / (x0 - xm), right = (fp - f0) / (xp - x0);
+        enum judged j = judge(tr, &worst, i, analytic[i], numeric, left, right, o);
+        if (j != JUDGED)
+            index_text(src->ndim, src->dims, i, j == JUDGED_WORST ? tr->worst_at : tr->kink_at,
+                       sizeof tr->worst_at);
     }
     tg__free(subset);
     tr->pass = tr->failures == 0;
@@ -739,6 +765,102 @@ check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
      * (element 0 is rewritten with its own value) */
     double f;
     return count ? runner_replay(r, k, 0, r->vals[k][0], &f) : TG_OK;
+}
+
+/*
+ * Fast mode for input k (PyTorch's gradcheck(fast_mode=True), with Gaussian directions). Per
+ * projection p, a direction u = z/‖z‖, z ~ N(0, I) over the tensor's n elements, and
+ *
+ *     analytic  a = ⟨∇f, Δ⟩ / 2h,    numeric  n_p = (f(x + h·u) − f(x − h·u)) / 2h,
+ *
+ * Δ = (x + h·u) − (x − h·u) as rounded, the exact difference of the two points evaluated
+ * (≈ 2h·u): the rounding of the perturbed values enters both sides alike, as the element
+ * check divides by the exact distance. Judged by the element rule |a − n_p| <= atol +
+ * rtol·|n_p|, unscaled: ‖u‖ = 1 makes the step as long as the element check's, so the
+ * central difference carries the same errors (truncation h²·D³f[u,u,u]/6, round-off about
+ * ε·|f|/h), and n_p ≈ ‖∇f‖·ξ/√n (ξ ~ N(0, 1)) is of the size of a typical element.
+ * (PyTorch scales atol by Σu_i, about 0.87·√n for its u, so that fast mode passes wherever
+ * the element check could: on a 784x256 weight an allowance 390 times the element check's,
+ * which central differences of the same step length do not need.)
+ *
+ * Why Gaussian: for a wrong gradient ∇f + e, a − n_p ≈ ⟨e, u⟩ ≈ ‖e‖·ξ'/√n whatever the
+ * pattern of e, so a miss, |⟨e, z⟩| <= atol·‖z‖ + rtol·|⟨∇f, z⟩|, has probability at most
+ * about √(2/π)·(atol·√n + rtol·‖∇f‖)/(‖e‖ − rtol·‖∇f‖) (write z's parts along e/‖e‖ and
+ * across it as s and t, bound |⟨∇f, z⟩| <= ‖∇f‖(|s| + |t|), and use the N(0, 1) density,
+ * <= 1/√(2π), for s given t). PyTorch's u, uniform in [0, 1) and normalized, lies mostly
+ * along the all-ones vector: it sees Σe_i well, and an error that sums to zero (a transpose,
+ * a swap) only through a component of 0.29 per entry. ±1 entries miss an error of two equal
+ * and opposite entries (a transposed 2x2 block) with probability 1/2.
+ */
+/* Fills z[0..n) with independent standard normals by Marsaglia's polar method: a point of the
+ * square (−1, 1)², kept when inside the unit disc (π/4 of the time), gives two normals
+ * v·√(−2 ln s / s), s = |v|², with one logarithm and no trigonometry (tg_rng_normal's
+ * Box-Muller takes a sine and a cosine: three times as long, the larger part of a fast
+ * check on a 784x256 weight). One 64-bit draw gives both coordinates, 32 bits each; the
+ * smallest s (a coordinate is never 0, so s > 0) then cuts the tails at |z| ≈ 9, far past
+ * what a direction needs. */
+static void
+fill_normal(double *z, size_t n, tg_rng *rng)
+{
+    for (size_t i = 0; i < n;) {
+        uint64_t b = tg_rng_u64(rng);
+        double v1 = ((double)(uint32_t)b + 0.5) * 0x1p-31 - 1;
+        double v2 = ((double)(uint32_t)(b >> 32) + 0.5) * 0x1p-31 - 1;
+        double s = v1 * v1 + v2 * v2;
+        if (s >= 1)
+            continue;
+        double m = sqrt(-2 * log(s) / s);
+        z[i++] = v1 * m;
+        if (i < n)
+            z[i++] = v2 * m;
+    }
+}
+
+static tg_status
+check_tensor_fast(struct fn_runner *r, int k, const double *g, double f0,
+                  const tg_gradcheck_options *o, tg_rng *rng, tg_gradcheck_tensor *tr)
+{
+    size_t n = r->src[k]->size;
+    double *x = r->vals[k], h = o->eps, worst = -1;
+    double *x0 = tg__malloc((n ? n : 1) * sizeof *x0), *u = tg__malloc((n ? n : 1) * sizeof *u);
+    if (!x0 || !u) {
+        tg__free(x0);
+        tg__free(u);
+        put(r->msg, r->msgsize, "gradcheck: out of memory drawing directions for %s",
+            tg__name_text(r->src[k]).s);
+        return TG_ERR_NOMEM;
+    }
+    memcpy(x0, x, n * sizeof *x0);
+    tr->checked = n ? (size_t)o->fast_projections : 0; /* an empty tensor has no direction */
+    tg_status s = TG_OK;
+    for (size_t p = 0; p < tr->checked && s == TG_OK; p++) {
+        double ss = 0, dot = 0, fp = 0, fm = 0;
+        fill_normal(u, n, rng);
+        for (size_t i = 0; i < n; i++)
+            ss += u[i] * u[i];
+        double scale = ss > 0 ? h / sqrt(ss) : 0; /* h·u = scale·z */
+        for (size_t i = 0; i < n; i++)
+            x[i] = x0[i] + scale * u[i];
+        s = runner_eval(r, false, &fp);
+        for (size_t i = 0; i < n; i++) {
+            double xp = x[i];
+            x[i] = x0[i] - scale * u[i];
+            dot += g[i] * (xp - x[i]);
+        }
+        if (s == TG_OK)
+            s = runner_eval(r, false, &fm);
+        memcpy(x, x0, n * sizeof *x0);
+        if (s != TG_OK)
+            break;
+        enum judged j = judge(tr, &worst, p, dot / (2 * h), (fp - fm) / (2 * h), (f0 - fm) / h,
+                              (fp - f0) / h, o);
+        if (j != JUDGED)
+            put(j == JUDGED_WORST ? tr->worst_at : tr->kink_at, sizeof tr->worst_at, "·u%zu", p);
+    }
+    tg__free(x0);
+    tg__free(u);
+    tr->pass = tr->failures == 0;
+    return s;
 }
 
 static tg_status gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
@@ -765,6 +887,7 @@ gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inp
 {
     tg_gradcheck_options o = opt ? *opt : tg_gradcheck_defaults();
     rep->eps = o.eps, rep->atol = o.atol, rep->rtol = o.rtol;
+    rep->fast_projections = o.fast_projections;
     rep->status = check_options(&o, rep->message, sizeof rep->message);
     if (rep->status != TG_OK)
         return rep->status;
@@ -815,7 +938,9 @@ gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inp
             rep->status = TG_ERR_NOMEM;
             break;
         }
-        rep->status = check_tensor(&r, k, grads[k], f0, &o, rng, tr);
+        rep->status = o.fast_projections
+                          ? check_tensor_fast(&r, k, grads[k], f0, &o, rng, tr)
+                          : check_tensor(&r, k, grads[k], f0, &o, rng, tr);
     }
     for (int k = 0; k < n_inputs; k++)
         tg__free(grads[k]);
@@ -833,16 +958,22 @@ gradcheck_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inp
     }
     rep->pass = failed == 0;
     rep->status = rep->pass ? TG_OK : TG_ERR_CHECK;
+    char mode[64] = "";
+    if (o.fast_projections)
+        put(mode, sizeof mode, " (fast mode, %d projection%s per tensor)", o.fast_projections,
+            o.fast_projections == 1 ? "" : "s");
+    const char *unit = o.fast_projections ? "projections" : "elements";
     if (first) {
         put(rep->message, sizeof rep->message,
-            "gradcheck: %zu of %zu tensors FAILED; worst in %s: %zu of %zu elements wrong, %s%s "
-            "analytic %.9g, numeric %.9g",
-            failed, rep->n_tensors, first->name, first->failures, first->checked, first->name, first->worst_at,
-            first->worst_analytic, first->worst_numeric);
+            "gradcheck%s: %zu of %zu tensors FAILED; worst in %s: %zu of %zu %s wrong, %s%s "
+            "analytic %.9g, numeric %.9g%s",
+            mode, failed, rep->n_tensors, first->name, first->failures, first->checked, unit,
+            first->name, first->worst_at, first->worst_analytic, first->worst_numeric,
+            o.fast_projections ? "; tg_gradcheck_nodes names the node" : "");
     } else {
-        put(rep->message, sizeof rep->message,
-            "gradcheck: %zu tensors passed%s", rep->n_tensors,
-            kinks ? " (some elements at non-differentiable points were not judged)" : "");
+        put(rep->message, sizeof rep->message, "gradcheck%s: %zu tensors passed%s%s%s", mode,
+            rep->n_tensors, kinks ? " (some " : "", kinks ? unit : "",
+            kinks ? " at non-differentiable points were not judged)" : "");
     }
 done:
     tg_rng_free(rng);
@@ -859,10 +990,15 @@ tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out, bool verbos
         fprintf(out, "%s\n", rep->message);
         return;
     }
-    fprintf(out,
-            "gradcheck: %s  (f = %.9g; float64 central differences, eps %g; pass when "
-            "|a-n| <= %g + %g*|n|)\n",
-            rep->pass ? "PASS" : "FAIL", rep->value, rep->eps, rep->atol, rep->rtol);
+    bool fast = rep->fast_projections > 0;
+    char how[160] = "float64 central differences";
+    if (fast)
+        put(how, sizeof how,
+            "fast mode, %d random projection%s per tensor: <grad, u> against float64 central "
+            "differences along u",
+            rep->fast_projections, rep->fast_projections == 1 ? "" : "s");
+    fprintf(out, "gradcheck: %s  (f = %.9g; %s, eps %g; pass when |a-n| <= %g + %g*|n|)\n",
+            rep->pass ? "PASS" : "FAIL", rep->value, how, rep->eps, rep->atol, rep->rtol);
     size_t shown = 0;
     for (size_t i = 0; i < rep->n_tensors; i++)
         shown += verbose || !rep->tensors[i].pass || rep->tensors[i].kinks;
@@ -871,14 +1007,17 @@ tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out, bool verbos
                 rep->n_tensors == 1 ? "" : "s");
         return;
     }
-    fprintf(out, "  %-12s %-10s %9s %11s %11s  %s\n", "tensor", "shape", "checked",
-            "max abs err", "max rel err", "worst element: analytic vs numeric");
+    fprintf(out, "  %-12s %-10s %9s %11s %11s  worst %s: analytic vs numeric\n", "tensor",
+            "shape", "checked", "max abs err", "max rel err", fast ? "projection" : "element");
     for (size_t i = 0; i < rep->n_tensors; i++) {
         const tg_gradcheck_tensor *t = &rep->tensors[i];
         if (!verbose && t->pass && !t->kinks)
             continue;
         char checked[48];
-        snprintf(checked, sizeof checked, "%zu/%zu", t->checked, t->size);
+        if (fast) /* every element is in every direction */
+            snprintf(checked, sizeof checked, "%zu proj", t->checked);
+        else
+            snprintf(checked, sizeof checked, "%zu/%zu", t->checked, t->size);
         fprintf(out, "  %-12s %-10s %9s %11.2e %11.2e  ", t->name, t->shape, checked,
                 t->max_abs_err, t->max_rel_err);
         if (t->checked > t->kinks)
@@ -890,12 +1029,15 @@ tg_gradcheck_report_print(const tg_gradcheck_report *rep, FILE *out, bool verbos
         fprintf(out, "\n");
         if (t->kinks)
             fprintf(out,
-                    "  %-12s non-differentiable point%s: %zu element%s, first %s%s (one-sided "
+                    "  %-12s non-differentiable point%s: %zu %s%s, first %s%s (one-sided "
                     "slopes %.6g and %.6g, analytic %.6g): not judged\n",
-                    "", t->kinks > 1 ? "s" : "", t->kinks, t->kinks > 1 ? "s" : "", t->name,
-                    t->kink_at,
-                    t->kink_left, t->kink_right, t->kink_analytic);
+                    "", t->kinks > 1 ? "s" : "", t->kinks, fast ? "projection" : "element",
+                    t->kinks > 1 ? "s" : "", t->name, t->kink_at, t->kink_left, t->kink_right,
+                    t->kink_analytic);
     }
+    if (fast && !rep->pass)
+        fprintf(out, "  a projection says that a tensor's gradient is wrong, not where: "
+                     "tg_gradcheck_nodes names the node, the element check the elements\n");
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -44,6 +44,27 @@ so that a fresh 64 MiB result costs no page faults; without these, on the 2-vCPU
 docs/performance.md, its exp takes ~200 ms instead of ~4.
 LIST (comma-separated, default all) picks among exp, add, sum, softmax, log_softmax and
 logsumexp.
+
+With --gradcheck, the whole-graph gradient check instead:
+
+    /usr/bin/python3 tools/bench_torch.py --gradcheck [--tg-gradcheck PATH] [--nets G-mlp,B-seed]
+        [--modes full,fast] [--max-elements K] [--projections N] [--threads 1] [--reps 7]
+        [--rounds 3] [--markdown]
+
+times tools/tg-bench-gradcheck's tg_gradcheck (every element, or a seeded subset of K per
+tensor, and fast mode with N projections per tensor, default 1) beside
+torch.autograd.gradcheck (fast_mode=False and True, eps 1e-6, atol 1e-5, rtol 1e-3, its other
+options at their defaults) on the same float64 networks, 784-256-128-10 with batch 4 and the
+six parameters checked: G-mlp (tanh, sigmoid, identity, softmax cross-entropy) and B-seed
+(tg-bench's: tanh, tanh, sigmoid, 1/(2m) sum (Y - A)^2). With --max-elements, PyTorch checks
+the same number of elements per tensor: its inputs are then the chosen elements, scattered
+into a copy of each full tensor at every run of the function (a 235146-element copy, as
+tapegrad copies its inputs onto its tape at every run). Each side runs one untimed check,
+then --reps timed ones, in rounds of alternating order like the networks; the table gives
+medians over the rounds, min-max over all runs and PyTorch/ours, then per network the time of
+the full check of every element (extrapolated from a subset by the function runs it needs,
+1 + 2 per element) over the fast check's, on each side. Without --max-elements the full
+check of every element takes minutes.
 """
 import argparse
 import os
@@ -256,18 +277,22 @@ def torch_ops_child(threads, size, softmax, reps, op_list):
     print(f"# torch {torch.__version__} threads={torch.get_num_threads()}", flush=True)
 
 
+def find_tool(name, given, option, builds=("build-perf", "build", "build-rel")):
+    """The path given, or tools/NAME in the first of the build folders that has it."""
+    if given:
+        return given
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for b in builds:
+        p = os.path.join(root, b, "tools", name)
+        if os.access(p, os.X_OK):
+            return p
+    sys.exit(f"bench_torch.py: {name} not found; pass {option} PATH")
+
+
 def run_ops(a, torch_env):
     """The --ops comparison: tg-bench-ops and a PyTorch child, in rounds, per thread count."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tg = a.tg_ops
-    if not tg:
-        for b in ("build-perf", "build", "build-rel", "build-bench"):
-            p = os.path.join(root, b, "tools", "tg-bench-ops")
-            if os.access(p, os.X_OK):
-                tg = p
-                break
-    if not tg:
-        sys.exit("bench_torch.py: tg-bench-ops not found; pass --tg-ops PATH")
+    tg = find_tool("tg-bench-ops", a.tg_ops, "--tg-ops",
+                   ("build-perf", "build", "build-rel", "build-bench"))
     op_list = None if a.ops == "all" else a.ops
     common = ["--size", a.size, "--softmax", a.softmax, "--repeat", str(a.reps)]
     header = []
@@ -369,6 +394,157 @@ def run_ops(a, torch_env):
     return 0
 
 
+# ---- --gradcheck: the whole-graph gradient check, tools/tg-bench-gradcheck beside PyTorch ----
+GC_NETS = {
+    # name: (activations of the three layers, loss)
+    "G-mlp": (("tanh", "sigmoid", "identity"), "xent"),
+    "B-seed": (("tanh", "tanh", "sigmoid"), "mse_half"),
+}
+GC_DIMS = (784, 256, 128, 10)
+GC_BATCH = 4
+
+
+def torch_gradcheck_child(net, mode, max_elements, threads, reps):
+    """Prints `net=… mode=… median_ms=…` for torch.autograd.gradcheck on one network."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    dt = torch.float64
+    act_names, loss_kind = GC_NETS[net]
+    acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda v: v}
+    layers = [torch.nn.Linear(GC_DIMS[i], GC_DIMS[i + 1]).to(dt) for i in range(3)]
+    params = [p.detach().clone() for l in layers for p in (l.weight, l.bias)]
+    x = torch.rand(GC_BATCH, GC_DIMS[0], dtype=dt)
+    y = torch.rand(GC_BATCH, GC_DIMS[3], dtype=dt)
+    labels = torch.arange(GC_BATCH) % GC_DIMS[3]
+
+    def loss(ps):
+        h = x
+        for i in range(3):
+            h = acts[act_names[i]](F.linear(h, ps[2 * i], ps[2 * i + 1]))
+        if loss_kind == "xent":
+            return F.cross_entropy(h, labels)
+        return ((h - y) ** 2).sum() / (2 * GC_BATCH)
+
+    # the checked inputs: each parameter whole, or (a subset) K of its elements, seeded
+    gen = torch.Generator().manual_seed(7)
+    subsets, inputs, checked = [], [], 0
+    for p in params:
+        n = p.numel()
+        if mode == "full" and max_elements and n > max_elements:
+            idx = torch.randperm(n, generator=gen)[:max_elements].sort().values
+            subsets.append(idx)
+            inputs.append(p.reshape(-1)[idx].clone().requires_grad_(True))
+        else:
+            subsets.append(None)
+            inputs.append(p.clone().requires_grad_(True))
+        checked += inputs[-1].numel()
+
+    def fn(*ins):
+        ps = [v if idx is None else p.reshape(-1).index_put((idx,), v).view_as(p)
+              for p, idx, v in zip(params, subsets, ins)]
+        return loss(ps)
+
+    t = []
+    ok = True
+    for i in range(reps + 1):  # the first untimed
+        s = time.perf_counter()
+        ok &= torch.autograd.gradcheck(fn, tuple(inputs), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                       fast_mode=mode == "fast")
+        e = time.perf_counter()
+        if i:
+            t.append((e - s) * 1e3)
+    print(f"net={net} mode={mode} checked={checked if mode == 'full' else len(inputs)} "
+          f"median_ms={statistics.median(t):.3f} min_ms={min(t):.3f} max_ms={max(t):.3f} "
+          f"pass={int(ok)} threads={torch.get_num_threads()} torch={torch.__version__}",
+          flush=True)
+
+
+def run_gradcheck(a, torch_env):
+    """The --gradcheck comparison: tg-bench-gradcheck and a PyTorch child per network and
+    mode, in rounds of alternating order."""
+    tg = find_tool("tg-bench-gradcheck", a.tg_gradcheck, "--tg-gradcheck")
+    nets = a.nets if a.nets != NETS_DEFAULT else "G-mlp,B-seed"
+    bad = set(nets.split(",")) - set(GC_NETS)
+    if bad:
+        sys.exit(f"bench_torch.py: --gradcheck: unknown network {','.join(sorted(bad))}")
+    th = a.threads.split(",")[0]
+    sub = ["--max-elements", str(a.max_elements)] if a.max_elements else []
+
+    def run_ours(net, mode):
+        cmd = [tg, "--nets", net, "--modes", mode, "--projections", str(a.projections),
+               "--reps", str(a.reps), "--threads", th] + sub
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode not in (0, 1):
+            sys.exit(f"bench_torch.py: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
+        return next(parse(l) for l in p.stdout.splitlines() if l.startswith("net="))
+
+    def run_torch(net, mode):
+        env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--gradcheck-child",
+                              net, mode, str(a.max_elements or 0), th, "--reps", str(a.reps)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        return next(parse(l) for l in out.splitlines() if l.startswith("net="))
+
+    ours, theirs, ratios, keys = {}, {}, {}, []
+    for net in nets.split(","):
+        for mode in a.modes.split(","):
+            key = (net, mode)
+            keys.append(key)
+            for rnd in range(max(1, a.rounds)):
+                if rnd % 2 == 0:
+                    o, t = run_ours(*key), run_torch(*key)
+                else:
+                    t = run_torch(*key)
+                    o = run_ours(*key)
+                ours.setdefault(key, []).append(o)
+                theirs.setdefault(key, []).append(t)
+                ratios.setdefault(key, []).append(float(t["median_ms"]) / float(o["median_ms"]))
+            print(f"# {net} {mode}: PyTorch/ours per round "
+                  + " ".join(f"{r:.2f}" for r in ratios[key]), file=sys.stderr, flush=True)
+
+    def summary(runs):
+        return (statistics.median(float(r["median_ms"]) for r in runs),
+                min(float(r["min_ms"]) for r in runs), max(float(r["max_ms"]) for r in runs))
+
+    hdr = ["network", "mode", "checked", "evals", "tapegrad ms (min-max)", "PyTorch ms (min-max)",
+           "PyTorch/ours (won)", "ours µs/eval", "pass ours/PyTorch"]
+    rows, med = [], {}
+    for k in keys:
+        (om, olo, ohi), (tm, tlo, thi) = summary(ours[k]), summary(theirs[k])
+        med[k] = (om, tm)
+        o0 = ours[k][0]
+        what = (f"{o0['checked']} of {o0['elements']}" if k[1] == "full"
+                else f"{a.projections}/tensor (PyTorch 1)")
+        won = sum(r > 1 for r in ratios[k])
+        rows.append([k[0], k[1], what, o0["evals"], f"{om:.2f} ({olo:.2f}-{ohi:.2f})",
+                     f"{tm:.2f} ({tlo:.2f}-{thi:.2f})",
+                     f"{statistics.median(ratios[k]):.2f}x ({won}/{len(ratios[k])})",
+                     o0["per_eval_us"],
+                     f"{min(int(r['pass']) for r in ours[k])}/"
+                     f"{min(int(r['pass']) for r in theirs[k])}"])
+    print_table(hdr, rows, a.markdown)
+    for net in nets.split(","):
+        full, fast = (net, "full"), (net, "fast")
+        if full not in med or fast not in med:
+            continue
+        o0 = ours[full][0]
+        # function runs of a full check of every element over those of the one timed
+        scale = (1 + 2 * int(o0["elements"])) / float(o0["evals"])
+        est = "" if scale == 1 else " (extrapolated from the subset by function runs)"
+        (of, tf), (oq, tq) = med[full], med[fast]
+        print(f"# {net}: full check of every element{est}: tapegrad {of * scale / 1e3:.1f} s, "
+              f"PyTorch {tf * scale / 1e3:.1f} s; full/fast: tapegrad {of * scale / oq:.0f}x, "
+              f"PyTorch {tf * scale / tq:.0f}x")
+    print(f"# PyTorch {next(iter(theirs.values()))[0]['torch']}, OPENBLAS_CORETYPE and "
+          f"OPENBLAS_L2_SIZE unset for it; {th} thread(s); tapegrad {tg}; fast mode: tapegrad "
+          f"{a.projections} projection(s) per tensor, PyTorch 1; {max(1, a.rounds)} round(s) "
+          f"per row, order alternating")
+    return 0
+
+
 def print_table(hdr, rows, markdown):
     if markdown:
         print("| " + " | ".join(hdr) + " |")
@@ -387,10 +563,14 @@ def parse(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
+NETS_DEFAULT = "B-small,B-seed,B-mnist,B-wide,B-cnn"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tg", default=None, help="path to tg-bench (default: build*/tools)")
-    ap.add_argument("--nets", default="B-small,B-seed,B-mnist,B-wide,B-cnn")
+    ap.add_argument("--nets", default=NETS_DEFAULT,
+                    help="networks (with --gradcheck: among G-mlp,B-seed, default both)")
     ap.add_argument("--dtypes", default="f32,f64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", "--repeat", dest="reps", type=int, default=7)
@@ -405,7 +585,21 @@ def main():
                     help="path to tg-bench-ops (default: build*/tools)")
     ap.add_argument("--size", default="16M", help="--ops: elements of the exp/add/sum tensors")
     ap.add_argument("--softmax", default="256x32768", help="--ops: the softmax family's shape")
+    ap.add_argument("--gradcheck", action="store_true",
+                    help="the whole-graph gradient check (tools/tg-bench-gradcheck) beside "
+                    "torch.autograd.gradcheck instead of training steps")
+    ap.add_argument("--tg-gradcheck", default=None,
+                    help="path to tg-bench-gradcheck (default: build*/tools)")
+    ap.add_argument("--modes", default="full,fast", help="--gradcheck: full, fast or both")
+    ap.add_argument("--max-elements", type=int, default=0, metavar="K",
+                    help="--gradcheck: the full check compares K elements per tensor (a seeded "
+                    "subset) on both sides; default every element (minutes)")
+    ap.add_argument("--projections", type=int, default=1,
+                    help="--gradcheck: tapegrad's fast-mode projections per tensor (PyTorch's "
+                    "fast_mode draws 1); default 1")
     ap.add_argument("--child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--gradcheck-child", nargs=4, metavar=("NET", "MODE", "K", "THREADS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--ops-child", metavar="THREADS", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -415,6 +609,15 @@ def main():
     if a.ops_child:
         torch_ops_child(int(a.ops_child), a.size, a.softmax, a.reps, a.ops)
         return 0
+    if a.gradcheck_child:
+        net, mode, k, th = a.gradcheck_child
+        torch_gradcheck_child(net, mode, int(k), int(th), a.reps)
+        return 0
+    if a.gradcheck:
+        if a.threads == "1,2":  # the networks' default; the check is timed on one thread
+            a.threads = "1"
+        return run_gradcheck(a, {k: v for k, v in os.environ.items()
+                                 if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
     if a.ops:
         bad = set(a.ops.split(",")) - set(OPS_ALL) - {"all"}
         if bad:
@@ -422,16 +625,7 @@ def main():
         return run_ops(a, {k: v for k, v in os.environ.items()
                            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tg = a.tg
-    if not tg:
-        for b in ("build-perf", "build", "build-rel"):
-            p = os.path.join(root, b, "tools", "tg-bench")
-            if os.access(p, os.X_OK):
-                tg = p
-                break
-    if not tg:
-        sys.exit("bench_torch.py: tg-bench not found; pass --tg PATH")
+    tg = find_tool("tg-bench", a.tg, "--tg")
 
     common = ["--reps", str(a.reps), "--min-time", str(a.min_time)]
     torch_env = {k: v for k, v in os.environ.items()

@@ -1,6 +1,7 @@
 /* The measured FMA peak of tg-bench-gemm and tg-bench: fma-peak.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "fma-peak.h"
+#include "bench-clock.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -13,14 +14,6 @@
 #else
 #define BENCH_X86 0
 #endif
-
-static double
-now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 #if BENCH_X86
 /* FMA chain loops. The asm barrier keeps every accumulator in a register each iteration (an

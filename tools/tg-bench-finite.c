@@ -19,20 +19,7 @@
 #include <tapegrad/runtime.h>
 #include <tapegrad/tapegrad.h>
 
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench-clock.h"
 
 struct model {
     tg_params *p;

@@ -32,6 +32,7 @@
 #include <tapegrad/tapegrad.h>
 
 #include "fma-peak.h"
+#include "bench-clock.h"
 #include "kernels/kernels.h"
 
 #if BENCH_HAS_CBLAS
@@ -39,28 +40,7 @@
 void openblas_set_num_threads(int); /* OpenBLAS extension; declared here in case cblas.h lacks it */
 #endif
 
-static double
-now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median of v[0..n) (n >= 1); sorts v. */
-static double
-median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* ---- timing ---- */
 

@@ -70,6 +70,8 @@
 #include <tapegrad/runtime.h>
 #include <tapegrad/tapegrad.h>
 
+#include "bench-clock.h"
+
 /* The tensor-algebra ops are being added to the library as this tool is written; weak
  * references let it build and run the rows whose op exists (the others print "missing"). */
 #if defined(__GNUC__) && defined(__ELF__)
@@ -80,28 +82,8 @@
 #endif
 
 /* ---- timing, as tg-bench: CLOCK_MONOTONIC, medians of sorted runs ---- */
-static double
-now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Sorts v[0..n) (n >= 1); the median (mean of the middle two for even n), as tg-bench. */
-static double
-median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* ---- allocation counting through the library's hook, as tg-bench ---- */
 static atomic_size_t n_allocs;

@@ -54,6 +54,7 @@
 #include <tapegrad/tapegrad.h>
 
 #include "fma-peak.h"
+#include "bench-clock.h"
 
 struct net {
     const char *name;
@@ -110,21 +111,6 @@ count_free(void *p, void *ctx)
 {
     (void)ctx;
     free(p);
-}
-
-static double
-now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 struct model {

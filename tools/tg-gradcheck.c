@@ -3,11 +3,12 @@
  * in both dtypes, over random shapes of rank 1 to 4 with broadcasting, the 1x1, 1xn, nx1
  * sizes and the attributes each op takes.
  *
- *   tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--verbose]
+ *   tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--fast N] [--verbose]
  *   tg-gradcheck --list [--markdown [--diff FILE]]
  *
  * Each row: op, input shapes and attributes, dtype, the whole-graph check's max abs/rel error
- * (float64 central differences; a float32 row is re-run in float64), the Taylor test's
+ * (float64 central differences; a float32 row is re-run in float64; with --fast N over N
+ * random projections per input instead of every element), the Taylor test's
  * observed order, the node-local check of every node (a float32 row checks the float32 VJPs
  * that ran), and pass/FAIL. Exit status 1 when any row fails or some built-in op has no cases
  * here, 2 on a usage error.
@@ -1905,6 +1906,7 @@ struct run_opts {
     bool verbose;
     bool quiet;     /* print failing rows only (many seeds) */
     uint64_t seed;  /* for the reproduce hint */
+    int fast;       /* whole-graph check in fast mode with this many projections (0: off) */
 };
 
 static void
@@ -1941,6 +1943,7 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
     tg_gradcheck_options o = tg_gradcheck_defaults();
     o.seed = seed;
     o.wrt = wrt;
+    o.fast_projections = ro->fast;
     double abs_err = 0, rel_err = 0, order = NAN;
     bool whole = false, taylor = false, nodes = false, extra = true, taylor2 = false;
     size_t kinks = 0;
@@ -2013,9 +2016,13 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
         if (!extra)
             printf("%s\n", extra_msg);
     }
-    if (!pass)
-        printf("  reproduce: tg-gradcheck --seed %" PRIu64 " --op %s --verbose\n", ro->seed,
-               c->row->name);
+    if (!pass) {
+        char fast[32] = "";
+        if (ro->fast)
+            snprintf(fast, sizeof fast, " --fast %d", ro->fast);
+        printf("  reproduce: tg-gradcheck --seed %" PRIu64 " --op %s%s --verbose\n", ro->seed,
+               c->row->name, fast);
+    }
     tg_gradcheck_report_free(&wr);
     tg_nodecheck_report_free(&nr);
     free(c->r);
@@ -2185,7 +2192,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--verbose]\n"
+            "usage: tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--fast N] [--verbose]\n"
             "       tg-gradcheck --list [--markdown [--diff FILE]]\n"
             "Checks every built-in op and composed MLPs, in float32 and float64, over random\n"
             "shapes of rank 1 to 4 (broadcasting, sizes of 1, the ops' attributes), with the\n"
@@ -2195,6 +2202,9 @@ usage(FILE *f)
             "  --seeds N    run N seeds, from --seed on (default 1); with N > 1 only failing\n"
             "               rows are printed, with one progress line per seed\n"
             "  --op NAME    only this op (see --list); 'mlp' for the composed networks\n"
+            "  --fast N     whole-graph check in fast mode: N random projections per input\n"
+            "               (directional derivatives) instead of every element (0, the\n"
+            "               default: every element)\n"
             "  --verbose    print every report, not only those of failing rows\n"
             "  --list       list the ops and exit\n"
             "  --markdown   with --list: the op table's documentation as Markdown (docs/ops.md)\n"
@@ -2225,7 +2235,7 @@ now_s(void)
 int
 main(int argc, char **argv)
 {
-    uint64_t seed = 1, n_seeds = 1;
+    uint64_t seed = 1, n_seeds = 1, fast = 0;
     const char *only = NULL, *diff = NULL;
     bool verbose = false, list = false, markdown = false;
     for (int i = 1; i < argc; i++) {
@@ -2248,6 +2258,13 @@ main(int argc, char **argv)
                 return 2;
             if (n_seeds == 0) {
                 fprintf(stderr, "tg-gradcheck: --seeds needs at least 1\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--fast") && i + 1 < argc) {
+            if (!parse_u64("--fast", argv[++i], &fast))
+                return 2;
+            if (fast > 1000000) { /* the option is an int; a million is past any use */
+                fprintf(stderr, "tg-gradcheck: --fast takes at most 1000000 projections\n");
                 return 2;
             }
         } else if (!strcmp(argv[i], "--op") && i + 1 < argc) {
@@ -2296,13 +2313,18 @@ main(int argc, char **argv)
         }
     }
 
-    struct run_opts ro = {.verbose = verbose, .quiet = n_seeds > 1, .seed = seed};
+    struct run_opts ro = {.verbose = verbose, .quiet = n_seeds > 1, .seed = seed,
+                          .fast = (int)fast};
     struct totals all = {0};
     printf("tg-gradcheck: seed%s %" PRIu64, n_seeds > 1 ? "s" : "", seed);
     if (n_seeds > 1)
         printf(" … %" PRIu64 " (failing rows only)", seed + n_seeds - 1);
-    printf("; whole graph in float64 (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3*|n|), Taylor "
-           "order, node-local VJPs\n");
+    if (fast)
+        printf("; whole graph in float64, fast mode: %d random projection%s per input", ro.fast,
+               ro.fast == 1 ? "" : "s");
+    else
+        printf("; whole graph in float64");
+    printf(" (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3*|n|), Taylor order, node-local VJPs\n");
     printf("%-15s %-44s %-4s %11s %11s %7s %6s  %s\n", "op", "shapes", "dtype", "max abs err",
            "max rel err", "taylor", "nodes", "result");
     double t0 = now_s();

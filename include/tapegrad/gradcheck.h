@@ -6,7 +6,8 @@
  *
  * - tg_gradcheck(): whole graph: the engine's gradient of a scalar function against
  *   central finite differences in float64, element by element, with a
- *   report per input tensor (max abs/rel error, the worst element).
+ *   report per input tensor (max abs/rel error, the worst element); or, in fast mode
+ *   (tg_gradcheck_options::fast_projections), along a few random directions per tensor.
  * - tg_gradcheck_nodes(): node-local: every node of a recorded tape is re-run on its own and
  *   its VJP compared with its forward through the adjoint (dot-product)
  *   test ⟨v, J·u⟩ = ⟨VJPᵀ(v), u⟩ and, for small nodes, the full
@@ -85,9 +86,21 @@ typedef struct tg_gradcheck_options {
      * Inputs not checked are constants (targets, data). tg_gradcheck and tg_gradcheck_taylor. */
     const bool *wrt;
     /** At most this many elements per tensor, a random subset (seeded) of larger tensors.
-     * >= 1; SIZE_MAX (the default) checks every element. */
+     * >= 1; SIZE_MAX (the default) checks every element. Not used in fast mode. */
     size_t max_elements;
-    /** Seeds the element subset, the probe vectors and the Taylor direction. */
+    /** Fast mode of tg_gradcheck (PyTorch's gradcheck(fast_mode=True)): 0 (the default)
+     * compares every element; N > 0 compares, per checked tensor, N directional derivatives
+     * ⟨∇f, u⟩ along seeded random unit directions u (u = z/‖z‖, z standard normal over the
+     * tensor's elements) with (f(x + eps·u) − f(x − eps·u)) / 2eps, by the element rule
+     * |a − n| <= atol + rtol·|n|. Costs 1 backward and 2·N forward runs per checked tensor
+     * instead of 2 per element. An error e in the gradient of a tensor of n elements escapes
+     * one projection with probability at most about √(2/π)·(atol·√n + rtol·‖∇f‖) /
+     * (‖e‖ − rtol·‖∇f‖), and N projections with about its N-th power: a whole-tensor mistake
+     * is caught, an error in a single element only when it is large against the tensor's
+     * gradient (docs/gradient-checking.md derives the bound). >= 0. */
+    int fast_projections;
+    /** Seeds the element subset, the fast-mode directions, the probe vectors and the Taylor
+     * direction. */
     uint64_t seed;
 
     /* Node-local check. */
@@ -116,7 +129,11 @@ TG_API tg_gradcheck_options tg_gradcheck_defaults(void);
 /* --------------------------------------------------------------------------------------- */
 /** @name Whole-graph check
  * @{ */
-/** The whole-graph check's result for one checked input tensor. */
+/** The whole-graph check's result for one checked input tensor. In fast mode every count and
+ * error below is over projections instead of elements: checked is the number of
+ * projections, the worst "element" is the worst projection (worst_index its number p,
+ * worst_at "·u<p>", worst_analytic ⟨∇f, u_p⟩ from the backward pass, worst_numeric its central
+ * difference), and a kink is a projection whose one-sided slopes along u_p disagree. */
 typedef struct tg_gradcheck_tensor {
     const char *name;   /**< the input's name, or "input <k>" (owned by the report) */
     char shape[48];     /**< "(3x4)" */
@@ -164,18 +181,23 @@ typedef struct tg_gradcheck_report {
      * The absolute tolerance used. */
     /** @var tg_gradcheck_report::rtol
      * The relative tolerance used. */
+    /** 0: checked element by element; N > 0: a fast-mode check with N projections per
+     * tensor (tg_gradcheck_options::fast_projections), whose tensors count projections. */
+    int fast_projections;
     size_t n_tensors;     /**< checked inputs */
     tg_gradcheck_tensor *tensors; /**< n_tensors results, one per checked input */
 } tg_gradcheck_report;
 
 /** Compare the gradient of fn at `inputs` (their current values; tape tensors or parameters of
- * either dtype; only read) with central differences. Fills *report (free it with
- * tg_gradcheck_report_free, also after an error) and returns report->status. */
+ * either dtype; only read) with central differences, element by element or, in fast mode,
+ * along random directions. Fills *report (free it with tg_gradcheck_report_free, also after
+ * an error) and returns report->status. A fast-mode failure says that a tensor's gradient is
+ * wrong, not where: run tg_gradcheck_nodes on the recorded graph to name the node. */
 TG_API tg_status tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs,
                               int n_inputs, const tg_gradcheck_options *opt,
                               tg_gradcheck_report *report);
-/** Prints the verdict and the tensors that failed or met a non-differentiable point; every
- * tensor when verbose. */
+/** Prints the verdict (saying when it was a fast-mode check, and with how many projections)
+ * and the tensors that failed or met a non-differentiable point; every tensor when verbose. */
 TG_API void tg_gradcheck_report_print(const tg_gradcheck_report *report, FILE *out,
                                       bool verbose);
 /** Free what the report holds. NULL is a no-op. */
