@@ -176,16 +176,6 @@ leave_check(void)
     running_check = NULL;
 }
 
-/* A matrix product C = op(A)·op(B) that reads a checked input directly, updated for a change of
- * one element of it instead of recomputed (see product_update_apply). */
-struct product_update {
-    tg_node *nd;
-    int operand;  /* 0: the input is A, 1: B */
-    double *c0;   /* C at the unperturbed point */
-    size_t line;  /* the row (operand 0) or column (1) of C changed last */
-    bool changed; /* line holds a perturbed value */
-};
-
 struct fn_runner {
     const char *who; /* "tg_gradcheck" or "tg_gradcheck_taylor", for messages */
     bool taylor;     /* who is tg_gradcheck_taylor */
@@ -199,17 +189,18 @@ struct fn_runner {
     const char **names;
     tg_tape *tape;
     tg_tensor **made; /* this run's input tensors */
-    /* Replay (runner_replay): the last recording's output, and which of its nodes depend on
-     * input down_for (down has down_cap entries) */
+    /* Replay (runner_replay): the last recording's output, and what an evaluation does at
+     * each of its nodes for input plan_for (plan_nodes entries used, plan_cap allocated) */
     tg_tensor *y;
-    bool *down;
-    size_t down_cap;
-    int down_for;
-    struct product_update *updates; /* the products that read input down_for directly */
-    size_t n_updates, updates_cap;
+    struct replay_node *plan;
+    size_t plan_nodes, plan_cap;
+    int plan_for;
     char *msg;
     size_t msgsize;
 };
+
+struct replay_node;
+static void runner_unplan(struct fn_runner *r);
 
 /* Holds (or releases) the tape of every input that is not a parameter: the function may not
  * reset or free them while the check reads their names, shapes and values. */
@@ -240,10 +231,8 @@ runner_free(struct fn_runner *r)
     tg__free(r->vals);
     tg__free(r->wrt);
     tg__free(r->made);
-    tg__free(r->down);
-    for (size_t u = 0; u < r->n_updates; u++)
-        tg__free(r->updates[u].c0);
-    tg__free(r->updates);
+    runner_unplan(r);
+    tg__free(r->plan);
     tg__free(r->src);
     tg_tape_free(r->tape);
     memset(r, 0, sizeof *r);
@@ -301,6 +290,7 @@ runner_init(struct fn_runner *r, const char *who, tg_gradcheck_fn fn, void *ctx,
     }
     r->fn = fn;
     r->ctx = ctx;
+    r->plan_for = -1;
     r->n = n_inputs;
     r->src = tg__calloc((size_t)n_inputs, sizeof *r->src);
     r->tape = tg_tape_new();
@@ -459,134 +449,273 @@ runner_call(struct fn_runner *r, bool backward, double *value)
         return tg_tape_status(t);
     }
     r->y = y;
-    r->down_for = -1; /* a new graph */
+    runner_unplan(r); /* a new graph */
     *value = tg_tensor_item(y);
     return TG_OK;
 }
 
 /*
  * Replay: the whole-graph check's perturbed evaluations. The first run of the function
- * recorded its graph on r->tape; an evaluation with one element of input k changed writes
- * that element into the run's input tensor and re-runs, in tape order, the forwards of just
- * the nodes that depend on input k. Nothing is re-recorded (recording cost more than the
- * arithmetic on small graphs), and the nodes that do not see input k keep their values. The
- * kernels run on the same operands as in a fresh recording, so the values are the same bit
- * for bit, provided the function records the same graph whatever its inputs' values: one that
- * branches on them keeps the branch taken at the unperturbed point, as an op's kink does.
- * (Dropout keeps its mask, drawn at record time; a batch norm's running statistics move
- * only when its node re-runs.)
+ * recorded its graph on r->tape; an evaluation with input k changed writes the change into
+ * the run's input tensor and re-runs, in tape order, only the nodes that depend on input k.
+ * Nothing is re-recorded (recording cost more than the arithmetic on small graphs), and the
+ * nodes that do not see input k keep their values. The forwards run on the same operands as
+ * in a fresh recording, so they give the same values bit for bit, provided the function
+ * records the same graph whatever its inputs' values: one that branches on them keeps the
+ * branch taken at the unperturbed point, as an op's kink does. (Dropout keeps its mask, drawn
+ * at record time; a batch norm's running statistics move only when its node re-runs.)
+ *
+ * When one element of input k changes, most of a matrix product need not run again. The
+ * change of a 2-D tensor is tracked as a region, a row or a column (or all of it), and a
+ * product C = op(A)·op(B) with one operand changed in a row or column of op(·) gets (C0, op(A)0
+ * the unperturbed values kept at the start of input k):
+ *   the input itself, element op(X)[i][j]:  row i of C (X = A) += δ·op(B)[j][·], or column j
+ *                                           (X = B) += δ·op(A)[·][i]        → that row/column
+ *   op(A) row i:     C[i][·] = op(A)[i][·]·op(B), recomputed              → row i
+ *   op(A) column j:  C = C0 + (op(A)[·][j] − op(A)0[·][j]) ⊗ op(B)[j][·]  → all of C
+ *   op(B) row j:     C = C0 + op(A)[·][j] ⊗ (op(B)[j][·] − op(B)0[j][·])  → all of C
+ *   op(B) column j:  C[·][j] = op(A)·op(B)[·][j], recomputed              → column j
+ * and an elementwise node of one changed input (activations, bias_act's x) runs whole and
+ * keeps its input's region. For the 784-256-128-10 MLP a change of W1 then costs a column of
+ * the first product, the hidden activations, and an outer product for the second. Each update
+ * differs from the product recomputed by the round-off of one dot product of the inner
+ * dimension k, at most γ_k·Σ|a·b| (γ_k = k·u/(1 − k·u)) per element, which reaches f scaled by
+ * its derivatives: far below the central difference's own round-off of about u·|f|/h. The
+ * graph is put back by exact forwards after each input (runner_restore).
  */
+enum region { REGION_ALL, REGION_ROW, REGION_COL };
+
+enum replay_how {
+    HOW_FORWARD,      /* run the forward; the output changes anywhere */
+    HOW_ELEMENTWISE,  /* run the forward; the output changes where input `changed` does */
+    HOW_INPUT_LINE,   /* a product reading input k: one line of C from the element */
+    HOW_RECOMPUTE,    /* a product with a changed row of op(A) or column of op(B): that line */
+    HOW_OUTER,        /* a product with a changed column of op(A) or row of op(B): C0 + outer */
+};
+
+/* What an evaluation does at one node downstream of input k (runner_plan). */
+struct replay_node {
+    bool down;            /* depends on input k */
+    enum replay_how how;
+    int changed;          /* the input that changes (products, elementwise) */
+    enum region region;   /* where the output differs from its unperturbed value */
+    size_t at;            /* which row or column, this evaluation */
+    double *c0, *x0;      /* unperturbed output, and changed operand (HOW_OUTER) */
+    bool line_dirty;      /* HOW_INPUT_LINE, HOW_RECOMPUTE: line `prev` of C is perturbed */
+    size_t prev;
+};
+
 static bool
-runner_mark_downstream(struct fn_runner *r, int k)
+elementwise_op(const tg_op *op)
+{
+    static const tg_op *const ops[] = {
+        &tg__op_identity, &tg__op_sigmoid, &tg__op_tanh,  &tg__op_relu,      &tg__op_leaky_relu,
+        &tg__op_softplus, &tg__op_gelu,    &tg__op_silu,  &tg__op_elu,       &tg__op_gelu_tanh,
+        &tg__op_neg,      &tg__op_exp,     &tg__op_log,   &tg__op_log1p,     &tg__op_sqrt,
+        &tg__op_scale,    &tg__op_bias_act,
+    };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (op == ops[i])
+            return true;
+    return false;
+}
+
+static void
+runner_unplan(struct fn_runner *r)
+{
+    for (size_t n = 0; r->plan && n < r->plan_nodes; n++) {
+        tg__free(r->plan[n].c0);
+        tg__free(r->plan[n].x0);
+    }
+    r->plan_nodes = 0;
+    r->plan_for = -1;
+}
+
+static double *
+snapshot(const tg_tensor *x)
+{
+    double *c = tg__malloc(tg__nbytes(x) ? tg__nbytes(x) : 1);
+    if (c)
+        memcpy(c, x->data, tg__nbytes(x));
+    return c;
+}
+
+/* The plan of input k's evaluations, made at the unperturbed point (the snapshots). */
+static bool
+runner_plan(struct fn_runner *r, int k)
 {
     tg_tape *t = r->tape;
-    if (r->down_for == k)
+    if (r->plan_for == k)
         return true;
-    if (r->down_cap < t->n_nodes) {
-        bool *down = tg__realloc(r->down, t->n_nodes * sizeof *down);
-        if (!down)
+    runner_unplan(r);
+    if (r->plan_cap < t->n_nodes) {
+        struct replay_node *p = tg__realloc(r->plan, t->n_nodes * sizeof *p);
+        if (!p)
             return false;
-        r->down = down;
-        r->down_cap = t->n_nodes;
+        r->plan = p;
+        r->plan_cap = t->n_nodes;
     }
-    for (size_t u = 0; u < r->n_updates; u++)
-        tg__free(r->updates[u].c0);
-    r->n_updates = 0;
+    memset(r->plan, 0, t->n_nodes * sizeof *r->plan);
+    r->plan_nodes = t->n_nodes;
     const tg_tensor *x = tg__tensor(r->made[k]);
     for (size_t i = 0; i < t->n_nodes; i++) {
         tg_node *nd = t->nodes[i];
-        bool d = false;
-        for (int j = 0; j < nd->n_in && !d; j++) {
+        struct replay_node *p = &r->plan[i];
+        int n_down = 0, changed = -1;
+        bool from_x = false;
+        for (int j = 0; j < nd->n_in; j++) {
             const tg_tensor *in = nd->in[j];
-            d = in == x || (in->kind == TG__KIND_OP && r->down[in->node->index]);
+            bool d = in == x || (in->kind == TG__KIND_OP && r->plan[in->node->index].down);
+            if (d)
+                n_down++, changed = j, from_x = in == x;
         }
-        r->down[i] = d;
-        /* a product with x as exactly one operand, the other independent of x */
-        int operand = nd->op != &tg__op_matmul ? -1 : nd->in[0] == x ? 0 : nd->in[1] == x ? 1 : -1;
-        const tg_tensor *other = operand < 0 ? NULL : nd->in[1 - operand];
-        if (!other || other == x || (other->kind == TG__KIND_OP && r->down[other->node->index]))
+        p->down = n_down > 0;
+        p->how = HOW_FORWARD;
+        p->region = REGION_ALL;
+        if (n_down != 1)
             continue;
-        if (r->n_updates == r->updates_cap) {
-            size_t cap = r->updates_cap ? 2 * r->updates_cap : 4;
-            struct product_update *u = tg__realloc(r->updates, cap * sizeof *u);
-            if (!u)
+        p->changed = changed;
+        const tg_tensor *in = nd->in[changed];
+        enum region in_region = from_x ? REGION_ALL : r->plan[in->node->index].region;
+        if (nd->op == &tg__op_matmul && in->ndim == 2) {
+            bool trans = changed ? nd->attr.trans_b : nd->attr.trans_a;
+            if (from_x) {
+                p->how = HOW_INPUT_LINE;
+                p->region = changed ? REGION_COL : REGION_ROW;
+            } else if (in_region != REGION_ALL) {
+                /* the changed line of op(X): a stored row is a column of op(X) when trans */
+                bool op_row = (in_region == REGION_ROW) != trans;
+                bool recompute = changed ? !op_row : op_row;
+                p->how = recompute ? HOW_RECOMPUTE : HOW_OUTER;
+                p->region = !recompute ? REGION_ALL : changed ? REGION_COL : REGION_ROW;
+                if (!recompute && !(p->x0 = snapshot(in)))
+                    return false;
+            }
+            if (p->how != HOW_FORWARD && !(p->c0 = snapshot(nd->out)))
                 return false;
-            r->updates = u;
-            r->updates_cap = cap;
+        } else if (!from_x && in_region != REGION_ALL && elementwise_op(nd->op) &&
+                   (nd->op != &tg__op_bias_act || changed == 0) &&
+                   nd->out->ndim == 2 && in->ndim == 2) {
+            p->how = HOW_ELEMENTWISE;
+            p->region = in_region;
         }
-        double *c0 = tg__malloc(tg__nbytes(nd->out) ? tg__nbytes(nd->out) : 1);
-        if (!c0)
-            return false;
-        memcpy(c0, nd->out->data, tg__nbytes(nd->out));
-        r->updates[r->n_updates++] = (struct product_update){nd, operand, c0, 0, false};
     }
-    r->down_for = k;
+    r->plan_for = k;
     return true;
 }
 
-/*
- * C = op(A)·op(B) (m x n, inner dimension k) after element (row, col) of the stored input
- * moved by delta from its unperturbed value: one line of C changes, by delta times a line of
- * the other operand, so C' = C0 + delta·(that line), O(m or n) instead of O(m·n·k). A: the
- * element is op(A)[i][j] with (i, j) = (row, col), or (col, row) when A is stored transposed;
- * row i of C gains delta·op(B)[j][·]. B: op(B)[i][j] likewise; column j of C gains
- * delta·op(A)[·][i]. C' differs from the product recomputed by the round-off of one dot
- * product, at most γ_k·Σ|a·b| (γ_k = k·u/(1 − k·u)), far below the central difference's own
- * round-off of u·|f|/h; the line changed before is first put back from C0.
- */
-static void
-product_update_apply(struct product_update *p, size_t element, double delta)
+/* op(X)[i][j] of a stored 2-D matrix X, op(X) = Xᵀ when trans */
+static inline double
+op_at(const tg_tensor *x, bool trans, size_t i, size_t j)
 {
-    const tg_node *nd = p->nd;
-    const tg_tensor *a = nd->in[0], *b = nd->in[1], *x = nd->in[p->operand];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
-    size_t m = (size_t)nd->out->dims[0], n = (size_t)nd->out->dims[1];
-    size_t sa = (size_t)a->dims[1], sb = (size_t)b->dims[1]; /* row strides */
-    const double *A = a->data, *B = b->data;
-    double *C = nd->out->data;
-    if (p->changed) { /* put the last line back */
-        for (size_t q = 0; q < (p->operand ? m : n); q++) {
-            size_t at = p->operand ? q * n + p->line : p->line * n + q;
-            C[at] = p->c0[at];
-        }
-    }
-    size_t row = element / (size_t)x->dims[1], col = element % (size_t)x->dims[1];
-    bool trans = p->operand ? tb : ta;
-    size_t i = trans ? col : row, j = trans ? row : col; /* op(X)[i][j] moved */
-    if (p->operand == 0) { /* row i of C += delta·op(B)[j][·] */
-        for (size_t q = 0; q < n; q++)
-            C[i * n + q] = p->c0[i * n + q] + delta * (tb ? B[q * sb + j] : B[j * sb + q]);
-        p->line = i;
-    } else { /* column j of C += delta·op(A)[·][i] */
-        for (size_t q = 0; q < m; q++)
-            C[q * n + j] = p->c0[q * n + j] + delta * (ta ? A[i * sa + q] : A[q * sa + i]);
-        p->line = j;
-    }
-    p->changed = true;
+    size_t s = (size_t)x->dims[1];
+    return ((const double *)x->data)[trans ? j * s + i : i * s + j];
 }
 
-/* f at the current values, element i of input k (unperturbed: x0) being the only one changed
- * since the last evaluation (see Replay above). */
+/* One evaluation's update of product nd (see Replay above); `element` and `delta` describe
+ * the input's change for HOW_INPUT_LINE. */
+static void
+product_update(struct fn_runner *r, tg_node *nd, struct replay_node *p, size_t element,
+               double delta)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    size_t m = (size_t)nd->out->dims[0], n = (size_t)nd->out->dims[1];
+    size_t kk = (size_t)(ta ? a->dims[0] : a->dims[1]);
+    double *C = nd->out->data;
+    bool rows = p->region == REGION_ROW; /* a line of C: row or column */
+    if (p->line_dirty) { /* put the last line back */
+        for (size_t q = 0; q < (rows ? n : m); q++) {
+            size_t at = rows ? p->prev * n + q : q * n + p->prev;
+            C[at] = p->c0[at];
+        }
+        p->line_dirty = false;
+    }
+    if (p->how == HOW_INPUT_LINE) {
+        const tg_tensor *x = nd->in[p->changed];
+        size_t row = element / (size_t)x->dims[1], col = element % (size_t)x->dims[1];
+        bool trans = p->changed ? tb : ta;
+        size_t i = trans ? col : row, j = trans ? row : col; /* op(X)[i][j] moved */
+        if (p->changed == 0) /* row i of C += delta·op(B)[j][·] */
+            for (size_t q = 0; q < n; q++)
+                C[i * n + q] = p->c0[i * n + q] + delta * op_at(b, tb, j, q);
+        else /* column j of C += delta·op(A)[·][i] */
+            for (size_t q = 0; q < m; q++)
+                C[q * n + j] = p->c0[q * n + j] + delta * op_at(a, ta, q, i);
+        p->at = p->prev = p->changed ? j : i;
+        p->line_dirty = true;
+        return;
+    }
+    const tg_tensor *x = nd->in[p->changed];
+    const struct replay_node *src = &r->plan[x->node->index];
+    bool trans = p->changed ? tb : ta;
+    bool op_row = (src->region == REGION_ROW) != trans;
+    size_t line = src->at; /* the line of op(X) that changed */
+    if (p->how == HOW_RECOMPUTE) {
+        if (p->changed == 0) /* op(A) row `line`: C row `line` */
+            for (size_t q = 0; q < n; q++) {
+                double sum = 0;
+                for (size_t j = 0; j < kk; j++)
+                    sum += op_at(a, ta, line, j) * op_at(b, tb, j, q);
+                C[line * n + q] = sum;
+            }
+        else /* op(B) column `line`: C column `line` */
+            for (size_t q = 0; q < m; q++) {
+                double sum = 0;
+                for (size_t j = 0; j < kk; j++)
+                    sum += op_at(a, ta, q, j) * op_at(b, tb, j, line);
+                C[q * n + line] = sum;
+            }
+        p->at = p->prev = line;
+        p->line_dirty = true;
+        return;
+    }
+    /* HOW_OUTER: C = C0 + u ⊗ v, u a column of op(A) and v a row of op(B), one of them the
+     * change of the changed operand's line (its current value minus its snapshot) */
+    tg_tensor x0 = *x;
+    x0.data = p->x0;
+    (void)op_row;
+    for (size_t i = 0; i < m; i++) {
+        double u = p->changed ? op_at(a, ta, i, line)
+                              : op_at(a, ta, i, line) - op_at(&x0, ta, i, line);
+        for (size_t q = 0; q < n; q++) {
+            double v = p->changed ? op_at(b, tb, line, q) - op_at(&x0, tb, line, q)
+                                  : op_at(b, tb, line, q);
+            C[i * n + q] = p->c0[i * n + q] + u * v;
+        }
+    }
+}
+
+/* f at the current values. Element i of input k (unperturbed: x0) is the only one changed
+ * since the last evaluation; with i = SIZE_MAX, any of input k's elements may have changed
+ * and every node downstream runs its forward (fast mode's directions, and runner_restore). */
 static tg_status
 runner_replay(struct fn_runner *r, int k, size_t i, double x0, double *value)
 {
     tg_tape *t = r->tape;
-    if (!runner_mark_downstream(r, k)) {
+    if (!runner_plan(r, k)) {
         put(r->msg, r->msgsize, "gradcheck: out of memory");
         return TG_ERR_NOMEM;
     }
-    ((double *)tg__tensor(r->made[k])->data)[i] = r->vals[k][i];
+    tg_tensor *x = tg__tensor(r->made[k]);
+    if (i == SIZE_MAX)
+        memcpy(x->data, r->vals[k], x->size * sizeof(double));
+    else
+        ((double *)x->data)[i] = r->vals[k][i];
     tg__tape_hold(t, "tg_gradcheck is re-running the function's graph on this tape");
     tg_status s = TG_OK;
-    size_t next_update = 0;
     for (size_t n = 0; n < t->n_nodes && s == TG_OK; n++) {
         tg_node *nd = t->nodes[n];
-        if (!r->down[n])
+        struct replay_node *p = &r->plan[n];
+        if (!p->down)
             continue;
-        if (next_update < r->n_updates && r->updates[next_update].nd == nd) {
-            product_update_apply(&r->updates[next_update++], i, r->vals[k][i] - x0);
+        if (i != SIZE_MAX && p->how != HOW_FORWARD && p->how != HOW_ELEMENTWISE) {
+            product_update(r, nd, p, i, r->vals[k][i] - x0);
             continue;
         }
+        if (p->how == HOW_ELEMENTWISE)
+            p->at = r->plan[nd->in[p->changed]->node->index].at;
+        p->line_dirty = false; /* the forward writes all of the output */
         if (nd->zero_output)
             memset(nd->out->data, 0, tg__nbytes(nd->out));
         t->busy_node = nd;
@@ -604,6 +733,15 @@ runner_replay(struct fn_runner *r, int k, size_t i, double x0, double *value)
     tg__tape_release(t);
     *value = ((const double *)r->y->data)[0];
     return refused != TG_OK ? refused : s;
+}
+
+/* Input k back at r->vals[k] everywhere in the graph, by exact forwards (after its
+ * evaluations: the next input's snapshots and the nodes beside it must be unperturbed). */
+static tg_status
+runner_restore(struct fn_runner *r, int k)
+{
+    double f;
+    return runner_replay(r, k, SIZE_MAX, 0, &f);
 }
 
 static double *
@@ -761,10 +899,7 @@ check_tensor(struct fn_runner *r, int k, const double *analytic, double f0,
     }
     tg__free(subset);
     tr->pass = tr->failures == 0;
-    /* the nodes downstream of input k back at the unperturbed point, for the next inputs
-     * (element 0 is rewritten with its own value) */
-    double f;
-    return count ? runner_replay(r, k, 0, r->vals[k][0], &f) : TG_OK;
+    return count ? runner_restore(r, k) : TG_OK;
 }
 
 /*

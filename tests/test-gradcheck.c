@@ -608,16 +608,40 @@ relu_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
  * (gradcheck.c, Replay). Here a plain loop re-records the function from scratch for every
  * perturbed element, as PyTorch's gradcheck does, and the two reports must agree. */
 struct plain_net {
-    int kind;     /* 0: W as B of a product, 1: W as A, 2: W in two products, 3: W·Wᵀ */
-    bool ta, tb;  /* the transposes of the product reading W */
+    /* 0: W as B of a product, 1: W as A, 2: W in two products, 3: W·Wᵀ; 4-7: two layers,
+     * P = X·op(W) (4, 6) or op(W)·X (5, 7), h = tanh(P + b), then op(h)·V (4, 5) or U·op(h)
+     * (6, 7): every way a changed row or column of a product's operand is updated */
+    int kind;
+    bool ta, tb;  /* the transposes of the product reading W (kinds 4-7: ta is op(h)'s) */
     tg_dtype dt;
 };
+
+/* A constant (rows x cols) of the graph's dtype, the same values at every call. */
+static tg_tensor *
+plain_const(tg_tape *t, tg_dtype dt, int64_t rows, int64_t cols)
+{
+    tg_tensor *c = tg_tensor_new(t, dt, 2, (int64_t[]){rows, cols}, NULL);
+    double v[20];
+    for (int64_t i = 0; i < rows * cols; i++)
+        v[i] = sin(1.0 + (double)i);
+    tg_tensor_write(c, v, (size_t)(rows * cols));
+    return c;
+}
 
 static tg_tensor *
 plain_net_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
 {
     const struct plain_net *c = ctx;
     tg_tensor *w = in[0], *x = in[1], *b = in[2], *h;
+    if (c->kind >= 4) {
+        tg_dtype dt = tg_tensor_dtype(w);
+        tg_tensor *p = c->kind % 2 == 0 ? tg_matmul_t(t, x, false, w, c->tb)
+                                        : tg_matmul_t(t, w, c->tb, x, false); /* (4x5) */
+        h = tg_bias_act(t, p, b, TG_ACT_TANH);
+        h = c->kind <= 5 ? tg_matmul_t(t, h, c->ta, plain_const(t, dt, c->ta ? 4 : 5, 3), false)
+                         : tg_matmul_t(t, plain_const(t, dt, 3, c->ta ? 5 : 4), false, h, c->ta);
+        return tg_sum(t, tg_square(t, tg_sigmoid(t, h)));
+    }
     switch (c->kind) {
     case 0: /* op(X) · op(W) */
         h = tg_matmul_t(t, x, c->ta, w, c->tb);
@@ -657,7 +681,7 @@ plain_eval(const struct plain_net *c, double *const *vals, tg_tensor *const *src
 
 START_TEST(whole_graph_check_matches_plain_evaluation)
 {
-    const int kind = _i / 4, ta = _i / 2 % 2, tb = _i % 2; /* 16 networks */
+    const int kind = _i / 4, ta = _i / 2 % 2, tb = _i % 2; /* 32 networks */
     for (int d = 0; d < 2; d++) {
         struct plain_net c = {kind, ta, tb, d ? TG_F64 : TG_F32};
         tg_rng *rng = tg_rng_new(100 + (uint64_t)_i);
@@ -671,9 +695,15 @@ START_TEST(whole_graph_check_matches_plain_evaluation)
         } else if (kind == 1) {
             wd[0] = ta ? 3 : 5, wd[1] = ta ? 5 : 3;
             xd[0] = tb ? 4 : 3, xd[1] = tb ? 3 : 4;
-        } else {
+        } else if (kind <= 3) {
             wd[0] = wd[1] = 5;
             xd[0] = ta ? 5 : 4, xd[1] = ta ? 4 : 5;
+        } else if (kind % 2 == 0) { /* X (4x3) · op(W) (3x5) */
+            wd[0] = tb ? 5 : 3, wd[1] = tb ? 3 : 5;
+            xd[0] = 4, xd[1] = 3;
+        } else { /* op(W) (4x3) · X (3x5) */
+            wd[0] = tb ? 3 : 4, wd[1] = tb ? 4 : 3;
+            xd[0] = 3, xd[1] = 5;
         }
         tg_tensor *src[3] = {tg_tensor_new(t, c.dt, 2, wd, "W"),
                              tg_tensor_new(t, c.dt, 2, xd, "X"),
@@ -1582,7 +1612,7 @@ gradcheck_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("options and reports");
     tcase_add_test(tc, kink_reported_not_judged);
-    tcase_add_loop_test(tc, whole_graph_check_matches_plain_evaluation, 0, 16);
+    tcase_add_loop_test(tc, whole_graph_check_matches_plain_evaluation, 0, 32);
     tcase_add_test(tc, bad_options_rejected);
     tcase_add_test(tc, float32_only_graph_explained);
     tcase_add_test(tc, element_cap_is_a_seeded_subset);

@@ -26,11 +26,20 @@
  *         return tg_mse_half(t, a, in[3], 1);
  *     }
  *
- * The checker runs it many times on a private tape, in float64 whatever the dtype of the
- * tensors passed in (a float32 graph is re-run in float64, so that finite differences are
- * accurate). The callback must therefore make any tensor of its own (constants, targets) with
+ * The checker runs it on a private tape, in float64 whatever the dtype of the tensors passed
+ * in (a float32 graph is re-run in float64, so that finite differences are accurate). The
+ * callback must therefore make any tensor of its own (constants, targets) with
  * tg_tensor_dtype(in[0]), never a fixed dtype; a graph that insists on float32 cannot be
  * checked in float64 and the report says so. It must not keep tensors between calls.
+ *
+ * The element check (tg_gradcheck without fast mode) calls the function once: each perturbed
+ * evaluation writes the one element into that recording and re-runs just the nodes that
+ * depend on it (a product reading the input directly is updated by one row or column), which
+ * gives the values a fresh recording would, to round-off. So the function must record the
+ * same graph whatever its inputs' values: one that branches on them (tg_tensor_get of an
+ * input deciding which op to record) keeps the branch taken at the unperturbed point. A
+ * dropout keeps its mask; batch-norm running statistics move only when their node re-runs.
+ * Fast mode and tg_gradcheck_taylor call the function for every evaluation.
  *
  * Layer helpers (tg_dense_forward and the like) may run inside the callback, on a copy of
  * the layer whose tensors are the callback's inputs, since the checker differentiates and
