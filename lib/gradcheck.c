@@ -647,10 +647,9 @@ product_update(struct fn_runner *r, tg_node *nd, struct replay_node *p, size_t e
         return;
     }
     const tg_tensor *x = nd->in[p->changed];
-    const struct replay_node *src = &r->plan[x->node->index];
-    bool trans = p->changed ? tb : ta;
-    bool op_row = (src->region == REGION_ROW) != trans;
-    size_t line = src->at; /* the line of op(X) that changed */
+    /* the line of op(X) that changed: the index of the stored row or column (runner_plan chose
+     * the update from which it is of op(X)) */
+    size_t line = r->plan[x->node->index].at;
     if (p->how == HOW_RECOMPUTE) {
         if (p->changed == 0) /* op(A) row `line`: C row `line` */
             for (size_t q = 0; q < n; q++) {
@@ -674,7 +673,6 @@ product_update(struct fn_runner *r, tg_node *nd, struct replay_node *p, size_t e
      * change of the changed operand's line (its current value minus its snapshot) */
     tg_tensor x0 = *x;
     x0.data = p->x0;
-    (void)op_row;
     for (size_t i = 0; i < m; i++) {
         double u = p->changed ? op_at(a, ta, i, line)
                               : op_at(a, ta, i, line) - op_at(&x0, ta, i, line);

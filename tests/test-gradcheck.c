@@ -1297,7 +1297,8 @@ START_TEST(fast_mode_report)
     FILE *f = fmemopen(buf, sizeof buf, "w");
     tg_gradcheck_report_print(&a, f, true);
     fclose(f);
-    ck_assert_msg(strstr(buf, "PASS") && strstr(buf, "fast mode, 3 random projections per tensor") &&
+    ck_assert_msg(strstr(buf, "PASS") &&
+                      strstr(buf, "fast mode, 3 random projections per tensor") &&
                       strstr(buf, "3 proj") && strstr(buf, "worst projection") &&
                       strstr(buf, "x·u"),
                   "%s", buf);

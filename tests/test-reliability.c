@@ -1469,6 +1469,9 @@ END_TEST
  * they are; the ones 16 or more resets old are named as such. */
 START_TEST(stale_handles_past_the_ring)
 {
+#if !defined(__x86_64__)
+    return; /* handles are plain addresses there: only the 15-reset guarantee holds */
+#endif
     enum { STEPS = 100, PER_STEP = 40 };
     tg_tensor *kept[STEPS][PER_STEP];
     for (int g = 0; g < STEPS; g++) {
@@ -1486,7 +1489,8 @@ START_TEST(stale_handles_past_the_ring)
     for (int age = 1; age < STEPS; age++)
         for (int i = 0; i < PER_STEP; i++)
             for (int j = 0; j < PER_STEP; j++)
-                reused += ((uintptr_t)kept[now - age][i] & addr) == ((uintptr_t)kept[now][j] & addr);
+                reused += ((uintptr_t)kept[now - age][i] & addr) ==
+                          ((uintptr_t)kept[now][j] & addr);
     ck_assert_msg(reused >= PER_STEP, "%d header slots reused: the test misses its case", reused);
 #endif
     for (int age = 1; age < STEPS; age++)
@@ -1535,6 +1539,9 @@ END_TEST
  * 4.2 million resets, and no tensor made since may have the first one's handle. */
 START_TEST(header_slot_retired_before_its_count_wraps)
 {
+#if !defined(__x86_64__)
+    return; /* no use counts in handles there */
+#endif
     tg_tape *t = tg_tape_new();
     tg_tensor *first = tg_matrix(t, TG_F64, 1, 1, (double[]){1}, NULL);
     const long resets = 64L * 65536 + 128;
