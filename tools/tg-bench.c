@@ -4,6 +4,7 @@
  *   B-small  MLP 2-16-16-1,         tanh hidden, identity out, MSE (mean),       batch 32
  *   B-seed   MLP 784-256-128-10,    tanh hidden, sigmoid out,  the note's MSE,   batch 128
  *            (J = 1/(2m) Σ (Y - A)², m = batch)
+ *   B-seed4  the same with batch 4: products too small to split (does a second thread pay?)
  *   B-mnist  MLP 784-512-256-10,    ReLU hidden, identity out, softmax x-entropy, batch 128
  *   B-wide   MLP 1024-4096-4096-1024, ReLU hidden, identity out, MSE (mean),    batch 256
  *   B-cnn    examples/fashion-mnist-cnn's network,                             batch 64
@@ -72,6 +73,7 @@ struct net {
 static const struct net nets[] = {
     {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, .cnn = false},
     {"B-seed", {784, 256, 128, 10}, 128, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, .cnn = false},
+    {"B-seed4", {784, 256, 128, 10}, 4, TG_ACT_TANH, TG_ACT_SIGMOID, LOSS_MSE_HALF, .cnn = false},
     {"B-mnist", {784, 512, 256, 10}, 128, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_XENT, .cnn = false},
     {"B-wide", {1024, 4096, 4096, 1024}, 256, TG_ACT_RELU, TG_ACT_IDENTITY, LOSS_MSE, .cnn = false},
     /* examples/fashion-mnist-cnn's network on 28x28 inputs: conv 1->32 3x3 pad 1, batch norm,
@@ -390,8 +392,9 @@ main(int argc, char **argv)
             min_time = atof(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--nets B-small,B-seed,B-mnist,B-wide,B-cnn,B-conv1,B-conv2,"
-                    "B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] [--min-time S]\n",
+                    "usage: %s [--nets B-small,B-seed,B-seed4,B-mnist,B-wide,B-cnn,B-conv1,"
+                    "B-conv2,B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] "
+                    "[--min-time S]\n",
                     argv[0]);
             return 2;
         }
