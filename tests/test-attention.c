@@ -204,6 +204,23 @@ START_TEST(scale_argument)
 }
 END_TEST
 
+/* An empty batch (B = 0) or no heads: an empty output, and a backward that adds nothing. */
+START_TEST(empty_batch)
+{
+    for (int64_t h = 0; h < 2; h++) {
+        tg_tape *t = tg_tape_new();
+        int64_t lead = h ? 0 : 2, heads = h ? 3 : 0;
+        tg_tensor *q = tg_tensor_new(t, TG_F64, 4, (int64_t[]){lead, heads, 4, 3}, "q");
+        tg_tensor_set_requires_grad(q, true);
+        tg_tensor *o = tg_scaled_dot_product_attention(t, q, q, q, NULL, true, 0);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_uint_eq(tg_tensor_size(o), 0);
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, o)), TG_OK);
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 /* A row whose every logit is -inf: output exactly 0, every gradient finite, and 0 on that row
  * of q and of the mask; the other rows as the composition. */
 START_TEST(fully_masked_row_gives_zero)
@@ -509,6 +526,7 @@ main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, fused_matches_composition, 0, (int)(sizeof cfgs / sizeof cfgs[0]));
     tcase_add_test(tc, scale_argument);
+    tcase_add_test(tc, empty_batch);
     tcase_add_test(tc, fully_masked_row_gives_zero);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, bytes_stored_per_node);
