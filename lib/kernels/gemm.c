@@ -116,7 +116,12 @@ release_workspace(struct workspace *w)
 void
 tg__gemm_caller_part(size_t part)
 {
-    active_caller_workspace = part < TG_GEMM_CALLER_PARTS ? &caller_part_workspace[part] : NULL;
+    /* Outside a pool job the chunks run in order on this thread, whose own buffer then grows
+     * the same way on every run; and another thread may be running chunks of its own with
+     * the same numbers at the same time (the slots are for the one pool job at a time). */
+    active_caller_workspace = part < TG_GEMM_CALLER_PARTS && tg__pool_in_job()
+                                  ? &caller_part_workspace[part]
+                                  : NULL;
 }
 
 void

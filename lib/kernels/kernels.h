@@ -48,7 +48,9 @@ tg__gemm_typed(bool f64, bool trans_a, bool trans_b, size_t m, size_t n, size_t 
  * products pack into the buffer of chunk c (c < TG_GEMM_CALLER_PARTS), not the thread's own,
  * so buffers grow with the chunks, the same way on every run, and a warm step allocates
  * nothing whichever thread claims a chunk (a pool worker that claimed none in the first steps
- * would otherwise grow its buffer later). Chunks running at once must have distinct c.
+ * would otherwise grow its buffer later). Only inside a pool job (tg__pool_in_job), of which
+ * one runs at a time; in the serial fallback the thread's own buffer serves, as chunks there
+ * run in order on one thread, and other threads may be running their own chunk c.
  */
 #define TG_GEMM_CALLER_PARTS 16
 void tg__gemm_caller_part(size_t part);
