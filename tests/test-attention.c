@@ -342,6 +342,39 @@ START_TEST(bytes_stored_per_node)
 }
 END_TEST
 
+/* The whole tape after forward and backward of Σ out (q, k, v needing gradients, float32,
+ * B = 16, H = 4, T = S = 128, d = 64): the fused node against the composition, which keeps
+ * the logits, their scaled copy, P and the gradient of each. Arena bytes, reserved in blocks:
+ * the comparison is of orders, not of exact figures. */
+static size_t
+tape_bytes(bool fused)
+{
+    tg_tape *t = tg_tape_new();
+    int64_t dims[4] = {16, 4, 128, 64};
+    tg_tensor *x[3];
+    for (int i = 0; i < 3; i++) {
+        x[i] = tg_tensor_new(t, TG_F32, 4, dims, NULL);
+        tg_tensor_fill(x[i], 0.01 * i);
+        tg_tensor_set_requires_grad(x[i], true);
+    }
+    struct sdpa_cfg c = {4, 16, 4, 128, 128, 64, 64, false, 0, {0}, 0, false};
+    tg_tensor *o = fused ? tg_scaled_dot_product_attention(t, x[0], x[1], x[2], NULL, false, 0)
+                         : composed(t, &c, x[0], x[1], x[2], NULL, 0.125, TG_F32);
+    ck_assert_int_eq(tg_backward(t, tg_sum(t, o)), TG_OK);
+    size_t bytes = tg_tape_arena_bytes(t);
+    tg_tape_free(t);
+    return bytes;
+}
+
+START_TEST(tape_bytes_fused_and_composed)
+{
+    size_t f = tape_bytes(true), c = tape_bytes(false);
+    printf("float32 B16 H4 T128 S128 d64, forward and backward: tape arena %zu bytes fused, "
+           "%zu composed\n", f, c);
+    ck_assert(2 * f < c);
+}
+END_TEST
+
 /* ---- bad input ---------------------------------------------------------------------------- */
 
 static void
@@ -530,6 +563,7 @@ main(void)
     tcase_add_test(tc, fully_masked_row_gives_zero);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     tcase_add_test(tc, bytes_stored_per_node);
+    tcase_add_test(tc, tape_bytes_fused_and_composed);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors, layer and memory");
     tcase_add_test(tc, bad_input_refused_by_name);
