@@ -182,6 +182,7 @@ struct tg__attr {
     bool keepdims;
     bool trans_a;   /* matmul */
     bool trans_b;
+    bool causal;    /* scaled_dot_product_attention: logits with s > t masked */
     int32_t *labels;  /* softmax_xent, nll, cross_entropy: copied into the arena */
     size_t n_labels;  /* softmax_xent: the caller's count, checked against the batch */
     double *weights;  /* nll, cross_entropy: class weights (NULL: all 1), in the arena */

@@ -279,6 +279,37 @@ ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
     tg_tensor *g = c->axis == 0 ? in[1] : NULL;
     return tg_group_norm(t, in[0], 2, g, g, 1e-5);
 }
+/* scaled_dot_product_attention: in[1] holds k and v side by side on its last axis (k the
+ * first d columns, d = in[0]'s last size); .axis 1 packs a differentiable additive mask after
+ * q's d columns of in[0] (its width is S), .axis 2 adds a constant mask with -inf entries;
+ * .ta: causal. */
+static tg_tensor *
+ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    int r = tg_tensor_ndim(in[0]);
+    int64_t s = tg_tensor_dim(in[1], r - 2), d = tg_tensor_dim(in[0], r - 1);
+    if (c->axis == 1)
+        d -= s;
+    int64_t start[4] = {0, 0, 0, 0}, stop[4] = {TG_END, TG_END, TG_END, TG_END};
+    stop[r - 1] = d;
+    tg_tensor *q = tg_slice(t, in[0], start, stop, NULL);
+    tg_tensor *k = tg_slice(t, in[1], start, stop, NULL);
+    start[r - 1] = d, stop[r - 1] = TG_END;
+    tg_tensor *v = tg_slice(t, in[1], start, stop, NULL);
+    tg_tensor *mask = NULL;
+    if (c->axis == 1)
+        mask = tg_slice(t, in[0], start, stop, NULL);
+    if (c->axis == 2) {
+        int64_t tl = tg_tensor_dim(in[0], r - 2);
+        mask = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){tl, s}, "mask");
+        double *vals = malloc((size_t)(tl * s) * sizeof *vals);
+        for (int64_t i = 0; i < tl * s; i++) /* -inf at every third, never a whole row */
+            vals[i] = i % s != 0 && i % 3 == 1 ? -INFINITY : 0.25 * (double)(i % 5) - 0.5;
+        tg_tensor_write(mask, vals, (size_t)(tl * s));
+        free(vals);
+    }
+    return tg_scaled_dot_product_attention(t, q, k, v, mask, c->ta, 0);
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -466,6 +497,12 @@ static const struct op_case cases[] = {
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 5, 7), .axis = 0),
+    ND("scaled_dot_product_attention (2x2x4x3) S 3 causal", ap_sdpa, 2, 4, 4, D4(2, 2, 4, 3), D4(2, 2, 3, 5), .axis = 0, .ta = true),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1),
+    ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
+    ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
+    ND("scaled_dot_product_attention (3x4x3) S 5 rank 3, causal, -inf mask", ap_sdpa, 2, 3, 3, D3(3, 4, 3), D3(3, 5, 5), .axis = 2, .ta = true),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };

@@ -1459,6 +1459,49 @@ apply_group_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
     return tg_group_norm(t, in[0], c->axis, gamma, beta, 1e-5);
 }
 
+/* scaled_dot_product_attention: rank 4 (B, H, T, d) or 3, T, S, d, dv from 1, causal or not,
+ * an additive mask (T, S) or of full rank with broadcast axes, or none. c->ta: causal,
+ * c->v0[0]: the mask given. */
+static void
+make_sdpa(struct cases *cs)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 6; i++) {
+        bool mask = rnd(r, 0, 2) != 0;
+        struct sweep_case *c = add_case(cs, 3 + mask);
+        int nd = (int)rnd(r, 3, 4);
+        int64_t lead[2] = {rnd(r, 1, 2), rnd(r, 1, 3)}, t = rnd(r, 1, 5), s = rnd(r, 1, 5);
+        int64_t d = rnd(r, 1, 4), dv = rnd(r, 1, 4);
+        for (int k = 0; k < 3 + mask; k++) {
+            c->in[k].ndim = nd;
+            for (int a = 0; a < nd - 2; a++)
+                c->in[k].dims[a] = lead[a];
+        }
+        c->in[0].dims[nd - 2] = t, c->in[0].dims[nd - 1] = d;
+        c->in[1].dims[nd - 2] = s, c->in[1].dims[nd - 1] = d;
+        c->in[2].dims[nd - 2] = s, c->in[2].dims[nd - 1] = dv;
+        if (mask) {
+            c->in[3].dims[nd - 2] = t, c->in[3].dims[nd - 1] = s;
+            if (rnd(r, 0, 1)) /* (T, S) */
+                SHAPE(c, 3, t, s);
+            else /* full rank, some axes broadcast */
+                for (int a = 0; a < nd; a++)
+                    if (rnd(r, 0, 2) == 0)
+                        c->in[3].dims[a] = 1;
+        }
+        c->ta = rnd(r, 0, 1) != 0;
+        c->v0[0] = mask;
+        attrf(c, "%s%s", c->ta ? "causal" : "", mask ? (c->ta ? ", mask" : "mask") : "");
+    }
+}
+
+static tg_tensor *
+apply_sdpa(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    return tg_scaled_dot_product_attention(t, in[0], in[1], in[2], c->v0[0] ? in[3] : NULL,
+                                           c->ta, 0);
+}
+
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
  * batch and classes from 1; labels random, weights in [0.2, 2) or none. */
 static struct sweep_case *
@@ -1770,6 +1813,7 @@ static const struct op_row rows[] = {
     {"dropout", make_dropout, apply_dropout, NULL},
     {"batch_norm", make_batch_norm, apply_batch_norm, NULL},
     {"group_norm", make_group_norm, apply_group_norm, NULL},
+    {"scaled_dot_product_attention", make_sdpa, apply_sdpa, NULL},
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -596,6 +596,31 @@ TG_API tg_tensor *tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_ten
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */
+/** @name Attention
+ * @{ */
+/**
+ * @brief softmax(scale · q kᵀ + attn_mask) · v, as one node (PyTorch's
+ *        F.scaled_dot_product_attention without dropout).
+ *
+ * q (B, H, T, d), k (B, H, S, d), v (B, H, S, dv) give (B, H, T, dv); the same without the
+ * heads axis, q (B, T, d), k (B, S, d), v (B, S, dv), gives (B, T, dv). T, S, d and dv must be
+ * >= 1. attn_mask (or NULL) is added to the logits and broadcasts to (B, H, T, S) (numpy
+ * rules, aligned from the last axis, e.g. (T, S) or (B, 1, 1, S)); -inf masks a position out.
+ * It is an input like any other: when it needs a gradient it gets the logits' gradient summed
+ * over its broadcast axes. is_causal masks the keys s > t (top-left aligned, torch.tril with
+ * diagonal 0, as PyTorch's is_causal), on top of attn_mask. scale 0 or NAN means 1/√d
+ * (PyTorch's scale=None); any other value must be finite.
+ *
+ * A row whose every logit is masked (-inf) gives output 0 and gradients 0 (PyTorch gives
+ * NaN). The node stores one logsumexp per query row, not the (T x S) probabilities: the VJP
+ * recomputes them tile by tile. q, k, v and attn_mask must share a dtype.
+ */
+TG_API tg_tensor *tg_scaled_dot_product_attention(tg_tape *t, tg_tensor *q, tg_tensor *k,
+                                                  tg_tensor *v, tg_tensor *attn_mask,
+                                                  bool is_causal, double scale);
+/** @} */
+
+/* --------------------------------------------------------------------------------------- */
 /** @name Backward
  * @{ */
 /** Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
@@ -696,6 +721,32 @@ TG_API tg_status tg_batch_norm_layer_init(tg_batch_norm_layer *layer, tg_params 
  * tape's mode. */
 TG_API tg_tensor *tg_batch_norm_layer_forward(tg_tape *t, const tg_batch_norm_layer *layer,
                                               tg_tensor *x);
+/** Multi-head self-attention layer (nn.MultiheadAttention with batch_first=True, no dropout,
+ * no bias_k/bias_v): parameters "<name>/in_proj_weight" (3d x d) Xavier-uniform,
+ * "<name>/in_proj_bias" (3d) = 0, "<name>/out_proj/W" (d x d) U(±1/√d) as nn.Linear and
+ * "<name>/out_proj/b" (d) = 0, PyTorch's initialization (rng NULL: weights zero). Rows
+ * [0, d), [d, 2d), [2d, 3d) of the in-projection give q, k and v. Atomic like tg_dense_init;
+ * d not divisible by the number of heads is refused. */
+typedef struct tg_multihead_attention {
+    tg_tensor *in_proj_weight;  /**< (3d x d): the q, k, v projections stacked */
+    tg_tensor *in_proj_bias;    /**< (3d) */
+    tg_tensor *out_proj_weight; /**< (d x d) */
+    tg_tensor *out_proj_bias;   /**< (d) */
+    int64_t embed_dim;          /**< d */
+    int64_t num_heads;          /**< H, dividing d */
+} tg_multihead_attention;
+/** Adds the layer's parameters to p (see tg_multihead_attention); on failure nothing is added
+ * and the status is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_multihead_attention_init(tg_multihead_attention *layer, tg_params *p,
+                                             const char *name, int64_t embed_dim,
+                                             int64_t num_heads, tg_rng *rng);
+/** Self-attention of x (B, T, d) -> (B, T, d): one in-projection matmul over the B·T rows,
+ * the heads split off with tg_slice, tg_reshape and tg_permute, tg_scaled_dot_product_attention
+ * with scale 1/√(d/H), is_causal and attn_mask (NULL, or broadcasting to (B, H, T, T), e.g. a
+ * (T, T) float mask), the heads merged and the output projection. */
+TG_API tg_tensor *tg_multihead_attention_forward(tg_tape *t, const tg_multihead_attention *layer,
+                                                 tg_tensor *x, bool is_causal,
+                                                 tg_tensor *attn_mask);
 /** Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
 /** act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */

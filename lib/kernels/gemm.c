@@ -48,6 +48,9 @@ static _Thread_local struct workspace thread_workspace;
 static struct workspace part_workspace[TG_POOL_MAX_THREADS];
 static _Thread_local struct workspace *active_part_workspace; /* set while a part runs */
 static _Thread_local size_t active_part_b_block_bytes;        /* set while a part runs */
+/* tg__gemm_caller_part: the slot of the caller's own part (its parts' products pack there) */
+static struct workspace caller_part_workspace[TG_GEMM_CALLER_PARTS];
+static _Thread_local struct workspace *active_caller_workspace;
 
 /* A thread that exits frees its buffer: the key's destructor runs at pthread_exit (and when a
  * thread function returns), before the thread's _Thread_local storage goes away. Without it
@@ -74,7 +77,9 @@ workspace_key_init(void)
 void *
 tg__gemm_workspace(size_t bytes)
 {
-    struct workspace *w = active_part_workspace ? active_part_workspace : &thread_workspace;
+    struct workspace *w = active_part_workspace     ? active_part_workspace
+                          : active_caller_workspace ? active_caller_workspace
+                                                    : &thread_workspace;
     if (bytes <= w->size && w->aligned)
         return w->aligned;
     tg__free(w->raw);
@@ -109,12 +114,25 @@ release_workspace(struct workspace *w)
 }
 
 void
+tg__gemm_caller_part(size_t part)
+{
+    /* Outside a pool job the chunks run in order on this thread, whose own buffer then grows
+     * the same way on every run; and another thread may be running chunks of its own with
+     * the same numbers at the same time (the slots are for the one pool job at a time). */
+    active_caller_workspace = part < TG_GEMM_CALLER_PARTS && tg__pool_in_job()
+                                  ? &caller_part_workspace[part]
+                                  : NULL;
+}
+
+void
 tg__kernels_release(void)
 {
     release_workspace(&thread_workspace);
     tg__pool_shutdown();
     for (int p = 0; p < TG_POOL_MAX_THREADS; p++)
         release_workspace(&part_workspace[p]);
+    for (int p = 0; p < TG_GEMM_CALLER_PARTS; p++)
+        release_workspace(&caller_part_workspace[p]);
 }
 
 /* ---- the split between threads ---- */

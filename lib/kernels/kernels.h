@@ -42,6 +42,19 @@ tg__gemm_typed(bool f64, bool trans_a, bool trans_b, size_t m, size_t n, size_t 
         tg__gemm_f32(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, (float)beta, c, ldc);
 }
 
+/*
+ * For a caller whose own tg__parallel_for chunks run products (an op parallel over a batch):
+ * between tg__gemm_caller_part(c) and tg__gemm_caller_part(SIZE_MAX) the calling thread's
+ * products pack into the buffer of chunk c (c < TG_GEMM_CALLER_PARTS), not the thread's own,
+ * so buffers grow with the chunks, the same way on every run, and a warm step allocates
+ * nothing whichever thread claims a chunk (a pool worker that claimed none in the first steps
+ * would otherwise grow its buffer later). Only inside a pool job (tg__pool_in_job), of which
+ * one runs at a time; in the serial fallback the thread's own buffer serves, as chunks there
+ * run in order on one thread, and other threads may be running their own chunk c.
+ */
+#define TG_GEMM_CALLER_PARTS 16
+void tg__gemm_caller_part(size_t part);
+
 /* The same contract with plain loops (i-k-j), single-threaded: the tests' reference, and the
  * fallback when a packing buffer cannot be allocated (gemm has no error channel). */
 void tg__gemm_ref_f32(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float alpha,

@@ -36,6 +36,8 @@ train(void *arg)
     tg_params *p = tg_params_new(TG_F64);
     tg_tape *t = tg_tape_new();
     tg_dense l1, l2;
+    tg_multihead_attention att;
+    tg_multihead_attention_init(&att, p, "att", 4, 2, rng);
     tg_dense_init(&l1, p, "l1", 4, 16, TG_ACT_TANH, TG_EXAMPLES_AS_ROWS, rng);
     tg_dense_init(&l2, p, "l2", 16, 3, TG_ACT_IDENTITY, TG_EXAMPLES_AS_ROWS, rng);
     tg_sgd *opt = tg_sgd_new(p, &(tg_sgd_options){.lr = 0.1, .momentum = 0.9}, NULL);
@@ -49,6 +51,10 @@ train(void *arg)
         tg_tape_reset(t);
         tg_tape_set_check_finite(t, step & 1);
         tg_tensor *in = tg_matrix(t, TG_F64, 32, 4, x, "x");
+        /* the 32 rows as 4 sequences of 8, through causal self-attention first */
+        tg_tensor *seq = tg_reshape(t, in, 3, (int64_t[]){4, 8, 4});
+        in = tg_reshape(t, tg_multihead_attention_forward(t, &att, seq, true, NULL), 2,
+                        (int64_t[]){32, 4});
         tg_tensor *loss = tg_softmax_xent(t, tg_dense_forward(t, &l2, tg_dense_forward(t, &l1, in)),
                                           labels, 32, 1);
         if (job->expect_error && step % 5 == 0) {

@@ -8,7 +8,7 @@
  *   refops SEED      one graph
  *
  * The graph: 5 chains of 1-3 ops. Each chain's first op is chosen by rotation (seed·5 + chain
- * mod N_OPS), so every op heads a chain in any 10 consecutive seeds; later ops are drawn at
+ * mod N_OPS), so every op heads a chain in any 11 consecutive seeds; later ops are drawn at
  * random and take the previous output as their input where its shape and values suit them (a
  * fresh leaf otherwise); a loss ends its chain. Every tested op's output y adds sum(R ⊙ y) to
  * the loss, R a fixed random constant of y's shape, so every element of every output carries
@@ -400,7 +400,7 @@ enum {
     OP_BMM,
     OP_CONV2D, OP_CONV1D, OP_CONV_TRANSPOSE2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
     OP_GLOBAL_AVG_POOL2D,
-    OP_BATCH_NORM, OP_GROUP_NORM, OP_DROPOUT,
+    OP_BATCH_NORM, OP_GROUP_NORM, OP_DROPOUT, OP_SDPA,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -416,7 +416,7 @@ static const char *const op_names[N_OPS] = {
     "bmm",
     "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
     "global_avg_pool2d",
-    "batch_norm", "group_norm", "dropout",
+    "batch_norm", "group_norm", "dropout", "scaled_dot_product_attention",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -1171,6 +1171,58 @@ group_norm(int cur)
     return op(y, "group_norm", in, n);
 }
 
+/* scaled_dot_product_attention: q the chain's value when it has rank 3 or 4 (a leaf
+ * otherwise), k and v leaves, S, dv from 1; a mask (T, S) or of q's rank with broadcast axes,
+ * a leaf or a constant with -inf entries (never in column 0, so no row is fully masked, where
+ * PyTorch's formula gives NaN), or none; causal or not; the default scale or a given one. */
+static int
+sdpa(int cur)
+{
+    int q;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) >= 3) {
+        q = cur;
+    } else {
+        shape s = rand_shape(3, 4);
+        q = leaf(&s, -2, 2);
+    }
+    shape qs = shape_of(q), ks = qs, vs = qs;
+    int r = qs.ndim;
+    int64_t slen = irand(1, 4), tlen = qs.d[r - 2];
+    ks.d[r - 2] = vs.d[r - 2] = slen;
+    vs.d[r - 1] = irand(1, 4);
+    int in[4] = {q, leaf(&ks, -2, 2), leaf(&vs, -2, 2)}, n = 3;
+    int mask_kind = irand(0, 2); /* 0 none, 1 a leaf, 2 a constant with -inf */
+    if (mask_kind) {
+        shape ms = qs;
+        ms.d[r - 1] = slen;
+        if (chance(2)) {
+            ms.ndim = 2, ms.d[0] = tlen, ms.d[1] = slen;
+        } else {
+            for (int i = 0; i < r; i++)
+                if (chance(3))
+                    ms.d[i] = 1;
+        }
+        if (mask_kind == 1) {
+            in[n++] = leaf(&ms, -1, 1);
+        } else {
+            tg_tensor *m = fresh(&ms, -1, 1);
+            double *v = tg_tensor_data(m);
+            int64_t last = ms.d[ms.ndim - 1];
+            for (size_t i = 0; i < tg_tensor_size(m); i++)
+                if (i % (size_t)last != 0 && chance(3))
+                    v[i] = -INFINITY;
+            in[n++] = emit(m, K_CONST);
+        }
+    }
+    bool causal = chance(2);
+    double scale = chance(2) ? 0 : urand(0.2, 1.5);
+    attr(" mask=%d causal=%d scale=%.17g", mask_kind != 0, causal,
+         scale ? scale : 1 / sqrt((double)qs.d[r - 1]));
+    tg_tensor *y = tg_scaled_dot_product_attention(tape, ids[q], ids[in[1]], ids[in[2]],
+                                                   mask_kind ? ids[in[3]] : NULL, causal, scale);
+    return op(y, "scaled_dot_product_attention", in, n);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -1272,6 +1324,8 @@ run_op(int which, int cur)
         return group_norm(cur);
     if (which == OP_DROPOUT)
         return dropout(cur);
+    if (which == OP_SDPA)
+        return sdpa(cur);
     return loss(which, cur);
 }
 

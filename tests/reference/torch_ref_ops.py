@@ -76,7 +76,7 @@ OPS = [
     "min_axes", "logsumexp", "var", "softmax", "log_softmax", "reshape", "permute", "expand",
     "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
     "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
-    "batch_norm", "group_norm", "dropout", "nll_loss",
+    "batch_norm", "group_norm", "dropout", "scaled_dot_product_attention", "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -230,6 +230,15 @@ def apply(name, a, ins):
         if w is None and b is not None:  # torch 1.13's backward fails on (no weight, a bias)
             w = torch.ones(ins[0].shape[1])
         return F.group_norm(ins[0], int(a["groups"]), w, b, eps=float(a["eps"]))
+    if name == "scaled_dot_product_attention":  # torch 1.13 has no F.scaled_dot_product_attention
+        q, k, v = ins[0], ins[1], ins[2]
+        z = float(a["scale"]) * (q @ k.transpose(-1, -2))
+        if a["mask"] == "1":
+            z = z + ins[3]
+        if a["causal"] == "1":
+            t, s = z.shape[-2], z.shape[-1]
+            z = z.masked_fill(torch.ones(t, s, dtype=torch.bool).triu(1), float("-inf"))
+        return torch.softmax(z, dim=-1) @ v
     if name in ("nll_loss", "cross_entropy"):
         s = x if a["class_axis"] == "1" else x.T  # (examples x classes)
         labels = torch.tensor(ints(a["labels"]), dtype=torch.long)
