@@ -279,6 +279,19 @@ ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
     tg_tensor *g = c->axis == 0 ? in[1] : NULL;
     return tg_group_norm(t, in[0], 2, g, g, 1e-5);
 }
+/* layer_norm over the last .axis axes, γ = β = in[1] (.ta) or none; rms_norm likewise, γ =
+ * in[1] (.ta) or none */
+static tg_tensor *
+ap_layer_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *g = c->ta ? in[1] : NULL;
+    return tg_layer_norm(t, in[0], c->axis, g, g, 1e-5);
+}
+static tg_tensor *
+ap_rms_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_rms_norm(t, in[0], c->axis, c->ta ? in[1] : NULL, 1e-6);
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -466,6 +479,15 @@ static const struct op_case cases[] = {
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
+    ND("layer_norm (4x5) last axis, affine", ap_layer_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
+    ND("layer_norm (2x3x4) last 2 axes, affine", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
+    ND("layer_norm (3x2x7) last axis", ap_layer_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
+    ND("layer_norm (2x2x3x3) last 3 axes", ap_layer_norm, 1, 4, 0, D4(2, 2, 3, 3), D1(0), .axis = 3),
+    ND("layer_norm (6) whole vector, affine", ap_layer_norm, 2, 1, 1, D1(6), D1(6), .axis = 1, .ta = true),
+    ND("rms_norm (4x5) last axis, weight", ap_rms_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
+    ND("rms_norm (2x3x4) last 2 axes, weight", ap_rms_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
+    ND("rms_norm (3x2x7) last axis", ap_rms_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
+    ND("rms_norm (1x9) one row", ap_rms_norm, 1, 2, 0, M2(1, 9), D1(0), .axis = 2),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };
