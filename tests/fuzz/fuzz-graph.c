@@ -352,7 +352,7 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         tg_conv_options o = {.stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
                              .dilation = {v2[0], v2[1]}, .groups = small_int(in),
                              .padding_same = byte(in) % 3 == 0};
-        switch ((k - 128) % 9) {
+        switch ((k - 128) % 11) {
         case 0: return tg_conv2d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 1: return tg_conv1d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 2: return tg_max_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
@@ -370,6 +370,11 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         case 6:
             return tg_group_norm(t, a, small_int(in), (byte(in) & 1) ? b : NULL,
                                  (byte(in) & 1) ? c : NULL, value(in));
+        case 9: /* any n_norm_axes, γ and β from the pool (most shapes refused by name) */
+            return tg_layer_norm(t, a, (int)small_int(in), (byte(in) & 1) ? b : NULL,
+                                 (byte(in) & 1) ? c : NULL, value(in));
+        case 10:
+            return tg_rms_norm(t, a, (int)small_int(in), (byte(in) & 1) ? b : NULL, value(in));
         case 8: {
             tg_conv_transpose_options ot = {
                 .stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
