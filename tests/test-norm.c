@@ -566,6 +566,74 @@ START_TEST(positional_embedding)
 }
 END_TEST
 
+static size_t n_allocs;
+static void *
+count_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    n_allocs++;
+    return malloc(n);
+}
+static void *
+count_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    n_allocs++;
+    return realloc(p, n);
+}
+static void
+count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+/* A step of embedding + position -> layer_norm -> rms_norm -> loss, forward and backward,
+ * repeated: after the first, no allocation (the statistics live in the nodes' scratch on the
+ * arena), and the arena holds the same bytes each step. */
+START_TEST(warm_step_allocates_nothing)
+{
+    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_rng *rng = tg_rng_new(2);
+    tg_params *p = tg_params_new(TG_F32);
+    tg_embedding_layer tok;
+    tg_positional_embedding_layer pos;
+    tg_layer_norm_layer ln;
+    tg_rms_norm_layer rn;
+    ck_assert_int_eq(tg_embedding_layer_init(&tok, p, "tok", 50, 16, rng), TG_OK);
+    ck_assert_int_eq(tg_positional_embedding_layer_init(&pos, p, "pos", 12, 16, rng), TG_OK);
+    ck_assert_int_eq(tg_layer_norm_layer_init(&ln, p, "ln", 1, (int64_t[]){16}, true), TG_OK);
+    ck_assert_int_eq(tg_rms_norm_layer_init(&rn, p, "rms", 1, (int64_t[]){16}, true), TG_OK);
+    tg_tape *t = tg_tape_new();
+    int64_t index[4 * 10];
+    size_t before = 0, bytes = 0;
+    for (int step = 0; step < 4; step++) {
+        for (int i = 0; i < 40; i++)
+            index[i] = (i * 7 + step) % 50;
+        if (step == 1)
+            before = n_allocs;
+        tg_tape_reset(t);
+        tg_tensor *h = tg_embedding_layer_forward(t, &tok, index, 2, (int64_t[]){4, 10});
+        h = tg_positional_embedding_layer_forward(t, &pos, h);
+        h = tg_rms_norm_layer_forward(t, &rn, tg_layer_norm_layer_forward(t, &ln, h));
+        tg_backward(t, tg_mean(t, tg_square(t, h)));
+        ck_assert_msg(!tg_tape_error(t), "step %d: %s", step, tg_tape_error(t));
+        if (step == 1)
+            bytes = tg_tape_arena_bytes(t);
+        ck_assert_uint_eq(tg_tape_arena_bytes(t), step ? bytes : tg_tape_arena_bytes(t));
+        tg_params_zero_grad(p);
+    }
+    size_t warm = n_allocs - before;
+    tg_tape_free(t);
+    tg_params_free(p);
+    tg_rng_free(rng);
+    tg_set_allocator(NULL);
+    ck_assert_msg(warm == 0, "%zu allocations in 3 warm steps", warm);
+    printf("warm step: embedding + position + layer_norm + rms_norm, (4x10x16) float32: "
+           "arena %zu bytes\n", bytes);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -582,6 +650,7 @@ main(void)
     tc = tcase_create("embedding");
     tcase_add_test(tc, embedding_lookup);
     tcase_add_test(tc, positional_embedding);
+    tcase_add_test(tc, warm_step_allocates_nothing);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
