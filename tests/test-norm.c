@@ -230,6 +230,20 @@ START_TEST(one_value_rows)
     ck_assert_int_eq(tg_backward(t, tg_sum(t, y)), TG_OK);
     for (size_t i = 0; i < 3; i++)
         ck_assert_double_eq(tg_tensor_grad_get(x, i), 0);
+    /* no rows, or rows of no values: empty outputs, forward and backward do nothing */
+    const int64_t empty[2][2] = {{0, 4}, {3, 0}};
+    for (int k = 0; k < 2; k++) {
+        tg_tape_reset(t);
+        tg_tensor *e = tg_tensor_new(t, TG_F64, 2, empty[k], "e");
+        tg_tensor_set_requires_grad(e, true);
+        tg_tensor *w = tg_tensor_new(t, TG_F64, 1, empty[k] + 1, "w");
+        tg_tensor *ye = tg_layer_norm(t, e, 1, w, w, 1e-5);
+        tg_tensor *re = tg_rms_norm(t, e, 1, w, 1e-5);
+        ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+        ck_assert_uint_eq(tg_tensor_size(ye), 0);
+        ck_assert_uint_eq(tg_tensor_size(re), 0);
+        ck_assert_int_eq(tg_backward(t, tg_add(t, tg_sum(t, ye), tg_sum(t, re))), TG_OK);
+    }
     tg_tape_free(t);
 }
 END_TEST

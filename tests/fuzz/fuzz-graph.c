@@ -370,11 +370,12 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         case 6:
             return tg_group_norm(t, a, small_int(in), (byte(in) & 1) ? b : NULL,
                                  (byte(in) & 1) ? c : NULL, value(in));
-        case 9: /* any n_norm_axes, γ and β from the pool (most shapes refused by name) */
-            return tg_layer_norm(t, a, (int)small_int(in), (byte(in) & 1) ? b : NULL,
+        case 9: /* n_norm_axes -1 … 4, γ and β from the pool (most shapes refused by name) */
+            return tg_layer_norm(t, a, (int)(byte(in) % 6) - 1, (byte(in) & 1) ? b : NULL,
                                  (byte(in) & 1) ? c : NULL, value(in));
         case 10:
-            return tg_rms_norm(t, a, (int)small_int(in), (byte(in) & 1) ? b : NULL, value(in));
+            return tg_rms_norm(t, a, (int)(byte(in) % 6) - 1, (byte(in) & 1) ? b : NULL,
+                               value(in));
         case 8: {
             tg_conv_transpose_options ot = {
                 .stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
