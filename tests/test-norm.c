@@ -333,13 +333,13 @@ START_TEST(bad_input_refused_by_name)
             break;
         case 2:
             y = tg_layer_norm(t, x, 2, w34, NULL, 1e-5); /* (4x3) is not (3x4) */
-            refused(t, y, TG_ERR_SHAPE, TOKENS("layer_norm", "(2x3x4)", "\"w43\" (4x3)", "last 2 axes"),
-                    x0, x);
+            refused(t, y, TG_ERR_SHAPE,
+                    TOKENS("layer_norm", "(2x3x4)", "\"w43\" (4x3)", "last 2 axes"), x0, x);
             break;
         case 3:
             y = tg_layer_norm(t, x, 0, NULL, NULL, 1e-5);
-            refused(t, y, TG_ERR_ARG, TOKENS("layer_norm", "(2x3x4)", "n_norm_axes 0 must be in [1, 3]"),
-                    x0, x);
+            refused(t, y, TG_ERR_ARG,
+                    TOKENS("layer_norm", "(2x3x4)", "n_norm_axes 0 must be in [1, 3]"), x0, x);
             break;
         case 4:
             y = tg_rms_norm(t, x, 4, NULL, 1e-5);

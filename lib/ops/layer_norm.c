@@ -220,8 +220,10 @@ ln_dx_part(size_t begin, size_t end, void *ctx)
                 }
             /* dx = iv (u − Σu/M) − iv³ (Σ u (x − μ)/M) (x − μ) */
             double a = -iv * iv * iv * sux / m, e = -iv * su / m;
-            for (size_t i = 0; i < r.m; i++)
-                dxr[i] += (T)(iv * ((gamma ? gamma[i] : 1) * (double)dyr[i]) + a * (xr[i] - mu) + e);
+            for (size_t i = 0; i < r.m; i++) {
+                double u = (gamma ? gamma[i] : 1) * (double)dyr[i];
+                dxr[i] += (T)(iv * u + a * (xr[i] - mu) + e);
+            }
         }
     });
 }

@@ -9,7 +9,8 @@
 
 #include <stddef.h>
 
-#define NORM_LANES_TOTAL(l) (((l)[0] + (l)[1]) + ((l)[2] + (l)[3])) + (((l)[4] + (l)[5]) + ((l)[6] + (l)[7]))
+#define NORM_LANES_TOTAL(l)                                                                    \
+    ((((l)[0] + (l)[1]) + ((l)[2] + (l)[3])) + (((l)[4] + (l)[5]) + ((l)[6] + (l)[7])))
 
 #define NORM_ROW_SUMS(T, SFX)                                                                  \
     static inline double norm_sum_##SFX(const T *row, size_t n)                                \
