@@ -310,6 +310,20 @@ ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
     }
     return tg_scaled_dot_product_attention(t, q, k, v, mask, c->ta, 0);
 }
+
+/* layer_norm over the last .axis axes, γ = β = in[1] (.ta) or none; rms_norm likewise, γ =
+ * in[1] (.ta) or none */
+static tg_tensor *
+ap_layer_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *g = c->ta ? in[1] : NULL;
+    return tg_layer_norm(t, in[0], c->axis, g, g, 1e-5);
+}
+static tg_tensor *
+ap_rms_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_rms_norm(t, in[0], c->axis, c->ta ? in[1] : NULL, 1e-6);
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -503,6 +517,15 @@ static const struct op_case cases[] = {
     ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
     ND("scaled_dot_product_attention (3x4x3) S 5 rank 3, causal, -inf mask", ap_sdpa, 2, 3, 3, D3(3, 4, 3), D3(3, 5, 5), .axis = 2, .ta = true),
+    ND("layer_norm (4x5) last axis, affine", ap_layer_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
+    ND("layer_norm (2x3x4) last 2 axes, affine", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
+    ND("layer_norm (3x2x7) last axis", ap_layer_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
+    ND("layer_norm (2x2x3x3) last 3 axes", ap_layer_norm, 1, 4, 0, D4(2, 2, 3, 3), D1(0), .axis = 3),
+    ND("layer_norm (6) whole vector, affine", ap_layer_norm, 2, 1, 1, D1(6), D1(6), .axis = 1, .ta = true),
+    ND("rms_norm (4x5) last axis, weight", ap_rms_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
+    ND("rms_norm (2x3x4) last 2 axes, weight", ap_rms_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
+    ND("rms_norm (3x2x7) last axis", ap_rms_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
+    ND("rms_norm (1x9) one row", ap_rms_norm, 1, 2, 0, M2(1, 9), D1(0), .axis = 2),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };

@@ -1502,6 +1502,53 @@ apply_sdpa(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
                                            c->ta, 0);
 }
 
+/* layer_norm and rms_norm: x of rank 1-4, the last 1 … rank axes normalized (rows of one
+ * value included), γ (and β for layer_norm) of the normalized shape, each present or not.
+ * c->axis: n_norm_axes. */
+static void
+make_trailing_norm(struct cases *cs, bool with_bias)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 6; i++) {
+        bool gamma = rnd(r, 0, 3) != 0, beta = with_bias && rnd(r, 0, 3) != 0;
+        struct sweep_case *c = add_case(cs, 1 + gamma + beta);
+        int nd = (int)rnd(r, 1, 4);
+        set_rnd(c, 0, r, nd, 1);
+        c->axis = (int)rnd(r, 1, nd);
+        int k = 1;
+        for (int g = 0; g < gamma + beta; g++, k++)
+            set_shape(c, k, c->axis, c->in[0].dims + nd - c->axis);
+        c->v0[0] = gamma, c->v0[1] = beta;
+        attrf(c, "n_norm %d%s%s", c->axis, gamma ? " gamma" : "", beta ? " beta" : "");
+    }
+}
+
+static void
+make_layer_norm(struct cases *cs)
+{
+    make_trailing_norm(cs, true);
+}
+
+static void
+make_rms_norm(struct cases *cs)
+{
+    make_trailing_norm(cs, false);
+}
+
+static tg_tensor *
+apply_layer_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    int k = 1;
+    tg_tensor *gamma = c->v0[0] ? in[k++] : NULL, *beta = c->v0[1] ? in[k] : NULL;
+    return tg_layer_norm(t, in[0], c->axis, gamma, beta, 1e-5);
+}
+
+static tg_tensor *
+apply_rms_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    return tg_rms_norm(t, in[0], c->axis, c->v0[0] ? in[1] : NULL, 1e-6);
+}
+
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
  * batch and classes from 1; labels random, weights in [0.2, 2) or none. */
 static struct sweep_case *
@@ -1814,6 +1861,8 @@ static const struct op_row rows[] = {
     {"batch_norm", make_batch_norm, apply_batch_norm, NULL},
     {"group_norm", make_group_norm, apply_group_norm, NULL},
     {"scaled_dot_product_attention", make_sdpa, apply_sdpa, NULL},
+    {"layer_norm", make_layer_norm, apply_layer_norm, NULL},
+    {"rms_norm", make_rms_norm, apply_rms_norm, NULL},
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

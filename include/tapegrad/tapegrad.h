@@ -593,6 +593,24 @@ TG_API tg_tensor *tg_batch_norm(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_t
  */
 TG_API tg_tensor *tg_group_norm(tg_tape *t, tg_tensor *x, int64_t groups, tg_tensor *gamma,
                                 tg_tensor *beta, double eps);
+/**
+ * @brief F.layer_norm: each row of x's last n_norm_axes axes (the normalized shape) is
+ *        normalized to mean 0 and (biased) variance 1, then γ x̂ + β elementwise.
+ *
+ * weight γ and bias β have the normalized shape (x's last n_norm_axes sizes) or are NULL;
+ * 1 <= n_norm_axes <= rank of x; eps > 0 (PyTorch's default 1e-5). The same in training and
+ * evaluation. A row of one value comes out as β (x̂ = 0).
+ */
+TG_API tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, int n_norm_axes, tg_tensor *weight,
+                                tg_tensor *bias, double eps);
+/**
+ * @brief F.rms_norm (T5, LLaMA): y = γ ⊙ x / √(mean(x²) + ε), the mean over each row of x's
+ *        last n_norm_axes axes.
+ *
+ * weight γ has the normalized shape or is NULL; 1 <= n_norm_axes <= rank of x; eps > 0.
+ */
+TG_API tg_tensor *tg_rms_norm(tg_tape *t, tg_tensor *x, int n_norm_axes, tg_tensor *weight,
+                              double eps);
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */
@@ -747,6 +765,86 @@ TG_API tg_status tg_multihead_attention_init(tg_multihead_attention *layer, tg_p
 TG_API tg_tensor *tg_multihead_attention_forward(tg_tape *t, const tg_multihead_attention *layer,
                                                  tg_tensor *x, bool is_causal,
                                                  tg_tensor *attn_mask);
+
+/** Layer-norm layer (nn.LayerNorm): over the last n_norm_axes axes of x, whose sizes are the
+ * normalized shape; with elementwise_affine, weight "<name>/W" = 1 and bias "<name>/b" = 0 of
+ * the normalized shape (the "/W", "/b" names of the other layers; PyTorch calls them weight
+ * and bias), else no parameters. eps 1e-5 (change the field to taste). Atomic like
+ * tg_dense_init. The forward is tg_layer_norm. */
+typedef struct tg_layer_norm_layer {
+    tg_tensor *weight; /**< γ (normalized shape), or NULL without elementwise_affine */
+    tg_tensor *bias;   /**< β (normalized shape), or NULL without elementwise_affine */
+    int n_norm_axes;   /**< the rank of the normalized shape */
+    double eps;        /**< added to the variance before its square root (1e-5) */
+} tg_layer_norm_layer;
+/** Adds the layer-norm layer's parameters to p (see tg_layer_norm_layer): normalized_shape
+ * holds n_norm_axes (1 to TG_MAX_DIMS) sizes >= 1. On failure nothing is added and the status
+ * is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_layer_norm_layer_init(tg_layer_norm_layer *layer, tg_params *p,
+                                          const char *name, int n_norm_axes,
+                                          const int64_t *normalized_shape,
+                                          bool elementwise_affine);
+/** The layer's output: tg_layer_norm with its tensors, rank and eps. */
+TG_API tg_tensor *tg_layer_norm_layer_forward(tg_tape *t, const tg_layer_norm_layer *layer,
+                                              tg_tensor *x);
+
+/** RMS-norm layer (nn.RMSNorm, T5, LLaMA): over the last n_norm_axes axes of x; with
+ * elementwise_affine, weight "<name>/W" = 1 of the normalized shape, else none. eps 1e-6 (T5's
+ * and LLaMA's; PyTorch's default is the dtype's machine epsilon). Atomic like tg_dense_init.
+ * The forward is tg_rms_norm. */
+typedef struct tg_rms_norm_layer {
+    tg_tensor *weight; /**< γ (normalized shape), or NULL without elementwise_affine */
+    int n_norm_axes;   /**< the rank of the normalized shape */
+    double eps;        /**< added to mean(x²) before its square root (1e-6) */
+} tg_rms_norm_layer;
+/** Adds the RMS-norm layer's parameter to p (see tg_rms_norm_layer), as
+ * tg_layer_norm_layer_init. */
+TG_API tg_status tg_rms_norm_layer_init(tg_rms_norm_layer *layer, tg_params *p,
+                                        const char *name, int n_norm_axes,
+                                        const int64_t *normalized_shape, bool elementwise_affine);
+/** The layer's output: tg_rms_norm with its weight, rank and eps. */
+TG_API tg_tensor *tg_rms_norm_layer_forward(tg_tape *t, const tg_rms_norm_layer *layer,
+                                            tg_tensor *x);
+
+/** nn.functional.embedding: rows of the table weight (num_embeddings x embedding_dim) taken
+ * at index, an array of ndim (0 to TG_MAX_DIMS − 1) dimensions dims (C order); the output is
+ * (dims…, embedding_dim). One tg_index_select along axis 0 and a reshape: a row used k times
+ * receives the sum of its k gradients. An index outside [0, num_embeddings) is refused with
+ * a message naming embedding, the table's shape and the index's position. */
+TG_API tg_tensor *tg_embedding(tg_tape *t, tg_tensor *weight, const int64_t *index, int ndim,
+                               const int64_t *dims);
+/** Embedding layer (nn.Embedding, without padding_idx or max_norm): weight "<name>/W"
+ * (num_embeddings x embedding_dim), N(0, 1) as PyTorch initializes it (rng NULL: zeros).
+ * Atomic like tg_dense_init. */
+typedef struct tg_embedding_layer {
+    tg_tensor *weight; /**< (num_embeddings x embedding_dim) */
+} tg_embedding_layer;
+/** Adds the embedding table to p (see tg_embedding_layer); both sizes >= 1. On failure
+ * nothing is added and the status is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_embedding_layer_init(tg_embedding_layer *layer, tg_params *p,
+                                         const char *name, int64_t num_embeddings,
+                                         int64_t embedding_dim, tg_rng *rng);
+/** The rows of the layer's table at index (ndim dimensions dims): (dims…, embedding_dim), as
+ * tg_embedding. */
+TG_API tg_tensor *tg_embedding_layer_forward(tg_tape *t, const tg_embedding_layer *layer,
+                                             const int64_t *index, int ndim,
+                                             const int64_t *dims);
+
+/** Learned positional embedding (GPT-2's wpe): a table weight "<name>/W" (max_len x dim),
+ * N(0, 1) from rng (NULL: zeros); the forward adds its rows 0 … T−1 to x (…, T, dim),
+ * broadcast over the leading axes. Atomic like tg_dense_init. */
+typedef struct tg_positional_embedding_layer {
+    tg_tensor *weight; /**< (max_len x dim) */
+} tg_positional_embedding_layer;
+/** Adds the positional table to p (see tg_positional_embedding_layer); both sizes >= 1. On
+ * failure nothing is added and the status is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_positional_embedding_layer_init(tg_positional_embedding_layer *layer,
+                                                    tg_params *p, const char *name,
+                                                    int64_t max_len, int64_t dim, tg_rng *rng);
+/** x + P[0:T] for x (…, T, dim) of rank >= 2: a slice of the table and a broadcasting add.
+ * T > max_len or another dim is refused, naming the layer's table and x. */
+TG_API tg_tensor *tg_positional_embedding_layer_forward(
+    tg_tape *t, const tg_positional_embedding_layer *layer, tg_tensor *x);
 /** Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
 /** act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */

@@ -28,6 +28,7 @@
 #include <math.h>
 
 #include "../kernels/kernels.h"
+#include "norm_sums.h"
 #include "ops.h"
 #include "unary.h"
 
@@ -76,61 +77,6 @@ bn_scratch(const tg_node *nd)
     return 2 * (size_t)nd->in[0]->dims[1] * sizeof(double);
 }
 
-/* Σ row[i] and Σ (row[i] − c)², i < n, in 8 double lanes (vectorized; a fixed order for a
- * given n, so the bits do not depend on threads) */
-#define BN_ROW_SUMS(T, SFX)                                                                    \
-    static double bn_sum_##SFX(const T *row, size_t n)                                         \
-    {                                                                                          \
-        double l[8] = {0};                                                                     \
-        size_t i = 0;                                                                          \
-        for (; i + 8 <= n; i += 8)                                                             \
-            for (int k = 0; k < 8; k++)                                                        \
-                l[k] += row[i + k];                                                            \
-        for (; i < n; i++)                                                                     \
-            l[i % 8] += row[i];                                                                \
-        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));              \
-    }                                                                                          \
-    static double bn_sqdev_##SFX(const T *row, size_t n, double c)                             \
-    {                                                                                          \
-        double l[8] = {0};                                                                     \
-        size_t i = 0;                                                                          \
-        for (; i + 8 <= n; i += 8)                                                             \
-            for (int k = 0; k < 8; k++) {                                                      \
-                double d = row[i + k] - c;                                                     \
-                l[k] += d * d;                                                                 \
-            }                                                                                  \
-        for (; i < n; i++) {                                                                   \
-            double d = row[i] - c;                                                             \
-            l[i % 8] += d * d;                                                                 \
-        }                                                                                      \
-        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));              \
-    }                                                                                          \
-    /* Σ dy and Σ dy (x − c), into *g and *h */                                                \
-    static void bn_dsums_##SFX(const T *dy, const T *x, size_t n, double c, double *g,         \
-                               double *h)                                                      \
-    {                                                                                          \
-        double lg[8] = {0}, lh[8] = {0};                                                       \
-        size_t i = 0;                                                                          \
-        for (; i + 8 <= n; i += 8)                                                             \
-            for (int k = 0; k < 8; k++) {                                                      \
-                lg[k] += dy[i + k];                                                            \
-                lh[k] += (double)dy[i + k] * (x[i + k] - c);                                   \
-            }                                                                                  \
-        for (; i < n; i++) {                                                                   \
-            lg[i % 8] += dy[i];                                                                \
-            lh[i % 8] += (double)dy[i] * (x[i] - c);                                           \
-        }                                                                                      \
-        *g += ((lg[0] + lg[1]) + (lg[2] + lg[3])) + ((lg[4] + lg[5]) + (lg[6] + lg[7]));       \
-        *h += ((lh[0] + lh[1]) + (lh[2] + lh[3])) + ((lh[4] + lh[5]) + (lh[6] + lh[7]));       \
-    }
-BN_ROW_SUMS(float, f32)
-BN_ROW_SUMS(double, f64)
-#define BN_SUM(row, n) _Generic((row), const float *: bn_sum_f32, const double *: bn_sum_f64)(row, n)
-#define BN_SQDEV(row, n, c)                                                                    \
-    _Generic((row), const float *: bn_sqdev_f32, const double *: bn_sqdev_f64)(row, n, c)
-#define BN_DSUMS(dy, x, n, c, g, h)                                                            \
-    _Generic((dy), const float *: bn_dsums_f32, const double *: bn_dsums_f64)(dy, x, n, c, g, h)
-
 struct bn_job {
     tg_node *nd;
     struct bn b;
@@ -158,10 +104,10 @@ bn_forward_part(size_t begin, size_t end, void *ctx)
             if (training) {
                 double s = 0, s2 = 0;
                 for (size_t n = 0; n < b.n; n++)
-                    s += BN_SUM(x + (n * b.c + c) * b.inner, b.inner);
+                    s += NORM_SUM(x + (n * b.c + c) * b.inner, b.inner);
                 mu = s / (double)count;
                 for (size_t n = 0; n < b.n; n++)
-                    s2 += BN_SQDEV(x + (n * b.c + c) * b.inner, b.inner, mu);
+                    s2 += NORM_SQDEV(x + (n * b.c + c) * b.inner, b.inner, mu);
                 var = s2 / (double)count;
                 if (rmean)
                     rmean[c] = (T)((1 - m) * rmean[c] + m * mu);
@@ -241,13 +187,13 @@ bn_vjp_part(size_t begin, size_t end, void *ctx)
             for (size_t n = 0; n < b.n; n++) {
                 size_t r = (n * b.c + c) * b.inner;
                 if (!act) {
-                    BN_DSUMS(dy + r, x + r, b.inner, mu, &g, &h);
+                    NORM_DSUMS(dy + r, x + r, b.inner, mu, &g, &h);
                     continue;
                 }
                 for (size_t i0 = 0; i0 < b.inner; i0 += BN_BLOCK) {
                     size_t len = b.inner - i0 < BN_BLOCK ? b.inner - i0 : BN_BLOCK;
                     BN_DZ(T, act, alpha, k, mu, bias, x + r + i0, y + r + i0, dy + r + i0, zb, dzb, len);
-                    BN_DSUMS((const T *)dzb, x + r + i0, len, mu, &g, &h);
+                    NORM_DSUMS((const T *)dzb, x + r + i0, len, mu, &g, &h);
                 }
             }
             h *= inv[c]; /* Σ dz ⊙ x̂ */
@@ -429,8 +375,8 @@ gn_forward_part(size_t begin, size_t end, void *ctx)
         T *y = nd->out->data;
         for (size_t ng = begin; ng < end; ng++) {
             const T *xg = x + ng * len;
-            double mu = BN_SUM(xg, len) / (double)len;
-            double iv = 1 / sqrt(BN_SQDEV(xg, len, mu) / (double)len + nd->attr.scale2);
+            double mu = NORM_SUM(xg, len) / (double)len;
+            double iv = 1 / sqrt(NORM_SQDEV(xg, len, mu) / (double)len + nd->attr.scale2);
             mean[ng] = mu, inv[ng] = iv;
             for (size_t cc = 0; cc < g.cg; cc++) {
                 size_t c = ng % g.groups * g.cg + cc;
@@ -472,7 +418,7 @@ gn_dx_part(size_t begin, size_t end, void *ctx)
             for (size_t cc = 0; cc < g.cg; cc++) {
                 size_t c = ng % g.groups * g.cg + cc, at = ng * len + cc * g.inner;
                 double gc = gamma ? gamma[c] : 1, s = 0, h = 0;
-                BN_DSUMS(dy + at, x + at, g.inner, mean[ng], &s, &h);
+                NORM_DSUMS(dy + at, x + at, g.inner, mean[ng], &s, &h);
                 su += gc * s, sux += gc * h;
             }
             double iv = inv[ng], m = (double)len;
@@ -504,7 +450,7 @@ gn_affine_part(size_t begin, size_t end, void *ctx)
             for (size_t n = 0; n < g.n; n++) {
                 size_t ng = n * g.groups + c / g.cg, at = (n * g.c + c) * g.inner;
                 double sn = 0, hn = 0;
-                BN_DSUMS(dy + at, x + at, g.inner, mean[ng], &sn, &hn);
+                NORM_DSUMS(dy + at, x + at, g.inner, mean[ng], &sn, &hn);
                 s += sn, h += hn * inv[ng];
             }
             if (dgamma)

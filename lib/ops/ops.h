@@ -86,6 +86,9 @@ enum tg__op_id {
     TG_OP_GROUP_NORM,
     /* attention.c */
     TG_OP_SCALED_DOT_PRODUCT_ATTENTION,
+    /* layer_norm.c */
+    TG_OP_LAYER_NORM,
+    TG_OP_RMS_NORM,
     TG_OP_COUNT
 };
 
@@ -120,6 +123,7 @@ extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        
 extern const tg_op tg__op_dropout;                                              /* dropout.c */
 extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */
 extern const tg_op tg__op_scaled_dot_product_attention;                         /* attention.c */
+extern const tg_op tg__op_layer_norm, tg__op_rms_norm;                          /* layer_norm.c */
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

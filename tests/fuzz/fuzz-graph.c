@@ -352,7 +352,7 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         tg_conv_options o = {.stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
                              .dilation = {v2[0], v2[1]}, .groups = small_int(in),
                              .padding_same = byte(in) % 3 == 0};
-        switch ((k - 128) % 10) {
+        switch ((k - 128) % 12) {
         case 0: return tg_conv2d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 1: return tg_conv1d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 2: return tg_max_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
@@ -370,7 +370,13 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         case 6:
             return tg_group_norm(t, a, small_int(in), (byte(in) & 1) ? b : NULL,
                                  (byte(in) & 1) ? c : NULL, value(in));
-        case 9:
+        case 9: /* n_norm_axes -1 … 4, γ and β from the pool (most shapes refused by name) */
+            return tg_layer_norm(t, a, (int)(byte(in) % 6) - 1, (byte(in) & 1) ? b : NULL,
+                                 (byte(in) & 1) ? c : NULL, value(in));
+        case 10:
+            return tg_rms_norm(t, a, (int)(byte(in) % 6) - 1, (byte(in) & 1) ? b : NULL,
+                               value(in));
+        case 11:
             return tg_scaled_dot_product_attention(t, a, b, c ? c : a,
                                                    (byte(in) & 1) ? pick(s, in) : NULL,
                                                    byte(in) & 1, value(in));

@@ -400,7 +400,7 @@ enum {
     OP_BMM,
     OP_CONV2D, OP_CONV1D, OP_CONV_TRANSPOSE2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
     OP_GLOBAL_AVG_POOL2D,
-    OP_BATCH_NORM, OP_GROUP_NORM, OP_DROPOUT, OP_SDPA,
+    OP_BATCH_NORM, OP_GROUP_NORM, OP_LAYER_NORM, OP_RMS_NORM, OP_DROPOUT, OP_SDPA,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -416,7 +416,8 @@ static const char *const op_names[N_OPS] = {
     "bmm",
     "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d",
     "global_avg_pool2d",
-    "batch_norm", "group_norm", "dropout", "scaled_dot_product_attention",
+    "batch_norm", "group_norm", "layer_norm", "rms_norm", "dropout",
+    "scaled_dot_product_attention",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -1223,6 +1224,33 @@ sdpa(int cur)
     return op(y, "scaled_dot_product_attention", in, n);
 }
 
+/* layer_norm (or rms_norm) on the chain's value or a leaf, over its last 1 … rank axes, γ (and
+ * β) leaves of the normalized shape or none. */
+static int
+trailing_norm(int which, int cur)
+{
+    int x = input(cur, cur >= 0 && tg_tensor_ndim(ids[cur]) >= 1, -2, 2);
+    shape xs = shape_of(x);
+    int n_norm = irand(1, xs.ndim);
+    shape ws = {n_norm, {0}};
+    for (int i = 0; i < n_norm; i++)
+        ws.d[i] = xs.d[xs.ndim - n_norm + i];
+    bool rms = which == OP_RMS_NORM;
+    bool gamma = !chance(4), beta = !rms && !chance(4);
+    int in[3] = {x}, n = 1;
+    if (gamma)
+        in[n++] = leaf(&ws, 0.5, 1.5);
+    if (beta)
+        in[n++] = leaf(&ws, -1, 1);
+    double eps = chance(2) ? 1e-5 : urand(1e-3, 0.1);
+    attr(" n_norm=%d gamma=%d beta=%d eps=%.17g", n_norm, gamma, beta, eps);
+    tg_tensor *g = gamma ? ids[in[1]] : NULL;
+    tg_tensor *y = rms ? tg_rms_norm(tape, ids[x], n_norm, g, eps)
+                       : tg_layer_norm(tape, ids[x], n_norm, g, beta ? ids[in[1 + gamma]] : NULL,
+                                       eps);
+    return op(y, op_names[which], in, n);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -1322,6 +1350,8 @@ run_op(int which, int cur)
         return batch_norm(cur);
     if (which == OP_GROUP_NORM)
         return group_norm(cur);
+    if (which == OP_LAYER_NORM || which == OP_RMS_NORM)
+        return trailing_norm(which, cur);
     if (which == OP_DROPOUT)
         return dropout(cur);
     if (which == OP_SDPA)

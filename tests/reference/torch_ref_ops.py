@@ -76,7 +76,8 @@ OPS = [
     "min_axes", "logsumexp", "var", "softmax", "log_softmax", "reshape", "permute", "expand",
     "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
     "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
-    "batch_norm", "group_norm", "dropout", "scaled_dot_product_attention", "nll_loss",
+    "batch_norm", "group_norm", "layer_norm", "rms_norm", "dropout",
+    "scaled_dot_product_attention", "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -239,6 +240,17 @@ def apply(name, a, ins):
             t, s = z.shape[-2], z.shape[-1]
             z = z.masked_fill(torch.ones(t, s, dtype=torch.bool).triu(1), float("-inf"))
         return torch.softmax(z, dim=-1) @ v
+    if name in ("layer_norm", "rms_norm"):
+        n_norm, eps = int(a["n_norm"]), float(a["eps"])
+        rest = list(ins[1:])
+        w = rest.pop(0) if a["gamma"] == "1" else None
+        b = rest.pop(0) if a["beta"] == "1" else None
+        if name == "layer_norm":
+            return F.layer_norm(x, tuple(x.shape[x.dim() - n_norm:]), w, b, eps=eps)
+        # torch 1.13 has no F.rms_norm: its definition
+        dims = tuple(range(x.dim() - n_norm, x.dim()))
+        y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+        return y * w if w is not None else y
     if name in ("nll_loss", "cross_entropy"):
         s = x if a["class_axis"] == "1" else x.T  # (examples x classes)
         labels = torch.tensor(ints(a["labels"]), dtype=torch.long)
