@@ -84,6 +84,9 @@ enum tg__op_id {
     TG_OP_DROPOUT,
     TG_OP_BATCH_NORM,
     TG_OP_GROUP_NORM,
+    /* recurrent.c */
+    TG_OP_LSTM_CELL,
+    TG_OP_GRU_CELL,
     TG_OP_COUNT
 };
 
@@ -117,6 +120,15 @@ extern const tg_op tg__op_conv_transpose2d;                         /* conv_tran
 extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
 extern const tg_op tg__op_dropout;                                              /* dropout.c */
 extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */
+extern const tg_op tg__op_lstm_cell, tg__op_gru_cell;                          /* recurrent.c */
+/* The cells on rows row0 + b·rstep of a whole sequence's input projection xw (the layer
+ * helpers'; exact_rows: xw is (B, G·H) itself, as the public tg_lstm_cell / tg_gru_cell). */
+tg_tensor *tg__lstm_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep,
+                              bool exact_rows, tg_tensor *state, tg_tensor *w_hh,
+                              tg_tensor *b_ih, tg_tensor *b_hh);
+tg_tensor *tg__gru_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep,
+                             bool exact_rows, tg_tensor *h, tg_tensor *w_hh, tg_tensor *b_ih,
+                             tg_tensor *b_hh);
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

@@ -73,6 +73,8 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_DROPOUT] = &tg__op_dropout,
     [TG_OP_BATCH_NORM] = &tg__op_batch_norm,
     [TG_OP_GROUP_NORM] = &tg__op_group_norm,
+    [TG_OP_LSTM_CELL] = &tg__op_lstm_cell,
+    [TG_OP_GRU_CELL] = &tg__op_gru_cell,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,
