@@ -191,7 +191,7 @@ rnn_forward(tg_tape *t, const tg_rnn_layer *l, int gates, tg_tensor *x, tg_tenso
     int time_axis = l->batch_first ? 1 : 0;
     for (int li = 0; li < l->num_layers; li++) {
         tg_tensor *seq[2];
-        tg_tensor *in2 = tg_reshape(t, in, 2, (const int64_t[]){(int64_t)tb, -1});
+        tg_tensor *in2 = tg_reshape(t, in, 2, (const int64_t[]){(int64_t)tb, tg_tensor_dim(in, 2)});
         for (int d = 0; d < dirs; d++) {
             int k = li * dirs + d;
             tg_tensor *xw = tg_matmul_t(t, in2, false, l->weight_ih[k], true);

@@ -160,7 +160,7 @@ cell_check(tg_tape *t, const char *op, size_t g, size_t sw, tg_tensor **xw, tg_t
             return false;
         }
     }
-    if (w->ndim != 2 || w->dims[0] != (int64_t)g * w->dims[1]) {
+    if (w->ndim != 2 || w->dims[0] % (int64_t)g || w->dims[0] / (int64_t)g != w->dims[1]) {
         tg__fail(t, TG_ERR_SHAPE, "%s: %s: w_hh must be (%zu·H, H)", op, shapes, g);
         return false;
     }
@@ -249,6 +249,8 @@ lstm_gates(tg_node *nd, struct cell c)
 static tg_status
 lstm_forward(tg_node *nd)
 {
+    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
+        return TG_OK;
     struct cell c = cell_of(nd, 4);
     lstm_gates(nd, c);
     size_t h = c.h;
@@ -271,6 +273,8 @@ lstm_forward(tg_node *nd)
 static tg_status
 lstm_vjp(tg_node *nd)
 {
+    if (nd->out->size == 0)
+        return TG_OK;
     struct cell c = cell_of(nd, 4);
     if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
         !(c.b_hh && c.b_hh->grad))
@@ -380,6 +384,8 @@ gru_gates(tg_node *nd, struct cell c)
 static tg_status
 gru_forward(tg_node *nd)
 {
+    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
+        return TG_OK;
     struct cell c = cell_of(nd, 3);
     gru_gates(nd, c);
     size_t h = c.h;
@@ -400,6 +406,8 @@ gru_forward(tg_node *nd)
 static tg_status
 gru_vjp(tg_node *nd)
 {
+    if (nd->out->size == 0)
+        return TG_OK;
     struct cell c = cell_of(nd, 3);
     if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
         !(c.b_hh && c.b_hh->grad))
