@@ -14,7 +14,9 @@ Also checks that the batch_first run gave the same output and h_n. Exit 77 (meso
 Tolerance: an array passes when max |ours - torch| <= 1e-9 * max(1, max |torch|): both sides
 evaluate the same float64 formulas in another order (GEMM blocking, the bias added in another
 place), a few ulp apart, while a wrong rule (two gates swapped, a missing factor) is off by
-O(1). Measured: the worst array agrees to about 1e-15.
+O(1). Measured: every array agrees to <= 8.9e-16 (absolute, all scales <= 3.3). Planted
+bugs fail: the LSTM's da_i computed with f in place of i (19 arrays mismatch), the GRU's dẑ
+with r in place of z (18).
 """
 import json
 import subprocess
