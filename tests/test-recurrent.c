@@ -10,12 +10,15 @@
  *     atomic init; output, h_n, c_n shapes for stacked bidirectional layers, sequence-first and
  *     batch_first; h0 of zeros equals no h0, a nonzero h0 changes the output; a sequence past
  *     TG_MAX_INPUTS steps (the stacked gathering);
+ *   - the same bits on 1 and 2 threads (the gate loops and bias sums split into parts);
  *   - bad input: a sticky error naming the op and the shapes, nothing recorded or written;
  *   - a warm training step through both layers allocates nothing.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <tapegrad/runtime.h>
 
 #include "common.h"
 
@@ -88,9 +91,10 @@ START_TEST(cells_match_direct_loops)
                             want[1] = f * cp + i * gg;
                             want[0] = o * tanh(want[1]);
                         }
-                        for (int q = 0; q < sw; q++)
-                            worst = fmax(worst, fabs(tg_tensor_get(y, (size_t)(b * sw * H + q * H + j)) -
-                                                     want[q]));
+                        for (int q = 0; q < sw; q++) {
+                            size_t at = (size_t)(b * sw * H + q * H + j);
+                            worst = fmax(worst, fabs(tg_tensor_get(y, at) - want[q]));
+                        }
                     }
                 }
                 ck_assert_msg(worst <= tol_of(dt), "%s %s bias %d: max error %g",
@@ -383,6 +387,55 @@ START_TEST(bad_input_refused_by_name)
 }
 END_TEST
 
+/* A batch of 300 splits the gate loops and the bias sums into several parts: 1 and 2 threads
+ * give the same bits, forward and backward, for both layers. */
+START_TEST(same_bits_on_one_and_two_threads)
+{
+    enum { T = 3, B = 300, I = 5, H = 32 };
+    int saved = tg_num_threads();
+    for (int gru = 0; gru < 2; gru++) {
+        double *got[2] = {NULL, NULL};
+        size_t n = 0;
+        for (int threads = 1; threads <= 2; threads++) {
+            tg_set_num_threads(threads);
+            tg_rng *rng = tg_rng_new(21);
+            tg_params *p = tg_params_new(TG_F32);
+            tg_rnn_layer l;
+            ck_assert_int_eq(gru ? tg_gru_layer_init(&l, p, "r", I, H, 1, true, true, rng)
+                                 : tg_lstm_layer_init(&l, p, "r", I, H, 1, true, true, rng),
+                             TG_OK);
+            tg_tape *t = tg_tape_new();
+            tg_tensor *x = rnd_tensor(t, TG_F32, 3, (int64_t[]){T, B, I}, rng, "x");
+            tg_tensor *y = gru ? tg_gru_layer_forward(t, &l, x, NULL, NULL)
+                               : tg_lstm_layer_forward(t, &l, x, NULL, NULL, NULL, NULL);
+            tg_tensor *r = rnd_tensor(t, TG_F32, 3, (int64_t[]){T, B, 2 * H}, rng, "R");
+            ck_assert_int_eq(tg_backward(t, tg_sum(t, tg_mul(t, y, r))), TG_OK);
+            n = tg_tensor_size(y);
+            for (size_t i = 0; i < tg_params_count(p); i++)
+                n += tg_tensor_size(tg_params_get(p, i));
+            got[threads - 1] = malloc(n * sizeof(double));
+            size_t k = 0;
+            for (size_t i = 0; i < tg_tensor_size(y); i++)
+                got[threads - 1][k++] = tg_tensor_get(y, i);
+            for (size_t i = 0; i < tg_params_count(p); i++) {
+                tg_tensor *w = tg_params_get(p, i);
+                const float *g = tg_tensor_grad(w);
+                for (size_t e = 0; e < tg_tensor_size(w); e++)
+                    got[threads - 1][k++] = g[e];
+            }
+            tg_tape_free(t);
+            tg_params_free(p);
+            tg_rng_free(rng);
+        }
+        ck_assert_msg(!memcmp(got[0], got[1], n * sizeof(double)),
+                      "%s: 1 and 2 threads differ", gru ? "gru" : "lstm");
+        free(got[0]);
+        free(got[1]);
+    }
+    tg_set_num_threads(saved);
+}
+END_TEST
+
 static size_t n_allocs;
 static void *
 count_malloc(size_t n, void *ctx)
@@ -455,6 +508,7 @@ main(void)
     tcase_add_test(tc, layer_shapes_stacked_bidirectional);
     tcase_add_test(tc, h0_zero_equals_none_and_h0_matters);
     tcase_add_test(tc, long_sequence_gathered_in_groups);
+    tcase_add_test(tc, same_bits_on_one_and_two_threads);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");
     tcase_add_test(tc, bad_input_refused_by_name);

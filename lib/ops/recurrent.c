@@ -24,7 +24,7 @@
  * Biases b_ih and b_hh are each optional (bias=False); both are added in the cell, so XW needs
  * no bias node. The gate loops run in double and store in the tensor's dtype; the bias
  * gradients sum over the batch in double, in row order. Bits do not depend on the thread count
- * (the GEMMs' guarantee; the loops are serial).
+ * (the GEMMs' guarantee; the gate loops split the batch rows, the bias sums the columns).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -50,6 +50,7 @@ struct cell {
     size_t b, h, g;     /* batch, hidden size, gates (4 for the LSTM, 3 for the GRU) */
     size_t row0, rstep; /* xw's rows */
     const tg_tensor *xw, *state, *w_hh, *b_ih, *b_hh;
+    size_t icol[4]; /* VJP: where gate k's input-side gradient dI starts in the scratch's rows */
 };
 
 static struct cell
@@ -63,7 +64,32 @@ cell_of(const tg_node *nd, size_t gates)
         c.b_ih = nd->in[k++];
     if (nd->attr.axes & 2)
         c.b_hh = nd->in[k];
+    for (size_t q = 0; q < gates; q++) /* the LSTM's dI is its dS; the GRU's skips dn̂ ⊙ r */
+        c.icol[q] = (gates == 3 && q == 2 ? 3 : q) * c.h;
     return c;
+}
+
+/* The gate loops run a band of batch rows [begin, end) each, the bands spread over threads
+ * (each row is independent, so the bits do not depend on the thread count). */
+typedef void cell_rows_fn(tg_node *nd, const struct cell *c, size_t begin, size_t end);
+struct cell_job {
+    tg_node *nd;
+    const struct cell *c;
+    cell_rows_fn *rows;
+};
+
+static void
+cell_part(size_t begin, size_t end, void *ctx)
+{
+    struct cell_job *j = ctx;
+    j->rows(j->nd, j->c, begin, end);
+}
+
+static void
+cell_rows(tg_node *nd, const struct cell *c, size_t n, cell_rows_fn *rows, size_t per)
+{
+    struct cell_job j = {nd, c, rows};
+    tg__parallel_for(n, per ? ((size_t)1 << 14) / per + 1 : 1, cell_part, &j);
 }
 
 /* scratch: the (B, 4H) gates, then the flag "gates hold activations" (the VJP consumes them) */
@@ -99,30 +125,67 @@ cell_gemm(const tg_node *nd, struct cell c, size_t ldh)
  *   dh_prev += dS·W_hh   (B x H, into the state gradient, leading dimension ldh)
  *   dW_hh  += dSᵀ·h_prev
  *   db_hh += Σ_b dS,  db_ih += Σ_b dI,  dxw[rows] += dI */
+/* dxw[rows of b] += dI for the batch rows [begin, end) */
 static void
-cell_vjp_common(tg_node *nd, struct cell c, size_t ldh, const size_t *icol)
+dxw_rows(tg_node *nd, const struct cell *c, size_t begin, size_t end)
 {
-    size_t ld = 4 * c.h, n = c.g * c.h;
+    size_t ld = 4 * c->h, n = c->g * c->h;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *ds = nd->scratch;
-        T *dxw = c.xw->grad, *dbi = c.b_ih ? c.b_ih->grad : NULL;
-        T *dbh = c.b_hh ? c.b_hh->grad : NULL;
-        for (size_t gi = 0; gi < c.g; gi++)
-            for (size_t j = 0; j < c.h; j++) {
-                size_t k = gi * c.h + j, ki = icol[gi] + j;
-                double si = 0, sh = 0;
-                for (size_t b = 0; b < c.b; b++) {
-                    si += ds[b * ld + ki];
-                    sh += ds[b * ld + k];
-                    if (dxw)
-                        dxw[(c.row0 + b * c.rstep) * n + k] += ds[b * ld + ki];
-                }
-                if (dbi)
-                    dbi[k] += (T)si;
-                if (dbh)
-                    dbh[k] += (T)sh;
-            }
+        T *dxw = c->xw->grad;
+        for (size_t b = begin; b < end; b++) {
+            T *dr = dxw + (c->row0 + b * c->rstep) * n;
+            for (size_t q = 0; q < c->g; q++)
+                for (size_t j = 0; j < c->h; j++)
+                    dr[q * c->h + j] += ds[b * ld + c->icol[q] + j];
+        }
     });
+}
+
+/* db_ih += Σ_b dI and db_hh += Σ_b dS for the bias elements [begin, end), 64 at a time: each
+ * sums its batch rows in order, in double */
+static void
+bias_cols(tg_node *nd, const struct cell *c, size_t begin, size_t end)
+{
+    size_t ld = 4 * c->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *ds = nd->scratch;
+        T *dbi = c->b_ih ? c->b_ih->grad : NULL, *dbh = c->b_hh ? c->b_hh->grad : NULL;
+        for (size_t k0 = begin; k0 < end; k0 += 64) {
+            size_t len = end - k0 < 64 ? end - k0 : 64;
+            double si[64] = {0}, sh[64] = {0};
+            for (size_t b = 0; b < c->b; b++)
+                for (size_t i = 0; i < len; i++) {
+                    size_t k = k0 + i;
+                    si[i] += ds[b * ld + c->icol[k / c->h] + k % c->h];
+                    sh[i] += ds[b * ld + k];
+                }
+            for (size_t i = 0; i < len; i++) {
+                if (dbi)
+                    dbi[k0 + i] += (T)si[i];
+                if (dbh)
+                    dbh[k0 + i] += (T)sh[i];
+            }
+        }
+    });
+}
+
+/* The pre-activation gradients' use, shared by both cells: dS (B x g·H, leading dimension 4H,
+ * the scratch) is d(h·W_hhᵀ + b_hh); dI (columns icol of the scratch) is d(xw + b_ih).
+ *   dh_prev += dS·W_hh   (B x H, into the state gradient, leading dimension ldh)
+ *   dW_hh  += dSᵀ·h_prev
+ *   db_hh += Σ_b dS,  db_ih += Σ_b dI,  dxw[rows] += dI */
+static void
+cell_vjp_common(tg_node *nd, const struct cell *cp, size_t ldh)
+{
+    struct cell c = *cp;
+    size_t ld = 4 * c.h, n = c.g * c.h;
+    if (c.xw->grad)
+        cell_rows(nd, cp, c.b, dxw_rows, n);
+    if ((c.b_ih && c.b_ih->grad) || (c.b_hh && c.b_hh->grad)) {
+        struct cell_job j = {nd, cp, bias_cols};
+        tg__parallel_for(n, c.b ? ((size_t)1 << 14) / c.b / 64 * 64 + 64 : n, cell_part, &j);
+    }
     void *dstate = c.state->grad, *dw = c.w_hh->grad;
     bool f64 = nd->out->dtype == TG_F64;
     if (dstate)
@@ -133,8 +196,9 @@ cell_vjp_common(tg_node *nd, struct cell c, size_t ldh, const size_t *icol)
                        dw, c.h);
 }
 
-/* Checks shared by both cells: xw (B, g·H) (exact_rows) or holding the rows the layer names, state (B, sw·H),
- * w_hh (g·H, H), b_ih and b_hh (g·H) or NULL, one dtype. Resolves every handle in place. */
+/* Checks shared by both cells: xw (B, g·H) (exact_rows) or holding the rows the layer names,
+ * state (B, sw·H), w_hh (g·H, H), b_ih and b_hh (g·H) or NULL, one dtype. Resolves every
+ * handle in place. */
 static bool
 cell_check(tg_tape *t, const char *op, size_t g, size_t sw, tg_tensor **xw, tg_tensor **state,
            tg_tensor **w_hh, tg_tensor **b_ih, tg_tensor **b_hh, int64_t row0, int64_t rstep,
@@ -226,15 +290,15 @@ cell_record(tg_tape *t, const tg_op *op, tg_tensor *xw, tg_tensor *state, tg_ten
  *     db_hh += Σ_b da
  */
 static void
-lstm_gates(tg_node *nd, struct cell c)
+lstm_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
 {
+    struct cell c = *cp;
     size_t h = c.h, ld = 4 * h;
-    cell_gemm(nd, c, 2 * h);
     TG__DISPATCH(nd->out->dtype, T, {
         T *a = nd->scratch;
         const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
         const T *bh = c.b_hh ? c.b_hh->data : NULL;
-        for (size_t b = 0; b < c.b; b++) {
+        for (size_t b = begin; b < end; b++) {
             T *ar = a + b * ld;
             const T *xr = xw + (c.row0 + b * c.rstep) * ld;
             for (size_t k = 0; k < ld; k++) {
@@ -243,21 +307,25 @@ lstm_gates(tg_node *nd, struct cell c)
             }
         }
     });
+}
+
+static void
+lstm_gates(tg_node *nd, const struct cell *c)
+{
+    cell_gemm(nd, *c, 2 * c->h);
+    cell_rows(nd, c, c->b, lstm_gate_rows, 4 * c->h);
     *gates_valid(nd) = true;
 }
 
-static tg_status
-lstm_forward(tg_node *nd)
+static void
+lstm_out_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
 {
-    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
-        return TG_OK;
-    struct cell c = cell_of(nd, 4);
-    lstm_gates(nd, c);
+    struct cell c = *cp;
     size_t h = c.h;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *a = nd->scratch, *s = c.state->data;
         T *y = nd->out->data;
-        for (size_t b = 0; b < c.b; b++) {
+        for (size_t b = begin; b < end; b++) {
             const T *ar = a + b * 4 * h, *sr = s + b * 2 * h;
             T *yr = y + b * 2 * h;
             for (size_t j = 0; j < h; j++) {
@@ -267,25 +335,28 @@ lstm_forward(tg_node *nd)
             }
         }
     });
-    return TG_OK;
 }
 
 static tg_status
-lstm_vjp(tg_node *nd)
+lstm_forward(tg_node *nd)
 {
-    if (nd->out->size == 0)
+    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
         return TG_OK;
     struct cell c = cell_of(nd, 4);
-    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
-        !(c.b_hh && c.b_hh->grad))
-        return TG_OK;
-    if (!*gates_valid(nd))
-        lstm_gates(nd, c);
+    lstm_gates(nd, &c);
+    cell_rows(nd, &c, c.b, lstm_out_rows, 4 * c.h);
+    return TG_OK;
+}
+
+static void
+lstm_dgate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
     size_t h = c.h;
     TG__DISPATCH(nd->out->dtype, T, {
         T *a = nd->scratch, *dst = c.state->grad;
         const T *s = c.state->data, *y = nd->out->data, *dy = nd->out->grad;
-        for (size_t b = 0; b < c.b; b++) {
+        for (size_t b = begin; b < end; b++) {
             T *ar = a + b * 4 * h;
             const T *sr = s + b * 2 * h, *yr = y + b * 2 * h, *dyr = dy + b * 2 * h;
             for (size_t j = 0; j < h; j++) {
@@ -301,9 +372,22 @@ lstm_vjp(tg_node *nd)
             }
         }
     });
+}
+
+static tg_status
+lstm_vjp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 4);
+    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
+        !(c.b_hh && c.b_hh->grad))
+        return TG_OK;
+    if (!*gates_valid(nd))
+        lstm_gates(nd, &c);
+    cell_rows(nd, &c, c.b, lstm_dgate_rows, 4 * c.h);
     *gates_valid(nd) = false;
-    size_t icol[4] = {0, h, 2 * h, 3 * h}; /* dxw is da itself */
-    cell_vjp_common(nd, c, 2 * h, icol);
+    cell_vjp_common(nd, &c, 2 * c.h);
     return TG_OK;
 }
 
@@ -357,15 +441,15 @@ tg_lstm_cell(tg_tape *t, tg_tensor *xw, tg_tensor *state, tg_tensor *w_hh, tg_te
  * so dS is its first 3H columns and dI is columns 0-2H and 3H-4H.
  */
 static void
-gru_gates(tg_node *nd, struct cell c)
+gru_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
 {
+    struct cell c = *cp;
     size_t h = c.h, ld = 4 * h, n3 = 3 * h;
-    cell_gemm(nd, c, h);
     TG__DISPATCH(nd->out->dtype, T, {
         T *a = nd->scratch;
         const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
         const T *bh = c.b_hh ? c.b_hh->data : NULL;
-        for (size_t b = 0; b < c.b; b++) {
+        for (size_t b = begin; b < end; b++) {
             T *ar = a + b * ld;
             const T *xr = xw + (c.row0 + b * c.rstep) * n3;
             for (size_t j = 0; j < h; j++) {
@@ -378,7 +462,31 @@ gru_gates(tg_node *nd, struct cell c)
             }
         }
     });
+}
+
+static void
+gru_gates(tg_node *nd, const struct cell *c)
+{
+    cell_gemm(nd, *c, c->h);
+    cell_rows(nd, c, c->b, gru_gate_rows, 4 * c->h);
     *gates_valid(nd) = true;
+}
+
+static void
+gru_out_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    size_t h = cp->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *a = nd->scratch, *hp = cp->state->data;
+        T *y = nd->out->data;
+        for (size_t b = begin; b < end; b++) {
+            const T *ar = a + b * 4 * h, *hr = hp + b * h;
+            for (size_t j = 0; j < h; j++) {
+                double z = ar[h + j], n = ar[3 * h + j];
+                y[b * h + j] = (T)((1 - z) * n + z * hr[j]);
+            }
+        }
+    });
 }
 
 static tg_status
@@ -387,38 +495,19 @@ gru_forward(tg_node *nd)
     if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
         return TG_OK;
     struct cell c = cell_of(nd, 3);
-    gru_gates(nd, c);
-    size_t h = c.h;
-    TG__DISPATCH(nd->out->dtype, T, {
-        const T *a = nd->scratch, *hp = c.state->data;
-        T *y = nd->out->data;
-        for (size_t b = 0; b < c.b; b++) {
-            const T *ar = a + b * 4 * h, *hr = hp + b * h;
-            for (size_t j = 0; j < h; j++) {
-                double z = ar[h + j], n = ar[3 * h + j];
-                y[b * h + j] = (T)((1 - z) * n + z * hr[j]);
-            }
-        }
-    });
+    gru_gates(nd, &c);
+    cell_rows(nd, &c, c.b, gru_out_rows, 4 * c.h);
     return TG_OK;
 }
 
-static tg_status
-gru_vjp(tg_node *nd)
+static void
+gru_dgate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
 {
-    if (nd->out->size == 0)
-        return TG_OK;
-    struct cell c = cell_of(nd, 3);
-    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
-        !(c.b_hh && c.b_hh->grad))
-        return TG_OK;
-    if (!*gates_valid(nd))
-        gru_gates(nd, c);
-    size_t h = c.h;
+    size_t h = cp->h;
     TG__DISPATCH(nd->out->dtype, T, {
-        T *a = nd->scratch, *dhp = c.state->grad;
-        const T *hp = c.state->data, *dy = nd->out->grad;
-        for (size_t b = 0; b < c.b; b++) {
+        T *a = nd->scratch, *dhp = cp->state->grad;
+        const T *hp = cp->state->data, *dy = nd->out->grad;
+        for (size_t b = begin; b < end; b++) {
             T *ar = a + b * 4 * h;
             for (size_t j = 0; j < h; j++) {
                 double r = ar[j], z = ar[h + j], sn = ar[2 * h + j], n = ar[3 * h + j];
@@ -433,9 +522,22 @@ gru_vjp(tg_node *nd)
             }
         }
     });
+}
+
+static tg_status
+gru_vjp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 3);
+    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
+        !(c.b_hh && c.b_hh->grad))
+        return TG_OK;
+    if (!*gates_valid(nd))
+        gru_gates(nd, &c);
+    cell_rows(nd, &c, c.b, gru_dgate_rows, 4 * c.h);
     *gates_valid(nd) = false;
-    size_t icol[3] = {0, h, 3 * h};
-    cell_vjp_common(nd, c, h, icol);
+    cell_vjp_common(nd, &c, c.h);
     return TG_OK;
 }
 
