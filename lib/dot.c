@@ -19,6 +19,7 @@
 #include <tapegrad/dot.h>
 
 #include "dot-escape.h"
+#include "dot-fold.h"
 #include "internal.h"
 #include "ops/ops.h"
 
@@ -281,6 +282,7 @@ enum role {
 };
 
 #define NO_SCOPE SIZE_MAX
+#define NO_RUN SIZE_MAX
 
 struct dot_tensor {
     const tg_tensor *x;
@@ -324,6 +326,16 @@ struct exporter {
     size_t n_scopes;
     size_t *scope_slots; /* open-addressing table of scopes[] indices + 1 (0 = empty) */
     size_t scope_cap;    /* a power of two, or 0 */
+
+    /* Folded loops (tg_dot_options.fold_loops): the runs found, and per node the run whose
+     * first step it is in (NO_RUN otherwise) and whether it is drawn; a node of a later step
+     * is drawn as the node of the first step it repeats. */
+    struct tg__dot_run *runs;
+    size_t n_runs;
+    size_t *node_run;
+    bool *node_hidden;
+    size_t *tensor_run; /* the run whose first step makes (or alone reads) tensor i */
+    bool *tensor_shown;
 
     struct tg__dotbuf esc;  /* a label in escString form */
     struct tg__dotbuf line; /* the statement being written */
@@ -557,6 +569,177 @@ collect(struct exporter *ex)
     if (id != SIZE_MAX)
         ex->tensors[id].role = ROLE_LOSS;
     return TG_OK;
+}
+
+/* ---- folded loops (tg_dot_options.fold_loops; the search is in dot-fold.c) ---- */
+
+/* The longest period tried when folding loops: a step of up to this many nodes (a
+ * transformer block is about 30, an LSTM step with its loss under 10). */
+#define FOLD_MAX_PERIOD 1024
+
+/* The run holding folded node i: the last one starting at or before it (runs are in tape
+ * order). */
+static const struct tg__dot_run *
+run_of(const struct exporter *ex, size_t i)
+{
+    const struct tg__dot_run *r = &ex->runs[0];
+    for (size_t lo = 0, hi = ex->n_runs; lo < hi;) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ex->runs[mid].start <= i)
+            r = &ex->runs[mid], lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return r;
+}
+
+/* The node whose picture stands for node i: itself, or the node of its run's first step that
+ * it repeats. */
+static size_t
+shown_node(const struct exporter *ex, size_t i)
+{
+    if (!ex->node_hidden || !ex->node_hidden[i])
+        return i;
+    const struct tg__dot_run *r = run_of(ex, i);
+    return r->start + (i - r->start) % r->period;
+}
+
+/* The step of its run that folded node i is in, counting from 1. */
+static size_t
+step_of(const struct exporter *ex, size_t i)
+{
+    const struct tg__dot_run *r = run_of(ex, i);
+    return (i - r->start) / r->period + 1;
+}
+
+/* The tensors[] index drawn for tensor id: itself, or the output of the first step that it
+ * repeats. */
+static size_t
+shown_tensor(const struct exporter *ex, size_t id)
+{
+    const tg_tensor *x = ex->tensors[id].x;
+    if (!ex->node_hidden || !x->node || !ex->node_hidden[x->node->index])
+        return id;
+    return ex->node_out[shown_node(ex, x->node->index)];
+}
+
+static bool
+same_dims(const tg_tensor *a, const tg_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->dims[i] != b->dims[i])
+            return false;
+    return true;
+}
+
+/* Whether a checker's verdict on node i is a failure (the rule of emit_op). */
+static bool
+check_failed(const struct exporter *ex, size_t i)
+{
+    const tg_dot_check *c = ex->o->check;
+    if (!c || i >= c->count)
+        return false;
+    if (c->failed)
+        return c->failed[i];
+    return !isnan(c->errors[i]) && !(c->errors[i] <= c->tolerance);
+}
+
+/* Finds the repeated steps and decides what is drawn: each run's first step, in a cluster of
+ * its own with its outputs and its per-step data; the steps after it are not drawn, and what
+ * reads their outputs reads the first step's instead. */
+static tg_status
+fold(struct exporter *ex)
+{
+    size_t n = ex->n_nodes, min_repeats = ex->o->fold_min_repeats ? ex->o->fold_min_repeats : 3;
+    ex->runs = tg__malloc((n / min_repeats + 1) * sizeof *ex->runs);
+    ex->node_run = tg__malloc(n * sizeof *ex->node_run);
+    ex->node_hidden = tg__calloc(n, sizeof *ex->node_hidden);
+    ex->tensor_run = tg__malloc(ex->n_tensors * sizeof *ex->tensor_run);
+    ex->tensor_shown = tg__calloc(ex->n_tensors, sizeof *ex->tensor_shown);
+    if (!ex->runs || !ex->node_run || !ex->node_hidden || !ex->tensor_run || !ex->tensor_shown)
+        return nomem(ex);
+    ex->n_runs = tg__dot_find_runs(ex->t, min_repeats, FOLD_MAX_PERIOD, ex->runs);
+    for (size_t i = 0; i < n; i++)
+        ex->node_run[i] = NO_RUN;
+    for (size_t i = 0; i < ex->n_tensors; i++)
+        ex->tensor_run[i] = NO_RUN;
+    for (size_t r = 0; r < ex->n_runs; r++) {
+        const struct tg__dot_run *run = &ex->runs[r];
+        for (size_t j = run->start; j < run->start + run->period; j++) {
+            ex->node_run[j] = r;
+            ex->tensor_run[ex->node_out[j]] = r;
+            /* a leaf that the next step replaces by another leaf is per-step data */
+            const tg_node *a = ex->t->nodes[j], *b = ex->t->nodes[j + run->period];
+            for (int k = 0; k < a->n_in; k++)
+                if (!a->in[k]->node && !b->in[k]->node && a->in[k] != b->in[k])
+                    ex->tensor_run[ex->node_in[ex->in_at[j] + (size_t)k]] = r;
+        }
+        for (size_t j = run->start + run->period; j < run->start + run->period * run->count; j++)
+            ex->node_hidden[j] = true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ex->node_hidden[i])
+            continue;
+        for (int k = 0; k < ex->t->nodes[i]->n_in; k++)
+            ex->tensor_shown[shown_tensor(ex, ex->node_in[ex->in_at[i] + (size_t)k])] = true;
+        ex->tensor_shown[ex->node_out[i]] = true;
+    }
+    return TG_OK;
+}
+
+/* The cluster of a run: "× count" and what it folds, and the failed checks it hides. */
+static tg_status
+emit_run_header(struct exporter *ex, size_t r, size_t cluster)
+{
+    const struct tg__dot_run *run = &ex->runs[r];
+    size_t end = run->start + run->period * run->count, failed = 0, first_failed = 0;
+    for (size_t j = run->start + run->period; j < end; j++)
+        if (check_failed(ex, j) && !failed++)
+            first_failed = j;
+    ex->esc.len = 0;
+    tg__dotbuf_printf(&ex->esc, "\xc3\x97 %zu steps of %zu node%s, #%zu\xe2\x80\x93#%zu "
+                                "(the first drawn)",
+                      run->count, run->period, run->period > 1 ? "s" : "", run->start,
+                      end - 1); /* × count ... #a–#b */
+    if (failed)
+        tg__dotbuf_printf(&ex->esc, "\\nCHECK FAILED in %zu folded node%s (first #%zu)", failed,
+                          failed > 1 ? "s" : "", first_failed);
+    if (ex->esc.failed)
+        return nomem(ex);
+    tg__dotbuf_printf(&ex->line, "\tsubgraph \"cluster_%zu\" {\n\t\tgraph [", cluster);
+    put_attr(ex, "label", ex->esc.p, ex->esc.len);
+    tg__dotbuf_printf(&ex->line, ", style=\"rounded,bold\", color=\"%s\", fontcolor=\"%s\"];\n",
+                      failed ? "#b00000" : "#1f5fa8", failed ? "#b00000" : "#1f5fa8");
+    return flush_line(ex);
+}
+
+/* The dashed edges of each run's recurrence: the next step reads these outputs of the first
+ * one where the first step read something else. */
+static tg_status
+emit_run_edges(struct exporter *ex)
+{
+    for (size_t r = 0; r < ex->n_runs && ex->status == TG_OK; r++) {
+        const struct tg__dot_run *run = &ex->runs[r];
+        for (size_t j = run->start; j < run->start + run->period; j++) {
+            const tg_node *a = ex->t->nodes[j], *b = ex->t->nodes[j + run->period];
+            for (int k = 0; k < b->n_in; k++) {
+                const tg_tensor *x = b->in[k];
+                if (x == a->in[k] || !x->node || x->node->index < run->start ||
+                    x->node->index >= run->start + run->period)
+                    continue;
+                tg__dotbuf_printf(&ex->line, "\t\"t%zu\" -> \"n%zu\" [label=\"", ex->node_out[x->node->index], j);
+                if (b->n_in > 1)
+                    tg__dotbuf_printf(&ex->line, "%d: ", k);
+                tg__dotbuf_puts(&ex->line, "next step\", style=\"dashed\", color=\"#1f5fa8\", "
+                                           "constraint=\"false\"];\n");
+            }
+            if (flush_line(ex) != TG_OK)
+                return ex->status;
+        }
+    }
+    return ex->status;
 }
 
 /* ---- labels (escString text in ex->esc) ---- */
@@ -806,10 +989,26 @@ emit_element(struct exporter *ex, const struct element *e)
     return e->is_op ? emit_op(ex, e->index) : emit_tensor(ex, e->index);
 }
 
-static size_t
-element_scope(const struct exporter *ex, const struct element *e)
+/* Whether element e is drawn (false: a node or value of a folded step after the first). */
+static bool
+element_shown(const struct exporter *ex, const struct element *e)
 {
-    return e->is_op ? ex->node_scope[e->index] : ex->tensors[e->index].scope;
+    if (!ex->node_hidden)
+        return true;
+    return e->is_op ? !ex->node_hidden[e->index] : ex->tensor_shown[e->index];
+}
+
+/* The cluster element e is drawn in: its run's (after the scopes), its scope's (unless flat),
+ * or NO_SCOPE. */
+static size_t
+element_cluster(const struct exporter *ex, const struct element *e)
+{
+    size_t run = !ex->node_run ? NO_RUN
+                 : e->is_op    ? ex->node_run[e->index]
+                               : ex->tensor_run[e->index];
+    if (run != NO_RUN)
+        return (ex->o->flat ? 0 : ex->n_scopes) + run;
+    return ex->o->flat ? NO_SCOPE : e->is_op ? ex->node_scope[e->index] : ex->tensors[e->index].scope;
 }
 
 static tg_status
@@ -849,41 +1048,63 @@ emit_header(struct exporter *ex)
     return flush_line(ex);
 }
 
+/* The edges into and out of node i. Inputs that a fold draws as the same value (a node after
+ * the loop reading every step's output) are one edge, "a-b: shape". */
+static tg_status
+emit_node_edges(struct exporter *ex, size_t i)
+{
+    const tg_node *n = ex->t->nodes[i];
+    for (int k = 0; k < n->n_in;) {
+        size_t raw = ex->node_in[ex->in_at[i] + (size_t)k], id = shown_tensor(ex, raw);
+        int last = k;
+        while (id != raw && last + 1 < n->n_in) {
+            size_t next = ex->node_in[ex->in_at[i] + (size_t)last + 1];
+            if (next == ex->node_in[ex->in_at[i] + (size_t)last] || shown_tensor(ex, next) != id ||
+                !same_dims(n->in[last + 1], n->in[k]))
+                break;
+            last++;
+        }
+        tg__dotbuf_printf(&ex->line, "\t\"t%zu\" -> \"n%zu\" [label=\"", id, i);
+        if (last > k)
+            tg__dotbuf_printf(&ex->line, "%d\xe2\x80\x93%d: ", k, last); /* a–b */
+        else if (n->n_in > 1)
+            tg__dotbuf_printf(&ex->line, "%d: ", k);
+        tg__dotbuf_puts(&ex->line, tg__shape_text(n->in[k]).s);
+        if (id != raw) { /* from a step not drawn: say which (counting from 1) */
+            tg__dotbuf_printf(&ex->line, ", step%s %zu", last > k ? "s from" : "",
+                              step_of(ex, ex->tensors[raw].x->node->index));
+        }
+        tg__dotbuf_puts(&ex->line, "\"];\n");
+        k = last + 1;
+    }
+    tg__dotbuf_printf(&ex->line, "\t\"n%zu\" -> \"t%zu\" [label=\"%s\"];\n", i,
+                      ex->node_out[i], tg__shape_text(n->out).s);
+    return flush_line(ex);
+}
+
 static tg_status
 emit_edges(struct exporter *ex)
 {
-    for (size_t i = 0; i < ex->n_nodes; i++) {
-        const tg_node *n = ex->t->nodes[i];
-        for (int k = 0; k < n->n_in; k++) {
-            size_t id = ex->node_in[ex->in_at[i] + (size_t)k];
-            if (n->n_in > 1)
-                tg__dotbuf_printf(&ex->line, "\t\"t%zu\" -> \"n%zu\" [label=\"%d: %s\"];\n", id,
-                                  i, k, tg__shape_text(n->in[k]).s);
-            else
-                tg__dotbuf_printf(&ex->line, "\t\"t%zu\" -> \"n%zu\" [label=\"%s\"];\n", id, i,
-                                  tg__shape_text(n->in[k]).s);
-        }
-        tg__dotbuf_printf(&ex->line, "\t\"n%zu\" -> \"t%zu\" [label=\"%s\"];\n", i,
-                          ex->node_out[i], tg__shape_text(n->out).s);
-        if (flush_line(ex) != TG_OK)
+    for (size_t i = 0; i < ex->n_nodes; i++)
+        if (!(ex->node_hidden && ex->node_hidden[i]) && emit_node_edges(ex, i) != TG_OK)
             return ex->status;
-    }
-    return TG_OK;
+    return emit_run_edges(ex);
 }
 
-/* Nodes grouped by scope: clusters in order of first appearance, each listing its nodes in
- * data-flow order, then the nodes of no scope. */
+/* Nodes grouped by cluster: the scopes' in order of first appearance, then the folded
+ * runs', each listing its nodes in data-flow order, then the nodes of no cluster. */
 static tg_status
 emit_nodes(struct exporter *ex)
 {
-    if (ex->o->flat || ex->n_scopes == 0) {
+    size_t n_scope_clusters = ex->o->flat ? 0 : ex->n_scopes;
+    size_t ns = n_scope_clusters + ex->n_runs; /* clusters */
+    if (ns == 0) {
         for (size_t i = 0; i < ex->n_elems; i++)
-            if (emit_element(ex, &ex->elems[i]) != TG_OK)
+            if (element_shown(ex, &ex->elems[i]) && emit_element(ex, &ex->elems[i]) != TG_OK)
                 return ex->status;
         return TG_OK;
     }
-    /* Stable counting sort by scope; "no scope" sorts last. */
-    size_t ns = ex->n_scopes;
+    /* Stable counting sort by cluster; "no cluster" sorts last. */
     size_t *start = tg__calloc(ns + 2, sizeof *start);
     size_t *order = tg__malloc(ex->n_elems * sizeof *order);
     if (!start || !order) {
@@ -892,20 +1113,20 @@ emit_nodes(struct exporter *ex)
         return nomem(ex);
     }
     for (size_t i = 0; i < ex->n_elems; i++) {
-        size_t s = element_scope(ex, &ex->elems[i]);
+        size_t s = element_cluster(ex, &ex->elems[i]);
         start[(s == NO_SCOPE ? ns : s) + 1]++;
     }
     for (size_t s = 0; s <= ns; s++)
         start[s + 1] += start[s];
     for (size_t i = 0; i < ex->n_elems; i++) {
-        size_t s = element_scope(ex, &ex->elems[i]);
+        size_t s = element_cluster(ex, &ex->elems[i]);
         order[start[s == NO_SCOPE ? ns : s]++] = i;
     }
-    /* start[s] now holds the end of scope s; scope s begins where s-1 ended. */
+    /* start[s] now holds the end of cluster s; cluster s begins where s-1 ended. */
     size_t pos = 0;
     for (size_t s = 0; s <= ns && ex->status == TG_OK; s++) {
         size_t end = start[s];
-        if (s < ns) {
+        if (s < n_scope_clusters) {
             ex->esc.len = 0;
             tg__dot_escstring(&ex->esc, ex->scopes[s].s, ex->scopes[s].len);
             tg__dotbuf_printf(&ex->line, "\tsubgraph \"cluster_%zu\" {\n\t\tgraph [", s);
@@ -916,11 +1137,16 @@ emit_nodes(struct exporter *ex)
                 nomem(ex);
             else
                 flush_line(ex);
+        } else if (s < ns) {
+            emit_run_header(ex, s - n_scope_clusters, s);
         }
         for (; pos < end && ex->status == TG_OK; pos++) {
+            const struct element *e = &ex->elems[order[pos]];
+            if (!element_shown(ex, e))
+                continue;
             if (s < ns)
                 tg__dotbuf_puts(&ex->line, "\t");
-            emit_element(ex, &ex->elems[order[pos]]);
+            emit_element(ex, e);
         }
         if (s < ns && ex->status == TG_OK) {
             tg__dotbuf_puts(&ex->line, "\t}\n");
@@ -937,6 +1163,8 @@ check_options(struct exporter *ex, const tg_dot_options *o)
 {
     if ((unsigned)o->rankdir > TG_DOT_RIGHT_LEFT)
         return fail(ex, TG_ERR_ARG, "dot: rankdir %d is not a tg_dot_rankdir", (int)o->rankdir);
+    if (o->fold_min_repeats == 1)
+        return fail(ex, TG_ERR_ARG, "dot: fold_min_repeats 1 must be 0 (the default, 3) or >= 2");
     if (o->n_names && !o->names)
         return fail(ex, TG_ERR_ARG, "dot: names is NULL but n_names is %zu", o->n_names);
     if (o->check) {
@@ -965,7 +1193,8 @@ tg_dot_write(const tg_tape *t, const tg_dot_options *opt, FILE *out, char *err, 
     ex.n_nodes = t->n_nodes;
     if (ex.n_nodes == 0) {
         tg__dotbuf_puts(&ex.line, "digraph tapegrad {}\n");
-    } else if (collect(&ex) == TG_OK && emit_header(&ex) == TG_OK &&
+    } else if (collect(&ex) == TG_OK && (!ex.o->fold_loops || fold(&ex) == TG_OK) &&
+               emit_header(&ex) == TG_OK &&
                emit_nodes(&ex) == TG_OK && emit_edges(&ex) == TG_OK) {
         tg__dotbuf_puts(&ex.line, "}\n");
     }
@@ -981,6 +1210,11 @@ tg_dot_write(const tg_tape *t, const tg_dot_options *opt, FILE *out, char *err, 
     tg__free(ex.elems);
     tg__free(ex.scopes);
     tg__free(ex.scope_slots);
+    tg__free(ex.runs);
+    tg__free(ex.node_run);
+    tg__free(ex.node_hidden);
+    tg__free(ex.tensor_run);
+    tg__free(ex.tensor_shown);
     ptrmap_free(&ex.tensor_ids);
     ptrmap_free(&ex.display_names);
     tg__dotbuf_free(&ex.esc);

@@ -773,6 +773,16 @@ START_TEST(hundred_thousand_nodes)
     agclose(g);
     free(text);
 #endif
+    /* Folded, the chain is one run of one-node steps: the search stops at the first period,
+     * which covers everything (no other period is tried), so this stays linear too. */
+    tg_dot_options folded = {.fold_loops = true};
+    size_t flen;
+    char *ftext = export_string(tb, &folded, &flen);
+    char want[64];
+    snprintf(want, sizeof want, "\xc3\x97 %zu steps of 1 node,", big);
+    ck_assert_ptr_nonnull(strstr(ftext, want));
+    ck_assert_uint_lt(flen, 4096);
+    free(ftext);
     tg_tape_free(tb);
     tg_tape_free(ts);
     tg_set_allocator(NULL);
@@ -996,6 +1006,152 @@ START_TEST(render)
 }
 END_TEST
 
+
+/* ---- folded loops ---- */
+
+/* An RNN unrolled over `steps` steps: h_t = tanh(x_t·Wᵀ + h_(t−1)·Uᵀ), h_0 given, loss Σ_t
+ * mse(h_t·Vᵀ, y_t) from a zero accumulator: 7 nodes a step, 1 after the loop (the scale).
+ * With `odd_step` >= 0 that step reads weight W2 (same shape) instead of W. */
+static tg_tape *
+rnn_tape(tg_params *p, int steps, int odd_step)
+{
+    tg_tape *t = tg_tape_new();
+    int64_t wd[2] = {5, 3}, ud[2] = {5, 5}, vd[2] = {1, 5};
+    tg_tensor *w = tg_params_add(p, "rnn/W", 2, wd), *w2 = tg_params_add(p, "rnn/W2", 2, wd);
+    tg_tensor *u = tg_params_add(p, "rnn/U", 2, ud), *v = tg_params_add(p, "out/V", 2, vd);
+    tg_tensor *h = tg_tensor_new(t, TG_F64, 2, (int64_t[]){2, 5}, "h0");
+    tg_tensor *total = tg_tensor_new(t, TG_F64, 2, (int64_t[]){1, 1}, NULL);
+    for (int k = 0; k < steps; k++) {
+        tg_tensor *x = tg_tensor_new(t, TG_F64, 2, (int64_t[]){2, 3}, NULL);
+        tg_tensor *y = tg_tensor_new(t, TG_F64, 2, (int64_t[]){2, 1}, NULL);
+        /* one statement per op: C leaves the order of argument evaluation open */
+        tg_tensor *xw = tg_matmul_t(t, x, false, k == odd_step ? w2 : w, true);
+        tg_tensor *hu = tg_matmul_t(t, h, false, u, true);
+        h = tg_tanh(t, tg_add(t, xw, hu));
+        tg_tensor *loss = tg_mse(t, tg_matmul_t(t, h, false, v, true), y);
+        total = tg_add(t, total, loss);
+    }
+    tg_scale(t, total, 1.0 / steps);
+    ck_assert_int_eq(tg_tape_status(t), TG_OK);
+    return t;
+}
+
+/* DOT node statements of ops ("n<i>" [label=...) in text */
+static size_t
+count_ops(const char *text)
+{
+    size_t n = 0;
+    for (const char *q = text; (q = strstr(q, "\"n")); q++)
+        if (q > text && (q[-1] == '\t') && strstr(q, "\" [label=") == strchr(q + 1, '"'))
+            n++;
+    return n;
+}
+
+START_TEST(folded_loop_draws_one_step)
+{
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tape *t = rnn_tape(p, 100, -1);
+    ck_assert_uint_eq(tg_tape_node_count(t), 100 * 7 + 1);
+    tg_dot_options flat = {0}, folded = {.fold_loops = true};
+    size_t len;
+    char *plain = export_string(t, &flat, &len), *text = export_string(t, &folded, &len);
+    ck_assert_uint_eq(count_ops(plain), 701);
+    ck_assert_ptr_null(strstr(plain, "steps of"));
+    /* one step drawn in one cluster, the scale after it */
+    ck_assert_uint_eq(count_ops(text), 7 + 1);
+    ck_assert_msg(strstr(text, "\xc3\x97 100 steps of 7 nodes, #0\xe2\x80\x93#699"), "%.2000s", text);
+    /* the recurrence (h, and the running total) as dashed edges into the first step */
+    size_t dashed = 0;
+    for (const char *q = text; (q = strstr(q, "next step")); q++)
+        dashed++;
+    ck_assert_uint_eq(dashed, 2);
+    /* the scale reads the last step's total, drawn as the first step's, and says so */
+    ck_assert_ptr_nonnull(strstr(text, "-> \"n700\" [label=\"(1x1), step 100\"]"));
+    ck_assert_ptr_null(strstr(text, "\"n7\""));   /* the second step is not drawn */
+    ck_assert_ptr_null(strstr(text, "\"n699\"")); /* nor the last */
+#if TG_HAS_GRAPHVIZ
+    Agraph_t *g = agmemread(text);
+    ck_assert_ptr_nonnull(g);
+    agclose(g);
+    if (!getenv("TG_UNDER_VALGRIND") || getenv("TG_GRAPHVIZ_SUPPRESSED")) {
+        char err[512];
+        const char *svg = tmp_path("rnn-folded.svg");
+        tg_status s = tg_dot_render(t, &folded, "svg", svg, err, sizeof err);
+        ck_assert_msg(s == TG_OK, "%s", err);
+        expect_magic(svg, "<svg");
+    }
+#endif
+    free(plain);
+    free(text);
+    tg_tape_free(t);
+    tg_params_free(p);
+}
+END_TEST
+
+/* A step that reads another weight breaks the run there: two runs around it. Two steps fold
+ * only when fold_min_repeats allows it; 1 is refused. */
+START_TEST(fold_breaks_at_a_different_weight)
+{
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tape *t = rnn_tape(p, 20, 10);
+    tg_dot_options folded = {.fold_loops = true};
+    size_t len;
+    char *text = export_string(t, &folded, &len);
+    /* Steps 0-9 fold. Step 10's x·W2ᵀ (its first node, #70) matches neither neighbour, but
+     * the rest of step 10 matches step 11 (it reads step 10's own values the same way), so
+     * the second run starts at #71, its steps rotated by one node: 9 of them, #71-#133, and
+     * the last 6 nodes of step 19 are drawn after it. Drawn: 7 + 1 + 7 + 6 + the scale. */
+    ck_assert_msg(strstr(text, "\xc3\x97 10 steps of 7 nodes, #0\xe2\x80\x93#69"), "%.2000s",
+                  strstr(text, "steps of") ? strstr(text, "steps of") : text);
+    ck_assert_msg(strstr(text, "\xc3\x97 9 steps of 7 nodes, #71\xe2\x80\x93#133"), "%.2000s",
+                  strstr(text, "steps of") ? strstr(text, "steps of") : text);
+    ck_assert_uint_eq(count_ops(text), 7 + 7 + 7 + 1);
+    free(text);
+    tg_tape_free(t);
+    tg_params_free(p);
+
+    p = tg_params_new(TG_F64);
+    t = rnn_tape(p, 2, -1);
+    text = export_string(t, &folded, &len);
+    ck_assert_ptr_null(strstr(text, "steps of"));
+    free(text);
+    folded.fold_min_repeats = 2;
+    text = export_string(t, &folded, &len);
+    ck_assert_ptr_nonnull(strstr(text, "\xc3\x97 2 steps of 7 nodes"));
+    free(text);
+    folded.fold_min_repeats = 1;
+    char err[256];
+    FILE *f = fopen("/dev/null", "w");
+    ck_assert_int_eq(tg_dot_write(t, &folded, f, err, sizeof err), TG_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(err, "fold_min_repeats"));
+    fclose(f);
+    tg_tape_free(t);
+    tg_params_free(p);
+}
+END_TEST
+
+/* A failed check in a step that is not drawn still shows: counted in the cluster's label. */
+START_TEST(fold_reports_failed_checks_it_hides)
+{
+    tg_params *p = tg_params_new(TG_F64);
+    tg_tape *t = rnn_tape(p, 50, -1);
+    size_t n = tg_tape_node_count(t);
+    double *errors = calloc(n, sizeof *errors);
+    errors[7 * 30 + 3] = 0.5; /* step 31's tanh */
+    errors[7 * 40 + 3] = 0.5;
+    tg_dot_check check = {.errors = errors, .count = n, .tolerance = 1e-6};
+    tg_dot_options folded = {.fold_loops = true, .check = &check};
+    size_t len;
+    char *text = export_string(t, &folded, &len);
+    ck_assert_msg(strstr(text, "CHECK FAILED in 2 folded nodes (first #213)"), "%.2000s", text);
+    ck_assert_ptr_nonnull(strstr(text, "color=\"#b00000\", fontcolor=\"#b00000\""));
+    free(text);
+    free(errors);
+    tg_tape_free(t);
+    tg_params_free(p);
+}
+END_TEST
+
 static Suite *
 dot_suite(void)
 {
@@ -1034,6 +1190,9 @@ dot_suite(void)
     tc = tcase_create("render");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, render);
+    tcase_add_test(tc, folded_loop_draws_one_step);
+    tcase_add_test(tc, fold_breaks_at_a_different_weight);
+    tcase_add_test(tc, fold_reports_failed_checks_it_hides);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -162,6 +162,42 @@ build_mlp(struct network *net, tg_rng *rng)
     return tg_tape_status(t);
 }
 
+/* An Elman RNN unrolled over RNN_STEPS steps, the loop a C for: h_t = tanh(x_t·W_ihᵀ + b_ih +
+ * h_(t-1)·W_hhᵀ + b_hh), h_0 = 0, a prediction y_t = h_t·W_outᵀ + b_out and its MSE at every
+ * step, the loss their mean. Flat, its picture has 100 copies of one step; --fold draws one. */
+enum { RNN_STEPS = 100, RNN_BATCH = 4, RNN_IN = 3, RNN_HIDDEN = 8 };
+
+static tg_status
+build_rnn(struct network *net, tg_rng *rng)
+{
+    tg_dense ih, hh, out;
+    tg_status s = tg_dense_init(&ih, net->params, "rnn/ih", RNN_IN, RNN_HIDDEN, TG_ACT_IDENTITY,
+                                TG_EXAMPLES_AS_ROWS, rng);
+    if (s == TG_OK)
+        s = tg_dense_init(&hh, net->params, "rnn/hh", RNN_HIDDEN, RNN_HIDDEN, TG_ACT_IDENTITY,
+                          TG_EXAMPLES_AS_ROWS, rng);
+    if (s == TG_OK)
+        s = tg_dense_init(&out, net->params, "out", RNN_HIDDEN, 1, TG_ACT_IDENTITY,
+                          TG_EXAMPLES_AS_ROWS, rng);
+    if (s != TG_OK)
+        return s;
+    tg_tape *t = net->tape;
+    tg_tensor *h = tg_tensor_new(t, TG_F64, 2, (int64_t[]){RNN_BATCH, RNN_HIDDEN}, "h0");
+    tg_tensor *total = tg_tensor_new(t, TG_F64, 2, (int64_t[]){1, 1}, NULL); /* Σ MSE_t, from 0 */
+    for (int step = 0; step < RNN_STEPS; step++) {
+        /* x_t: a noisy sine per sequence; the target its next value */
+        tg_tensor *x = tg_tensor_new(t, TG_F64, 2, (int64_t[]){RNN_BATCH, RNN_IN}, NULL);
+        tg_tensor *y = tg_tensor_new(t, TG_F64, 2, (int64_t[]){RNN_BATCH, 1}, NULL);
+        tg_tensor_fill_uniform(x, rng, -1, 1);
+        tg_tensor_fill_uniform(y, rng, -1, 1);
+        h = tg_tanh(t, tg_add(t, tg_dense_forward(t, &ih, x), tg_dense_forward(t, &hh, h)));
+        total = tg_add(t, total, tg_mse(t, tg_dense_forward(t, &out, h), y));
+    }
+    net->loss = tg_scale(t, total, 1.0 / RNN_STEPS);
+    name(net, net->loss, "loss");
+    return tg_tape_status(t);
+}
+
 static const struct {
     const char *name, *title, *help;
 } networks[] = {
@@ -172,6 +208,9 @@ static const struct {
      "an MLP classifier: 784-128-64-10, examples as rows, ReLU, softmax cross-entropy"},
     {"wrong-op", "seed network with a wrong custom op: my_sigmoid's VJP forgets (1 − y)",
      "the seed network with a custom sigmoid whose VJP forgets the factor (1 - y)"},
+    {"rnn", "Elman RNN, 100 steps: h_t = tanh(x_t·W_ihᵀ + b_ih + h_(t−1)·W_hhᵀ + b_hh), "
+            "loss = mean_t MSE(h_t·W_outᵀ + b_out, y_t)",
+     "an RNN unrolled over 100 steps, a loss at every step (try --fold)"},
 };
 
 /* ---- gradient check -> annotations ------------------------------------------------------ */
@@ -262,6 +301,8 @@ usage(FILE *out)
             "      --grads        run backward and show each gradient's norm\n"
             "      --check        run the node-local gradient check; failing ops turn red\n"
             "      --flat         no boxes around name scopes (layer1/..., fc1/...)\n"
+            "      --fold         draw an unrolled loop's repeated steps once, labelled with\n"
+            "                     the repeat count\n"
             "      --rankdir DIR  LR (default), TB, BT or RL\n"
             "      --title TEXT   the title (default: the network's formula)\n"
             "      --seed N       seed of the weights and data (default 1)\n"
@@ -273,7 +314,7 @@ usage(FILE *out)
 
 struct args {
     const char *network, *output, *render, *title;
-    bool svg, values, grads, check, flat;
+    bool svg, values, grads, check, flat, fold;
     tg_dot_rankdir rankdir;
     unsigned long long seed;
 };
@@ -336,6 +377,8 @@ parse_args(int argc, char **argv, struct args *a)
                 a->check = true;
             } else if (!strcmp(arg, "--flat")) {
                 a->flat = true;
+            } else if (!strcmp(arg, "--fold")) {
+                a->fold = true;
             } else if (arg[0] == '-' && arg[1]) {
                 fprintf(stderr, "tg-dot: unknown option %s (try --help)\n", arg);
                 return 2;
@@ -392,7 +435,7 @@ main(int argc, char **argv)
         if (!strcmp(a.network, networks[i].name))
             which = i;
     if (which == sizeof networks / sizeof networks[0]) {
-        fprintf(stderr, "tg-dot: unknown network \"%s\" (seed, mlp or wrong-op)\n", a.network);
+        fprintf(stderr, "tg-dot: unknown network \"%s\" (seed, mlp, wrong-op or rnn)\n", a.network);
         return 2;
     }
 
@@ -407,7 +450,9 @@ main(int argc, char **argv)
         fprintf(stderr, "tg-dot: out of memory\n");
         goto done;
     }
-    tg_status s = is_mlp ? build_mlp(&net, rng) : build_seed(&net, rng, which == 2);
+    tg_status s = is_mlp                        ? build_mlp(&net, rng)
+                  : !strcmp(a.network, "rnn") ? build_rnn(&net, rng)
+                                              : build_seed(&net, rng, which == 2);
     if (s == TG_OK && a.grads)
         s = tg_backward(net.tape, net.loss);
     if (s != TG_OK) {
@@ -426,6 +471,7 @@ main(int argc, char **argv)
         .values = a.values,
         .grads = a.grads,
         .flat = a.flat,
+        .fold_loops = a.fold,
         .loss = net.loss,
         .check = a.check ? &check : NULL,
         .names = net.names,

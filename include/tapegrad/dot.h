@@ -91,6 +91,15 @@ typedef struct tg_dot_options {
     const tg_dot_check *check; /**< NULL: no check annotations */
     const tg_dot_name *names;  /**< n_names display names; a tensor's own name wins */
     size_t n_names;            /**< entries in names */
+    bool fold_loops; /**< draw an unrolled loop's repeated steps once: each run of at least
+                      * fold_min_repeats steps that record the same nodes (same ops and
+                      * shapes, reading the same weights, each step reading the previous
+                      * one's values the way the one before did) becomes one cluster labelled
+                      * "× count", holding the first step; dashed edges show what the next step
+                      * reads from it, and an op after the loop that reads every step's output
+                      * gets one edge "a–b: shape". Failed checks inside the folded steps are
+                      * counted in the cluster's label, which turns red. */
+    size_t fold_min_repeats; /**< fewest repeats folded (0: 3; at least 2) */
 } tg_dot_options;
 
 /** Write the tape as DOT to out. A tape holding an error is still drawn (what was recorded
