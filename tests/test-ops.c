@@ -324,6 +324,26 @@ ap_rms_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     return tg_rms_norm(t, in[0], c->axis, c->ta ? in[1] : NULL, 1e-6);
 }
+
+/* lstm_cell (.axis 0) and gru_cell (.axis 1) with H = 2 from two inputs, so that every
+ * operand is checked: in[0] = [xw | state] (B, G·H + S·H), in[1] = [W_hh | b_ih | b_hh]
+ * (G·H, H + 2); .ta: no biases */
+static tg_tensor *
+ap_cell(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    int64_t h = 2, g = c->axis == 0 ? 4 : 3, sw = c->axis == 0 ? 2 : 1, b = c->dims[0][0];
+    tg_tensor *xw = tg_slice(t, in[0], (const int64_t[]){0, 0}, (const int64_t[]){b, g * h}, NULL);
+    tg_tensor *st = tg_slice(t, in[0], (const int64_t[]){0, g * h},
+                             (const int64_t[]){b, g * h + sw * h}, NULL);
+    tg_tensor *w = tg_slice(t, in[1], (const int64_t[]){0, 0}, (const int64_t[]){g * h, h}, NULL);
+    tg_tensor *bias[2] = {NULL, NULL};
+    for (int k = 0; k < 2 && !c->ta; k++)
+        bias[k] = tg_reshape(t, tg_slice(t, in[1], (const int64_t[]){0, h + k},
+                                         (const int64_t[]){g * h, h + k + 1}, NULL),
+                             1, (const int64_t[]){g * h});
+    return c->axis == 0 ? tg_lstm_cell(t, xw, st, w, bias[0], bias[1])
+                        : tg_gru_cell(t, xw, st, w, bias[0], bias[1]);
+}
 /* pools: (3x3) windows, stride 2, padding 1 */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -526,6 +546,10 @@ static const struct op_case cases[] = {
     ND("rms_norm (2x3x4) last 2 axes, weight", ap_rms_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
     ND("rms_norm (3x2x7) last axis", ap_rms_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
     ND("rms_norm (1x9) one row", ap_rms_norm, 1, 2, 0, M2(1, 9), D1(0), .axis = 2),
+    ND("lstm_cell (3x8) state (3x4), H 2, biases", ap_cell, 2, 2, 2, M2(3, 12), M2(8, 4), .axis = 0),
+    ND("lstm_cell (1x8) state (1x4), H 2, no biases", ap_cell, 2, 2, 2, M2(1, 12), M2(8, 4), .axis = 0, .ta = true),
+    ND("gru_cell (3x6) h (3x2), H 2, biases", ap_cell, 2, 2, 2, M2(3, 8), M2(6, 4), .axis = 1),
+    ND("gru_cell (2x6) h (2x2), H 2, no biases", ap_cell, 2, 2, 2, M2(2, 8), M2(6, 4), .axis = 1, .ta = true),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };

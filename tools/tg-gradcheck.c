@@ -1523,6 +1523,31 @@ make_trailing_norm(struct cases *cs, bool with_bias)
     }
 }
 
+/* lstm_cell and gru_cell: batch 1-3, hidden 1-3, b_ih and b_hh each present or not. Inputs
+ * xw (B, G·H), the state (B, 2H) or h (B, H), W_hh (G·H, H), then the biases (G·H).
+ * c->axis: G (4 or 3); v0[0], v0[1]: b_ih, b_hh given. */
+static void
+make_cell(struct cases *cs, int g)
+{
+    tg_rng *r = cs->r;
+    for (int i = 0; i < 5; i++) {
+        bool bi = i == 0 || (i > 1 && coin(r)), bh = i == 0 || (i > 1 && coin(r));
+        struct sweep_case *c = add_case(cs, 3 + bi + bh);
+        int64_t b = rnd(r, 1, 3), h = rnd(r, 1, 3);
+        SHAPE(c, 0, b, g * h);
+        SHAPE(c, 1, b, (g == 4 ? 2 : 1) * h);
+        SHAPE(c, 2, g * h, h);
+        int k = 3;
+        if (bi)
+            SHAPE(c, k++, g * h);
+        if (bh)
+            SHAPE(c, k, g * h);
+        c->axis = g;
+        c->v0[0] = bi, c->v0[1] = bh;
+        attrf(c, "H %d%s%s", (int)h, bi ? " b_ih" : "", bh ? " b_hh" : "");
+    }
+}
+
 static void
 make_layer_norm(struct cases *cs)
 {
@@ -1547,6 +1572,27 @@ static tg_tensor *
 apply_rms_norm(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
 {
     return tg_rms_norm(t, in[0], c->axis, c->v0[0] ? in[1] : NULL, 1e-6);
+}
+
+static void
+make_lstm_cell(struct cases *cs)
+{
+    make_cell(cs, 4);
+}
+
+static void
+make_gru_cell(struct cases *cs)
+{
+    make_cell(cs, 3);
+}
+
+static tg_tensor *
+apply_cell(tg_tape *t, tg_tensor *const *in, const struct sweep_case *c)
+{
+    int k = 3;
+    tg_tensor *bi = c->v0[0] ? in[k++] : NULL, *bh = c->v0[1] ? in[k] : NULL;
+    return c->axis == 4 ? tg_lstm_cell(t, in[0], in[1], in[2], bi, bh)
+                        : tg_gru_cell(t, in[0], in[1], in[2], bi, bh);
 }
 
 /* Class-indexed losses: (batch x classes) with class_axis 1 or (classes x batch) with 0,
@@ -1863,6 +1909,8 @@ static const struct op_row rows[] = {
     {"scaled_dot_product_attention", make_sdpa, apply_sdpa, NULL},
     {"layer_norm", make_layer_norm, apply_layer_norm, NULL},
     {"rms_norm", make_rms_norm, apply_rms_norm, NULL},
+    {"lstm_cell", make_lstm_cell, apply_cell, NULL},
+    {"gru_cell", make_gru_cell, apply_cell, NULL},
     {"mlp", make_mlp, apply_mlp, NULL}, /* composed: not an op of the table */
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -639,6 +639,35 @@ TG_API tg_tensor *tg_scaled_dot_product_attention(tg_tape *t, tg_tensor *q, tg_t
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */
+/** @name Recurrent cells
+ * One step of an LSTM or a GRU as one fused node (PyTorch's gate orders: i, f, g, o and r, z,
+ * n). The cells take the step's input projection xw = x·W_ihᵀ (B, G·H), not x and W_ih: a
+ * sequence's projections are one matmul over all its steps (tg_matmul_t(x, false, W_ih, true)
+ * on the (T·B, I) input), which is what tg_lstm_layer_forward does; each cell then runs one
+ * GEMM, h·W_hhᵀ, and its gate math. b_ih and b_hh (G·H) are each optional (NULL: none). Every
+ * operand has one dtype. Formulas and VJPs: docs/ops.md.
+ * @{ */
+/**
+ * @brief One LSTM step: state (B, 2H) = [h | c] -> [h' | c'].
+ *
+ * a = xw + b_ih + h·W_hhᵀ + b_hh = [a_i | a_f | a_g | a_o] (B, 4H); i, f, o = σ, g = tanh;
+ * c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c'). xw (B, 4H), w_hh (4H, H). The two outputs travel as
+ * one state so that the next step reads it directly; h' is its first H columns (tg_slice).
+ */
+TG_API tg_tensor *tg_lstm_cell(tg_tape *t, tg_tensor *xw, tg_tensor *state, tg_tensor *w_hh,
+                               tg_tensor *b_ih, tg_tensor *b_hh);
+/**
+ * @brief One GRU step: h (B, H) -> h' (B, H).
+ *
+ * [s_r | s_z | s_n] = h·W_hhᵀ + b_hh; r = σ(x_r + b_ir + s_r), z = σ(x_z + b_iz + s_z),
+ * n = tanh(x_n + b_in + r ⊙ s_n), h' = (1 − z) ⊙ n + z ⊙ h, with xw = [x_r | x_z | x_n]
+ * (B, 3H) and w_hh (3H, H).
+ */
+TG_API tg_tensor *tg_gru_cell(tg_tape *t, tg_tensor *xw, tg_tensor *h, tg_tensor *w_hh,
+                              tg_tensor *b_ih, tg_tensor *b_hh);
+/** @} */
+
+/* --------------------------------------------------------------------------------------- */
 /** @name Backward
  * @{ */
 /** Reverse pass: d(loss)/d(loss) = 1, then every node's VJP in reverse tape order. loss must
@@ -845,6 +874,65 @@ TG_API tg_status tg_positional_embedding_layer_init(tg_positional_embedding_laye
  * T > max_len or another dim is refused, naming the layer's table and x. */
 TG_API tg_tensor *tg_positional_embedding_layer_forward(
     tg_tape *t, const tg_positional_embedding_layer *layer, tg_tensor *x);
+
+/** The most stacked layers of a tg_rnn_layer. */
+#define TG_RNN_MAX_LAYERS 16
+/**
+ * @brief A multi-layer, optionally bidirectional LSTM (tg_lstm_layer_init) or GRU
+ *        (tg_gru_layer_init): nn.LSTM / nn.GRU.
+ *
+ * Parameters are named "<name>/" + PyTorch's state_dict keys: "<name>/weight_ih_l0"
+ * (G·H, I), "<name>/weight_hh_l0" (G·H, H), "<name>/bias_ih_l0", "<name>/bias_hh_l0" (G·H),
+ * then "..._l0_reverse" when bidirectional, then "..._l1" and on; layer l > 0 reads
+ * num_directions·H inputs. G is 4 (LSTM) or 3 (GRU). A name of "" gives PyTorch's keys
+ * themselves, so nn.LSTM's state_dict loads as is; a module's "rnn.weight_ih_l0" is
+ * "rnn/weight_ih_l0" here (tapegrad joins with "/", as the dense layer's "<name>/W"). Every
+ * weight and bias is drawn from U(−1/√H, 1/√H), PyTorch's initialization (rng NULL: zeros).
+ * The arrays are indexed l·num_directions + d (d = 1: the reverse direction).
+ */
+typedef struct tg_rnn_layer {
+    int gates;           /**< 4 (LSTM) or 3 (GRU) */
+    int64_t input_size;  /**< I */
+    int64_t hidden_size; /**< H */
+    int num_layers;      /**< 1 .. TG_RNN_MAX_LAYERS */
+    int num_directions;  /**< 1, or 2 when bidirectional */
+    bool batch_first;    /**< false after init: x is (T, B, I); true: (B, T, I) and the
+                          * output (B, T, num_directions·H) (h_n keeps its layout) */
+    tg_tensor *weight_ih[2 * TG_RNN_MAX_LAYERS]; /**< (G·H, I) for layer 0, else (G·H, D·H) */
+    tg_tensor *weight_hh[2 * TG_RNN_MAX_LAYERS]; /**< (G·H, H) */
+    tg_tensor *bias_ih[2 * TG_RNN_MAX_LAYERS];   /**< (G·H), or NULL without biases */
+    tg_tensor *bias_hh[2 * TG_RNN_MAX_LAYERS];   /**< (G·H), or NULL without biases */
+} tg_rnn_layer;
+/** An LSTM layer (the gate order of tg_lstm_cell). */
+typedef tg_rnn_layer tg_lstm_layer;
+/** A GRU layer (the gate order of tg_gru_cell). */
+typedef tg_rnn_layer tg_gru_layer;
+/** Adds the LSTM's parameters to p (see tg_rnn_layer); on failure nothing is added, *layer is
+ * not written and the status is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_lstm_layer_init(tg_lstm_layer *layer, tg_params *p, const char *name,
+                                    int64_t input_size, int64_t hidden_size, int num_layers,
+                                    bool bidirectional, bool bias, tg_rng *rng);
+/** Adds the GRU's parameters to p, as tg_lstm_layer_init. */
+TG_API tg_status tg_gru_layer_init(tg_gru_layer *layer, tg_params *p, const char *name,
+                                   int64_t input_size, int64_t hidden_size, int num_layers,
+                                   bool bidirectional, bool bias, tg_rng *rng);
+/**
+ * @brief nn.LSTM's forward, unrolled on the tape: x (T, B, I) (or (B, T, I) with batch_first),
+ *        T >= 1 -> output (T, B, D·H), the last layer's h of every step, both directions side
+ *        by side.
+ *
+ * h0 and c0 (L·D, B, H), or NULL for zeros. When h_n / c_n are not NULL they receive the final
+ * states (L·D, B, H), PyTorch's layout. Per layer and direction: one matmul for the input
+ * projection of all T steps, then T tg_lstm_cell nodes; the outputs are gathered by tg_stack,
+ * tg_slice and tg_concat. A refusal (shapes, dtypes, T = 0) records nothing and writes neither
+ * h_n nor c_n.
+ */
+TG_API tg_tensor *tg_lstm_layer_forward(tg_tape *t, const tg_lstm_layer *layer, tg_tensor *x,
+                                        tg_tensor *h0, tg_tensor *c0, tg_tensor **h_n,
+                                        tg_tensor **c_n);
+/** nn.GRU's forward, as tg_lstm_layer_forward without a cell state. */
+TG_API tg_tensor *tg_gru_layer_forward(tg_tape *t, const tg_gru_layer *layer, tg_tensor *x,
+                                       tg_tensor *h0, tg_tensor **h_n);
 /** Apply an activation by enum. */
 TG_API tg_tensor *tg_activate(tg_tape *t, tg_tensor *x, tg_activation act);
 /** act(x + b), b (1 x c) or (r x 1) over x (r x c): bias + activation as one node */

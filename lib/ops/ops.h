@@ -89,6 +89,9 @@ enum tg__op_id {
     /* layer_norm.c */
     TG_OP_LAYER_NORM,
     TG_OP_RMS_NORM,
+    /* recurrent.c */
+    TG_OP_LSTM_CELL,
+    TG_OP_GRU_CELL,
     TG_OP_COUNT
 };
 
@@ -124,6 +127,15 @@ extern const tg_op tg__op_dropout;                                              
 extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */
 extern const tg_op tg__op_scaled_dot_product_attention;                         /* attention.c */
 extern const tg_op tg__op_layer_norm, tg__op_rms_norm;                          /* layer_norm.c */
+extern const tg_op tg__op_lstm_cell, tg__op_gru_cell;                          /* recurrent.c */
+/* The cells on rows row0 + b·rstep of a whole sequence's input projection xw (the layer
+ * helpers'; exact_rows: xw is (B, G·H) itself, as the public tg_lstm_cell / tg_gru_cell). */
+tg_tensor *tg__lstm_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep,
+                              bool exact_rows, tg_tensor *state, tg_tensor *w_hh,
+                              tg_tensor *b_ih, tg_tensor *b_hh);
+tg_tensor *tg__gru_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep,
+                             bool exact_rows, tg_tensor *h, tg_tensor *w_hh, tg_tensor *b_ih,
+                             tg_tensor *b_hh);
 extern const tg_op *const tg__builtin_ops[TG_OP_COUNT];
 
 #endif /* TG_OPS_H */

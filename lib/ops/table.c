@@ -76,6 +76,8 @@ const tg_op *const tg__builtin_ops[TG_OP_COUNT] = {
     [TG_OP_SCALED_DOT_PRODUCT_ATTENTION] = &tg__op_scaled_dot_product_attention,
     [TG_OP_LAYER_NORM] = &tg__op_layer_norm,
     [TG_OP_RMS_NORM] = &tg__op_rms_norm,
+    [TG_OP_LSTM_CELL] = &tg__op_lstm_cell,
+    [TG_OP_GRU_CELL] = &tg__op_gru_cell,
 };
 
 _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT,

@@ -6,7 +6,7 @@
  * subnormals, DBL_MAX), apply random ops to random operands (mismatched shapes, dtypes, bad
  * axes, labels and factors included), run backward from random tensors (seeded or not),
  * reset the tape, toggle finite tracing, step an SGD optimizer, fail the n-th allocation.
- * Every tensor-algebra, convolution and pooling op is reached (algebra_call) with fuzzed axes,
+ * Every tensor-algebra, convolution, pooling and recurrent-cell op is reached (algebra_call) with fuzzed axes,
  * axis sets, shapes, strides, paddings, dilations and groups,
  * slice bounds, pad widths, indices, labels, counts and class weights.
  *
@@ -352,7 +352,7 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
         tg_conv_options o = {.stride = {v0[0], v0[1]}, .padding = {v1[0], v1[1]},
                              .dilation = {v2[0], v2[1]}, .groups = small_int(in),
                              .padding_same = byte(in) % 3 == 0};
-        switch ((k - 128) % 12) {
+        switch ((k - 128) % 14) {
         case 0: return tg_conv2d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 1: return tg_conv1d(t, a, b, c, (byte(in) & 1) ? &o : NULL);
         case 2: return tg_max_pool2d(t, a, (byte(in) & 1) ? v0 : NULL, (byte(in) & 1) ? v1 : NULL,
@@ -386,6 +386,13 @@ algebra_call(struct state *s, struct input *in, tg_tensor **first)
                 .output_padding = {v2[2], v2[3]}, .dilation = {v2[0], v2[1]},
                 .groups = o.groups};
             return tg_conv_transpose2d(t, a, b, c, (byte(in) & 1) ? &ot : NULL);
+        }
+        case 12: /* the recurrent cells: xw, state, W_hh, then optional biases */
+        case 13: {
+            tg_tensor *w = pick(s, in), *bi = (byte(in) & 1) ? pick(s, in) : NULL;
+            tg_tensor *bh = (byte(in) & 1) ? pick(s, in) : NULL;
+            return (k - 128) % 14 == 12 ? tg_lstm_cell(t, a, b, w, bi, bh)
+                                        : tg_gru_cell(t, a, b, w, bi, bh);
         }
         default: {
             /* running statistics from the pool's tape tensors only: a successful training

@@ -401,6 +401,7 @@ enum {
     OP_CONV2D, OP_CONV1D, OP_CONV_TRANSPOSE2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
     OP_GLOBAL_AVG_POOL2D,
     OP_BATCH_NORM, OP_GROUP_NORM, OP_LAYER_NORM, OP_RMS_NORM, OP_DROPOUT, OP_SDPA,
+    OP_LSTM_CELL, OP_GRU_CELL,
     OP_NLL_LOSS, OP_BCE_WITH_LOGITS, OP_L1, OP_HUBER, OP_SMOOTH_L1, OP_CROSS_ENTROPY,
     N_OPS
 };
@@ -418,6 +419,7 @@ static const char *const op_names[N_OPS] = {
     "global_avg_pool2d",
     "batch_norm", "group_norm", "layer_norm", "rms_norm", "dropout",
     "scaled_dot_product_attention",
+    "lstm_cell", "gru_cell",
     "nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 };
 
@@ -1251,6 +1253,37 @@ trailing_norm(int which, int cur)
     return op(y, op_names[which], in, n);
 }
 
+/* lstm_cell and gru_cell: the state (B, 2H) or h (B, H) is the chain's 2-D value when its
+ * width suits (H <= 4), else a leaf; xw (B, G·H) and W_hh (G·H, H) leaves, each bias a leaf or
+ * none. */
+static int
+cell(int which, int cur)
+{
+    bool lstm = which == OP_LSTM_CELL;
+    int64_t sw = lstm ? 2 : 1, g = lstm ? 4 : 3;
+    int s;
+    if (cur >= 0 && tg_tensor_ndim(ids[cur]) == 2 && tg_tensor_dim(ids[cur], 1) % sw == 0 &&
+        tg_tensor_dim(ids[cur], 1) / sw >= 1 && tg_tensor_dim(ids[cur], 1) / sw <= 4) {
+        s = cur;
+    } else {
+        shape ss = {2, {irand(1, 3), sw * irand(1, 3)}};
+        s = leaf(&ss, -1.5, 1.5);
+    }
+    int64_t b = tg_tensor_dim(ids[s], 0), h = tg_tensor_dim(ids[s], 1) / sw;
+    shape xs = {2, {b, g * h}}, ws = {2, {g * h, h}}, bs = {1, {g * h}};
+    int in[5] = {leaf(&xs, -1.5, 1.5), s, leaf(&ws, -1, 1)}, n = 3;
+    bool bi = !chance(4), bh = !chance(4);
+    if (bi)
+        in[n++] = leaf(&bs, -1, 1);
+    if (bh)
+        in[n++] = leaf(&bs, -1, 1);
+    attr(" bias_ih=%d bias_hh=%d", bi, bh);
+    tg_tensor *bias_ih = bi ? ids[in[3]] : NULL, *bias_hh = bh ? ids[in[3 + bi]] : NULL;
+    tg_tensor *y = lstm ? tg_lstm_cell(tape, ids[in[0]], ids[s], ids[in[2]], bias_ih, bias_hh)
+                        : tg_gru_cell(tape, ids[in[0]], ids[s], ids[in[2]], bias_ih, bias_hh);
+    return op(y, op_names[which], in, n);
+}
+
 static int
 loss(int which, int cur)
 {
@@ -1356,6 +1389,8 @@ run_op(int which, int cur)
         return dropout(cur);
     if (which == OP_SDPA)
         return sdpa(cur);
+    if (which == OP_LSTM_CELL || which == OP_GRU_CELL)
+        return cell(which, cur);
     return loss(which, cur);
 }
 

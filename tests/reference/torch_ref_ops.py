@@ -77,7 +77,7 @@ OPS = [
     "slice", "concat", "stack", "pad", "index_select", "gather", "detach", "bmm", "conv2d",
     "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
     "batch_norm", "group_norm", "layer_norm", "rms_norm", "dropout",
-    "scaled_dot_product_attention", "nll_loss",
+    "scaled_dot_product_attention", "lstm_cell", "gru_cell", "nll_loss",
     "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy",
 ]
 LOSSES = {"nll_loss", "bce_with_logits", "l1", "huber", "smooth_l1", "cross_entropy"}
@@ -224,6 +224,24 @@ def apply(name, a, ins):
         mask = torch.tensor([float(m) for m in a["mask"].split(",")]).reshape(x.shape)
         p = float(a["p"])
         return x * mask / (1 - p)
+    if name in ("lstm_cell", "gru_cell"):  # the formulas of nn.LSTMCell / nn.GRUCell
+        xw, s, w = ins[0], ins[1], ins[2]
+        rest = list(ins[3:])
+        g, H = (4, w.shape[1]) if name == "lstm_cell" else (3, w.shape[1])
+        bi = rest.pop(0) if a["bias_ih"] == "1" else torch.zeros(g * H)
+        bh = rest.pop(0) if a["bias_hh"] == "1" else torch.zeros(g * H)
+        h = s[:, :H]
+        gi, gh = xw + bi, h @ w.T + bh
+        if name == "lstm_cell":
+            a_ = gi + gh
+            i, f = torch.sigmoid(a_[:, :H]), torch.sigmoid(a_[:, H:2 * H])
+            gg, o = torch.tanh(a_[:, 2 * H:3 * H]), torch.sigmoid(a_[:, 3 * H:])
+            c = f * s[:, H:] + i * gg
+            return torch.cat([o * torch.tanh(c), c], dim=1)
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        return (1 - z) * n + z * h
     if name == "group_norm":
         rest = list(ins[1:])
         w = rest.pop(0) if a["gamma"] == "1" else None

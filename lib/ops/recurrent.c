@@ -1,0 +1,577 @@
+/*
+ * Recurrent cells: lstm_cell and gru_cell (PyTorch's nn.LSTMCell / nn.GRUCell gate orders),
+ * one step of a recurrence each, fused: one node, one GEMM forward and two in the VJP.
+ *
+ * The split. A layer over a sequence computes the input projection of every step at once,
+ * XW = X·W_ihᵀ over the (T·B, I) input, as one plain matmul (one big GEMM forward, two in its
+ * VJP); each cell then takes its step's rows of XW (`xw`) instead of x and W_ih, and does only
+ * h·W_hhᵀ and the gate math. The public cells take an xw of exactly (B, G·H); the layer helper
+ * (lib/layers/recurrent.c) hands the whole XW with the row of batch b at step τ given by
+ * attr.v[0] = {first row, row stride} (τ·B + b for (T, B, I) input, b·T + τ for batch_first),
+ * so no per-step slice of XW is ever copied.
+ *
+ * The LSTM's two outputs (h', c') travel as one state tensor (B, 2H) = [h | c] that the next
+ * step reads directly (h as its first H columns, with a leading dimension of 2H); the layer
+ * slices h out of the stacked states once per sequence.
+ *
+ * Saved for the VJP, in the node's scratch: the gate activations (B, 4H) per step and a flag.
+ * The VJP turns them into the gate pre-activation gradients in place (that is the GEMMs'
+ * operand), so a step keeps 4BH values of scratch and no gradient work area; the flag marks the
+ * gates consumed, and a VJP run again without a forward in between (a second backward, the
+ * checkers) first recomputes them exactly as the forward did (the same GEMM and loops: the
+ * same bits). tanh(c') is recomputed from c' (in the output) rather than stored.
+ *
+ * Biases b_ih and b_hh are each optional (bias=False); both are added in the cell, so XW needs
+ * no bias node. The gate loops run in double and store in the tensor's dtype; the bias
+ * gradients sum over the batch in double, in row order. Bits do not depend on the thread count
+ * (the GEMMs' guarantee; the gate loops split the batch rows, the bias sums the columns).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../kernels/kernels.h"
+#include "ops.h"
+
+/* σ(x) without overflow: e^-x for x >= 0, e^x / (1 + e^x) below. */
+static inline double
+sigmoid1(double x)
+{
+    if (x >= 0)
+        return 1 / (1 + exp(-x));
+    double e = exp(x);
+    return e / (1 + e);
+}
+
+/* attr: v[0][0] first row of xw, v[0][1] row stride (batch b reads row v0 + b·v1);
+ * axes bit 0: b_ih given, bit 1: b_hh given (inputs 3 and then 4, or 3 when only b_hh) */
+struct cell {
+    size_t b, h, g;     /* batch, hidden size, gates (4 for the LSTM, 3 for the GRU) */
+    size_t row0, rstep; /* xw's rows */
+    const tg_tensor *xw, *state, *w_hh, *b_ih, *b_hh;
+    size_t icol[4]; /* VJP: where gate k's input-side gradient dI starts in the scratch's rows */
+};
+
+static struct cell
+cell_of(const tg_node *nd, size_t gates)
+{
+    struct cell c = {(size_t)nd->in[1]->dims[0], (size_t)nd->in[2]->dims[1], gates,
+                     (size_t)nd->attr.v[0][0], (size_t)nd->attr.v[0][1], nd->in[0], nd->in[1],
+                     nd->in[2], NULL, NULL};
+    int k = 3;
+    if (nd->attr.axes & 1)
+        c.b_ih = nd->in[k++];
+    if (nd->attr.axes & 2)
+        c.b_hh = nd->in[k];
+    for (size_t q = 0; q < gates; q++) /* the LSTM's dI is its dS; the GRU's skips dn̂ ⊙ r */
+        c.icol[q] = (gates == 3 && q == 2 ? 3 : q) * c.h;
+    return c;
+}
+
+/* The gate loops run a band of batch rows [begin, end) each, the bands spread over threads
+ * (each row is independent, so the bits do not depend on the thread count). */
+typedef void cell_rows_fn(tg_node *nd, const struct cell *c, size_t begin, size_t end);
+struct cell_job {
+    tg_node *nd;
+    const struct cell *c;
+    cell_rows_fn *rows;
+};
+
+static void
+cell_part(size_t begin, size_t end, void *ctx)
+{
+    struct cell_job *j = ctx;
+    j->rows(j->nd, j->c, begin, end);
+}
+
+static void
+cell_rows(tg_node *nd, const struct cell *c, size_t n, cell_rows_fn *rows, size_t per)
+{
+    struct cell_job j = {nd, c, rows};
+    tg__parallel_for(n, per ? ((size_t)1 << 14) / per + 1 : 1, cell_part, &j);
+}
+
+/* scratch: the (B, 4H) gates, then the flag "gates hold activations" (the VJP consumes them) */
+static size_t
+cell_scratch(const tg_node *nd)
+{
+    size_t b = (size_t)nd->in[1]->dims[0], h = (size_t)nd->in[2]->dims[1];
+    return b * 4 * h * tg_dtype_size(nd->in[0]->dtype) + sizeof(double);
+}
+
+static bool *
+gates_valid(const tg_node *nd)
+{
+    return (bool *)((char *)nd->scratch + nd->scratch_bytes - sizeof(double));
+}
+
+/* G = h·W_hhᵀ (B x g·H, leading dimension 4H) into the scratch: the step's one GEMM. h is the
+ * state's first H columns (leading dimension ldh). */
+static void
+cell_gemm(const tg_node *nd, struct cell c, size_t ldh)
+{
+    size_t n = c.g * c.h;
+    if (nd->out->dtype == TG_F32)
+        tg__gemm_f32(false, true, c.b, n, c.h, 1.0f, c.state->data, ldh, c.w_hh->data, c.h,
+                     0.0f, nd->scratch, 4 * c.h);
+    else
+        tg__gemm_f64(false, true, c.b, n, c.h, 1.0, c.state->data, ldh, c.w_hh->data, c.h, 0.0,
+                     nd->scratch, 4 * c.h);
+}
+
+/* The pre-activation gradients' use, shared by both cells: dS (B x g·H, leading dimension 4H,
+ * the scratch) is d(h·W_hhᵀ + b_hh); dI (columns `icol` of the scratch) is d(xw + b_ih).
+ *   dh_prev += dS·W_hh   (B x H, into the state gradient, leading dimension ldh)
+ *   dW_hh  += dSᵀ·h_prev
+ *   db_hh += Σ_b dS,  db_ih += Σ_b dI,  dxw[rows] += dI */
+/* dxw[rows of b] += dI for the batch rows [begin, end) */
+static void
+dxw_rows(tg_node *nd, const struct cell *c, size_t begin, size_t end)
+{
+    size_t ld = 4 * c->h, n = c->g * c->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *ds = nd->scratch;
+        T *dxw = c->xw->grad;
+        for (size_t b = begin; b < end; b++) {
+            T *dr = dxw + (c->row0 + b * c->rstep) * n;
+            for (size_t q = 0; q < c->g; q++)
+                for (size_t j = 0; j < c->h; j++)
+                    dr[q * c->h + j] += ds[b * ld + c->icol[q] + j];
+        }
+    });
+}
+
+/* db_ih += Σ_b dI and db_hh += Σ_b dS for the bias elements [begin, end), 64 at a time: each
+ * sums its batch rows in order, in double */
+static void
+bias_cols(tg_node *nd, const struct cell *c, size_t begin, size_t end)
+{
+    size_t ld = 4 * c->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *ds = nd->scratch;
+        T *dbi = c->b_ih ? c->b_ih->grad : NULL, *dbh = c->b_hh ? c->b_hh->grad : NULL;
+        for (size_t k0 = begin; k0 < end; k0 += 64) {
+            size_t len = end - k0 < 64 ? end - k0 : 64;
+            double si[64] = {0}, sh[64] = {0};
+            for (size_t b = 0; b < c->b; b++)
+                for (size_t i = 0; i < len; i++) {
+                    size_t k = k0 + i;
+                    si[i] += ds[b * ld + c->icol[k / c->h] + k % c->h];
+                    sh[i] += ds[b * ld + k];
+                }
+            for (size_t i = 0; i < len; i++) {
+                if (dbi)
+                    dbi[k0 + i] += (T)si[i];
+                if (dbh)
+                    dbh[k0 + i] += (T)sh[i];
+            }
+        }
+    });
+}
+
+/* The pre-activation gradients' use, shared by both cells: dS (B x g·H, leading dimension 4H,
+ * the scratch) is d(h·W_hhᵀ + b_hh); dI (columns icol of the scratch) is d(xw + b_ih).
+ *   dh_prev += dS·W_hh   (B x H, into the state gradient, leading dimension ldh)
+ *   dW_hh  += dSᵀ·h_prev
+ *   db_hh += Σ_b dS,  db_ih += Σ_b dI,  dxw[rows] += dI */
+static void
+cell_vjp_common(tg_node *nd, const struct cell *cp, size_t ldh)
+{
+    struct cell c = *cp;
+    size_t ld = 4 * c.h, n = c.g * c.h;
+    if (c.xw->grad)
+        cell_rows(nd, cp, c.b, dxw_rows, n);
+    if ((c.b_ih && c.b_ih->grad) || (c.b_hh && c.b_hh->grad)) {
+        struct cell_job j = {nd, cp, bias_cols};
+        tg__parallel_for(n, c.b ? ((size_t)1 << 14) / c.b / 64 * 64 + 64 : n, cell_part, &j);
+    }
+    void *dstate = c.state->grad, *dw = c.w_hh->grad;
+    bool f64 = nd->out->dtype == TG_F64;
+    if (dstate)
+        tg__gemm_typed(f64, false, false, c.b, c.h, n, nd->scratch, ld, c.w_hh->data, c.h, 1.0,
+                       dstate, ldh);
+    if (dw)
+        tg__gemm_typed(f64, true, false, n, c.h, c.b, nd->scratch, ld, c.state->data, ldh, 1.0,
+                       dw, c.h);
+}
+
+/* Checks shared by both cells: xw (B, g·H) (exact_rows) or holding the rows the layer names,
+ * state (B, sw·H), w_hh (g·H, H), b_ih and b_hh (g·H) or NULL, one dtype. Resolves every
+ * handle in place. */
+static bool
+cell_check(tg_tape *t, const char *op, size_t g, size_t sw, tg_tensor **xw, tg_tensor **state,
+           tg_tensor **w_hh, tg_tensor **b_ih, tg_tensor **b_hh, int64_t row0, int64_t rstep,
+           bool exact_rows)
+{
+    if (!(*xw = tg__operand(t, op, "xw", *xw)) ||
+        !(*state = tg__operand(t, op, sw == 2 ? "state" : "h", *state)) ||
+        !(*w_hh = tg__operand(t, op, "w_hh", *w_hh)) ||
+        (*b_ih && !(*b_ih = tg__operand(t, op, "b_ih", *b_ih))) ||
+        (*b_hh && !(*b_hh = tg__operand(t, op, "b_hh", *b_hh))))
+        return false;
+    const tg_tensor *x = *xw, *s = *state, *w = *w_hh, *bi = *b_ih, *bh = *b_hh;
+    char shapes[6 * (TG__NAME_MAX + 64) + 64];
+    snprintf(shapes, sizeof shapes, "xw %s %s, %s %s %s, w_hh %s %s", tg__name_text(x).s,
+             tg__shape_text(x).s, sw == 2 ? "state" : "h", tg__name_text(s).s,
+             tg__shape_text(s).s, tg__name_text(w).s, tg__shape_text(w).s);
+    const tg_tensor *bias[2] = {bi, bh};
+    for (int k = 0; k < 3 + 2; k++) {
+        const tg_tensor *v = k == 0 ? x : k == 1 ? s : k == 2 ? w : bias[k - 3];
+        if (v && v->dtype != x->dtype) {
+            tg__fail(t, TG_ERR_DTYPE, "%s: %s: dtypes differ: %s is %s, xw is %s", op, shapes,
+                     tg__name_text(v).s, tg_dtype_name(v->dtype), tg_dtype_name(x->dtype));
+            return false;
+        }
+    }
+    if (w->ndim != 2 || w->dims[0] % (int64_t)g || w->dims[0] / (int64_t)g != w->dims[1]) {
+        tg__fail(t, TG_ERR_SHAPE, "%s: %s: w_hh must be (%zu·H, H)", op, shapes, g);
+        return false;
+    }
+    int64_t h = w->dims[1];
+    if (s->ndim != 2 || s->dims[1] != (int64_t)sw * h) {
+        tg__fail(t, TG_ERR_SHAPE,
+                 "%s: %s: hidden size differs: w_hh says H = %" PRId64 ", so %s must be (B, %"
+                 PRId64 ")",
+                 op, shapes, h, sw == 2 ? "state [h | c]" : "h", (int64_t)sw * h);
+        return false;
+    }
+    int64_t b = s->dims[0];
+    int64_t rows_needed = b ? row0 + (b - 1) * rstep + 1 : 0;
+    bool rows_ok = exact_rows ? x->dims[0] == b : x->dims[0] >= rows_needed;
+    if (x->ndim != 2 || x->dims[1] != (int64_t)g * h || !rows_ok) {
+        tg__fail(t, TG_ERR_SHAPE,
+                 "%s: %s: xw must be (B, %zu·H) = (%" PRId64 ", %" PRId64 ") (the input "
+                 "projection x·W_ihᵀ, whose rows must match the state's batch)",
+                 op, shapes, g, b, (int64_t)g * h);
+        return false;
+    }
+    for (int k = 0; k < 2; k++)
+        if (bias[k] && (bias[k]->ndim != 1 || bias[k]->dims[0] != (int64_t)g * h)) {
+            tg__fail(t, TG_ERR_SHAPE, "%s: %s: %s %s %s must be a vector of %" PRId64, op,
+                     shapes, k ? "b_hh" : "b_ih", tg__name_text(bias[k]).s,
+                     tg__shape_text(bias[k]).s, (int64_t)g * h);
+            return false;
+        }
+    return true;
+}
+
+static tg_status
+cell_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    *ndim = 2;
+    dims[0] = nd->in[1]->dims[0];
+    dims[1] = nd->in[1]->dims[1];
+    return TG_OK;
+}
+
+static tg_tensor *
+cell_record(tg_tape *t, const tg_op *op, tg_tensor *xw, tg_tensor *state, tg_tensor *w_hh,
+            tg_tensor *b_ih, tg_tensor *b_hh, int64_t row0, int64_t rstep)
+{
+    struct tg__attr attr = {.axes = (b_ih ? 1u : 0u) | (b_hh ? 2u : 0u)};
+    attr.v[0][0] = row0;
+    attr.v[0][1] = rstep;
+    tg_tensor *in[5] = {xw, state, w_hh, b_ih ? b_ih : b_hh, b_ih ? b_hh : NULL};
+    return tg__record(t, op, in, 3 + !!b_ih + !!b_hh, &attr, NULL);
+}
+
+/*
+ * lstm_cell:  state (B, 2H) = [h | c], xw (B, 4H) = x·W_ihᵀ, W_hh (4H, H), b_ih, b_hh (4H)
+ *   a = xw + b_ih + h·W_hhᵀ + b_hh = [a_i | a_f | a_g | a_o]  (PyTorch's order)
+ *   i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
+ *   c' = f ⊙ c + i ⊙ g,  h' = o ⊙ tanh(c')  ->  state' = [h' | c'] (B, 2H)
+ *
+ *   VJP, from dstate' = [dh' | dc']:
+ *     dc̃ = dc' + dh' ⊙ o ⊙ (1 − tanh²(c'))     (the total gradient at c')
+ *     da_i = dc̃ ⊙ g ⊙ i(1 − i),  da_f = dc̃ ⊙ c ⊙ f(1 − f)
+ *     da_g = dc̃ ⊙ i ⊙ (1 − g²),  da_o = dh' ⊙ tanh(c') ⊙ o(1 − o)
+ *     dc += dc̃ ⊙ f,  dh += da·W_hh,  dW_hh += daᵀ·h,  dxw += da,  db_ih += Σ_b da,
+ *     db_hh += Σ_b da
+ */
+static void
+lstm_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
+    size_t h = c.h, ld = 4 * h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        T *a = nd->scratch;
+        const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
+        const T *bh = c.b_hh ? c.b_hh->data : NULL;
+        for (size_t b = begin; b < end; b++) {
+            T *ar = a + b * ld;
+            const T *xr = xw + (c.row0 + b * c.rstep) * ld;
+            for (size_t k = 0; k < ld; k++) {
+                double v = (double)ar[k] + xr[k] + (bi ? bi[k] : 0) + (bh ? bh[k] : 0);
+                ar[k] = (T)(k >= 2 * h && k < 3 * h ? tanh(v) : sigmoid1(v));
+            }
+        }
+    });
+}
+
+static void
+lstm_gates(tg_node *nd, const struct cell *c)
+{
+    cell_gemm(nd, *c, 2 * c->h);
+    cell_rows(nd, c, c->b, lstm_gate_rows, 4 * c->h);
+    *gates_valid(nd) = true;
+}
+
+static void
+lstm_out_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
+    size_t h = c.h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *a = nd->scratch, *s = c.state->data;
+        T *y = nd->out->data;
+        for (size_t b = begin; b < end; b++) {
+            const T *ar = a + b * 4 * h, *sr = s + b * 2 * h;
+            T *yr = y + b * 2 * h;
+            for (size_t j = 0; j < h; j++) {
+                double cn = (double)ar[h + j] * sr[h + j] + (double)ar[j] * ar[2 * h + j];
+                yr[h + j] = (T)cn;
+                yr[j] = (T)(ar[3 * h + j] * tanh(cn));
+            }
+        }
+    });
+}
+
+static tg_status
+lstm_forward(tg_node *nd)
+{
+    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
+        return TG_OK;
+    struct cell c = cell_of(nd, 4);
+    lstm_gates(nd, &c);
+    cell_rows(nd, &c, c.b, lstm_out_rows, 4 * c.h);
+    return TG_OK;
+}
+
+static void
+lstm_dgate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
+    size_t h = c.h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        T *a = nd->scratch, *dst = c.state->grad;
+        const T *s = c.state->data, *y = nd->out->data, *dy = nd->out->grad;
+        for (size_t b = begin; b < end; b++) {
+            T *ar = a + b * 4 * h;
+            const T *sr = s + b * 2 * h, *yr = y + b * 2 * h, *dyr = dy + b * 2 * h;
+            for (size_t j = 0; j < h; j++) {
+                double i = ar[j], f = ar[h + j], g = ar[2 * h + j], o = ar[3 * h + j];
+                double tc = tanh((double)yr[h + j]), dh = dyr[j];
+                double dc = dyr[h + j] + dh * o * (1 - tc * tc);
+                ar[j] = (T)(dc * g * i * (1 - i));
+                ar[h + j] = (T)(dc * sr[h + j] * f * (1 - f));
+                ar[2 * h + j] = (T)(dc * i * (1 - g * g));
+                ar[3 * h + j] = (T)(dh * tc * o * (1 - o));
+                if (dst)
+                    dst[b * 2 * h + h + j] += (T)(dc * f);
+            }
+        }
+    });
+}
+
+static tg_status
+lstm_vjp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 4);
+    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
+        !(c.b_hh && c.b_hh->grad))
+        return TG_OK;
+    if (!*gates_valid(nd))
+        lstm_gates(nd, &c);
+    cell_rows(nd, &c, c.b, lstm_dgate_rows, 4 * c.h);
+    *gates_valid(nd) = false;
+    cell_vjp_common(nd, &c, 2 * c.h);
+    return TG_OK;
+}
+
+const tg_op tg__op_lstm_cell = {
+    .name = "lstm_cell",
+    .n_inputs = TG_VARIADIC, /* xw, state, w_hh, then b_ih and b_hh when given */
+    .shape = cell_shape,
+    .forward = lstm_forward,
+    .vjp = lstm_vjp,
+    .scratch_size = cell_scratch,
+    .math = "a = xw + b_ih + h·W_hhᵀ + b_hh = [i f g o]; i, f, o = σ, g = tanh; c' = f ⊙ c + "
+            "i ⊙ g, h' = o ⊙ tanh(c'); state [h | c] -> [h' | c']",
+    .vjp_math = "dc̃ = dc' + dh' o (1 − tanh² c'); da = [dc̃ g i(1−i), dc̃ c f(1−f), dc̃ i "
+                "(1−g²), dh' tanh(c') o(1−o)]; dc += dc̃ f, dh += da W_hh, dW_hh += daᵀ h, "
+                "dxw += da, db_ih = db_hh += Σ da",
+    .shapes = "xw (B,4H), state (B,2H), W_hh (4H,H), b_ih, b_hh (4H) -> (B,2H)",
+};
+
+tg_tensor *
+tg__lstm_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep, bool exact_rows,
+                   tg_tensor *state, tg_tensor *w_hh, tg_tensor *b_ih, tg_tensor *b_hh)
+{
+    if (!t)
+        return NULL;
+    if (t->status != TG_OK ||
+        !cell_check(t, "lstm_cell", 4, 2, &xw, &state, &w_hh, &b_ih, &b_hh, row0, rstep,
+                   exact_rows))
+        return &t->nil;
+    return cell_record(t, &tg__op_lstm_cell, xw, state, w_hh, b_ih, b_hh, row0, rstep);
+}
+
+tg_tensor *
+tg_lstm_cell(tg_tape *t, tg_tensor *xw, tg_tensor *state, tg_tensor *w_hh, tg_tensor *b_ih,
+             tg_tensor *b_hh)
+{
+    return tg__lstm_cell_rows(t, xw, 0, 1, true, state, w_hh, b_ih, b_hh);
+}
+
+/*
+ * gru_cell:  h (B, H), xw (B, 3H) = x·W_ihᵀ = [x_r | x_z | x_n], W_hh (3H, H), b_ih, b_hh (3H)
+ *   [s_r | s_z | s_n] = h·W_hhᵀ + b_hh
+ *   r = σ(x_r + b_ir + s_r),  z = σ(x_z + b_iz + s_z),  n = tanh(x_n + b_in + r ⊙ s_n)
+ *   h' = (1 − z) ⊙ n + z ⊙ h                                   (B, H)
+ *
+ *   VJP, from dh':
+ *     dn̂ = dh' ⊙ (1 − z) ⊙ (1 − n²)               (at n's pre-activation)
+ *     dr̂ = dn̂ ⊙ s_n ⊙ r(1 − r),  dẑ = dh' ⊙ (h − n) ⊙ z(1 − z)
+ *     the input side: dI = [dr̂ | dẑ | dn̂],  the hidden side: dS = [dr̂ | dẑ | dn̂ ⊙ r]
+ *     dh += dh' ⊙ z + dS·W_hh,  dW_hh += dSᵀ·h,  dxw += dI,  db_ih += Σ_b dI,  db_hh += Σ_b dS
+ * The scratch holds [r | z | s_n | n] per row; the VJP turns it into [dr̂ | dẑ | dn̂ ⊙ r | dn̂],
+ * so dS is its first 3H columns and dI is columns 0-2H and 3H-4H.
+ */
+static void
+gru_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
+    size_t h = c.h, ld = 4 * h, n3 = 3 * h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        T *a = nd->scratch;
+        const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
+        const T *bh = c.b_hh ? c.b_hh->data : NULL;
+        for (size_t b = begin; b < end; b++) {
+            T *ar = a + b * ld;
+            const T *xr = xw + (c.row0 + b * c.rstep) * n3;
+            for (size_t j = 0; j < h; j++) {
+                double r = sigmoid1((double)xr[j] + (bi ? bi[j] : 0) + ar[j] + (bh ? bh[j] : 0));
+                double z = sigmoid1((double)xr[h + j] + (bi ? bi[h + j] : 0) + ar[h + j] +
+                                    (bh ? bh[h + j] : 0));
+                double sn = (double)ar[2 * h + j] + (bh ? bh[2 * h + j] : 0);
+                double n = tanh((double)xr[2 * h + j] + (bi ? bi[2 * h + j] : 0) + r * sn);
+                ar[j] = (T)r, ar[h + j] = (T)z, ar[2 * h + j] = (T)sn, ar[3 * h + j] = (T)n;
+            }
+        }
+    });
+}
+
+static void
+gru_gates(tg_node *nd, const struct cell *c)
+{
+    cell_gemm(nd, *c, c->h);
+    cell_rows(nd, c, c->b, gru_gate_rows, 4 * c->h);
+    *gates_valid(nd) = true;
+}
+
+static void
+gru_out_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    size_t h = cp->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *a = nd->scratch, *hp = cp->state->data;
+        T *y = nd->out->data;
+        for (size_t b = begin; b < end; b++) {
+            const T *ar = a + b * 4 * h, *hr = hp + b * h;
+            for (size_t j = 0; j < h; j++) {
+                double z = ar[h + j], n = ar[3 * h + j];
+                y[b * h + j] = (T)((1 - z) * n + z * hr[j]);
+            }
+        }
+    });
+}
+
+static tg_status
+gru_forward(tg_node *nd)
+{
+    if (nd->out->size == 0) /* (B, 0) or (0, ·): nothing to do, and B may be huge */
+        return TG_OK;
+    struct cell c = cell_of(nd, 3);
+    gru_gates(nd, &c);
+    cell_rows(nd, &c, c.b, gru_out_rows, 4 * c.h);
+    return TG_OK;
+}
+
+static void
+gru_dgate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    size_t h = cp->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        T *a = nd->scratch, *dhp = cp->state->grad;
+        const T *hp = cp->state->data, *dy = nd->out->grad;
+        for (size_t b = begin; b < end; b++) {
+            T *ar = a + b * 4 * h;
+            for (size_t j = 0; j < h; j++) {
+                double r = ar[j], z = ar[h + j], sn = ar[2 * h + j], n = ar[3 * h + j];
+                double d = dy[b * h + j], hv = hp[b * h + j];
+                double dn = d * (1 - z) * (1 - n * n);
+                ar[j] = (T)(dn * sn * r * (1 - r));
+                ar[h + j] = (T)(d * (hv - n) * z * (1 - z));
+                ar[2 * h + j] = (T)(dn * r);
+                ar[3 * h + j] = (T)dn;
+                if (dhp)
+                    dhp[b * h + j] += (T)(d * z);
+            }
+        }
+    });
+}
+
+static tg_status
+gru_vjp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 3);
+    if (!c.xw->grad && !c.state->grad && !c.w_hh->grad && !(c.b_ih && c.b_ih->grad) &&
+        !(c.b_hh && c.b_hh->grad))
+        return TG_OK;
+    if (!*gates_valid(nd))
+        gru_gates(nd, &c);
+    cell_rows(nd, &c, c.b, gru_dgate_rows, 4 * c.h);
+    *gates_valid(nd) = false;
+    cell_vjp_common(nd, &c, c.h);
+    return TG_OK;
+}
+
+const tg_op tg__op_gru_cell = {
+    .name = "gru_cell",
+    .n_inputs = TG_VARIADIC, /* xw, h, w_hh, then b_ih and b_hh when given */
+    .shape = cell_shape,
+    .forward = gru_forward,
+    .vjp = gru_vjp,
+    .scratch_size = cell_scratch,
+    .math = "[s_r s_z s_n] = h·W_hhᵀ + b_hh; r = σ(x_r + b_ir + s_r), z = σ(x_z + b_iz + s_z), "
+            "n = tanh(x_n + b_in + r ⊙ s_n); h' = (1 − z) ⊙ n + z ⊙ h",
+    .vjp_math = "dn̂ = dh' (1−z)(1−n²), dr̂ = dn̂ s_n r(1−r), dẑ = dh' (h−n) z(1−z); dI = [dr̂ "
+                "dẑ dn̂], dS = [dr̂ dẑ dn̂ r]: dh += dh' z + dS W_hh, dW_hh += dSᵀ h, dxw += dI, "
+                "db_ih += Σ dI, db_hh += Σ dS",
+    .shapes = "xw (B,3H), h (B,H), W_hh (3H,H), b_ih, b_hh (3H) -> (B,H)",
+};
+
+tg_tensor *
+tg__gru_cell_rows(tg_tape *t, tg_tensor *xw, int64_t row0, int64_t rstep, bool exact_rows,
+                  tg_tensor *h, tg_tensor *w_hh, tg_tensor *b_ih, tg_tensor *b_hh)
+{
+    if (!t)
+        return NULL;
+    if (t->status != TG_OK ||
+        !cell_check(t, "gru_cell", 3, 1, &xw, &h, &w_hh, &b_ih, &b_hh, row0, rstep,
+                   exact_rows))
+        return &t->nil;
+    return cell_record(t, &tg__op_gru_cell, xw, h, w_hh, b_ih, b_hh, row0, rstep);
+}
+
+tg_tensor *
+tg_gru_cell(tg_tape *t, tg_tensor *xw, tg_tensor *h, tg_tensor *w_hh, tg_tensor *b_ih,
+            tg_tensor *b_hh)
+{
+    return tg__gru_cell_rows(t, xw, 0, 1, true, h, w_hh, b_ih, b_hh);
+}
