@@ -10,9 +10,9 @@
  * Encoder-only and without a causal mask: output position i attends to the whole input and
  * must come to read input position 15 − i. Training sequences are drawn fresh for every batch
  * (digits uniform in 0..9 from a tg_rng seeded by --seed); the held-out set is 2000 sequences
- * from a fixed seed, never trained on: of 10^16 possible sequences a run sees at most
- * 64 x steps (about 10^5 to 10^6), so the chance that a held-out sequence was also a training
- * one is below 2000 x 10^6 / 10^16 = 2·10^-7.
+ * from a fixed seed, never trained on: of 10^16 possible sequences a run of the default
+ * 2000 steps at most sees 64 x 2000 = 128 000, so the expected number of held-out sequences
+ * that were also trained on is below 2000 x 128 000 / 10^16 ≈ 3·10^-8.
  *
  * Every --eval-every steps it prints the step, the mean training loss since the last line and
  * the held-out token and exact-sequence accuracy; it stops as soon as the sequence accuracy

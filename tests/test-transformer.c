@@ -171,8 +171,8 @@ START_TEST(parameters_and_init)
     tg_params_clear_error(p);
     ck_assert_int_eq(tg_transformer_block_init(&other, p, "b2", 8, 2, 0, rng), TG_ERR_ARG);
     tg_params_clear_error(p);
-    /* the same name again: linear1 is refused after norm1, self_attn, norm2 went in; all
-     * rolled back.  A fresh name whose linear2 collides would do the same: use "blk" for it. */
+    /* the same name again: refused at its first parameter; then a name whose last parameter
+     * ("b3/linear2/b") is taken: refused after eleven adds, and all eleven rolled back */
     ck_assert_int_ne(tg_transformer_block_init(&other, p, "blk", D, HEADS, FF, rng), TG_OK);
     ck_assert_uint_eq(tg_params_count(p), NPARAM);
     tg_params_clear_error(p);
