@@ -6,6 +6,7 @@
  *
  *   build/examples/char-model                        # LSTM, 5 epochs
  *   build/examples/char-model --cell gru --epochs 3 --threads 2
+ *   build/examples/char-model --bptt 4         # truncated BPTT: state detached every 4 steps
  *
  * The data: every line of the list made only of the letters a-z (so no proper nouns and no
  * possessives), each word once. A word w of length L is a sequence of T = L + 1 steps:
@@ -48,7 +49,7 @@
 
 struct options {
     const char *words, *cell;
-    long epochs, batch, hidden, embed, threads, limit, samples;
+    long epochs, batch, hidden, embed, threads, limit, samples, bptt;
     double lr, bar; /* bar: the most held-out loss accepted after the last epoch (0: any) */
     uint64_t seed;
     bool quiet;
@@ -72,6 +73,8 @@ usage(FILE *out)
             "  --threads N    worker threads (default: tapegrad's default)\n"
             "  --limit N      use only the first N words of the list (tests)\n"
             "  --samples N    words sampled at the end (default 20)\n"
+            "  --bptt K       truncated backpropagation through time: the state is detached\n"
+            "                 every K steps (default 0: through the whole word)\n"
             "  --max-loss X   exit 1 unless the last held-out loss is at most X (tests)\n"
             "  --quiet        no progress within epochs\n");
 }
@@ -129,6 +132,8 @@ parse_args(int argc, char **argv, struct options *o)
             ok = parse_long(v, 1, &o->limit);
         else if (!strcmp(a, "--samples"))
             ok = parse_long(v, 0, &o->samples);
+        else if (!strcmp(a, "--bptt"))
+            ok = parse_long(v, 0, &o->bptt);
         else if (!strcmp(a, "--seed"))
             ok = parse_long(v, 0, &n), o->seed = (uint64_t)n;
         else if (!strcmp(a, "--max-loss")) {
@@ -282,6 +287,7 @@ make_batches(struct words *ws, size_t size, tg_rng *rng, struct batch *out)
 
 struct model {
     bool gru;
+    long bptt; /* > 0: the recurrence is cut (tg_detach) every bptt steps */
     tg_embedding_layer embed;
     tg_rnn_layer rnn;
     tg_dense out;
@@ -292,6 +298,7 @@ static tg_status
 model_init(struct model *m, tg_params *p, const struct options *o, tg_rng *rng)
 {
     m->gru = !strcmp(o->cell, "gru");
+    m->bptt = o->bptt;
     m->hidden = o->hidden;
     tg_status s = tg_embedding_layer_init(&m->embed, p, "embed", VOCAB, o->embed, rng);
     if (s == TG_OK)
@@ -304,13 +311,33 @@ model_init(struct model *m, tg_params *p, const struct options *o, tg_rng *rng)
     return s;
 }
 
+/* The hidden states (T, B, H) for inputs idx (T, B). With truncated BPTT the sequence runs in
+ * chunks of m->bptt steps, each starting from the state the one before ended in, detached:
+ * the forward is the same, but no gradient flows back across a chunk boundary, so the
+ * backward's cost and memory per chunk stay bounded however long the sequence is. */
+static tg_tensor *
+model_hidden(tg_tape *t, const struct model *m, const int64_t *idx, int64_t steps,
+             int64_t batch)
+{
+    int64_t chunk = m->bptt > 0 ? m->bptt : steps;
+    tg_tensor *parts[MAX_LEN + 1], *h = NULL, *c = NULL;
+    int n = 0;
+    for (int64_t t0 = 0; t0 < steps; t0 += chunk, n++) {
+        int64_t len = steps - t0 < chunk ? steps - t0 : chunk;
+        tg_tensor *x = tg_embedding_layer_forward(t, &m->embed, idx + t0 * batch, 2,
+                                                  (int64_t[]){len, batch});
+        tg_tensor *h0 = h ? tg_detach(t, h) : NULL, *c0 = c ? tg_detach(t, c) : NULL;
+        parts[n] = m->gru ? tg_gru_layer_forward(t, &m->rnn, x, h0, &h)
+                          : tg_lstm_layer_forward(t, &m->rnn, x, h0, c0, &h, &c);
+    }
+    return n == 1 ? parts[0] : tg_concat(t, parts, n, 0);
+}
+
 /* The logits (T·B, VOCAB) for inputs idx (T, B) (row t·B + b is step t of word b). */
 static tg_tensor *
 model_logits(tg_tape *t, const struct model *m, const int64_t *idx, int64_t steps, int64_t batch)
 {
-    tg_tensor *x = tg_embedding_layer_forward(t, &m->embed, idx, 2, (int64_t[]){steps, batch});
-    tg_tensor *h = m->gru ? tg_gru_layer_forward(t, &m->rnn, x, NULL, NULL)
-                          : tg_lstm_layer_forward(t, &m->rnn, x, NULL, NULL, NULL, NULL);
+    tg_tensor *h = model_hidden(t, m, idx, steps, batch);
     h = tg_reshape(t, h, 2, (int64_t[]){steps * batch, m->hidden});
     return tg_dense_forward(t, &m->out, h);
 }
