@@ -875,6 +875,46 @@ TG_API tg_status tg_positional_embedding_layer_init(tg_positional_embedding_laye
 TG_API tg_tensor *tg_positional_embedding_layer_forward(
     tg_tape *t, const tg_positional_embedding_layer *layer, tg_tensor *x);
 
+/**
+ * @brief A pre-norm transformer encoder block: nn.TransformerEncoderLayer(d_model, nhead,
+ *        dim_feedforward, dropout=0, activation="gelu", batch_first=True, norm_first=True).
+ *
+ *     y   = x + MHA(LN1(x))
+ *     out = y + W2 · gelu(W1 · LN2(y) + b1) + b2
+ *
+ * for x (B, T, d_model); gelu is the exact erf form (tg_gelu), the feed-forward runs on the
+ * B·T rows. Parameters under "<name>/": "norm1/W", "norm1/b", "norm2/W", "norm2/b" (as
+ * tg_layer_norm_layer, eps 1e-5), "self_attn/in_proj_weight", "self_attn/in_proj_bias",
+ * "self_attn/out_proj/W", "self_attn/out_proj/b" (as tg_multihead_attention), "linear1/W"
+ * (dim_feedforward x d_model), "linear1/b" (1 x dim_feedforward), "linear2/W" (d_model x
+ * dim_feedforward), "linear2/b" (1 x d_model) (as tg_dense with TG_EXAMPLES_AS_ROWS):
+ * PyTorch's state_dict keys with "/" for "." and "W"/"b" for weight/bias. Initialization is
+ * PyTorch's: the norms 1 and 0, the attention as tg_multihead_attention_init, linear1 and
+ * linear2 weight and bias U(±1/√fan_in) as nn.Linear (rng NULL: those zero).
+ */
+typedef struct tg_transformer_block {
+    tg_layer_norm_layer norm1;        /**< before the attention */
+    tg_multihead_attention self_attn; /**< self-attention, nhead heads */
+    tg_layer_norm_layer norm2;        /**< before the feed-forward */
+    tg_dense linear1;                 /**< d_model -> dim_feedforward, GELU fused */
+    tg_dense linear2;                 /**< dim_feedforward -> d_model, no activation */
+    int64_t d_model;                  /**< d, the width of x */
+    int64_t nhead;                    /**< heads, dividing d_model */
+    int64_t dim_feedforward;          /**< the hidden width of the feed-forward */
+} tg_transformer_block;
+/** Adds the block's twelve parameters to p (see tg_transformer_block). Atomic: on failure
+ * (d_model not divisible by nhead, a size < 1, a name already taken) nothing is added, *block
+ * is left as it was and the status is recorded in p, as tg_dense_init. */
+TG_API tg_status tg_transformer_block_init(tg_transformer_block *block, tg_params *p,
+                                           const char *name, int64_t d_model, int64_t nhead,
+                                           int64_t dim_feedforward, tg_rng *rng);
+/** The block's output (B, T, d_model) for x (B, T, d_model) of the parameters' dtype, T >= 1:
+ * is_causal and attn_mask go to tg_multihead_attention_forward. Another rank, width or dtype
+ * is a sticky tape error naming transformer_block and x's shape. */
+TG_API tg_tensor *tg_transformer_block_forward(tg_tape *t, const tg_transformer_block *block,
+                                               tg_tensor *x, bool is_causal,
+                                               tg_tensor *attn_mask);
+
 /** The most stacked layers of a tg_rnn_layer. */
 #define TG_RNN_MAX_LAYERS 16
 /**
