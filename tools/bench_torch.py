@@ -86,7 +86,15 @@ NETS = {
     # B-cnn's convolutions alone (forward, dW, and dX for the second), from a fixed seed
     "B-conv1": (None, 64, "identity", "identity", "seed"),
     "B-conv2": (None, 64, "identity", "identity", "seed"),
+    # sequence models: embedding 64 of a 64-symbol vocabulary, nn.LSTM(64, 256), T = 32,
+    # nn.Linear(256, 64) and cross-entropy at every step; and one pre-norm transformer block
+    # (nn.TransformerEncoderLayer, d 256, 4 heads, feed-forward 1024, GELU, no dropout) on
+    # (16, 128, 256), MSE on its output
+    "B-lstm": (None, 32, "identity", "identity", "xent"),
+    "B-attn": (None, 16, "identity", "identity", "mse"),
 }
+LSTM_GEOM = (64, 64, 256, 32)  # vocabulary, embedding, hidden, steps
+ATTN_GEOM = (256, 4, 1024, 128)  # d, heads, feed-forward, T
 CONV_GEOM = {"B-conv1": (1, 32, 28), "B-conv2": (32, 64, 14)}  # in, out channels, size
 
 
@@ -99,6 +107,20 @@ def cnn_flops(batch):
     """tg-bench's count: 2 x multiply-adds; the first convolution needs no input gradient."""
     conv1, conv2 = batch * 784 * 32 * 9, batch * 196 * 64 * 288
     return 2.0 * (2 * conv1 + 3 * conv2 + 3 * batch * 3136 * 128 + 3 * batch * 128 * 10)
+
+
+def lstm_flops(batch):
+    """2 x multiply-adds of forward, dW and dX: x·W_ihᵀ, h·W_hhᵀ and the read-out."""
+    vocab, emb, hid, steps = LSTM_GEOM
+    return 2.0 * 3 * steps * batch * (emb * 4 * hid + hid * 4 * hid + hid * vocab)
+
+
+def attn_flops(batch):
+    """2 x multiply-adds of forward, dW and dX: the projections (q, k, v, out), q·kᵀ and P·v,
+    and the feed-forward pair (the VJP's recomputed q·kᵀ is not counted)."""
+    d, heads, ff, t = ATTN_GEOM
+    mac = batch * t * (4 * d * d + 2 * d * ff) + batch * 2 * t * t * d
+    return 2.0 * 3 * mac
 
 
 def step_flops(dims, batch):
@@ -121,6 +143,30 @@ def torch_child(net, dtype, threads, reps, min_time):
         dims = (cin * hw * hw, 0, 0, 10)
         x = torch.rand(batch, cin, hw, hw, dtype=dt, requires_grad=net == "B-conv2")
         seed = torch.rand(batch, cout, hw, hw, dtype=dt)
+    elif net == "B-lstm":
+        vocab, emb, hid, steps = LSTM_GEOM
+
+        class Lstm(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, emb)
+                self.rnn = nn.LSTM(emb, hid)
+                self.out = nn.Linear(hid, vocab)
+
+            def forward(self, idx):
+                h, _ = self.rnn(self.embed(idx))
+                return self.out(h.reshape(-1, hid))
+
+        model = Lstm().to(dt)
+        g = torch.Generator().manual_seed(42)
+        x = torch.randint(0, vocab, (steps, batch), generator=g)
+        dims = (0, 0, 0, vocab)
+    elif net == "B-attn":
+        d, heads, ff, t = ATTN_GEOM
+        model = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True).to(dt)
+        x = torch.rand(batch, t, d, dtype=dt)
+        dims = (0, 0, 0, d)
     elif dims is None:  # B-cnn
         model = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
@@ -136,8 +182,9 @@ def torch_child(net, dtype, threads, reps, min_time):
             layers.append(acts[out if i == 2 else hidden]())
         model = torch.nn.Sequential(*layers).to(dt)
         x = torch.rand(batch, dims[0], dtype=dt)
-    y = torch.rand(batch, dims[3], dtype=dt)
-    labels = torch.arange(batch) % dims[3]
+    y = torch.rand(*((batch, ATTN_GEOM[3], dims[3]) if net == "B-attn" else (batch, dims[3])),
+                   dtype=dt)
+    labels = torch.arange(batch * (LSTM_GEOM[3] if net == "B-lstm" else 1)) % dims[3]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mse = torch.nn.MSELoss()
     xent = torch.nn.CrossEntropyLoss()
@@ -176,7 +223,8 @@ def torch_child(net, dtype, threads, reps, min_time):
         us.append((time.perf_counter() - s) / iters * 1e6)
     med = statistics.median(us)
     flops = (conv_flops(net, batch) if net in CONV_GEOM else
-             cnn_flops(batch) if net == "B-cnn" else step_flops(dims, batch))
+             cnn_flops(batch) if net == "B-cnn" else lstm_flops(batch) if net == "B-lstm" else
+             attn_flops(batch) if net == "B-attn" else step_flops(dims, batch))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"net={net} dtype={dtype} threads={threads} median_us={med:.2f} min_us={min(us):.2f} "
           f"max_us={max(us):.2f} "

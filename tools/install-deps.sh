@@ -2,7 +2,8 @@
 # Installs what tapegrad needs on Debian 12 (only what is missing; apt-get is idempotent).
 #
 #   tools/install-deps.sh          build + test dependencies
-#   tools/install-deps.sh --all    also PyTorch (side-by-side scripts), Fashion-MNIST, OpenMPI,
+#   tools/install-deps.sh --all    also PyTorch (side-by-side scripts), Fashion-MNIST, the word
+#                                  list (wamerican, the character model), OpenMPI,
 #                                  clang/libFuzzer and OpenBLAS (benchmarks, fuzzing, MPI),
 #                                  Doxygen and scdoc (meson setup -Ddocs=enabled)
 #   tools/install-deps.sh --ci     what .ci/run needs: the same as --all (PyTorch runs the
@@ -15,7 +16,7 @@ set -eu
 core="meson ninja-build pkg-config gcc libc6-dev dpkg-dev check libjansson-dev zlib1g-dev
       libgraphviz-dev graphviz valgrind python3 python3-numpy"
 extra="libopenmpi-dev openmpi-bin clang libclang-rt-14-dev libopenblas-dev
-       dataset-fashion-mnist binutils python3-torch doxygen scdoc"
+       dataset-fashion-mnist wamerican binutils python3-torch doxygen scdoc"
 
 want="$core"
 case "${1:-}" in

@@ -11,6 +11,9 @@
  *   B-conv1  B-cnn's first convolution alone: 1->32 3x3 pad 1 on 28x28, forward and dW
  *   B-conv2  B-cnn's second alone: 32->64 3x3 pad 1 on 14x14, forward, dX and dW
  *            (each with its bias; backward from a fixed seed; batch 64)
+ *   B-lstm   a character-model step: embedding 64 of a 64-symbol vocabulary, one LSTM layer of
+ *            256 over T = 32 steps, a dense 256 -> 64 read-out and softmax cross-entropy at
+ *            every step (mean over the 32x32 predictions),                        batch 32
  *   B-chain  bookkeeping alone: a chain of 10^5 one-element nodes, y = tanh(y·a + a) three
  *            nodes at a time from one parameter a, recorded and run backward (its line also
  *            gives ns_per_node: the step over the node count)
@@ -68,7 +71,9 @@ struct net {
      * input's and output's sizes per sample; the output's seed is y */
     int conv;
     long chain; /* B-chain: the number of nodes (dims unused) */
+    bool lstm;  /* B-lstm (dims: vocabulary, embedding, hidden, vocabulary; batch; T below) */
 };
+#define LSTM_STEPS 32
 
 static const struct net nets[] = {
     {"B-small", {2, 16, 16, 1}, 32, TG_ACT_TANH, TG_ACT_IDENTITY, LOSS_MSE, .cnn = false},
@@ -83,6 +88,7 @@ static const struct net nets[] = {
     {"B-conv1", {784, 0, 0, 32 * 784}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .conv = 1},
     {"B-conv2", {32 * 196, 0, 0, 64 * 196}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE,
      .conv = 2},
+    {"B-lstm", {64, 64, 256, 64}, 32, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_XENT, .lstm = true},
     {"B-chain", {1, 0, 0, 1}, 1, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .chain = 100000},
 };
 /* B-conv1/2: input channels, output channels, height = width */
@@ -124,6 +130,9 @@ struct model {
     tg_batch_norm_layer bn[2];
     tg_rng *drop;
     tg_tensor *chain_a; /* B-chain's parameter */
+    tg_embedding_layer embed; /* B-lstm */
+    tg_lstm_layer lstm;
+    int64_t *tokens; /* B-lstm's inputs (T x batch) */
     tg_sgd *opt;
     tg_tape *tape;
     void *x, *y;
@@ -164,6 +173,22 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
         if (!m->chain_a || tg_tensor_fill(m->chain_a, 0.5) != TG_OK)
             return -1;
     }
+    if (net->lstm) {
+        const int64_t *d = net->dims;
+        if (tg_embedding_layer_init(&m->embed, m->params, "embed", d[0], d[1], rng) != TG_OK ||
+            tg_lstm_layer_init(&m->lstm, m->params, "lstm", d[1], d[2], 1, false, true, rng) !=
+                TG_OK ||
+            tg_dense_init(&m->layer[0], m->params, "out", d[2], d[3], TG_ACT_IDENTITY,
+                          TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
+            fprintf(stderr, "tg-bench: lstm init failed: %s\n", tg_params_error(m->params));
+            return -1;
+        }
+        m->tokens = malloc(LSTM_STEPS * (size_t)net->batch * sizeof *m->tokens);
+        if (!m->tokens)
+            return -1;
+        for (int64_t i = 0; i < LSTM_STEPS * net->batch; i++)
+            m->tokens[i] = (int64_t)(tg_rng_u64(rng) % (uint64_t)d[0]);
+    }
     if (net->conv) {
         tg_conv_options pad1 = tg_conv_defaults();
         pad1.padding[0] = pad1.padding[1] = 1;
@@ -174,7 +199,7 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
             return -1;
         }
     }
-    for (int i = 0; i < 3 && !net->cnn && !net->conv && !net->chain; i++)
+    for (int i = 0; i < 3 && !net->cnn && !net->conv && !net->chain && !net->lstm; i++)
         if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
                           i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
             fprintf(stderr, "tg-bench: dense init failed\n");
@@ -184,7 +209,8 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
     size_t es = tg_dtype_size(dt);
     m->x = malloc(nx * es);
     m->y = malloc(ny * es);
-    m->labels = malloc((size_t)net->batch * sizeof *m->labels);
+    size_t n_labels = (size_t)net->batch * (net->lstm ? LSTM_STEPS : 1);
+    m->labels = malloc(n_labels * sizeof *m->labels);
     if (!m->x || !m->y || !m->labels)
         return -1;
     for (size_t i = 0; i < nx; i++) {
@@ -201,8 +227,8 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
         else
             ((double *)m->y)[i] = v;
     }
-    for (int64_t j = 0; j < net->batch; j++)
-        m->labels[j] = (int32_t)(j % net->dims[3]);
+    for (size_t j = 0; j < n_labels; j++)
+        m->labels[j] = (int32_t)(j % (size_t)net->dims[3]);
     tg_rng_free(rng);
     m->opt = tg_sgd_new(m->params, &(tg_sgd_options){.lr = 0.1}, NULL);
     m->tape = tg_tape_new();
@@ -243,6 +269,21 @@ model_step(struct model *m)
         tg_tensor *seed =
             tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, g[1], g[2], g[2]}, m->y, "dY");
         tg_backward_seeded(t, h, seed);
+        if (tg_tape_error(t)) {
+            fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
+            return -1;
+        }
+        return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
+    }
+    if (net->lstm) {
+        h = tg_embedding_layer_forward(t, &m->embed, m->tokens, 2,
+                                       (int64_t[]){LSTM_STEPS, net->batch});
+        h = tg_lstm_layer_forward(t, &m->lstm, h, NULL, NULL, NULL, NULL);
+        h = tg_reshape(t, h, 2, (int64_t[]){LSTM_STEPS * net->batch, net->dims[2]});
+        h = tg_dense_forward(t, &m->layer[0], h);
+        tg_tensor *loss =
+            tg_softmax_xent(t, h, m->labels, (size_t)(LSTM_STEPS * net->batch), 1);
+        tg_backward(t, loss);
         if (tg_tape_error(t)) {
             fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
             return -1;
@@ -296,6 +337,11 @@ step_flops(const struct net *net)
     }
     if (net->chain)
         return 0; /* no products */
+    if (net->lstm) { /* x·W_ihᵀ, h·W_hhᵀ and the read-out: forward, dW and dX each */
+        const int64_t *d = net->dims;
+        double rows = (double)LSTM_STEPS * (double)net->batch;
+        return 2 * 3 * rows * (double)(d[1] * 4 * d[2] + d[2] * 4 * d[2] + d[2] * d[3]);
+    }
     double f = 0;
     for (int i = 0; i < 3; i++) {
         double mac = (double)net->batch * (double)net->dims[i] * (double)net->dims[i + 1];
@@ -393,7 +439,7 @@ main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--nets B-small,B-seed,B-seed4,B-mnist,B-wide,B-cnn,B-conv1,"
-                    "B-conv2,B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] "
+                    "B-conv2,B-lstm,B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] "
                     "[--min-time S]\n",
                     argv[0]);
             return 2;

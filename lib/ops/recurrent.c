@@ -22,8 +22,8 @@
  * same bits). tanh(c') is recomputed from c' (in the output) rather than stored.
  *
  * Biases b_ih and b_hh are each optional (bias=False); both are added in the cell, so XW needs
- * no bias node. The gate loops run in double and store in the tensor's dtype; the bias
- * gradients sum over the batch in double, in row order. Bits do not depend on the thread count
+ * no bias node. The gate loops run in the tensor's dtype on vmath.h's vectorized σ and tanh
+ * (a few ulps from libm's); the bias gradients sum over the batch in double, in row order. Bits do not depend on the thread count
  * (the GEMMs' guarantee; the gate loops split the batch rows, the bias sums the columns).
  */
 #include <inttypes.h>
@@ -33,16 +33,40 @@
 
 #include "../kernels/kernels.h"
 #include "ops.h"
+#include "vmath.h"
 
-/* σ(x) without overflow: e^-x for x >= 0, e^x / (1 + e^x) below. */
-static inline double
-sigmoid1(double x)
-{
-    if (x >= 0)
-        return 1 / (1 + exp(-x));
-    double e = exp(x);
-    return e / (1 + e);
-}
+/* Row kernels of the gate loops, in the tensor's dtype, on vmath.h's branch-free σ and tanh
+ * (vectorized per ISA through TG__VEC_CLONES; the same bits on every path). */
+#define CELL_KERNELS(T, SFX, VSIGMOID, VTANH)                                                  \
+    TG__VEC_CLONES static void add_into_##SFX(T *restrict a, const T *restrict b, size_t n)    \
+    {                                                                                          \
+        for (size_t k = 0; k < n; k++)                                                         \
+            a[k] += b[k];                                                                      \
+    }                                                                                          \
+    TG__VEC_CLONES static void sigmoid_rows_##SFX(T *a, size_t n)                              \
+    {                                                                                          \
+        for (size_t k = 0; k < n; k++)                                                         \
+            a[k] = VSIGMOID(a[k]);                                                             \
+    }                                                                                          \
+    TG__VEC_CLONES static void tanh_rows_##SFX(T *a, size_t n)                                 \
+    {                                                                                          \
+        for (size_t k = 0; k < n; k++)                                                         \
+            a[k] = VTANH(a[k]);                                                                \
+    }                                                                                          \
+    TG__VEC_CLONES static void tanh_to_##SFX(T *restrict y, const T *restrict x, size_t n)     \
+    {                                                                                          \
+        for (size_t k = 0; k < n; k++)                                                         \
+            y[k] = VTANH(x[k]);                                                                \
+    }
+CELL_KERNELS(float, f32, tg__vsigmoidf, tg__vtanhf)
+CELL_KERNELS(double, f64, tg__vsigmoid, tg__vtanh)
+#define ADD_INTO(a, b, n) _Generic((a), float *: add_into_f32, double *: add_into_f64)(a, b, n)
+#define SIGMOID_ROWS(a, n) _Generic((a), float *: sigmoid_rows_f32, double *: sigmoid_rows_f64)(a, n)
+#define TANH_ROWS(a, n) _Generic((a), float *: tanh_rows_f32, double *: tanh_rows_f64)(a, n)
+#define TANH_TO(y, x, n) _Generic((y), float *: tanh_to_f32, double *: tanh_to_f64)(y, x, n)
+
+/* Elements of tanh(c') made at a time by the LSTM's VJP (on the stack) */
+#define CELL_BLOCK 256
 
 /* attr: v[0][0] first row of xw, v[0][1] row stride (batch b reads row v0 + b·v1);
  * axes bit 0: b_ih given, bit 1: b_hh given (inputs 3 and then 4, or 3 when only b_hh) */
@@ -299,12 +323,15 @@ lstm_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
         const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
         const T *bh = c.b_hh ? c.b_hh->data : NULL;
         for (size_t b = begin; b < end; b++) {
-            T *ar = a + b * ld;
-            const T *xr = xw + (c.row0 + b * c.rstep) * ld;
-            for (size_t k = 0; k < ld; k++) {
-                double v = (double)ar[k] + xr[k] + (bi ? bi[k] : 0) + (bh ? bh[k] : 0);
-                ar[k] = (T)(k >= 2 * h && k < 3 * h ? tanh(v) : sigmoid1(v));
-            }
+            T *ar = a + b * ld; /* h·W_hhᵀ, from the GEMM */
+            ADD_INTO(ar, xw + (c.row0 + b * c.rstep) * ld, ld);
+            if (bi)
+                ADD_INTO(ar, bi, ld);
+            if (bh)
+                ADD_INTO(ar, bh, ld);
+            SIGMOID_ROWS(ar, 2 * h); /* i, f */
+            TANH_ROWS(ar + 2 * h, h); /* g */
+            SIGMOID_ROWS(ar + 3 * h, h); /* o */
         }
     });
 }
@@ -328,11 +355,11 @@ lstm_out_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
         for (size_t b = begin; b < end; b++) {
             const T *ar = a + b * 4 * h, *sr = s + b * 2 * h;
             T *yr = y + b * 2 * h;
-            for (size_t j = 0; j < h; j++) {
-                double cn = (double)ar[h + j] * sr[h + j] + (double)ar[j] * ar[2 * h + j];
-                yr[h + j] = (T)cn;
-                yr[j] = (T)(ar[3 * h + j] * tanh(cn));
-            }
+            for (size_t j = 0; j < h; j++) /* c' = f ⊙ c + i ⊙ g */
+                yr[h + j] = ar[h + j] * sr[h + j] + ar[j] * ar[2 * h + j];
+            TANH_TO(yr, yr + h, h);
+            for (size_t j = 0; j < h; j++) /* h' = o ⊙ tanh(c') */
+                yr[j] *= ar[3 * h + j];
         }
     });
 }
@@ -356,19 +383,25 @@ lstm_dgate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
     TG__DISPATCH(nd->out->dtype, T, {
         T *a = nd->scratch, *dst = c.state->grad;
         const T *s = c.state->data, *y = nd->out->data, *dy = nd->out->grad;
+        T tc[CELL_BLOCK], dc[CELL_BLOCK];
         for (size_t b = begin; b < end; b++) {
             T *ar = a + b * 4 * h;
             const T *sr = s + b * 2 * h, *yr = y + b * 2 * h, *dyr = dy + b * 2 * h;
-            for (size_t j = 0; j < h; j++) {
-                double i = ar[j], f = ar[h + j], g = ar[2 * h + j], o = ar[3 * h + j];
-                double tc = tanh((double)yr[h + j]), dh = dyr[j];
-                double dc = dyr[h + j] + dh * o * (1 - tc * tc);
-                ar[j] = (T)(dc * g * i * (1 - i));
-                ar[h + j] = (T)(dc * sr[h + j] * f * (1 - f));
-                ar[2 * h + j] = (T)(dc * i * (1 - g * g));
-                ar[3 * h + j] = (T)(dh * tc * o * (1 - o));
+            for (size_t j0 = 0; j0 < h; j0 += CELL_BLOCK) {
+                size_t len = h - j0 < CELL_BLOCK ? h - j0 : CELL_BLOCK;
+                T *ai = ar + j0, *af = ai + h, *ag = af + h, *ao = ag + h;
+                TANH_TO(tc, yr + h + j0, len);
+                for (size_t j = 0; j < len; j++) {
+                    T i = ai[j], f = af[j], g = ag[j], o = ao[j], dh = dyr[j0 + j];
+                    T d = dyr[h + j0 + j] + dh * o * (1 - tc[j] * tc[j]);
+                    ai[j] = d * g * i * (1 - i);
+                    af[j] = d * sr[h + j0 + j] * f * (1 - f);
+                    ag[j] = d * i * (1 - g * g);
+                    ao[j] = dh * tc[j] * o * (1 - o);
+                    dc[j] = d * f;
+                }
                 if (dst)
-                    dst[b * 2 * h + h + j] += (T)(dc * f);
+                    ADD_INTO(dst + b * 2 * h + h + j0, dc, len);
             }
         }
     });
@@ -450,16 +483,18 @@ gru_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
         const T *xw = c.xw->data, *bi = c.b_ih ? c.b_ih->data : NULL;
         const T *bh = c.b_hh ? c.b_hh->data : NULL;
         for (size_t b = begin; b < end; b++) {
-            T *ar = a + b * ld;
+            T *ar = a + b * ld; /* [s_r | s_z | s_n] = h·W_hhᵀ from the GEMM, then room for n */
             const T *xr = xw + (c.row0 + b * c.rstep) * n3;
-            for (size_t j = 0; j < h; j++) {
-                double r = sigmoid1((double)xr[j] + (bi ? bi[j] : 0) + ar[j] + (bh ? bh[j] : 0));
-                double z = sigmoid1((double)xr[h + j] + (bi ? bi[h + j] : 0) + ar[h + j] +
-                                    (bh ? bh[h + j] : 0));
-                double sn = (double)ar[2 * h + j] + (bh ? bh[2 * h + j] : 0);
-                double n = tanh((double)xr[2 * h + j] + (bi ? bi[2 * h + j] : 0) + r * sn);
-                ar[j] = (T)r, ar[h + j] = (T)z, ar[2 * h + j] = (T)sn, ar[3 * h + j] = (T)n;
-            }
+            ADD_INTO(ar, xr, 2 * h);
+            if (bi)
+                ADD_INTO(ar, bi, 2 * h);
+            if (bh)
+                ADD_INTO(ar, bh, n3); /* b_hr, b_hz into r and z; b_hn into s_n */
+            SIGMOID_ROWS(ar, 2 * h); /* r, z */
+            T *n = ar + n3;
+            for (size_t j = 0; j < h; j++) /* x_n + b_in + r ⊙ s_n */
+                n[j] = xr[2 * h + j] + (bi ? bi[2 * h + j] : 0) + ar[j] * ar[2 * h + j];
+            TANH_ROWS(n, h);
         }
     });
 }
