@@ -14,6 +14,8 @@
  *   B-lstm   a character-model step: embedding 64 of a 64-symbol vocabulary, one LSTM layer of
  *            256 over T = 32 steps, a dense 256 -> 64 read-out and softmax cross-entropy at
  *            every step (mean over the 32x32 predictions),                        batch 32
+ *   B-attn   one pre-norm transformer block (tg_transformer_block: d 256, 4 heads, feed-forward
+ *            1024, GELU) on x (16, 128, 256), MSE against a fixed target,         batch 16
  *   B-chain  bookkeeping alone: a chain of 10^5 one-element nodes, y = tanh(y·a + a) three
  *            nodes at a time from one parameter a, recorded and run backward (its line also
  *            gives ns_per_node: the step over the node count)
@@ -72,7 +74,9 @@ struct net {
     int conv;
     long chain; /* B-chain: the number of nodes (dims unused) */
     bool lstm;  /* B-lstm (dims: vocabulary, embedding, hidden, vocabulary; batch; T below) */
+    bool attn;  /* B-attn (dims: d, heads, feed-forward, d; batch; T below) */
 };
+#define ATTN_T 128
 #define LSTM_STEPS 32
 
 static const struct net nets[] = {
@@ -89,6 +93,7 @@ static const struct net nets[] = {
     {"B-conv2", {32 * 196, 0, 0, 64 * 196}, 64, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE,
      .conv = 2},
     {"B-lstm", {64, 64, 256, 64}, 32, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_XENT, .lstm = true},
+    {"B-attn", {256, 4, 1024, 256}, 16, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .attn = true},
     {"B-chain", {1, 0, 0, 1}, 1, TG_ACT_IDENTITY, TG_ACT_IDENTITY, LOSS_MSE, .chain = 100000},
 };
 /* B-conv1/2: input channels, output channels, height = width */
@@ -133,6 +138,7 @@ struct model {
     tg_embedding_layer embed; /* B-lstm */
     tg_lstm_layer lstm;
     int64_t *tokens; /* B-lstm's inputs (T x batch) */
+    tg_transformer_block block; /* B-attn */
     tg_sgd *opt;
     tg_tape *tape;
     void *x, *y;
@@ -189,6 +195,11 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
         for (int64_t i = 0; i < LSTM_STEPS * net->batch; i++)
             m->tokens[i] = (int64_t)(tg_rng_u64(rng) % (uint64_t)d[0]);
     }
+    if (net->attn && tg_transformer_block_init(&m->block, m->params, "block", net->dims[0],
+                                               net->dims[1], net->dims[2], rng) != TG_OK) {
+        fprintf(stderr, "tg-bench: block init failed: %s\n", tg_params_error(m->params));
+        return -1;
+    }
     if (net->conv) {
         tg_conv_options pad1 = tg_conv_defaults();
         pad1.padding[0] = pad1.padding[1] = 1;
@@ -199,13 +210,16 @@ model_init(struct model *m, const struct net *net, tg_dtype dt)
             return -1;
         }
     }
-    for (int i = 0; i < 3 && !net->cnn && !net->conv && !net->chain && !net->lstm; i++)
+    for (int i = 0; i < 3 && !net->cnn && !net->conv && !net->chain && !net->lstm && !net->attn;
+         i++)
         if (tg_dense_init(&m->layer[i], m->params, names[i], net->dims[i], net->dims[i + 1],
                           i == 2 ? net->out : net->hidden, TG_EXAMPLES_AS_ROWS, rng) != TG_OK) {
             fprintf(stderr, "tg-bench: dense init failed\n");
             return -1;
         }
-    size_t nx = (size_t)(net->batch * net->dims[0]), ny = (size_t)(net->batch * net->dims[3]);
+    size_t per = net->attn ? ATTN_T : 1; /* B-attn: a sequence per example */
+    size_t nx = (size_t)net->batch * per * (size_t)net->dims[0];
+    size_t ny = (size_t)net->batch * per * (size_t)net->dims[3];
     size_t es = tg_dtype_size(dt);
     m->x = malloc(nx * es);
     m->y = malloc(ny * es);
@@ -290,6 +304,18 @@ model_step(struct model *m)
         }
         return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
     }
+    if (net->attn) {
+        int64_t d = net->dims[0];
+        h = tg_tensor_wrap(t, m->dt, 3, (int64_t[]){net->batch, ATTN_T, d}, m->x, "X");
+        h = tg_transformer_block_forward(t, &m->block, h, false, NULL);
+        tg_tensor *y = tg_tensor_wrap(t, m->dt, 3, (int64_t[]){net->batch, ATTN_T, d}, m->y, "Y");
+        tg_backward(t, tg_mse(t, h, y));
+        if (tg_tape_error(t)) {
+            fprintf(stderr, "tg-bench: %s\n", tg_tape_error(t));
+            return -1;
+        }
+        return tg_sgd_step(m->opt) == TG_OK ? 0 : -1;
+    }
     if (net->cnn) {
         static const int64_t pool[2] = {2, 2};
         h = tg_tensor_wrap(t, m->dt, 4, (int64_t[]){net->batch, 1, 28, 28}, m->x, "X");
@@ -337,6 +363,14 @@ step_flops(const struct net *net)
     }
     if (net->chain)
         return 0; /* no products */
+    if (net->attn) { /* q, k, v, out projections, q·kᵀ and P·v, the feed-forward pair; the
+                      * VJP's recomputed q·kᵀ is not counted */
+        const int64_t *d = net->dims;
+        double rows = (double)net->batch * ATTN_T;
+        double mac = rows * (double)(4 * d[0] * d[0] + 2 * d[0] * d[2]) +
+                     (double)net->batch * 2.0 * ATTN_T * ATTN_T * (double)d[0];
+        return 2 * 3 * mac;
+    }
     if (net->lstm) { /* x·W_ihᵀ, h·W_hhᵀ and the read-out: forward, dW and dX each */
         const int64_t *d = net->dims;
         double rows = (double)LSTM_STEPS * (double)net->batch;
@@ -439,7 +473,7 @@ main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--nets B-small,B-seed,B-seed4,B-mnist,B-wide,B-cnn,B-conv1,"
-                    "B-conv2,B-lstm,B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] "
+                    "B-conv2,B-lstm,B-attn,B-chain] [--dtypes f32,f64] [--threads 1,2] [--reps N] "
                     "[--min-time S]\n",
                     argv[0]);
             return 2;

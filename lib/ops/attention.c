@@ -8,6 +8,20 @@
 
 #include "../kernels/kernels.h"
 #include "ops.h"
+#include "vmath.h"
+
+/* z[c] = e^(z[c] − shift) in place, in double through vmath.h's vectorized exp (per ISA; the
+ * same bits on every path), stored in the tile's dtype. */
+#define EXP_SHIFTED_KERNEL(T, SFX)                                                             \
+    TG__VEC_CLONES static void exp_shifted_##SFX(T *z, size_t n, double shift)                 \
+    {                                                                                          \
+        for (size_t c = 0; c < n; c++)                                                         \
+            z[c] = (T)tg__vexp((double)z[c] - shift);                                          \
+    }
+EXP_SHIFTED_KERNEL(float, f32)
+EXP_SHIFTED_KERNEL(double, f64)
+#define EXP_SHIFTED(z, n, shift)                                                               \
+    _Generic((z), float *: exp_shifted_f32, double *: exp_shifted_f64)(z, n, shift)
 
 /*
  * scaled_dot_product_attention:  O = softmax(c · Q Kᵀ + M) · V   per (batch, head)
@@ -179,12 +193,10 @@ sdpa_forward_part(size_t begin, size_t end, void *ctx)
                             memset(zr, 0, tk * sizeof(T));
                             continue;
                         }
+                        EXP_SHIFTED(zr, tk, mx);
                         double sum = 0;
-                        for (size_t c = 0; c < tk; c++) {
-                            double e = exp((double)zr[c] - mx);
-                            zr[c] = (T)e;
-                            sum += e;
-                        }
+                        for (size_t c = 0; c < tk; c++)
+                            sum += zr[c];
                         double rescale = exp(m[r] - mx); /* 0 when m was -inf */
                         if (rescale != 1) {
                             T *orow = o + (i0 + r) * a.dv;
@@ -268,8 +280,7 @@ sdpa_vjp_part(size_t begin, size_t end, void *ctx)
                             memset(pr, 0, tk * sizeof(T));
                             continue;
                         }
-                        for (size_t c = 0; c < tk; c++)
-                            pr[c] = (T)exp((double)pr[c] - lr);
+                        EXP_SHIFTED(pr, tk, lr);
                     }
                     if (dv) /* dV_j += P_ijᵀ dO_i */
                         gemm(a.f64, true, false, tk, a.dv, tq, 1, p, tk, dout + i0 * a.dv, a.dv,

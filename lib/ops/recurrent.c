@@ -82,7 +82,7 @@ cell_of(const tg_node *nd, size_t gates)
 {
     struct cell c = {(size_t)nd->in[1]->dims[0], (size_t)nd->in[2]->dims[1], gates,
                      (size_t)nd->attr.v[0][0], (size_t)nd->attr.v[0][1], nd->in[0], nd->in[1],
-                     nd->in[2], NULL, NULL};
+                     nd->in[2], NULL, NULL, {0}};
     int k = 3;
     if (nd->attr.axes & 1)
         c.b_ih = nd->in[k++];
