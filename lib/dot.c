@@ -1071,8 +1071,12 @@ emit_node_edges(struct exporter *ex, size_t i)
             tg__dotbuf_printf(&ex->line, "%d: ", k);
         tg__dotbuf_puts(&ex->line, tg__shape_text(n->in[k]).s);
         if (id != raw) { /* from a step not drawn: say which (counting from 1) */
-            tg__dotbuf_printf(&ex->line, ", step%s %zu", last > k ? "s from" : "",
-                              step_of(ex, ex->tensors[raw].x->node->index));
+            size_t first = step_of(ex, ex->tensors[raw].x->node->index);
+            if (last > k)
+                tg__dotbuf_printf(&ex->line, ", steps %zu\xe2\x80\x93%zu", first,
+                                  step_of(ex, n->in[last]->node->index)); /* steps a–b */
+            else
+                tg__dotbuf_printf(&ex->line, ", step %zu", first);
         }
         tg__dotbuf_puts(&ex->line, "\"];\n");
         k = last + 1;

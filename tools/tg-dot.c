@@ -198,6 +198,32 @@ build_rnn(struct network *net, tg_rng *rng)
     return tg_tape_status(t);
 }
 
+/* nn.LSTM(3, 8) over RNN_STEPS steps through tg_lstm_layer (one input-projection matmul, then
+ * a fused lstm_cell per step), a dense read-out of every step and its MSE. */
+static tg_status
+build_lstm(struct network *net, tg_rng *rng)
+{
+    tg_lstm_layer lstm;
+    tg_dense out;
+    tg_status s = tg_lstm_layer_init(&lstm, net->params, "lstm", RNN_IN, RNN_HIDDEN, 1, false,
+                                     true, rng);
+    if (s == TG_OK)
+        s = tg_dense_init(&out, net->params, "out", RNN_HIDDEN, 1, TG_ACT_IDENTITY,
+                          TG_EXAMPLES_AS_ROWS, rng);
+    if (s != TG_OK)
+        return s;
+    tg_tape *t = net->tape;
+    tg_tensor *x = tg_tensor_new(t, TG_F64, 3, (int64_t[]){RNN_STEPS, RNN_BATCH, RNN_IN}, "x");
+    tg_tensor *y = tg_tensor_new(t, TG_F64, 2, (int64_t[]){RNN_STEPS * RNN_BATCH, 1}, "y");
+    tg_tensor_fill_uniform(x, rng, -1, 1);
+    tg_tensor_fill_uniform(y, rng, -1, 1);
+    tg_tensor *h = tg_lstm_layer_forward(t, &lstm, x, NULL, NULL, NULL, NULL);
+    h = tg_reshape(t, h, 2, (int64_t[]){RNN_STEPS * RNN_BATCH, RNN_HIDDEN});
+    net->loss = tg_mse(t, tg_dense_forward(t, &out, h), y);
+    name(net, net->loss, "loss");
+    return tg_tape_status(t);
+}
+
 static const struct {
     const char *name, *title, *help;
 } networks[] = {
@@ -211,6 +237,8 @@ static const struct {
     {"rnn", "Elman RNN, 100 steps: h_t = tanh(x_t·W_ihᵀ + b_ih + h_(t−1)·W_hhᵀ + b_hh), "
             "loss = mean_t MSE(h_t·W_outᵀ + b_out, y_t)",
      "an RNN unrolled over 100 steps, a loss at every step (try --fold)"},
+    {"lstm", "nn.LSTM(3, 8) over 100 steps (tg_lstm_layer), a dense read-out of every step, MSE",
+     "an LSTM layer over 100 steps: fused cells (try --fold)"},
 };
 
 /* ---- gradient check -> annotations ------------------------------------------------------ */
@@ -435,7 +463,7 @@ main(int argc, char **argv)
         if (!strcmp(a.network, networks[i].name))
             which = i;
     if (which == sizeof networks / sizeof networks[0]) {
-        fprintf(stderr, "tg-dot: unknown network \"%s\" (seed, mlp, wrong-op or rnn)\n", a.network);
+        fprintf(stderr, "tg-dot: unknown network \"%s\" (seed, mlp, wrong-op, rnn or lstm)\n", a.network);
         return 2;
     }
 
@@ -452,6 +480,7 @@ main(int argc, char **argv)
     }
     tg_status s = is_mlp                        ? build_mlp(&net, rng)
                   : !strcmp(a.network, "rnn") ? build_rnn(&net, rng)
+                  : !strcmp(a.network, "lstm") ? build_lstm(&net, rng)
                                               : build_seed(&net, rng, which == 2);
     if (s == TG_OK && a.grads)
         s = tg_backward(net.tape, net.loss);
