@@ -67,7 +67,9 @@ run_valgrind() {
     # Tests that run an interpreter (python3 reading a checkpoint) are left out: valgrind
     # would check CPython and ld.so, not tapegrad (TG_VALGRIND_SKIP, space-separated names);
     # so is the install test (a shell script running meson, pkg-config and cc).
-    skip=" ${TG_VALGRIND_SKIP-safetensors-python torch-reference torch-reference-ops torch-cnn-interop install} "
+    python_tests="safetensors-python torch-reference torch-reference-ops torch-cnn-interop"
+    python_tests="$python_tests torch-mha-interop torch-transformer-interop torch-rnn-reference"
+    skip=" ${TG_VALGRIND_SKIP-$python_tests install} "
     names=$(meson test -C "$dir" --setup valgrind --list 2>/dev/null | sed -n 's|^.* / ||p' |
             while read -r name; do
                 case $skip in *" $name "*) ;; *) printf '%s\n' "$name" ;; esac
