@@ -10,16 +10,23 @@
 #include "ops.h"
 #include "vmath.h"
 
-/* z[c] = e^(z[c] − shift) in place, in double through vmath.h's vectorized exp (per ISA; the
- * same bits on every path), stored in the tile's dtype. */
-#define EXP_SHIFTED_KERNEL(T, SFX)                                                             \
-    TG__VEC_CLONES static void exp_shifted_##SFX(T *z, size_t n, double shift)                 \
-    {                                                                                          \
-        for (size_t c = 0; c < n; c++)                                                         \
-            z[c] = (T)tg__vexp((double)z[c] - shift);                                          \
-    }
-EXP_SHIFTED_KERNEL(float, f32)
-EXP_SHIFTED_KERNEL(double, f64)
+/* z[c] = e^(z[c] − shift) in place, in the tile's dtype through vmath.h's vectorized exp (per
+ * ISA; the same bits on every path). In float the shift (the row's maximum, or its logsumexp
+ * in the VJP) is rounded to float first; that moves every P of the row by the same factor,
+ * within 2^-24·|shift| of 1, and the forward's running sum divides it out again. */
+TG__VEC_CLONES static void
+exp_shifted_f32(float *z, size_t n, double shift)
+{
+    float s = (float)shift;
+    for (size_t c = 0; c < n; c++)
+        z[c] = tg__vexpf(z[c] - s);
+}
+TG__VEC_CLONES static void
+exp_shifted_f64(double *z, size_t n, double shift)
+{
+    for (size_t c = 0; c < n; c++)
+        z[c] = tg__vexp(z[c] - shift);
+}
 #define EXP_SHIFTED(z, n, shift)                                                               \
     _Generic((z), float *: exp_shifted_f32, double *: exp_shifted_f64)(z, n, shift)
 
