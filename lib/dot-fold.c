@@ -27,8 +27,8 @@
  */
 #include "dot-fold.h"
 
-static bool
-same_shape(const tg_tensor *a, const tg_tensor *b)
+bool
+tg__dot_same_shape(const tg_tensor *a, const tg_tensor *b)
 {
     if (a->dtype != b->dtype || a->ndim != b->ndim)
         return false;
@@ -45,7 +45,7 @@ inputs_match(const tg_tensor *a, const tg_tensor *b, size_t period, size_t step_
 {
     if (a == b)
         return true;
-    if (!same_shape(a, b))
+    if (!tg__dot_same_shape(a, b))
         return false;
     if (a->node && b->node)
         return b->node->index == a->node->index + period;
@@ -59,7 +59,7 @@ inputs_match(const tg_tensor *a, const tg_tensor *b, size_t period, size_t step_
 static bool
 nodes_match(const tg_node *a, const tg_node *b, size_t period, size_t step_start)
 {
-    if (a->op != b->op || a->n_in != b->n_in || !same_shape(a->out, b->out))
+    if (a->op != b->op || a->n_in != b->n_in || !tg__dot_same_shape(a->out, b->out))
         return false;
     for (int k = 0; k < a->n_in; k++)
         if (!inputs_match(a->in[k], b->in[k], period, step_start))

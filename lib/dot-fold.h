@@ -15,6 +15,9 @@ struct tg__dot_run {
     size_t start, period, count;
 };
 
+/* Whether a and b have one dtype and one shape. */
+bool tg__dot_same_shape(const tg_tensor *a, const tg_tensor *b);
+
 /* The runs of at least min_repeats (>= 2) steps of at most max_period nodes, in tape order and
  * disjoint, written to runs (room for n_nodes / min_repeats of them, which is enough: each run
  * covers at least min_repeats nodes). Returns how many. */

@@ -623,17 +623,6 @@ shown_tensor(const struct exporter *ex, size_t id)
     return ex->node_out[shown_node(ex, x->node->index)];
 }
 
-static bool
-same_dims(const tg_tensor *a, const tg_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->dims[i] != b->dims[i])
-            return false;
-    return true;
-}
-
 /* Whether a checker's verdict on node i is a failure (the rule of emit_op). */
 static bool
 check_failed(const struct exporter *ex, size_t i)
@@ -1060,7 +1049,7 @@ emit_node_edges(struct exporter *ex, size_t i)
         while (id != raw && last + 1 < n->n_in) {
             size_t next = ex->node_in[ex->in_at[i] + (size_t)last + 1];
             if (next == ex->node_in[ex->in_at[i] + (size_t)last] || shown_tensor(ex, next) != id ||
-                !same_dims(n->in[last + 1], n->in[k]))
+                !tg__dot_same_shape(n->in[last + 1], n->in[k]))
                 break;
             last++;
         }

@@ -98,3 +98,37 @@ run_suite(Suite *s)
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+static size_t counted_allocs;
+
+static void *
+counting_malloc(size_t n, void *ctx)
+{
+    (void)ctx;
+    counted_allocs++;
+    return malloc(n);
+}
+
+static void *
+counting_realloc(void *p, size_t n, void *ctx)
+{
+    (void)ctx;
+    counted_allocs++;
+    return realloc(p, n);
+}
+
+static void
+counting_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+const tg_allocator test_counting_allocator = {counting_malloc, counting_realloc, counting_free,
+                                              NULL};
+
+size_t
+test_alloc_count(void)
+{
+    return counted_allocs;
+}

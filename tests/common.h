@@ -52,6 +52,12 @@ size_t dims_size(int ndim, const int64_t *dims);
                           want_[k_]);                                                          \
     } while (0)
 
+/* An allocator hook that counts every malloc and realloc (tg_set_allocator(&
+ * test_counting_allocator)); test_alloc_count() is the running total. For the "a warm step
+ * allocates nothing" tests. */
+extern const tg_allocator test_counting_allocator;
+size_t test_alloc_count(void);
+
 /* Run a Check suite in the current process (honours CK_FORK); returns the exit status. */
 int run_suite(Suite *s);
 

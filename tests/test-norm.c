@@ -580,34 +580,12 @@ START_TEST(positional_embedding)
 }
 END_TEST
 
-static size_t n_allocs;
-static void *
-count_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return malloc(n);
-}
-static void *
-count_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return realloc(p, n);
-}
-static void
-count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 /* A step of embedding + position -> layer_norm -> rms_norm -> loss, forward and backward,
  * repeated: after the first, no allocation (the statistics live in the nodes' scratch on the
  * arena), and the arena holds the same bytes each step. */
 START_TEST(warm_step_allocates_nothing)
 {
-    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_set_allocator(&test_counting_allocator);
     tg_rng *rng = tg_rng_new(2);
     tg_params *p = tg_params_new(TG_F32);
     tg_embedding_layer tok;
@@ -625,7 +603,7 @@ START_TEST(warm_step_allocates_nothing)
         for (int i = 0; i < 40; i++)
             index[i] = (i * 7 + step) % 50;
         if (step == 1)
-            before = n_allocs;
+            before = test_alloc_count();
         tg_tape_reset(t);
         tg_tensor *h = tg_embedding_layer_forward(t, &tok, index, 2, (int64_t[]){4, 10});
         h = tg_positional_embedding_layer_forward(t, &pos, h);
@@ -637,7 +615,7 @@ START_TEST(warm_step_allocates_nothing)
         ck_assert_uint_eq(tg_tape_arena_bytes(t), step ? bytes : tg_tape_arena_bytes(t));
         tg_params_zero_grad(p);
     }
-    size_t warm = n_allocs - before;
+    size_t warm = test_alloc_count() - before;
     tg_tape_free(t);
     tg_params_free(p);
     tg_rng_free(rng);

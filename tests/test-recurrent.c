@@ -436,31 +436,9 @@ START_TEST(same_bits_on_one_and_two_threads)
 }
 END_TEST
 
-static size_t n_allocs;
-static void *
-count_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return malloc(n);
-}
-static void *
-count_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return realloc(p, n);
-}
-static void
-count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 START_TEST(warm_step_allocates_nothing)
 {
-    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_set_allocator(&test_counting_allocator);
     tg_rng *rng = tg_rng_new(2);
     tg_params *p = tg_params_new(TG_F32);
     tg_lstm_layer l;
@@ -474,7 +452,7 @@ START_TEST(warm_step_allocates_nothing)
     size_t before = 0;
     for (int step = 0; step < 4; step++) {
         if (step == 1)
-            before = n_allocs;
+            before = test_alloc_count();
         tg_tape_reset(t);
         tg_tensor *x = tg_tensor_wrap(t, TG_F32, 3, (int64_t[]){6, 2, 3}, seq, "x");
         tg_tensor *hn = NULL, *cn = NULL, *gh = NULL;
@@ -485,7 +463,7 @@ START_TEST(warm_step_allocates_nothing)
         ck_assert_msg(!tg_tape_error(t), "step %d: %s", step, tg_tape_error(t));
         tg_params_zero_grad(p);
     }
-    size_t warm = n_allocs - before;
+    size_t warm = test_alloc_count() - before;
     tg_tape_free(t);
     tg_params_free(p);
     tg_rng_free(rng);

@@ -227,32 +227,10 @@ START_TEST(bad_input_refused_by_name)
 }
 END_TEST
 
-static size_t n_allocs;
-static void *
-count_malloc(size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return malloc(n);
-}
-static void *
-count_realloc(void *p, size_t n, void *ctx)
-{
-    (void)ctx;
-    n_allocs++;
-    return realloc(p, n);
-}
-static void
-count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 /* Two blocks, a causal mask, backward and an Adam step: warm steps allocate nothing. */
 START_TEST(warm_step_allocates_nothing)
 {
-    tg_set_allocator(&(tg_allocator){count_malloc, count_realloc, count_free, NULL});
+    tg_set_allocator(&test_counting_allocator);
     tg_rng *rng = tg_rng_new(2);
     tg_params *p = tg_params_new(TG_F32);
     tg_transformer_block blk[2];
@@ -268,7 +246,7 @@ START_TEST(warm_step_allocates_nothing)
         xs[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (int step = 0; step < 6; step++) {
         if (step == 1)
-            before = n_allocs;
+            before = test_alloc_count();
         tg_tape_reset(t);
         tg_tensor *x = tg_tensor_wrap(t, TG_F32, 3, (int64_t[]){3, 20, 16}, xs, "x");
         tg_tensor *y = tg_transformer_block_forward(t, &blk[0], x, true, NULL);
@@ -278,7 +256,7 @@ START_TEST(warm_step_allocates_nothing)
         ck_assert_msg(!tg_tape_error(t), "step %d: %s", step, tg_tape_error(t));
         ck_assert_int_eq(tg_optim_step(o), TG_OK);
     }
-    size_t warm = n_allocs - before;
+    size_t warm = test_alloc_count() - before;
     tg_tape_free(t);
     tg_optim_free(o);
     tg_params_free(p);
