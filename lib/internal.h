@@ -55,6 +55,11 @@ struct tg_tensor {
      * grad_own keeps the tensor's own buffer, restored when a later pass prepares it */
     bool grad_borrowed;
     void *grad_own;
+    /* tg_jvp: the tangent in the latest pass (NULL: zero): a seed's data, borrowed, or
+     * tangent_buf, the tensor's own buffer on the arena, allocated once per tape generation
+     * (op outputs only) */
+    void *tangent;
+    void *tangent_buf;
     tg_tape *tape;       /* owning tape (NULL for parameters) */
     uint64_t gen;        /* the owning tape's generation when made (stale-handle check) */
     tg_params *params;   /* owning parameter set (parameters only) */
@@ -257,6 +262,10 @@ struct tg_tape {
     unsigned held;
     const char *held_by;
     const char *held_refused;
+    /* Scratch of the forward-mode rules (tg__jvp_scratch): one block kept across passes and
+     * resets, grown when a rule needs more, so a warm tg_jvp allocates nothing */
+    void *jvp_scratch, *fwd_scratch; /* the rules' own; tg__forward_on's copy of a scratch */
+    size_t jvp_scratch_bytes, fwd_scratch_bytes;
     tg_tensor nil;   /* returned by every failing call */
 };
 
@@ -269,6 +278,10 @@ void tg__tape_hold(tg_tape *t, const char *by);
 void tg__tape_release(tg_tape *t);
 /* "tape_reset" or "tape_free" when one was refused under the current hold, else NULL. */
 const char *tg__tape_held_refused(const tg_tape *t);
+
+/* A call that one of the tape's own op callbacks made (busy_node set): refused, naming the
+ * op and `what`; returns the nil tensor. */
+tg_tensor *tg__fail_busy(tg_tape *t, const char *what);
 
 /* Record the first error on the tape (later ones are dropped) and return the nil tensor. The
  * one place where a tape's error is set: break here to catch any error. */
@@ -313,6 +326,29 @@ tg__grad_take_fresh(tg_tensor *x)
     return fresh;
 }
 bool tg__vjp_takes_fresh(const tg_op *op);
+
+/* ---- forward mode (tape.c) ---- */
+/* `bytes` of scratch for the JVP rule of the node running now (aligned for any element
+ * type, contents undefined), valid until the rule returns; NULL with the tape's error set
+ * (naming the node's op) when out of memory. One block per tape: a rule that needs several
+ * areas asks once for their sum. */
+void *tg__jvp_scratch(tg_node *nd, size_t bytes);
+/* The JVP of a linear op, J·ẋ = F(ẋ): nd's forward run on a copy of the node whose inputs'
+ * data are their tangents (zeros where NULL) and whose output is nd's tangent; its scratch
+ * is a private copy, so what the real forward saved is kept. For ops linear in every input
+ * (sum, transpose, slice, concat, ...). */
+tg_status tg__jvp_linear(tg_node *nd);
+/* nd's forward run with some inputs' data replaced (in_data[k] non-NULL) and the output
+ * written to out_data, on a copy of the node as above: the building block of the rules of
+ * bilinear ops (matmul, conv: ẏ = F(ȧ, b) + F(a, ḃ)). */
+tg_status tg__forward_on(tg_node *nd, const void *const *in_data, void *out_data);
+
+/* The JVP of an op whose inputs 0 .. n_factors-1 enter as a product (each linearly) and whose
+ * other inputs enter linearly and additively (a bias):
+ *     ẏ = Σ_k F(x_0, .., ẋ_k, .., x_{m-1}; 0) + F(0, x_1, ..; ḃ)
+ * (matmul, mul, conv: ẏ = F(ȧ, b) + F(a, ḃ)), each term a run of the forward (tg__forward_on),
+ * terms without a tangent skipped. */
+tg_status tg__jvp_multilinear(tg_node *nd, int n_factors);
 
 /* Convenience for shape rules: same shape as input 0. */
 tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);

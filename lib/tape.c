@@ -30,8 +30,8 @@ tg_tape_new(void)
 }
 
 /* A call that a callback of the tape's own op made (busy_node set): refused, naming the op. */
-static tg_tensor *
-fail_busy(tg_tape *t, const char *what)
+tg_tensor *
+tg__fail_busy(tg_tape *t, const char *what)
 {
     const tg_node *n = t->busy_node;
     return tg__fail(t, TG_ERR_ARG,
@@ -78,7 +78,7 @@ tg_tape_reset(tg_tape *t)
     if (!t)
         return;
     if (t->busy_node) { /* the caller's record or backward still uses this step's memory */
-        fail_busy(t, "tape_reset");
+        tg__fail_busy(t, "tape_reset");
         return;
     }
     if (t->held) {
@@ -117,7 +117,7 @@ tg_tape_free(tg_tape *t)
     if (!t)
         return;
     if (t->busy_node) { /* refused: the caller's record or backward is still running on it */
-        fail_busy(t, "tape_free");
+        tg__fail_busy(t, "tape_free");
         return;
     }
     if (t->held) {
@@ -127,6 +127,8 @@ tg_tape_free(tg_tape *t)
     tg__arena_release(&t->arena);
     headers_release(t);
     tg__free(t->nodes);
+    tg__free(t->jvp_scratch);
+    tg__free(t->fwd_scratch);
     tg__free(t);
 }
 
@@ -519,7 +521,7 @@ record(tg_tape *t, const tg_op *op, tg_tensor *const *in, int n_in, const struct
        void *ctx, bool zero_output, bool view)
 {
     if (t->busy_node)
-        return fail_busy(t, op->name);
+        return tg__fail_busy(t, op->name);
     tg_tensor *out = record_node(t, op, in, n_in, attr, ctx, zero_output, view);
     t->busy_node = NULL;
     return tg__handle(out);
@@ -932,7 +934,7 @@ tg_backward(tg_tape *t, tg_tensor *loss)
     if (!t)
         return TG_ERR_ARG;
     if (t->busy_node) {
-        fail_busy(t, "backward");
+        tg__fail_busy(t, "backward");
         return t->status;
     }
     if (t->status != TG_OK)
@@ -955,7 +957,7 @@ tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     if (!t)
         return TG_ERR_ARG;
     if (t->busy_node) {
-        fail_busy(t, "backward");
+        tg__fail_busy(t, "backward");
         return t->status;
     }
     if (t->status != TG_OK)

@@ -170,6 +170,13 @@ tg_tensor_grad(tg_tensor *x)
     return x && current(x) ? x->grad : NULL;
 }
 
+void *
+tg_tensor_tangent(const tg_tensor *x)
+{
+    x = tg__tensor(x);
+    return x && current(x) ? x->tangent : NULL;
+}
+
 static double
 element(const void *v, tg_dtype dt, size_t i)
 {

@@ -640,6 +640,123 @@ START_TEST(vjp_matches_central_differences)
 }
 END_TEST
 
+/*
+ * Forward mode. f = Σ R ⊙ op(x) is recorded once with inputs x_k and random directions u_k;
+ * tg_jvp gives ḟ = Σ_k ⟨∂f/∂x_k, u_k⟩, which is compared
+ *  - with central differences of f along u, (f(x + h·u) − f(x − h·u)) / 2h, in float64 at
+ *    FD_TOL (the same step, error budget and bar as the VJP check above: the direction has
+ *    norm O(√n) instead of 1, still O(1) for these small inputs);
+ *  - with ⟨∇f, u⟩ from tg_backward: the JVP and the VJP are written independently, and the two
+ *    bilinear forms agree to round-off. Each side is a sum of products; with S = Σ |∂f/∂x_ki ·
+ *    u_ki| the terms' magnitudes, both sides carry the roundings of the op's own rule (a few
+ *    dozen operations per element for these ops, softmax and norms included) times S, so
+ *    |ḟ − ⟨∇f, u⟩| ≤ 1000 ε S with ε = 2⁻⁵² bounds them with room: 2.2e-13 S. A rule off by a
+ *    sign, a factor or a transpose is off by O(S).
+ *  - and in float32, with the float64 tangent, to 1e-4 S: float32's ε = 6e-8 times the same
+ *    thousand roundings.
+ * The stop-gradient case is judged by the adjoint comparison alone (finite differences see
+ * through a detach, the JVP and the VJP both stop at it).
+ */
+struct jvp_run {
+    double fdot, adjoint, scale;
+    const char *error;
+};
+
+static double
+eval_along(const struct op_case *c, struct case_ctx *ctx, struct test_input *in, double **u,
+           double h)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *made[2];
+    for (int k = 0; k < c->n_in; k++) {
+        size_t n = dims_size(in[k].ndim, in[k].dims);
+        made[k] = tg_tensor_new(t, TG_F64, in[k].ndim, in[k].dims, NULL);
+        double *d = tg_tensor_data(made[k]);
+        for (size_t i = 0; i < n; i++)
+            d[i] = in[k].vals[i] + h * u[k][i];
+    }
+    double f = tg_tensor_item(case_graph(t, made, ctx));
+    ck_assert_msg(!tg_tape_error(t), "%s: %s", c->label, tg_tape_error(t));
+    tg_tape_free(t);
+    return f;
+}
+
+static struct jvp_run
+jvp_run(tg_dtype dt, const struct op_case *c, struct case_ctx *ctx, struct test_input *in,
+        double **u)
+{
+    struct jvp_run r = {0};
+    tg_tape *t = tg_tape_new();
+    tg_tensor *made[2], *dirs[2];
+    for (int k = 0; k < c->n_in; k++) {
+        size_t n = dims_size(in[k].ndim, in[k].dims);
+        made[k] = tg_tensor_new(t, dt, in[k].ndim, in[k].dims, NULL);
+        dirs[k] = tg_tensor_new(t, dt, in[k].ndim, in[k].dims, "u");
+        tg_tensor_write(made[k], in[k].vals, n);
+        tg_tensor_write(dirs[k], u[k], n);
+        tg_tensor_set_requires_grad(made[k], true);
+    }
+    tg_tensor *f = case_graph(t, made, ctx);
+    if (tg_jvp(t, c->n_in, made, dirs) != TG_OK || tg_backward(t, f) != TG_OK) {
+        r.error = strdup(tg_tape_error(t));
+        tg_tape_free(t);
+        return r;
+    }
+    const void *fd = tg_tensor_tangent(f);
+    r.fdot = !fd ? 0 : dt == TG_F32 ? *(const float *)fd : *(const double *)fd;
+    for (int k = 0; k < c->n_in; k++)
+        for (size_t i = 0; i < tg_tensor_size(made[k]); i++) {
+            double g = tg_tensor_grad_get(made[k], i), term = g * u[k][i];
+            r.adjoint += term;
+            r.scale += fabs(term);
+        }
+    tg_tape_free(t);
+    return r;
+}
+
+START_TEST(jvp_matches_central_differences)
+{
+    const struct op_case *c = &cases[_i];
+    for (uint64_t seed = 1; seed <= 5; seed++) {
+        tg_rng *rng = tg_rng_new(seed * 104729 + (uint64_t)_i);
+        struct test_input in[2];
+        make_inputs(c, rng, in);
+        struct case_ctx ctx = {c, NULL, case_output_size(c, in)};
+        ctx.weights = malloc(ctx.n_weights * sizeof(double));
+        fill_uniform(ctx.weights, ctx.n_weights, rng, -1, 1);
+        double *u[2];
+        for (int k = 0; k < c->n_in; k++) {
+            size_t n = dims_size(in[k].ndim, in[k].dims);
+            u[k] = malloc((n ? n : 1) * sizeof(double));
+            fill_uniform(u[k], n, rng, -1, 1);
+        }
+        struct jvp_run r64 = jvp_run(TG_F64, c, &ctx, in, u);
+        ck_assert_msg(!r64.error, "%s: %s", c->label, r64.error);
+        ck_assert_msg(fabs(r64.fdot - r64.adjoint) <= 1000 * 0x1p-52 * r64.scale,
+                      "%s (seed %llu): JVP %.17g, VJP %.17g: differ by %.3g of S = %.3g",
+                      c->label, (unsigned long long)seed, r64.fdot, r64.adjoint,
+                      fabs(r64.fdot - r64.adjoint) / r64.scale, r64.scale);
+        if (!c->stop_gradient) {
+            double fp = eval_along(c, &ctx, in, u, FD_STEP), fm = eval_along(c, &ctx, in, u, -FD_STEP);
+            double numeric = (fp - fm) / (2 * FD_STEP);
+            ck_assert_msg(fabs(r64.fdot - numeric) <=
+                              FD_TOL * fmax(1.0, fmax(fabs(r64.fdot), fabs(numeric))),
+                          "%s (seed %llu): JVP %.17g, central differences %.17g", c->label,
+                          (unsigned long long)seed, r64.fdot, numeric);
+        }
+        struct jvp_run r32 = jvp_run(TG_F32, c, &ctx, in, u);
+        ck_assert_msg(!r32.error, "%s: %s", c->label, r32.error);
+        ck_assert_msg(fabs(r32.fdot - r64.fdot) <= 1e-4 * fmax(r64.scale, 1e-30),
+                      "%s (seed %llu): float32 JVP %.9g, float64 %.17g (S = %.3g)", c->label,
+                      (unsigned long long)seed, r32.fdot, r64.fdot, r64.scale);
+        for (int k = 0; k < c->n_in; k++)
+            free(in[k].vals), free(u[k]);
+        free(ctx.weights);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
 /* d/dx Σ R ⊙ (detach(x) ⊙ x) = R ⊙ x exactly (the detached factor is a constant), where
  * differentiating through the detach would give 2 R ⊙ x. */
 START_TEST(detach_stops_gradient)
@@ -677,6 +794,8 @@ START_TEST(every_builtin_op_has_a_case)
             found = strncmp(cases[k].label, op->name, strlen(op->name)) == 0 &&
                     cases[k].label[strlen(op->name)] == ' ';
         ck_assert_msg(found, "op %s has no finite-difference case", op->name);
+        ck_assert_msg(op->jvp, "op %s has no JVP rule (tg_op.jvp): every built-in op has one",
+                      op->name);
     }
 }
 END_TEST
@@ -899,6 +1018,10 @@ ops_suite(void)
     TCase *tc = tcase_create("vjp vs finite differences");
     tcase_add_loop_test(tc, vjp_matches_central_differences, 0, N_CASES);
     tcase_add_test(tc, every_builtin_op_has_a_case);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("jvp vs finite differences and the vjp");
+    tcase_add_loop_test(tc, jvp_matches_central_differences, 0, N_CASES);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("float32 vs float64");

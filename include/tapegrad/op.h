@@ -10,6 +10,9 @@
  *     static const tg_op cube = { "cube", 1, cube_shape, cube_forward, cube_vjp, NULL };
  *     tg_tensor *y = tg_custom(tape, &cube, &x, 1, NULL);
  *
+ * A forward-mode rule is optional: add `.jvp = cube_jvp` (ẏ = 3x² ⊙ ẋ) to use the op under
+ * tg_jvp and the exact check (tg_gradcheck_options.exact).
+ *
  * Contract: forward writes every element of the output (its dtype is the inputs' dtype, its
  * shape what `shape` said). vjp *adds* into the gradient of each input whose gradient pointer
  * is not NULL (tg_tensor_grad()); the engine allocates and zeroes those buffers, so a VJP never
@@ -56,6 +59,14 @@ typedef struct tg_op {
                            * custom ops */
     const char *vjp_math; /**< the VJP of every input, e.g. "dx += dy ⊙ y" (optional) */
     const char *shapes;   /**< the shape rule (optional) */
+    /** Forward mode (tg_jvp): the output's tangent ẏ = Σ_k J_k·ẋ_k from the tangents ẋ_k of
+     * the inputs whose tangent is not NULL (tg_tensor_tangent(); NULL reads as zero). The
+     * output's tangent is zero-filled before the call, so a rule may add each input's term
+     * into it. NULL: the op has no forward mode, and tg_jvp through it fails naming the op.
+     * Same rules as vjp: no state kept except the node's scratch, which it may read (what
+     * the forward saved) but must not change. */
+    tg_status (*jvp)(tg_node *n);
+    const char *jvp_math; /**< the JVP, e.g. "ẏ = y ⊙ ẋ" (optional) */
 } tg_op;
 
 /** Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). Built-in
@@ -91,6 +102,7 @@ TG_API tg_node *tg_tape_node(const tg_tape *t, size_t i);
 /** The node that produced x, or NULL for inputs, constants, parameters and stale handles. */
 TG_API tg_node *tg_tensor_node(const tg_tensor *x);
 TG_API bool tg_tensor_is_param(const tg_tensor *x); /**< True for a parameter (tg_params). */
+
 /** True when x needs a gradient: a parameter, a tensor given tg_tensor_set_requires_grad, or
  * the output of an op with such an input. */
 TG_API bool tg_tensor_requires_grad(const tg_tensor *x);

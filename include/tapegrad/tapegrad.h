@@ -226,6 +226,10 @@ TG_API char *tg_tensor_shape_string(const tg_tensor *x, char *buf, size_t size);
 TG_API void *tg_tensor_data(tg_tensor *x);
 /** Gradient storage after tg_backward, same layout as the data; NULL if it has none. */
 TG_API void *tg_tensor_grad(tg_tensor *x);
+/** x's tangent in the latest tg_jvp pass over its tape (x's dtype and size), or NULL when it
+ * is zero: not seeded, no seed reaches it, or no pass has run. A JVP rule (tg_op.jvp) reads
+ * its inputs' tangents and writes its output's through this. */
+TG_API void *tg_tensor_tangent(const tg_tensor *x);
 /** Element i (flat, row-major) of the data, as a double; NaN when out of range. */
 TG_API double tg_tensor_get(const tg_tensor *x, size_t i);
 /** Element i (flat, row-major) of the gradient, as a double; NaN when out of range (or when
@@ -677,6 +681,25 @@ TG_API tg_status tg_backward(tg_tape *t, tg_tensor *loss);
 /** Same, seeding d(out) with `seed` (same shape as out) for outputs of any shape. The seed is
  * not copied: until the next pass, tg_tensor_grad(out) is the seed's own data. */
 TG_API tg_status tg_backward_seeded(tg_tape *t, tg_tensor *out, tg_tensor *seed);
+/** @} */
+
+/* --------------------------------------------------------------------------------------- */
+/** @name Forward mode
+ * @{ */
+/**
+ * @brief Forward mode over a recorded tape: pushes the tangents ẋ_i of n leaves (inputs or
+ * parameters) through every node in tape order, ẏ = Σ_k J_k·ẋ_k, with each op's own JVP rule.
+ *
+ * tangents[i] has inputs[i]'s dtype and shape; its data is read, not copied, during the pass.
+ * Afterwards tg_tensor_tangent(y) of any tape tensor is J·ẋ (NULL where no seed reaches, which
+ * means zero), until the next pass or reset; a parameter's tangent reads NULL after the pass.
+ * Leaves not seeded have zero tangent. Call it after the forward (backward may run before or
+ * after: neither touches the other's buffers). A pass reuses the buffers of the pass before
+ * it, so a repeated pass on the same recording, or on the same step recorded again after a
+ * reset, allocates nothing. Fails, naming the op and node, at an op without a JVP rule (a
+ * custom op with no tg_op.jvp) that a seed reaches.
+ */
+TG_API tg_status tg_jvp(tg_tape *t, int n, tg_tensor *const *inputs, tg_tensor *const *tangents);
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */

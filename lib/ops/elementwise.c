@@ -557,6 +557,8 @@ record_binary(tg_tape *t, const tg_op *op, tg_tensor *a, tg_tensor *b)
 /*
  * add:  y = a + b        ∂y/∂a = 1, ∂y/∂b = 1
  *   VJP: da += Σ_broadcast dy,  db += Σ_broadcast dy
+ *   JVP: ẏ = ȧ + ḃ (each repeated as in the forward): add is linear, so its JVP is its
+ *   forward run on the tangents (tg__jvp_linear)
  */
 EW_RULE(add, a + b, D_ONE, D_ONE)
 
@@ -580,6 +582,8 @@ const tg_op tg__op_add = {
     .shape = broadcast_shape,
     .forward = add_forward,
     .vjp = add_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = ȧ + ḃ (broadcast)",
     .scratch_size = ew_scratch,
     .math = "y = a + b",
     .vjp_math = "da += Σ_broadcast dy;  db += Σ_broadcast dy",
@@ -595,6 +599,7 @@ tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b)
 /*
  * sub:  y = a - b        ∂y/∂a = 1, ∂y/∂b = -1
  *   VJP: da += Σ_broadcast dy,  db -= Σ_broadcast dy
+ *   JVP: ẏ = ȧ - ḃ (linear: the forward on the tangents)
  */
 EW_RULE(sub, a - b, D_ONE, D_NEG)
 
@@ -618,6 +623,8 @@ const tg_op tg__op_sub = {
     .shape = broadcast_shape,
     .forward = sub_forward,
     .vjp = sub_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = ȧ - ḃ (broadcast)",
     .scratch_size = ew_scratch,
     .math = "y = a - b",
     .vjp_math = "da += Σ_broadcast dy;  db -= Σ_broadcast dy",
@@ -634,6 +641,7 @@ tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b)
  * mul:  y = a ⊙ b        ∂y/∂a = b, ∂y/∂b = a
  *   VJP: da += Σ_broadcast dy ⊙ b,  db += Σ_broadcast dy ⊙ a
  *   (x ⊙ x gets both terms: 2x dy, through fan-out accumulation)
+ *   JVP: ẏ = ȧ ⊙ b + a ⊙ ḃ, the forward run twice (tg__jvp_multilinear)
  */
 EW_RULE(mul, a * b, D_OTHER, D_OTHER)
 
@@ -651,12 +659,20 @@ mul_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+mul_jvp(tg_node *nd)
+{
+    return tg__jvp_multilinear(nd, 2);
+}
+
 const tg_op tg__op_mul = {
     .name = "mul",
     .n_inputs = 2,
     .shape = broadcast_shape,
     .forward = mul_forward,
     .vjp = mul_vjp,
+    .jvp = mul_jvp,
+    .jvp_math = "ẏ = ȧ ⊙ b + a ⊙ ḃ (broadcast)",
     .scratch_size = ew_scratch,
     .math = "y = a ⊙ b",
     .vjp_math = "da += Σ_broadcast dy ⊙ b;  db += Σ_broadcast dy ⊙ a",
@@ -672,6 +688,7 @@ tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b)
 /*
  * scale:  y = c x        (c a constant)
  *   VJP: dx += c dy
+ *   JVP: ẏ = c ẋ (linear: the forward on the tangent)
  *   Flat loops in chunks of TG__GRAIN (elementwise: the same for any thread count).
  */
 #define SCALE_KERNELS(T, SFX)                                                                      \
@@ -735,6 +752,8 @@ const tg_op tg__op_scale = {
     .shape = tg__shape_same,
     .forward = scale_forward,
     .vjp = scale_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = c ẋ",
     .math = "y = c x (c constant)",
     .vjp_math = "dx += c dy",
     .shapes = "x → the same",

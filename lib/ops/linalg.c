@@ -19,6 +19,9 @@
  *     trans_b:  dB = (dB')ᵀ = dCᵀ · op(A)    (n x k)
  *   This is the note's step 3, dW = dZ·Aᵀ, and step 5, dA = Wᵀ·dZ, for W·A; the kernel
  *   reads the transposes in place, nothing is materialized.
+ *
+ *   JVP (product rule): Ċ = op(Ȧ) · op(B) + op(A) · op(Ḃ), two products accumulated into the
+ *   zeroed tangent (beta = 1), one per input that has a tangent.
  */
 struct mm_dims {
     size_t m, n, k, lda, ldb;
@@ -121,12 +124,29 @@ matmul_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+matmul_jvp(tg_node *nd)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    struct mm_dims d = mm_dims(nd);
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    if (a->tangent)
+        gemm_acc(nd->out->dtype, ta, tb, d.m, d.n, d.k, a->tangent, d.lda, b->data, d.ldb,
+                 nd->out->tangent, d.n);
+    if (b->tangent)
+        gemm_acc(nd->out->dtype, ta, tb, d.m, d.n, d.k, a->data, d.lda, b->tangent, d.ldb,
+                 nd->out->tangent, d.n);
+    return TG_OK;
+}
+
 const tg_op tg__op_matmul = {
     .name = "matmul",
     .n_inputs = 2,
     .shape = matmul_shape,
     .forward = matmul_forward,
     .vjp = matmul_vjp,
+    .jvp = matmul_jvp,
+    .jvp_math = "Ċ = op(Ȧ) · op(B) + op(A) · op(Ḃ)",
     .math = "C = op(A) · op(B), op(X) = X or Xᵀ",
     .vjp_math = "dA += dC · op(B)ᵀ (or op(B) · dCᵀ if trans_a);  dB += op(A)ᵀ · dC (or dCᵀ · op(A) if trans_b)",
     .shapes = "(m x k) · (k x n) → (m x n), 2-D",
@@ -152,6 +172,7 @@ tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b)
  * transpose:  Y = Xᵀ                   X (m x n) -> Y (n x m)
  *
  *   Y_ji = X_ij, so dX_ij += dY_ji:  dX += dYᵀ
+ *   JVP: Ẏ = Ẋᵀ (linear: the forward on the tangent)
  */
 static tg_status
 transpose_shape(tg_node *nd, int *ndim, int64_t *dims)
@@ -207,6 +228,8 @@ const tg_op tg__op_transpose = {
     .shape = transpose_shape,
     .forward = transpose_forward,
     .vjp = transpose_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "Ẏ = Ẋᵀ",
     .math = "Y = Xᵀ",
     .vjp_math = "dX += dYᵀ",
     .shapes = "(m x n) → (n x m)",
@@ -229,6 +252,8 @@ tg_transpose(tg_tape *t, tg_tensor *x)
  *     dB[β_B] += op(A)ᵀ · dC[β]   (or dC[β]ᵀ · op(A) when trans_b),
  *   summed over the batches β that share a broadcast operand, in batch order. Every product
  *   runs on the GEMM kernels with the transposes read in place.
+ *   JVP: Ċ[β] = op(Ȧ[β]) · op(B[β]) + op(A[β]) · op(Ḃ[β]), the forward run once per input
+ *   with a tangent (tg__jvp_multilinear)
  */
 struct bmm_plan {
     struct mm_dims d;
@@ -353,12 +378,20 @@ bmm_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+bmm_jvp(tg_node *nd)
+{
+    return tg__jvp_multilinear(nd, 2);
+}
+
 const tg_op tg__op_bmm = {
     .name = "bmm",
     .n_inputs = 2,
     .shape = bmm_shape,
     .forward = bmm_forward,
     .vjp = bmm_vjp,
+    .jvp = bmm_jvp,
+    .jvp_math = "Ċ[β] = op(Ȧ[β]) op(B[β]) + op(A[β]) op(Ḃ[β])",
     .math = "C[β] = op(A[β]) · op(B[β]) over the last two axes, batch axes broadcast",
     .vjp_math = "dA[β] += dC[β] op(B)ᵀ (transposed back if trans_a);  dB[β] += op(A)ᵀ dC[β]",
     .shapes = "(…, m, k) · (…, k, n) → (broadcast …, m, n)",

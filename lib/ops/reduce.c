@@ -333,6 +333,7 @@ reduce_vjp(tg_node *nd, bool mean)
 /*
  * sum:  y = Σ_k x_k        (k over the reduced axes)
  *   ∂y/∂x_k = 1:  VJP dx += dy, broadcast back over the reduced axes
+ *   JVP: ẏ = Σ_k ẋ_k (linear: the forward on the tangent)
  */
 static tg_status
 sum_forward(tg_node *nd)
@@ -354,6 +355,8 @@ const tg_op tg__op_sum = {
     .shape = reduce_shape,
     .forward = sum_forward,
     .vjp = sum_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = Σ_k ẋ_k",
     .scratch_size = reduce_scratch,
     .math = "y = Σ_k x_k over the reduced axes",
     .vjp_math = "dx += dy broadcast back over the reduced axes",
@@ -363,6 +366,7 @@ const tg_op tg__op_sum = {
 /*
  * mean:  y = (1/N) Σ_k x_k      (N the number of reduced elements)
  *   VJP: dx += dy / N
+ *   JVP: ẏ = (1/N) Σ_k ẋ_k (linear: the forward on the tangent)
  */
 static tg_status
 mean_forward(tg_node *nd)
@@ -384,6 +388,8 @@ const tg_op tg__op_mean = {
     .shape = reduce_shape,
     .forward = mean_forward,
     .vjp = mean_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = (1/N) Σ_k ẋ_k",
     .scratch_size = reduce_scratch,
     .math = "y = (1/N) Σ_k x_k, N the reduced count",
     .vjp_math = "dx += dy / N broadcast back",

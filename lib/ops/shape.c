@@ -123,6 +123,7 @@ view_forward(tg_node *nd)
 /*
  * reshape:  y = x with shape dims (same element count, same row-major order)
  *   VJP: dx += dy (element for element)
+ *   JVP: ẏ = ẋ (viewed with the new shape)
  *   A view: y's data is x's, nothing is copied. Shape in attr.v[0], rank in attr.axis.
  */
 static tg_status
@@ -146,6 +147,8 @@ const tg_op tg__op_reshape = {
     .shape = reshape_shape,
     .forward = view_forward,
     .vjp = reshape_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = ẋ with the new shape",
     .math = "y = x viewed with a new shape (no copy)",
     .vjp_math = "dx += dy",
     .shapes = "x → dims with the same count; one dim may be -1",
@@ -196,6 +199,7 @@ tg_reshape(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims)
 /*
  * detach:  y = x, with no gradient path (stop-gradient)
  *   VJP: none (∂y/∂x is taken as 0: y is a constant to everything downstream)
+ *   JVP: ẏ = 0 (the same constant: forward mode stops here too)
  *   A view of x's data; y does not require a gradient.
  */
 static tg_status
@@ -205,11 +209,20 @@ detach_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+detach_jvp(tg_node *nd)
+{
+    (void)nd; /* the output's tangent stays zero */
+    return TG_OK;
+}
+
 const tg_op tg__op_detach = {
     .name = "detach",
     .n_inputs = 1,
     .forward = view_forward,
     .vjp = detach_vjp,
+    .jvp = detach_jvp,
+    .jvp_math = "ẏ = 0",
     .math = "y = x, a constant to everything after it",
     .vjp_math = "none (dx gets nothing)",
     .shapes = "x → the same (a view)",
@@ -229,6 +242,7 @@ tg_detach(tg_tape *t, tg_tensor *x)
  * permute:  y[c_0, …, c_{n-1}] = x[c at the positions perm says]:  y's axis k is x's axis
  *           perm[k] (attr.v[0])
  *   VJP: dx[permuted back] += dy (the inverse permutation, as a scatter through the same walk)
+ *   JVP: ẏ = permute(ẋ) (linear: the forward on the tangent)
  */
 static struct walk
 permute_walk(const tg_node *nd)
@@ -274,6 +288,8 @@ const tg_op tg__op_permute = {
     .shape = permute_shape,
     .forward = permute_forward,
     .vjp = permute_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = permute(ẋ)",
     .math = "y's axis k = x's axis perm[k]",
     .vjp_math = "dx += dy permuted back (inverse permutation)",
     .shapes = "x (d_0 … d_n-1) → (d_perm[0] … d_perm[n-1])",
@@ -308,6 +324,7 @@ tg_permute(tg_tape *t, tg_tensor *x, const int *perm)
 /*
  * expand (broadcast_to):  y = x repeated along its size-1 axes (and new leading axes) to dims
  *   VJP: dx += Σ over the repeated axes of dy (the broadcast operand's rule)
+ *   JVP: ẏ = expand(ẋ) (linear: the forward on the tangent)
  */
 static struct walk
 expand_walk(const tg_node *nd)
@@ -353,6 +370,8 @@ const tg_op tg__op_expand = {
     .shape = expand_shape,
     .forward = expand_forward,
     .vjp = expand_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = expand(ẋ)",
     .math = "y = x repeated along its size-1 (and new leading) axes",
     .vjp_math = "dx += Σ over the repeated axes of dy",
     .shapes = "x → dims, aligned from the last axis, each size of x equal or 1",
@@ -390,6 +409,7 @@ tg_expand(tg_tape *t, tg_tensor *x, int ndim, const int64_t *dims)
  * slice:  y[c] = x[start + c ⊙ step]   per axis (attr.v[0] start, v[1] stop, v[2] step,
  *         normalized: 0 <= start <= stop <= size, step >= 1)
  *   VJP: dx[start + c ⊙ step] += dy[c]; the other elements of x get nothing
+ *   JVP: ẏ = ẋ[start : stop : step] (linear: the forward on the tangent)
  */
 static struct walk
 slice_walk(const tg_node *nd)
@@ -438,6 +458,8 @@ const tg_op tg__op_slice = {
     .shape = slice_shape,
     .forward = slice_forward,
     .vjp = slice_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = ẋ[start:stop:step]",
     .math = "y[c] = x[start + c·step] per axis",
     .vjp_math = "dx[start + c·step] += dy[c]",
     .shapes = "axis k: ⌈(stop - start) / step⌉",
@@ -481,6 +503,8 @@ tg_slice(tg_tape *t, tg_tensor *x, const int64_t *start, const int64_t *stop,
  * pad:  y = x placed at offset `before` in a tensor of `value`, per axis (attr.v[0] before,
  *       v[1] after, scale the value)
  *   VJP: dx[c] += dy[before + c]; the padding is constant and sends nothing back
+ *   JVP: ẏ = pad(ẋ) with zeros: the forward on the tangent with the value 0 (the constant
+ *   has no tangent)
  */
 static struct walk
 pad_walk(const tg_node *nd) /* over x, into y */
@@ -533,12 +557,22 @@ pad_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+pad_jvp(tg_node *nd)
+{
+    tg_node zero_value = *nd;
+    zero_value.attr.scale = 0;
+    return tg__jvp_linear(&zero_value);
+}
+
 const tg_op tg__op_pad = {
     .name = "pad",
     .n_inputs = 1,
     .shape = pad_shape,
     .forward = pad_forward,
     .vjp = pad_vjp,
+    .jvp = pad_jvp,
+    .jvp_math = "ẏ = pad(ẋ) with 0",
     .math = "y = x surrounded by a constant, before[k]/after[k] per axis",
     .vjp_math = "dx[c] += dy[before + c]",
     .shapes = "axis k: before[k] + d_k + after[k]",
@@ -571,6 +605,8 @@ tg_pad(tg_tape *t, tg_tensor *x, const int64_t *before, const int64_t *after, do
  * concat:  y = [x_0, x_1, …, x_{n-1}] along axis (attr.axis): x_j occupies the positions
  *          off_j … off_j + d_j - 1 of that axis, off_j = Σ_{i<j} d_i
  *   VJP: dx_j += dy at x_j's positions
+ *   JVP: ẏ = the join of the ẋ_j (linear: the forward on the tangents, zeros for inputs
+ *   without one)
  * stack:   the same with a new axis of size 1 inserted in every x_j at `axis` first (so
  *          stack = concat of the reshaped inputs); n inputs of one shape.
  * Seen as (outer x run): each input contributes one contiguous run of d_j · inner elements
@@ -655,6 +691,8 @@ const tg_op tg__op_concat = {
     .shape = concat_shape,
     .forward = join_forward,
     .vjp = join_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = the join of the ẋ_j",
     .math = "y = [x_0, …, x_n-1] along axis",
     .vjp_math = "dx_j += dy at x_j's positions",
     .shapes = "n inputs (1 … 64) equal but along axis → the sum of their sizes there",
@@ -666,6 +704,8 @@ const tg_op tg__op_stack = {
     .shape = stack_shape,
     .forward = join_forward,
     .vjp = join_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = the join of the ẋ_j",
     .math = "y[…, j, …] = x_j along a new axis",
     .vjp_math = "dx_j += dy[…, j, …]",
     .shapes = "n inputs (1 … 64) of one shape → a new axis of size n at axis",
@@ -746,6 +786,7 @@ tg_stack(tg_tape *t, tg_tensor *const *xs, int n, int axis)
  *                index in attr.index, n = attr.n_index entries, each in [0, d))
  *   VJP: dx[o, index[j], i] += dy[o, j, i]: a scatter-add, so an index that appears k times
  *   receives the sum of its k gradients (an embedding row used by k tokens).
+ *   JVP: ẏ[o, j, i] = ẋ[o, index[j], i] (linear: the forward on the tangent)
  */
 struct isel {
     size_t outer, d, inner;
@@ -815,6 +856,8 @@ const tg_op tg__op_index_select = {
     .shape = index_select_shape,
     .forward = index_select_forward,
     .vjp = index_select_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ = ẋ[…, index, …]",
     .math = "y[…, j, …] = x[…, index[j], …] along axis",
     .vjp_math = "dx[…, index[j], …] += dy[…, j, …] (scatter-add: repeats accumulate)",
     .shapes = "axis: d → n = the number of indices",
@@ -864,6 +907,7 @@ tg_index_select(tg_tape *t, tg_tensor *x, int axis, const int64_t *index, size_t
  * gather (torch.gather):  y[c] = x[c with its axis coordinate replaced by index[c]]
  *   index has y's shape (attr.v[0]), the rank of x, and sizes <= x's off the axis.
  *   VJP: dx[c with index[c] on the axis] += dy[c]  (scatter-add; repeats accumulate)
+ *   JVP: ẏ[c] = ẋ[c with index[c] on the axis] (linear: the forward on the tangent)
  */
 static struct walk
 gather_walk(const tg_node *nd)
@@ -931,6 +975,8 @@ const tg_op tg__op_gather = {
     .shape = gather_shape,
     .forward = gather_forward,
     .vjp = gather_vjp,
+    .jvp = tg__jvp_linear,
+    .jvp_math = "ẏ[c] = ẋ[c, index[c] on the axis]",
     .math = "y[c] = x[c with c_axis = index[c]] (torch.gather)",
     .vjp_math = "dx[c with c_axis = index[c]] += dy[c] (scatter-add)",
     .shapes = "index's shape (x's rank, sizes <= x's off the axis) → y",

@@ -95,6 +95,20 @@ tg__unary_forward(tg_node *nd, const struct tg__unary_rule *rule)
     return TG_OK;
 }
 
+/* ẏ = g'(x) ⊙ ẋ: the VJP's kernel, dz = dy ⊙ g', with ẋ in place of dy, written straight
+ * into the output's tangent (the same chunks, so any thread count gives the same bits). */
+tg_status
+tg__unary_jvp(tg_node *nd, const struct tg__unary_rule *rule)
+{
+    if (!nd->in[0]->tangent)
+        return TG_OK;
+    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .beta = nd->attr.scale2, .dt = nd->out->dtype,
+                        .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->in[0]->tangent,
+                        .dx = nd->out->tangent, .assign = true};
+    tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_vjp_chunk, &j);
+    return TG_OK;
+}
+
 tg_status
 tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *rule)
 {

@@ -42,6 +42,9 @@ const struct tg__unary_rule *tg__act_rule(tg_activation act, double *alpha);
 /* The forward and VJP of node nd with rule r (alpha, beta from nd->attr). */
 tg_status tg__unary_forward(tg_node *nd, const struct tg__unary_rule *r);
 tg_status tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *r);
+/* Forward mode: ẏ = g'(x) ⊙ ẋ, the same g' as the VJP (written once per op: the exact check
+ * of such an op tests the loops, the central-difference check of its JVP tests g'). */
+tg_status tg__unary_jvp(tg_node *nd, const struct tg__unary_rule *r);
 
 #define TG__UNARY_LOOPS(op, NAME, T, SFX)                                                          \
     TG__VEC_CLONES static void op##_fwd_##SFX(T alpha, T beta, const T *restrict x,                \
@@ -75,6 +78,10 @@ tg_status tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *r);
     {                                                                                              \
         return tg__unary_vjp(nd, &op##_rule);                                                      \
     }                                                                                              \
+    static tg_status op##_jvp(tg_node *nd)                                                         \
+    {                                                                                              \
+        return tg__unary_jvp(nd, &op##_rule);                                                      \
+    }                                                                                              \
     const tg_op tg__op_##op = {                                                                    \
         .name = #op,                                                                               \
         .n_inputs = 1,                                                                             \
@@ -84,6 +91,8 @@ tg_status tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *r);
         .math = MATH,                                                                              \
         .vjp_math = VJP,                                                                           \
         .shapes = "x any shape → y the same",                                                      \
+        .jvp = op##_jvp,                                                                           \
+        .jvp_math = "ẏ = g'(x) ⊙ ẋ, g' as in the VJP",                                           \
     };
 
 #define UNARY_OP(op, NAME, needs_x_, MATH, VJP)                                                    \
