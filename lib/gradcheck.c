@@ -35,6 +35,7 @@ tg_gradcheck_defaults(void)
         .atol_f32 = 1e-3,
         .rtol_f32 = 1e-2,
         .promote_custom = false,
+        .exact = false,
     };
     return o;
 }
@@ -1211,6 +1212,7 @@ struct solo {
     tg_tape *tape;
     tg_node *node;
     tg_tensor *seed; /* output-shaped: the v of a VJP */
+    tg_tensor *tangent[TG_MAX_INPUTS]; /* input-shaped: the u of a JVP */
     tg_dtype dt;
 };
 
@@ -1245,8 +1247,12 @@ solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t siz
     tg_tensor *out = tg_tape_status(s->tape) == TG_OK
                          ? tg__tensor(tg__record(s->tape, n->op, in, n->n_in, &attr, n->ctx))
                          : &s->tape->nil;
-    if (out->kind != TG__KIND_NIL)
+    if (out->kind != TG__KIND_NIL) {
         s->seed = tg__tensor(tg_tensor_new(s->tape, dt, out->ndim, out->dims, NULL));
+        for (int k = 0; k < n->n_in; k++)
+            s->tangent[k] =
+                tg__tensor(tg_tensor_new(s->tape, dt, in[k]->ndim, in[k]->dims, NULL));
+    }
     if (tg_tape_status(s->tape) != TG_OK) {
         put(msg, size, "re-running the node alone in %s failed: %s", tg_dtype_name(dt),
             tg_tape_error(s->tape));
@@ -1268,6 +1274,7 @@ struct node_check {
     bool check[TG_MAX_INPUTS];
     tg_gradcheck_node *res;
     size_t fails, kinks;
+    bool jvp_worst; /* the worst so far was the JVP's */
     double worst;  /* largest error / tolerance so far */
     double jworst; /* the same over Jacobian entries */
 };
@@ -1295,6 +1302,30 @@ nc_vjp(struct node_check *c)
     return TG_OK;
 }
 
+/* ⟨w, J_k·u⟩ and Σ |w_i (J_k·u)_i| on solo s, at its inputs' current values: u (rounded to
+ * s's dtype) is input k's tangent, the other inputs have none. */
+static tg_status
+nc_jvp(struct node_check *c, struct solo *s, int k, const double *u, const double *w,
+       double *dot, double *abs_sum)
+{
+    tg_tensor *x = s->node->in[k], *dx = s->tangent[k];
+    for (size_t i = 0; i < x->size; i++)
+        store(dx->data, s->dt, i, u[i]);
+    if (tg_jvp(s->tape, 1, &x, &dx) != TG_OK) {
+        put(c->res->message, sizeof c->res->message, "the JVP failed when run alone: %s",
+            tg_tape_error(s->tape));
+        return tg_tape_status(s->tape);
+    }
+    const void *y = s->node->out->tangent;
+    *dot = *abs_sum = 0;
+    for (size_t i = 0; y && i < c->out_n; i++) {
+        double t = w[i] * load(y, s->dt, i);
+        *dot += t;
+        *abs_sum += fabs(t);
+    }
+    return TG_OK;
+}
+
 /* Runs the forward with input k set to xk (already rounded), output into F. */
 static tg_status
 nc_forward(struct node_check *c, int k, const double *xk, double *F)
@@ -1316,10 +1347,10 @@ nc_forward(struct node_check *c, int k, const double *xk, double *F)
     return TG_OK;
 }
 
-/* Records a disagreement (or a kink) of one comparison. */
+/* Records a disagreement (or a kink) of one comparison (of the JVP's when jvp). */
 static void
-nc_judge(struct node_check *c, int k, double diff, double tol, bool kink, double abs_err,
-         double rel)
+nc_judge_rule(struct node_check *c, int k, double diff, double tol, bool kink, double abs_err,
+              double rel, bool jvp)
 {
     double bad = isnan(diff) ? INFINITY : tol > 0 ? diff / tol : diff > 0 ? INFINITY : 0;
     if (bad > 1 && kink) {
@@ -1333,7 +1364,15 @@ nc_judge(struct node_check *c, int k, double diff, double tol, bool kink, double
     if (bad > c->worst) {
         c->worst = bad;
         c->res->worst_input = k;
+        c->jvp_worst = jvp;
     }
+}
+
+static void
+nc_judge(struct node_check *c, int k, double diff, double tol, bool kink, double abs_err,
+         double rel)
+{
+    nc_judge_rule(c, k, diff, tol, kink, abs_err, rel, false);
 }
 
 /* Adjoint test for input k: ⟨v, F(x + h·u) − F(x − h·u)⟩ against ⟨VJP_k(v), Δx⟩. */
@@ -1382,6 +1421,67 @@ nc_adjoint(struct node_check *c, int k, int probes)
         bool kink = is_kink(ana / (2 * h), num_m / h, num_p / h, tol / (2 * h));
         nc_judge(c, k, diff, tol, kink, diff / (2 * h),
                  S > 0 ? diff / S : (diff > 0 ? INFINITY : 0));
+        /* The same differences judge the JVP: ⟨v, F(x + h·u) − F(x − h·u)⟩ against
+         * ⟨v, J_k·Δx⟩, Δx = (x + h·u) − (x − h·u) as rounded, at x (restored above). */
+        if (c->orig->op->jvp) {
+            for (size_t i = 0; i < n; i++)
+                c->xp[i] -= c->xm[i]; /* Δx: xp is rewritten by the next probe */
+            double jvp, s_jvp;
+            if ((st = nc_jvp(c, c->sf, k, c->xp, c->v, &jvp, &s_jvp)) != TG_OK)
+                return st;
+            double Sj = (s_num + s_jvp) / 2, dj = fabs(num - jvp);
+            double tolj = 2 * h * c->atol + c->rtol * Sj;
+            bool kinkj = is_kink(jvp / (2 * h), num_m / h, num_p / h, tolj / (2 * h));
+            nc_judge_rule(c, k, dj, tolj, kinkj, dj / (2 * h),
+                          Sj > 0 ? dj / Sj : (dj > 0 ? INFINITY : 0), true);
+        }
+    }
+    return TG_OK;
+}
+
+/* γ_N = N·ε / (1 − N·ε): the relative error bound of a sum of N rounded terms (Higham). */
+static double
+gamma_n(tg_dtype dt, double n)
+{
+    double u = dt == TG_F32 ? 0x1p-24 : 0x1p-53, nu = n * u;
+    return nu < 1 ? nu / (1 - nu) : INFINITY;
+}
+
+/* Exact test for input k: ⟨v, J_k·u⟩ (the JVP) against ⟨J_kᵀ·v, u⟩ (the VJP), in the node's
+ * dtype, no differences. Bound: each side is a dot product of out (or in) terms computed from
+ * a rule's outputs, and each rule output carries the rule's own round-off relative to its
+ * terms; 2·γ_N·(S_a + S_b), N = out + in + 64, covers both dot products and up to 64
+ * roundings per rule output (see tg_gradcheck_options.exact). */
+static tg_status
+nc_exact(struct node_check *c, int k, int probes)
+{
+    struct solo *s = c->sv;
+    size_t n = c->orig->in[k]->size;
+    double N = (double)c->out_n + (double)n + 64;
+    for (int p = 0; p < probes; p++) {
+        for (size_t i = 0; i < c->out_n; i++)
+            c->v[i] = tg_rng_normal(c->rng);
+        tg_status st = nc_vjp(c);
+        if (st != TG_OK)
+            return st;
+        /* probe 0 along the VJP itself: ⟨VJP(v), u⟩ is then a sum of squares (see nc_adjoint) */
+        double ss = 0;
+        for (size_t i = 0; i < n; i++)
+            ss += c->g[k][i] * c->g[k][i];
+        double rms = sqrt(ss / (double)(n ? n : 1));
+        for (size_t i = 0; i < n; i++)
+            c->u[i] = round_to(s->dt, p == 0 && rms > 0 && isfinite(rms) ? c->g[k][i] / rms
+                                                                         : tg_rng_normal(c->rng));
+        double jvp, s_jvp, vjp = 0, s_vjp = 0;
+        if ((st = nc_jvp(c, s, k, c->u, c->v, &jvp, &s_jvp)) != TG_OK)
+            return st;
+        for (size_t i = 0; i < n; i++) {
+            vjp += c->g[k][i] * c->u[i];
+            s_vjp += fabs(c->g[k][i] * c->u[i]);
+        }
+        double S = s_jvp + s_vjp, diff = fabs(jvp - vjp);
+        double tol = 2 * gamma_n(s->dt, N) * S;
+        nc_judge(c, k, diff, tol, false, diff, S > 0 ? diff / S : (diff > 0 ? INFINITY : 0));
     }
     return TG_OK;
 }
@@ -1460,9 +1560,12 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
     res->dtype = dt;
     res->fd_dtype = fdt;
     res->worst_input = -1;
-    c.h = res->eps = fdt == TG_F64 ? o->eps : o->eps_f32;
-    c.atol = res->atol = fdt == TG_F64 ? o->atol : o->atol_f32;
-    c.rtol = res->rtol = fdt == TG_F64 ? o->rtol : o->rtol_f32;
+    if (o->exact) /* no differences: everything runs in the node's own dtype */
+        fdt = res->fd_dtype = dt;
+    res->exact = o->exact;
+    c.h = res->eps = o->exact ? 0 : fdt == TG_F64 ? o->eps : o->eps_f32;
+    c.atol = res->atol = o->exact ? 0 : fdt == TG_F64 ? o->atol : o->atol_f32;
+    c.rtol = res->rtol = o->exact ? 0 : fdt == TG_F64 ? o->rtol : o->rtol_f32;
 
     bool any = false;
     size_t in_total = 0;
@@ -1481,6 +1584,14 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
     if (!any) {
         res->verdict = TG_NODE_SKIPPED;
         put(res->message, sizeof res->message, "no input requires a gradient");
+        return TG_OK;
+    }
+    if (o->exact && !n->op->jvp) {
+        res->verdict = TG_NODE_ERROR;
+        put(res->message, sizeof res->message,
+            "op %s has no JVP rule (tg_op.jvp), which the exact check compares the VJP with; "
+            "check it with finite differences (exact = false)",
+            tg__escaped_text(n->op->name).s);
         return TG_OK;
     }
     if (solo_record(sv, n, dt, res->message, sizeof res->message) != TG_OK ||
@@ -1515,8 +1626,8 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
             c.f0[i] = load(c.sf->node->out->data, fdt, i);
         for (int k = 0; k < n->n_in && st == TG_OK; k++)
             if (c.check[k])
-                st = nc_adjoint(&c, k, o->probes);
-        res->full_jacobian = o->jacobian_max > 0 && c.out_n > 0 && in_total > 0 &&
+                st = o->exact ? nc_exact(&c, k, o->probes) : nc_adjoint(&c, k, o->probes);
+        res->full_jacobian = !o->exact && o->jacobian_max > 0 && c.out_n > 0 && in_total > 0 &&
                              c.out_n <= o->jacobian_max / in_total;
         for (int k = 0; k < n->n_in && st == TG_OK && res->full_jacobian; k++)
             if (c.check[k])
@@ -1533,12 +1644,15 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
         return st == TG_ERR_NOMEM ? st : TG_OK;
     }
     res->verdict = c.fails ? TG_NODE_FAIL : c.kinks ? TG_NODE_KINK : TG_NODE_PASS;
+    res->jvp_failed = res->verdict == TG_NODE_FAIL && c.jvp_worst;
     if (res->verdict == TG_NODE_FAIL) {
         int k = res->worst_input;
         size_t used = (size_t)snprintf(
-            res->message, sizeof res->message,
-            "VJP disagrees with the forward for input %d (%s %s): error %.3g (relative %.3g)", k,
-            tg__name_text(n->in[k]).s, tg__shape_text(n->in[k]).s, res->max_abs_err,
+            res->message, sizeof res->message, "%s for input %d (%s %s): error %.3g (relative %.3g)",
+            o->exact ? "VJP and JVP disagree (⟨v, J·u⟩ ≠ ⟨Jᵀ·v, u⟩)"
+            : c.jvp_worst ? "JVP disagrees with the forward"
+                          : "VJP disagrees with the forward",
+            k, tg__name_text(n->in[k]).s, tg__shape_text(n->in[k]).s, res->max_abs_err,
             res->max_rel_err);
         if (res->full_jacobian && used < sizeof res->message)
             snprintf(res->message + used, sizeof res->message - used,
@@ -1707,10 +1821,21 @@ tg_nodecheck_report_print(const tg_nodecheck_report *rep, FILE *out, bool verbos
             fprintf(out, "    skipped: %s\n", n->message);
             continue;
         }
+        if (n->exact) {
+            fprintf(out,
+                    "    %s: exact check, VJP against JVP in %s (no differences; bound 2·γ_N·S "
+                    "from round-off); max error %.3g, relative to S %.3g\n",
+                    verdict_name(n->verdict), tg_dtype_name(n->dtype), n->max_abs_err,
+                    n->max_rel_err);
+            if (n->message[0] && n->verdict != TG_NODE_PASS)
+                fprintf(out, "    %s\n", n->message);
+            continue;
+        }
         fprintf(out,
-                "    %s: VJP in %s, differences in %s%s (eps %g, atol %g, rtol %g)%s; max error "
+                "    %s: VJP%s in %s, differences in %s%s (eps %g, atol %g, rtol %g)%s; max error "
                 "%.3g, relative %.3g\n",
-                verdict_name(n->verdict), tg_dtype_name(n->dtype), tg_dtype_name(n->fd_dtype),
+                verdict_name(n->verdict), n->jvp_failed ? " and JVP" : "", tg_dtype_name(n->dtype),
+                tg_dtype_name(n->fd_dtype),
                 n->fd_dtype == TG_F32 ? " (custom float32 op: float32 step and tolerances)" : "",
                 n->eps, n->atol, n->rtol, n->full_jacobian ? ", full Jacobian" : "",
                 n->max_abs_err, n->max_rel_err);

@@ -2039,6 +2039,7 @@ shapes_text(const struct sweep_case *c, char *buf, size_t size)
 }
 
 struct totals {
+    double exact_worst; /* exact mode: the largest |a - b| / S of any node */
     int rows, failed;
     int kinks, taylor2; /* rows with a point not judged; rows the second direction passed */
 };
@@ -2048,6 +2049,7 @@ struct run_opts {
     bool quiet;     /* print failing rows only (many seeds) */
     uint64_t seed;  /* for the reproduce hint */
     int fast;       /* whole-graph check in fast mode with this many projections (0: off) */
+    bool exact;     /* the exact check alone: every node's VJP against its JVP */
 };
 
 static void
@@ -2085,13 +2087,32 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
     o.seed = seed;
     o.wrt = wrt;
     o.fast_projections = ro->fast;
+    o.exact = ro->exact;
     double abs_err = 0, rel_err = 0, order = NAN;
     bool whole = false, taylor = false, nodes = false, extra = true, taylor2 = false;
     size_t kinks = 0;
     tg_gradcheck_report wr = {0};
     tg_taylor_report tr = {0};
     tg_nodecheck_report nr = {0};
-    if (ok) {
+    if (ok && ro->exact) {
+        /* No differences at all: the node-local check of the recorded graph, VJP against JVP */
+        whole = taylor = true;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *tin[MAX_IN];
+        for (int k = 0; k < c->n_in; k++)
+            tin[k] = copy_input(t, in[k], wrt[k]);
+        loss_fn(t, tin, c);
+        tg_gradcheck_nodes(t, &o, &nr);
+        nodes = nr.pass;
+        for (size_t i = 0; i < nr.n_nodes; i++) {
+            abs_err = fmax(abs_err, nr.nodes[i].max_abs_err);
+            rel_err = fmax(rel_err, nr.nodes[i].max_rel_err);
+        }
+        tot->exact_worst = fmax(tot->exact_worst, rel_err);
+        tg_tape_free(t);
+        if (c->row->extra)
+            extra = c->row->extra(c, in, dt, extra_msg, sizeof extra_msg);
+    } else if (ok) {
         tg_gradcheck(loss_fn, c, in, c->n_in, &o, &wr);
         whole = wr.pass;
         for (size_t i = 0; i < wr.n_tensors; i++) {
@@ -2161,6 +2182,8 @@ run_case(struct sweep_case *c, tg_dtype dt, uint64_t seed, const struct run_opts
         char fast[32] = "";
         if (ro->fast)
             snprintf(fast, sizeof fast, " --fast %d", ro->fast);
+        if (ro->exact)
+            snprintf(fast, sizeof fast, " --exact");
         printf("  reproduce: tg-gradcheck --seed %" PRIu64 " --op %s%s --verbose\n", ro->seed,
                c->row->name, fast);
     }
@@ -2333,7 +2356,8 @@ static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--fast N] [--verbose]\n"
+            "usage: tg-gradcheck [--seed N] [--seeds N] [--op NAME] [--fast N | --exact]\n"
+            "                    [--verbose]\n"
             "       tg-gradcheck --list [--markdown [--diff FILE]]\n"
             "Checks every built-in op and composed MLPs, in float32 and float64, over random\n"
             "shapes of rank 1 to 4 (broadcasting, sizes of 1, the ops' attributes), with the\n"
@@ -2346,6 +2370,9 @@ usage(FILE *f)
             "  --fast N     whole-graph check in fast mode: N random projections per input\n"
             "               (directional derivatives) instead of every element (0, the\n"
             "               default: every element)\n"
+            "  --exact      the exact check alone: every node's VJP against its JVP,\n"
+            "               <v, J u> = <J^T v, u> to round-off, no finite differences (the\n"
+            "               default run also judges each JVP by central differences)\n"
             "  --verbose    print every report, not only those of failing rows\n"
             "  --list       list the ops and exit\n"
             "  --markdown   with --list: the op table's documentation as Markdown (docs/ops.md)\n"
@@ -2378,7 +2405,7 @@ main(int argc, char **argv)
 {
     uint64_t seed = 1, n_seeds = 1, fast = 0;
     const char *only = NULL, *diff = NULL;
-    bool verbose = false, list = false, markdown = false;
+    bool verbose = false, list = false, markdown = false, exact = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -2391,6 +2418,8 @@ main(int argc, char **argv)
             diff = argv[++i];
         } else if (!strcmp(argv[i], "--verbose")) {
             verbose = true;
+        } else if (!strcmp(argv[i], "--exact")) {
+            exact = true;
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             if (!parse_u64("--seed", argv[++i], &seed))
                 return 2;
@@ -2415,6 +2444,10 @@ main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (exact && fast) {
+        fprintf(stderr, "tg-gradcheck: --exact and --fast are different checks: give one\n");
+        return 2;
     }
     if ((markdown || diff) && !list) {
         fprintf(stderr, "tg-gradcheck: --markdown and --diff go with --list\n");
@@ -2455,17 +2488,23 @@ main(int argc, char **argv)
     }
 
     struct run_opts ro = {.verbose = verbose, .quiet = n_seeds > 1, .seed = seed,
-                          .fast = (int)fast};
+                          .fast = (int)fast, .exact = exact};
     struct totals all = {0};
     printf("tg-gradcheck: seed%s %" PRIu64, n_seeds > 1 ? "s" : "", seed);
     if (n_seeds > 1)
         printf(" … %" PRIu64 " (failing rows only)", seed + n_seeds - 1);
-    if (fast)
-        printf("; whole graph in float64, fast mode: %d random projection%s per input", ro.fast,
-               ro.fast == 1 ? "" : "s");
-    else
-        printf("; whole graph in float64");
-    printf(" (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3*|n|), Taylor order, node-local VJPs\n");
+    if (exact)
+        printf("; exact check: every node's VJP against its JVP in the node's dtype, "
+               "|<v,Ju> - <J^T v,u>| <= 2 gamma_N S (no differences)\n");
+    else {
+        if (fast)
+            printf("; whole graph in float64, fast mode: %d random projection%s per input",
+                   ro.fast, ro.fast == 1 ? "" : "s");
+        else
+            printf("; whole graph in float64");
+        printf(" (eps 1e-6, pass when |a-n| <= 1e-5 + 1e-3*|n|), Taylor order, node-local VJPs "
+               "and JVPs\n");
+    }
     printf("%-15s %-44s %-4s %11s %11s %7s %6s  %s\n", "op", "shapes", "dtype", "max abs err",
            "max rel err", "taylor", "nodes", "result");
     double t0 = now_s();
@@ -2478,6 +2517,7 @@ main(int argc, char **argv)
         all.failed += tot.failed;
         all.kinks += tot.kinks;
         all.taylor2 += tot.taylor2;
+        all.exact_worst = fmax(all.exact_worst, tot.exact_worst);
         if (n_seeds > 1)
             printf("seed %" PRIu64 " (%" PRIu64 "/%" PRIu64 "): %d rows, %d failed, %.2f s; "
                    "so far %d failed, %.1f s\n",
@@ -2488,8 +2528,11 @@ main(int argc, char **argv)
     printf("%d rows, %d failed", all.rows, all.failed);
     if (n_seeds > 1)
         printf(" over %" PRIu64 " seeds, %.1f s", n_seeds, now_s() - t0);
-    printf(" (%d with a non-differentiable point not judged, %d passed the Taylor test in a "
-           "second direction)\n", all.kinks, all.taylor2);
+    if (exact)
+        printf(" (largest |<v,Ju> - <J^T v,u>| / S of any node: %.2e)\n", all.exact_worst);
+    else
+        printf(" (%d with a non-differentiable point not judged, %d passed the Taylor test in "
+               "a second direction)\n", all.kinks, all.taylor2);
     if (missing)
         printf("%d built-in op%s without cases in tg-gradcheck: FAIL\n", missing,
                missing > 1 ? "s" : "");

@@ -130,6 +130,18 @@ typedef struct tg_gradcheck_options {
     /** Custom ops whose forward and VJP handle both dtypes: promote float32 nodes to float64 like
      * built-ins (more precise). Default false. */
     bool promote_custom;
+    /** Node-local check: the exact mode. Each node's VJP is compared with its JVP instead of
+     * with finite differences: per checked input k and probe, ⟨v, J_k·u⟩ (tg_jvp) against
+     * ⟨J_kᵀ·v, u⟩ (the VJP), which are equal in exact arithmetic, in the node's own dtype. No
+     * step, no truncation error: the two sides differ by the round-off of two dot products
+     * and of the rules themselves, and the bound is |a − b| <= 2·γ_N·(S_a + S_b), γ_N =
+     * N·ε/(1 − N·ε), ε the dtype's unit round-off, N = out + in elements + 64 (the length of
+     * the two dot products plus a rule's own sums), S_a, S_b the sums of the absolute terms.
+     * A float64 node is then judged at about 1e-13 instead of finite differences' 1e-3 rtol.
+     * Ops without a JVP rule (custom ops with no tg_op.jvp) get the verdict
+     * TG_NODE_ERROR. The JVP rules themselves are judged by central differences in the
+     * default mode, so a JVP wrong in the same way as its VJP is caught there. Default false. */
+    bool exact;
 } tg_gradcheck_options;
 
 /** The defaults above. Passing NULL options to a check means the same. */
@@ -227,6 +239,11 @@ TG_API void tg_gradcheck_report_free(tg_gradcheck_report *report);
  * - full Jacobian when out × in elements <= jacobian_max: every column by central
  *   differences, every row by the VJP of a one-hot v, compared entry by entry.
  *
+ * The same differences also judge the node's JVP when its op has one (tg_op.jvp):
+ * ⟨v, F(x + h·u) − F(x − h·u)⟩ against ⟨v, J_k·Δx⟩, same tolerance; jvp_failed tells which
+ * rule disagreed. With tg_gradcheck_options.exact, no finite differences at all: the VJP is
+ * compared with the JVP (see there).
+ *
  * Float64 nodes, and float32 nodes of built-in ops, are differenced in float64 (the float32
  * VJP that actually ran is compared with a float64 forward); float32 custom nodes in float32
  * with eps_f32/atol_f32/rtol_f32, unless promote_custom is set.
@@ -271,6 +288,8 @@ typedef struct tg_gradcheck_node {
     /** @var tg_gradcheck_node::rtol
      * What this node was checked with: the relative tolerance. */
     char message[320]; /**< what failed, or why the node could not run */
+    bool exact;        /**< judged by the exact check (JVP against VJP), not differences */
+    bool jvp_failed;   /**< the worst disagreement was the JVP's with the differences */
 } tg_gradcheck_node;
 
 /** The node-local check's report (tg_gradcheck_nodes). */
