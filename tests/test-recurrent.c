@@ -10,6 +10,10 @@
  *     atomic init; output, h_n, c_n shapes for stacked bidirectional layers, sequence-first and
  *     batch_first; h0 of zeros equals no h0, a nonzero h0 changes the output; a sequence past
  *     TG_MAX_INPUTS steps (the stacked gathering);
+ *   - forward mode through a 2-step LSTM layer and GRU layer (both directions, h0 and c0, the
+ *     GRU batch_first so its cells read rows b·T + τ): tg_jvp against central differences in
+ *     float64 and against the VJP; a JVP after a backward (the saved gates consumed) gives the
+ *     same bits and leaves the next backward as it was;
  *   - the same bits on 1 and 2 threads (the gate loops and bias sums split into parts);
  *   - bad input: a sticky error naming the op and the shapes, nothing recorded or written;
  *   - a warm training step through both layers allocates nothing.
@@ -387,6 +391,187 @@ START_TEST(bad_input_refused_by_name)
 }
 END_TEST
 
+/*
+ * Forward mode through the layers. f = Σ R ⊙ y + Σ R_h ⊙ h_n (+ Σ R_c ⊙ c_n) over a 2-step
+ * bidirectional layer, with every leaf seeded: x, h0, c0 and the layer's weights and biases,
+ * each along a random direction u. tg_jvp's ḟ is compared
+ *  - with central differences (f(v + s·u) − f(v − s·u)) / 2s, s = 1e-6, in float64, to 1e-6
+ *    relative (as test-ops' cell cases);
+ *  - with ⟨∇f, u⟩ from tg_backward, written independently: the two agree to round-off,
+ *    |ḟ − ⟨∇f, u⟩| ≤ 1000 ε S with S = Σ |∂f/∂v · u| (test-ops' bound);
+ *  - and a JVP run after the backward, which finds the saved gates consumed and recomputes
+ *    them, must give the same bits, and a second backward after it the same gradients.
+ */
+enum { JT = 2, JB = 2, JI = 3, JH = 3, JD = 2, J_LEAVES = 3 + 4 * JD };
+
+struct jvp_layer {
+    int gru;
+    tg_rnn_layer l;
+    tg_params *p;
+    int n;                        /* leaves: x, h0, (c0), then the parameters */
+    int ndim[J_LEAVES];
+    int64_t dims[J_LEAVES][3];
+    tg_tensor *param[J_LEAVES];   /* the parameter of a leaf, NULL for x, h0, c0 */
+    double *base[J_LEAVES], *u[J_LEAVES];
+    double *r_out, *r_h, *r_c;    /* the weights R of f */
+};
+
+static size_t
+jl_size(const struct jvp_layer *j, int k)
+{
+    return dims_size(j->ndim[k], j->dims[k]);
+}
+
+/* Records f with every leaf at base + s·u; tensors[k] gets the leaf's tape tensor (x, h0,
+ * c0) or parameter. */
+static tg_tensor *
+jl_record(tg_tape *t, struct jvp_layer *j, double s, tg_tensor **tensors)
+{
+    for (int k = 0; k < j->n; k++) {
+        size_t n = jl_size(j, k);
+        tg_tensor *v = j->param[k] ? j->param[k]
+                                   : tg_tensor_new(t, TG_F64, j->ndim[k], j->dims[k], NULL);
+        double *d = tg_tensor_data(v);
+        for (size_t i = 0; i < n; i++)
+            d[i] = j->base[k][i] + s * j->u[k][i];
+        if (!j->param[k])
+            tg_tensor_set_requires_grad(v, true);
+        tensors[k] = v;
+    }
+    tg_tensor *hn = NULL, *cn = NULL;
+    tg_tensor *y = j->gru ? tg_gru_layer_forward(t, &j->l, tensors[0], tensors[1], &hn)
+                          : tg_lstm_layer_forward(t, &j->l, tensors[0], tensors[1], tensors[2],
+                                                  &hn, &cn);
+    int64_t ydims[3] = {JT, JB, JD * JH}, sdims[3] = {JD, JB, JH};
+    if (j->gru)
+        ydims[0] = JB, ydims[1] = JT;
+    tg_tensor *ry = tg_tensor_new(t, TG_F64, 3, ydims, "R");
+    tg_tensor *rh = tg_tensor_new(t, TG_F64, 3, sdims, "R_h");
+    tg_tensor_write(ry, j->r_out, JT * JB * JD * JH);
+    tg_tensor_write(rh, j->r_h, JD * JB * JH);
+    tg_tensor *f = tg_add(t, tg_sum(t, tg_mul(t, y, ry)), tg_sum(t, tg_mul(t, hn, rh)));
+    if (!j->gru) {
+        tg_tensor *rc = tg_tensor_new(t, TG_F64, 3, sdims, "R_c");
+        tg_tensor_write(rc, j->r_c, JD * JB * JH);
+        f = tg_add(t, f, tg_sum(t, tg_mul(t, cn, rc)));
+    }
+    ck_assert_msg(!tg_tape_error(t), "%s", tg_tape_error(t));
+    return f;
+}
+
+static double
+jl_eval(struct jvp_layer *j, double s)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *tensors[J_LEAVES];
+    double f = tg_tensor_item(jl_record(t, j, s, tensors));
+    tg_tape_free(t);
+    return f;
+}
+
+/* ḟ along u, with tangents of the leaves' shapes */
+static double
+jl_jvp(tg_tape *t, struct jvp_layer *j, tg_tensor **tensors, tg_tensor **dirs, tg_tensor *f)
+{
+    ck_assert_int_eq(tg_jvp(t, j->n, tensors, dirs), TG_OK);
+    const double *fd = tg_tensor_tangent(f);
+    ck_assert_ptr_nonnull(fd);
+    return *fd;
+}
+
+START_TEST(layer_jvp_matches_central_differences)
+{
+    for (int gru = 0; gru < 2; gru++) {
+        struct jvp_layer j = {.gru = gru, .p = tg_params_new(TG_F64)};
+        tg_rng *rng = tg_rng_new(31 + (uint64_t)gru);
+        ck_assert_int_eq(gru ? tg_gru_layer_init(&j.l, j.p, "r", JI, JH, 1, true, true, rng)
+                             : tg_lstm_layer_init(&j.l, j.p, "r", JI, JH, 1, true, true, rng),
+                         TG_OK);
+        j.l.batch_first = gru;
+        int64_t xd[3] = {JT, JB, JI}, sd[3] = {JD, JB, JH};
+        if (gru)
+            xd[0] = JB, xd[1] = JT;
+        memcpy(j.dims[j.n], xd, sizeof xd), j.ndim[j.n++] = 3;
+        for (int q = 0; q < (gru ? 1 : 2); q++)
+            memcpy(j.dims[j.n], sd, sizeof sd), j.ndim[j.n++] = 3;
+        for (int k = 0; k < JD; k++) {
+            tg_tensor *w[4] = {j.l.weight_ih[k], j.l.weight_hh[k], j.l.bias_ih[k], j.l.bias_hh[k]};
+            for (int q = 0; q < 4; q++) {
+                j.param[j.n] = w[q];
+                j.ndim[j.n] = tg_tensor_ndim(w[q]);
+                for (int d = 0; d < j.ndim[j.n]; d++)
+                    j.dims[j.n][d] = tg_tensor_dim(w[q], d);
+                j.n++;
+            }
+        }
+        for (int k = 0; k < j.n; k++) {
+            size_t n = jl_size(&j, k);
+            j.base[k] = malloc(n * sizeof(double));
+            j.u[k] = malloc(n * sizeof(double));
+            if (j.param[k])
+                memcpy(j.base[k], tg_tensor_data(j.param[k]), n * sizeof(double));
+            else
+                fill_uniform(j.base[k], n, rng, -1, 1);
+            fill_uniform(j.u[k], n, rng, -1, 1);
+        }
+        j.r_out = malloc(JT * JB * JD * JH * sizeof(double));
+        j.r_h = malloc(JD * JB * JH * sizeof(double));
+        j.r_c = malloc(JD * JB * JH * sizeof(double));
+        fill_uniform(j.r_out, JT * JB * JD * JH, rng, -1, 1);
+        fill_uniform(j.r_h, JD * JB * JH, rng, -1, 1);
+        fill_uniform(j.r_c, JD * JB * JH, rng, -1, 1);
+        const char *name = gru ? "gru layer" : "lstm layer";
+
+        double numeric = (jl_eval(&j, 1e-6) - jl_eval(&j, -1e-6)) / 2e-6;
+        tg_tape *t = tg_tape_new();
+        tg_tensor *tensors[J_LEAVES], *dirs[J_LEAVES];
+        tg_tensor *f = jl_record(t, &j, 0, tensors);
+        for (int k = 0; k < j.n; k++) {
+            dirs[k] = tg_tensor_new(t, TG_F64, j.ndim[k], j.dims[k], "u");
+            tg_tensor_write(dirs[k], j.u[k], jl_size(&j, k));
+        }
+        double fdot = jl_jvp(t, &j, tensors, dirs, f);
+        ck_assert_msg(fabs(fdot - numeric) <= 1e-6 * fmax(1.0, fmax(fabs(fdot), fabs(numeric))),
+                      "%s: JVP %.17g, central differences %.17g", name, fdot, numeric);
+
+        tg_params_zero_grad(j.p);
+        ck_assert_int_eq(tg_backward(t, f), TG_OK);
+        double adjoint = 0, scale = 0;
+        size_t n_grads = 0;
+        for (int k = 0; k < j.n; k++)
+            n_grads += jl_size(&j, k);
+        double *grads = malloc(n_grads * sizeof(double));
+        for (int k = 0, at = 0; k < j.n; k++)
+            for (size_t i = 0; i < jl_size(&j, k); i++, at++) {
+                grads[at] = tg_tensor_grad_get(tensors[k], i);
+                adjoint += grads[at] * j.u[k][i];
+                scale += fabs(grads[at] * j.u[k][i]);
+            }
+        ck_assert_msg(fabs(fdot - adjoint) <= 1000 * 0x1p-52 * scale,
+                      "%s: JVP %.17g, VJP %.17g: differ by %.3g of S = %.3g", name, fdot,
+                      adjoint, fabs(fdot - adjoint) / scale, scale);
+
+        double again = jl_jvp(t, &j, tensors, dirs, f); /* the gates consumed by the backward */
+        ck_assert_msg(!memcmp(&again, &fdot, sizeof fdot), "%s: JVP after a backward %.17g, "
+                      "before %.17g", name, again, fdot);
+        tg_params_zero_grad(j.p);
+        ck_assert_int_eq(tg_backward(t, f), TG_OK);
+        for (int k = 0, at = 0; k < j.n; k++)
+            for (size_t i = 0; i < jl_size(&j, k); i++, at++)
+                ck_assert_msg(tg_tensor_grad_get(tensors[k], i) == grads[at],
+                              "%s: leaf %d's gradient changed after a JVP", name, k);
+
+        free(grads);
+        tg_tape_free(t);
+        for (int k = 0; k < j.n; k++)
+            free(j.base[k]), free(j.u[k]);
+        free(j.r_out), free(j.r_h), free(j.r_c);
+        tg_params_free(j.p);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
 /* A batch of 300 splits the gate loops and the bias sums into several parts: 1 and 2 threads
  * give the same bits, forward and backward, for both layers. */
 START_TEST(same_bits_on_one_and_two_threads)
@@ -486,6 +671,7 @@ main(void)
     tcase_add_test(tc, layer_shapes_stacked_bidirectional);
     tcase_add_test(tc, h0_zero_equals_none_and_h0_matters);
     tcase_add_test(tc, long_sequence_gathered_in_groups);
+    tcase_add_test(tc, layer_jvp_matches_central_differences);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");

@@ -75,6 +75,8 @@ struct cell {
     size_t row0, rstep; /* xw's rows */
     const tg_tensor *xw, *state, *w_hh, *b_ih, *b_hh;
     size_t icol[4]; /* VJP: where gate k's input-side gradient dI starts in the scratch's rows */
+    const void *gates; /* JVP: the (B, 4H) gate activations, the scratch's or recomputed */
+    void *dpre;        /* JVP: the (B, 4H) pre-activation tangents, laid out as dS and dI */
 };
 
 static struct cell
@@ -82,7 +84,7 @@ cell_of(const tg_node *nd, size_t gates)
 {
     struct cell c = {(size_t)nd->in[1]->dims[0], (size_t)nd->in[2]->dims[1], gates,
                      (size_t)nd->attr.v[0][0], (size_t)nd->attr.v[0][1], nd->in[0], nd->in[1],
-                     nd->in[2], NULL, NULL, {0}};
+                     nd->in[2], NULL, NULL, {0}, NULL, NULL};
     int k = 3;
     if (nd->attr.axes & 1)
         c.b_ih = nd->in[k++];
@@ -220,6 +222,74 @@ cell_vjp_common(tg_node *nd, const struct cell *cp, size_t ldh)
                        dw, c.h);
 }
 
+/* Forward mode, shared by both cells. The pre-activation tangents go where the VJP puts the
+ * pre-activation gradients: the hidden side Ṡ = d(h·W_hhᵀ + b_hh) in columns q·H of the row
+ * (leading dimension 4H), the input side İ = d(xw + b_ih) in columns icol[q] (the same columns
+ * for the LSTM, whose gates add the two; column 3H for the GRU's n, kept apart because Ṡ_n is
+ * multiplied by r):
+ *   İ = ẋw[rows] + ḃ_ih,   Ṡ = ḃ_hh + ḣ·W_hhᵀ + h·Ẇ_hhᵀ   (the GEMMs accumulate, beta = 1) */
+static void
+dpre_rows(tg_node *nd, const struct cell *c, size_t begin, size_t end)
+{
+    size_t h = c->h, ld = 4 * h, n = c->g * h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        T *dp = c->dpre;
+        const T *dxw = c->xw->tangent, *dbi = c->b_ih ? c->b_ih->tangent : NULL;
+        const T *dbh = c->b_hh ? c->b_hh->tangent : NULL;
+        for (size_t b = begin; b < end; b++) {
+            T *dr = dp + b * ld;
+            memset(dr, 0, ld * sizeof(T));
+            const T *xr = dxw ? dxw + (c->row0 + b * c->rstep) * n : NULL;
+            for (size_t q = 0; q < c->g; q++) {
+                if (xr)
+                    ADD_INTO(dr + c->icol[q], xr + q * h, h);
+                if (dbi)
+                    ADD_INTO(dr + c->icol[q], dbi + q * h, h);
+                if (dbh)
+                    ADD_INTO(dr + q * h, dbh + q * h, h);
+            }
+        }
+    });
+}
+
+static void
+cell_dpre(tg_node *nd, const struct cell *cp, size_t ldh)
+{
+    struct cell c = *cp;
+    size_t ld = 4 * c.h, n = c.g * c.h;
+    bool f64 = nd->out->dtype == TG_F64;
+    cell_rows(nd, cp, c.b, dpre_rows, ld);
+    if (c.state->tangent) /* Ṡ += ḣ·W_hhᵀ */
+        tg__gemm_typed(f64, false, true, c.b, n, c.h, c.state->tangent, ldh, c.w_hh->data, c.h,
+                       1.0, c.dpre, ld);
+    if (c.w_hh->tangent) /* Ṡ += h·Ẇ_hhᵀ */
+        tg__gemm_typed(f64, false, true, c.b, n, c.h, c.state->data, ldh, c.w_hh->tangent, c.h,
+                       1.0, c.dpre, ld);
+}
+
+/* The JVP's one scratch block: the pre-activation tangents (B, 4H), and, when a VJP has
+ * consumed the saved gates, room for the gates recomputed as the forward made them (the node's
+ * own scratch is left as it is: a later VJP reads its flag). Sets c->gates and c->dpre. */
+static bool
+cell_jvp_setup(tg_node *nd, struct cell *c, void (*gates)(tg_node *, const struct cell *))
+{
+    size_t esize = tg_dtype_size(nd->out->dtype), dbytes = c->b * 4 * c->h * esize;
+    bool valid = *gates_valid(nd);
+    size_t gbytes = valid ? 0 : (nd->scratch_bytes + 63) / 64 * 64;
+    char *block = tg__jvp_scratch(nd, gbytes + dbytes);
+    if (!block)
+        return false;
+    c->dpre = block + gbytes;
+    c->gates = nd->scratch;
+    if (!valid) {
+        tg_node copy = *nd;
+        copy.scratch = block;
+        gates(&copy, c);
+        c->gates = block;
+    }
+    return true;
+}
+
 /* Checks shared by both cells: xw (B, g·H) (exact_rows) or holding the rows the layer names,
  * state (B, sw·H), w_hh (g·H, H), b_ih and b_hh (g·H) or NULL, one dtype. Resolves every
  * handle in place. */
@@ -312,6 +382,12 @@ cell_record(tg_tape *t, const tg_op *op, tg_tensor *xw, tg_tensor *state, tg_ten
  *     da_g = dc̃ ⊙ i ⊙ (1 − g²),  da_o = dh' ⊙ tanh(c') ⊙ o(1 − o)
  *     dc += dc̃ ⊙ f,  dh += da·W_hh,  dW_hh += daᵀ·h,  dxw += da,  db_ih += Σ_b da,
  *     db_hh += Σ_b da
+ *
+ *   JVP, from [ḣ | ċ], ẋw, Ẇ_hh, ḃ_ih, ḃ_hh:
+ *     ȧ = ẋw + ḃ_ih + ḃ_hh + ḣ·W_hhᵀ + h·Ẇ_hhᵀ
+ *     i̇ = i(1 − i) ȧ_i,  ḟ = f(1 − f) ȧ_f,  ġ = (1 − g²) ȧ_g,  ȯ = o(1 − o) ȧ_o
+ *     ċ' = ḟ ⊙ c + f ⊙ ċ + i̇ ⊙ g + i ⊙ ġ,  ḣ' = ȯ ⊙ tanh(c') + o ⊙ (1 − tanh²(c')) ⊙ ċ'
+ *   from the saved activations i, f, g, o and tanh(c') recomputed from c' (as the VJP does).
  */
 static void
 lstm_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
@@ -424,18 +500,70 @@ lstm_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* [ḣ' | ċ'] for the batch rows [begin, end), from the pre-activation tangents ȧ */
+static void
+lstm_tangent_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    struct cell c = *cp;
+    size_t h = c.h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *a = c.gates, *da = c.dpre, *s = c.state->data, *ds = c.state->tangent;
+        const T *y = nd->out->data;
+        T *dy = nd->out->tangent;
+        T tc[CELL_BLOCK];
+        for (size_t b = begin; b < end; b++) {
+            const T *ar = a + b * 4 * h, *dar = da + b * 4 * h, *sr = s + b * 2 * h;
+            const T *dsr = ds ? ds + b * 2 * h : NULL, *yr = y + b * 2 * h;
+            T *dyr = dy + b * 2 * h;
+            for (size_t j0 = 0; j0 < h; j0 += CELL_BLOCK) {
+                size_t len = h - j0 < CELL_BLOCK ? h - j0 : CELL_BLOCK;
+                const T *ai = ar + j0, *af = ai + h, *ag = af + h, *ao = ag + h;
+                const T *dai = dar + j0, *daf = dai + h, *dag = daf + h, *dao = dag + h;
+                TANH_TO(tc, yr + h + j0, len);
+                for (size_t j = 0; j < len; j++) {
+                    T i = ai[j], f = af[j], g = ag[j], o = ao[j];
+                    T di = dai[j] * i * (1 - i), df = daf[j] * f * (1 - f);
+                    T dg = dag[j] * (1 - g * g), dout = dao[j] * o * (1 - o);
+                    T dc = df * sr[h + j0 + j] + di * g + i * dg;
+                    if (dsr)
+                        dc += f * dsr[h + j0 + j];
+                    dyr[h + j0 + j] = dc;
+                    dyr[j0 + j] = dout * tc[j] + o * (1 - tc[j] * tc[j]) * dc;
+                }
+            }
+        }
+    });
+}
+
+static tg_status
+lstm_jvp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 4);
+    if (!cell_jvp_setup(nd, &c, lstm_gates))
+        return TG_ERR_NOMEM;
+    cell_dpre(nd, &c, 2 * c.h);
+    cell_rows(nd, &c, c.b, lstm_tangent_rows, 4 * c.h);
+    return TG_OK;
+}
+
 const tg_op tg__op_lstm_cell = {
     .name = "lstm_cell",
     .n_inputs = TG_VARIADIC, /* xw, state, w_hh, then b_ih and b_hh when given */
     .shape = cell_shape,
     .forward = lstm_forward,
     .vjp = lstm_vjp,
+    .jvp = lstm_jvp,
     .scratch_size = cell_scratch,
     .math = "a = xw + b_ih + h·W_hhᵀ + b_hh = [i f g o]; i, f, o = σ, g = tanh; c' = f ⊙ c + "
             "i ⊙ g, h' = o ⊙ tanh(c'); state [h | c] -> [h' | c']",
     .vjp_math = "dc̃ = dc' + dh' o (1 − tanh² c'); da = [dc̃ g i(1−i), dc̃ c f(1−f), dc̃ i "
                 "(1−g²), dh' tanh(c') o(1−o)]; dc += dc̃ f, dh += da W_hh, dW_hh += daᵀ h, "
                 "dxw += da, db_ih = db_hh += Σ da",
+    .jvp_math = "ȧ = ẋw + ḃ_ih + ḃ_hh + ḣ W_hhᵀ + h Ẇ_hhᵀ; i̇ = i(1−i) ȧ_i, ḟ = f(1−f) ȧ_f, "
+                "ġ = (1−g²) ȧ_g, ȯ = o(1−o) ȧ_o; ċ' = ḟ c + f ċ + i̇ g + i ġ, ḣ' = ȯ tanh(c') + "
+                "o (1 − tanh² c') ċ'",
     .shapes = "xw (B,4H), state (B,2H), W_hh (4H,H), b_ih, b_hh (4H) -> (B,2H)",
 };
 
@@ -472,6 +600,14 @@ tg_lstm_cell(tg_tape *t, tg_tensor *xw, tg_tensor *state, tg_tensor *w_hh, tg_te
  *     dh += dh' ⊙ z + dS·W_hh,  dW_hh += dSᵀ·h,  dxw += dI,  db_ih += Σ_b dI,  db_hh += Σ_b dS
  * The scratch holds [r | z | s_n | n] per row; the VJP turns it into [dr̂ | dẑ | dn̂ ⊙ r | dn̂],
  * so dS is its first 3H columns and dI is columns 0-2H and 3H-4H.
+ *
+ *   JVP, from ḣ, ẋw, Ẇ_hh, ḃ_ih, ḃ_hh:
+ *     ṡ = ḃ_hh + ḣ·W_hhᵀ + h·Ẇ_hhᵀ
+ *     ṙ = r(1 − r) (ẋ_r + ḃ_ir + ṡ_r),  ż = z(1 − z) (ẋ_z + ḃ_iz + ṡ_z)
+ *     ṅ = (1 − n²) (ẋ_n + ḃ_in + ṙ ⊙ s_n + r ⊙ ṡ_n)
+ *     ḣ' = ż ⊙ (h − n) + (1 − z) ⊙ ṅ + z ⊙ ḣ
+ *   from the saved [r | z | s_n | n]; the pre-activation tangents are laid out as the VJP's
+ *   gradients, [ṙ̂ | ż̂ | ṡ_n | ẋ_n + ḃ_in], and the gate math runs in double, as the VJP's.
  */
 static void
 gru_gate_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
@@ -576,18 +712,58 @@ gru_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* ḣ' for the batch rows [begin, end), from the pre-activation tangents */
+static void
+gru_tangent_rows(tg_node *nd, const struct cell *cp, size_t begin, size_t end)
+{
+    size_t h = cp->h;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *a = cp->gates, *da = cp->dpre, *hp = cp->state->data, *dhp = cp->state->tangent;
+        T *dy = nd->out->tangent;
+        for (size_t b = begin; b < end; b++) {
+            const T *ar = a + b * 4 * h, *dar = da + b * 4 * h;
+            for (size_t j = 0; j < h; j++) {
+                double r = ar[j], z = ar[h + j], sn = ar[2 * h + j], n = ar[3 * h + j];
+                double dr = dar[j] * r * (1 - r), dz = dar[h + j] * z * (1 - z);
+                double dn = (1 - n * n) * (dar[3 * h + j] + dr * sn + r * dar[2 * h + j]);
+                double v = dz * (hp[b * h + j] - n) + (1 - z) * dn;
+                if (dhp)
+                    v += z * dhp[b * h + j];
+                dy[b * h + j] = (T)v;
+            }
+        }
+    });
+}
+
+static tg_status
+gru_jvp(tg_node *nd)
+{
+    if (nd->out->size == 0)
+        return TG_OK;
+    struct cell c = cell_of(nd, 3);
+    if (!cell_jvp_setup(nd, &c, gru_gates))
+        return TG_ERR_NOMEM;
+    cell_dpre(nd, &c, c.h);
+    cell_rows(nd, &c, c.b, gru_tangent_rows, 4 * c.h);
+    return TG_OK;
+}
+
 const tg_op tg__op_gru_cell = {
     .name = "gru_cell",
     .n_inputs = TG_VARIADIC, /* xw, h, w_hh, then b_ih and b_hh when given */
     .shape = cell_shape,
     .forward = gru_forward,
     .vjp = gru_vjp,
+    .jvp = gru_jvp,
     .scratch_size = cell_scratch,
     .math = "[s_r s_z s_n] = h·W_hhᵀ + b_hh; r = σ(x_r + b_ir + s_r), z = σ(x_z + b_iz + s_z), "
             "n = tanh(x_n + b_in + r ⊙ s_n); h' = (1 − z) ⊙ n + z ⊙ h",
     .vjp_math = "dn̂ = dh' (1−z)(1−n²), dr̂ = dn̂ s_n r(1−r), dẑ = dh' (h−n) z(1−z); dI = [dr̂ "
                 "dẑ dn̂], dS = [dr̂ dẑ dn̂ r]: dh += dh' z + dS W_hh, dW_hh += dSᵀ h, dxw += dI, "
                 "db_ih += Σ dI, db_hh += Σ dS",
+    .jvp_math = "ṡ = ḃ_hh + ḣ W_hhᵀ + h Ẇ_hhᵀ; ṙ = r(1−r)(ẋ_r + ḃ_ir + ṡ_r), ż = z(1−z)(ẋ_z + "
+                "ḃ_iz + ṡ_z), ṅ = (1−n²)(ẋ_n + ḃ_in + ṙ s_n + r ṡ_n); ḣ' = ż (h − n) + (1 − z) "
+                "ṅ + z ḣ",
     .shapes = "xw (B,3H), h (B,H), W_hh (3H,H), b_ih, b_hh (3H) -> (B,H)",
 };
 
