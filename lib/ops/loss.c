@@ -64,6 +64,23 @@ pair_loss_shape(tg_node *nd, int *ndim, int64_t *dims)
 PAIR_KERNELS(float, f32)
 PAIR_KERNELS(double, f64)
 
+/*
+ * Kernels of the pair losses' JVPs, by dtype, in double (lane tree, runs of at most TG__GRAIN):
+ *   resid_dot:   Σ (a - y) t                (one input has a tangent t)
+ *   resid_dot2:  Σ (a - y) (ȧ - ẏ)          (both have)
+ */
+#define PAIR_JVP_KERNELS(T, SFX)                                                                   \
+    TG__DEFINE_LANE_SUM(resid_dot_##SFX, double,                                                   \
+                        ((double)a[i] - (double)y[i]) * (double)t[i], const T *restrict a,         \
+                        const T *restrict y, const T *restrict t)                                  \
+    TG__DEFINE_LANE_SUM(resid_dot2_##SFX, double,                                                  \
+                        ((double)a[i] - (double)y[i]) * ((double)ta[i] - (double)ty[i]),           \
+                        const T *restrict a, const T *restrict y, const T *restrict ta,            \
+                        const T *restrict ty)
+
+PAIR_JVP_KERNELS(float, f32)
+PAIR_JVP_KERNELS(double, f64)
+
 /* Scratch of the pair losses: one double per chunk (the partial sums). */
 static size_t
 pair_loss_scratch(const tg_node *nd)
@@ -132,11 +149,51 @@ pair_loss_vjp(tg_node *nd, double factor)
                      nd->out->dtype == TG_F32 ? pair_vjp_chunk_f32 : pair_vjp_chunk_f64, &j);
 }
 
+struct pair_jvp_job {
+    const tg_node *nd;
+    double *part; /* one partial per chunk of TG__GRAIN elements (the JVP's scratch) */
+};
+
+#define PAIR_JVP_CHUNK(T, SFX)                                                                     \
+    static void pair_jvp_chunk_##SFX(size_t e0, size_t e1, void *vctx)                             \
+    {                                                                                              \
+        const struct pair_jvp_job *j = vctx;                                                       \
+        const tg_tensor *a = j->nd->in[0], *y = j->nd->in[1];                                      \
+        const T *av = (const T *)a->data + e0, *yv = (const T *)y->data + e0;                      \
+        const T *ta = a->tangent, *ty = y->tangent;                                                \
+        size_t n = e1 - e0;                                                                        \
+        j->part[e0 / TG__GRAIN] = ta && ty ? resid_dot2_##SFX(av, yv, ta + e0, ty + e0, n)         \
+                                  : ta     ? resid_dot_##SFX(av, yv, ta + e0, n)                   \
+                                           : -resid_dot_##SFX(av, yv, ty + e0, n);                 \
+    }
+
+PAIR_JVP_CHUNK(float, f32)
+PAIR_JVP_CHUNK(double, f64)
+
+/* J = (factor/2) Σ (a - y)²:  J̇ = factor Σ (a - y)(ȧ - ẏ), an absent tangent being 0. The
+ * chunk partials are added in chunk order, as the forward does. */
+static tg_status
+pair_loss_jvp(tg_node *nd, double factor)
+{
+    size_t n = nd->in[0]->size, chunks = tg__parallel_chunks(n, TG__GRAIN);
+    struct pair_jvp_job j = {nd, tg__jvp_scratch(nd, chunks * sizeof(double))};
+    if (!j.part)
+        return TG_ERR_NOMEM;
+    tg__parallel_for(n, TG__GRAIN,
+                     nd->out->dtype == TG_F32 ? pair_jvp_chunk_f32 : pair_jvp_chunk_f64, &j);
+    double acc = 0;
+    for (size_t c = 0; n && c < chunks; c++)
+        acc += j.part[c];
+    TG__DISPATCH(nd->out->dtype, T, { ((T *)nd->out->tangent)[0] = (T)(factor * acc); });
+    return TG_OK;
+}
+
 /*
  * mse_half (the note's loss):  J = 1/(2m) Σ_all (Y - A)²,   m = size of the batch axis
  *   ∂J/∂A = (A - Y) / m       — the note's step 1 (it wrote mean(Y - A), a scalar: the sign
  *                               is flipped and the gradient is a matrix, one entry per output)
  *   VJP: dA += dJ (A - Y) / m,   dY += dJ (Y - A) / m
+ *   JVP: J̇ = (1/m) Σ (A - Y) ⊙ (Ȧ - Ẏ)
  */
 static tg_status
 mse_half_shape(tg_node *nd, int *ndim, int64_t *dims)
@@ -180,15 +237,23 @@ mse_half_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+mse_half_jvp(tg_node *nd)
+{
+    return pair_loss_jvp(nd, 1.0 / batch_size(nd));
+}
+
 const tg_op tg__op_mse_half = {
     .name = "mse_half",
     .n_inputs = 2,
     .shape = mse_half_shape,
     .forward = mse_half_forward,
     .vjp = mse_half_vjp,
+    .jvp = mse_half_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = 1/(2m) Σ (Y - A)², m the size of the batch axis",
     .vjp_math = "dA += dJ (A - Y)/m;  dY -= the same",
+    .jvp_math = "J̇ = (1/m) Σ (A - Y) ⊙ (Ȧ - Ẏ)",
     .shapes = "A, Y (2-D, same shape) → (1 x 1)",
 };
 
@@ -205,6 +270,7 @@ tg_mse_half(tg_tape *t, tg_tensor *a, tg_tensor *y, int batch_axis)
 /*
  * mse (mean over all N entries):  J = (1/N) Σ (A - Y)²
  *   VJP: dA += dJ · 2 (A - Y) / N,   dY -= dJ · 2 (A - Y) / N
+ *   JVP: J̇ = (2/N) Σ (A - Y) ⊙ (Ȧ - Ẏ)
  */
 static tg_status
 mse_shape(tg_node *nd, int *ndim, int64_t *dims)
@@ -233,15 +299,23 @@ mse_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+mse_jvp(tg_node *nd)
+{
+    return pair_loss_jvp(nd, 2.0 / (double)nd->in[0]->size);
+}
+
 const tg_op tg__op_mse = {
     .name = "mse",
     .n_inputs = 2,
     .shape = mse_shape,
     .forward = mse_forward,
     .vjp = mse_vjp,
+    .jvp = mse_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = (1/N) Σ (A - Y)²",
     .vjp_math = "dA += dJ 2(A - Y)/N;  dY -= the same",
+    .jvp_math = "J̇ = (2/N) Σ (A - Y) ⊙ (Ȧ - Ẏ)",
     .shapes = "A, Y same shape → (1 x 1)",
 };
 
