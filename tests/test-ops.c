@@ -446,6 +446,7 @@ static const struct op_case cases[] = {
     ONE("softmax_xent (5x4) classes on axis 1", ap_xent, 5, 4, .axis = 1, .lo = -4, .hi = 4),
     ONE("softmax_xent (4x6) classes on axis 0", ap_xent, 4, 6, .axis = 0, .lo = -4, .hi = 4),
     ONE("softmax_xent (1x4) one example", ap_xent, 1, 4, .axis = 1),
+    ONE("softmax_xent (3x20) classes on axis 1, a full run of lanes", ap_xent, 3, 20, .axis = 1, .lo = -4, .hi = 4),
     TWO("bias_act (4x3)+(1x3) tanh, examples as rows", ap_bias_act, 4, 3, 1, 3,
         .axis = TG_ACT_TANH, .lo = -2, .hi = 2),
     TWO("bias_act (3x4)+(3x1) sigmoid, examples as columns", ap_bias_act, 3, 4, 3, 1,

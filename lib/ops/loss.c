@@ -337,6 +337,8 @@ tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y)
  *
  *   ∂J/∂S_jc = (softmax(S_j)_c - [c = l_j]) / B
  *   VJP: dS += dJ (P - onehot(l)) / B, P recomputed as e^((s - m) - log Σ) from the saved m and log Σ.
+ *   JVP: J̇ = (1/B) Σ_j [ Σ_c P_jc Ṡ_jc - Ṡ_j,l_j ], P recomputed the same way; a row that is
+ *   all -inf adds 0 (its gradient is defined as 0 below, and this is its directional form).
  *
  *   Edge values (RELIABILITY.md rows 16 and 17), per example row s:
  *   - -inf at some classes: e^-inf = 0, so they get probability 0 and gradient 0; -inf at the
@@ -541,6 +543,27 @@ xent_finish(const struct xent_job *j, size_t ex, double m, double sum, double la
             d[j] += (T)(G[j] * tg__vexp(((double)s[j] - M[j]) - L[j]));                            \
     }
 
+/*
+ * Kernels of the JVP, by dtype (in double), t the scores' tangent:
+ *   softmax_dot:     Σ_i e^((x[i] - m) - L) t[i], lane tree (x one example's scores)
+ *   colsoftmax_dot:  acc[j] += e^((s[j] - M[j]) - L[j]) t[j]   (across a block of examples)
+ */
+#define XENT_JVP_KERNELS(T, SFX)                                                                   \
+    TG__DEFINE_LANE_SUM(softmax_dot_##SFX, double,                                                 \
+                        tg__vexp(((double)x[i] - m) - L) * (double)t[i], const T *restrict x,      \
+                        const T *restrict t, double m, double L)                                   \
+    TG__VEC_CLONES static void colsoftmax_dot_##SFX(double *restrict acc, const T *restrict s,     \
+                                                    const T *restrict t,                           \
+                                                    const double *restrict M,                      \
+                                                    const double *restrict L, size_t n)            \
+    {                                                                                              \
+        for (size_t j = 0; j < n; j++)                                                             \
+            acc[j] += tg__vexp(((double)s[j] - M[j]) - L[j]) * (double)t[j];                       \
+    }
+
+XENT_JVP_KERNELS(float, f32)
+XENT_JVP_KERNELS(double, f64)
+
 /* acc[j] += add[j] (folding lanes across a block of examples) */
 TG__VEC_CLONES static void
 fold_into(double *restrict acc, const double *restrict add, size_t n)
@@ -643,10 +666,53 @@ XENT_KERNELS(double, f64)
         }                                                                                          \
     }
 
+/*
+ * JVP over examples [j0, j1): each example's P·Ṡ_j - Ṡ_j,l_j into rate[ex] (0 for a row
+ * that is all -inf), with the scores' tangent Ṡ read in the forward's layout.
+ */
+struct xent_jvp_job {
+    struct xent_job x;
+    double *rate; /* B doubles (the JVP's scratch) */
+};
+
+#define XENT_JVP_CHUNK(T, SFX)                                                                     \
+    static void xent_jvp_chunk_##SFX(size_t j0, size_t j1, void *vctx)                             \
+    {                                                                                              \
+        const struct xent_jvp_job *jj = vctx;                                                      \
+        const struct xent_job *j = &jj->x;                                                         \
+        const T *s = j->nd->in[0]->data, *ds = j->nd->in[0]->tangent;                              \
+        const int32_t *labels = j->nd->attr.labels;                                                \
+        size_t B = j->l.batch, C = j->l.classes;                                                   \
+        if (j->l.class_stride == 1) {                                                              \
+            for (size_t ex = j0; ex < j1; ex++)                                                    \
+                jj->rate[ex] = j->W[ex] == 0 ? 0                                                   \
+                                             : softmax_dot_##SFX(s + ex * C, ds + ex * C,          \
+                                                                 j->M[ex], j->L[ex], C) -          \
+                                                   (double)ds[ex * C + (size_t)labels[ex]];        \
+            return;                                                                                \
+        }                                                                                          \
+        double acc[XENT_BLOCK];                                                                    \
+        for (size_t jb = j0; jb < j1; jb += XENT_BLOCK) {                                          \
+            size_t n = j1 - jb < XENT_BLOCK ? j1 - jb : XENT_BLOCK;                                \
+            memset(acc, 0, n * sizeof acc[0]);                                                     \
+            for (size_t c = 0; c < C; c++)                                                         \
+                colsoftmax_dot_##SFX(acc, s + c * B + jb, ds + c * B + jb, j->M + jb, j->L + jb,   \
+                                     n);                                                           \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                size_t ex = jb + i;                                                                \
+                jj->rate[ex] = j->W[ex] == 0                                                       \
+                                   ? 0                                                             \
+                                   : acc[i] - (double)ds[(size_t)labels[ex] * B + ex];             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 XENT_FWD_CHUNK(float, f32)
 XENT_FWD_CHUNK(double, f64)
 XENT_VJP_CHUNK(float, f32)
 XENT_VJP_CHUNK(double, f64)
+XENT_JVP_CHUNK(float, f32)
+XENT_JVP_CHUNK(double, f64)
 
 static tg_status
 xent_forward(tg_node *nd)
@@ -675,15 +741,34 @@ xent_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* J̇ = (1/B) Σ_ex rate[ex], added in example order (as the forward adds the losses). */
+static tg_status
+xent_jvp(tg_node *nd)
+{
+    struct xent_jvp_job j = {.x = xent_job_of(nd)};
+    if (!(j.rate = tg__jvp_scratch(nd, j.x.l.batch * sizeof(double))))
+        return TG_ERR_NOMEM;
+    tg__parallel_for(j.x.l.batch, tg__grain_rows(j.x.l.classes),
+                     nd->out->dtype == TG_F32 ? xent_jvp_chunk_f32 : xent_jvp_chunk_f64, &j);
+    double total = 0;
+    for (size_t ex = 0; ex < j.x.l.batch; ex++)
+        total += j.rate[ex];
+    TG__DISPATCH(nd->out->dtype, T,
+                 { ((T *)nd->out->tangent)[0] = (T)(total / (double)j.x.l.batch); });
+    return TG_OK;
+}
+
 const tg_op tg__op_softmax_xent = {
     .name = "softmax_xent",
     .n_inputs = 1,
     .shape = xent_shape,
     .forward = xent_forward,
     .vjp = xent_vjp,
+    .jvp = xent_jvp,
     .scratch_size = xent_scratch,
     .math = "J = (1/B) Σ_j [lse(S_j) - S_j,l_j]",
     .vjp_math = "dS_jc += dJ (softmax(S_j)_c - [c = l_j]) / B",
+    .jvp_math = "J̇ = (1/B) Σ_j [Σ_c softmax(S_j)_c Ṡ_jc - Ṡ_j,l_j]",
     .shapes = "S (B x C) or (C x B), B labels → (1 x 1)",
 };
 
