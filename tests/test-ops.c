@@ -512,6 +512,7 @@ static const struct op_case cases[] = {
     ONE("nll_loss (3x5) class axis 0", ap_nll, 3, 5, .axis = 0),
     ONE("cross_entropy (5x3) weights, smoothing 0.1", ap_cross_entropy, 5, 3, .axis = 1, .ta = true, .c = 0.1),
     ONE("cross_entropy (3x5) class axis 0, smoothing 0.3", ap_cross_entropy, 3, 5, .axis = 0, .c = 0.3),
+    ONE("cross_entropy (5x3) weights, no smoothing", ap_cross_entropy, 5, 3, .axis = 1, .ta = true),
     TWO("bce_with_logits (3x4)", ap_bce, 3, 4, 3, 4, .lo = -4, .hi = 4),
     TWO("l1 (3x4)", ap_l1, 3, 4, 3, 4, .axis = 0),
     TWO("huber (3x4) delta 0.8", ap_huber, 3, 4, 3, 4, .c = 0.8),
