@@ -64,6 +64,23 @@ pair_loss_shape(tg_node *nd, int *ndim, int64_t *dims)
 PAIR_KERNELS(float, f32)
 PAIR_KERNELS(double, f64)
 
+/*
+ * Kernels of the pair losses' JVPs, by dtype, in double (lane tree, runs of at most TG__GRAIN):
+ *   resid_dot:   Σ (a - y) t                (one input has a tangent t)
+ *   resid_dot2:  Σ (a - y) (ȧ - ẏ)          (both have)
+ */
+#define PAIR_JVP_KERNELS(T, SFX)                                                                   \
+    TG__DEFINE_LANE_SUM(resid_dot_##SFX, double,                                                   \
+                        ((double)a[i] - (double)y[i]) * (double)t[i], const T *restrict a,         \
+                        const T *restrict y, const T *restrict t)                                  \
+    TG__DEFINE_LANE_SUM(resid_dot2_##SFX, double,                                                  \
+                        ((double)a[i] - (double)y[i]) * ((double)ta[i] - (double)ty[i]),           \
+                        const T *restrict a, const T *restrict y, const T *restrict ta,            \
+                        const T *restrict ty)
+
+PAIR_JVP_KERNELS(float, f32)
+PAIR_JVP_KERNELS(double, f64)
+
 /* Scratch of the pair losses: one double per chunk (the partial sums). */
 static size_t
 pair_loss_scratch(const tg_node *nd)
@@ -132,11 +149,51 @@ pair_loss_vjp(tg_node *nd, double factor)
                      nd->out->dtype == TG_F32 ? pair_vjp_chunk_f32 : pair_vjp_chunk_f64, &j);
 }
 
+struct pair_jvp_job {
+    const tg_node *nd;
+    double *part; /* one partial per chunk of TG__GRAIN elements (the JVP's scratch) */
+};
+
+#define PAIR_JVP_CHUNK(T, SFX)                                                                     \
+    static void pair_jvp_chunk_##SFX(size_t e0, size_t e1, void *vctx)                             \
+    {                                                                                              \
+        const struct pair_jvp_job *j = vctx;                                                       \
+        const tg_tensor *a = j->nd->in[0], *y = j->nd->in[1];                                      \
+        const T *av = (const T *)a->data + e0, *yv = (const T *)y->data + e0;                      \
+        const T *ta = a->tangent, *ty = y->tangent;                                                \
+        size_t n = e1 - e0;                                                                        \
+        j->part[e0 / TG__GRAIN] = ta && ty ? resid_dot2_##SFX(av, yv, ta + e0, ty + e0, n)         \
+                                  : ta     ? resid_dot_##SFX(av, yv, ta + e0, n)                   \
+                                           : -resid_dot_##SFX(av, yv, ty + e0, n);                 \
+    }
+
+PAIR_JVP_CHUNK(float, f32)
+PAIR_JVP_CHUNK(double, f64)
+
+/* J = (factor/2) Σ (a - y)²:  J̇ = factor Σ (a - y)(ȧ - ẏ), an absent tangent being 0. The
+ * chunk partials are added in chunk order, as the forward does. */
+static tg_status
+pair_loss_jvp(tg_node *nd, double factor)
+{
+    size_t n = nd->in[0]->size, chunks = tg__parallel_chunks(n, TG__GRAIN);
+    struct pair_jvp_job j = {nd, tg__jvp_scratch(nd, chunks * sizeof(double))};
+    if (!j.part)
+        return TG_ERR_NOMEM;
+    tg__parallel_for(n, TG__GRAIN,
+                     nd->out->dtype == TG_F32 ? pair_jvp_chunk_f32 : pair_jvp_chunk_f64, &j);
+    double acc = 0;
+    for (size_t c = 0; n && c < chunks; c++)
+        acc += j.part[c];
+    TG__DISPATCH(nd->out->dtype, T, { ((T *)nd->out->tangent)[0] = (T)(factor * acc); });
+    return TG_OK;
+}
+
 /*
  * mse_half (the note's loss):  J = 1/(2m) Σ_all (Y - A)²,   m = size of the batch axis
  *   ∂J/∂A = (A - Y) / m       — the note's step 1 (it wrote mean(Y - A), a scalar: the sign
  *                               is flipped and the gradient is a matrix, one entry per output)
  *   VJP: dA += dJ (A - Y) / m,   dY += dJ (Y - A) / m
+ *   JVP: J̇ = (1/m) Σ (A - Y) ⊙ (Ȧ - Ẏ)
  */
 static tg_status
 mse_half_shape(tg_node *nd, int *ndim, int64_t *dims)
@@ -180,15 +237,23 @@ mse_half_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+mse_half_jvp(tg_node *nd)
+{
+    return pair_loss_jvp(nd, 1.0 / batch_size(nd));
+}
+
 const tg_op tg__op_mse_half = {
     .name = "mse_half",
     .n_inputs = 2,
     .shape = mse_half_shape,
     .forward = mse_half_forward,
     .vjp = mse_half_vjp,
+    .jvp = mse_half_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = 1/(2m) Σ (Y - A)², m the size of the batch axis",
     .vjp_math = "dA += dJ (A - Y)/m;  dY -= the same",
+    .jvp_math = "J̇ = (1/m) Σ (A - Y) ⊙ (Ȧ - Ẏ)",
     .shapes = "A, Y (2-D, same shape) → (1 x 1)",
 };
 
@@ -205,6 +270,7 @@ tg_mse_half(tg_tape *t, tg_tensor *a, tg_tensor *y, int batch_axis)
 /*
  * mse (mean over all N entries):  J = (1/N) Σ (A - Y)²
  *   VJP: dA += dJ · 2 (A - Y) / N,   dY -= dJ · 2 (A - Y) / N
+ *   JVP: J̇ = (2/N) Σ (A - Y) ⊙ (Ȧ - Ẏ)
  */
 static tg_status
 mse_shape(tg_node *nd, int *ndim, int64_t *dims)
@@ -233,15 +299,23 @@ mse_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+mse_jvp(tg_node *nd)
+{
+    return pair_loss_jvp(nd, 2.0 / (double)nd->in[0]->size);
+}
+
 const tg_op tg__op_mse = {
     .name = "mse",
     .n_inputs = 2,
     .shape = mse_shape,
     .forward = mse_forward,
     .vjp = mse_vjp,
+    .jvp = mse_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = (1/N) Σ (A - Y)²",
     .vjp_math = "dA += dJ 2(A - Y)/N;  dY -= the same",
+    .jvp_math = "J̇ = (2/N) Σ (A - Y) ⊙ (Ȧ - Ẏ)",
     .shapes = "A, Y same shape → (1 x 1)",
 };
 
@@ -263,6 +337,8 @@ tg_mse(tg_tape *t, tg_tensor *a, tg_tensor *y)
  *
  *   ∂J/∂S_jc = (softmax(S_j)_c - [c = l_j]) / B
  *   VJP: dS += dJ (P - onehot(l)) / B, P recomputed as e^((s - m) - log Σ) from the saved m and log Σ.
+ *   JVP: J̇ = (1/B) Σ_j [ Σ_c P_jc Ṡ_jc - Ṡ_j,l_j ], P recomputed the same way; a row that is
+ *   all -inf adds 0 (its gradient is defined as 0 below, and this is its directional form).
  *
  *   Edge values (RELIABILITY.md rows 16 and 17), per example row s:
  *   - -inf at some classes: e^-inf = 0, so they get probability 0 and gradient 0; -inf at the
@@ -467,6 +543,27 @@ xent_finish(const struct xent_job *j, size_t ex, double m, double sum, double la
             d[j] += (T)(G[j] * tg__vexp(((double)s[j] - M[j]) - L[j]));                            \
     }
 
+/*
+ * Kernels of the JVP, by dtype (in double), t the scores' tangent:
+ *   softmax_dot:     Σ_i e^((x[i] - m) - L) t[i], lane tree (x one example's scores)
+ *   colsoftmax_dot:  acc[j] += e^((s[j] - M[j]) - L[j]) t[j]   (across a block of examples)
+ */
+#define XENT_JVP_KERNELS(T, SFX)                                                                   \
+    TG__DEFINE_LANE_SUM(softmax_dot_##SFX, double,                                                 \
+                        tg__vexp(((double)x[i] - m) - L) * (double)t[i], const T *restrict x,      \
+                        const T *restrict t, double m, double L)                                   \
+    TG__VEC_CLONES static void colsoftmax_dot_##SFX(double *restrict acc, const T *restrict s,     \
+                                                    const T *restrict t,                           \
+                                                    const double *restrict M,                      \
+                                                    const double *restrict L, size_t n)            \
+    {                                                                                              \
+        for (size_t j = 0; j < n; j++)                                                             \
+            acc[j] += tg__vexp(((double)s[j] - M[j]) - L[j]) * (double)t[j];                       \
+    }
+
+XENT_JVP_KERNELS(float, f32)
+XENT_JVP_KERNELS(double, f64)
+
 /* acc[j] += add[j] (folding lanes across a block of examples) */
 TG__VEC_CLONES static void
 fold_into(double *restrict acc, const double *restrict add, size_t n)
@@ -569,10 +666,53 @@ XENT_KERNELS(double, f64)
         }                                                                                          \
     }
 
+/*
+ * JVP over examples [j0, j1): each example's P·Ṡ_j - Ṡ_j,l_j into rate[ex] (0 for a row
+ * that is all -inf), with the scores' tangent Ṡ read in the forward's layout.
+ */
+struct xent_jvp_job {
+    struct xent_job x;
+    double *rate; /* B doubles (the JVP's scratch) */
+};
+
+#define XENT_JVP_CHUNK(T, SFX)                                                                     \
+    static void xent_jvp_chunk_##SFX(size_t j0, size_t j1, void *vctx)                             \
+    {                                                                                              \
+        const struct xent_jvp_job *jj = vctx;                                                      \
+        const struct xent_job *j = &jj->x;                                                         \
+        const T *s = j->nd->in[0]->data, *ds = j->nd->in[0]->tangent;                              \
+        const int32_t *labels = j->nd->attr.labels;                                                \
+        size_t B = j->l.batch, C = j->l.classes;                                                   \
+        if (j->l.class_stride == 1) {                                                              \
+            for (size_t ex = j0; ex < j1; ex++)                                                    \
+                jj->rate[ex] = j->W[ex] == 0 ? 0                                                   \
+                                             : softmax_dot_##SFX(s + ex * C, ds + ex * C,          \
+                                                                 j->M[ex], j->L[ex], C) -          \
+                                                   (double)ds[ex * C + (size_t)labels[ex]];        \
+            return;                                                                                \
+        }                                                                                          \
+        double acc[XENT_BLOCK];                                                                    \
+        for (size_t jb = j0; jb < j1; jb += XENT_BLOCK) {                                          \
+            size_t n = j1 - jb < XENT_BLOCK ? j1 - jb : XENT_BLOCK;                                \
+            memset(acc, 0, n * sizeof acc[0]);                                                     \
+            for (size_t c = 0; c < C; c++)                                                         \
+                colsoftmax_dot_##SFX(acc, s + c * B + jb, ds + c * B + jb, j->M + jb, j->L + jb,   \
+                                     n);                                                           \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                size_t ex = jb + i;                                                                \
+                jj->rate[ex] = j->W[ex] == 0                                                       \
+                                   ? 0                                                             \
+                                   : acc[i] - (double)ds[(size_t)labels[ex] * B + ex];             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 XENT_FWD_CHUNK(float, f32)
 XENT_FWD_CHUNK(double, f64)
 XENT_VJP_CHUNK(float, f32)
 XENT_VJP_CHUNK(double, f64)
+XENT_JVP_CHUNK(float, f32)
+XENT_JVP_CHUNK(double, f64)
 
 static tg_status
 xent_forward(tg_node *nd)
@@ -601,15 +741,34 @@ xent_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* J̇ = (1/B) Σ_ex rate[ex], added in example order (as the forward adds the losses). */
+static tg_status
+xent_jvp(tg_node *nd)
+{
+    struct xent_jvp_job j = {.x = xent_job_of(nd)};
+    if (!(j.rate = tg__jvp_scratch(nd, j.x.l.batch * sizeof(double))))
+        return TG_ERR_NOMEM;
+    tg__parallel_for(j.x.l.batch, tg__grain_rows(j.x.l.classes),
+                     nd->out->dtype == TG_F32 ? xent_jvp_chunk_f32 : xent_jvp_chunk_f64, &j);
+    double total = 0;
+    for (size_t ex = 0; ex < j.x.l.batch; ex++)
+        total += j.rate[ex];
+    TG__DISPATCH(nd->out->dtype, T,
+                 { ((T *)nd->out->tangent)[0] = (T)(total / (double)j.x.l.batch); });
+    return TG_OK;
+}
+
 const tg_op tg__op_softmax_xent = {
     .name = "softmax_xent",
     .n_inputs = 1,
     .shape = xent_shape,
     .forward = xent_forward,
     .vjp = xent_vjp,
+    .jvp = xent_jvp,
     .scratch_size = xent_scratch,
     .math = "J = (1/B) Σ_j [lse(S_j) - S_j,l_j]",
     .vjp_math = "dS_jc += dJ (softmax(S_j)_c - [c = l_j]) / B",
+    .jvp_math = "J̇ = (1/B) Σ_j [Σ_c softmax(S_j)_c Ṡ_jc - Ṡ_j,l_j]",
     .shapes = "S (B x C) or (C x B), B labels → (1 x 1)",
 };
 

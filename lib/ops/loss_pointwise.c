@@ -2,6 +2,8 @@
  * Losses that are the mean of a pointwise term of a prediction a and a target y of the same
  * shape (any rank): bce_with_logits, l1, huber, smooth_l1. The result is (1 x 1):
  *   J = (1/N) Σ_i f(a_i, y_i),   VJP da_i += dJ ∂f/∂a_i / N,  dy_i += dJ ∂f/∂y_i / N
+ *   JVP: J̇ = (1/N) Σ_i [∂f/∂a_i ȧ_i + ∂f/∂y_i ẏ_i], the term of an input without a tangent left
+ *   out (not multiplied by 0: ∂f/∂y = -a of bce is infinite at an infinite logit)
  * Both inputs get gradients (a target computed by the network is differentiated too, as in
  * PyTorch). Sums run in double, in element order, so the value is fixed by the input.
  */
@@ -12,10 +14,11 @@
 #include "vmath.h"
 
 /*
- * A loss from three expressions of a, y (doubles) and the constant c (attr.scale):
- *   F     the term f(a, y);  DA, DY  its partial derivatives
+ * A loss from expressions of a, y (doubles) and the constant c (attr.scale):
+ *   F       the term f(a, y);  DA, DY  its partial derivatives
+ *   JA, JY  the directional derivative's terms along ȧ = ta and along ẏ = ty
  */
-#define POINTWISE_LOSS(op, F, DA, DY, MATH, VJP)                                                   \
+#define POINTWISE_LOSS(op, F, DA, DY, JA, JY, MATH, VJP, JVP)                                      \
     static tg_status op##_forward(tg_node *nd)                                                     \
     {                                                                                              \
         double acc = 0, c = nd->attr.scale;                                                        \
@@ -49,14 +52,38 @@
         });                                                                                        \
         return TG_OK;                                                                              \
     }                                                                                              \
+    static tg_status op##_jvp(tg_node *nd)                                                         \
+    {                                                                                              \
+        double acc = 0, c = nd->attr.scale;                                                        \
+        (void)c;                                                                                   \
+        TG__DISPATCH(nd->out->dtype, T, {                                                          \
+            const T *av = nd->in[0]->data, *yv = nd->in[1]->data;                                  \
+            const T *tav = nd->in[0]->tangent, *tyv = nd->in[1]->tangent;                          \
+            for (size_t i = 0; i < nd->in[0]->size; i++) {                                         \
+                double a = (double)av[i], y = (double)yv[i];                                       \
+                if (tav) {                                                                         \
+                    double ta = (double)tav[i];                                                    \
+                    acc += (JA);                                                                   \
+                }                                                                                  \
+                if (tyv) {                                                                         \
+                    double ty = (double)tyv[i];                                                    \
+                    acc += (JY);                                                                   \
+                }                                                                                  \
+            }                                                                                      \
+            ((T *)nd->out->tangent)[0] = (T)(acc / (double)nd->in[0]->size);                       \
+        });                                                                                        \
+        return TG_OK;                                                                              \
+    }                                                                                              \
     const tg_op tg__op_##op = {                                                                    \
         .name = #op,                                                                               \
         .n_inputs = 2,                                                                             \
         .shape = pointwise_shape,                                                                  \
         .forward = op##_forward,                                                                   \
         .vjp = op##_vjp,                                                                           \
+        .jvp = op##_jvp,                                                                           \
         .math = MATH,                                                                              \
         .vjp_math = VJP,                                                                           \
+        .jvp_math = JVP,                                                                           \
         .shapes = "a, y the same shape (any rank, not empty) → (1 x 1)",                           \
     };
 
@@ -110,11 +137,12 @@ sign(double d)
  *   = -[y log σ(a) + (1 - y) log(1 - σ(a))], written so that nothing overflows for any |a|
  *   (e^-|a| <= 1) and log1p keeps the small tail for large |a|.
  *   ∂f/∂a = σ(a) - y,   ∂f/∂y = -a
+ *   JVP: J̇ = (1/N) Σ [(σ(a) - y) ȧ - a ẏ]
  */
 #define BCE_F (fmax(a, 0) - a * y + log1p(tg__vexp(-fabs(a))))
-POINTWISE_LOSS(bce_with_logits, BCE_F, tg__vsigmoid(a) - y, -a,
-               "J = mean(max(a, 0) - a y + log(1 + e^-|a|))",
-               "da += dJ (σ(a) - y) / N;  dy -= dJ a / N")
+POINTWISE_LOSS(bce_with_logits, BCE_F, tg__vsigmoid(a) - y, -a, (tg__vsigmoid(a) - y) * ta,
+               -a * ty, "J = mean(max(a, 0) - a y + log(1 + e^-|a|))",
+               "da += dJ (σ(a) - y) / N;  dy -= dJ a / N", "J̇ = mean((σ(a) - y) ȧ - a ẏ)")
 
 tg_tensor *
 tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y)
@@ -125,9 +153,11 @@ tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y)
 /*
  * l1:  f = |a - y|
  *   ∂f/∂a = sign(a - y) (0 at a = y, as PyTorch),   ∂f/∂y = -sign(a - y)
+ *   JVP: J̇ = (1/N) Σ sign(a - y) (ȧ - ẏ), 0 at a = y as the VJP's subgradient
  */
-POINTWISE_LOSS(l1, fabs(a - y), sign(a - y), -sign(a - y), "J = mean |a - y|",
-               "da += dJ sign(a - y) / N;  dy -= the same")
+POINTWISE_LOSS(l1, fabs(a - y), sign(a - y), -sign(a - y), sign(a - y) * ta, -sign(a - y) * ty,
+               "J = mean |a - y|", "da += dJ sign(a - y) / N;  dy -= the same",
+               "J̇ = mean(sign(a - y) (ȧ - ẏ))")
 
 tg_tensor *
 tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y)
@@ -138,12 +168,14 @@ tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y)
 /*
  * huber (δ = attr.scale > 0):  d = a - y,  f = |d| < δ ? ½ d² : δ (|d| - ½ δ)
  *   ∂f/∂a = |d| < δ ? d : δ sign(d)   (continuous: both are ±δ at |d| = δ),  ∂f/∂y = -∂f/∂a
+ *   JVP: J̇ = (1/N) Σ f'(d) (ȧ - ẏ),  f'(d) = |d| < δ ? d : δ sign(d)
  */
 #define HUBER_F (fabs(a - y) < c ? 0.5 * (a - y) * (a - y) : c * (fabs(a - y) - 0.5 * c))
 #define HUBER_D (fabs(a - y) < c ? (a - y) : c * sign(a - y))
-POINTWISE_LOSS(huber, HUBER_F, HUBER_D, -(HUBER_D),
+POINTWISE_LOSS(huber, HUBER_F, HUBER_D, -(HUBER_D), HUBER_D * ta, -(HUBER_D) * ty,
                "J = mean(|d| < δ ? ½d² : δ(|d| - ½δ)), d = a - y",
-               "da += dJ (|d| < δ ? d : δ sign d) / N;  dy -= the same")
+               "da += dJ (|d| < δ ? d : δ sign d) / N;  dy -= the same",
+               "J̇ = mean((|d| < δ ? d : δ sign d) (ȧ - ẏ))")
 
 tg_tensor *
 tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta)
@@ -155,12 +187,14 @@ tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta)
  * smooth_l1 (β = attr.scale >= 0):  d = a - y,  f = |d| < β ? ½ d² / β : |d| - ½ β
  *   = huber / β for β > 0; β = 0 is l1 (the first branch never holds), as PyTorch.
  *   ∂f/∂a = |d| < β ? d / β : sign(d),   ∂f/∂y = -∂f/∂a
+ *   JVP: J̇ = (1/N) Σ f'(d) (ȧ - ẏ),  f'(d) = |d| < β ? d / β : sign(d)
  */
 #define SL1_F (fabs(a - y) < c ? 0.5 * (a - y) * (a - y) / c : fabs(a - y) - 0.5 * c)
 #define SL1_D (fabs(a - y) < c ? (a - y) / c : sign(a - y))
-POINTWISE_LOSS(smooth_l1, SL1_F, SL1_D, -(SL1_D),
+POINTWISE_LOSS(smooth_l1, SL1_F, SL1_D, -(SL1_D), SL1_D * ta, -(SL1_D) * ty,
                "J = mean(|d| < β ? ½d²/β : |d| - ½β), d = a - y",
-               "da += dJ (|d| < β ? d/β : sign d) / N;  dy -= the same")
+               "da += dJ (|d| < β ? d/β : sign d) / N;  dy -= the same",
+               "J̇ = mean((|d| < β ? d/β : sign d) (ȧ - ẏ))")
 
 tg_tensor *
 tg_smooth_l1(tg_tape *t, tg_tensor *a, tg_tensor *y, double beta)

@@ -115,6 +115,7 @@ cls_attr(tg_tape *t, const char *op, tg_tensor *x, const int32_t *labels, size_t
 /*
  * nll_loss:  J = Σ_i w[y_i] (-x[i, y_i]) / Σ_i w[y_i]     (x log-probabilities)
  *   ∂J/∂x[i, c] = -[c = y_i] w[y_i] / Z:   VJP dx[i, y_i] -= dJ w[y_i] / Z
+ *   JVP: J̇ = -Σ_i w[y_i] ẋ[i, y_i] / Z (linear in x: the forward on the tangent)
  */
 static tg_status
 nll_forward(tg_node *nd)
@@ -156,8 +157,10 @@ const tg_op tg__op_nll_loss = {
     .shape = cls_shape,
     .forward = nll_forward,
     .vjp = nll_vjp,
+    .jvp = tg__jvp_linear,
     .math = "J = Σ_i w[y_i] (-x[i, y_i]) / Σ_i w[y_i], x log-probabilities",
     .vjp_math = "dx[i, y_i] -= dJ w[y_i] / Σ w[y]",
+    .jvp_math = "J̇ = -Σ_i w[y_i] ẋ[i, y_i] / Σ w[y]",
     .shapes = "x (B x C) or (C x B), B labels → (1 x 1)",
 };
 
@@ -180,6 +183,10 @@ tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const int32_t *labels, size_t n_la
  *   ∂ℓ_i/∂s[i, c] = (1 - ε) w[y_i] (p_c - [c = y_i]) + (ε/C) (W p_c - w[c]),  W = Σ_c w[c]
  *   VJP: ds[i, c] += dJ ∂ℓ_i/∂s[i, c] / Z
  *   lse_i = m + log Σ e^(s - m) (stable); the VJP recomputes m and the sum per example.
+ *   JVP: with p·ṡ_i = Σ_c p_c ṡ[i, c] the tangent of lse_i,
+ *     ℓ̇_i = ((1 - ε) w[y_i] + (ε/C) W) p·ṡ_i - (1 - ε) w[y_i] ṡ[i, y_i] - (ε/C) Σ_c w[c] ṡ[i, c]
+ *     J̇ = Σ_i ℓ̇_i / Z;  p·ṡ_i = Σ_c e^(s - m) ṡ / Σ_c e^(s - m), one pass with the sum (the
+ *     forward's cost: a max pass and an exp pass per example).
  */
 static void
 row_lse(const tg_node *nd, struct cls l, size_t i, double *m_out, double *lse_out)
@@ -248,14 +255,50 @@ xe_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+xe_jvp(tg_node *nd)
+{
+    struct cls l = cls_of(nd);
+    double eps = nd->attr.scale2, share = eps / (double)l.classes;
+    double z = label_weight_sum(nd, l), wsum = 0, acc = 0;
+    for (size_t c = 0; c < l.classes; c++)
+        wsum += weight_of(nd, c);
+    TG__DISPATCH(nd->out->dtype, T, {
+        for (size_t i = 0; i < l.batch; i++) {
+            const T *s = (const T *)nd->in[0]->data + i * l.ex_stride;
+            const T *ds = (const T *)nd->in[0]->tangent + i * l.ex_stride;
+            double m = -INFINITY;
+            for (size_t c = 0; c < l.classes; c++)
+                m = (double)s[c * l.class_stride] > m ? (double)s[c * l.class_stride] : m;
+            double sh = isfinite(m) ? m : 0, sum = 0, dot = 0, wdot = 0;
+            for (size_t c = 0; c < l.classes; c++) {
+                size_t at = c * l.class_stride;
+                double e = exp((double)s[at] - sh), t = (double)ds[at];
+                sum += e;
+                dot += e * t;
+                wdot += weight_of(nd, c) * t;
+            }
+            size_t y = (size_t)nd->attr.labels[i];
+            double wy = (1 - eps) * weight_of(nd, y);
+            acc += (wy + share * wsum) * (dot / sum) - wy * (double)ds[y * l.class_stride] -
+                   share * wdot;
+        }
+        ((T *)nd->out->tangent)[0] = (T)(acc / z);
+    });
+    return TG_OK;
+}
+
 const tg_op tg__op_cross_entropy = {
     .name = "cross_entropy",
     .n_inputs = 1,
     .shape = cls_shape,
     .forward = xe_forward,
     .vjp = xe_vjp,
+    .jvp = xe_jvp,
     .math = "J = Σ_i [(1-ε) w[y_i] (lse_i - s_iy) + (ε/C) Σ_c w_c (lse_i - s_ic)] / Σ_i w[y_i]",
     .vjp_math = "ds_ic += dJ [(1-ε) w[y_i] (p_ic - [c = y_i]) + (ε/C)(W p_ic - w_c)] / Σ w[y]",
+    .jvp_math = "J̇ = Σ_i [((1-ε) w[y_i] + (ε/C) W) p_i·ṡ_i - (1-ε) w[y_i] ṡ_iy "
+                "- (ε/C) Σ_c w_c ṡ_ic] / Σ w[y]",
     .shapes = "s (B x C) or (C x B), B labels, C weights or none → (1 x 1)",
 };
 
