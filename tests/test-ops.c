@@ -311,13 +311,13 @@ ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
     return tg_scaled_dot_product_attention(t, q, k, v, mask, c->ta, 0);
 }
 
-/* layer_norm over the last .axis axes, γ = β = in[1] (.ta) or none; rms_norm likewise, γ =
- * in[1] (.ta) or none */
+/* layer_norm over the last .axis axes, γ = β = in[1] (.ta), only γ = in[1] (.ta, .c 1), only
+ * β = in[1] (.ta, .c 2) or none; rms_norm likewise, γ = in[1] (.ta) or none */
 static tg_tensor *
 ap_layer_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     tg_tensor *g = c->ta ? in[1] : NULL;
-    return tg_layer_norm(t, in[0], c->axis, g, g, 1e-5);
+    return tg_layer_norm(t, in[0], c->axis, c->c == 2 ? NULL : g, c->c == 1 ? NULL : g, 1e-5);
 }
 static tg_tensor *
 ap_rms_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
@@ -542,6 +542,8 @@ static const struct op_case cases[] = {
     ND("layer_norm (3x2x7) last axis", ap_layer_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
     ND("layer_norm (2x2x3x3) last 3 axes", ap_layer_norm, 1, 4, 0, D4(2, 2, 3, 3), D1(0), .axis = 3),
     ND("layer_norm (6) whole vector, affine", ap_layer_norm, 2, 1, 1, D1(6), D1(6), .axis = 1, .ta = true),
+    ND("layer_norm (3x5) last axis, weight only", ap_layer_norm, 2, 2, 1, M2(3, 5), D1(5), .axis = 1, .ta = true, .c = 1),
+    ND("layer_norm (2x3x4) last 2 axes, bias only", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true, .c = 2),
     ND("rms_norm (4x5) last axis, weight", ap_rms_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
     ND("rms_norm (2x3x4) last 2 axes, weight", ap_rms_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
     ND("rms_norm (3x2x7) last axis", ap_rms_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
