@@ -281,14 +281,17 @@ ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 }
 /* scaled_dot_product_attention: in[1] holds k and v side by side on its last axis (k the
  * first d columns, d = in[0]'s last size); .axis 1 packs a differentiable additive mask after
- * q's d columns of in[0] (its width is S), .axis 2 adds a constant mask with -inf entries;
- * .ta: causal. */
+ * q's d columns of in[0] (its width is S), .axis 2 adds a constant mask with -inf entries,
+ * .axis 3 both (their sum); .ta: causal. The differentiable mask is whole (.c 0), or only
+ * batch 0 and head 0 of it, broadcast over batch and heads (.c 1), or only batch 0 and query
+ * row 0, broadcast over batch and rows (.c 2). The constant mask has -inf at every third
+ * entry, never a whole row (.c 0), or also on all of query row 1 (.c 3: a fully masked row). */
 static tg_tensor *
 ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     int r = tg_tensor_ndim(in[0]);
     int64_t s = tg_tensor_dim(in[1], r - 2), d = tg_tensor_dim(in[0], r - 1);
-    if (c->axis == 1)
+    if (c->axis == 1 || c->axis == 3)
         d -= s;
     int64_t start[4] = {0, 0, 0, 0}, stop[4] = {TG_END, TG_END, TG_END, TG_END};
     stop[r - 1] = d;
@@ -297,16 +300,25 @@ ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
     start[r - 1] = d, stop[r - 1] = TG_END;
     tg_tensor *v = tg_slice(t, in[1], start, stop, NULL);
     tg_tensor *mask = NULL;
-    if (c->axis == 1)
+    if (c->axis == 1 || c->axis == 3) {
+        if (c->c == 1)
+            for (int i = 0; i < r - 2; i++)
+                stop[i] = 1;
+        if (c->c == 2)
+            stop[0] = stop[r - 2] = 1;
         mask = tg_slice(t, in[0], start, stop, NULL);
-    if (c->axis == 2) {
+    }
+    if (c->axis == 2 || c->axis == 3) {
         int64_t tl = tg_tensor_dim(in[0], r - 2);
-        mask = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){tl, s}, "mask");
+        tg_tensor *fixed = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){tl, s}, "mask");
         double *vals = malloc((size_t)(tl * s) * sizeof *vals);
-        for (int64_t i = 0; i < tl * s; i++) /* -inf at every third, never a whole row */
-            vals[i] = i % s != 0 && i % 3 == 1 ? -INFINITY : 0.25 * (double)(i % 5) - 0.5;
-        tg_tensor_write(mask, vals, (size_t)(tl * s));
+        for (int64_t i = 0; i < tl * s; i++)
+            vals[i] = (i % s != 0 && i % 3 == 1) || (c->c == 3 && i / s == 1)
+                          ? -INFINITY
+                          : 0.25 * (double)(i % 5) - 0.5;
+        tg_tensor_write(fixed, vals, (size_t)(tl * s));
         free(vals);
+        mask = mask ? tg_add(t, mask, fixed) : fixed;
     }
     return tg_scaled_dot_product_attention(t, q, k, v, mask, c->ta, 0);
 }
@@ -537,6 +549,11 @@ static const struct op_case cases[] = {
     ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
     ND("scaled_dot_product_attention (3x4x3) S 5 rank 3, causal, -inf mask", ap_sdpa, 2, 3, 3, D3(3, 4, 3), D3(3, 5, 5), .axis = 2, .ta = true),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (1x1x3x5) broadcast over batch and heads (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1, .c = 1),
+    ND("scaled_dot_product_attention (2x3x4x3) S 5 causal, mask (1x3x1x5) broadcast over batch and rows (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 3, 4, 3 + 5), D4(2, 3, 5, 4), .axis = 1, .ta = true, .c = 2),
+    ND("scaled_dot_product_attention (3x4x2) S 5 rank 3, mask (1x4x5) broadcast over batch (differentiable)", ap_sdpa, 2, 3, 3, D3(3, 4, 2 + 5), D3(3, 5, 5), .axis = 1, .c = 1),
+    ND("scaled_dot_product_attention (2x2x3x4) S 6 differentiable mask + -inf mask, row 1 fully masked", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 6), D4(2, 2, 6, 7), .axis = 3, .c = 3),
+    ND("scaled_dot_product_attention (1x2x70x3) S 67 causal, two tiles of rows and of keys", ap_sdpa, 2, 4, 4, D4(1, 2, 70, 3), D4(1, 2, 67, 3 + 4), .axis = 0, .ta = true),
     ND("layer_norm (4x5) last axis, affine", ap_layer_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
     ND("layer_norm (2x3x4) last 2 axes, affine", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
     ND("layer_norm (3x2x7) last axis", ap_layer_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
