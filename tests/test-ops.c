@@ -279,16 +279,46 @@ ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
     tg_tensor *g = c->axis == 0 ? in[1] : NULL;
     return tg_group_norm(t, in[0], 2, g, g, 1e-5);
 }
+/* A constant operand, which no tangent reaches (its tangent stays NULL): 0.9 sin(0.7 i + 0.3) */
+static tg_tensor *
+fixed_operand(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims, const char *name)
+{
+    tg_tensor *x = tg_tensor_new(t, dt, ndim, dims, name);
+    size_t n = tg_tensor_size(x);
+    double *vals = malloc((n ? n : 1) * sizeof *vals);
+    for (size_t i = 0; i < n; i++)
+        vals[i] = 0.9 * sin(0.7 * (double)i + 0.3);
+    tg_tensor_write(x, vals, n);
+    free(vals);
+    return x;
+}
+
 /* scaled_dot_product_attention: in[1] holds k and v side by side on its last axis (k the
  * first d columns, d = in[0]'s last size); .axis 1 packs a differentiable additive mask after
- * q's d columns of in[0] (its width is S), .axis 2 adds a constant mask with -inf entries;
- * .ta: causal. */
+ * q's d columns of in[0] (its width is S), .axis 2 adds a constant mask with -inf entries,
+ * .axis 3 both (their sum); .ta: causal. The differentiable mask is whole (.c 0), or only
+ * batch 0 and head 0 of it, broadcast over batch and heads (.c 1), or only batch 0 and query
+ * row 0, broadcast over batch and rows (.c 2). The constant mask has -inf at every third
+ * entry, never a whole row (.c 0), or also on all of query row 1 (.c 3: a fully masked row).
+ * .axis 4: in[0] is the one operand with a tangent, q (.c 0), k (1), v (2) or the mask (3), of
+ * a rank-4 attention with in[0]'s batch and heads, T 3, S 5, d 4, dv 3; the others are
+ * constants. */
 static tg_tensor *
 ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
+    if (c->axis == 4) {
+        int64_t b = tg_tensor_dim(in[0], 0), h = tg_tensor_dim(in[0], 1);
+        const int64_t dims[4][4] = {{b, h, 3, 4}, {b, h, 5, 4}, {b, h, 5, 3}, {b, h, 3, 5}};
+        static const char *const names[4] = {"q", "k", "v", "mask"};
+        tg_tensor *x[4];
+        for (int i = 0; i < 4; i++)
+            x[i] = i == (int)c->c ? in[0]
+                                  : fixed_operand(t, tg_tensor_dtype(in[0]), 4, dims[i], names[i]);
+        return tg_scaled_dot_product_attention(t, x[0], x[1], x[2], x[3], c->ta, 0);
+    }
     int r = tg_tensor_ndim(in[0]);
     int64_t s = tg_tensor_dim(in[1], r - 2), d = tg_tensor_dim(in[0], r - 1);
-    if (c->axis == 1)
+    if (c->axis == 1 || c->axis == 3)
         d -= s;
     int64_t start[4] = {0, 0, 0, 0}, stop[4] = {TG_END, TG_END, TG_END, TG_END};
     stop[r - 1] = d;
@@ -297,31 +327,54 @@ ap_sdpa(tg_tape *t, tg_tensor **in, const struct op_case *c)
     start[r - 1] = d, stop[r - 1] = TG_END;
     tg_tensor *v = tg_slice(t, in[1], start, stop, NULL);
     tg_tensor *mask = NULL;
-    if (c->axis == 1)
+    if (c->axis == 1 || c->axis == 3) {
+        if (c->c == 1)
+            for (int i = 0; i < r - 2; i++)
+                stop[i] = 1;
+        if (c->c == 2)
+            stop[0] = stop[r - 2] = 1;
         mask = tg_slice(t, in[0], start, stop, NULL);
-    if (c->axis == 2) {
+    }
+    if (c->axis == 2 || c->axis == 3) {
         int64_t tl = tg_tensor_dim(in[0], r - 2);
-        mask = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){tl, s}, "mask");
+        tg_tensor *fixed = tg_tensor_new(t, tg_tensor_dtype(in[0]), 2, (int64_t[]){tl, s}, "mask");
         double *vals = malloc((size_t)(tl * s) * sizeof *vals);
-        for (int64_t i = 0; i < tl * s; i++) /* -inf at every third, never a whole row */
-            vals[i] = i % s != 0 && i % 3 == 1 ? -INFINITY : 0.25 * (double)(i % 5) - 0.5;
-        tg_tensor_write(mask, vals, (size_t)(tl * s));
+        for (int64_t i = 0; i < tl * s; i++)
+            vals[i] = (i % s != 0 && i % 3 == 1) || (c->c == 3 && i / s == 1)
+                          ? -INFINITY
+                          : 0.25 * (double)(i % 5) - 0.5;
+        tg_tensor_write(fixed, vals, (size_t)(tl * s));
         free(vals);
+        mask = mask ? tg_add(t, mask, fixed) : fixed;
     }
     return tg_scaled_dot_product_attention(t, q, k, v, mask, c->ta, 0);
 }
 
-/* layer_norm over the last .axis axes, γ = β = in[1] (.ta) or none; rms_norm likewise, γ =
- * in[1] (.ta) or none */
+/* layer_norm over the last .axis axes, γ = β = in[1] (.ta), only γ = in[1] (.ta, .c 1), only
+ * β = in[1] (.ta, .c 2) or none; rms_norm likewise, γ = in[1] (.ta) or none. .c 3: x is a
+ * constant of 4 rows (no tangent) and in[0] the weight (and layer_norm's bias). */
+static tg_tensor *
+norm_constant_x(tg_tape *t, tg_tensor *weight)
+{
+    int64_t dims[TG_MAX_DIMS] = {4};
+    int n = tg_tensor_ndim(weight);
+    for (int i = 0; i < n; i++)
+        dims[1 + i] = tg_tensor_dim(weight, i);
+    return fixed_operand(t, tg_tensor_dtype(weight), 1 + n, dims, "x");
+}
 static tg_tensor *
 ap_layer_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
+    if (c->c == 3)
+        return tg_layer_norm(t, norm_constant_x(t, in[0]), c->axis, in[0], in[0], 1e-5);
     tg_tensor *g = c->ta ? in[1] : NULL;
-    return tg_layer_norm(t, in[0], c->axis, g, g, 1e-5);
+    return tg_layer_norm(t, in[0], c->axis, c->c == 2 ? NULL : g, c->c == 1 ? NULL : g, 1e-5);
 }
 static tg_tensor *
 ap_rms_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
+    if (c->c == 3)
+        return tg_rms_norm(t, norm_constant_x(t, in[0]), c->axis, in[0], 1e-6);
     return tg_rms_norm(t, in[0], c->axis, c->ta ? in[1] : NULL, 1e-6);
 }
 
@@ -539,15 +592,28 @@ static const struct op_case cases[] = {
     ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
     ND("scaled_dot_product_attention (3x4x3) S 5 rank 3, causal, -inf mask", ap_sdpa, 2, 3, 3, D3(3, 4, 3), D3(3, 5, 5), .axis = 2, .ta = true),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (1x1x3x5) broadcast over batch and heads (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1, .c = 1),
+    ND("scaled_dot_product_attention (2x3x4x3) S 5 causal, mask (1x3x1x5) broadcast over batch and rows (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 3, 4, 3 + 5), D4(2, 3, 5, 4), .axis = 1, .ta = true, .c = 2),
+    ND("scaled_dot_product_attention (3x4x2) S 5 rank 3, mask (1x4x5) broadcast over batch (differentiable)", ap_sdpa, 2, 3, 3, D3(3, 4, 2 + 5), D3(3, 5, 5), .axis = 1, .c = 1),
+    ND("scaled_dot_product_attention (2x2x3x4) S 6 differentiable mask + -inf mask, row 1 fully masked", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 6), D4(2, 2, 6, 7), .axis = 3, .c = 3),
+    ND("scaled_dot_product_attention (1x2x70x3) S 67 causal, two tiles of rows and of keys", ap_sdpa, 2, 4, 4, D4(1, 2, 70, 3), D4(1, 2, 67, 3 + 4), .axis = 0, .ta = true),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5, only q has a tangent", ap_sdpa, 1, 4, 0, D4(2, 2, 3, 4), D1(0), .axis = 4, .c = 0),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5 causal, only k has a tangent", ap_sdpa, 1, 4, 0, D4(2, 2, 5, 4), D1(0), .axis = 4, .ta = true, .c = 1),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5, only v has a tangent", ap_sdpa, 1, 4, 0, D4(2, 2, 5, 3), D1(0), .axis = 4, .c = 2),
+    ND("scaled_dot_product_attention (2x2x3x4) S 5, only the mask has a tangent", ap_sdpa, 1, 4, 0, D4(2, 2, 3, 5), D1(0), .axis = 4, .c = 3),
     ND("layer_norm (4x5) last axis, affine", ap_layer_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
     ND("layer_norm (2x3x4) last 2 axes, affine", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
     ND("layer_norm (3x2x7) last axis", ap_layer_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
     ND("layer_norm (2x2x3x3) last 3 axes", ap_layer_norm, 1, 4, 0, D4(2, 2, 3, 3), D1(0), .axis = 3),
     ND("layer_norm (6) whole vector, affine", ap_layer_norm, 2, 1, 1, D1(6), D1(6), .axis = 1, .ta = true),
+    ND("layer_norm (3x5) last axis, weight only", ap_layer_norm, 2, 2, 1, M2(3, 5), D1(5), .axis = 1, .ta = true, .c = 1),
+    ND("layer_norm (2x3x4) last 2 axes, bias only", ap_layer_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true, .c = 2),
+    ND("layer_norm (4x3x2) last 2 axes, x constant: only γ = β has a tangent", ap_layer_norm, 1, 2, 0, M2(3, 2), D1(0), .axis = 2, .ta = true, .c = 3),
     ND("rms_norm (4x5) last axis, weight", ap_rms_norm, 2, 2, 1, M2(4, 5), D1(5), .axis = 1, .ta = true),
     ND("rms_norm (2x3x4) last 2 axes, weight", ap_rms_norm, 2, 3, 2, D3(2, 3, 4), M2(3, 4), .axis = 2, .ta = true),
     ND("rms_norm (3x2x7) last axis", ap_rms_norm, 1, 3, 0, D3(3, 2, 7), D1(0), .axis = 1),
     ND("rms_norm (1x9) one row", ap_rms_norm, 1, 2, 0, M2(1, 9), D1(0), .axis = 2),
+    ND("rms_norm (4x6) last axis, x constant: only γ has a tangent", ap_rms_norm, 1, 1, 0, D1(6), D1(0), .axis = 1, .ta = true, .c = 3),
     ND("lstm_cell (3x8) state (3x4), H 2, biases", ap_cell, 2, 2, 2, M2(3, 12), M2(8, 4), .axis = 0),
     ND("lstm_cell (1x8) state (1x4), H 2, no biases", ap_cell, 2, 2, 2, M2(1, 12), M2(8, 4), .axis = 0, .ta = true),
     ND("gru_cell (3x6) h (3x2), H 2, biases", ap_cell, 2, 2, 2, M2(3, 8), M2(6, 4), .axis = 1),

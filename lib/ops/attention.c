@@ -49,6 +49,13 @@ exp_shifted_f64(double *z, size_t n, double shift)
  *   Parts are sets of (batch, head) pairs, a fixed number of them whatever the thread count,
  *   each with its own two tiles in the scratch (see sdpa_scratch). Products run on the GEMM
  *   kernels; row statistics are in double.
+ *   JVP: Ż = c (Q̇ Kᵀ + Q K̇ᵀ) + Ṁ,  Ṗ_ts = P_ts (Ż_ts − r_t) with r_t = Σ_s P_ts Ż_ts,
+ *     Ȯ = Ṗ V + P V̇ = (P ⊙ Ż) V − r O + P V̇   (Σ_s P_ts r_t V_s = r_t O_t).
+ *   The second form needs r only at the end, so one sweep over the key tiles does it, as the
+ *   forward does: per tile P is recomputed from the saved lse (0 on a fully masked row, so its
+ *   tangent is 0), W = P ⊙ Ż is formed in place of Ż, r += rowsum(W) in double, and Ȯ += W V_j
+ *   + P V̇_j; after the last tile Ȯ −= r O. Terms whose tangents are all NULL are skipped (no
+ *   Ż without a tangent of Q, K or M; no P V̇ without V̇).
  */
 /* attr: scale = c (resolved), causal */
 #define SDPA_TQ 64       /* query rows per tile */
@@ -334,12 +341,137 @@ sdpa_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* The JVP's own scratch (tg__jvp_scratch), one block per part: r (TQ doubles), then the P
+ * tile and the Ż / W tile (TQ x TK each). */
+struct sdpa_jvp_job {
+    struct sdpa a;
+    const double *lse_all; /* the forward's, in the node's scratch (read only) */
+    char *scratch;
+    size_t part_bytes;
+};
+
+static size_t
+sdpa_jvp_part_bytes(const struct sdpa *a)
+{
+    size_t bytes = a->tq * sizeof(double) + 2 * a->tq * a->tk * tg_dtype_size(a->q->dtype);
+    return (bytes + 63) / 64 * 64;
+}
+
+static void
+sdpa_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    struct sdpa_jvp_job *j = ctx;
+    struct sdpa a = j->a;
+    double *rsum = (double *)(j->scratch + begin / a.grain * j->part_bytes);
+    bool logit_tangent = a.q->tangent || a.k->tangent || (a.mask && a.mask->tangent);
+    tg__gemm_caller_part(begin / a.grain);
+    TG__DISPATCH(a.out->dtype, T, {
+        T *p = (T *)(rsum + a.tq), *w = p + a.tq * a.tk;
+        for (size_t bh = begin; bh < end; bh++) {
+            const T *q = (const T *)a.q->data + bh * a.t * a.d;
+            const T *k = (const T *)a.k->data + bh * a.s * a.d;
+            const T *v = (const T *)a.v->data + bh * a.s * a.dv;
+            const T *o = (const T *)a.out->data + bh * a.t * a.dv;
+            const T *dotq = a.q->tangent ? (const T *)a.q->tangent + bh * a.t * a.d : NULL;
+            const T *dotk = a.k->tangent ? (const T *)a.k->tangent + bh * a.s * a.d : NULL;
+            const T *dotv = a.v->tangent ? (const T *)a.v->tangent + bh * a.s * a.dv : NULL;
+            const T *dotmask = a.mask && a.mask->tangent ? (const T *)a.mask->tangent +
+                                                               bh / a.h * a.ms[0] +
+                                                               bh % a.h * a.ms[1]
+                                                         : NULL;
+            T *doto = (T *)a.out->tangent + bh * a.t * a.dv;
+            const double *lse = j->lse_all + bh * a.t;
+            for (size_t i0 = 0; i0 < a.t; i0 += a.tq) {
+                size_t tq = a.t - i0 < a.tq ? a.t - i0 : a.tq;
+                for (size_t r = 0; r < tq; r++)
+                    rsum[r] = 0;
+                for (size_t j0 = 0; j0 < a.s; j0 += a.tk) {
+                    if (a.causal && j0 > i0 + tq - 1)
+                        break;
+                    size_t tk = a.s - j0 < a.tk ? a.s - j0 : a.tk;
+                    SDPA_LOGITS(T, a, bh, i0, tq, j0, tk, p);
+                    for (size_t r = 0; r < tq; r++) {
+                        T *pr = p + r * tk;
+                        double lr = lse[i0 + r];
+                        if (lr == -INFINITY) { /* fully masked row: P = 0 */
+                            memset(pr, 0, tk * sizeof(T));
+                            continue;
+                        }
+                        EXP_SHIFTED(pr, tk, lr);
+                    }
+                    if (dotv) /* Ȯ_i += P_ij V̇_j */
+                        gemm(a.f64, false, false, tq, a.dv, tk, 1, p, tk, dotv + j0 * a.dv, a.dv,
+                             1, doto + i0 * a.dv, a.dv);
+                    if (!logit_tangent)
+                        continue;
+                    /* Ż_ij = c (Q̇_i K_jᵀ + Q_i K̇_jᵀ) + Ṁ_ij */
+                    double beta = 0;
+                    if (dotq) {
+                        gemm(a.f64, false, true, tq, tk, a.d, a.scale, dotq + i0 * a.d, a.d,
+                             k + j0 * a.d, a.d, 0, w, tk);
+                        beta = 1;
+                    }
+                    if (dotk) {
+                        gemm(a.f64, false, true, tq, tk, a.d, a.scale, q + i0 * a.d, a.d,
+                             dotk + j0 * a.d, a.d, beta, w, tk);
+                        beta = 1;
+                    }
+                    if (beta == 0)
+                        memset(w, 0, tq * tk * sizeof(T));
+                    if (dotmask)
+                        for (size_t r = 0; r < tq; r++)
+                            for (size_t c = 0; c < tk; c++)
+                                w[r * tk + c] +=
+                                    dotmask[(i0 + r) * a.ms[2] + (j0 + c) * a.ms[3]];
+                    /* W = P ⊙ Ż in place, r += rowsum(W) */
+                    for (size_t r = 0; r < tq; r++) {
+                        double acc = 0;
+                        for (size_t c = 0; c < tk; c++) {
+                            w[r * tk + c] = (T)((double)p[r * tk + c] * (double)w[r * tk + c]);
+                            acc += w[r * tk + c];
+                        }
+                        rsum[r] += acc;
+                    }
+                    /* Ȯ_i += W V_j */
+                    gemm(a.f64, false, false, tq, a.dv, tk, 1, w, tk, v + j0 * a.dv, a.dv, 1,
+                         doto + i0 * a.dv, a.dv);
+                }
+                if (logit_tangent) /* Ȯ_i −= r O_i */
+                    for (size_t r = 0; r < tq; r++)
+                        for (size_t c = 0; c < a.dv; c++) {
+                            size_t at = (i0 + r) * a.dv + c;
+                            doto[at] = (T)((double)doto[at] - rsum[r] * (double)o[at]);
+                        }
+            }
+        }
+    });
+    tg__gemm_caller_part(SIZE_MAX);
+}
+
+static tg_status
+sdpa_jvp(tg_node *nd)
+{
+    struct sdpa_jvp_job j = {sdpa_of(nd), nd->scratch, NULL, 0};
+    size_t bh = j.a.b * j.a.h;
+    if (bh == 0)
+        return TG_OK;
+    j.part_bytes = sdpa_jvp_part_bytes(&j.a);
+    j.scratch = tg__jvp_scratch(nd, tg__parallel_chunks(bh, j.a.grain) * j.part_bytes);
+    if (!j.scratch)
+        return TG_ERR_NOMEM;
+    tg__parallel_for(bh, j.a.grain, sdpa_jvp_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_scaled_dot_product_attention = {
     .name = "scaled_dot_product_attention",
     .n_inputs = TG_VARIADIC, /* q, k, v, then the additive mask when given */
     .shape = sdpa_shape,
     .forward = sdpa_forward,
     .vjp = sdpa_vjp,
+    .jvp = sdpa_jvp,
+    .jvp_math = "Ż = c (Q̇ Kᵀ + Q K̇ᵀ) + Ṁ, P from the saved logsumexp: Ȯ = (P ⊙ Ż) V − "
+                "rowsum(P ⊙ Ż) ⊙ O + P V̇",
     .scratch_size = sdpa_scratch,
     .math = "O = softmax(c Q Kᵀ + M) V per (batch, head), M an additive mask (broadcast), "
             "causal: logits with s > t masked",

@@ -152,6 +152,8 @@ check_rows(tg_tape *t, const char *op, tg_tensor **x, int n_norm, tg_tensor **ga
  *   μ = (1/M) Σ x,  σ² = (1/M) Σ (x − μ)²  (biased),  x̂ = (x − μ)/√(σ² + ε),  y = γ x̂ + β
  *   VJP, with u = γ ⊙ dy (the gradient at x̂) and means over the row:
  *     dx += (1/√(σ² + ε)) (u − mean(u) − x̂ mean(u x̂)),  dγ += Σ_rows dy x̂,  dβ += Σ_rows dy
+ *   JVP: μ̇ = mean(ẋ), (σ²)˙ = 2 mean((x − μ) ẋ) (Σ (x − μ) = 0), so
+ *     x̂̇ = (1/√(σ² + ε)) (ẋ − mean(ẋ) − x̂ mean(x̂ ẋ)),  ẏ = γ x̂̇ + γ̇ x̂ + β̇
  * σ² is summed from x − μ (two passes), and y and dx are formed from x − μ in double, so
  * nothing cancels when |μ| dwarfs the spread of the row (an offset of 1e6 costs no digits).
  * The scratch keeps μ and 1/√(σ² + ε) per row.
@@ -241,11 +243,65 @@ ln_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* ẏ row by row from the saved μ and 1/√(σ² + ε); the two sums Σ ẋ and Σ (x − μ) ẋ run in
+ * double in the fixed lanes of norm_sums.h, like the VJP's. */
+static void
+ln_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    struct rows_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct rows r = j->r;
+    const double *mean = nd->scratch, *inv = mean + r.n;
+    double m = (double)r.m;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *dotx = nd->in[0]->tangent;
+        const T *gamma = r.gamma ? r.gamma->data : NULL;
+        const T *dotgamma = r.gamma ? r.gamma->tangent : NULL;
+        const T *dotbeta = r.beta ? r.beta->tangent : NULL;
+        T *doty = nd->out->tangent;
+        for (size_t row = begin; row < end; row++) {
+            const T *xr = x + row * r.m;
+            T *dotyr = doty + row * r.m;
+            double mu = mean[row], iv = inv[row];
+            /* x̂̇ = iv ẋ + a (x − μ) + e, a = −iv³ Σ (x − μ) ẋ / M, e = −iv Σ ẋ / M */
+            double a = 0, e = 0;
+            const T *dotxr = dotx ? dotx + row * r.m : NULL;
+            if (dotxr) {
+                double sdx = 0, sxdx = 0;
+                NORM_DSUMS(dotxr, xr, r.m, mu, &sdx, &sxdx);
+                a = -iv * iv * iv * sxdx / m, e = -iv * sdx / m;
+            }
+            for (size_t i = 0; i < r.m; i++) {
+                double xc = xr[i] - mu, acc = 0;
+                if (dotxr)
+                    acc = (gamma ? gamma[i] : 1) * (iv * dotxr[i] + a * xc + e);
+                if (dotgamma)
+                    acc += (double)dotgamma[i] * (xc * iv);
+                if (dotbeta)
+                    acc += dotbeta[i];
+                dotyr[i] = (T)acc;
+            }
+        }
+    });
+}
+
+static tg_status
+ln_jvp(tg_node *nd)
+{
+    struct rows_job j = {nd, rows_of(nd)};
+    if (j.r.m == 0 || j.r.n == 0)
+        return TG_OK;
+    tg__parallel_for(j.r.n, row_grain(j.r.m), ln_jvp_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_layer_norm = {
     .name = "layer_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = ln_forward,
     .vjp = ln_vjp,
+    .jvp = ln_jvp,
+    .jvp_math = "ẏ = γ (ẋ − mean(ẋ) − x̂ mean(x̂ ẋ))/√(σ²+ε) + γ̇ x̂ + β̇ per row",
     .scratch_size = ln_scratch,
     .math = "y = γ (x − μ)/√(σ² + ε) + β, μ, σ² (biased) over each row of the last n_norm "
             "axes",
@@ -272,6 +328,7 @@ tg_layer_norm(tg_tape *t, tg_tensor *x, int n_norm_axes, tg_tensor *weight, tg_t
  * rms_norm: per row of M values
  *   r = 1/√(mean(x²) + ε),  y = γ ⊙ x r
  *   VJP, with u = γ ⊙ dy:  dx += r (u − x r² mean(u x)),  dγ += Σ_rows dy x r
+ *   JVP: ṙ = −r³ mean(x ẋ), so  ẏ = γ ⊙ r (ẋ − x r² mean(x ẋ)) + γ̇ ⊙ x r
  * (from ∂r/∂x_i = −r³ x_i / M). No mean is taken out, so nothing cancels. The scratch keeps r
  * per row.
  */
@@ -351,11 +408,59 @@ rms_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* ẏ row by row from the saved r; Σ x ẋ runs in double in norm_sums.h's fixed lanes (its
+ * companion sum Σ ẋ is not needed). */
+static void
+rms_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    struct rows_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct rows r = j->r;
+    const double *rinv = nd->scratch;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *dotx = nd->in[0]->tangent;
+        const T *gamma = r.gamma ? r.gamma->data : NULL;
+        const T *dotgamma = r.gamma ? r.gamma->tangent : NULL;
+        T *doty = nd->out->tangent;
+        for (size_t row = begin; row < end; row++) {
+            const T *xr = x + row * r.m;
+            T *dotyr = doty + row * r.m;
+            double rr = rinv[row], a = 0; /* (x r)˙ = r ẋ + a x, a = −r³ Σ x ẋ / M */
+            const T *dotxr = dotx ? dotx + row * r.m : NULL;
+            if (dotxr) {
+                double sdx = 0, sxdx = 0;
+                NORM_DSUMS(dotxr, xr, r.m, 0, &sdx, &sxdx);
+                a = -rr * rr * rr * sxdx / (double)r.m;
+            }
+            for (size_t i = 0; i < r.m; i++) {
+                double acc = 0;
+                if (dotxr)
+                    acc = (gamma ? gamma[i] : 1) * (rr * dotxr[i] + a * xr[i]);
+                if (dotgamma)
+                    acc += (double)dotgamma[i] * (xr[i] * rr);
+                dotyr[i] = (T)acc;
+            }
+        }
+    });
+}
+
+static tg_status
+rms_jvp(tg_node *nd)
+{
+    struct rows_job j = {nd, rows_of(nd)};
+    if (j.r.m == 0 || j.r.n == 0)
+        return TG_OK;
+    tg__parallel_for(j.r.n, row_grain(j.r.m), rms_jvp_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_rms_norm = {
     .name = "rms_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ when given */
     .forward = rms_forward,
     .vjp = rms_vjp,
+    .jvp = rms_jvp,
+    .jvp_math = "r = 1/√(mean(x²)+ε): ẏ = γ r (ẋ − x r² mean(x ẋ)) + γ̇ x r per row",
     .scratch_size = rms_scratch,
     .math = "y = γ x/√(mean(x²) + ε), the mean over each row of the last n_norm axes",
     .vjp_math = "u = γ dy, r = 1/√(mean(x²)+ε): dx += r (u − x r² mean(u x)) per row; dγ += "
