@@ -238,6 +238,57 @@ ap_conv_transpose2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
         o.groups = 2, o.stride[1] = 2, o.output_padding[1] = 1;
     return tg_conv_transpose2d(t, in[0], in[1], NULL, &o);
 }
+/* A constant (no tangent, no gradient) of the given shape, the same values in every call. */
+static tg_tensor *
+constant_of(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims)
+{
+    tg_tensor *k = tg_tensor_new(t, dt, ndim, dims, "constant");
+    tg_rng *r = tg_rng_new(31);
+    tg_tensor_fill_uniform(k, r, -1, 1);
+    tg_rng_free(r);
+    return k;
+}
+/* conv2d (.ta false) or conv_transpose2d (.ta true) with a bias, a 3x3 kernel and padding 1;
+ * .axis picks the operands that are inputs (with a tangent), the others are constants, so
+ * that each term of the JVP is checked alone and with the others:
+ *   0: in[0] = x, in[1] = [w | b] (O, C, 3, 4), or (C, O, 3, 4) for conv_transpose2d:
+ *      w = in[1][:, :, :, :3], b = in[1][:, 0, 0, 3] (in[1][0, :, 0, 3])
+ *   1: in[0] = x, in[1] = b, w constant
+ *   2: in[0] = [w | b] as in 0, x a constant shaped as dims[1]
+ *   3: in[0] = b, x (dims[1]) and w constant */
+static tg_tensor *
+ap_conv_bias(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_dtype dt = tg_tensor_dtype(in[0]);
+    bool x_given = c->axis < 2, w_given = c->axis % 2 == 0;
+    tg_tensor *x = x_given ? in[0] : constant_of(t, dt, 4, c->dims[1]), *w, *b;
+    if (w_given) {
+        tg_tensor *wb = in[x_given];
+        int64_t out_c = tg_tensor_dim(wb, c->ta ? 1 : 0);
+        w = tg_slice(t, wb, (const int64_t[]){0, 0, 0, 0},
+                     (const int64_t[]){TG_END, TG_END, TG_END, 3}, NULL);
+        b = tg_reshape(t,
+                       tg_slice(t, wb, (const int64_t[]){0, 0, 0, 3},
+                                c->ta ? (const int64_t[]){1, TG_END, 1, 4}
+                                      : (const int64_t[]){TG_END, 1, 1, 4},
+                                NULL),
+                       1, &out_c);
+    } else {
+        b = in[x_given];
+        int64_t ch = tg_tensor_dim(x, 1), out_c = tg_tensor_dim(b, 0);
+        w = constant_of(t, dt, 4,
+                        c->ta ? (const int64_t[]){ch, out_c, 3, 3}
+                              : (const int64_t[]){out_c, ch, 3, 3});
+    }
+    if (c->ta) {
+        tg_conv_transpose_options o = tg_conv_transpose_defaults();
+        o.padding[0] = o.padding[1] = 1;
+        return tg_conv_transpose2d(t, x, w, b, &o);
+    }
+    tg_conv_options o = tg_conv_defaults();
+    o.padding[0] = o.padding[1] = 1;
+    return tg_conv2d(t, x, w, b, &o);
+}
 /* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
  * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
  * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation; .c the fused
@@ -529,10 +580,18 @@ static const struct op_case cases[] = {
     ND("batch_norm+tanh (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_TANH),
     ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
+    ND("conv2d (2x3x4x5)*(4x3x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 4, 5), D4(4, 3, 3, 4), .axis = 0),
+    ND("conv2d (2x3x4x5)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 4, 5), D1(4), .axis = 1),
+    ND("conv2d x*(4x3x3x3)+b pad 1, constant x (2x3x4x5)", ap_conv_bias, 1, 4, 4, D4(4, 3, 3, 4), D4(2, 3, 4, 5), .axis = 2),
+    ND("conv2d x*w+(4) pad 1, constant x (2x3x4x5) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 4, 5), .axis = 3),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
     ND("scaled_dot_product_attention (2x2x3x4) S 5", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 5, 7), .axis = 0),
     ND("scaled_dot_product_attention (2x2x4x3) S 3 causal", ap_sdpa, 2, 4, 4, D4(2, 2, 4, 3), D4(2, 2, 3, 5), .axis = 0, .ta = true),
+    ND("conv_transpose2d (2x3x3x4)*(3x4x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 4, 3, 4), .axis = 0, .ta = true),
+    ND("conv_transpose2d (2x3x3x4)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 3, 4), D1(4), .axis = 1, .ta = true),
+    ND("conv_transpose2d x*(3x4x3x3)+b pad 1, constant x (2x3x3x4)", ap_conv_bias, 1, 4, 4, D4(3, 4, 3, 4), D4(2, 3, 3, 4), .axis = 2, .ta = true),
+    ND("conv_transpose2d x*w+(4) pad 1, constant x (2x3x3x4) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 3, 4), .axis = 3, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1),
     ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
