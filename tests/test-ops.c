@@ -395,7 +395,8 @@ ap_cell(tg_tape *t, tg_tensor **in, const struct op_case *c)
     return c->axis == 0 ? tg_lstm_cell(t, xw, st, w, bias[0], bias[1])
                         : tg_gru_cell(t, xw, st, w, bias[0], bias[1]);
 }
-/* pools: (3x3) windows, stride 2, padding 1 */
+/* pools: (3x3) windows, stride 2, padding 1; max_pool2d .axis 1: (2x2), stride 2, no padding
+ * (the kernel's path without bounds checks) */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
@@ -407,6 +408,8 @@ ap_avg_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     return tg_avg_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
                          (const int64_t[]){1, 1});
+    if (c->axis == 1)
+        return tg_max_pool2d(t, in[0], (const int64_t[]){2, 2}, NULL, NULL);
 }
 static const int32_t cls_labels[] = {1, 0, 2, 2, 1};
 static const double cls_weights[] = {0.5, 2.0, 1.25};
@@ -624,6 +627,7 @@ static tg_tensor *
 case_graph(tg_tape *t, tg_tensor **in, void *vctx)
 {
     struct case_ctx *ctx = vctx;
+    ND("max_pool2d (2x3x4x7) 2x2/2", ap_max_pool2d, 1, 4, 0, D4(2, 3, 4, 7), D1(0), .axis = 1),
     tg_tensor *y = ctx->c->apply(t, in, ctx->c);
     if (tg_tape_error(t))
         return y;
