@@ -291,8 +291,9 @@ ap_conv_bias(tg_tape *t, tg_tensor **in, const struct op_case *c)
 }
 /* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
  * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
- * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation; .c the fused
- * activation (tg_batch_norm_act; 0 none) */
+ * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation, 3 training with γ
+ * = in[1] only, 4 evaluation with β = in[1] only, 5 training with γ = β = in[0] and x a
+ * constant shaped as dims[1]; .c the fused activation (tg_batch_norm_act; 0 none) */
 static tg_tensor *
 ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
@@ -304,8 +305,11 @@ ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
 static tg_tensor *
 ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    int64_t ch = tg_tensor_dim(in[0], 1);
     tg_dtype dt = tg_tensor_dtype(in[0]);
+    bool x_given = c->axis != 5;
+    tg_tensor *x = x_given ? in[0] : constant_of(t, dt, c->ndim[1], c->dims[1]);
+    tg_tensor *affine = x_given ? in[1] : in[0];
+    int64_t ch = tg_tensor_dim(x, 1);
     tg_tensor *rm = tg_tensor_new(t, dt, 1, &ch, "running_mean");
     tg_tensor *rv = tg_tensor_new(t, dt, 1, &ch, "running_var");
     for (int64_t k = 0; k < ch; k++) {
@@ -315,20 +319,24 @@ ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
         ((dt == TG_F32) ? (void)(((float *)tg_tensor_data(rv))[k] = (float)v)
                         : (void)(((double *)tg_tensor_data(rv))[k] = v));
     }
-    bool eval = c->axis == 2;
+    bool eval = c->axis == 2 || c->axis == 4;
     tg_tape_set_training(t, !eval);
-    tg_tensor *y = tg_batch_norm_act(t, in[0], c->axis == 1 ? NULL : in[1],
-                                     c->axis == 1 ? NULL : in[1], rm, rv, 0.1, 1e-5,
-                                     (tg_activation)c->c);
+    tg_tensor *y = tg_batch_norm_act(t, x, c->axis == 1 || c->axis == 4 ? NULL : affine,
+                                     c->axis == 1 || c->axis == 3 ? NULL : affine, rm, rv, 0.1,
+                                     1e-5, (tg_activation)c->c);
     tg_tape_set_training(t, true);
     return y;
 }
-/* group_norm: 2 groups, γ = β = in[1] when given (.axis 0), none (.axis 1) */
+/* group_norm: 2 groups, γ = β = in[1] when given (.axis 0), none (.axis 1), β = in[1] only
+ * (.axis 2), γ = β = in[0] with x a constant shaped as dims[1] (.axis 3) */
 static tg_tensor *
 ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    tg_tensor *g = c->axis == 0 ? in[1] : NULL;
-    return tg_group_norm(t, in[0], 2, g, g, 1e-5);
+    if (c->axis == 3)
+        return tg_group_norm(t, constant_of(t, tg_tensor_dtype(in[0]), c->ndim[1], c->dims[1]),
+                             2, in[0], in[0], 1e-5);
+    tg_tensor *g = c->axis == 0 ? in[1] : NULL, *b = c->axis != 1 ? in[1] : NULL;
+    return tg_group_norm(t, in[0], 2, g, b, 1e-5);
 }
 /* scaled_dot_product_attention: in[1] holds k and v side by side on its last axis (k the
  * first d columns, d = in[0]'s last size); .axis 1 packs a differentiable additive mask after
@@ -400,6 +408,8 @@ ap_cell(tg_tape *t, tg_tensor **in, const struct op_case *c)
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
+    if (c->axis == 1)
+        return tg_max_pool2d(t, in[0], (const int64_t[]){2, 2}, NULL, NULL);
     return tg_max_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
                          (const int64_t[]){1, 1});
 }
@@ -408,8 +418,6 @@ ap_avg_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     return tg_avg_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
                          (const int64_t[]){1, 1});
-    if (c->axis == 1)
-        return tg_max_pool2d(t, in[0], (const int64_t[]){2, 2}, NULL, NULL);
 }
 static const int32_t cls_labels[] = {1, 0, 2, 2, 1};
 static const double cls_weights[] = {0.5, 2.0, 1.25};
@@ -572,10 +580,18 @@ static const struct op_case cases[] = {
     ND("conv2d (2x3x5x6)*(4x3x3x3) stride 2 pad 1", ap_conv2d, 2, 4, 4, D4(2, 3, 5, 6), D4(4, 3, 3, 3), .axis = 0),
     ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
     ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),
+    ND("conv2d (2x3x4x5)*(4x3x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 4, 5), D4(4, 3, 3, 4), .axis = 0),
+    ND("conv2d (2x3x4x5)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 4, 5), D1(4), .axis = 1),
+    ND("conv2d x*(4x3x3x3)+b pad 1, constant x (2x3x4x5)", ap_conv_bias, 1, 4, 4, D4(4, 3, 3, 4), D4(2, 3, 4, 5), .axis = 2),
+    ND("conv2d x*w+(4) pad 1, constant x (2x3x4x5) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 4, 5), .axis = 3),
     ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3), .axis = 0),
     ND("conv_transpose2d (2x3x3x4)*(3x2x3x3) stride 2 pad 1 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 2, 3, 3), .axis = 0),
     ND("conv_transpose2d (1x2x4x3)*(2x3x2x3) dilation 2 pad 2 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(1, 2, 4, 3), D4(2, 3, 2, 3), .axis = 1),
     ND("conv_transpose2d (2x4x3x3)*(4x3x2x2) groups 2", ap_conv_transpose2d, 2, 4, 4, D4(2, 4, 3, 3), D4(4, 3, 2, 2), .axis = 2),
+    ND("conv_transpose2d (2x3x3x4)*(3x4x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 4, 3, 4), .axis = 0, .ta = true),
+    ND("conv_transpose2d (2x3x3x4)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 3, 4), D1(4), .axis = 1, .ta = true),
+    ND("conv_transpose2d x*(3x4x3x3)+b pad 1, constant x (2x3x3x4)", ap_conv_bias, 1, 4, 4, D4(3, 4, 3, 4), D4(2, 3, 3, 4), .axis = 2, .ta = true),
+    ND("conv_transpose2d x*w+(4) pad 1, constant x (2x3x3x4) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 3, 4), .axis = 3, .ta = true),
     ONE("dropout (6x7) p 0.4", ap_dropout, 6, 7, .axis = 0),
     ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
     ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
@@ -583,18 +599,16 @@ static const struct op_case cases[] = {
     ND("batch_norm+tanh (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_TANH),
     ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
-    ND("conv2d (2x3x4x5)*(4x3x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 4, 5), D4(4, 3, 3, 4), .axis = 0),
-    ND("conv2d (2x3x4x5)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 4, 5), D1(4), .axis = 1),
-    ND("conv2d x*(4x3x3x3)+b pad 1, constant x (2x3x4x5)", ap_conv_bias, 1, 4, 4, D4(4, 3, 3, 4), D4(2, 3, 4, 5), .axis = 2),
-    ND("conv2d x*w+(4) pad 1, constant x (2x3x4x5) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 4, 5), .axis = 3),
+    ND("batch_norm (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3),
+    ND("batch_norm (2x3x4) evaluation, β only", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 4),
+    ND("batch_norm (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5),
+    ND("batch_norm+tanh (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5, .c = TG_ACT_TANH),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
+    ND("group_norm (2x4x3) 2 groups, β only", ap_group_norm, 2, 3, 1, D3(2, 4, 3), D1(4), .axis = 2),
+    ND("group_norm (4) 2 groups, γ = β, constant x (2x4x3x2)", ap_group_norm, 1, 1, 4, D1(4), D4(2, 4, 3, 2), .axis = 3),
     ND("scaled_dot_product_attention (2x2x3x4) S 5", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 5, 7), .axis = 0),
     ND("scaled_dot_product_attention (2x2x4x3) S 3 causal", ap_sdpa, 2, 4, 4, D4(2, 2, 4, 3), D4(2, 2, 3, 5), .axis = 0, .ta = true),
-    ND("conv_transpose2d (2x3x3x4)*(3x4x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 4, 3, 4), .axis = 0, .ta = true),
-    ND("conv_transpose2d (2x3x3x4)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 3, 4), D1(4), .axis = 1, .ta = true),
-    ND("conv_transpose2d x*(3x4x3x3)+b pad 1, constant x (2x3x3x4)", ap_conv_bias, 1, 4, 4, D4(3, 4, 3, 4), D4(2, 3, 3, 4), .axis = 2, .ta = true),
-    ND("conv_transpose2d x*w+(4) pad 1, constant x (2x3x3x4) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 3, 4), .axis = 3, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1),
     ND("scaled_dot_product_attention (1x3x4x2) S 4 causal, mask (differentiable)", ap_sdpa, 2, 4, 4, D4(1, 3, 4, 2 + 4), D4(1, 3, 4, 5), .axis = 1, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 6 -inf mask", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 6, 7), .axis = 2),
@@ -613,6 +627,7 @@ static const struct op_case cases[] = {
     ND("gru_cell (3x6) h (3x2), H 2, biases", ap_cell, 2, 2, 2, M2(3, 8), M2(6, 4), .axis = 1),
     ND("gru_cell (2x6) h (2x2), H 2, no biases", ap_cell, 2, 2, 2, M2(2, 8), M2(6, 4), .axis = 1, .ta = true),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
+    ND("max_pool2d (2x3x4x7) 2x2/2", ap_max_pool2d, 1, 4, 0, D4(2, 3, 4, 7), D1(0), .axis = 1),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
@@ -627,7 +642,6 @@ static tg_tensor *
 case_graph(tg_tape *t, tg_tensor **in, void *vctx)
 {
     struct case_ctx *ctx = vctx;
-    ND("max_pool2d (2x3x4x7) 2x2/2", ap_max_pool2d, 1, 4, 0, D4(2, 3, 4, 7), D1(0), .axis = 1),
     tg_tensor *y = ctx->c->apply(t, in, ctx->c);
     if (tg_tape_error(t))
         return y;
