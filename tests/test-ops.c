@@ -238,10 +238,62 @@ ap_conv_transpose2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
         o.groups = 2, o.stride[1] = 2, o.output_padding[1] = 1;
     return tg_conv_transpose2d(t, in[0], in[1], NULL, &o);
 }
+/* A constant (no tangent, no gradient) of the given shape, the same values in every call. */
+static tg_tensor *
+constant_of(tg_tape *t, tg_dtype dt, int ndim, const int64_t *dims)
+{
+    tg_tensor *k = tg_tensor_new(t, dt, ndim, dims, "constant");
+    tg_rng *r = tg_rng_new(31);
+    tg_tensor_fill_uniform(k, r, -1, 1);
+    tg_rng_free(r);
+    return k;
+}
+/* conv2d (.ta false) or conv_transpose2d (.ta true) with a bias, a 3x3 kernel and padding 1;
+ * .axis picks the operands that are inputs (with a tangent), the others are constants, so
+ * that each term of the JVP is checked alone and with the others:
+ *   0: in[0] = x, in[1] = [w | b] (O, C, 3, 4), or (C, O, 3, 4) for conv_transpose2d:
+ *      w = in[1][:, :, :, :3], b = in[1][:, 0, 0, 3] (in[1][0, :, 0, 3])
+ *   1: in[0] = x, in[1] = b, w constant
+ *   2: in[0] = [w | b] as in 0, x a constant shaped as dims[1]
+ *   3: in[0] = b, x (dims[1]) and w constant */
+static tg_tensor *
+ap_conv_bias(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_dtype dt = tg_tensor_dtype(in[0]);
+    bool x_given = c->axis < 2, w_given = c->axis % 2 == 0;
+    tg_tensor *x = x_given ? in[0] : constant_of(t, dt, 4, c->dims[1]), *w, *b;
+    if (w_given) {
+        tg_tensor *wb = in[x_given];
+        int64_t out_c = tg_tensor_dim(wb, c->ta ? 1 : 0);
+        w = tg_slice(t, wb, (const int64_t[]){0, 0, 0, 0},
+                     (const int64_t[]){TG_END, TG_END, TG_END, 3}, NULL);
+        b = tg_reshape(t,
+                       tg_slice(t, wb, (const int64_t[]){0, 0, 0, 3},
+                                c->ta ? (const int64_t[]){1, TG_END, 1, 4}
+                                      : (const int64_t[]){TG_END, 1, 1, 4},
+                                NULL),
+                       1, &out_c);
+    } else {
+        b = in[x_given];
+        int64_t ch = tg_tensor_dim(x, 1), out_c = tg_tensor_dim(b, 0);
+        w = constant_of(t, dt, 4,
+                        c->ta ? (const int64_t[]){ch, out_c, 3, 3}
+                              : (const int64_t[]){out_c, ch, 3, 3});
+    }
+    if (c->ta) {
+        tg_conv_transpose_options o = tg_conv_transpose_defaults();
+        o.padding[0] = o.padding[1] = 1;
+        return tg_conv_transpose2d(t, x, w, b, &o);
+    }
+    tg_conv_options o = tg_conv_defaults();
+    o.padding[0] = o.padding[1] = 1;
+    return tg_conv2d(t, x, w, b, &o);
+}
 /* dropout p = 0.4 with a generator seeded afresh each call (the same mask in every re-run);
  * batch_norm with running statistics made on the tape: .axis 0 training with γ and β both
- * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation; .c the fused
- * activation (tg_batch_norm_act; 0 none) */
+ * in[1] (its gradient is dγ + dβ), 1 training without affine, 2 evaluation, 3 training with γ
+ * = in[1] only, 4 evaluation with β = in[1] only, 5 training with γ = β = in[0] and x a
+ * constant shaped as dims[1]; .c the fused activation (tg_batch_norm_act; 0 none) */
 static tg_tensor *
 ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
@@ -253,8 +305,11 @@ ap_dropout(tg_tape *t, tg_tensor **in, const struct op_case *c)
 static tg_tensor *
 ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    int64_t ch = tg_tensor_dim(in[0], 1);
     tg_dtype dt = tg_tensor_dtype(in[0]);
+    bool x_given = c->axis != 5;
+    tg_tensor *x = x_given ? in[0] : constant_of(t, dt, c->ndim[1], c->dims[1]);
+    tg_tensor *affine = x_given ? in[1] : in[0];
+    int64_t ch = tg_tensor_dim(x, 1);
     tg_tensor *rm = tg_tensor_new(t, dt, 1, &ch, "running_mean");
     tg_tensor *rv = tg_tensor_new(t, dt, 1, &ch, "running_var");
     for (int64_t k = 0; k < ch; k++) {
@@ -264,20 +319,24 @@ ap_batch_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
         ((dt == TG_F32) ? (void)(((float *)tg_tensor_data(rv))[k] = (float)v)
                         : (void)(((double *)tg_tensor_data(rv))[k] = v));
     }
-    bool eval = c->axis == 2;
+    bool eval = c->axis == 2 || c->axis == 4;
     tg_tape_set_training(t, !eval);
-    tg_tensor *y = tg_batch_norm_act(t, in[0], c->axis == 1 ? NULL : in[1],
-                                     c->axis == 1 ? NULL : in[1], rm, rv, 0.1, 1e-5,
-                                     (tg_activation)c->c);
+    tg_tensor *y = tg_batch_norm_act(t, x, c->axis == 1 || c->axis == 4 ? NULL : affine,
+                                     c->axis == 1 || c->axis == 3 ? NULL : affine, rm, rv, 0.1,
+                                     1e-5, (tg_activation)c->c);
     tg_tape_set_training(t, true);
     return y;
 }
-/* group_norm: 2 groups, γ = β = in[1] when given (.axis 0), none (.axis 1) */
+/* group_norm: 2 groups, γ = β = in[1] when given (.axis 0), none (.axis 1), β = in[1] only
+ * (.axis 2), γ = β = in[0] with x a constant shaped as dims[1] (.axis 3) */
 static tg_tensor *
 ap_group_norm(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
-    tg_tensor *g = c->axis == 0 ? in[1] : NULL;
-    return tg_group_norm(t, in[0], 2, g, g, 1e-5);
+    if (c->axis == 3)
+        return tg_group_norm(t, constant_of(t, tg_tensor_dtype(in[0]), c->ndim[1], c->dims[1]),
+                             2, in[0], in[0], 1e-5);
+    tg_tensor *g = c->axis == 0 ? in[1] : NULL, *b = c->axis != 1 ? in[1] : NULL;
+    return tg_group_norm(t, in[0], 2, g, b, 1e-5);
 }
 /* A constant operand, which no tangent reaches (its tangent stays NULL): 0.9 sin(0.7 i + 0.3) */
 static tg_tensor *
@@ -397,10 +456,13 @@ ap_cell(tg_tape *t, tg_tensor **in, const struct op_case *c)
     return c->axis == 0 ? tg_lstm_cell(t, xw, st, w, bias[0], bias[1])
                         : tg_gru_cell(t, xw, st, w, bias[0], bias[1]);
 }
-/* pools: (3x3) windows, stride 2, padding 1 */
+/* pools: (3x3) windows, stride 2, padding 1; max_pool2d .axis 1: (2x2), stride 2, no padding
+ * (the kernel's path without bounds checks) */
 static tg_tensor *
 ap_max_pool2d(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
+    if (c->axis == 1)
+        return tg_max_pool2d(t, in[0], (const int64_t[]){2, 2}, NULL, NULL);
     return tg_max_pool2d(t, in[0], (const int64_t[]){3, 3}, (const int64_t[]){2, 2},
                          (const int64_t[]){1, 1});
 }
@@ -573,10 +635,18 @@ static const struct op_case cases[] = {
     ND("conv2d (2x3x5x6)*(4x3x3x3) stride 2 pad 1", ap_conv2d, 2, 4, 4, D4(2, 3, 5, 6), D4(4, 3, 3, 3), .axis = 0),
     ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
     ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),
+    ND("conv2d (2x3x4x5)*(4x3x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 4, 5), D4(4, 3, 3, 4), .axis = 0),
+    ND("conv2d (2x3x4x5)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 4, 5), D1(4), .axis = 1),
+    ND("conv2d x*(4x3x3x3)+b pad 1, constant x (2x3x4x5)", ap_conv_bias, 1, 4, 4, D4(4, 3, 3, 4), D4(2, 3, 4, 5), .axis = 2),
+    ND("conv2d x*w+(4) pad 1, constant x (2x3x4x5) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 4, 5), .axis = 3),
     ND("conv1d (2x3x7)*(2x3x3) stride 2 pad 1", ap_conv1d, 2, 3, 3, D3(2, 3, 7), D3(2, 3, 3), .axis = 0),
     ND("conv_transpose2d (2x3x3x4)*(3x2x3x3) stride 2 pad 1 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 2, 3, 3), .axis = 0),
     ND("conv_transpose2d (1x2x4x3)*(2x3x2x3) dilation 2 pad 2 outpad 1", ap_conv_transpose2d, 2, 4, 4, D4(1, 2, 4, 3), D4(2, 3, 2, 3), .axis = 1),
     ND("conv_transpose2d (2x4x3x3)*(4x3x2x2) groups 2", ap_conv_transpose2d, 2, 4, 4, D4(2, 4, 3, 3), D4(4, 3, 2, 2), .axis = 2),
+    ND("conv_transpose2d (2x3x3x4)*(3x4x3x3)+b pad 1", ap_conv_bias, 2, 4, 4, D4(2, 3, 3, 4), D4(3, 4, 3, 4), .axis = 0, .ta = true),
+    ND("conv_transpose2d (2x3x3x4)*w+(4) pad 1, constant weight", ap_conv_bias, 2, 4, 1, D4(2, 3, 3, 4), D1(4), .axis = 1, .ta = true),
+    ND("conv_transpose2d x*(3x4x3x3)+b pad 1, constant x (2x3x3x4)", ap_conv_bias, 1, 4, 4, D4(3, 4, 3, 4), D4(2, 3, 3, 4), .axis = 2, .ta = true),
+    ND("conv_transpose2d x*w+(4) pad 1, constant x (2x3x3x4) and weight", ap_conv_bias, 1, 1, 4, D1(4), D4(2, 3, 3, 4), .axis = 3, .ta = true),
     ONE("dropout (6x7) p 0.4", ap_dropout, 6, 7, .axis = 0),
     ND("batch_norm (3x4x2x3) training, γ = β", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0),
     ND("batch_norm (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1),
@@ -584,8 +654,14 @@ static const struct op_case cases[] = {
     ND("batch_norm+tanh (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_TANH),
     ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
+    ND("batch_norm (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3),
+    ND("batch_norm (2x3x4) evaluation, β only", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 4),
+    ND("batch_norm (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5),
+    ND("batch_norm+tanh (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5, .c = TG_ACT_TANH),
     ND("group_norm (2x4x3x2) 2 groups, affine", ap_group_norm, 2, 4, 1, D4(2, 4, 3, 2), D1(4), .axis = 0),
     ND("group_norm (3x6x5) 2 groups", ap_group_norm, 1, 3, 0, D3(3, 6, 5), D1(0), .axis = 1),
+    ND("group_norm (2x4x3) 2 groups, β only", ap_group_norm, 2, 3, 1, D3(2, 4, 3), D1(4), .axis = 2),
+    ND("group_norm (4) 2 groups, γ = β, constant x (2x4x3x2)", ap_group_norm, 1, 1, 4, D1(4), D4(2, 4, 3, 2), .axis = 3),
     ND("scaled_dot_product_attention (2x2x3x4) S 5", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4), D4(2, 2, 5, 7), .axis = 0),
     ND("scaled_dot_product_attention (2x2x4x3) S 3 causal", ap_sdpa, 2, 4, 4, D4(2, 2, 4, 3), D4(2, 2, 3, 5), .axis = 0, .ta = true),
     ND("scaled_dot_product_attention (2x2x3x4) S 5 mask (differentiable)", ap_sdpa, 2, 4, 4, D4(2, 2, 3, 4 + 5), D4(2, 2, 5, 7), .axis = 1),
@@ -619,6 +695,7 @@ static const struct op_case cases[] = {
     ND("gru_cell (3x6) h (3x2), H 2, biases", ap_cell, 2, 2, 2, M2(3, 8), M2(6, 4), .axis = 1),
     ND("gru_cell (2x6) h (2x2), H 2, no biases", ap_cell, 2, 2, 2, M2(2, 8), M2(6, 4), .axis = 1, .ta = true),
     ND("max_pool2d (2x2x5x6) 3x3/2 pad 1", ap_max_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
+    ND("max_pool2d (2x3x4x7) 2x2/2", ap_max_pool2d, 1, 4, 0, D4(2, 3, 4, 7), D1(0), .axis = 1),
     ND("avg_pool2d (2x2x5x6) 3x3/2 pad 1", ap_avg_pool2d, 1, 4, 0, D4(2, 2, 5, 6), D1(0), .axis = 0),
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))

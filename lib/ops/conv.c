@@ -16,6 +16,12 @@
  *   db[o] += Σ_{n, p, q} dy[n, o, p, q]
  *   dx   += col2im(W_gᵀ · dY_g)           (each tap's gradient added back where it was read)
  *
+ * JVP: ẏ = conv(ẋ, w) + conv(x, ẇ) + ḃ (y is bilinear in (x, w)), as matrices per group
+ *   Ẏ_g = W_g · im2col(ẋ)_g + Ẇ_g · col_g,   ẏ[n, o, p, q] = Ẏ[o, (n, p, q)] + ḃ[o],
+ *   the forward's product once with ẋ in place of x and once with ẇ in place of w (each only
+ *   when that tangent is not zero), summed by the second GEMM (beta = 1), over the same
+ *   chunks of samples.
+ *
  * The products are large GEMMs on the threaded kernels, over chunks of samples (below); a warm
  * step allocates nothing (the scratch comes from the tape's arena).
  */
@@ -182,16 +188,73 @@ conv2d_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+conv2d_jvp(tg_node *nd)
+{
+    const tg_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
+    const void *bias_dot = b ? b->tangent : NULL;
+    tg_tensor *y = nd->out;
+    if (y->size == 0)
+        return TG_OK;
+    struct tg__conv_geom g = conv_geom(nd), gc;
+    struct conv_mats m = conv_mats(nd);
+    tg_dtype dt = y->dtype;
+    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    if (!x->tangent && !w->tangent) { /* ẏ[n, o, ·] = ḃ[o] */
+        TG__DISPATCH(dt, T, {
+            const T *bd = bias_dot;
+            T *yd = y->tangent;
+            for (size_t n = 0; n < g.n; n++)
+                for (size_t o = 0; o < o_all; o++)
+                    for (size_t q = 0; q < m.plane; q++)
+                        yd[(n * o_all + o) * m.plane + q] = bd[o];
+        });
+        return TG_OK;
+    }
+    /* one chunk's col and Ẏ, as the forward's scratch */
+    char *col = tg__jvp_scratch(nd, conv2d_scratch(nd));
+    if (!col)
+        return TG_ERR_NOMEM;
+    char *ydot = col + m.k * m.pc * es;
+    const char *wd = w->data, *wdot = w->tangent;
+    for (size_t n0 = 0; n0 < g.n; n0 += m.cs) {
+        const char *xc = chunk_input(nd, &g, n0, m.cs, &gc);
+        size_t pc = gc.n * m.plane;
+        double beta = 0; /* the second product adds to the first */
+        if (x->tangent) {
+            tg__im2col(&gc, (const char *)x->tangent + (size_t)(xc - (const char *)x->data), col,
+                       dt == TG_F64);
+            for (size_t gi = 0; gi < m.groups; gi++)
+                tg__gemm_typed(dt == TG_F64, false, false, m.og, pc, m.kg,
+                               wd + gi * m.og * m.kg * es, m.kg, col + gi * m.kg * pc * es, pc, 0.0,
+                               ydot + gi * m.og * pc * es, pc);
+            beta = 1;
+        }
+        if (wdot) {
+            tg__im2col(&gc, xc, col, dt == TG_F64);
+            for (size_t gi = 0; gi < m.groups; gi++)
+                tg__gemm_typed(dt == TG_F64, false, false, m.og, pc, m.kg,
+                               wdot + gi * m.og * m.kg * es, m.kg, col + gi * m.kg * pc * es, pc,
+                               beta, ydot + gi * m.og * pc * es, pc);
+        }
+        tg__rows_to_planes(gc.n, o_all, m.plane, pc, ydot, bias_dot, false,
+                           (char *)y->tangent + n0 * o_all * m.plane * es, dt == TG_F64);
+    }
+    return TG_OK;
+}
+
 const tg_op tg__op_conv2d = {
     .name = "conv2d",
     .n_inputs = TG_VARIADIC, /* x, w, and the bias when there is one */
     .shape = conv2d_shape,
     .forward = conv2d_forward,
     .vjp = conv2d_vjp,
+    .jvp = conv2d_jvp,
     .scratch_size = conv2d_scratch,
     .math = "y[n,o,p,q] = b[o] + Σ_{c∈group(o),i,j} w[o,c,i,j] x[n,c,p·s_h−pad_t+i·d_h, "
             "q·s_w−pad_l+j·d_w] (zero padding)",
     .vjp_math = "per group: dW += dY·colᵀ, dx += col2im(Wᵀ·dY), db[o] += Σ_{n,p,q} dy[n,o,p,q]",
+    .jvp_math = "per group: Ẏ = W·im2col(ẋ) + Ẇ·col, ẏ[n,o,p,q] = Ẏ[o,(n,p,q)] + ḃ[o]",
     .shapes = "x (N,C,H,W), w (O,C/G,kh,kw), b (O) optional -> (N,O,oh,ow), "
               "oh = ⌊(H+pad_t+pad_b−d_h(kh−1)−1)/s_h⌋+1",
 };

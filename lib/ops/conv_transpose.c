@@ -26,11 +26,16 @@
  *   adjoint) = Σ_g tr(col_gᵀ W_gᵀ X_g), so ∂L/∂X_g = W_g col_g and ∂L/∂W_g = X_g col_gᵀ
  *   ((C/G) x (O/G·kh·kw): block g's rows of w, in w's (C, O/G, kh, kw) order).
  *
- * The node's scratch holds X (C x N·H·W, kept from the forward for dW) and one (O·kh·kw) x
- * (N·H·W) matrix: dcol in the forward, col in the VJP. dX comes from the tape's arena, so a
- * warm step allocates nothing. The products are single large GEMMs per group on the threaded
- * kernels; every loop writes its own memory in a fixed order (the same bits on any thread
- * count).
+ * JVP: ẏ = conv_transpose(ẋ, w) + conv_transpose(x, ẇ) + ḃ (y is bilinear in (x, w)), per
+ *   group  dcol̇_g = W_gᵀ · Ẋ_g + Ẇ_gᵀ · X_g,   ẏ = col2im(dcol̇) + ḃ[o],
+ *   with X the forward's saved rows of x and Ẋ those of ẋ; a product only for a tangent that
+ *   is not zero, the second adding to the first (beta = 1), and one col2im for both.
+ *
+ * The node's scratch holds X (C x N·H·W, kept from the forward for dW and the JVP's Ẇᵀ·X)
+ * and one (O·kh·kw) x (N·H·W) matrix: dcol in the forward, col in the VJP. dX comes from the
+ * tape's arena, so a warm step allocates nothing. The products are single large GEMMs per
+ * group on the threaded kernels; every loop writes its own memory in a fixed order (the same
+ * bits on any thread count).
  */
 #include <inttypes.h>
 
@@ -186,17 +191,66 @@ conv_transpose2d_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+conv_transpose2d_jvp(tg_node *nd)
+{
+    const tg_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
+    tg_tensor *y = nd->out;
+    if (y->size == 0)
+        return TG_OK;
+    struct tg__conv_geom g = ct_geom(nd);
+    struct ct_mats m = ct_mats(nd);
+    tg_dtype dt = y->dtype;
+    size_t es = tg_dtype_size(dt), oplane = g.h * g.w;
+    if (b && b->tangent) /* ẏ starts as ḃ (it is zero otherwise); col2im adds the taps */
+        TG__DISPATCH(dt, T, {
+            const T *bd = b->tangent;
+            T *yd = y->tangent;
+            for (size_t n = 0; n < g.n; n++)
+                for (size_t o = 0; o < g.c; o++)
+                    for (size_t q = 0; q < oplane; q++)
+                        yd[(n * g.c + o) * oplane + q] = bd[o];
+        });
+    if (x->size == 0 || (!x->tangent && !w->tangent))
+        return TG_OK;
+    /* dcol̇ (K x P), then Ẋ (C x P) when x has a tangent */
+    size_t dcol_bytes = m.k * m.p * es;
+    char *dcol = tg__jvp_scratch(nd, dcol_bytes + (x->tangent ? m.c * m.p * es : 0));
+    if (!dcol)
+        return TG_ERR_NOMEM;
+    const char *xb = nd->scratch, *wd = w->data, *wdot = w->tangent;
+    double beta = 0; /* the second product adds to the first */
+    if (x->tangent) {
+        char *xdot = dcol + dcol_bytes;
+        tg__planes_to_rows(g.n, m.c, m.plane, m.p, x->tangent, xdot, dt == TG_F64);
+        for (size_t gi = 0; gi < m.groups; gi++)
+            tg__gemm_typed(dt == TG_F64, true, false, m.kg, m.p, m.cg, wd + gi * m.cg * m.kg * es,
+                           m.kg, xdot + gi * m.cg * m.p * es, m.p, 0.0,
+                           dcol + gi * m.kg * m.p * es, m.p);
+        beta = 1;
+    }
+    if (wdot)
+        for (size_t gi = 0; gi < m.groups; gi++)
+            tg__gemm_typed(dt == TG_F64, true, false, m.kg, m.p, m.cg,
+                           wdot + gi * m.cg * m.kg * es, m.kg, xb + gi * m.cg * m.p * es, m.p,
+                           beta, dcol + gi * m.kg * m.p * es, m.p);
+    tg__col2im_add(&g, dcol, y->tangent, dt == TG_F64);
+    return TG_OK;
+}
+
 const tg_op tg__op_conv_transpose2d = {
     .name = "conv_transpose2d",
     .n_inputs = TG_VARIADIC, /* x, w, and the bias when there is one */
     .shape = conv_transpose2d_shape,
     .forward = conv_transpose2d_forward,
     .vjp = conv_transpose2d_vjp,
+    .jvp = conv_transpose2d_jvp,
     .scratch_size = conv_transpose2d_scratch,
     .math = "y[n,o,i·s_h−pad_h+a·d_h, j·s_w−pad_w+b·d_w] += w[c,o−g·O/G,a,b] x[n,c,i,j] over "
             "c∈group g of o, i, j, a, b (where inside y), + b[o]: conv2d's adjoint in its input",
     .vjp_math = "per group, col = im2col(dy) (conv2d's, X = x as C x N·H·W): dx += W·col, "
                 "dW += X·colᵀ, db[o] += Σ_{n,p,q} dy[n,o,p,q]",
+    .jvp_math = "per group: ẏ = col2im(Wᵀ·Ẋ + Ẇᵀ·X) + ḃ[o] (X, Ẋ: x, ẋ as C x N·H·W)",
     .shapes = "x (N,C,H,W), w (C,O/G,kh,kw), b (O) optional -> (N,O,oh,ow), "
               "oh = (H−1)·s_h−2·pad_h+d_h(kh−1)+outpad_h+1",
 };

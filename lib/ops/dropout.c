@@ -5,11 +5,13 @@
  *
  *   y = x ⊙ m / (1 − p),  m_i = [u_i >= p],  u_i uniform in [0, 1)
  *   VJP: dx += dy ⊙ m / (1 − p)
+ *   JVP: ẏ = ẋ ⊙ m / (1 − p), the same mask (remade from the recorded key, no new draw)
  *
  * The mask is a function of one 64-bit key drawn from the caller's generator at record time
  * and of the element's index: u_i = (splitmix64(key + i·φ) >> 11) · 2^-53. It is never stored
- * (the VJP recomputes it), any thread computes any element's mask alone, so a seeded run is
- * bit-identical for any thread count, and the generator advances by exactly one draw per call.
+ * (the VJP and the JVP recompute it), any thread computes any element's mask alone, so a
+ * seeded run is bit-identical for any thread count, and the generator advances by exactly one
+ * draw per call.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -30,8 +32,8 @@ kept(uint64_t key, size_t i, double p)
 
 struct dropout_job {
     const tg_node *nd;
-    const void *src; /* x (forward) or dy (VJP) */
-    void *dst;       /* y, or dx */
+    const void *src; /* x (forward), dy (VJP) or ẋ (JVP) */
+    void *dst;       /* y, dx or ẏ */
     bool add;
 };
 
@@ -70,14 +72,26 @@ dropout_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+dropout_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent)
+        return TG_OK;
+    struct dropout_job j = {nd, nd->in[0]->tangent, nd->out->tangent, false};
+    tg__parallel_for(nd->out->size, (size_t)1 << 14, dropout_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_dropout = {
     .name = "dropout",
     .n_inputs = 1,
     .forward = dropout_forward,
     .vjp = dropout_vjp,
+    .jvp = dropout_jvp,
     .math = "y = x ⊙ m / (1 − p), m_i = [u_i ≥ p] from a seeded key (training; identity in "
             "evaluation)",
     .vjp_math = "dx += dy ⊙ m / (1 − p)",
+    .jvp_math = "ẏ = ẋ ⊙ m / (1 − p), the forward's mask",
     .shapes = "same as x",
 };
 

@@ -20,6 +20,14 @@
  * the rules above on dz in place of dy; dz is made a block at a time, twice (once for the
  * sums, once for dx), and never stored.
  *
+ * JVP: ẏ = g'(z) ⊙ ż (g' as in the VJP; ẏ = ż without an activation), ż = γ̇_c x̂ + γ_c x̂̇ + β̇_c,
+ *   from the statistics the forward saved (its side effect is never repeated: the running
+ *   statistics are updated once, by the forward). With k = γ_c / √(σ²_c + ε):
+ *   training: μ̇ = Σ ẋ / M, (σ²)˙ = 2 Σ (x − μ) ẋ / M, so
+ *     γ_c x̂̇ = k (ẋ − μ̇ − x̂ Σ(x̂ ẋ)/M) = k (ẋ − μ̇) + a (x − μ),
+ *     a = −k Σ((x − μ) ẋ) / (M (σ² + ε)), from x − μ in double as the forward;
+ *   evaluation: γ_c x̂̇ = k ẋ (the statistics are constants).
+ *
  * γ and β are optional (affine=False). Sums run in double, over each channel in a fixed
  * order; channels are split across threads, so the bits do not depend on the thread count.
  * The scratch keeps μ_c and 1/√(σ² + ε) per channel (the running ones in evaluation).
@@ -239,17 +247,87 @@ bn_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* ẏ of the channels [begin, end): ż = k ẋ + slope (x − μ) + shift in double, slope and shift
+ * per channel from the ẋ sums (training) and γ̇, β̇; through g' when an activation is fused */
+static void
+bn_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    struct bn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct bn b = j->b;
+    const double *mean = nd->scratch, *inv = mean + b.c;
+    bool training = nd->attr.keepdims;
+    double count = (double)(b.n * b.inner), alpha;
+    const struct tg__unary_rule *act = bn_act(nd, &alpha);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *xdot = nd->in[0]->tangent, *y = nd->out->data;
+        const T *gamma = b.gamma ? b.gamma->data : NULL, *beta = b.beta ? b.beta->data : NULL;
+        const T *gamma_dot = b.gamma ? b.gamma->tangent : NULL;
+        const T *beta_dot = b.beta ? b.beta->tangent : NULL;
+        T *ydot = nd->out->tangent;
+        T zb[BN_BLOCK], zdot[BN_BLOCK];
+        for (size_t c = begin; c < end; c++) {
+            double k = (gamma ? gamma[c] : 1) * inv[c], mu = mean[c];
+            double slope = gamma_dot ? gamma_dot[c] * inv[c] : 0;
+            double shift = beta_dot ? beta_dot[c] : 0;
+            if (xdot && training) { /* μ̇ = s/M; a = −k inv² h/M */
+                double s = 0, h = 0;
+                for (size_t n = 0; n < b.n; n++) {
+                    size_t r = (n * b.c + c) * b.inner;
+                    NORM_DSUMS(xdot + r, x + r, b.inner, mu, &s, &h);
+                }
+                slope -= k * inv[c] * inv[c] * h / count;
+                shift -= k * s / count;
+            }
+            double kx = xdot ? k : 0, bias = beta ? beta[c] : 0;
+            for (size_t n = 0; n < b.n; n++) {
+                size_t r = (n * b.c + c) * b.inner;
+                const T *xr = x + r, *xdr = xdot ? xdot + r : NULL;
+                T *ydr = ydot + r;
+                if (!act) {
+                    for (size_t i = 0; i < b.inner; i++)
+                        ydr[i] = (T)((xdr ? kx * xdr[i] : 0) + slope * (xr[i] - mu) + shift);
+                    continue;
+                }
+                for (size_t i0 = 0; i0 < b.inner; i0 += BN_BLOCK) {
+                    size_t len = b.inner - i0 < BN_BLOCK ? b.inner - i0 : BN_BLOCK;
+                    for (size_t i = 0; i < len; i++)
+                        zdot[i] = (T)((xdr ? kx * xdr[i0 + i] : 0) + slope * (xr[i0 + i] - mu) +
+                                      shift);
+                    if (act->needs_x)
+                        for (size_t i = 0; i < len; i++)
+                            zb[i] = (T)(k * (xr[i0 + i] - mu) + bias);
+                    RULE_DZ(act, (T)alpha, act->needs_x ? zb : NULL, y + r + i0, zdot,
+                            ydr + i0, len);
+                }
+            }
+        }
+    });
+}
+
+static tg_status
+bn_jvp(tg_node *nd)
+{
+    struct bn_job j = {nd, bn_of(nd)};
+    size_t per = j.b.n * j.b.inner;
+    tg__parallel_for(j.b.c, per ? ((size_t)1 << 14) / per + 1 : 1, bn_jvp_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_batch_norm = {
     .name = "batch_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = bn_forward,
     .vjp = bn_vjp,
+    .jvp = bn_jvp,
     .scratch_size = bn_scratch,
     .math = "y = g(γ (x − μ_c)/√(σ²_c + ε) + β) per channel (axis 1), g a fused activation or "
             "none; training: batch μ, σ² (biased) and running averages updated; evaluation: "
             "the running ones",
     .vjp_math = "dz = dy ⊙ g'(z); training: dx += γ/√(σ²+ε) (dz − Σdz/M − x̂ Σ(dz x̂)/M); "
                 "evaluation: dx += dz γ/√(σ²+ε); dγ += Σ dz x̂, dβ += Σ dz",
+    .jvp_math = "ż = γ̇ x̂ + γ x̂̇ + β̇, training: x̂̇ = (ẋ − Σẋ/M − x̂ Σ(x̂ ẋ)/M)/√(σ²+ε), "
+                "evaluation: x̂̇ = ẋ/√(σ²+ε); ẏ = g'(z) ⊙ ż",
     .shapes = "x (N,C,…), γ, β, running mean and var (C) -> same as x",
 };
 
@@ -331,6 +409,8 @@ tg_batch_norm_act(tg_tape *t, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
  *   μ, σ² (biased) over the group,  x̂ = (x − μ) / √(σ² + ε),  y = γ_c x̂ + β_c
  *   VJP, with u = γ_c dy (the gradient at x̂) and sums over the group:
  *     dx += (1/√(σ² + ε)) (u − Σu/M − x̂ Σ(u x̂)/M),  dγ_c += Σ_{n,i} dy x̂,  dβ_c += Σ_{n,i} dy
+ *   JVP: ẏ = γ_c x̂̇ + γ̇_c x̂ + β̇_c, with sums over the group μ̇ = Σ ẋ / M and
+ *     (σ²)˙ = 2 Σ (x − μ) ẋ / M, so  x̂̇ = (ẋ − μ̇ − x̂ Σ(x̂ ẋ)/M) / √(σ² + ε)
  * The scratch keeps μ and 1/√(σ² + ε) per (sample, group). Parts of the forward and of dx are
  * (sample, group) pairs; dγ and dβ are summed per channel over the samples in order. Every
  * sum is in double, in a fixed order.
@@ -474,16 +554,65 @@ gn_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* ẏ for the (sample, group) pairs [begin, end): ẏ = k ẋ + slope_c (x − μ) + shift_c in double,
+ * k = γ_c iv, from the group's ẋ sums s = Σ ẋ, h = Σ (x − μ) ẋ:
+ *   slope_c = γ̇_c iv − k iv² h/M,  shift_c = β̇_c − k s/M */
+static void
+gn_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    struct gn_job *j = ctx;
+    tg_node *nd = j->nd;
+    struct gn g = j->g;
+    const double *mean = nd->scratch, *inv = mean + g.n * g.groups;
+    size_t len = g.cg * g.inner;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *xdot = nd->in[0]->tangent;
+        const T *gamma = g.gamma ? g.gamma->data : NULL;
+        const T *gamma_dot = g.gamma ? g.gamma->tangent : NULL;
+        const T *beta_dot = g.beta ? g.beta->tangent : NULL;
+        T *ydot = nd->out->tangent;
+        for (size_t ng = begin; ng < end; ng++) {
+            double mu = mean[ng], iv = inv[ng], s = 0, h = 0;
+            if (xdot)
+                NORM_DSUMS(xdot + ng * len, x + ng * len, len, mu, &s, &h);
+            for (size_t cc = 0; cc < g.cg; cc++) {
+                size_t c = ng % g.groups * g.cg + cc, at = ng * len + cc * g.inner;
+                double k = (gamma ? gamma[c] : 1) * iv;
+                double slope = (gamma_dot ? gamma_dot[c] * iv : 0) - k * iv * iv * h / (double)len;
+                double shift = (beta_dot ? beta_dot[c] : 0) - k * s / (double)len;
+                if (!xdot)
+                    for (size_t i = 0; i < g.inner; i++)
+                        ydot[at + i] = (T)(slope * (x[at + i] - mu) + shift);
+                else
+                    for (size_t i = 0; i < g.inner; i++)
+                        ydot[at + i] = (T)(k * xdot[at + i] + slope * (x[at + i] - mu) + shift);
+            }
+        }
+    });
+}
+
+static tg_status
+gn_jvp(tg_node *nd)
+{
+    struct gn_job j = {nd, gn_of(nd)};
+    size_t len = j.g.cg * j.g.inner;
+    tg__parallel_for(j.g.n * j.g.groups, len ? ((size_t)1 << 14) / len + 1 : 1, gn_jvp_part,
+                     &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_group_norm = {
     .name = "group_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = gn_forward,
     .vjp = gn_vjp,
+    .jvp = gn_jvp,
     .scratch_size = gn_scratch,
     .math = "y = γ_c (x − μ_{n,g})/√(σ²_{n,g} + ε) + β_c, μ, σ² (biased) over each sample's "
             "group of C/G channels",
     .vjp_math = "u = γ dy: dx += (u − Σu/M − x̂ Σ(u x̂)/M)/√(σ²+ε) per group; dγ += Σ_{n,i} dy "
                 "x̂, dβ += Σ_{n,i} dy",
+    .jvp_math = "ẏ = γ x̂̇ + γ̇ x̂ + β̇, x̂̇ = (ẋ − Σẋ/M − x̂ Σ(x̂ ẋ)/M)/√(σ²+ε) per group",
     .shapes = "x (N,C,…), γ, β (C), G divides C -> same as x",
 };
 

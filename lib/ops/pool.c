@@ -9,9 +9,12 @@
  * max_pool2d:  y[n,c,p,q] = max over the window of x (padding is −inf, never chosen)
  *   VJP: dx[argmax] += dy. Ties: the first maximum in the window's row-major scan takes the
  *   whole gradient (as PyTorch's CPU kernel); a NaN in the window is the maximum.
+ *   JVP: ẏ[n,c,p,q] = ẋ[n,c,argmax], the argmax the forward saved (so at a tie the directional
+ *   derivative of the same choice the VJP makes).
  * avg_pool2d:  y[n,c,p,q] = (1 / (kh·kw)) Σ over the window of x (padding counts as zeros:
  *   PyTorch's count_include_pad=True)
  *   VJP: dx[i] += Σ over the windows holding i of dy / (kh·kw)
+ *   JVP: ẏ = avg_pool2d(ẋ) (linear)
  *
  * The loops are in kernels/conv.c (plane by plane, threaded, bit-identical for any thread
  * count).
@@ -77,15 +80,50 @@ max_pool2d_vjp(tg_node *nd)
     return TG_OK;
 }
 
+struct max_pool_jvp_job {
+    const tg_node *nd;
+    struct tg__conv_geom g;
+};
+
+/* ẏ of the planes [begin, end): a gather through the saved argmax */
+static void
+max_pool2d_jvp_part(size_t begin, size_t end, void *ctx)
+{
+    const struct max_pool_jvp_job *j = ctx;
+    size_t in_plane = j->g.h * j->g.w, out_plane = j->g.oh * j->g.ow;
+    const int64_t *argmax = j->nd->scratch;
+    TG__DISPATCH(j->nd->out->dtype, T, {
+        const T *xdot = j->nd->in[0]->tangent;
+        T *ydot = j->nd->out->tangent;
+        for (size_t nc = begin; nc < end; nc++)
+            for (size_t o = nc * out_plane; o < (nc + 1) * out_plane; o++)
+                if (argmax[o] >= 0)
+                    ydot[o] = xdot[nc * in_plane + (size_t)argmax[o]];
+    });
+}
+
+static tg_status
+max_pool2d_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    struct max_pool_jvp_job j = {nd, pool_geom(nd)};
+    size_t out_plane = j.g.oh * j.g.ow;
+    tg__parallel_for(j.g.n * j.g.c, ((size_t)1 << 14) / out_plane + 1, max_pool2d_jvp_part, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_max_pool2d = {
     .name = "max_pool2d",
     .n_inputs = 1,
     .shape = pool_shape,
     .forward = max_pool2d_forward,
     .vjp = max_pool2d_vjp,
+    .jvp = max_pool2d_jvp,
     .scratch_size = max_pool2d_scratch,
     .math = "y[n,c,p,q] = max over the (kh x kw) window at (p·s_h−pad_h, q·s_w−pad_w) of x",
     .vjp_math = "dx[argmax] += dy (ties: the first maximum in row-major order)",
+    .jvp_math = "ẏ = ẋ[argmax] (the forward's argmax: at ties the first maximum)",
     .shapes = "(N,C,H,W) -> (N,C,oh,ow), oh = ⌊(H+2·pad_h−kh)/s_h⌋+1",
 };
 
@@ -109,14 +147,26 @@ avg_pool2d_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+avg_pool2d_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    struct tg__conv_geom g = pool_geom(nd);
+    tg__pool2d(&g, nd->in[0]->tangent, nd->out->tangent, NULL, false, nd->out->dtype == TG_F64);
+    return TG_OK;
+}
+
 const tg_op tg__op_avg_pool2d = {
     .name = "avg_pool2d",
     .n_inputs = 1,
     .shape = pool_shape,
     .forward = avg_pool2d_forward,
     .vjp = avg_pool2d_vjp,
+    .jvp = avg_pool2d_jvp,
     .math = "y[n,c,p,q] = (1/(kh·kw)) Σ over the window of x (padding counts as 0)",
     .vjp_math = "dx[i] += Σ over the windows holding i of dy/(kh·kw)",
+    .jvp_math = "ẏ = avg_pool2d(ẋ)",
     .shapes = "(N,C,H,W) -> (N,C,oh,ow), oh = ⌊(H+2·pad_h−kh)/s_h⌋+1",
 };
 
