@@ -165,6 +165,18 @@ static tg_tensor *ap_div_const(tg_tape *t, tg_tensor **in, const struct op_case 
 }
 /* max(x, x): every element a tie, both tangents ẋ (the even split must give ẋ, not 2ẋ or 0) */
 static tg_tensor *ap_maximum_self(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_maximum(t, in[0], in[0]); }
+/* x' = detach(x) + (z - detach(z)): x's values exactly (z - z = 0) with z's tangent, so x and x'
+ * tie everywhere with different tangents; finite differences cannot see such a tie (they move
+ * x' with x), so these rows are judged by the adjoint check alone (.stop_gradient) */
+static tg_tensor *
+tie_with_other_tangent(tg_tape *t, tg_tensor *x, tg_tensor *z)
+{
+    return tg_add(t, tg_detach(t, x), tg_sub(t, z, tg_detach(t, z)));
+}
+static tg_tensor *ap_maximum_tie(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    return tg_maximum(t, in[0], tie_with_other_tangent(t, in[0], in[1]));
+}
 static tg_tensor *ap_minimum_const(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     tg_tensor *k = const_operand(t, in[0], c);
@@ -187,6 +199,12 @@ static tg_tensor *ap_where_const(tg_tape *t, tg_tensor **in, const struct op_cas
     return tg_where(t, m, a, b);
 }
 static tg_tensor *ap_max02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_max_axes(t, in[0], axes_02, 2, c->ta); }
+/* max over the last axis of [x, x] (ties, the same tangent) or [x, x'] (ties, x' as above) */
+static tg_tensor *ap_max_ties(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *xs[2] = {in[0], c->n_in == 2 ? tie_with_other_tangent(t, in[0], in[1]) : in[0]};
+    return tg_max_axes(t, tg_concat(t, xs, 2, -1), axes_last, 1, c->ta);
+}
 static tg_tensor *ap_min_last(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_min_axes(t, in[0], axes_last, 1, c->ta); }
 static tg_tensor *ap_var1(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_var(t, in[0], axes_1, 1, c->axis, c->ta); }
 static tg_tensor *ap_sum02(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_sum_axes(t, in[0], axes_02, 2, c->ta); }
@@ -577,6 +595,7 @@ static const struct op_case cases[] = {
     TWO("maximum (3x4),(3x4)", ap_maximum, 3, 4, 3, 4, .axis = 0),
     ND("maximum (2x3x4),(4) broadcast", ap_maximum, 2, 3, 1, D3(2, 3, 4), D1(4), .axis = 0),
     ONE("maximum (3x4) of x and x: every element a tie", ap_maximum_self, 3, 4, .axis = 0),
+    TWO("maximum (3x4) of x and a tie with another tangent", ap_maximum_tie, 3, 4, 3, 4, .stop_gradient = true),
     TWO("minimum (3x4),(1x4)", ap_minimum, 3, 4, 1, 4, .axis = 0),
     ND("minimum (3x4),constant (3x4)", ap_minimum_const, 1, 2, 2, M2(3, 4), M2(3, 4), .lo = -1, .hi = 3),
     ND("minimum constant (2x3x4),(4)", ap_minimum_const, 1, 1, 3, D1(4), D3(2, 3, 4), .lo = -1, .hi = 3, .ta = true),
@@ -586,6 +605,8 @@ static const struct op_case cases[] = {
     ND("where constant (2x3x4),(3x1)", ap_where_const, 1, 2, 3, M2(3, 1), D3(2, 3, 4), .ta = true),
     ND("max axes 0,2 (2x3x4)", ap_max02, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
     ND("max axes 0,2 keepdims (2x3x4)", ap_max02, 1, 3, 0, D3(2, 3, 4), D1(0), .ta = true),
+    ONE("max axis -1 (3x4) of [x, x]: ties", ap_max_ties, 3, 4, .axis = 0),
+    TWO("max axis -1 keepdims (3x4) of [x, x']: ties with another tangent", ap_max_ties, 3, 4, 3, 4, .ta = true, .stop_gradient = true),
     ND("min axis -1 (2x3x4)", ap_min_last, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0),
     ND("var axis 1 (2x3x4) unbiased", ap_var1, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 1),
     ND("var axis 1 keepdims (2x3x4) biased", ap_var1, 1, 3, 0, D3(2, 3, 4), D1(0), .axis = 0, .ta = true),
