@@ -177,6 +177,12 @@ static tg_tensor *ap_maximum_tie(tg_tape *t, tg_tensor **in, const struct op_cas
 {
     return tg_maximum(t, in[0], tie_with_other_tangent(t, in[0], in[1]));
 }
+/* bias_act with one operand a constant: .ta the bias (X = in[0]), else X (b = in[0]) */
+static tg_tensor *ap_bias_act_const(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *k = const_operand(t, in[0], c);
+    return tg_bias_act(t, c->ta ? in[0] : k, c->ta ? k : in[0], (tg_activation)c->axis);
+}
 static tg_tensor *ap_minimum_const(tg_tape *t, tg_tensor **in, const struct op_case *c)
 {
     tg_tensor *k = const_operand(t, in[0], c);
@@ -572,6 +578,14 @@ static const struct op_case cases[] = {
     TWO("bias_act (2x3)+(1x3) softplus", ap_bias_act, 2, 3, 1, 3, .axis = TG_ACT_SOFTPLUS),
     TWO("bias_act (3x2)+(3x1) gelu", ap_bias_act, 3, 2, 3, 1, .axis = TG_ACT_GELU),
     TWO("bias_act (1x1)+(1x1) identity", ap_bias_act, 1, 1, 1, 1, .axis = TG_ACT_IDENTITY),
+    TWO("bias_act (2x1030)+(1x1030) tanh, rows longer than a block", ap_bias_act, 2, 1030, 1, 1030,
+        .axis = TG_ACT_TANH),
+    ND("bias_act (4x3)+constant (1x3) gelu", ap_bias_act_const, 1, 2, 2, M2(4, 3), M2(1, 3),
+       .axis = TG_ACT_GELU, .ta = true),
+    ND("bias_act constant (3x4)+(3x1) softplus", ap_bias_act_const, 1, 2, 2, M2(3, 1), M2(3, 4),
+       .axis = TG_ACT_SOFTPLUS),
+    ND("bias_act constant (2x5)+(1x5) tanh", ap_bias_act_const, 1, 2, 2, M2(1, 5), M2(2, 5),
+       .axis = TG_ACT_TANH),
     /* the tensor-algebra ops; .ta is keepdims for reductions, weights for the class losses */
     ONE("neg (3x4)", ap_neg, 3, 4, .axis = 0),
     ONE("exp (3x4)", ap_exp, 3, 4, .lo = -3, .hi = 3),
