@@ -233,6 +233,8 @@ acc_f64(double *restrict dst, const double *restrict src, size_t n)
  *   VJP: dX += dZ
  *        db += Σ_i dZ_ij  (row bias)   or   db_i += Σ_j dZ_ij  (column bias) — the note's
  *        step 4, db = Σ over the batch of dZ
+ *   JVP: Ż = Ẋ + ḃ (broadcast as in the forward),  Ẏ = g'(Z) ⊙ Ż   (the rule's g', from the
+ *        saved Y or Z as the VJP takes it; a missing Ẋ or ḃ reads 0)
  *   The same values as tg_activate(tg_add(X, b)) (the same roundings: z = x + b, then g), in
  *   one pass over the data each way instead of two, with one node instead of two.
  *
@@ -430,10 +432,44 @@ struct ba_job {
         });                                                                                        \
     }
 
+/* Ẏ = g'(Z) ⊙ Ż over the blocks of rows [r0, r1), Ż = Ẋ + ḃ built per block in a stack block
+ * (Ẋ itself when there is no ḃ) */
+#define BA_JVP_CHUNK(T, SFX)                                                                       \
+    static void ba_jvp_chunk_##SFX(size_t r0, size_t r1, void *vctx)                               \
+    {                                                                                              \
+        const struct ba_job *j = vctx;                                                             \
+        const tg_node *nd = j->nd;                                                                 \
+        const T *y = nd->out->data, *xd = nd->in[0]->tangent, *bd = nd->in[1]->tangent;            \
+        const T *zs = needs_z_attr(nd) ? (const T *)nd->scratch : NULL;                            \
+        T *yd = nd->out->tangent;                                                                  \
+        const struct tg__unary_rule *rule = rule_of(nd);                                           \
+        T zd_block[BLOCK];                                                                         \
+        FOR_BLOCKS(j->s, r0, r1, {                                                                 \
+            size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
+            const T *zd = xd ? xd + at : zd_block;                                                 \
+            if (bd) {                                                                              \
+                const T *bb = j->s.row_bias ? bd + col : bd + row;                                 \
+                if (xd && j->s.row_bias)                                                           \
+                    bias_rows_##SFX(xd + at, bb, zd_block, nrows, ncols);                          \
+                else if (xd)                                                                       \
+                    bias_cols_##SFX(xd + at, bb, zd_block, nrows, ncols);                          \
+                else                                                                               \
+                    for (size_t i = 0; i < nrows; i++)                                             \
+                        for (size_t c = 0; c < ncols; c++)                                         \
+                            zd_block[i * ncols + c] = j->s.row_bias ? bb[c] : bb[i];               \
+                zd = zd_block;                                                                     \
+            }                                                                                      \
+            rule->dz_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, zs ? zs + at : NULL, y + at,     \
+                           zd, yd + at, n);                                                        \
+        });                                                                                        \
+    }
+
 BA_FORWARD_CHUNK(float, f32)
 BA_FORWARD_CHUNK(double, f64)
 BA_VJP_CHUNK(float, f32)
 BA_VJP_CHUNK(double, f64)
+BA_JVP_CHUNK(float, f32)
+BA_JVP_CHUNK(double, f64)
 
 static tg_status
 bias_act_forward(tg_node *nd)
@@ -467,15 +503,28 @@ bias_act_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* Elementwise in fixed row chunks (the forward's): the same bits for any thread count. The
+ * node's scratch is only read (Z for the rules whose g' needs it). */
+static tg_status
+bias_act_jvp(tg_node *nd)
+{
+    struct ba_job j = {nd, ba_shape_of(nd)};
+    tg__parallel_for(j.s.rows, j.s.grain_rows,
+                     nd->out->dtype == TG_F32 ? ba_jvp_chunk_f32 : ba_jvp_chunk_f64, &j);
+    return TG_OK;
+}
+
 const tg_op tg__op_bias_act = {
     .name = "bias_act",
     .n_inputs = 2,
     .shape = bias_act_shape,
     .forward = bias_act_forward,
     .vjp = bias_act_vjp,
+    .jvp = bias_act_jvp,
     .scratch_size = bias_act_scratch,
     .math = "Y = g(X + b), g an activation",
     .vjp_math = "dZ = dY ⊙ g'(Z);  dX += dZ;  db += Σ_broadcast dZ",
+    .jvp_math = "Ẏ = g'(Z) ⊙ (Ẋ + ḃ broadcast)",
     .shapes = "X (r x c), b (1 x c) or (r x 1) → (r x c)",
 };
 

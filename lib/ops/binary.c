@@ -121,20 +121,23 @@ record_n(tg_tape *t, const tg_op *op, tg_tensor **in, int n)
 }
 
 /*
- * A two-input op from three element expressions of a = a[i], b = b[i] (and y, g = dy):
+ * A two-input op from five element expressions of a = a[i], b = b[i] (and y, g = dy, and the
+ * tangents adot = ȧ[i], bdot = ḃ[i]):
  *   OUT         the forward
  *   DA, DB      ∂y/∂a · g and ∂y/∂b · g, added into the operands' gradients
- * BINARY_OP(name, OUT, DA, DB, MATH, VJP) writes the flat kernels (vectorized, threaded), the
- * strided broadcast loop, the forward/VJP and the tg_op.
+ *   JA, JB      ∂y/∂a · ȧ and ∂y/∂b · ḃ, the two terms of the tangent ẏ (an operand without a
+ *               tangent contributes no term)
+ * BINARY_OP(name, OUT, DA, DB, JA, JB, MATH, VJP, JVP) writes the flat kernels (vectorized,
+ * threaded), the strided broadcast loop, the forward/VJP/JVP and the tg_op.
  */
 struct bin_job {
     const tg_node *nd;
     int k; /* VJP: which operand */
 };
 
-#define BINARY_OP(op, OUT, DA, DB, MATH, VJP)                                                      \
-    BINARY_FLAT(op, OUT, DA, DB, float, f32)                                                       \
-    BINARY_FLAT(op, OUT, DA, DB, double, f64)                                                      \
+#define BINARY_OP(op, OUT, DA, DB, JA, JB, MATH, VJP, JVP)                                         \
+    BINARY_FLAT(op, OUT, DA, DB, JA, JB, float, f32)                                               \
+    BINARY_FLAT(op, OUT, DA, DB, JA, JB, double, f64)                                              \
     static void op##_fwd_chunk(size_t e0, size_t e1, void *vctx)                                   \
     {                                                                                              \
         const struct bin_job *j = vctx;                                                            \
@@ -162,6 +165,24 @@ struct bin_job {
                          (const double *)nd->in[1]->data + e0,                                     \
                          (const double *)nd->out->data + e0, (const double *)nd->out->grad + e0,   \
                          (double *)nd->in[j->k]->grad + e0, e1 - e0);                              \
+    }                                                                                              \
+    static void op##_jvp_chunk(size_t e0, size_t e1, void *vctx)                                   \
+    {                                                                                              \
+        const struct bin_job *j = vctx;                                                            \
+        const tg_node *nd = j->nd;                                                                 \
+        const void *ad = nd->in[0]->tangent, *bd = nd->in[1]->tangent;                             \
+        if (nd->out->dtype == TG_F32)                                                              \
+            op##_jvp_f32((const float *)nd->in[0]->data + e0,                                      \
+                         (const float *)nd->in[1]->data + e0, (const float *)nd->out->data + e0,   \
+                         ad ? (const float *)ad + e0 : NULL, bd ? (const float *)bd + e0 : NULL,   \
+                         (float *)nd->out->tangent + e0, e1 - e0);                                 \
+        else                                                                                       \
+            op##_jvp_f64((const double *)nd->in[0]->data + e0,                                     \
+                         (const double *)nd->in[1]->data + e0,                                     \
+                         (const double *)nd->out->data + e0,                                       \
+                         ad ? (const double *)ad + e0 : NULL,                                      \
+                         bd ? (const double *)bd + e0 : NULL,                                      \
+                         (double *)nd->out->tangent + e0, e1 - e0);                                \
     }                                                                                              \
     static tg_status op##_forward(tg_node *nd)                                                     \
     {                                                                                              \
@@ -206,14 +227,46 @@ struct bin_job {
         }                                                                                          \
         return TG_OK;                                                                              \
     }                                                                                              \
+    /* ẏ = JA + JB: the flat chunks or the row-major strided loop, as the forward */               \
+    static tg_status op##_jvp(tg_node *nd)                                                         \
+    {                                                                                              \
+        if (all_full(nd)) {                                                                        \
+            struct bin_job j = {nd, 0};                                                            \
+            tg__parallel_for(nd->out->size, TG__GRAIN, op##_jvp_chunk, &j);                        \
+            return TG_OK;                                                                          \
+        }                                                                                          \
+        struct nbcast bc = nbcast_of(nd);                                                          \
+        TG__DISPATCH(nd->out->dtype, T, {                                                          \
+            const T *av = nd->in[0]->data, *bv = nd->in[1]->data, *yv = nd->out->data;             \
+            const T *adv = nd->in[0]->tangent, *bdv = nd->in[1]->tangent;                          \
+            T *ydv = nd->out->tangent;                                                             \
+            NBCAST_FOR(bc, {                                                                       \
+                const T a = av[i0], b = bv[i1], y = yv[o];                                         \
+                (void)a, (void)b, (void)y;                                                         \
+                T s = 0;                                                                           \
+                if (adv) {                                                                         \
+                    const T adot = adv[i0];                                                        \
+                    s += (JA);                                                                     \
+                }                                                                                  \
+                if (bdv) {                                                                         \
+                    const T bdot = bdv[i1];                                                        \
+                    s += (JB);                                                                     \
+                }                                                                                  \
+                ydv[o] = s;                                                                        \
+            });                                                                                    \
+        });                                                                                        \
+        return TG_OK;                                                                              \
+    }                                                                                              \
     const tg_op tg__op_##op = {                                                                    \
         .name = #op,                                                                               \
         .n_inputs = 2,                                                                             \
         .shape = nbroadcast_shape,                                                                 \
         .forward = op##_forward,                                                                   \
         .vjp = op##_vjp,                                                                           \
+        .jvp = op##_jvp,                                                                           \
         .math = MATH,                                                                              \
         .vjp_math = VJP,                                                                           \
+        .jvp_math = JVP,                                                                           \
         .shapes = "a, b broadcast (numpy rules, any rank) → y the broadcast shape",                \
     };                                                                                             \
     tg_tensor *tg_##op(tg_tape *t, tg_tensor *a, tg_tensor *b)                                     \
@@ -222,7 +275,7 @@ struct bin_job {
         return record_n(t, &tg__op_##op, in, 2);                                                   \
     }
 
-#define BINARY_FLAT(op, OUT, DA, DB, T, SFX)                                                       \
+#define BINARY_FLAT(op, OUT, DA, DB, JA, JB, T, SFX)                                               \
     TG__VEC_CLONES static void op##_fwd_##SFX(const T *restrict av, const T *restrict bv,          \
                                               T *restrict yv, size_t n)                            \
     {                                                                                              \
@@ -247,15 +300,41 @@ struct bin_job {
                 (void)a, (void)b, (void)y;                                                         \
                 d[i] += (DB);                                                                      \
             }                                                                                      \
+    }                                                                                              \
+    /* yd = JA + JB, or the one term whose tangent is given (not both NULL) */                     \
+    TG__VEC_CLONES static void op##_jvp_##SFX(const T *restrict av, const T *restrict bv,          \
+                                              const T *restrict yv, const T *restrict adv,         \
+                                              const T *restrict bdv, T *restrict yd, size_t n)     \
+    {                                                                                              \
+        if (adv && bdv)                                                                            \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                const T a = av[i], b = bv[i], y = yv[i], adot = adv[i], bdot = bdv[i];             \
+                (void)a, (void)b, (void)y;                                                         \
+                yd[i] = (JA) + (JB);                                                               \
+            }                                                                                      \
+        else if (adv)                                                                              \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                const T a = av[i], b = bv[i], y = yv[i], adot = adv[i];                            \
+                (void)a, (void)b, (void)y;                                                         \
+                yd[i] = (JA);                                                                      \
+            }                                                                                      \
+        else                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                       \
+                const T a = av[i], b = bv[i], y = yv[i], bdot = bdv[i];                            \
+                (void)a, (void)b, (void)y;                                                         \
+                yd[i] = (JB);                                                                      \
+            }                                                                                      \
     }
 
 /*
  * div:  y = a / b
  *   ∂y/∂a = 1/b,  ∂y/∂b = -a/b² = -y/b
  *   VJP: da += Σ_broadcast dy / b,  db -= Σ_broadcast dy ⊙ y / b
+ *   JVP: ẏ = ȧ / b - ḃ ⊙ y / b   (each operand repeated as in the forward)
  *   b = 0 gives ±inf or NaN (IEEE, as PyTorch).
  */
-BINARY_OP(div, a / b, g / b, -g * y / b, "y = a / b", "da += dy / b;  db -= dy ⊙ y / b")
+BINARY_OP(div, a / b, g / b, -g * y / b, adot / b, -bdot * y / b, "y = a / b",
+          "da += dy / b;  db -= dy ⊙ y / b", "ẏ = ȧ / b - ḃ ⊙ y / b")
 
 /*
  * maximum:  y = max(a, b)
@@ -264,25 +343,33 @@ BINARY_OP(div, a / b, g / b, -g * y / b, "y = a / b", "da += dy / b;  db -= dy �
  *   is symmetric in a and b). NaN in either operand gives NaN (a NaN compares false: written
  *   so the NaN operand is selected).
  *   VJP: da += Σ_broadcast dy ⊙ ∂y/∂a,  db likewise
+ *   JVP: ẏ = ∂y/∂a ⊙ ȧ + ∂y/∂b ⊙ ḃ: the larger operand's tangent, ½(ȧ + ḃ) at a tie (the
+ *   directional derivative of the even split, and what central differences see at a tie),
+ *   0 where an operand is NaN (as the VJP)
  */
 #define MAX_OUT(a, b) ((a) > (b) || (a) != (a) ? (a) : (b))
 #define TIE_SHARE(x, other, g) ((x) > (other) ? (g) : (x) == (other) ? (g) / 2 : 0)
-BINARY_OP(maximum, MAX_OUT(a, b), TIE_SHARE(a, b, g), TIE_SHARE(b, a, g), "y = max(a, b)",
-          "da += dy ⊙ ([a > b] + ½[a = b]);  db likewise")
+BINARY_OP(maximum, MAX_OUT(a, b), TIE_SHARE(a, b, g), TIE_SHARE(b, a, g), TIE_SHARE(a, b, adot),
+          TIE_SHARE(b, a, bdot), "y = max(a, b)", "da += dy ⊙ ([a > b] + ½[a = b]);  db likewise",
+          "ẏ = ([a > b] + ½[a = b]) ⊙ ȧ + ([b > a] + ½[a = b]) ⊙ ḃ")
 
 /*
  * minimum:  y = min(a, b)
  *   ∂y/∂a = [a < b] + ½[a = b],  ∂y/∂b = [b < a] + ½[a = b]   (ties split evenly, as maximum)
+ *   JVP: ẏ = ∂y/∂a ⊙ ȧ + ∂y/∂b ⊙ ḃ   (½(ȧ + ḃ) at a tie, as maximum)
  */
 #define MIN_OUT(a, b) ((a) < (b) || (a) != (a) ? (a) : (b))
 #define TIE_SHARE_MIN(x, other, g) ((x) < (other) ? (g) : (x) == (other) ? (g) / 2 : 0)
 BINARY_OP(minimum, MIN_OUT(a, b), TIE_SHARE_MIN(a, b, g), TIE_SHARE_MIN(b, a, g),
-          "y = min(a, b)", "da += dy ⊙ ([a < b] + ½[a = b]);  db likewise")
+          TIE_SHARE_MIN(a, b, adot), TIE_SHARE_MIN(b, a, bdot), "y = min(a, b)",
+          "da += dy ⊙ ([a < b] + ½[a = b]);  db likewise",
+          "ẏ = ([a < b] + ½[a = b]) ⊙ ȧ + ([b < a] + ½[a = b]) ⊙ ḃ")
 
 /*
  * where:  y = m ≠ 0 ? a : b       (m a constant mask of the inputs' dtype; all three broadcast)
  *   ∂y/∂a = [m ≠ 0],  ∂y/∂b = [m = 0];  m gets no gradient (y is piecewise constant in m)
  *   VJP: da += Σ_broadcast dy ⊙ [m ≠ 0],  db += Σ_broadcast dy ⊙ [m = 0]
+ *   JVP: ẏ = m ≠ 0 ? ȧ : ḃ   (a tangent given for m is ignored; a missing ȧ or ḃ reads 0)
  */
 static void
 where_fwd_chunk(size_t e0, size_t e1, void *vctx)
@@ -307,6 +394,18 @@ where_vjp_chunk(size_t e0, size_t e1, void *vctx)
             da[i] += m[i] != 0 ? g[i] : 0;
         for (size_t i = e0; db && i < e1; i++)
             db[i] += m[i] != 0 ? 0 : g[i];
+    });
+}
+
+static void
+where_jvp_chunk(size_t e0, size_t e1, void *vctx)
+{
+    const tg_node *nd = vctx;
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *m = nd->in[0]->data, *ad = nd->in[1]->tangent, *bd = nd->in[2]->tangent;
+        T *yd = nd->out->tangent;
+        for (size_t i = e0; i < e1; i++)
+            yd[i] = m[i] != 0 ? (ad ? ad[i] : 0) : (bd ? bd[i] : 0);
     });
 }
 
@@ -349,12 +448,30 @@ where_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+where_jvp(tg_node *nd)
+{
+    if (all_full(nd)) {
+        tg__parallel_for(nd->out->size, TG__GRAIN, where_jvp_chunk, nd);
+        return TG_OK;
+    }
+    struct nbcast bc = nbcast_of(nd);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *m = nd->in[0]->data, *ad = nd->in[1]->tangent, *bd = nd->in[2]->tangent;
+        T *yd = nd->out->tangent;
+        NBCAST_FOR(bc, yd[o] = m[i0] != 0 ? (ad ? ad[i1] : 0) : (bd ? bd[i2] : 0));
+    });
+    return TG_OK;
+}
+
 const tg_op tg__op_where = {
     .name = "where",
     .n_inputs = 3,
     .shape = nbroadcast_shape,
     .forward = where_forward,
     .vjp = where_vjp,
+    .jvp = where_jvp,
+    .jvp_math = "ẏ = m ≠ 0 ? ȧ : ḃ;  m none",
     .math = "y = m ≠ 0 ? a : b (m a constant mask)",
     .vjp_math = "da += dy ⊙ [m ≠ 0];  db += dy ⊙ [m = 0];  m none",
     .shapes = "m, a, b broadcast (numpy rules, any rank) → y the broadcast shape",

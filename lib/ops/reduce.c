@@ -459,6 +459,9 @@ tg_mean_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdim
  *   VJP: dx_k += dy ⊙ [x_k = y] / c,  c = #{k : x_k = y}
  *   NaN: a NaN among the elements makes y NaN (as amax); no element equals NaN, so its
  *   gradient is 0 everywhere.
+ *   JVP: ẏ = Σ_k [x_k = y] ẋ_k / c, the mean of the tied elements' tangents (the directional
+ *   derivative of the even split; 0 where y is NaN, c = 0, as the VJP). Counts and sums in
+ *   double in the forward-mode scratch: the node's scratch is the VJP's.
  * min likewise with min. The counts c live in the node's scratch (one double per output).
  */
 static size_t
@@ -512,6 +515,33 @@ extreme_vjp(tg_node *nd)
 }
 
 static tg_status
+extreme_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    size_t n = nd->out->size;
+    double *tied_sum = tg__jvp_scratch(nd, 2 * n * sizeof(double));
+    if (!tied_sum)
+        return TG_ERR_NOMEM;
+    double *count = tied_sum + n;
+    memset(tied_sum, 0, 2 * n * sizeof *tied_sum);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *y = nd->out->data, *xd = nd->in[0]->tangent;
+        T *yd = nd->out->tangent;
+        TG__RED4_FOR(r4, {
+            if (x[i] == y[o]) {
+                tied_sum[o] += (double)xd[i];
+                count[o] += 1;
+            }
+        });
+        for (size_t o = 0; o < n; o++)
+            yd[o] = count[o] > 0 ? (T)(tied_sum[o] / count[o]) : 0;
+    });
+    return TG_OK;
+}
+
+static tg_status
 max_forward(tg_node *nd)
 {
     return extreme_forward(nd, true);
@@ -529,9 +559,11 @@ const tg_op tg__op_max = {
     .shape = tg__reduce_shape,
     .forward = max_forward,
     .vjp = extreme_vjp,
+    .jvp = extreme_jvp,
     .scratch_size = extreme_scratch,
     .math = "y = max_k x_k over the reduced axes",
     .vjp_math = "dx_k += dy ⊙ [x_k = y] / #{k: x_k = y} (ties split evenly)",
+    .jvp_math = "ẏ = Σ_k [x_k = y] ẋ_k / #{k: x_k = y}",
     .shapes = "as sum",
 };
 
@@ -541,9 +573,11 @@ const tg_op tg__op_min = {
     .shape = tg__reduce_shape,
     .forward = min_forward,
     .vjp = extreme_vjp,
+    .jvp = extreme_jvp,
     .scratch_size = extreme_scratch,
     .math = "y = min_k x_k over the reduced axes",
     .vjp_math = "dx_k += dy ⊙ [x_k = y] / #{k: x_k = y} (ties split evenly)",
+    .jvp_math = "ẏ = Σ_k [x_k = y] ẋ_k / #{k: x_k = y}",
     .shapes = "as sum",
 };
 
@@ -568,6 +602,8 @@ tg_min_axes(tg_tape *t, tg_tensor *x, const int *axes, int n_axes, bool keepdims
  *   E[x²] - μ² cancels catastrophically when |μ| >> σ. N <= c gives inf or NaN, as
  *   PyTorch (the value divides by max(0, N - c), the gradient by N - c, as PyTorch's do).
  *   μ stays in the scratch for the VJP.
+ *   JVP: ẏ = 2 Σ_k (x_k - μ) ẋ_k / (N - c)   (the saved μ; summed in double, divided by
+ *   N - c as the gradient is)
  */
 static size_t
 var_scratch(const tg_node *nd)
@@ -618,15 +654,38 @@ var_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+var_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr.axis;
+    double *acc = tg__jvp_scratch(nd, nd->out->size * sizeof(double));
+    if (!acc)
+        return TG_ERR_NOMEM;
+    memset(acc, 0, nd->out->size * sizeof *acc);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *xd = nd->in[0]->tangent;
+        T *yd = nd->out->tangent;
+        TG__RED4_FOR(r4, acc[o] += ((double)x[i] - mu[o]) * (double)xd[i]);
+        for (size_t o = 0; o < nd->out->size; o++)
+            yd[o] = (T)(2 * acc[o] / dof);
+    });
+    return TG_OK;
+}
+
 const tg_op tg__op_var = {
     .name = "var",
     .n_inputs = 1,
     .shape = tg__reduce_shape,
     .forward = var_forward,
     .vjp = var_vjp,
+    .jvp = var_jvp,
     .scratch_size = var_scratch,
     .math = "y = Σ_k (x_k - μ)² / (N - c), μ the mean, c the correction",
     .vjp_math = "dx += dy ⊙ 2(x - μ) / (N - c)",
+    .jvp_math = "ẏ = 2 Σ_k (x_k - μ) ẋ_k / (N - c)",
     .shapes = "as sum",
 };
 

@@ -53,6 +53,11 @@ sm_of(const tg_tensor *x, int axis)
  *   rlsm_vjp: dx[i] += dy[i] - e^(y[i]) s          (log_softmax)
  *   rlse_vjp: dx[i] += g e^(x[i] - y)              (logsumexp)
  * (the VJPs write instead of adding when `set`: dx is fresh, tg__grad_take_fresh)
+ * and for forward mode:
+ *   rsm_jvp:  yd[i] = y[i] (xd[i] - s)             (softmax)
+ *   rexpdot:  Σ e^(a[i]) b[i], lane tree            (log_softmax: e^y is the softmax)
+ *   rminus:   yd[i] = xd[i] - s                     (log_softmax)
+ *   rlse_dot: Σ e^(x[i] - m) b[i], lane tree        (logsumexp, m = y)
  */
 #define SM_KERNELS(T, SFX)                                                                         \
     TG__VEC_CLONES static T rmax_##SFX(const T *restrict x, size_t n)                              \
@@ -133,7 +138,22 @@ sm_of(const tg_tensor *x, int axis)
         else                                                                                       \
             for (size_t i = 0; i < n; i++)                                                         \
                 dx[i] += g * VEXP(x[i] - y);                                                       \
-    }
+    }                                                                                              \
+    TG__VEC_CLONES static void rsm_jvp_##SFX(T *restrict yd, const T *restrict y,                  \
+                                             const T *restrict xd, T s, size_t n)                  \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            yd[i] = y[i] * (xd[i] - s);                                                            \
+    }                                                                                              \
+    TG__DEFINE_LANE_SUM(rexpdot_##SFX, T, VEXP(a[i]) * b[i], const T *restrict a,                  \
+                        const T *restrict b)                                                       \
+    TG__VEC_CLONES static void rminus_##SFX(T *restrict yd, const T *restrict xd, T s, size_t n)   \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            yd[i] = xd[i] - s;                                                                     \
+    }                                                                                              \
+    TG__DEFINE_LANE_SUM(rlse_dot_##SFX, T, VEXP(x[i] - m) * b[i], const T *restrict x, T m,        \
+                        const T *restrict b)
 
 SM_KERNELS(float, f32)
 SM_KERNELS(double, f64)
@@ -187,6 +207,22 @@ struct sm_job {
             else                                                                                   \
                 rlse_vjp_##SFX(dx + at, x + at, y[r], dy[r], n, j->set);                           \
         }                                                                                          \
+    }                                                                                              \
+    static void sm_jvp_rows_##SFX(size_t r0, size_t r1, void *vctx)                                \
+    {                                                                                              \
+        const struct sm_job *j = vctx;                                                             \
+        size_t n = j->len;                                                                         \
+        const T *x = j->nd->in[0]->data, *y = j->nd->out->data, *xd = j->nd->in[0]->tangent;       \
+        T *yd = j->nd->out->tangent;                                                               \
+        for (size_t r = r0; r < r1; r++) {                                                         \
+            size_t at = r * n;                                                                     \
+            if (j->kind == SOFTMAX)                                                                \
+                rsm_jvp_##SFX(yd + at, y + at, xd + at, rdot_##SFX(y + at, xd + at, n), n);        \
+            else if (j->kind == LOG_SOFTMAX)                                                       \
+                rminus_##SFX(yd + at, xd + at, rexpdot_##SFX(y + at, xd + at, n), n);              \
+            else                                                                                   \
+                yd[r] = rlse_dot_##SFX(x + at, y[r], xd + at, n);                                  \
+        }                                                                                          \
     }
 
 SM_ROWS(float, f32)
@@ -237,6 +273,48 @@ sm_strided_vjp(const tg_node *nd, enum sm_kind kind, struct sm s)
                 }
             }
     });
+}
+
+/* ẏ along a strided axis: s = Σ_k y_k ẋ_k (softmax) or Σ_k e^(y_k) ẋ_k (log_softmax) in
+ * double, then y ⊙ (ẋ - s) or ẋ - s */
+static void
+sm_strided_jvp(const tg_node *nd, enum sm_kind kind, struct sm s)
+{
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *y = nd->out->data, *xd = nd->in[0]->tangent;
+        T *yd = nd->out->tangent;
+        for (size_t o = 0; o < s.outer; o++)
+            for (size_t i = 0; i < s.inner; i++) {
+                size_t base = o * s.len * s.inner + i;
+                double acc = 0;
+                for (size_t k = 0; k < s.len; k++) {
+                    size_t at = base + k * s.inner;
+                    double p = kind == SOFTMAX ? (double)y[at] : exp((double)y[at]);
+                    acc += p * (double)xd[at];
+                }
+                for (size_t k = 0; k < s.len; k++) {
+                    size_t at = base + k * s.inner;
+                    yd[at] = (T)(kind == SOFTMAX ? (double)y[at] * ((double)xd[at] - acc)
+                                                 : (double)xd[at] - acc);
+                }
+            }
+    });
+}
+
+static tg_status
+along_jvp(tg_node *nd, enum sm_kind kind)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    struct sm s = sm_of(nd->in[0], nd->attr.axis);
+    if (s.inner == 1) {
+        struct sm_job j = {nd, kind, s.len, false};
+        tg__parallel_for(s.outer, tg__grain_rows(s.len),
+                         nd->out->dtype == TG_F32 ? sm_jvp_rows_f32 : sm_jvp_rows_f64, &j);
+    } else {
+        sm_strided_jvp(nd, kind, s);
+    }
+    return TG_OK;
 }
 
 static tg_status
@@ -302,6 +380,8 @@ record_along(tg_tape *t, const tg_op *op, tg_tensor *x, int axis)
 /*
  * softmax:  y_k = e^(x_k - m) / Σ_j e^(x_j - m)    along attr.axis
  *   ∂y_k/∂x_j = y_k ([k = j] - y_j):   VJP dx = y ⊙ (dy - Σ_j dy_j y_j)
+ *   JVP: ẏ = y ⊙ (ẋ - Σ_j y_j ẋ_j)   (the saved output; the Jacobian is symmetric, so this has
+ *   the VJP's form with ẋ for dy)
  */
 static tg_status
 softmax_forward(tg_node *nd)
@@ -315,14 +395,22 @@ softmax_vjp(tg_node *nd)
     return along_vjp(nd, SOFTMAX);
 }
 
+static tg_status
+softmax_jvp(tg_node *nd)
+{
+    return along_jvp(nd, SOFTMAX);
+}
+
 const tg_op tg__op_softmax = {
     .name = "softmax",
     .n_inputs = 1,
     .shape = tg__shape_same,
     .forward = softmax_forward,
     .vjp = softmax_vjp,
+    .jvp = softmax_jvp,
     .math = "y = e^(x - m) / Σ e^(x - m) along axis, m the max",
     .vjp_math = "dx += y ⊙ (dy - Σ dy ⊙ y)",
+    .jvp_math = "ẏ = y ⊙ (ẋ - Σ y ⊙ ẋ)",
     .shapes = "x any shape → the same; one axis",
 };
 
@@ -335,6 +423,7 @@ tg_softmax(tg_tape *t, tg_tensor *x, int axis)
 /*
  * log_softmax:  y_k = (x_k - m) - log Σ_j e^(x_j - m)
  *   ∂y_k/∂x_j = [k = j] - softmax_j:   VJP dx = dy - e^y Σ_j dy_j    (e^y is the softmax)
+ *   JVP: ẏ = ẋ - Σ_j e^(y_j) ẋ_j   (one shift per row: the softmax-weighted mean of ẋ)
  */
 static tg_status
 log_softmax_forward(tg_node *nd)
@@ -348,14 +437,22 @@ log_softmax_vjp(tg_node *nd)
     return along_vjp(nd, LOG_SOFTMAX);
 }
 
+static tg_status
+log_softmax_jvp(tg_node *nd)
+{
+    return along_jvp(nd, LOG_SOFTMAX);
+}
+
 const tg_op tg__op_log_softmax = {
     .name = "log_softmax",
     .n_inputs = 1,
     .shape = tg__shape_same,
     .forward = log_softmax_forward,
     .vjp = log_softmax_vjp,
+    .jvp = log_softmax_jvp,
     .math = "y = (x - m) - log Σ e^(x - m) along axis",
     .vjp_math = "dx += dy - e^y Σ dy",
+    .jvp_math = "ẏ = ẋ - Σ e^y ⊙ ẋ",
     .shapes = "x any shape → the same; one axis",
 };
 
@@ -368,8 +465,10 @@ tg_log_softmax(tg_tape *t, tg_tensor *x, int axis)
 /*
  * logsumexp:  y = m + log Σ_k e^(x_k - m)      over the reduced axes (attr.axes, keepdims)
  *   ∂y/∂x_k = e^(x_k - y) (the softmax):   VJP dx += dy ⊙ e^(x - y)
+ *   JVP: ẏ = Σ_k e^(x_k - y) ẋ_k   (the softmax-weighted mean of ẋ, from the saved y)
  *   Reduced axes that end the shape are rows (the fast path above); any other set runs as
- *   strided passes (tg__red4) with the maxima in the node's scratch.
+ *   strided passes (tg__red4) with the maxima in the node's scratch (the JVP's sums in
+ *   double in the forward-mode scratch).
  */
 static bool
 lse_rows(const tg_node *nd, size_t *len) /* the reduced axes are the trailing ones */
@@ -443,15 +542,44 @@ lse_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_status
+lse_jvp(tg_node *nd)
+{
+    if (!nd->in[0]->tangent || nd->out->size == 0)
+        return TG_OK;
+    size_t len;
+    if (lse_rows(nd, &len)) {
+        struct sm_job j = {nd, LSE, len, false};
+        tg__parallel_for(nd->out->size, tg__grain_rows(len),
+                         nd->out->dtype == TG_F32 ? sm_jvp_rows_f32 : sm_jvp_rows_f64, &j);
+        return TG_OK;
+    }
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    double *acc = tg__jvp_scratch(nd, nd->out->size * sizeof(double));
+    if (!acc)
+        return TG_ERR_NOMEM;
+    memset(acc, 0, nd->out->size * sizeof *acc);
+    TG__DISPATCH(nd->out->dtype, T, {
+        const T *x = nd->in[0]->data, *y = nd->out->data, *xd = nd->in[0]->tangent;
+        T *yd = nd->out->tangent;
+        TG__RED4_FOR(r4, acc[o] += exp((double)x[i] - (double)y[o]) * (double)xd[i]);
+        for (size_t o = 0; o < nd->out->size; o++)
+            yd[o] = (T)acc[o];
+    });
+    return TG_OK;
+}
+
 const tg_op tg__op_logsumexp = {
     .name = "logsumexp",
     .n_inputs = 1,
     .shape = tg__reduce_shape,
     .forward = lse_forward,
     .vjp = lse_vjp,
+    .jvp = lse_jvp,
     .scratch_size = lse_scratch,
     .math = "y = m + log Σ_k e^(x_k - m) over the reduced axes",
     .vjp_math = "dx += dy ⊙ e^(x - y)",
+    .jvp_math = "ẏ = Σ_k e^(x_k - y) ẋ_k",
     .shapes = "as sum",
 };
 
