@@ -60,6 +60,10 @@ struct tg_tensor {
      * (op outputs only) */
     void *tangent;
     void *tangent_buf;
+    /* tg_grad: the gradient recorded as a tensor of the tape, valid when grad_sym_pass is
+     * the tape's current tg_grad pass */
+    struct tg_tensor *grad_sym;
+    uint64_t grad_sym_pass;
     tg_tape *tape;       /* owning tape (NULL for parameters) */
     uint64_t gen;        /* the owning tape's generation when made (stale-handle check) */
     tg_params *params;   /* owning parameter set (parameters only) */
@@ -264,6 +268,7 @@ struct tg_tape {
     const char *held_refused;
     /* Scratch of the forward-mode rules (tg__jvp_scratch): one block kept across passes and
      * resets, grown when a rule needs more, so a warm tg_jvp allocates nothing */
+    uint64_t grad_sym_pass; /* bumped by every tg_grad */
     void *jvp_scratch, *fwd_scratch; /* the rules' own; tg__forward_on's copy of a scratch */
     size_t jvp_scratch_bytes, fwd_scratch_bytes;
     tg_tensor nil;   /* returned by every failing call */
@@ -349,6 +354,18 @@ tg_status tg__forward_on(tg_node *nd, const void *const *in_data, void *out_data
  * (matmul, mul, conv: ẏ = F(ȧ, b) + F(a, ḃ)), each term a run of the forward (tg__forward_on),
  * terms without a tangent skipped. */
 tg_status tg__jvp_multilinear(tg_node *nd, int n_factors);
+
+/* ---- differentiable backward (grad.c) ---- */
+/* The vjp_graph of an op whose Jacobian is locally constant (linear ops, and piecewise linear
+ * ones such as relu, max, max_pool2d: their second derivative is 0 wherever it exists): one
+ * node that runs the op's own VJP on dy, whose derivatives run the op's own JVP and VJP, so
+ * any order is exact. */
+tg_tensor *tg__vjp_graph_linear(tg_node *nd, int k, tg_tensor *dy);
+/* g summed over the axes along which it was broadcast from `like`'s shape (numpy rules),
+ * reshaped to that shape: the adjoint of broadcasting, recorded on t. */
+tg_tensor *tg__sum_to(tg_tape *t, tg_tensor *g, const tg_tensor *like);
+/* A one-element constant of dtype dt (broadcasts against anything) */
+tg_tensor *tg__constant(tg_tape *t, tg_dtype dt, double value);
 
 /* Convenience for shape rules: same shape as input 0. */
 tg_status tg__shape_same(tg_node *n, int *ndim, int64_t *dims);

@@ -67,6 +67,13 @@ typedef struct tg_op {
      * the forward saved) but must not change. */
     tg_status (*jvp)(tg_node *n);
     const char *jvp_math; /**< the JVP, e.g. "ẏ = y ⊙ ẋ" (optional) */
+    /** Differentiable backward (tg_grad): the VJP of input k recorded as ops on the node's
+     * tape, from dy (a tensor of the output's shape) and the node's inputs and output, so
+     * that it can be differentiated again; returns dx_k (input k's shape), NULL for no
+     * gradient, or the tape's nil tensor after a failed recording. Unlike the other
+     * callbacks it records (the tape is not busy while it runs). NULL: tg_grad through the
+     * op fails naming it (tg_backward, tg_jvp and the checks do not need it). */
+    tg_tensor *(*vjp_graph)(tg_node *n, int k, tg_tensor *dy);
 } tg_op;
 
 /** Record a node running `op` on inputs; ctx is handed to the op through tg_node_ctx(). Built-in

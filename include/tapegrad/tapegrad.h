@@ -703,6 +703,43 @@ TG_API tg_status tg_jvp(tg_tape *t, int n, tg_tensor *const *inputs, tg_tensor *
 /** @} */
 
 /* --------------------------------------------------------------------------------------- */
+/** @name Higher-order derivatives
+ * @{ */
+/**
+ * @brief The differentiable backward (torch.autograd.grad with create_graph=True): records
+ * the reverse pass of out as nodes on t and writes to grads[i] the tensor d out / d wrt[i].
+ *
+ * seed: d out, of out's shape and dtype, or NULL for 1 when out has one element. wrt: 1 to
+ * 64 tensors of the tape or parameters; a gradient is zeros where out does not depend on the
+ * tensor. The gradients are tape tensors like any other: put them in a loss (a gradient
+ * penalty), differentiate them again with tg_backward, tg_grad or tg_jvp, to any order.
+ * Parameter gradients are not touched (tg_backward accumulates those). Fails, naming the op
+ * and node, at an op without a differentiable VJP (tg_op.vjp_graph), and records nothing
+ * usable then (grads[i] are the nil tensor).
+ */
+TG_API tg_status tg_grad(tg_tape *t, tg_tensor *out, tg_tensor *seed, int n,
+                         tg_tensor *const *wrt, tg_tensor **grads);
+
+/** How tg_hvp differentiates the gradient. */
+typedef enum tg_hvp_mode {
+    /** forward mode over the recorded gradient: H·v is the tangent of ∇f along v (tg_jvp) */
+    TG_HVP_FORWARD_OVER_REVERSE = 0,
+    /** a second reverse pass: H·v = ∇⟨∇f, v⟩ (tg_grad of the recorded gradient) */
+    TG_HVP_REVERSE_OVER_REVERSE = 1,
+} tg_hvp_mode;
+
+/**
+ * @brief Hessian-vector product of the scalar f: hv[i] = Σ_j ∂²f/∂wrt[i]∂wrt[j] · v[j].
+ *
+ * v[j] has wrt[j]'s shape and dtype; wrt are leaves (inputs or parameters). Records the
+ * gradient (tg_grad) and differentiates it in the given mode; hv[i] are new tensors of the
+ * tape. Both modes give the same values to round-off.
+ */
+TG_API tg_status tg_hvp(tg_tape *t, tg_tensor *f, int n, tg_tensor *const *wrt,
+                        tg_tensor *const *v, tg_hvp_mode mode, tg_tensor **hv);
+/** @} */
+
+/* --------------------------------------------------------------------------------------- */
 /** @name Layers
  * Parameters plus a composition of plain ops. Dense layer:
  * Z = W·A + b (examples as columns, W (out x in), b (out x 1)) or

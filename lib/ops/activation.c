@@ -46,6 +46,7 @@ log1pexp_f64(double x)
  */
 #define IDENTITY_Y(T, x, alpha, beta) (x)
 #define IDENTITY_DYDX(T, x, y, alpha, beta) ((T)1)
+#define IDENTITY_VJP_GRAPH tg__vjp_graph_linear
 UNARY_OP(identity, IDENTITY, false,
          "y = x",
          "dx += dy")
@@ -59,6 +60,14 @@ UNARY_OP(identity, IDENTITY, false,
  */
 #define SIGMOID_Y(T, x, alpha, beta) VSIGMOID(x)
 #define SIGMOID_DYDX(T, x, y, alpha, beta) ((y) * (1 - (y)))
+static tg_tensor * /* dx = dy ⊙ (y - y²) */
+sigmoid_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    return tg_mul(t, dy, tg_sub(t, nd->out, tg_square(t, nd->out)));
+}
+#define SIGMOID_VJP_GRAPH sigmoid_vjp_graph
 UNARY_OP(sigmoid, SIGMOID, false,
          "y = σ(x) = 1 / (1 + e^-x)",
          "dx += dy ⊙ y ⊙ (1 - y)")
@@ -69,6 +78,14 @@ UNARY_OP(sigmoid, SIGMOID, false,
  */
 #define TANH_Y(T, x, alpha, beta) VTANH(x)
 #define TANH_DYDX(T, x, y, alpha, beta) (1 - (y) * (y))
+static tg_tensor * /* dx = dy - dy ⊙ y² */
+tanh_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    return tg_sub(t, dy, tg_mul(t, dy, tg_square(t, nd->out)));
+}
+#define TANH_VJP_GRAPH tanh_vjp_graph
 UNARY_OP(tanh, TANH, false,
          "y = tanh x",
          "dx += dy ⊙ (1 - y²)")
@@ -80,6 +97,7 @@ UNARY_OP(tanh, TANH, false,
  */
 #define RELU_Y(T, x, alpha, beta) ((x) < 0 ? (T)0 : (x))
 #define RELU_DYDX(T, x, y, alpha, beta) ((y) > 0 ? (T)1 : (T)0)
+#define RELU_VJP_GRAPH tg__vjp_graph_linear
 UNARY_OP(relu, RELU, false,
          "y = max(x, 0)",
          "dx += dy ⊙ [x > 0]")
@@ -92,6 +110,13 @@ UNARY_OP(relu, RELU, false,
  */
 #define SOFTPLUS_Y(T, x, alpha, beta) (((x) > 0 ? (x) : (T)0) + VLOG1PEXP(x))
 #define SOFTPLUS_DYDX(T, x, y, alpha, beta) VSIGMOID(x)
+static tg_tensor * /* dx = dy ⊙ σ(x) */
+softplus_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    return tg_mul(nd->tape, dy, tg_sigmoid(nd->tape, nd->in[0]));
+}
+#define SOFTPLUS_VJP_GRAPH softplus_vjp_graph
 UNARY_OP(softplus, SOFTPLUS, true,
          "y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)",
          "dx += dy ⊙ σ(x)")
@@ -109,6 +134,33 @@ UNARY_OP(softplus, SOFTPLUS, true,
 #define GELU_DYDX(T, x, y, alpha, beta)                                                                  \
     ((x) > 40 || (x) < -40 ? ((x) > 0 ? (T)1 : (T)0)                                               \
                            : GELU_PHI(T, x) + (x) * VEXP((T)-0.5 * (x) * (x)) * (T)INV_SQRT2PI)
+/* gelu_grad (internal, only in tg_grad's graphs):  y = gelu'(x) = Φ(x) + x φ(x)
+ *   y' = gelu''(x) = φ(x) (2 - x²):   VJP dx += dy ⊙ φ(x) (2 - x²)
+ *   (Φ has no op of its own, so the derivative of gelu is this op rather than ops) */
+#define GELU_GRAD_Y(T, x, alpha, beta) GELU_DYDX(T, x, 0, alpha, beta)
+#define GELU_GRAD_DYDX(T, x, y, alpha, beta)                                                       \
+    ((x) > 40 || (x) < -40 ? (T)0 : VEXP((T)-0.5 * (x) * (x)) * (T)INV_SQRT2PI * (2 - (x) * (x)))
+static tg_tensor * /* dx = dy ⊙ φ(x) (2 - x²),  φ(x) = e^(-x²/2) / √(2π) */
+gelu_grad_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0], *x2 = tg_square(t, x);
+    tg_tensor *phi = tg_scale(t, tg_exp(t, tg_scale(t, x2, -0.5)), INV_SQRT2PI);
+    return tg_mul(t, dy, tg_mul(t, phi, tg_sub(t, tg__constant(t, x->dtype, 2), x2)));
+}
+#define GELU_GRAD_VJP_GRAPH gelu_grad_vjp_graph
+UNARY_RULE(gelu_grad, GELU_GRAD, true, "y = Φ(x) + x φ(x), gelu's derivative",
+           "dx += dy ⊙ φ(x)(2 - x²)")
+
+static tg_tensor * /* dx = dy ⊙ gelu'(x), gelu' the node above */
+gelu_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    return tg_mul(t, dy, tg__record(t, &tg__op_gelu_grad, &nd->in[0], 1, NULL, NULL));
+}
+#define GELU_VJP_GRAPH gelu_vjp_graph
 UNARY_OP(gelu, GELU, true,
          "y = x Φ(x), Φ(x) = ½(1 + erf(x/√2))",
          "dx += dy ⊙ (Φ(x) + x φ(x))")
@@ -133,6 +185,21 @@ UNARY_OP(gelu, GELU, true,
     ((T)0.5 * (1 + GELU_TANH_T(T, x)) +                                                            \
      (T)0.5 * GELU_TANH_X(T, x) * (1 - GELU_TANH_T(T, x) * GELU_TANH_T(T, x)) *                    \
          (T)GELU_TANH_C * (1 + 3 * (T)GELU_TANH_K * GELU_TANH_X(T, x) * GELU_TANH_X(T, x)))
+static tg_tensor * /* dx = dy ⊙ (½(1 + th) + ½ x (1 - th²) c (1 + 3k x²)), th = tanh u */
+gelu_tanh_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0], *x2 = tg_square(t, x), *one = tg__constant(t, x->dtype, 1);
+    tg_tensor *u = tg_scale(t, tg_add(t, x, tg_scale(t, tg_mul(t, x2, x), GELU_TANH_K)),
+                            GELU_TANH_C);
+    tg_tensor *th = tg_tanh(t, u);
+    tg_tensor *a = tg_scale(t, tg_add(t, th, one), 0.5);
+    tg_tensor *b = tg_mul(t, tg_mul(t, tg_scale(t, x, 0.5), tg_sub(t, one, tg_square(t, th))),
+                          tg_scale(t, tg_add(t, one, tg_scale(t, x2, 3 * GELU_TANH_K)), GELU_TANH_C));
+    return tg_mul(t, dy, tg_add(t, a, b));
+}
+#define GELU_TANH_VJP_GRAPH gelu_tanh_vjp_graph
 UNARY_OP(gelu_tanh, GELU_TANH, true, "y = ½x(1 + tanh(√(2/π)(x + 0.044715x³)))",
          "dx += dy ⊙ (½(1 + t) + ½x(1 - t²)√(2/π)(1 + 0.134145x²)), t = tanh(…)")
 
@@ -143,6 +210,15 @@ UNARY_OP(gelu_tanh, GELU_TANH, true, "y = ½x(1 + tanh(√(2/π)(x + 0.044715x³
  */
 #define SILU_Y(T, x, alpha, beta) ((x) * VSIGMOID(x))
 #define SILU_DYDX(T, x, y, alpha, beta) (VSIGMOID(x) * (1 + (x) * (1 - VSIGMOID(x))))
+static tg_tensor * /* dx = dy ⊙ (s + x (s - s²)), s = σ(x) */
+silu_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    tg_tensor *s = tg_sigmoid(t, nd->in[0]);
+    return tg_mul(t, dy, tg_add(t, s, tg_mul(t, nd->in[0], tg_sub(t, s, tg_square(t, s)))));
+}
+#define SILU_VJP_GRAPH silu_vjp_graph
 UNARY_OP(silu, SILU, true, "y = x σ(x)", "dx += dy ⊙ σ(x)(1 + x(1 - σ(x)))")
 
 /*
@@ -153,6 +229,25 @@ UNARY_OP(silu, SILU, true, "y = x σ(x)", "dx += dy ⊙ σ(x)(1 + x(1 - σ(x)))"
 #define VEXPM1(x) _Generic((x), float: tg__vexpm1f, double: tg__vexpm1)(x)
 #define ELU_Y(T, x, alpha, beta) ((x) > 0 ? (x) : (alpha) * VEXPM1(x))
 #define ELU_DYDX(T, x, y, alpha, beta) ((x) > 0 ? (T)1 : (alpha) * VEXP(x))
+static tg_tensor * /* dx = dy ⊙ (x > 0 ? 1 : y + α), the mask a constant */
+elu_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    const tg_tensor *x = nd->in[0];
+    tg_tensor *mask = tg__tensor(tg_tensor_new(t, x->dtype, x->ndim, x->dims, NULL));
+    if (mask->kind == TG__KIND_NIL)
+        return mask;
+    TG__DISPATCH(x->dtype, T, {
+        const T *xv = x->data;
+        T *m = mask->data;
+        for (size_t i = 0; i < x->size; i++)
+            m[i] = xv[i] > 0;
+    });
+    tg_tensor *left = tg_add(t, nd->out, tg__constant(t, x->dtype, nd->attr.scale));
+    return tg_mul(t, dy, tg_where(t, mask, tg__constant(t, x->dtype, 1), left));
+}
+#define ELU_VJP_GRAPH elu_vjp_graph
 UNARY_RULE(elu, ELU, true, "y = x > 0 ? x : α(e^x - 1)", "dx += dy ⊙ (x > 0 ? 1 : α e^x)")
 
 tg_tensor *
@@ -176,6 +271,7 @@ tg_elu(tg_tape *t, tg_tensor *x, double alpha)
  */
 #define LEAKY_RELU_Y(T, x, alpha, beta) ((x) < 0 ? (alpha) * (x) : (x))
 #define LEAKY_RELU_DYDX(T, x, y, alpha, beta) ((x) > 0 ? (T)1 : (alpha))
+#define LEAKY_RELU_VJP_GRAPH tg__vjp_graph_linear
 UNARY_RULE(leaky_relu, LEAKY_RELU, true, "y = x > 0 ? x : α x",
            "dx += dy ⊙ (x > 0 ? 1 : α)")
 

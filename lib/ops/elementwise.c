@@ -576,12 +576,20 @@ add_vjp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad: the VJP with ops (Σ_broadcast is tg__sum_to) */
+static tg_tensor * /* da = Σ_broadcast dy, db = Σ_broadcast dy */
+add_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    return tg__sum_to(nd->tape, dy, nd->in[k]);
+}
+
 const tg_op tg__op_add = {
     .name = "add",
     .n_inputs = 2,
     .shape = broadcast_shape,
     .forward = add_forward,
     .vjp = add_vjp,
+    .vjp_graph = add_vjp_graph,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = ȧ + ḃ (broadcast)",
     .scratch_size = ew_scratch,
@@ -617,12 +625,19 @@ sub_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_tensor * /* da = Σ_broadcast dy, db = -Σ_broadcast dy */
+sub_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    return tg__sum_to(nd->tape, k ? tg_neg(nd->tape, dy) : dy, nd->in[k]);
+}
+
 const tg_op tg__op_sub = {
     .name = "sub",
     .n_inputs = 2,
     .shape = broadcast_shape,
     .forward = sub_forward,
     .vjp = sub_vjp,
+    .vjp_graph = sub_vjp_graph,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = ȧ - ḃ (broadcast)",
     .scratch_size = ew_scratch,
@@ -665,12 +680,19 @@ mul_jvp(tg_node *nd)
     return tg__jvp_multilinear(nd, 2);
 }
 
+static tg_tensor * /* da = Σ_broadcast dy ⊙ b, db = Σ_broadcast dy ⊙ a */
+mul_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    return tg__sum_to(nd->tape, tg_mul(nd->tape, dy, nd->in[1 - k]), nd->in[k]);
+}
+
 const tg_op tg__op_mul = {
     .name = "mul",
     .n_inputs = 2,
     .shape = broadcast_shape,
     .forward = mul_forward,
     .vjp = mul_vjp,
+    .vjp_graph = mul_vjp_graph,
     .jvp = mul_jvp,
     .jvp_math = "ẏ = ȧ ⊙ b + a ⊙ ḃ (broadcast)",
     .scratch_size = ew_scratch,
@@ -752,6 +774,7 @@ const tg_op tg__op_scale = {
     .shape = tg__shape_same,
     .forward = scale_forward,
     .vjp = scale_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = c ẋ",
     .math = "y = c x (c constant)",

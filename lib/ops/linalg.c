@@ -139,12 +139,27 @@ matmul_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, the rules above written with tg_matmul_t (so they are differentiable):
+ *   dA' = dC · op(B)ᵀ, or op(B) · dCᵀ when trans_a;  dB' = op(A)ᵀ · dC, or dCᵀ · op(A) when
+ *   trans_b. */
+static tg_tensor *
+matmul_vjp_graph(tg_node *nd, int k, tg_tensor *dc)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *a = nd->in[0], *b = nd->in[1];
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    if (k == 0)
+        return ta ? tg_matmul_t(t, b, tb, dc, true) : tg_matmul_t(t, dc, false, b, !tb);
+    return tb ? tg_matmul_t(t, dc, true, a, ta) : tg_matmul_t(t, a, !ta, dc, false);
+}
+
 const tg_op tg__op_matmul = {
     .name = "matmul",
     .n_inputs = 2,
     .shape = matmul_shape,
     .forward = matmul_forward,
     .vjp = matmul_vjp,
+    .vjp_graph = matmul_vjp_graph,
     .jvp = matmul_jvp,
     .jvp_math = "Ċ = op(Ȧ) · op(B) + op(A) · op(Ḃ)",
     .math = "C = op(A) · op(B), op(X) = X or Xᵀ",
@@ -228,6 +243,7 @@ const tg_op tg__op_transpose = {
     .shape = transpose_shape,
     .forward = transpose_forward,
     .vjp = transpose_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "Ẏ = Ẋᵀ",
     .math = "Y = Xᵀ",
@@ -384,12 +400,26 @@ bmm_jvp(tg_node *nd)
     return tg__jvp_multilinear(nd, 2);
 }
 
+/* For tg_grad: matmul's rules per batch (tg_bmm), summed over the batches a broadcast operand
+ * served (tg__sum_to) */
+static tg_tensor *
+bmm_vjp_graph(tg_node *nd, int k, tg_tensor *dc)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *a = nd->in[0], *b = nd->in[1];
+    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    tg_tensor *g = k == 0 ? (ta ? tg_bmm(t, b, tb, dc, true) : tg_bmm(t, dc, false, b, !tb))
+                          : (tb ? tg_bmm(t, dc, true, a, ta) : tg_bmm(t, a, !ta, dc, false));
+    return tg__sum_to(t, g, nd->in[k]);
+}
+
 const tg_op tg__op_bmm = {
     .name = "bmm",
     .n_inputs = 2,
     .shape = bmm_shape,
     .forward = bmm_forward,
     .vjp = bmm_vjp,
+    .vjp_graph = bmm_vjp_graph,
     .jvp = bmm_jvp,
     .jvp_math = "Ċ[β] = op(Ȧ[β]) op(B[β]) + op(A[β]) op(Ḃ[β])",
     .math = "C[β] = op(A[β]) · op(B[β]) over the last two axes, batch axes broadcast",

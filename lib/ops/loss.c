@@ -243,12 +243,29 @@ mse_half_jvp(tg_node *nd)
     return pair_loss_jvp(nd, 1.0 / batch_size(nd));
 }
 
+/* For tg_grad, the VJP with ops: dA = c (A - Y) dJ, dY = -dA (c = 1/m for mse_half, 2/N for
+ * mse; dJ is (1 x 1) and broadcasts) */
+static tg_tensor *
+pair_loss_vjp_graph(tg_node *nd, int k, tg_tensor *dj, double c)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *da = tg_scale(t, tg_mul(t, tg_sub(t, nd->in[0], nd->in[1]), dj), c);
+    return tg__tensor(tg_reshape(t, k ? tg_neg(t, da) : da, nd->in[k]->ndim, nd->in[k]->dims));
+}
+
+static tg_tensor *
+mse_half_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    return pair_loss_vjp_graph(nd, k, dj, 1.0 / batch_size(nd));
+}
+
 const tg_op tg__op_mse_half = {
     .name = "mse_half",
     .n_inputs = 2,
     .shape = mse_half_shape,
     .forward = mse_half_forward,
     .vjp = mse_half_vjp,
+    .vjp_graph = mse_half_vjp_graph,
     .jvp = mse_half_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = 1/(2m) Σ (Y - A)², m the size of the batch axis",
@@ -305,12 +322,19 @@ mse_jvp(tg_node *nd)
     return pair_loss_jvp(nd, 2.0 / (double)nd->in[0]->size);
 }
 
+static tg_tensor *
+mse_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    return pair_loss_vjp_graph(nd, k, dj, 2.0 / (double)nd->in[0]->size);
+}
+
 const tg_op tg__op_mse = {
     .name = "mse",
     .n_inputs = 2,
     .shape = mse_shape,
     .forward = mse_forward,
     .vjp = mse_vjp,
+    .vjp_graph = mse_vjp_graph,
     .jvp = mse_jvp,
     .scratch_size = pair_loss_scratch,
     .math = "J = (1/N) Σ (A - Y)²",
@@ -758,12 +782,34 @@ xent_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, the VJP with ops: dS = (softmax(S) - onehot(labels)) dJ / B, the one-hot a
+ * constant */
+static tg_tensor *
+softmax_xent_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    const tg_tensor *s = nd->in[0];
+    struct xent_layout l = xent_layout(nd);
+    tg_tensor *onehot = tg__tensor(tg_tensor_new(t, s->dtype, s->ndim, s->dims, NULL));
+    if (onehot->kind == TG__KIND_NIL)
+        return onehot;
+    TG__DISPATCH(s->dtype, T, {
+        T *o = onehot->data;
+        for (size_t b = 0; b < l.batch; b++)
+            o[b * l.ex_stride + (size_t)nd->attr.labels[b] * l.class_stride] = 1;
+    });
+    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr.axis);
+    return tg_scale(t, tg_mul(t, tg_sub(t, p, onehot), dj), 1.0 / (double)l.batch);
+}
+
 const tg_op tg__op_softmax_xent = {
     .name = "softmax_xent",
     .n_inputs = 1,
     .shape = xent_shape,
     .forward = xent_forward,
     .vjp = xent_vjp,
+    .vjp_graph = softmax_xent_vjp_graph,
     .jvp = xent_jvp,
     .scratch_size = xent_scratch,
     .math = "J = (1/B) Σ_j [lse(S_j) - S_j,l_j]",

@@ -4,6 +4,8 @@
  *   J = (1/N) Σ_i f(a_i, y_i),   VJP da_i += dJ ∂f/∂a_i / N,  dy_i += dJ ∂f/∂y_i / N
  *   JVP: J̇ = (1/N) Σ_i [∂f/∂a_i ȧ_i + ∂f/∂y_i ẏ_i], the term of an input without a tangent left
  *   out (not multiplied by 0: ∂f/∂y = -a of bce is infinite at an infinite logit)
+ * For tg_grad each op writes its VJP with ops too (<op>_vjp_graph, after the op): dJ ⊙ ∂f/∂a / N
+ * with ∂f/∂a in ops.
  * Both inputs get gradients (a target computed by the network is differentiated too, as in
  * PyTorch). Sums run in double, in element order, so the value is fixed by the input.
  */
@@ -19,6 +21,7 @@
  *   JA, JY  the directional derivative's terms along ȧ = ta and along ẏ = ty
  */
 #define POINTWISE_LOSS(op, F, DA, DY, JA, JY, MATH, VJP, JVP)                                      \
+    static tg_tensor *op##_vjp_graph(tg_node *nd, int k, tg_tensor *dj);                           \
     static tg_status op##_forward(tg_node *nd)                                                     \
     {                                                                                              \
         double acc = 0, c = nd->attr.scale;                                                        \
@@ -81,6 +84,7 @@
         .forward = op##_forward,                                                                   \
         .vjp = op##_vjp,                                                                           \
         .jvp = op##_jvp,                                                                           \
+        .vjp_graph = op##_vjp_graph,                                                               \
         .math = MATH,                                                                              \
         .vjp_math = VJP,                                                                           \
         .jvp_math = JVP,                                                                           \
@@ -144,6 +148,16 @@ POINTWISE_LOSS(bce_with_logits, BCE_F, tg__vsigmoid(a) - y, -a, (tg__vsigmoid(a)
                -a * ty, "J = mean(max(a, 0) - a y + log(1 + e^-|a|))",
                "da += dJ (σ(a) - y) / N;  dy -= dJ a / N", "J̇ = mean((σ(a) - y) ȧ - a ẏ)")
 
+/* dJ/N times:  da: σ(a) - y;  dy: -a */
+static tg_tensor *
+bce_with_logits_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *a = nd->in[0], *y = nd->in[1];
+    tg_tensor *d = k ? tg_neg(t, a) : tg_sub(t, tg_sigmoid(t, a), y);
+    return tg_scale(t, tg_mul(t, d, dj), 1.0 / (double)a->size);
+}
+
 tg_tensor *
 tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y)
 {
@@ -158,6 +172,13 @@ tg_bce_with_logits(tg_tape *t, tg_tensor *x, tg_tensor *y)
 POINTWISE_LOSS(l1, fabs(a - y), sign(a - y), -sign(a - y), sign(a - y) * ta, -sign(a - y) * ty,
                "J = mean |a - y|", "da += dJ sign(a - y) / N;  dy -= the same",
                "J̇ = mean(sign(a - y) (ȧ - ẏ))")
+
+/* piecewise linear: the generic node */
+static tg_tensor *
+l1_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    return tg__vjp_graph_linear(nd, k, dj);
+}
 
 tg_tensor *
 tg_l1(tg_tape *t, tg_tensor *a, tg_tensor *y)
@@ -177,6 +198,16 @@ POINTWISE_LOSS(huber, HUBER_F, HUBER_D, -(HUBER_D), HUBER_D * ta, -(HUBER_D) * t
                "da += dJ (|d| < δ ? d : δ sign d) / N;  dy -= the same",
                "J̇ = mean((|d| < δ ? d : δ sign d) (ȧ - ẏ))")
 
+/* dJ/N times ±clamp(a - y, -δ, δ) (f'(d) written with ops) */
+static tg_tensor *
+huber_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    tg_tape *t = nd->tape;
+    double c = nd->attr.scale;
+    tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);
+    return tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (double)nd->in[0]->size);
+}
+
 tg_tensor *
 tg_huber(tg_tape *t, tg_tensor *a, tg_tensor *y, double delta)
 {
@@ -195,6 +226,18 @@ POINTWISE_LOSS(smooth_l1, SL1_F, SL1_D, -(SL1_D), SL1_D * ta, -(SL1_D) * ty,
                "J = mean(|d| < β ? ½d²/β : |d| - ½β), d = a - y",
                "da += dJ (|d| < β ? d/β : sign d) / N;  dy -= the same",
                "J̇ = mean((|d| < β ? d/β : sign d) (ȧ - ẏ))")
+
+/* dJ/N times ±clamp(a - y, -β, β) / β; β = 0 is l1 (piecewise linear: the generic node) */
+static tg_tensor *
+smooth_l1_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    tg_tape *t = nd->tape;
+    double c = nd->attr.scale;
+    if (c == 0)
+        return tg__vjp_graph_linear(nd, k, dj);
+    tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);
+    return tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (c * (double)nd->in[0]->size));
+}
 
 tg_tensor *
 tg_smooth_l1(tg_tape *t, tg_tensor *a, tg_tensor *y, double beta)

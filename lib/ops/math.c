@@ -1,6 +1,8 @@
 /*
  * Elementwise math of one input: neg, exp, log, log1p, sqrt, square, abs, pow, clamp.
- * y = g(x), shape(y) = shape(x), VJP dx += dy ⊙ g'(x) (unary.h has the machinery).
+ * y = g(x), shape(y) = shape(x), VJP dx += dy ⊙ g'(x) (unary.h has the machinery). For
+ * tg_grad each op also writes dy ⊙ g'(x) with ops (<NAME>_VJP_GRAPH), so g'' comes from
+ * those ops' own rules; the piecewise linear ones (neg, abs, clamp) use the generic node.
  *
  * Outside a function's domain the result is what PyTorch (and IEEE libm) gives, not an error:
  * log(x < 0) = NaN, log(0) = -inf, sqrt(x < 0) = NaN, pow(x < 0, non-integer p) = NaN. A NaN
@@ -26,6 +28,7 @@
  */
 #define NEG_Y(T, x, alpha, beta) (-(x))
 #define NEG_DYDX(T, x, y, alpha, beta) ((T)-1)
+#define NEG_VJP_GRAPH tg__vjp_graph_linear
 UNARY_OP(neg, NEG, false, "y = -x", "dx -= dy")
 
 /*
@@ -35,6 +38,13 @@ UNARY_OP(neg, NEG, false, "y = -x", "dx -= dy")
  */
 #define EXP_Y(T, x, alpha, beta) VEXP(x)
 #define EXP_DYDX(T, x, y, alpha, beta) (y)
+static tg_tensor * /* dx = dy ⊙ y */
+exp_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    return tg_mul(nd->tape, dy, nd->out);
+}
+#define EXP_VJP_GRAPH exp_vjp_graph
 UNARY_OP(exp, EXP, false, "y = e^x", "dx += dy ⊙ y")
 
 /*
@@ -43,6 +53,13 @@ UNARY_OP(exp, EXP, false, "y = e^x", "dx += dy ⊙ y")
  */
 #define LOG_Y(T, x, alpha, beta) LOG(x)
 #define LOG_DYDX(T, x, y, alpha, beta) (1 / (x))
+static tg_tensor * /* dx = dy / x */
+log_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    return tg_div(nd->tape, dy, nd->in[0]);
+}
+#define LOG_VJP_GRAPH log_vjp_graph
 UNARY_OP(log, LOG, true, "y = ln x (NaN for x < 0, -inf at 0)", "dx += dy / x")
 
 /*
@@ -51,6 +68,14 @@ UNARY_OP(log, LOG, true, "y = ln x (NaN for x < 0, -inf at 0)", "dx += dy / x")
  */
 #define LOG1P_Y(T, x, alpha, beta) LOG1P(x)
 #define LOG1P_DYDX(T, x, y, alpha, beta) (1 / (1 + (x)))
+static tg_tensor * /* dx = dy / (1 + x) */
+log1p_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    return tg_div(t, dy, tg_add(t, nd->in[0], tg__constant(t, nd->out->dtype, 1)));
+}
+#define LOG1P_VJP_GRAPH log1p_vjp_graph
 UNARY_OP(log1p, LOG1P, true, "y = ln(1 + x)", "dx += dy / (1 + x)")
 
 /*
@@ -59,6 +84,13 @@ UNARY_OP(log1p, LOG1P, true, "y = ln(1 + x)", "dx += dy / (1 + x)")
  */
 #define SQRT_Y(T, x, alpha, beta) SQRT(x)
 #define SQRT_DYDX(T, x, y, alpha, beta) ((T)0.5 / (y))
+static tg_tensor * /* dx = ½ dy / y */
+sqrt_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    return tg_div(nd->tape, tg_scale(nd->tape, dy, 0.5), nd->out);
+}
+#define SQRT_VJP_GRAPH sqrt_vjp_graph
 UNARY_OP(sqrt, SQRT, false, "y = √x (NaN for x < 0)", "dx += dy / (2y)")
 
 /*
@@ -67,6 +99,13 @@ UNARY_OP(sqrt, SQRT, false, "y = √x (NaN for x < 0)", "dx += dy / (2y)")
  */
 #define SQUARE_Y(T, x, alpha, beta) ((x) * (x))
 #define SQUARE_DYDX(T, x, y, alpha, beta) (2 * (x))
+static tg_tensor * /* dx = 2 x ⊙ dy */
+square_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    return tg_scale(nd->tape, tg_mul(nd->tape, dy, nd->in[0]), 2);
+}
+#define SQUARE_VJP_GRAPH square_vjp_graph
 UNARY_OP(square, SQUARE, true, "y = x²", "dx += 2 x ⊙ dy")
 
 /*
@@ -75,6 +114,7 @@ UNARY_OP(square, SQUARE, true, "y = x²", "dx += 2 x ⊙ dy")
  */
 #define ABS_Y(T, x, alpha, beta) ((x) < 0 ? -(x) : (x))
 #define ABS_DYDX(T, x, y, alpha, beta) ((x) > 0 ? (T)1 : (x) < 0 ? (T)-1 : (T)0)
+#define ABS_VJP_GRAPH tg__vjp_graph_linear
 UNARY_OP(abs, ABS, true, "y = |x|", "dx += dy ⊙ sign(x) (0 at x = 0)")
 
 /*
@@ -85,6 +125,15 @@ UNARY_OP(abs, ABS, true, "y = |x|", "dx += dy ⊙ sign(x) (0 at x = 0)")
  */
 #define POW_Y(T, x, alpha, beta) POW(x, alpha)
 #define POW_DYDX(T, x, y, alpha, beta) ((alpha) == 0 ? (T)0 : (alpha) * POW(x, (alpha) - 1))
+static tg_tensor * /* dx = dy ⊙ p x^(p-1); none when p = 0 */
+pow_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    double p = nd->attr.scale;
+    return p == 0 ? NULL : tg_mul(t, dy, tg_scale(t, tg_pow(t, nd->in[0], p - 1), p));
+}
+#define POW_VJP_GRAPH pow_vjp_graph
 UNARY_RULE(pow, POW, true, "y = x^p (p constant)", "dx += dy ⊙ p x^(p-1) (0 when p = 0)")
 
 tg_tensor *
@@ -111,6 +160,7 @@ tg_pow(tg_tape *t, tg_tensor *x, double p)
 #define CLAMP_Y(T, x, alpha, beta)                                                                 \
     ((x) < (alpha) ? ((alpha) > (beta) ? (beta) : (alpha)) : (x) > (beta) ? (beta) : (x))
 #define CLAMP_DYDX(T, x, y, alpha, beta) ((x) >= (alpha) && (x) <= (beta) ? (T)1 : (T)0)
+#define CLAMP_VJP_GRAPH tg__vjp_graph_linear
 UNARY_RULE(clamp, CLAMP, true, "y = min(max(x, lo), hi)", "dx += dy ⊙ [lo ≤ x ≤ hi]")
 
 tg_tensor *

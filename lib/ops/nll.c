@@ -157,6 +157,7 @@ const tg_op tg__op_nll_loss = {
     .shape = cls_shape,
     .forward = nll_forward,
     .vjp = nll_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .math = "J = Σ_i w[y_i] (-x[i, y_i]) / Σ_i w[y_i], x log-probabilities",
     .vjp_math = "dx[i, y_i] -= dJ w[y_i] / Σ w[y]",

@@ -147,6 +147,7 @@ const tg_op tg__op_reshape = {
     .shape = reshape_shape,
     .forward = view_forward,
     .vjp = reshape_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = ẋ with the new shape",
     .math = "y = x viewed with a new shape (no copy)",
@@ -209,6 +210,13 @@ detach_vjp(tg_node *nd)
     return TG_OK;
 }
 
+static tg_tensor * /* no gradient: the output is a constant */
+detach_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)nd, (void)k, (void)dy;
+    return NULL;
+}
+
 static tg_status
 detach_jvp(tg_node *nd)
 {
@@ -221,6 +229,7 @@ const tg_op tg__op_detach = {
     .n_inputs = 1,
     .forward = view_forward,
     .vjp = detach_vjp,
+    .vjp_graph = detach_vjp_graph,
     .jvp = detach_jvp,
     .jvp_math = "ẏ = 0",
     .math = "y = x, a constant to everything after it",
@@ -288,6 +297,7 @@ const tg_op tg__op_permute = {
     .shape = permute_shape,
     .forward = permute_forward,
     .vjp = permute_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = permute(ẋ)",
     .math = "y's axis k = x's axis perm[k]",
@@ -370,6 +380,7 @@ const tg_op tg__op_expand = {
     .shape = expand_shape,
     .forward = expand_forward,
     .vjp = expand_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = expand(ẋ)",
     .math = "y = x repeated along its size-1 (and new leading) axes",
@@ -458,6 +469,7 @@ const tg_op tg__op_slice = {
     .shape = slice_shape,
     .forward = slice_forward,
     .vjp = slice_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = ẋ[start:stop:step]",
     .math = "y[c] = x[start + c·step] per axis",
@@ -571,6 +583,7 @@ const tg_op tg__op_pad = {
     .shape = pad_shape,
     .forward = pad_forward,
     .vjp = pad_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = pad_jvp,
     .jvp_math = "ẏ = pad(ẋ) with 0",
     .math = "y = x surrounded by a constant, before[k]/after[k] per axis",
@@ -691,6 +704,7 @@ const tg_op tg__op_concat = {
     .shape = concat_shape,
     .forward = join_forward,
     .vjp = join_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = the join of the ẋ_j",
     .math = "y = [x_0, …, x_n-1] along axis",
@@ -704,6 +718,7 @@ const tg_op tg__op_stack = {
     .shape = stack_shape,
     .forward = join_forward,
     .vjp = join_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = the join of the ẋ_j",
     .math = "y[…, j, …] = x_j along a new axis",
@@ -856,6 +871,7 @@ const tg_op tg__op_index_select = {
     .shape = index_select_shape,
     .forward = index_select_forward,
     .vjp = index_select_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = ẋ[…, index, …]",
     .math = "y[…, j, …] = x[…, index[j], …] along axis",
@@ -975,6 +991,7 @@ const tg_op tg__op_gather = {
     .shape = gather_shape,
     .forward = gather_forward,
     .vjp = gather_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ[c] = ẋ[c, index[c] on the axis]",
     .math = "y[c] = x[c with c_axis = index[c]] (torch.gather)",

@@ -5,6 +5,9 @@
  * How such an op is written: its math comment, then two expressions of one element,
  *   <NAME>_Y(T, x, alpha, beta)          the forward, y = g(x)
  *   <NAME>_DYDX(T, x, y, alpha, beta)    the derivative g'(x), from x or the saved output y
+ *   <NAME>_VJP_GRAPH                     the VJP recorded as ops, for tg_grad (dx = dy ⊙ g'
+ *                                        with g' written in ops; tg__vjp_graph_linear for the
+ *                                        piecewise linear ones; NULL: not differentiable twice)
  * (alpha and beta are the op's constants, attr.scale and attr.scale2: leaky_relu's slope,
  * pow's exponent, clamp's bounds), and UNARY_OP(name, NAME, needs_x, MATH, VJP), which turns
  * them into array loops for float and double (compiled for AVX-512, AVX2 and baseline x86-64,
@@ -92,6 +95,7 @@ tg_status tg__unary_jvp(tg_node *nd, const struct tg__unary_rule *r);
         .vjp_math = VJP,                                                                           \
         .shapes = "x any shape → y the same",                                                      \
         .jvp = op##_jvp,                                                                           \
+        .vjp_graph = NAME##_VJP_GRAPH,                                                             \
         .jvp_math = "ẏ = g'(x) ⊙ ẋ, g' as in the VJP",                                           \
     };
 
