@@ -1451,7 +1451,9 @@ gamma_n(tg_dtype dt, double n)
  * dtype, no differences. Bound: each side is a dot product of out (or in) terms computed from
  * a rule's outputs, and each rule output carries the rule's own round-off relative to its
  * terms; 2·γ_N·(S_a + S_b), N = out + in + 64, covers both dot products and up to 64
- * roundings per rule output (see tg_gradcheck_options.exact). */
+ * roundings per rule output, plus 8 times the round-off of a − b measured along rescaled
+ * directions (below), for rules whose inner terms are far larger than their outputs, plus
+ * γ_N·‖v‖·‖u‖ for Jacobians that are round-off (see tg_gradcheck_options.exact). */
 static tg_status
 nc_exact(struct node_check *c, int k, int probes)
 {
@@ -1479,8 +1481,51 @@ nc_exact(struct node_check *c, int k, int probes)
             vjp += c->g[k][i] * c->u[i];
             s_vjp += fabs(c->g[k][i] * c->u[i]);
         }
+        /* The round-off of each side, measured: both are linear in the direction, so along
+         * σ·u (and σ·v) they scale by σ exactly, and for σ not a power of 2 every rounding
+         * inside the rule falls differently. A Jacobian that is 0 in exact arithmetic (a
+         * norm over one or two elements, a softmax over one class) leaves only such
+         * round-off on both sides, of the size of the rule's inner terms, which the outputs
+         * do not show: this term covers it. */
+        double noise = 0;
+        static const double sigma[2] = {1 + 0x1p-10, 1 - 0x3p-11};
+        for (int r = 0; r < 2; r++) { /* the JVP side: along σ·u */
+            double js, s_js, vs = 0;
+            for (size_t i = 0; i < n; i++)
+                c->xp[i] = round_to(s->dt, c->u[i] * sigma[r]);
+            if ((st = nc_jvp(c, s, k, c->xp, c->v, &js, &s_js)) != TG_OK)
+                return st;
+            for (size_t i = 0; i < n; i++)
+                vs += c->g[k][i] * c->xp[i];
+            noise = fmax(noise, fabs((js - vs) - (jvp - vjp) * sigma[r]));
+        }
+        /* the VJP side: VJP(σ·v), v and VJP(v) kept in fp and xm meanwhile */
+        memcpy(c->fp, c->v, c->out_n * sizeof *c->fp);
+        memcpy(c->xm, c->g[k], n * sizeof *c->xm);
+        for (int r = 0; r < 2; r++) {
+            for (size_t i = 0; i < c->out_n; i++)
+                c->v[i] = c->fp[i] * sigma[r];
+            if ((st = nc_vjp(c)) != TG_OK) /* rounds v into the node's dtype */
+                return st;
+            double jv, s_jv, vs = 0; /* ⟨σv, J·u⟩ against ⟨VJP(σv), u⟩ */
+            if ((st = nc_jvp(c, s, k, c->u, c->v, &jv, &s_jv)) != TG_OK)
+                return st;
+            for (size_t i = 0; i < n; i++)
+                vs += c->g[k][i] * c->u[i];
+            noise = fmax(noise, fabs((jv - vs) - (jvp - vjp) * sigma[r]));
+        }
+        memcpy(c->v, c->fp, c->out_n * sizeof *c->v);
+        memcpy(c->g[k], c->xm, n * sizeof *c->xm);
+        /* and a floor for coefficients rounded once: (p - 1)·u̇ with p = 1 ± ε, a softmax over
+         * one class, scales with the direction like a true Jacobian: γ_N·‖v‖·‖u‖ is the
+         * size of a Jacobian whose entries are the round-off of O(1) coefficients */
+        double vv = 0, uu = 0;
+        for (size_t i = 0; i < c->out_n; i++)
+            vv += c->v[i] * c->v[i];
+        for (size_t i = 0; i < n; i++)
+            uu += c->u[i] * c->u[i];
         double S = s_jvp + s_vjp, diff = fabs(jvp - vjp);
-        double tol = 2 * gamma_n(s->dt, N) * S;
+        double tol = 2 * gamma_n(s->dt, N) * S + 8 * noise + gamma_n(s->dt, N) * sqrt(vv * uu);
         nc_judge(c, k, diff, tol, false, diff, S > 0 ? diff / S : (diff > 0 ? INFINITY : 0));
     }
     return TG_OK;
@@ -1645,6 +1690,7 @@ check_node(const tg_node *n, const tg_gradcheck_options *o, struct solo *sv, str
     }
     res->verdict = c.fails ? TG_NODE_FAIL : c.kinks ? TG_NODE_KINK : TG_NODE_PASS;
     res->jvp_failed = res->verdict == TG_NODE_FAIL && c.jvp_worst;
+    res->bound_ratio = c.worst > 0 ? c.worst : 0;
     if (res->verdict == TG_NODE_FAIL) {
         int k = res->worst_input;
         size_t used = (size_t)snprintf(

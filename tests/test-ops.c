@@ -988,6 +988,152 @@ START_TEST(jvp_matches_central_differences)
 }
 END_TEST
 
+/*
+ * Second order. For f = Σ R ⊙ op(x) and a random direction u over every input, H·u from
+ * tg_hvp (forward over reverse, and reverse over reverse) against central differences of the
+ * gradient, (∇f(x + h·u) − ∇f(x − h·u)) / 2h, element by element in float64 (h = 1e-6 as
+ * above: truncation h²·|∂⁴f| ~ 1e-12, round-off ε·|∇f|/h ~ 1e-10, bar FD_TOL = 1e-6), and
+ * the two modes against each other (the same products summed in other orders: 1e-12 of
+ * max(1, |H·u|)). In float32 both modes must run and agree with float64 to 1e-3 of
+ * max(1, |H·u|) (ε32 = 6e-8 times the few hundred roundings of a doubly differentiated op).
+ * Ops without a differentiable VJP yet are listed in no_vjp_graph (vjp_graph_everywhere_but_
+ * the_list checks that list); their cases are skipped here.
+ */
+static const char *const no_vjp_graph[] = {
+    "conv2d", "conv_transpose2d", "batch_norm", "group_norm", "layer_norm", "rms_norm",
+    "scaled_dot_product_attention", "lstm_cell", "gru_cell", "cross_entropy",
+};
+#define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
+
+/* by the case's label: "<op> …", "<op>+<activation> …"; conv1d is conv2d */
+static bool
+case_has_vjp_graph(const struct op_case *c)
+{
+    if (strncmp(c->label, "conv1d ", 7) == 0)
+        return case_has_vjp_graph(&(struct op_case){.label = "conv2d "});
+    for (size_t i = 0; i < N_NO_VJP_GRAPH; i++) {
+        size_t n = strlen(no_vjp_graph[i]);
+        if (strncmp(c->label, no_vjp_graph[i], n) == 0 && (c->label[n] == ' ' || c->label[n] == '+'))
+            return false;
+    }
+    return true;
+}
+
+/* ∇f at x + h·u (float64), into g (n_in arrays) */
+static void
+grad_along(const struct op_case *c, struct case_ctx *ctx, struct test_input *in, double **u,
+           double h, double **g)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *made[2];
+    for (int k = 0; k < c->n_in; k++) {
+        size_t n = dims_size(in[k].ndim, in[k].dims);
+        made[k] = tg_tensor_new(t, TG_F64, in[k].ndim, in[k].dims, NULL);
+        double *d = tg_tensor_data(made[k]);
+        for (size_t i = 0; i < n; i++)
+            d[i] = in[k].vals[i] + h * u[k][i];
+        tg_tensor_set_requires_grad(made[k], true);
+    }
+    ck_assert_int_eq(tg_backward(t, case_graph(t, made, ctx)), TG_OK);
+    for (int k = 0; k < c->n_in; k++)
+        for (size_t i = 0; i < tg_tensor_size(made[k]); i++)
+            g[k][i] = tg_tensor_grad_get(made[k], i);
+    tg_tape_free(t);
+}
+
+/* H·u in dtype dt and mode m, into hv */
+static void
+hvp_run(tg_dtype dt, tg_hvp_mode m, const struct op_case *c, struct case_ctx *ctx,
+        struct test_input *in, double **u, double **hv)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *made[2], *dirs[2], *out[2];
+    for (int k = 0; k < c->n_in; k++) {
+        size_t n = dims_size(in[k].ndim, in[k].dims);
+        made[k] = tg_tensor_new(t, dt, in[k].ndim, in[k].dims, NULL);
+        dirs[k] = tg_tensor_new(t, dt, in[k].ndim, in[k].dims, "u");
+        tg_tensor_write(made[k], in[k].vals, n);
+        tg_tensor_write(dirs[k], u[k], n);
+        tg_tensor_set_requires_grad(made[k], true);
+    }
+    tg_tensor *f = case_graph(t, made, ctx);
+    ck_assert_msg(tg_hvp(t, f, c->n_in, made, dirs, m, out) == TG_OK, "%s (%s, %s): %s", c->label,
+                  tg_dtype_name(dt), m ? "reverse over reverse" : "forward over reverse",
+                  tg_tape_error(t));
+    for (int k = 0; k < c->n_in; k++)
+        tg_tensor_read(out[k], hv[k], tg_tensor_size(out[k]));
+    tg_tape_free(t);
+}
+
+START_TEST(hvp_matches_differences_of_the_gradient)
+{
+    const struct op_case *c = &cases[_i];
+    if (!case_has_vjp_graph(c) || c->stop_gradient)
+        return;
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        tg_rng *rng = tg_rng_new(seed * 7477 + (uint64_t)_i);
+        struct test_input in[2];
+        make_inputs(c, rng, in);
+        struct case_ctx ctx = {c, NULL, case_output_size(c, in)};
+        ctx.weights = malloc(ctx.n_weights * sizeof(double));
+        fill_uniform(ctx.weights, ctx.n_weights, rng, -1, 1);
+        double *u[2], *gp[2], *gm[2], *h[4][2];
+        size_t sz[2];
+        for (int k = 0; k < c->n_in; k++) {
+            sz[k] = dims_size(in[k].ndim, in[k].dims);
+            size_t n = sz[k] ? sz[k] : 1;
+            u[k] = malloc(n * sizeof(double));
+            gp[k] = malloc(n * sizeof(double)), gm[k] = malloc(n * sizeof(double));
+            for (int m = 0; m < 4; m++)
+                h[m][k] = malloc(n * sizeof(double));
+            fill_uniform(u[k], sz[k], rng, -1, 1);
+        }
+        grad_along(c, &ctx, in, u, FD_STEP, gp);
+        grad_along(c, &ctx, in, u, -FD_STEP, gm);
+        for (int m = 0; m < 4; m++)
+            hvp_run(m < 2 ? TG_F64 : TG_F32, (tg_hvp_mode)(m % 2), c, &ctx, in, u, h[m]);
+        for (int k = 0; k < c->n_in; k++)
+            for (size_t i = 0; i < sz[k]; i++) {
+                double num = (gp[k][i] - gm[k][i]) / (2 * FD_STEP), a = h[0][k][i];
+                double scale = fmax(1.0, fmax(fabs(a), fabs(num)));
+                ck_assert_msg(fabs(a - num) <= FD_TOL * scale,
+                              "%s (seed %llu): (H·u) of input %d [%zu]: %.17g, differences %.17g",
+                              c->label, (unsigned long long)seed, k, i, a, num);
+                ck_assert_msg(fabs(h[1][k][i] - a) <= 1e-12 * fmax(1.0, fabs(a)),
+                              "%s: input %d [%zu]: forward over reverse %.17g, reverse over "
+                              "reverse %.17g", c->label, k, i, a, h[1][k][i]);
+                for (int m = 2; m < 4; m++)
+                    ck_assert_msg(fabs(h[m][k][i] - a) <= 1e-3 * fmax(1.0, fabs(a)),
+                                  "%s: input %d [%zu]: float32 %.9g, float64 %.17g", c->label,
+                                  k, i, h[m][k][i], a);
+            }
+        for (int k = 0; k < c->n_in; k++) {
+            free(in[k].vals), free(u[k]), free(gp[k]), free(gm[k]);
+            for (int m = 0; m < 4; m++)
+                free(h[m][k]);
+        }
+        free(ctx.weights);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
+/* Every op has a differentiable VJP (tg_op.vjp_graph) except those listed, and every op
+ * listed lacks one (so the list shrinks as they come). */
+START_TEST(vjp_graph_everywhere_but_the_list)
+{
+    for (size_t i = 0; i < tg_builtin_op_count(); i++) {
+        const tg_op *op = tg_builtin_op(i);
+        bool listed = false;
+        for (size_t j = 0; j < N_NO_VJP_GRAPH; j++)
+            listed |= strcmp(no_vjp_graph[j], op->name) == 0;
+        ck_assert_msg(listed == !op->vjp_graph, "op %s: %s", op->name,
+                      listed ? "has a vjp_graph now: take it off no_vjp_graph"
+                             : "has no vjp_graph (tg_grad cannot differentiate through it)");
+    }
+}
+END_TEST
+
 /* d/dx Σ R ⊙ (detach(x) ⊙ x) = R ⊙ x exactly (the detached factor is a constant), where
  * differentiating through the detach would give 2 R ⊙ x. */
 START_TEST(detach_stops_gradient)
@@ -1253,6 +1399,11 @@ ops_suite(void)
 
     tc = tcase_create("jvp vs finite differences and the vjp");
     tcase_add_loop_test(tc, jvp_matches_central_differences, 0, N_CASES);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hvp vs differences of the gradient");
+    tcase_add_loop_test(tc, hvp_matches_differences_of_the_gradient, 0, N_CASES);
+    tcase_add_test(tc, vjp_graph_everywhere_but_the_list);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("float32 vs float64");

@@ -134,9 +134,15 @@ typedef struct tg_gradcheck_options {
      * with finite differences: per checked input k and probe, ⟨v, J_k·u⟩ (tg_jvp) against
      * ⟨J_kᵀ·v, u⟩ (the VJP), which are equal in exact arithmetic, in the node's own dtype. No
      * step, no truncation error: the two sides differ by the round-off of two dot products
-     * and of the rules themselves, and the bound is |a − b| <= 2·γ_N·(S_a + S_b), γ_N =
-     * N·ε/(1 − N·ε), ε the dtype's unit round-off, N = out + in elements + 64 (the length of
-     * the two dot products plus a rule's own sums), S_a, S_b the sums of the absolute terms.
+     * and of the rules themselves, and the bound is |a − b| <= 2·γ_N·(S_a + S_b) + 8·r,
+     * γ_N = N·ε/(1 − N·ε), ε the dtype's unit round-off, N = out + in elements + 64 (the
+     * length of the two dot products plus a rule's own sums), S_a, S_b the sums of the
+     * absolute terms, and r the round-off of a − b measured: the largest change of
+     * (a − b)/σ along σ·u and σ·v, σ = 1 + 2⁻¹⁰ and 1 − 3·2⁻¹¹ (equal in exact arithmetic;
+     * this covers a Jacobian that is 0 exactly but computed from large inner terms, e.g. a
+     * norm over two elements), plus γ_N·‖v‖·‖u‖ (a Jacobian that is 0 exactly but computed
+     * from O(1) coefficients rounded once, e.g. a softmax over one class: its entries are
+     * ε-sized, and the check does not judge below that).
      * A float64 node is then judged at about 1e-13 instead of finite differences' 1e-3 rtol.
      * Ops without a JVP rule (custom ops with no tg_op.jvp) get the verdict
      * TG_NODE_ERROR. The JVP rules themselves are judged by central differences in the
@@ -289,6 +295,7 @@ typedef struct tg_gradcheck_node {
      * What this node was checked with: the relative tolerance. */
     char message[320]; /**< what failed, or why the node could not run */
     bool exact;        /**< judged by the exact check (JVP against VJP), not differences */
+    double bound_ratio; /**< the largest error over its tolerance (> 1: failed) */
     bool jvp_failed;   /**< the worst disagreement was the JVP's with the differences */
 } tg_gradcheck_node;
 

@@ -610,12 +610,40 @@ bias_act_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad. Identity and the relu family are piecewise linear: the generic node. Otherwise
+ * dz = dy ⊙ g'(z) from the activation's own vjp_graph on z = x + b (recorded again, so it is
+ * differentiable) and the output y, then dx = dz, db = Σ_broadcast dz. */
+static tg_tensor *
+bias_act_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    static const tg_op *const act_ops[] = {
+        [TG_ACT_SIGMOID] = &tg__op_sigmoid, [TG_ACT_TANH] = &tg__op_tanh,
+        [TG_ACT_SOFTPLUS] = &tg__op_softplus, [TG_ACT_GELU] = &tg__op_gelu,
+    };
+    tg_activation act = (tg_activation)nd->attr.axis;
+    if (act == TG_ACT_IDENTITY || act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU)
+        return tg__vjp_graph_linear(nd, k, dy);
+    tg_tape *t = nd->tape;
+    tg_tensor *z = tg__tensor(tg_add(t, nd->in[0], nd->in[1]));
+    if (z->kind == TG__KIND_NIL)
+        return z;
+    /* the activation's node as it would be, y = g(z): its vjp_graph reads only in[0] and out */
+    tg_node g = *nd;
+    g.op = act_ops[act];
+    g.n_in = 1;
+    g.in = g.in_small;
+    g.in_small[0] = z;
+    tg_tensor *dz = g.op->vjp_graph(&g, 0, dy);
+    return tg__sum_to(t, dz, nd->in[k]);
+}
+
 const tg_op tg__op_bias_act = {
     .name = "bias_act",
     .n_inputs = 2,
     .shape = bias_act_shape,
     .forward = bias_act_forward,
     .vjp = bias_act_vjp,
+    .vjp_graph = bias_act_vjp_graph,
     .jvp = bias_act_jvp,
     .scratch_size = bias_act_scratch,
     .math = "Y = g(X + b), g an activation",

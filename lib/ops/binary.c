@@ -127,7 +127,8 @@ record_n(tg_tape *t, const tg_op *op, tg_tensor **in, int n)
  *   DA, DB      ∂y/∂a · g and ∂y/∂b · g, added into the operands' gradients
  *   JA, JB      ∂y/∂a · ȧ and ∂y/∂b · ḃ, the two terms of the tangent ẏ (an operand without a
  *               tangent contributes no term)
- * BINARY_OP(name, OUT, DA, DB, JA, JB, MATH, VJP, JVP) writes the flat kernels (vectorized,
+ *   GRAPH       the VJP written with ops, for tg_grad (tg_op.vjp_graph)
+ * BINARY_OP(name, OUT, DA, DB, JA, JB, GRAPH, MATH, VJP, JVP) writes the flat kernels (vectorized,
  * threaded), the strided broadcast loop, the forward/VJP/JVP and the tg_op.
  */
 struct bin_job {
@@ -135,7 +136,7 @@ struct bin_job {
     int k; /* VJP: which operand */
 };
 
-#define BINARY_OP(op, OUT, DA, DB, JA, JB, MATH, VJP, JVP)                                         \
+#define BINARY_OP(op, OUT, DA, DB, JA, JB, GRAPH, MATH, VJP, JVP)                                  \
     BINARY_FLAT(op, OUT, DA, DB, JA, JB, float, f32)                                               \
     BINARY_FLAT(op, OUT, DA, DB, JA, JB, double, f64)                                              \
     static void op##_fwd_chunk(size_t e0, size_t e1, void *vctx)                                   \
@@ -264,6 +265,7 @@ struct bin_job {
         .forward = op##_forward,                                                                   \
         .vjp = op##_vjp,                                                                           \
         .jvp = op##_jvp,                                                                           \
+        .vjp_graph = GRAPH,                                                                        \
         .math = MATH,                                                                              \
         .vjp_math = VJP,                                                                           \
         .jvp_math = JVP,                                                                           \
@@ -326,6 +328,17 @@ struct bin_job {
             }                                                                                      \
     }
 
+/* For tg_grad: da = Σ_broadcast dy / b, db = -Σ_broadcast dy ⊙ y / b with ops (piecewise
+ * linear maximum and minimum use the generic node) */
+static tg_tensor *
+div_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *b = nd->in[1];
+    tg_tensor *g = k == 0 ? tg_div(t, dy, b) : tg_neg(t, tg_mul(t, dy, tg_div(t, nd->out, b)));
+    return tg__sum_to(t, g, nd->in[k]);
+}
+
 /*
  * div:  y = a / b
  *   ∂y/∂a = 1/b,  ∂y/∂b = -a/b² = -y/b
@@ -333,7 +346,7 @@ struct bin_job {
  *   JVP: ẏ = ȧ / b - ḃ ⊙ y / b   (each operand repeated as in the forward)
  *   b = 0 gives ±inf or NaN (IEEE, as PyTorch).
  */
-BINARY_OP(div, a / b, g / b, -g * y / b, adot / b, -bdot * y / b, "y = a / b",
+BINARY_OP(div, a / b, g / b, -g * y / b, adot / b, -bdot * y / b, div_vjp_graph, "y = a / b",
           "da += dy / b;  db -= dy ⊙ y / b", "ẏ = ȧ / b - ḃ ⊙ y / b")
 
 /*
@@ -350,7 +363,7 @@ BINARY_OP(div, a / b, g / b, -g * y / b, adot / b, -bdot * y / b, "y = a / b",
 #define MAX_OUT(a, b) ((a) > (b) || (a) != (a) ? (a) : (b))
 #define TIE_SHARE(x, other, g) ((x) > (other) ? (g) : (x) == (other) ? (g) / 2 : 0)
 BINARY_OP(maximum, MAX_OUT(a, b), TIE_SHARE(a, b, g), TIE_SHARE(b, a, g), TIE_SHARE(a, b, adot),
-          TIE_SHARE(b, a, bdot), "y = max(a, b)", "da += dy ⊙ ([a > b] + ½[a = b]);  db likewise",
+          TIE_SHARE(b, a, bdot), tg__vjp_graph_linear, "y = max(a, b)", "da += dy ⊙ ([a > b] + ½[a = b]);  db likewise",
           "ẏ = ([a > b] + ½[a = b]) ⊙ ȧ + ([b > a] + ½[a = b]) ⊙ ḃ")
 
 /*
@@ -361,7 +374,7 @@ BINARY_OP(maximum, MAX_OUT(a, b), TIE_SHARE(a, b, g), TIE_SHARE(b, a, g), TIE_SH
 #define MIN_OUT(a, b) ((a) < (b) || (a) != (a) ? (a) : (b))
 #define TIE_SHARE_MIN(x, other, g) ((x) < (other) ? (g) : (x) == (other) ? (g) / 2 : 0)
 BINARY_OP(minimum, MIN_OUT(a, b), TIE_SHARE_MIN(a, b, g), TIE_SHARE_MIN(b, a, g),
-          TIE_SHARE_MIN(a, b, adot), TIE_SHARE_MIN(b, a, bdot), "y = min(a, b)",
+          TIE_SHARE_MIN(a, b, adot), TIE_SHARE_MIN(b, a, bdot), tg__vjp_graph_linear, "y = min(a, b)",
           "da += dy ⊙ ([a < b] + ½[a = b]);  db likewise",
           "ẏ = ([a < b] + ½[a = b]) ⊙ ȧ + ([b < a] + ½[a = b]) ⊙ ḃ")
 
@@ -470,6 +483,7 @@ const tg_op tg__op_where = {
     .shape = nbroadcast_shape,
     .forward = where_forward,
     .vjp = where_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = where_jvp,
     .jvp_math = "ẏ = m ≠ 0 ? ȧ : ḃ;  m none",
     .math = "y = m ≠ 0 ? a : b (m a constant mask)",

@@ -87,6 +87,7 @@ const tg_op tg__op_dropout = {
     .n_inputs = 1,
     .forward = dropout_forward,
     .vjp = dropout_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = dropout_jvp,
     .math = "y = x ⊙ m / (1 − p), m_i = [u_i ≥ p] from a seeded key (training; identity in "
             "evaluation)",

@@ -355,6 +355,7 @@ const tg_op tg__op_sum = {
     .shape = reduce_shape,
     .forward = sum_forward,
     .vjp = sum_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = Σ_k ẋ_k",
     .scratch_size = reduce_scratch,
@@ -388,6 +389,7 @@ const tg_op tg__op_mean = {
     .shape = reduce_shape,
     .forward = mean_forward,
     .vjp = mean_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = tg__jvp_linear,
     .jvp_math = "ẏ = (1/N) Σ_k ẋ_k",
     .scratch_size = reduce_scratch,
@@ -559,6 +561,7 @@ const tg_op tg__op_max = {
     .shape = tg__reduce_shape,
     .forward = max_forward,
     .vjp = extreme_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = extreme_jvp,
     .scratch_size = extreme_scratch,
     .math = "y = max_k x_k over the reduced axes",
@@ -573,6 +576,7 @@ const tg_op tg__op_min = {
     .shape = tg__reduce_shape,
     .forward = min_forward,
     .vjp = extreme_vjp,
+    .vjp_graph = tg__vjp_graph_linear,
     .jvp = extreme_jvp,
     .scratch_size = extreme_scratch,
     .math = "y = min_k x_k over the reduced axes",
@@ -675,12 +679,35 @@ var_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad: dx = dy ⊙ 2(x - μ) / (N - c) with ops, dy viewed with the reduced axes kept and
+ * μ recomputed (tg_mean_axes), so both are differentiable */
+static tg_tensor *
+var_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    int axes[TG_MAX_DIMS], n = 0;
+    int64_t kept[TG_MAX_DIMS];
+    double count = 1;
+    for (int i = 0; i < x->ndim; i++) {
+        bool reduced = nd->attr.axes & (1u << i);
+        kept[i] = reduced ? 1 : x->dims[i];
+        if (reduced)
+            axes[n++] = i, count *= (double)x->dims[i];
+    }
+    tg_tensor *dyk = tg_reshape(t, dy, x->ndim, kept);
+    tg_tensor *centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
+    return tg_scale(t, tg_mul(t, dyk, centered), 2 / (count - nd->attr.axis));
+}
+
 const tg_op tg__op_var = {
     .name = "var",
     .n_inputs = 1,
     .shape = tg__reduce_shape,
     .forward = var_forward,
     .vjp = var_vjp,
+    .vjp_graph = var_vjp_graph,
     .jvp = var_jvp,
     .scratch_size = var_scratch,
     .math = "y = Σ_k (x_k - μ)² / (N - c), μ the mean, c the correction",

@@ -401,12 +401,24 @@ softmax_jvp(tg_node *nd)
     return along_jvp(nd, SOFTMAX);
 }
 
+/* For tg_grad: dx = y ⊙ (dy - Σ_axis dy ⊙ y) with ops */
+static tg_tensor *
+softmax_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    int axis = nd->attr.axis;
+    tg_tensor *s = tg_sum_axes(t, tg_mul(t, dy, nd->out), &axis, 1, true);
+    return tg_mul(t, nd->out, tg_sub(t, dy, s));
+}
+
 const tg_op tg__op_softmax = {
     .name = "softmax",
     .n_inputs = 1,
     .shape = tg__shape_same,
     .forward = softmax_forward,
     .vjp = softmax_vjp,
+    .vjp_graph = softmax_vjp_graph,
     .jvp = softmax_jvp,
     .math = "y = e^(x - m) / Σ e^(x - m) along axis, m the max",
     .vjp_math = "dx += y ⊙ (dy - Σ dy ⊙ y)",
@@ -443,12 +455,23 @@ log_softmax_jvp(tg_node *nd)
     return along_jvp(nd, LOG_SOFTMAX);
 }
 
+/* For tg_grad: dx = dy - e^y ⊙ Σ_axis dy with ops */
+static tg_tensor *
+log_softmax_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    int axis = nd->attr.axis;
+    return tg_sub(t, dy, tg_mul(t, tg_exp(t, nd->out), tg_sum_axes(t, dy, &axis, 1, true)));
+}
+
 const tg_op tg__op_log_softmax = {
     .name = "log_softmax",
     .n_inputs = 1,
     .shape = tg__shape_same,
     .forward = log_softmax_forward,
     .vjp = log_softmax_vjp,
+    .vjp_graph = log_softmax_vjp_graph,
     .jvp = log_softmax_jvp,
     .math = "y = (x - m) - log Σ e^(x - m) along axis",
     .vjp_math = "dx += dy - e^y Σ dy",
@@ -569,12 +592,27 @@ lse_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad: dx = dy ⊙ e^(x - y) with ops, dy and y viewed with the reduced axes kept */
+static tg_tensor *
+logsumexp_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    int64_t kept[TG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        kept[i] = nd->attr.axes & (1u << i) ? 1 : x->dims[i];
+    tg_tensor *yk = tg_reshape(t, nd->out, x->ndim, kept), *dyk = tg_reshape(t, dy, x->ndim, kept);
+    return tg_mul(t, dyk, tg_exp(t, tg_sub(t, x, yk)));
+}
+
 const tg_op tg__op_logsumexp = {
     .name = "logsumexp",
     .n_inputs = 1,
     .shape = tg__reduce_shape,
     .forward = lse_forward,
     .vjp = lse_vjp,
+    .vjp_graph = logsumexp_vjp_graph,
     .jvp = lse_jvp,
     .scratch_size = lse_scratch,
     .math = "y = m + log Σ_k e^(x_k - m) over the reduced axes",
