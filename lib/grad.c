@@ -323,6 +323,243 @@ tg__vjp_graph_linear(tg_node *nd, int k, tg_tensor *dy)
     return record_vjp_node(nd->tape, orig, k, dy);
 }
 
+/* ---- the product, vjp_x and vjp_w nodes of a bilinear op ----
+ *
+ * An op y = F(x, w) + (a linear term of its other inputs, a bias) with F bilinear (conv2d,
+ * conv_transpose2d): its VJPs are bilinear too, dx = Vx(dy, w) = J_x(w)ᵀ dy and dw =
+ * Vw(dy, x) = J_w(x)ᵀ dy, and with the product P(x, w) = F(x, w) the three close under
+ * differentiation:
+ *     P(x, w):   dx += Vx(g, w),  dw += Vw(g, x);   Ṗ = P(ẋ, w) + P(x, ẇ)
+ *     Vx(dy, w): ddy += P(g, w),  dw += Vw(dy, g);  V̇x = Vx(ḋy, w) + Vx(dy, ẇ)
+ *     Vw(dy, x): ddy += P(x, g),  dx += Vx(dy, g);  V̇w = Vw(ḋy, x) + Vw(dy, ẋ)
+ * (each from ⟨g, Vx(dy, w)⟩ = ⟨P(g, w), dy⟩ = ⟨Vw(dy, g), w⟩). Each is computed by the
+ * original op on a shadow whose x and w data are substituted: P by its JVP along x, Vx and Vw
+ * by its VJP. The shadow's forward is run first, on the substituted data with a private
+ * scratch, since a VJP may read what the forward saved (conv's unfolded input).
+ */
+enum bil { BIL_P, BIL_VX, BIL_VW };
+
+/* Scratch: the original's, then two outputs of it: the shadow forward's, and a term to add */
+static size_t
+bil_scratch(const tg_node *nd)
+{
+    const tg_node *orig = nd->ctx;
+    size_t out = (tg__nbytes(orig->out) + 63) & ~(size_t)63;
+    return ((orig->scratch_bytes + 63) & ~(size_t)63) + 2 * out;
+}
+
+static void *
+bil_term(const tg_node *nd)
+{
+    const tg_node *orig = nd->ctx;
+    size_t out = (tg__nbytes(orig->out) + 63) & ~(size_t)63;
+    return (char *)nd->scratch + ((orig->scratch_bytes + 63) & ~(size_t)63) + out;
+}
+
+/* The shadow of the original with x, w data given (NULL: the original's), its forward run */
+static tg_status
+bil_shadow(tg_node *nd, struct shadow *s, const void *x, const void *w)
+{
+    const tg_node *orig = nd->ctx;
+    s->node = *orig;
+    for (int k = 0; k < orig->n_in; k++) {
+        s->hdr[k] = *orig->in[k];
+        s->hdr[k].grad = s->hdr[k].tangent = NULL;
+        s->hdr[k].grad_fresh = s->hdr[k].grad_borrowed = false;
+        s->in[k] = &s->hdr[k];
+    }
+    if (x)
+        s->hdr[0].data = (void *)x;
+    if (w)
+        s->hdr[1].data = (void *)w;
+    s->out = *orig->out;
+    s->out.grad = s->out.tangent = NULL;
+    s->out.data = (char *)nd->scratch + ((orig->scratch_bytes + 63) & ~(size_t)63);
+    s->node.in = s->in;
+    s->node.out = &s->out;
+    s->node.scratch = orig->scratch_bytes ? nd->scratch : NULL;
+    tg_tape *t = nd->tape;
+    const tg_node *busy = t->busy_node;
+    const char *what = t->busy_what;
+    t->busy_node = &s->node, t->busy_what = "forward";
+    tg_status st = orig->op->forward(&s->node);
+    t->busy_node = busy, t->busy_what = what;
+    return st;
+}
+
+/* P(x, w) into y (zeroed): the original's JVP along x alone, at w */
+static tg_status
+bil_product(tg_node *nd, const void *x, const void *w, void *y)
+{
+    struct shadow s;
+    tg_status st = bil_shadow(nd, &s, x, w);
+    if (st != TG_OK)
+        return st;
+    s.hdr[0].tangent = (void *)x;
+    s.out.tangent = y;
+    return run_jvp(nd, &s);
+}
+
+/* dx += Vx(dy, w) (into dx) and dw += Vw(dy, x) (into dw), either NULL: the original's VJP */
+static tg_status
+bil_vjp(tg_node *nd, const void *x, const void *w, const void *dy, void *dx, void *dw)
+{
+    struct shadow s;
+    tg_status st = bil_shadow(nd, &s, x, w);
+    if (st != TG_OK)
+        return st;
+    s.out.grad = (void *)dy;
+    s.hdr[0].grad = dx;
+    s.hdr[1].grad = dw;
+    return run_vjp(nd, &s);
+}
+
+static tg_tensor *record_bil(tg_tape *t, const tg_node *orig, enum bil kind, tg_tensor *a,
+                             tg_tensor *b);
+
+static tg_status
+bil_shape(tg_node *nd, int *ndim, int64_t *dims)
+{
+    const tg_node *orig = nd->ctx;
+    enum bil kind = (enum bil)nd->attr.axis;
+    const tg_tensor *like = kind == BIL_P ? orig->out : kind == BIL_VX ? orig->in[0] : orig->in[1];
+    *ndim = like->ndim;
+    memcpy(dims, like->dims, sizeof like->dims);
+    return TG_OK;
+}
+
+/* in[0], in[1] of each kind: P (x, w), Vx (dy, w), Vw (dy, x) */
+static tg_status
+bil_forward(tg_node *nd)
+{
+    const void *a = nd->in[0]->data, *b = nd->in[1]->data;
+    memset(nd->out->data, 0, tg__nbytes(nd->out));
+    switch ((enum bil)nd->attr.axis) {
+    case BIL_P:
+        return bil_product(nd, a, b, nd->out->data);
+    case BIL_VX:
+        return bil_vjp(nd, NULL, b, a, nd->out->data, NULL);
+    default:
+        return bil_vjp(nd, b, NULL, a, NULL, nd->out->data);
+    }
+}
+
+static tg_status
+bil_backward(tg_node *nd)
+{
+    tg_tensor *a = nd->in[0], *b = nd->in[1];
+    const void *g = nd->out->grad;
+    tg_status st = TG_OK;
+    switch ((enum bil)nd->attr.axis) {
+    case BIL_P: /* dx += Vx(g, w), dw += Vw(g, x) */
+        if (a->grad || b->grad)
+            st = bil_vjp(nd, a->data, b->data, g, a->grad, b->grad);
+        return st;
+    case BIL_VX: /* ddy += P(g, w), dw += Vw(dy, g) */
+    case BIL_VW: /* ddy += P(x, g), dx += Vx(dy, g) */ {
+        bool vx = nd->attr.axis == BIL_VX;
+        if (b->grad)
+            st = vx ? bil_vjp(nd, g, b->data, a->data, NULL, b->grad)
+                    : bil_vjp(nd, b->data, g, a->data, b->grad, NULL);
+        if (st != TG_OK || !a->grad)
+            return st;
+        const tg_node *orig = nd->ctx;
+        void *p = bil_term(nd);
+        memset(p, 0, tg__nbytes(orig->out));
+        st = vx ? bil_product(nd, g, b->data, p) : bil_product(nd, b->data, g, p);
+        if (st == TG_OK)
+            add_into(nd->out->dtype, a->grad, p, a->size);
+        return st;
+    }
+    }
+    return TG_OK;
+}
+
+static tg_status
+bil_jvp(tg_node *nd)
+{
+    tg_tensor *a = nd->in[0], *b = nd->in[1];
+    void *out = nd->out->tangent;
+    tg_status st = TG_OK;
+    const tg_node *orig = nd->ctx;
+    switch ((enum bil)nd->attr.axis) {
+    case BIL_P: { /* Ṗ = P(ẋ, w) + P(x, ẇ) */
+        void *p = NULL;
+        if (a->tangent && b->tangent) {
+            p = bil_term(nd);
+            memset(p, 0, tg__nbytes(orig->out));
+        }
+        if (a->tangent)
+            st = bil_product(nd, a->tangent, b->data, out);
+        if (st == TG_OK && b->tangent) {
+            st = bil_product(nd, a->data, b->tangent, p ? p : out);
+            if (st == TG_OK && p)
+                add_into(nd->out->dtype, out, p, nd->out->size);
+        }
+        return st;
+    }
+    case BIL_VX: /* V̇x = Vx(ḋy, w) + Vx(dy, ẇ) */
+        if (a->tangent)
+            st = bil_vjp(nd, NULL, b->data, a->tangent, out, NULL);
+        if (st == TG_OK && b->tangent)
+            st = bil_vjp(nd, NULL, b->tangent, a->data, out, NULL);
+        return st;
+    default: /* V̇w = Vw(ḋy, x) + Vw(dy, ẋ) */
+        if (a->tangent)
+            st = bil_vjp(nd, b->data, NULL, a->tangent, NULL, out);
+        if (st == TG_OK && b->tangent)
+            st = bil_vjp(nd, b->tangent, NULL, a->data, NULL, out);
+        return st;
+    }
+}
+
+static tg_tensor *
+bil_graph(tg_node *nd, int k, tg_tensor *g)
+{
+    tg_tape *t = nd->tape;
+    const tg_node *orig = nd->ctx;
+    tg_tensor *a = nd->in[0], *b = nd->in[1];
+    switch ((enum bil)nd->attr.axis) {
+    case BIL_P:
+        return k == 0 ? record_bil(t, orig, BIL_VX, g, b) : record_bil(t, orig, BIL_VW, g, a);
+    case BIL_VX:
+        return k == 0 ? record_bil(t, orig, BIL_P, g, b) : record_bil(t, orig, BIL_VW, a, g);
+    default:
+        return k == 0 ? record_bil(t, orig, BIL_P, b, g) : record_bil(t, orig, BIL_VX, a, g);
+    }
+}
+
+static const tg_op bil_op = {
+    .name = "bilinear",
+    .n_inputs = 2,
+    .shape = bil_shape,
+    .forward = bil_forward,
+    .vjp = bil_backward,
+    .scratch_size = bil_scratch,
+    .jvp = bil_jvp,
+    .vjp_graph = bil_graph,
+    .math = "a bilinear op's product P(x, w) or VJPs Vx(dy, w), Vw(dy, x) (tg_grad)",
+    .vjp_math = "each other's: P ↔ Vx, Vw",
+    .jvp_math = "the sum of the two one-sided terms",
+};
+
+static tg_tensor *
+record_bil(tg_tape *t, const tg_node *orig, enum bil kind, tg_tensor *a, tg_tensor *b)
+{
+    struct tg__attr attr = {.axis = (int)kind};
+    tg_tensor *in[2] = {a, b};
+    return tg__record(t, &bil_op, in, 2, &attr, (void *)orig);
+}
+
+tg_tensor *
+tg__vjp_graph_bilinear(tg_node *nd, int k, tg_tensor *dy)
+{
+    if (k >= 2) /* the bias: a constant Jacobian */
+        return tg__vjp_graph_linear(nd, k, dy);
+    return k == 0 ? record_bil(nd->tape, nd, BIL_VX, dy, nd->in[1])
+                  : record_bil(nd->tape, nd, BIL_VW, dy, nd->in[0]);
+}
+
 /* ---- tg_grad ---- */
 
 static tg_tensor *

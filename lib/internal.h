@@ -361,6 +361,10 @@ tg_status tg__jvp_multilinear(tg_node *nd, int n_factors);
  * node that runs the op's own VJP on dy, whose derivatives run the op's own JVP and VJP, so
  * any order is exact. */
 tg_tensor *tg__vjp_graph_linear(tg_node *nd, int k, tg_tensor *dy);
+/* The vjp_graph of an op y = F(x, w) + (linear in its other inputs) with F bilinear in its
+ * inputs 0 and 1 (conv2d, conv_transpose2d): nodes that run the op's own VJP and JVP with
+ * substituted data, closed under differentiation (grad.c says how). */
+tg_tensor *tg__vjp_graph_bilinear(tg_node *nd, int k, tg_tensor *dy);
 /* g summed over the axes along which it was broadcast from `like`'s shape (numpy rules),
  * reshaped to that shape: the adjoint of broadcasting, recorded on t. */
 tg_tensor *tg__sum_to(tg_tape *t, tg_tensor *g, const tg_tensor *like);

@@ -16,6 +16,9 @@
  *   db[o] += Σ_{n, p, q} dy[n, o, p, q]
  *   dx   += col2im(W_gᵀ · dY_g)           (each tap's gradient added back where it was read)
  *
+ * Differentiable VJP (tg_grad): y is bilinear in (x, w), so the VJPs and the product are
+ * nodes that run this op's own VJP and JVP on substituted data (tg__vjp_graph_bilinear).
+ *
  * JVP: ẏ = conv(ẋ, w) + conv(x, ẇ) + ḃ (y is bilinear in (x, w)), as matrices per group
  *   Ẏ_g = W_g · im2col(ẋ)_g + Ẇ_g · col_g,   ẏ[n, o, p, q] = Ẏ[o, (n, p, q)] + ḃ[o],
  *   the forward's product once with ẋ in place of x and once with ẇ in place of w (each only
@@ -249,6 +252,7 @@ const tg_op tg__op_conv2d = {
     .shape = conv2d_shape,
     .forward = conv2d_forward,
     .vjp = conv2d_vjp,
+    .vjp_graph = tg__vjp_graph_bilinear,
     .jvp = conv2d_jvp,
     .scratch_size = conv2d_scratch,
     .math = "y[n,o,p,q] = b[o] + Σ_{c∈group(o),i,j} w[o,c,i,j] x[n,c,p·s_h−pad_t+i·d_h, "

@@ -26,6 +26,9 @@
  *   adjoint) = Σ_g tr(col_gᵀ W_gᵀ X_g), so ∂L/∂X_g = W_g col_g and ∂L/∂W_g = X_g col_gᵀ
  *   ((C/G) x (O/G·kh·kw): block g's rows of w, in w's (C, O/G, kh, kw) order).
  *
+ * Differentiable VJP (tg_grad): y is bilinear in (x, w), so the VJPs and the product are
+ * nodes that run this op's own VJP and JVP on substituted data (tg__vjp_graph_bilinear).
+ *
  * JVP: ẏ = conv_transpose(ẋ, w) + conv_transpose(x, ẇ) + ḃ (y is bilinear in (x, w)), per
  *   group  dcol̇_g = W_gᵀ · Ẋ_g + Ẇ_gᵀ · X_g,   ẏ = col2im(dcol̇) + ḃ[o],
  *   with X the forward's saved rows of x and Ẋ those of ẋ; a product only for a tangent that
@@ -244,6 +247,7 @@ const tg_op tg__op_conv_transpose2d = {
     .shape = conv_transpose2d_shape,
     .forward = conv_transpose2d_forward,
     .vjp = conv_transpose2d_vjp,
+    .vjp_graph = tg__vjp_graph_bilinear,
     .jvp = conv_transpose2d_jvp,
     .scratch_size = conv_transpose2d_scratch,
     .math = "y[n,o,i·s_h−pad_h+a·d_h, j·s_w−pad_w+b·d_w] += w[c,o−g·O/G,a,b] x[n,c,i,j] over "
