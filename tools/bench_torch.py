@@ -65,6 +65,19 @@ medians over the rounds, min-max over all runs and PyTorch/ours, then per networ
 the full check of every element (extrapolated from a subset by the function runs it needs,
 1 + 2 per element) over the fast check's, on each side. Without --max-elements the full
 check of every element takes minutes.
+
+With --hvp, Hessian-vector products instead:
+
+    /usr/bin/python3 tools/bench_torch.py --hvp [--tg-hvp build/tools/tg-bench-hvp]
+        [--nets B-mnist,B-seed] [--dtypes f32,f64] [--threads 1,2] [--reps 7] [--rounds 3]
+        [--markdown]
+
+times tools/tg-bench-hvp (one H·v with respect to every parameter, from nothing: forward,
+then tg_hvp forward-over-reverse and reverse-over-reverse; and tg_jvp over the recording
+against the forward) beside torch.autograd.functional.hvp(loss, params, v) on the same
+networks (B-mnist: tg-bench's 784-512-256-10 ReLU with softmax cross-entropy; B-seed:
+784-256-128-10 tanh/sigmoid with the note's MSE; batch 128, v standard normal), in rounds of
+alternating order. PyTorch/ours is given for each of our two modes.
 """
 import argparse
 import os
@@ -598,6 +611,117 @@ def run_gradcheck(a, torch_env):
     return 0
 
 
+HVP_NETS = {"B-mnist": ((784, 512, 256, 10), "relu", "identity", "xent"),
+            "B-seed": ((784, 256, 128, 10), "tanh", "sigmoid", "mse_half")}
+
+
+def torch_hvp_child(net, dtype, threads, reps, min_time):
+    """Prints `net=… median_us=…` for torch.autograd.functional.hvp on one network."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    dt = torch.float32 if dtype == "f32" else torch.float64
+    dims, hidden, out, loss_kind = HVP_NETS[net]
+    acts = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "identity": lambda v: v}
+    layers = [torch.nn.Linear(dims[i], dims[i + 1]).to(dt) for i in range(3)]
+    params = tuple(p.detach().clone() for l in layers for p in (l.weight, l.bias))
+    x = torch.rand(128, dims[0], dtype=dt)
+    y = torch.rand(128, dims[3], dtype=dt)
+    labels = torch.arange(128) % dims[3]
+    v = tuple(torch.randn_like(p) for p in params)
+
+    def loss(*ps):
+        h = x
+        for i in range(3):
+            h = acts[hidden if i < 2 else out](F.linear(h, ps[2 * i], ps[2 * i + 1]))
+        if loss_kind == "xent":
+            return F.cross_entropy(h, labels)
+        return ((h - y) ** 2).sum() / (2 * 128)
+
+    def once():
+        torch.autograd.functional.hvp(loss, params, v)
+
+    t0 = time.perf_counter()
+    warm = 0
+    while warm < 2 or (time.perf_counter() - t0 < 0.2 and warm < 50):
+        once()
+        warm += 1
+    iters = max(1, int(min_time / ((time.perf_counter() - t0) / warm)))
+    us = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        for _ in range(iters):
+            once()
+        us.append((time.perf_counter() - s) / iters * 1e6)
+    print(f"net={net} dtype={dtype} threads={threads} median_us={statistics.median(us):.1f} "
+          f"min_us={min(us):.1f} max_us={max(us):.1f} torch={torch.__version__}", flush=True)
+
+
+def run_hvp(a, torch_env):
+    """The --hvp comparison: tg-bench-hvp and a PyTorch child per configuration, in rounds
+    of alternating order."""
+    tg = find_tool("tg-bench-hvp", a.tg_hvp, "--tg-hvp")
+    nets = a.nets if a.nets != NETS_DEFAULT else "B-mnist,B-seed"
+    bad = set(nets.split(",")) - set(HVP_NETS)
+    if bad:
+        sys.exit(f"bench_torch.py: --hvp: unknown network {','.join(sorted(bad))}")
+
+    def run_ours(net, dtype, th):
+        cmd = [tg, "--nets", net, "--dtypes", dtype, "--threads", th, "--reps", str(a.reps),
+               "--min-time", str(a.min_time)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return next(parse(l) for l in out.splitlines() if l.startswith("net="))
+
+    def run_torch(net, dtype, th):
+        env = dict(torch_env, OMP_NUM_THREADS=th, OPENBLAS_NUM_THREADS=th, MKL_NUM_THREADS=th)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--hvp-child", net,
+                              dtype, th, "--reps", str(a.reps), "--min-time", str(a.min_time)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        return next(parse(l) for l in out.splitlines() if l.startswith("net="))
+
+    rows = []
+    for net in nets.split(","):
+        for dtype in a.dtypes.split(","):
+            for th in a.threads.split(","):
+                key = (net, dtype, th)
+                ours, theirs, r_for, r_ror = [], [], [], []
+                for rnd in range(max(1, a.rounds)):
+                    if rnd % 2 == 0:
+                        o, t = run_ours(*key), run_torch(*key)
+                    else:
+                        t = run_torch(*key)
+                        o = run_ours(*key)
+                    ours.append(o)
+                    theirs.append(t)
+                    r_for.append(float(t["median_us"]) / float(o["hvp_for_us"]))
+                    r_ror.append(float(t["median_us"]) / float(o["hvp_ror_us"]))
+                print(f"# {net} {dtype} {th} thread(s): PyTorch/ours per round, forward over "
+                      f"reverse " + " ".join(f"{r:.2f}" for r in r_for) + "; reverse over "
+                      "reverse " + " ".join(f"{r:.2f}" for r in r_ror), file=sys.stderr,
+                      flush=True)
+                med = lambda runs, k: statistics.median(float(r[k]) for r in runs)
+                rows.append([net, dtype, th, f"{med(ours, 'forward_us'):.0f}",
+                             f"{med(ours, 'jvp_us'):.0f} ({med(ours, 'jvp_over_forward'):.2f}x)",
+                             f"{med(ours, 'hvp_for_us'):.0f}", f"{med(ours, 'hvp_ror_us'):.0f}",
+                             f"{med(theirs, 'median_us'):.0f}",
+                             f"{statistics.median(r_for):.2f}x ({sum(r > 1 for r in r_for)}/"
+                             f"{len(r_for)})",
+                             f"{statistics.median(r_ror):.2f}x ({sum(r > 1 for r in r_ror)}/"
+                             f"{len(r_ror)})",
+                             max(ours, key=lambda r: float(r["hvp_agree"]))["hvp_agree"]])
+    print_table(["network", "dtype", "thr", "forward µs", "tg_jvp µs (/forward)",
+                 "tg_hvp fwd-over-rev µs", "tg_hvp rev-over-rev µs", "PyTorch hvp µs",
+                 "PyTorch/ours fwd-over-rev (won)", "PyTorch/ours rev-over-rev (won)",
+                 "modes differ"], rows, a.markdown)
+    print(f"# PyTorch {theirs[0]['torch']} torch.autograd.functional.hvp, OPENBLAS_CORETYPE "
+          f"and OPENBLAS_L2_SIZE unset for it; tapegrad {tg}; {max(1, a.rounds)} round(s) per "
+          f"row, order alternating; medians over the rounds")
+    return 0
+
+
 def print_table(hdr, rows, markdown):
     if markdown:
         print("| " + " | ".join(hdr) + " |")
@@ -650,6 +774,11 @@ def main():
     ap.add_argument("--projections", type=int, default=1,
                     help="--gradcheck: tapegrad's fast-mode projections per tensor (PyTorch's "
                     "fast_mode draws 1); default 1")
+    ap.add_argument("--hvp", action="store_true",
+                    help="Hessian-vector products beside torch.autograd.functional.hvp")
+    ap.add_argument("--tg-hvp", default=None, help="path to tg-bench-hvp (default: build*/tools)")
+    ap.add_argument("--hvp-child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
+                    help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=3, metavar=("NET", "DTYPE", "THREADS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--gradcheck-child", nargs=4, metavar=("NET", "MODE", "K", "THREADS"),
@@ -662,6 +791,12 @@ def main():
     if a.ops_child:
         torch_ops_child(int(a.ops_child), a.size, a.softmax, a.reps, a.ops)
         return 0
+    if a.hvp_child:
+        torch_hvp_child(a.hvp_child[0], a.hvp_child[1], int(a.hvp_child[2]), a.reps, a.min_time)
+        return 0
+    if a.hvp:
+        return run_hvp(a, {k: v for k, v in os.environ.items()
+                           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
     if a.gradcheck_child:
         net, mode, k, th = a.gradcheck_child
         torch_gradcheck_child(net, mode, int(k), int(th), a.reps)
