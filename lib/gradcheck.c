@@ -36,6 +36,7 @@ tg_gradcheck_defaults(void)
         .rtol_f32 = 1e-2,
         .promote_custom = false,
         .exact = false,
+        .taylor_second_order = false,
     };
     return o;
 }
@@ -2002,6 +2003,29 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
             sens += fabs(g[k][i] * x0[k][i]);
         }
     rep->slope = slope;
+    rep->expected_order = o.taylor_second_order ? 3 : 2;
+    double curv = 0; /* ⟨d, H·d⟩: the graph of f0's evaluation is still on r.tape */
+    if (o.taylor_second_order) {
+        tg_tensor *x[TG_MAX_INPUTS], *dir[TG_MAX_INPUTS], *hd[TG_MAX_INPUTS];
+        int m = 0, which[TG_MAX_INPUTS];
+        for (int k = 0; k < n_inputs; k++)
+            if (r.wrt[k]) {
+                const tg_tensor *s = r.src[k];
+                x[m] = r.made[k];
+                dir[m] = tg_tensor_from(r.tape, TG_F64, s->ndim, s->dims, d[k], "d");
+                which[m++] = k;
+            }
+        if (tg_hvp(r.tape, r.y, m, x, dir, TG_HVP_FORWARD_OVER_REVERSE, hd) != TG_OK) {
+            put(rep->message, sizeof rep->message,
+                "gradcheck taylor: the Hessian-vector product failed: %s", tg_tape_error(r.tape));
+            rep->status = tg_tape_status(r.tape);
+            goto done;
+        }
+        for (int j = 0; j < m; j++)
+            for (size_t i = 0; i < r.src[which[j]]->size; i++)
+                curv += d[which[j]][i] * tg_tensor_get(hd[j], i);
+        rep->curvature = curv;
+    }
 
     double floor_[TG_TAYLOR_STEPS];
     for (int s = 0; s < TG_TAYLOR_STEPS; s++) {
@@ -2021,7 +2045,7 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
             rep->status = st;
             goto done;
         }
-        rep->remainder[s] = fabs(f - f0 - lin);
+        rep->remainder[s] = fabs(f - f0 - lin - 0.5 * h * h * curv);
         floor_[s] = 0x1p10 * DBL_EPSILON * (sens + lin_abs + fabs(f));
     }
     double win[TG_TAYLOR_WINDOW];
@@ -2037,7 +2061,7 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
             continue;
         if (b > floor_[s + 1]) {
             rep->order[s] = log2(a / b);
-        } else if (log2(a / floor_[s + 1]) > 2.5) {
+        } else if (log2(a / floor_[s + 1]) > rep->expected_order + 0.5) {
             /* Fell to round-off faster than h² allows: f is affine along d from here on (a
              * kink crossed at larger h, e.g. relu); a wrong gradient would leave r = |δ|·h,
              * halving per step. The order is at least this. */
@@ -2069,14 +2093,24 @@ taylor_run(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs
     qsort(win, (size_t)nwin, sizeof win[0], cmp_double);
     rep->observed_order =
         nwin % 2 ? win[nwin / 2] : (win[nwin / 2 - 1] + win[nwin / 2]) / 2;
-    rep->pass = rep->observed_order >= 1.5;
+    rep->pass = rep->observed_order >= rep->expected_order - 0.5;
     rep->status = rep->pass ? TG_OK : TG_ERR_CHECK;
-    put(rep->message, sizeof rep->message,
-        "taylor: observed order %.2f (median of the last %d resolved): %s", rep->observed_order,
-        nwin,
-        !rep->pass ? "FAIL (the remainder shrinks like h: the gradient is wrong)"
-        : fell ? "PASS (the remainder fell to round-off: f is affine along d near x)"
-               : "PASS (the remainder shrinks like h^2 or faster)");
+    if (rep->expected_order == 2)
+        put(rep->message, sizeof rep->message,
+            "taylor: observed order %.2f (median of the last %d resolved): %s",
+            rep->observed_order, nwin,
+            !rep->pass ? "FAIL (the remainder shrinks like h: the gradient is wrong)"
+            : fell     ? "PASS (the remainder fell to round-off: f is affine along d near x)"
+                       : "PASS (the remainder shrinks like h^2 or faster)");
+    else
+        put(rep->message, sizeof rep->message,
+            "taylor (second order, <d, H d> = %.6g): observed order %.2f (median of the last "
+            "%d resolved): %s",
+            curv, rep->observed_order, nwin,
+            !rep->pass ? "FAIL (the remainder shrinks like h^2: the Hessian-vector product "
+                         "or the gradient is wrong)"
+            : fell     ? "PASS (the remainder fell to round-off: f is quadratic along d near x)"
+                       : "PASS (the remainder shrinks like h^3 or faster)");
 done:
     for (int k = 0; k < n_inputs; k++) {
         if (g)

@@ -853,6 +853,106 @@ START_TEST(exact_check_sees_smaller_errors)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------
+ * The second-order Taylor test: r(h) = |f(x + h d) − f(x) − h⟨∇f, d⟩ − ½h²⟨d, H d⟩| is O(h³)
+ * with a right H·d and O(h²) with a wrong one. A custom cube (y = x³, dx = 3x²·dy) whose
+ * first-order rules are right and whose differentiable VJP is right or off by a factor in
+ * its derivative (dx = 2x²·dy recorded): the first-order checks cannot see that, the
+ * second-order Taylor test must.
+ */
+static bool cube_graph_wrong;
+
+static tg_status
+cube2_forward(tg_node *n)
+{
+    const double *x = tg_tensor_data(IN(n, 0));
+    double *y = tg_tensor_data(OUT(n));
+    for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++)
+        y[i] = x[i] * x[i] * x[i];
+    return TG_OK;
+}
+
+static tg_status
+cube2_vjp(tg_node *n)
+{
+    const double *x = tg_tensor_data(IN(n, 0)), *dy = tg_tensor_grad(OUT(n));
+    double *dx = tg_tensor_grad(IN(n, 0));
+    for (size_t i = 0; dx && i < tg_tensor_size(OUT(n)); i++)
+        dx[i] += 3 * x[i] * x[i] * dy[i];
+    return TG_OK;
+}
+
+/* ẏ = 3x² ⊙ ẋ */
+static tg_status
+cube2_jvp(tg_node *n)
+{
+    const double *x = tg_tensor_data(IN(n, 0)), *tx = tg_tensor_tangent(IN(n, 0));
+    double *ty = tg_tensor_tangent(OUT(n));
+    for (size_t i = 0; i < tg_tensor_size(OUT(n)); i++)
+        ty[i] = 3 * x[i] * x[i] * tx[i];
+    return TG_OK;
+}
+
+/* dx = 3x² ⊙ dy as ops (the planted mistake: 2x²) */
+static tg_tensor *
+cube2_vjp_graph(tg_node *n, int k, tg_tensor *dy)
+{
+    (void)k;
+    tg_tape *t = tg_node_tape(n);
+    return tg_mul(t, dy, tg_scale(t, tg_square(t, IN(n, 0)), cube_graph_wrong ? 2 : 3));
+}
+
+static const tg_op op_cube2 = {.name = "cube", .n_inputs = 1, .forward = cube2_forward,
+                               .vjp = cube2_vjp, .jvp = cube2_jvp, .vjp_graph = cube2_vjp_graph};
+
+/* f = Σ R ⊙ tanh(cube(W·X) + b) */
+static tg_tensor *
+cube_net_fn(tg_tape *t, tg_tensor *const *in, void *ctx)
+{
+    (void)ctx;
+    tg_tensor *z = tg_matmul(t, in[0], in[1]);
+    tg_tensor *c = tg_custom(t, &op_cube2, &z, 1, NULL);
+    tg_tensor *r = tg_matrix(t, tg_tensor_dtype(in[0]), 3, 4, NULL, "R");
+    for (size_t i = 0; i < 12; i++)
+        ((double *)tg_tensor_data(r))[i] = cos(1.0 + (double)i);
+    return tg_sum(t, tg_mul(t, tg_tanh(t, tg_add(t, c, in[2])), r));
+}
+
+START_TEST(taylor_second_order)
+{
+    tg_tape *holder = tg_tape_new();
+    tg_rng *rng = tg_rng_new(3);
+    tg_tensor *in[3] = {tg_matrix(holder, TG_F64, 3, 2, NULL, "W"),
+                        tg_matrix(holder, TG_F64, 2, 4, NULL, "X"),
+                        tg_matrix(holder, TG_F64, 3, 1, NULL, "b")};
+    for (int k = 0; k < 3; k++)
+        tg_tensor_fill_uniform(in[k], rng, -0.8, 0.8);
+    tg_gradcheck_options o = tg_gradcheck_defaults();
+    o.taylor_second_order = true;
+    for (int wrong = 0; wrong < 2; wrong++) {
+        cube_graph_wrong = wrong;
+        tg_taylor_report rep;
+        tg_status s = tg_gradcheck_taylor(cube_net_fn, NULL, in, 3, &o, &rep);
+        ck_assert_int_eq(rep.expected_order, 3);
+        if (wrong) {
+            ck_assert_msg(s == TG_ERR_CHECK && rep.observed_order < 2.5 &&
+                              fabs(rep.observed_order - 2) < 0.3,
+                          "a wrong H·d passed: %s", rep.message);
+        } else {
+            ck_assert_msg(s == TG_OK && rep.observed_order > 2.7, "%s", rep.message);
+        }
+        /* the first-order test does not see the mistake */
+        tg_gradcheck_options o1 = tg_gradcheck_defaults();
+        tg_taylor_report rep1;
+        ck_assert_int_eq(tg_gradcheck_taylor(cube_net_fn, NULL, in, 3, &o1, &rep1), TG_OK);
+        ck_assert_int_eq(rep1.expected_order, 2);
+    }
+    cube_graph_wrong = false;
+    tg_rng_free(rng);
+    tg_tape_free(holder);
+}
+END_TEST
+
 /* The same networks with every rule correct: no check ever fails, over the same seeds. */
 START_TEST(correct_network_never_fails)
 {
@@ -1888,6 +1988,10 @@ gradcheck_suite(void)
     tcase_add_test(tc, exact_check_sees_smaller_errors);
     tcase_add_loop_test(tc, correct_network_never_fails, 0, 2);
     suite_add_tcase(s, tc);
+    tc = tcase_create("second order");
+    tcase_add_test(tc, taylor_second_order);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("fast mode");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, fast_mode_catches_every_mutation, 0, 2 * (MUT_COUNT - 1));

@@ -148,6 +148,12 @@ typedef struct tg_gradcheck_options {
      * TG_NODE_ERROR. The JVP rules themselves are judged by central differences in the
      * default mode, so a JVP wrong in the same way as its VJP is caught there. Default false. */
     bool exact;
+    /** Taylor test of second order: the remainder also subtracts ½h²·⟨d, H·d⟩, H·d from
+     * tg_hvp on the function's graph, so it is O(h³) when the Hessian-vector products are
+     * right and O(h²) when they are wrong; the observed order must then be >= 2.5 (half-way
+     * between 2 and 3, as pyadjoint's second-order test). Every op of the function needs a
+     * differentiable VJP (tg_op.vjp_graph). Default false. */
+    bool taylor_second_order;
 } tg_gradcheck_options;
 
 /** The defaults above. Passing NULL options to a check means the same. */
@@ -374,6 +380,10 @@ typedef struct tg_taylor_report {
     bool to_roundoff[TG_TAYLOR_STEPS]; /**< order[k] is a lower bound: r fell to round-off */
     bool used[TG_TAYLOR_STEPS];    /**< in the window that decided */
     double observed_order; /**< the median of the window (NaN when no order was resolved) */
+    /** 2, or 3 with tg_gradcheck_options.taylor_second_order: a correct derivative gives
+     * this order; the test passes at >= expected_order − 0.5 */
+    int expected_order;
+    double curvature; /**< ⟨d, H·d⟩ (second order only; else 0) */
 } tg_taylor_report;
 
 /** Run the Taylor test on fn at `inputs` (as tg_gradcheck). Fills *report and returns

@@ -86,6 +86,8 @@ TG_API int tg_node_input_count(const tg_node *n);   /**< The number of inputs. *
 TG_API tg_tensor *tg_node_input(const tg_node *n, int i); /**< Input i; NULL when out of range */
 TG_API tg_tensor *tg_node_output(const tg_node *n); /**< The node's output tensor. */
 TG_API void *tg_node_ctx(const tg_node *n);         /**< The ctx given to tg_custom. */
+/** The tape the node is on (what a vjp_graph records on). */
+TG_API tg_tape *tg_node_tape(const tg_node *n);
 /** The node's scratch (tg_op.scratch_size bytes, kept between forward and vjp). */
 TG_API void *tg_node_scratch(const tg_node *n);
 TG_API size_t tg_node_index(const tg_node *n); /**< The node's position on the tape. */

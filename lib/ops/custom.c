@@ -59,6 +59,12 @@ tg_node_output(const tg_node *n)
     return n ? tg__handle(n->out) : NULL;
 }
 
+tg_tape *
+tg_node_tape(const tg_node *n)
+{
+    return n ? n->tape : NULL;
+}
+
 void *
 tg_node_ctx(const tg_node *n)
 {
