@@ -463,12 +463,90 @@ sdpa_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* P = softmax(c Q Kᵀ + M + C) recorded with ops, C the causal mask as a constant (-inf where
+ * s > t). A row whose logits are all -inf (fully masked) has P = 0 in the forward, where the
+ * softmax of the row would be NaN: with a constant 0/1 tensor of the live rows (B, [H], T, 1),
+ * such a row's logits are replaced by 0 before the softmax and its P by 0 after (tg_where, so
+ * no gradient of any order reaches its logits). Rows are only checked, not changed, when none
+ * is fully masked. */
+static tg_tensor *
+sdpa_probs_graph(tg_node *nd)
+{
+    tg_tape *t = nd->tape;
+    struct sdpa a = sdpa_of(nd);
+    int r = a.q->ndim;
+    tg_tensor *z = tg_scale(t, tg_bmm(t, a.q, false, a.k, true), a.scale);
+    if (a.mask)
+        z = tg_add(t, z, a.mask);
+    if (a.causal) {
+        int64_t ts[2] = {(int64_t)a.t, (int64_t)a.s};
+        tg_tensor *c = tg__tensor(tg_tensor_new(t, a.q->dtype, 2, ts, NULL));
+        if (c->kind == TG__KIND_NIL)
+            return c;
+        TG__DISPATCH(c->dtype, T, {
+            T *cv = c->data;
+            for (size_t i = 0; i < a.t; i++)
+                for (size_t j = i + 1; j < a.s; j++)
+                    cv[i * a.s + j] = (T)-INFINITY;
+        });
+        z = tg_add(t, z, c);
+    }
+    tg_tensor *zt = tg__tensor(z);
+    if (zt->kind == TG__KIND_NIL)
+        return zt;
+    int64_t row_dims[4];
+    memcpy(row_dims, zt->dims, (size_t)r * sizeof *row_dims);
+    row_dims[r - 1] = 1;
+    tg_tensor *live = tg__tensor(tg_tensor_new(t, a.q->dtype, r, row_dims, NULL));
+    if (live->kind == TG__KIND_NIL)
+        return live;
+    size_t dead = 0;
+    TG__DISPATCH(zt->dtype, T, {
+        const T *zv = zt->data;
+        T *lv = live->data;
+        for (size_t row = 0; row < live->size; row++) {
+            size_t c = 0;
+            while (c < a.s && zv[row * a.s + c] == (T)-INFINITY)
+                c++;
+            lv[row] = c < a.s;
+            dead += c == a.s;
+        }
+    });
+    if (!dead)
+        return tg_softmax(t, z, r - 1);
+    tg_tensor *zero = tg__constant(t, a.q->dtype, 0);
+    return tg_where(t, live, tg_softmax(t, tg_where(t, live, z, zero), r - 1), zero);
+}
+
+/* For tg_grad: with P recomputed (sdpa_probs_graph), dV = Pᵀ dO, dP = dO Vᵀ,
+ * dZ = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = c dZ K, dK = c dZᵀ Q, dM = dZ summed to M's shape */
+static tg_tensor *
+sdpa_vjp_graph(tg_node *nd, int k, tg_tensor *dout)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *q = nd->in[0], *key = nd->in[1], *v = nd->in[2];
+    double c = nd->attr.scale;
+    int last = q->ndim - 1;
+    tg_tensor *p = sdpa_probs_graph(nd);
+    if (k == 2)
+        return tg_bmm(t, p, true, dout, false);
+    tg_tensor *dp = tg_bmm(t, dout, false, v, true);
+    tg_tensor *rowsum = tg_sum_axes(t, tg_mul(t, dp, p), &last, 1, true);
+    tg_tensor *dz = tg_mul(t, p, tg_sub(t, dp, rowsum));
+    if (k == 0)
+        return tg_scale(t, tg_bmm(t, dz, false, key, false), c);
+    if (k == 1)
+        return tg_scale(t, tg_bmm(t, dz, true, q, false), c);
+    return tg__sum_to(t, dz, nd->in[3]);
+}
+
 const tg_op tg__op_scaled_dot_product_attention = {
     .name = "scaled_dot_product_attention",
     .n_inputs = TG_VARIADIC, /* q, k, v, then the additive mask when given */
     .shape = sdpa_shape,
     .forward = sdpa_forward,
     .vjp = sdpa_vjp,
+    .vjp_graph = sdpa_vjp_graph,
     .jvp = sdpa_jvp,
     .jvp_math = "Ż = c (Q̇ Kᵀ + Q K̇ᵀ) + Ṁ, P from the saved logsumexp: Ȯ = (P ⊙ Ż) V − "
                 "rowsum(P ⊙ Ż) ⊙ O + P V̇",

@@ -289,12 +289,50 @@ xe_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad: dS = (A ⊙ softmax(S) − B) dJ with ops, the constants A_i = ((1-ε) w[y_i] + (ε/C) W)
+ * / Z per example (broadcast along the classes) and B_ic = ((1-ε) w[y_i] [c = y_i] + (ε/C) w_c) / Z
+ * built from the labels, weights and smoothing */
+static tg_tensor *
+xe_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
+{
+    (void)k;
+    tg_tape *t = nd->tape;
+    const tg_tensor *s = nd->in[0];
+    struct cls l = cls_of(nd);
+    double eps = nd->attr.scale2, share = eps / (double)l.classes;
+    double z = label_weight_sum(nd, l), wsum = 0;
+    for (size_t c = 0; c < l.classes; c++)
+        wsum += weight_of(nd, c);
+    int64_t per_example[2] = {s->dims[0], s->dims[1]};
+    per_example[nd->attr.axis] = 1;
+    tg_tensor *a = tg__tensor(tg_tensor_new(t, s->dtype, 2, per_example, NULL));
+    if (a->kind == TG__KIND_NIL)
+        return a;
+    tg_tensor *b = tg__tensor(tg_tensor_new(t, s->dtype, 2, s->dims, NULL));
+    if (b->kind == TG__KIND_NIL)
+        return b;
+    TG__DISPATCH(s->dtype, T, {
+        T *av = a->data, *bv = b->data;
+        for (size_t i = 0; i < l.batch; i++) {
+            size_t y = (size_t)nd->attr.labels[i];
+            double wy = (1 - eps) * weight_of(nd, y);
+            av[i] = (T)((wy + share * wsum) / z);
+            for (size_t c = 0; c < l.classes; c++)
+                bv[i * l.ex_stride + c * l.class_stride] =
+                    (T)(((c == y ? wy : 0) + share * weight_of(nd, c)) / z);
+        }
+    });
+    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr.axis);
+    return tg_mul(t, tg_sub(t, tg_mul(t, a, p), b), dj);
+}
+
 const tg_op tg__op_cross_entropy = {
     .name = "cross_entropy",
     .n_inputs = 1,
     .shape = cls_shape,
     .forward = xe_forward,
     .vjp = xe_vjp,
+    .vjp_graph = xe_vjp_graph,
     .jvp = xe_jvp,
     .math = "J = Σ_i [(1-ε) w[y_i] (lse_i - s_iy) + (ε/C) Σ_c w_c (lse_i - s_ic)] / Σ_i w[y_i]",
     .vjp_math = "ds_ic += dJ [(1-ε) w[y_i] (p_ic - [c = y_i]) + (ε/C)(W p_ic - w_c)] / Σ w[y]",
