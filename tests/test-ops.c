@@ -1001,7 +1001,7 @@ END_TEST
  */
 static const char *const no_vjp_graph[] = {
     "conv2d", "conv_transpose2d", "batch_norm", "group_norm", "layer_norm", "rms_norm",
-    "scaled_dot_product_attention", "lstm_cell", "gru_cell", "cross_entropy",
+    "scaled_dot_product_attention", "cross_entropy",
 };
 #define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
 
