@@ -1001,7 +1001,7 @@ END_TEST
  * the_list checks that list); their cases are skipped here.
  */
 static const char *const no_vjp_graph[] = {
-    "batch_norm", "group_norm", "layer_norm", "rms_norm", "lstm_cell", "gru_cell",
+    "batch_norm", "group_norm", "layer_norm", "rms_norm",
 };
 #define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
 

@@ -14,6 +14,8 @@
  *     GRU batch_first so its cells read rows b·T + τ): tg_jvp against central differences in
  *     float64 and against the VJP; a JVP after a backward (the saved gates consumed) gives the
  *     same bits and leaves the next backward as it was;
+ *   - second derivatives through the same two layers: tg_hvp in both modes against central
+ *     differences of the gradient in float64, and the modes against each other;
  *   - the same bits on 1 and 2 threads (the gate loops and bias sums split into parts);
  *   - bad input: a sticky error naming the op and the shapes, nothing recorded or written;
  *   - a warm training step through both layers allocates nothing.
@@ -479,47 +481,66 @@ jl_jvp(tg_tape *t, struct jvp_layer *j, tg_tensor **tensors, tg_tensor **dirs, t
     return *fd;
 }
 
+/* The layer (bidirectional, 1 layer, biases; the GRU batch_first so that its cells read rows
+ * b·T + τ), its leaves and directions u and the weights R, all from rng */
+static void
+jl_init(struct jvp_layer *j, int gru, tg_rng *rng)
+{
+    *j = (struct jvp_layer){.gru = gru, .p = tg_params_new(TG_F64)};
+    ck_assert_int_eq(gru ? tg_gru_layer_init(&j->l, j->p, "r", JI, JH, 1, true, true, rng)
+                         : tg_lstm_layer_init(&j->l, j->p, "r", JI, JH, 1, true, true, rng),
+                     TG_OK);
+    j->l.batch_first = gru;
+    int64_t xd[3] = {JT, JB, JI}, sd[3] = {JD, JB, JH};
+    if (gru)
+        xd[0] = JB, xd[1] = JT;
+    memcpy(j->dims[j->n], xd, sizeof xd), j->ndim[j->n++] = 3;
+    for (int q = 0; q < (gru ? 1 : 2); q++)
+        memcpy(j->dims[j->n], sd, sizeof sd), j->ndim[j->n++] = 3;
+    for (int k = 0; k < JD; k++) {
+        tg_tensor *w[4] = {j->l.weight_ih[k], j->l.weight_hh[k], j->l.bias_ih[k],
+                           j->l.bias_hh[k]};
+        for (int q = 0; q < 4; q++) {
+            j->param[j->n] = w[q];
+            j->ndim[j->n] = tg_tensor_ndim(w[q]);
+            for (int d = 0; d < j->ndim[j->n]; d++)
+                j->dims[j->n][d] = tg_tensor_dim(w[q], d);
+            j->n++;
+        }
+    }
+    for (int k = 0; k < j->n; k++) {
+        size_t n = jl_size(j, k);
+        j->base[k] = malloc(n * sizeof(double));
+        j->u[k] = malloc(n * sizeof(double));
+        if (j->param[k])
+            memcpy(j->base[k], tg_tensor_data(j->param[k]), n * sizeof(double));
+        else
+            fill_uniform(j->base[k], n, rng, -1, 1);
+        fill_uniform(j->u[k], n, rng, -1, 1);
+    }
+    j->r_out = malloc(JT * JB * JD * JH * sizeof(double));
+    j->r_h = malloc(JD * JB * JH * sizeof(double));
+    j->r_c = malloc(JD * JB * JH * sizeof(double));
+    fill_uniform(j->r_out, JT * JB * JD * JH, rng, -1, 1);
+    fill_uniform(j->r_h, JD * JB * JH, rng, -1, 1);
+    fill_uniform(j->r_c, JD * JB * JH, rng, -1, 1);
+}
+
+static void
+jl_free(struct jvp_layer *j)
+{
+    for (int k = 0; k < j->n; k++)
+        free(j->base[k]), free(j->u[k]);
+    free(j->r_out), free(j->r_h), free(j->r_c);
+    tg_params_free(j->p);
+}
+
 START_TEST(layer_jvp_matches_central_differences)
 {
     for (int gru = 0; gru < 2; gru++) {
-        struct jvp_layer j = {.gru = gru, .p = tg_params_new(TG_F64)};
+        struct jvp_layer j;
         tg_rng *rng = tg_rng_new(31 + (uint64_t)gru);
-        ck_assert_int_eq(gru ? tg_gru_layer_init(&j.l, j.p, "r", JI, JH, 1, true, true, rng)
-                             : tg_lstm_layer_init(&j.l, j.p, "r", JI, JH, 1, true, true, rng),
-                         TG_OK);
-        j.l.batch_first = gru;
-        int64_t xd[3] = {JT, JB, JI}, sd[3] = {JD, JB, JH};
-        if (gru)
-            xd[0] = JB, xd[1] = JT;
-        memcpy(j.dims[j.n], xd, sizeof xd), j.ndim[j.n++] = 3;
-        for (int q = 0; q < (gru ? 1 : 2); q++)
-            memcpy(j.dims[j.n], sd, sizeof sd), j.ndim[j.n++] = 3;
-        for (int k = 0; k < JD; k++) {
-            tg_tensor *w[4] = {j.l.weight_ih[k], j.l.weight_hh[k], j.l.bias_ih[k], j.l.bias_hh[k]};
-            for (int q = 0; q < 4; q++) {
-                j.param[j.n] = w[q];
-                j.ndim[j.n] = tg_tensor_ndim(w[q]);
-                for (int d = 0; d < j.ndim[j.n]; d++)
-                    j.dims[j.n][d] = tg_tensor_dim(w[q], d);
-                j.n++;
-            }
-        }
-        for (int k = 0; k < j.n; k++) {
-            size_t n = jl_size(&j, k);
-            j.base[k] = malloc(n * sizeof(double));
-            j.u[k] = malloc(n * sizeof(double));
-            if (j.param[k])
-                memcpy(j.base[k], tg_tensor_data(j.param[k]), n * sizeof(double));
-            else
-                fill_uniform(j.base[k], n, rng, -1, 1);
-            fill_uniform(j.u[k], n, rng, -1, 1);
-        }
-        j.r_out = malloc(JT * JB * JD * JH * sizeof(double));
-        j.r_h = malloc(JD * JB * JH * sizeof(double));
-        j.r_c = malloc(JD * JB * JH * sizeof(double));
-        fill_uniform(j.r_out, JT * JB * JD * JH, rng, -1, 1);
-        fill_uniform(j.r_h, JD * JB * JH, rng, -1, 1);
-        fill_uniform(j.r_c, JD * JB * JH, rng, -1, 1);
+        jl_init(&j, gru, rng);
         const char *name = gru ? "gru layer" : "lstm layer";
 
         double numeric = (jl_eval(&j, 1e-6) - jl_eval(&j, -1e-6)) / 2e-6;
@@ -563,10 +584,81 @@ START_TEST(layer_jvp_matches_central_differences)
 
         free(grads);
         tg_tape_free(t);
+        jl_free(&j);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
+/*
+ * Second derivatives through the layers (the cells' vjp_graph): on the same f and leaves,
+ * H·u from tg_hvp in both modes against central differences of the gradient,
+ * (∇f(v + s·u) − ∇f(v − s·u)) / 2s with s = 1e-6 from tg_backward, to 1e-6 relative (test-ops'
+ * bound), and the two modes against each other to 1e-12.
+ */
+
+/* ∇f at base + s·u (tg_backward), into g, the leaves one after another */
+static void
+jl_grad_along(struct jvp_layer *j, double s, double *g)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *tensors[J_LEAVES];
+    tg_tensor *f = jl_record(t, j, s, tensors);
+    tg_params_zero_grad(j->p);
+    ck_assert_int_eq(tg_backward(t, f), TG_OK);
+    for (int k = 0, at = 0; k < j->n; k++)
+        for (size_t i = 0; i < jl_size(j, k); i++)
+            g[at++] = tg_tensor_grad_get(tensors[k], i);
+    tg_tape_free(t);
+}
+
+/* H·u at base in mode m, into hv as jl_grad_along lays it out */
+static void
+jl_hvp(struct jvp_layer *j, tg_hvp_mode m, double *hv)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *tensors[J_LEAVES], *dirs[J_LEAVES], *out[J_LEAVES];
+    tg_tensor *f = jl_record(t, j, 0, tensors);
+    for (int k = 0; k < j->n; k++) {
+        dirs[k] = tg_tensor_new(t, TG_F64, j->ndim[k], j->dims[k], "u");
+        tg_tensor_write(dirs[k], j->u[k], jl_size(j, k));
+    }
+    ck_assert_msg(tg_hvp(t, f, j->n, tensors, dirs, m, out) == TG_OK, "%s layer, %s: %s",
+                  j->gru ? "gru" : "lstm",
+                  m ? "reverse over reverse" : "forward over reverse", tg_tape_error(t));
+    for (int k = 0, at = 0; k < j->n; at += (int)jl_size(j, k), k++)
+        ck_assert_int_eq(tg_tensor_read(out[k], hv + at, jl_size(j, k)), TG_OK);
+    tg_tape_free(t);
+}
+
+START_TEST(layer_hvp_matches_differences_of_the_gradient)
+{
+    for (int gru = 0; gru < 2; gru++) {
+        struct jvp_layer j;
+        tg_rng *rng = tg_rng_new(43 + (uint64_t)gru);
+        jl_init(&j, gru, rng);
+        const char *name = gru ? "gru layer" : "lstm layer";
+        size_t n = 0;
         for (int k = 0; k < j.n; k++)
-            free(j.base[k]), free(j.u[k]);
-        free(j.r_out), free(j.r_h), free(j.r_c);
-        tg_params_free(j.p);
+            n += jl_size(&j, k);
+        double *gp = malloc(n * sizeof(double)), *gm = malloc(n * sizeof(double));
+        double *hv[2] = {malloc(n * sizeof(double)), malloc(n * sizeof(double))};
+        jl_grad_along(&j, 1e-6, gp);
+        jl_grad_along(&j, -1e-6, gm);
+        for (int m = 0; m < 2; m++)
+            jl_hvp(&j, (tg_hvp_mode)m, hv[m]);
+        for (int k = 0, at = 0; k < j.n; k++)
+            for (size_t i = 0; i < jl_size(&j, k); i++, at++) {
+                double num = (gp[at] - gm[at]) / 2e-6, a = hv[0][at];
+                ck_assert_msg(fabs(a - num) <= 1e-6 * fmax(1.0, fmax(fabs(a), fabs(num))),
+                              "%s: (H·u) of leaf %d [%zu]: %.17g, differences %.17g", name, k,
+                              i, a, num);
+                ck_assert_msg(fabs(hv[1][at] - a) <= 1e-12 * fmax(1.0, fabs(a)),
+                              "%s: leaf %d [%zu]: forward over reverse %.17g, reverse over "
+                              "reverse %.17g", name, k, i, a, hv[1][at]);
+            }
+        free(gp), free(gm), free(hv[0]), free(hv[1]);
+        jl_free(&j);
         tg_rng_free(rng);
     }
 }
@@ -672,6 +764,7 @@ main(void)
     tcase_add_test(tc, h0_zero_equals_none_and_h0_matters);
     tcase_add_test(tc, long_sequence_gathered_in_groups);
     tcase_add_test(tc, layer_jvp_matches_central_differences);
+    tcase_add_test(tc, layer_hvp_matches_differences_of_the_gradient);
     tcase_add_test(tc, same_bits_on_one_and_two_threads);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors and memory");

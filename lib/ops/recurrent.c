@@ -290,6 +290,68 @@ cell_jvp_setup(tg_node *nd, struct cell *c, void (*gates)(tg_node *, const struc
     return true;
 }
 
+/* ---- the differentiable VJP (tg_grad), shared by both cells ----
+ * The rules recompute the gates with ops from the node's inputs and write the VJP formulas
+ * with ops, so that their derivatives come from those ops' own rules. */
+
+/* x[:, from:to] of a 2-D tensor, recorded */
+static tg_tensor *
+graph_cols(tg_tape *t, tg_tensor *x, int64_t from, int64_t to)
+{
+    return tg_slice(t, x, (const int64_t[]){0, from}, (const int64_t[]){TG_END, to}, NULL);
+}
+
+/* σ'(a) = s (1 − s) from s = σ(a), recorded */
+static tg_tensor *
+graph_sigmoid_slope(tg_tape *t, tg_tensor *one, tg_tensor *s)
+{
+    return tg_mul(t, s, tg_sub(t, one, s));
+}
+
+/* The cell's rows of xw (B, G·H): xw itself when the cell reads it whole, else the recorded
+ * selection xw[row0 : row0 + (B − 1)·rstep + 1 : rstep] (the rows row0 + b·rstep) */
+static tg_tensor *
+graph_xw_rows(tg_node *nd)
+{
+    tg_tensor *xw = nd->in[0];
+    int64_t b = nd->in[1]->dims[0], row0 = nd->attr.v[0][0], rstep = nd->attr.v[0][1];
+    if (row0 == 0 && rstep == 1 && xw->dims[0] == b)
+        return xw;
+    return tg_slice(nd->tape, xw, (const int64_t[]){row0, 0},
+                    (const int64_t[]){row0 + (b - 1) * rstep + 1, TG_END},
+                    (const int64_t[]){rstep, 1});
+}
+
+/* dxw from the gradient dI of the rows graph_xw_rows took: dI itself, or the selection's
+ * adjoint (dI scattered into xw's shape, zeros elsewhere) as the slice's own vjp_graph */
+static tg_tensor *
+graph_dxw(tg_node *nd, tg_tensor *rows, tg_tensor *d_rows)
+{
+    if (rows == nd->in[0])
+        return d_rows;
+    tg_tensor *r = tg__tensor(rows);
+    if (r->kind == TG__KIND_NIL || !r->node)
+        return r;
+    return r->node->op->vjp_graph(r->node, 0, d_rows);
+}
+
+/* The gradient of input k from the pre-activation gradients: dI = d(xw + b_ih) (B, G·H) and
+ * dS = d(h·W_hhᵀ + b_hh) (B, G·H), h_prev (B, H); dh_prev is the state's (its own rule).
+ *   dxw = dI in the cell's rows, dW_hh = dSᵀ·h_prev, db_ih = Σ_b dI, db_hh = Σ_b dS */
+static tg_tensor *
+graph_cell_input_grad(tg_node *nd, int k, tg_tensor *rows, tg_tensor *d_in, tg_tensor *d_hid,
+                      tg_tensor *h_prev)
+{
+    tg_tape *t = nd->tape;
+    const int batch_axis = 0;
+    if (k == 0)
+        return graph_dxw(nd, rows, d_in);
+    if (k == 2)
+        return tg_matmul_t(t, d_hid, true, h_prev, false);
+    bool is_b_ih = k == 3 && (nd->attr.axes & 1);
+    return tg_sum_axes(t, is_b_ih ? d_in : d_hid, &batch_axis, 1, false);
+}
+
 /* Checks shared by both cells: xw (B, g·H) (exact_rows) or holding the rows the layer names,
  * state (B, sw·H), w_hh (g·H, H), b_ih and b_hh (g·H) or NULL, one dtype. Resolves every
  * handle in place. */
@@ -548,6 +610,46 @@ lstm_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, with ops: a = xw[rows] + b_ih + h·W_hhᵀ + b_hh and i, f, g, o, c' = f ⊙ c + i ⊙ g
+ * recomputed; dc̃ = dc' + dh' ⊙ o ⊙ (1 − tanh² c'), da = [dc̃ ⊙ g ⊙ i(1−i) | dc̃ ⊙ c ⊙ f(1−f) |
+ * dc̃ ⊙ i ⊙ (1−g²) | dh' ⊙ tanh c' ⊙ o(1−o)]; dstate = [da·W_hh | dc̃ ⊙ f], dW_hh = daᵀ·h,
+ * dxw = da in the cell's rows, db_ih = db_hh = Σ_b da */
+static tg_tensor *
+lstm_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    if (nd->out->size == 0)
+        return NULL;
+    tg_tape *t = nd->tape;
+    int64_t h = nd->in[2]->dims[1];
+    tg_tensor *state = nd->in[1], *w_hh = nd->in[2];
+    tg_tensor *one = tg__constant(t, nd->out->dtype, 1);
+    tg_tensor *rows = graph_xw_rows(nd);
+    tg_tensor *h_prev = graph_cols(t, state, 0, h), *c_prev = graph_cols(t, state, h, 2 * h);
+    tg_tensor *a = tg_add(t, rows, tg_matmul_t(t, h_prev, false, w_hh, true));
+    for (int q = 3; q < nd->n_in; q++) /* b_ih, b_hh, whichever are given */
+        a = tg_add(t, a, nd->in[q]);
+    tg_tensor *i = tg_sigmoid(t, graph_cols(t, a, 0, h));
+    tg_tensor *f = tg_sigmoid(t, graph_cols(t, a, h, 2 * h));
+    tg_tensor *g = tg_tanh(t, graph_cols(t, a, 2 * h, 3 * h));
+    tg_tensor *o = tg_sigmoid(t, graph_cols(t, a, 3 * h, 4 * h));
+    tg_tensor *tc = tg_tanh(t, tg_add(t, tg_mul(t, f, c_prev), tg_mul(t, i, g)));
+    tg_tensor *dh = graph_cols(t, dy, 0, h), *dc = graph_cols(t, dy, h, 2 * h);
+    tg_tensor *dc_total =
+        tg_add(t, dc, tg_mul(t, tg_mul(t, dh, o), tg_sub(t, one, tg_square(t, tc))));
+    tg_tensor *da_gates[4] = {
+        tg_mul(t, tg_mul(t, dc_total, g), graph_sigmoid_slope(t, one, i)),
+        tg_mul(t, tg_mul(t, dc_total, c_prev), graph_sigmoid_slope(t, one, f)),
+        tg_mul(t, tg_mul(t, dc_total, i), tg_sub(t, one, tg_square(t, g))),
+        tg_mul(t, tg_mul(t, dh, tc), graph_sigmoid_slope(t, one, o)),
+    };
+    tg_tensor *da = tg_concat(t, da_gates, 4, 1);
+    if (k == 1) {
+        tg_tensor *dstate[2] = {tg_matmul(t, da, w_hh), tg_mul(t, dc_total, f)};
+        return tg_concat(t, dstate, 2, 1);
+    }
+    return graph_cell_input_grad(nd, k, rows, da, da, h_prev);
+}
+
 const tg_op tg__op_lstm_cell = {
     .name = "lstm_cell",
     .n_inputs = TG_VARIADIC, /* xw, state, w_hh, then b_ih and b_hh when given */
@@ -555,6 +657,7 @@ const tg_op tg__op_lstm_cell = {
     .forward = lstm_forward,
     .vjp = lstm_vjp,
     .jvp = lstm_jvp,
+    .vjp_graph = lstm_vjp_graph,
     .scratch_size = cell_scratch,
     .math = "a = xw + b_ih + h·W_hhᵀ + b_hh = [i f g o]; i, f, o = σ, g = tanh; c' = f ⊙ c + "
             "i ⊙ g, h' = o ⊙ tanh(c'); state [h | c] -> [h' | c']",
@@ -748,6 +851,50 @@ gru_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, with ops: [s_r | s_z | s_n] = h·W_hhᵀ + b_hh, [x_r | x_z | x_n] = xw[rows] + b_ih,
+ * r, z, n recomputed; dn̂ = dh' ⊙ (1−z) ⊙ (1−n²), dr̂ = dn̂ ⊙ s_n ⊙ r(1−r),
+ * dẑ = dh' ⊙ (h − n) ⊙ z(1−z); dI = [dr̂ | dẑ | dn̂], dS = [dr̂ | dẑ | dn̂ ⊙ r];
+ * dh = dh' ⊙ z + dS·W_hh, dW_hh = dSᵀ·h, dxw = dI in the cell's rows, db_ih = Σ_b dI,
+ * db_hh = Σ_b dS */
+static tg_tensor *
+gru_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    if (nd->out->size == 0)
+        return NULL;
+    tg_tape *t = nd->tape;
+    int64_t h = nd->in[2]->dims[1];
+    tg_tensor *h_prev = nd->in[1], *w_hh = nd->in[2];
+    tg_tensor *b_ih = NULL, *b_hh = NULL;
+    int q = 3;
+    if (nd->attr.axes & 1)
+        b_ih = nd->in[q++];
+    if (nd->attr.axes & 2)
+        b_hh = nd->in[q];
+    tg_tensor *one = tg__constant(t, nd->out->dtype, 1);
+    tg_tensor *rows = graph_xw_rows(nd);
+    tg_tensor *x = b_ih ? tg_add(t, rows, b_ih) : rows;
+    tg_tensor *s = tg_matmul_t(t, h_prev, false, w_hh, true);
+    if (b_hh)
+        s = tg_add(t, s, b_hh);
+    tg_tensor *rz =
+        tg_sigmoid(t, tg_add(t, graph_cols(t, x, 0, 2 * h), graph_cols(t, s, 0, 2 * h)));
+    tg_tensor *r = graph_cols(t, rz, 0, h), *z = graph_cols(t, rz, h, 2 * h);
+    tg_tensor *s_n = graph_cols(t, s, 2 * h, 3 * h);
+    tg_tensor *n = tg_tanh(t, tg_add(t, graph_cols(t, x, 2 * h, 3 * h), tg_mul(t, r, s_n)));
+    tg_tensor *dn = tg_mul(t, tg_mul(t, dy, tg_sub(t, one, z)), tg_sub(t, one, tg_square(t, n)));
+    tg_tensor *dr = tg_mul(t, tg_mul(t, dn, s_n), graph_sigmoid_slope(t, one, r));
+    tg_tensor *dz =
+        tg_mul(t, tg_mul(t, dy, tg_sub(t, h_prev, n)), graph_sigmoid_slope(t, one, z));
+    tg_tensor *d_in = NULL, *d_hid = NULL;
+    if (k == 0 || (k == 3 && b_ih))
+        d_in = tg_concat(t, (tg_tensor *const[]){dr, dz, dn}, 3, 1);
+    else
+        d_hid = tg_concat(t, (tg_tensor *const[]){dr, dz, tg_mul(t, dn, r)}, 3, 1);
+    if (k == 1)
+        return tg_add(t, tg_mul(t, dy, z), tg_matmul(t, d_hid, w_hh));
+    return graph_cell_input_grad(nd, k, rows, d_in, d_hid, h_prev);
+}
+
 const tg_op tg__op_gru_cell = {
     .name = "gru_cell",
     .n_inputs = TG_VARIADIC, /* xw, h, w_hh, then b_ih and b_hh when given */
@@ -755,6 +902,7 @@ const tg_op tg__op_gru_cell = {
     .forward = gru_forward,
     .vjp = gru_vjp,
     .jvp = gru_jvp,
+    .vjp_graph = gru_vjp_graph,
     .scratch_size = cell_scratch,
     .math = "[s_r s_z s_n] = h·W_hhᵀ + b_hh; r = σ(x_r + b_ir + s_r), z = σ(x_z + b_iz + s_z), "
             "n = tanh(x_n + b_in + r ⊙ s_n); h' = (1 − z) ⊙ n + z ⊙ h",
