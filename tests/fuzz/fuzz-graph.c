@@ -480,9 +480,20 @@ one_call(struct state *s, struct input *in, tg_dtype dt)
     case 24: case 25: {
         a = pick(s, in);
         tg_status st;
+        unsigned how = byte(in) % 4;
         if (op == 25) {
             b = pick(s, in);
             st = tg_backward_seeded(t, a, b);
+        } else if (how == 1) { /* forward mode: a seed (often not a leaf), b its tangent */
+            b = pick(s, in);
+            st = tg_jvp(t, 1, &a, &b);
+        } else if (how == 2) { /* the differentiable backward of a, with respect to b */
+            b = pick(s, in);
+            tg_tensor *g = NULL;
+            st = tg_grad(t, a, NULL, 1, &b, &g);
+            CHECK(g != NULL);
+            if (st == TG_OK)
+                remember(s, g);
         } else {
             st = tg_backward(t, a);
         }
