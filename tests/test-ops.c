@@ -741,6 +741,9 @@ static const struct op_case cases[] = {
     ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
     ND("batch_norm (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3),
+    ND("batch_norm+relu (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_RELU),
+    ND("batch_norm+leaky_relu (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_LEAKY_RELU),
+    ND("batch_norm+softplus (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3, .c = TG_ACT_SOFTPLUS),
     ND("batch_norm (2x3x4) evaluation, β only", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 4),
     ND("batch_norm (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5),
     ND("batch_norm+tanh (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5, .c = TG_ACT_TANH),
@@ -1000,7 +1003,7 @@ END_TEST
  * the_list checks that list); their cases are skipped here.
  */
 static const char *const no_vjp_graph[] = {
-    "conv2d", "conv_transpose2d", "batch_norm", "group_norm", "layer_norm", "rms_norm",
+    "conv2d", "conv_transpose2d", "layer_norm", "rms_norm",
     "scaled_dot_product_attention", "lstm_cell", "gru_cell", "cross_entropy",
 };
 #define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
