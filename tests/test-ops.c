@@ -1003,7 +1003,7 @@ END_TEST
  * the_list checks that list); their cases are skipped here.
  */
 static const char *const no_vjp_graph[] = {
-    "conv2d", "conv_transpose2d", "layer_norm", "rms_norm",
+    "conv2d", "conv_transpose2d",
     "scaled_dot_product_attention", "lstm_cell", "gru_cell", "cross_entropy",
 };
 #define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
