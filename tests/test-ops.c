@@ -1373,6 +1373,43 @@ START_TEST(forward_conv_transpose2d_by_hand)
 }
 END_TEST
 
+/* The norms of an empty x differentiate twice: tg_grad gives empty dx and zero dγ, dβ (sums of
+ * nothing) rather than a mean over no values. */
+START_TEST(empty_norms_differentiate)
+{
+    const int64_t dims[4][3] = {{0, 3, 2}, {2, 4, 0}, {3, 0}, {3, 0}};
+    for (int op = 0; op < 4; op++) {
+        tg_tape *t = tg_tape_new();
+        int ndim = op < 2 ? 3 : 2;
+        int64_t c = op < 2 ? dims[op][1] : dims[op][ndim - 1];
+        tg_tensor *x = tg_tensor_new(t, TG_F64, ndim, dims[op], "x");
+        tg_tensor *g = tg_tensor_new(t, TG_F64, 1, &c, "g");
+        tg_tensor *b = tg_tensor_new(t, TG_F64, 1, &c, "b");
+        tg_tensor *wrt[3] = {x, g, b}, *grads[3], *hv[3];
+        tg_tensor *dirs[3] = {tg_tensor_new(t, TG_F64, ndim, dims[op], "u"),
+                              tg_tensor_new(t, TG_F64, 1, &c, "u"),
+                              tg_tensor_new(t, TG_F64, 1, &c, "u")};
+        for (int k = 0; k < 3; k++) {
+            tg_tensor_set_requires_grad(wrt[k], true);
+            tg_tensor_fill(dirs[k], 1);
+        }
+        tg_tensor *y = op == 0   ? tg_batch_norm_act(t, x, g, b, NULL, NULL, 0.1, 1e-5, TG_ACT_TANH)
+                       : op == 1 ? tg_group_norm(t, x, 2, g, b, 1e-5)
+                       : op == 2 ? tg_layer_norm(t, x, 1, g, b, 1e-5)
+                                 : tg_rms_norm(t, x, 1, g, 1e-5);
+        tg_tensor *f = tg_sum(t, tg_square(t, y));
+        int n = op == 3 ? 2 : 3;
+        ck_assert_msg(tg_grad(t, f, NULL, n, wrt, grads) == TG_OK, "%d: %s", op, tg_tape_error(t));
+        ck_assert_msg(tg_hvp(t, f, n, wrt, dirs, TG_HVP_REVERSE_OVER_REVERSE, hv) == TG_OK,
+                      "%d: %s", op, tg_tape_error(t));
+        for (int k = 1; k < n; k++)
+            for (size_t i = 0; i < tg_tensor_size(grads[k]); i++)
+                ck_assert(tg_tensor_get(grads[k], i) == 0 && tg_tensor_get(hv[k], i) == 0);
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 /* A 0-sized dimension is an empty result, not a crash: (2x0)·(0x3) is a 2x3 matrix of zeros. */
 START_TEST(empty_dimensions)
 {
@@ -1423,6 +1460,7 @@ ops_suite(void)
     tcase_add_test(tc, forward_edge_values);
     tcase_add_test(tc, forward_conv_transpose2d_by_hand);
     tcase_add_test(tc, empty_dimensions);
+    tcase_add_test(tc, empty_norms_differentiate);
     suite_add_tcase(s, tc);
     return s;
 }

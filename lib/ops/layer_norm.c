@@ -312,6 +312,8 @@ ln_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     tg_tape *t = nd->tape;
     tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
     tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
     if (k != 0 && !(gamma && k == 1)) /* dβ */
         return tg__sum_to(t, dy, nd->in[k]);
@@ -497,6 +499,8 @@ rms_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     tg_tape *t = nd->tape;
     tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
     int n = nd->attr.axis, axes[TG_MAX_DIMS];
     row_axes(x, n, axes);
     tg_tensor *mean_sq = tg_mean_axes(t, tg_square(t, x), axes, n, true);

@@ -406,6 +406,8 @@ bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     tg_tape *t = nd->tape;
     tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
     tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
     tg_tensor *beta = nd->attr.axes & 2 ? nd->in[gamma ? 2 : 1] : NULL;
     bool training = nd->attr.keepdims, wants_gamma = gamma && k == 1;
@@ -742,6 +744,8 @@ gn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     tg_tape *t = nd->tape;
     tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
     tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
     int64_t cdims[TG_MAX_DIMS];
     int caxes[TG_MAX_DIMS], nc = channel_view(x, cdims, caxes);
