@@ -740,10 +740,11 @@ tg_hvp(tg_tape *t, tg_tensor *f, int n, tg_tensor *const *wrt, tg_tensor *const 
         }
         return TG_OK;
     }
-    /* H·v = ∇_x ⟨∇f(x), v⟩: a second reverse pass over the recorded gradient */
+    /* H·v = ∇_x ⟨∇f(x), v⟩: a second reverse pass over the recorded gradient, v held
+     * constant (a v that depends on x, v = x itself, would add ∇f) */
     tg_tensor *s = NULL;
     for (int i = 0; i < n; i++) {
-        tg_tensor *term = tg_sum(t, tg_mul(t, g[i], v[i]));
+        tg_tensor *term = tg_sum(t, tg_mul(t, g[i], tg_detach(t, v[i])));
         s = s ? tg_add(t, s, term) : term;
     }
     return tg_grad(t, s, NULL, n, wrt, hv);

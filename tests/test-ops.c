@@ -741,6 +741,9 @@ static const struct op_case cases[] = {
     ND("batch_norm+gelu (5x3) training, no affine", ap_batch_norm, 1, 2, 0, M2(5, 3), D1(0), .axis = 1, .c = TG_ACT_GELU),
     ND("batch_norm+sigmoid (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_SIGMOID),
     ND("batch_norm (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3),
+    ND("batch_norm+relu (3x4x2x3) training", ap_batch_norm, 2, 4, 1, D4(3, 4, 2, 3), D1(4), .axis = 0, .c = TG_ACT_RELU),
+    ND("batch_norm+leaky_relu (2x3x4) evaluation", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 2, .c = TG_ACT_LEAKY_RELU),
+    ND("batch_norm+softplus (4x3x5) training, γ only", ap_batch_norm, 2, 3, 1, D3(4, 3, 5), D1(3), .axis = 3, .c = TG_ACT_SOFTPLUS),
     ND("batch_norm (2x3x4) evaluation, β only", ap_batch_norm, 2, 3, 1, D3(2, 3, 4), D1(3), .axis = 4),
     ND("batch_norm (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5),
     ND("batch_norm+tanh (4) training, γ = β, constant x (3x4x2x3)", ap_batch_norm, 1, 1, 4, D1(4), D4(3, 4, 2, 3), .axis = 5, .c = TG_ACT_TANH),
@@ -996,29 +999,8 @@ END_TEST
  * the two modes against each other (the same products summed in other orders: 1e-12 of
  * max(1, |H·u|)). In float32 both modes must run and agree with float64 to 1e-3 of
  * max(1, |H·u|) (ε32 = 6e-8 times the few hundred roundings of a doubly differentiated op).
- * First, tg_grad's gradient itself against tg_backward's. Ops without a differentiable VJP
- * yet are listed in no_vjp_graph (vjp_graph_everywhere_but_
- * the_list checks that list); their cases are skipped here.
+ * First, tg_grad's gradient itself against tg_backward's.
  */
-static const char *const no_vjp_graph[] = {
-    "batch_norm", "group_norm", "layer_norm", "rms_norm",
-};
-#define N_NO_VJP_GRAPH (sizeof no_vjp_graph / sizeof no_vjp_graph[0])
-
-/* by the case's label: "<op> …", "<op>+<activation> …"; conv1d is conv2d */
-static bool
-case_has_vjp_graph(const struct op_case *c)
-{
-    if (strncmp(c->label, "conv1d ", 7) == 0)
-        return case_has_vjp_graph(&(struct op_case){.label = "conv2d "});
-    for (size_t i = 0; i < N_NO_VJP_GRAPH; i++) {
-        size_t n = strlen(no_vjp_graph[i]);
-        if (strncmp(c->label, no_vjp_graph[i], n) == 0 && (c->label[n] == ' ' || c->label[n] == '+'))
-            return false;
-    }
-    return true;
-}
-
 /* ∇f at x + h·u (float64), into g (n_in arrays) */
 static void
 grad_along(const struct op_case *c, struct case_ctx *ctx, struct test_input *in, double **u,
@@ -1088,7 +1070,7 @@ hvp_run(tg_dtype dt, tg_hvp_mode m, const struct op_case *c, struct case_ctx *ct
 START_TEST(hvp_matches_differences_of_the_gradient)
 {
     const struct op_case *c = &cases[_i];
-    if (!case_has_vjp_graph(c) || c->stop_gradient)
+    if (c->stop_gradient)
         return;
     uint64_t seeds = getenv("TG_UNDER_VALGRIND") ? 1 : 2;
     for (uint64_t seed = 1; seed <= seeds; seed++) {
@@ -1149,21 +1131,6 @@ START_TEST(hvp_matches_differences_of_the_gradient)
 }
 END_TEST
 
-/* Every op has a differentiable VJP (tg_op.vjp_graph) except those listed, and every op
- * listed lacks one (so the list shrinks as they come). */
-START_TEST(vjp_graph_everywhere_but_the_list)
-{
-    for (size_t i = 0; i < tg_builtin_op_count(); i++) {
-        const tg_op *op = tg_builtin_op(i);
-        bool listed = false;
-        for (size_t j = 0; j < N_NO_VJP_GRAPH; j++)
-            listed |= strcmp(no_vjp_graph[j], op->name) == 0;
-        ck_assert_msg(listed == !op->vjp_graph, "op %s: %s", op->name,
-                      listed ? "has a vjp_graph now: take it off no_vjp_graph"
-                             : "has no vjp_graph (tg_grad cannot differentiate through it)");
-    }
-}
-END_TEST
 
 /* d/dx Σ R ⊙ (detach(x) ⊙ x) = R ⊙ x exactly (the detached factor is a constant), where
  * differentiating through the detach would give 2 R ⊙ x. */
@@ -1204,6 +1171,9 @@ START_TEST(every_builtin_op_has_a_case)
         ck_assert_msg(found, "op %s has no finite-difference case", op->name);
         ck_assert_msg(op->jvp, "op %s has no JVP rule (tg_op.jvp): every built-in op has one",
                       op->name);
+        ck_assert_msg(op->vjp_graph,
+                      "op %s has no differentiable VJP (tg_op.vjp_graph): every built-in op has "
+                      "one", op->name);
     }
 }
 END_TEST
@@ -1401,6 +1371,43 @@ START_TEST(forward_conv_transpose2d_by_hand)
 }
 END_TEST
 
+/* The norms of an empty x differentiate twice: tg_grad gives empty dx and zero dγ, dβ (sums of
+ * nothing) rather than a mean over no values. */
+START_TEST(empty_norms_differentiate)
+{
+    const int64_t dims[4][3] = {{0, 3, 2}, {2, 4, 0}, {3, 0}, {3, 0}};
+    for (int op = 0; op < 4; op++) {
+        tg_tape *t = tg_tape_new();
+        int ndim = op < 2 ? 3 : 2;
+        int64_t c = op < 2 ? dims[op][1] : dims[op][ndim - 1];
+        tg_tensor *x = tg_tensor_new(t, TG_F64, ndim, dims[op], "x");
+        tg_tensor *g = tg_tensor_new(t, TG_F64, 1, &c, "g");
+        tg_tensor *b = tg_tensor_new(t, TG_F64, 1, &c, "b");
+        tg_tensor *wrt[3] = {x, g, b}, *grads[3], *hv[3];
+        tg_tensor *dirs[3] = {tg_tensor_new(t, TG_F64, ndim, dims[op], "u"),
+                              tg_tensor_new(t, TG_F64, 1, &c, "u"),
+                              tg_tensor_new(t, TG_F64, 1, &c, "u")};
+        for (int k = 0; k < 3; k++) {
+            tg_tensor_set_requires_grad(wrt[k], true);
+            tg_tensor_fill(dirs[k], 1);
+        }
+        tg_tensor *y = op == 0   ? tg_batch_norm_act(t, x, g, b, NULL, NULL, 0.1, 1e-5, TG_ACT_TANH)
+                       : op == 1 ? tg_group_norm(t, x, 2, g, b, 1e-5)
+                       : op == 2 ? tg_layer_norm(t, x, 1, g, b, 1e-5)
+                                 : tg_rms_norm(t, x, 1, g, 1e-5);
+        tg_tensor *f = tg_sum(t, tg_square(t, y));
+        int n = op == 3 ? 2 : 3;
+        ck_assert_msg(tg_grad(t, f, NULL, n, wrt, grads) == TG_OK, "%d: %s", op, tg_tape_error(t));
+        ck_assert_msg(tg_hvp(t, f, n, wrt, dirs, TG_HVP_REVERSE_OVER_REVERSE, hv) == TG_OK,
+                      "%d: %s", op, tg_tape_error(t));
+        for (int k = 1; k < n; k++)
+            for (size_t i = 0; i < tg_tensor_size(grads[k]); i++)
+                ck_assert(tg_tensor_get(grads[k], i) == 0 && tg_tensor_get(hv[k], i) == 0);
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 /* A 0-sized dimension is an empty result, not a crash: (2x0)·(0x3) is a 2x3 matrix of zeros. */
 START_TEST(empty_dimensions)
 {
@@ -1434,7 +1441,6 @@ ops_suite(void)
 
     tc = tcase_create("hvp vs differences of the gradient");
     tcase_add_loop_test(tc, hvp_matches_differences_of_the_gradient, 0, N_CASES);
-    tcase_add_test(tc, vjp_graph_everywhere_but_the_list);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("float32 vs float64");
@@ -1451,6 +1457,7 @@ ops_suite(void)
     tcase_add_test(tc, forward_edge_values);
     tcase_add_test(tc, forward_conv_transpose2d_by_hand);
     tcase_add_test(tc, empty_dimensions);
+    tcase_add_test(tc, empty_norms_differentiate);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -295,11 +295,48 @@ ln_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* The trailing n_norm axes of x (a row), into axes[] */
+static void
+row_axes(const tg_tensor *x, int n_norm, int *axes)
+{
+    for (int i = 0; i < n_norm; i++)
+        axes[i] = x->ndim - n_norm + i;
+}
+
+/* For tg_grad, with ops over each row (the last n_norm axes, kept):
+ *   x̂ = (x − mean(x)) r, r = (mean((x − mean(x))²) + ε)^−½, recomputed with ops;
+ *   dx = r (u − mean(u) − x̂ mean(u ⊙ x̂)), u = γ ⊙ dy;
+ *   dγ = Σ_rows dy ⊙ x̂,  dβ = Σ_rows dy */
+static tg_tensor *
+ln_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
+    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
+    if (k != 0 && !(gamma && k == 1)) /* dβ */
+        return tg__sum_to(t, dy, nd->in[k]);
+    int n = nd->attr.axis, axes[TG_MAX_DIMS];
+    row_axes(x, n, axes);
+    tg_tensor *centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
+    tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), axes, n, true);
+    tg_tensor *r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+    tg_tensor *xhat = tg_mul(t, centered, r);
+    if (k != 0) /* dγ */
+        return tg__sum_to(t, tg_mul(t, dy, xhat), gamma);
+    tg_tensor *u = gamma ? tg_mul(t, dy, gamma) : dy;
+    tg_tensor *mean_u = tg_mean_axes(t, u, axes, n, true);
+    tg_tensor *mean_ux = tg_mean_axes(t, tg_mul(t, u, xhat), axes, n, true);
+    return tg_mul(t, r, tg_sub(t, tg_sub(t, u, mean_u), tg_mul(t, xhat, mean_ux)));
+}
+
 const tg_op tg__op_layer_norm = {
     .name = "layer_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = ln_forward,
     .vjp = ln_vjp,
+    .vjp_graph = ln_vjp_graph,
     .jvp = ln_jvp,
     .jvp_math = "ẏ = γ (ẋ − mean(ẋ) − x̂ mean(x̂ ẋ))/√(σ²+ε) + γ̇ x̂ + β̇ per row",
     .scratch_size = ln_scratch,
@@ -454,11 +491,34 @@ rms_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, with ops over each row (the last n_norm axes, kept):
+ *   r = (mean(x²) + ε)^−½ and x̂ = x r recomputed with ops;
+ *   dx = r (u − x̂ mean(u ⊙ x̂)) (= r (u − x r² mean(u x))), u = γ ⊙ dy;  dγ = Σ_rows dy ⊙ x̂ */
+static tg_tensor *
+rms_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
+    int n = nd->attr.axis, axes[TG_MAX_DIMS];
+    row_axes(x, n, axes);
+    tg_tensor *mean_sq = tg_mean_axes(t, tg_square(t, x), axes, n, true);
+    tg_tensor *r = tg_pow(t, tg_add(t, mean_sq, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+    tg_tensor *xhat = tg_mul(t, x, r);
+    if (k != 0) /* dγ */
+        return tg__sum_to(t, tg_mul(t, dy, xhat), nd->in[1]);
+    tg_tensor *u = nd->n_in > 1 ? tg_mul(t, dy, nd->in[1]) : dy;
+    tg_tensor *mean_ux = tg_mean_axes(t, tg_mul(t, u, xhat), axes, n, true);
+    return tg_mul(t, r, tg_sub(t, u, tg_mul(t, xhat, mean_ux)));
+}
+
 const tg_op tg__op_rms_norm = {
     .name = "rms_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ when given */
     .forward = rms_forward,
     .vjp = rms_vjp,
+    .vjp_graph = rms_vjp_graph,
     .jvp = rms_jvp,
     .jvp_math = "r = 1/√(mean(x²)+ε): ẏ = γ r (ẋ − x r² mean(x ẋ)) + γ̇ x r per row",
     .scratch_size = rms_scratch,

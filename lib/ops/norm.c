@@ -314,11 +314,145 @@ bn_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* (1, C, 1, …): x's shape with every axis but the channel axis 1 made 1, the shape a
+ * per-channel vector takes to broadcast against x; the other axes into axes[], their count
+ * returned */
+static int
+channel_view(const tg_tensor *x, int64_t *dims, int *axes)
+{
+    int n = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        dims[i] = i == 1 ? x->dims[1] : 1;
+        if (i != 1)
+            axes[n++] = i;
+    }
+    return n;
+}
+
+/* The per-channel doubles v as a constant (1, C, 1, …) tensor of x's dtype */
+static tg_tensor *
+channel_constant(tg_tape *t, const tg_tensor *x, const double *v)
+{
+    int64_t dims[TG_MAX_DIMS];
+    int axes[TG_MAX_DIMS];
+    channel_view(x, dims, axes);
+    tg_tensor *c = tg__tensor(tg_tensor_new(t, x->dtype, x->ndim, dims, NULL));
+    if (c->kind == TG__KIND_NIL)
+        return c;
+    TG__DISPATCH(x->dtype, T, {
+        T *d = c->data;
+        for (int64_t i = 0; i < x->dims[1]; i++)
+            d[i] = (T)v[i];
+    });
+    return c;
+}
+
+/* r (u − mean(u) − x̂ mean(u ⊙ x̂)), the means over axes (kept): the gradient at x of the
+ * normalization x̂ = (x − mean(x)) r, r = (mean((x − mean(x))²) + ε)^−½, given u at x̂ */
+static tg_tensor *
+normalized_dx(tg_tape *t, tg_tensor *u, tg_tensor *xhat, tg_tensor *r, const int *axes, int n)
+{
+    tg_tensor *mean_u = tg_mean_axes(t, u, axes, n, true);
+    tg_tensor *mean_ux = tg_mean_axes(t, tg_mul(t, u, xhat), axes, n, true);
+    return tg_mul(t, r, tg_sub(t, tg_sub(t, u, mean_u), tg_mul(t, xhat, mean_ux)));
+}
+
+/* dz = dy ⊙ g'(z) for the fused activation g of a batch_norm node, with ops: sigmoid, tanh,
+ * softplus and gelu by their own vjp_graph on y = g(z) (z recorded only for the g' that read
+ * it); relu and leaky relu by a constant mask [z > 0] = [y > 0] (α = 0.01 > 0 keeps the sign) */
+static tg_tensor *
+bn_act_dz(tg_node *nd, tg_tensor *dy, tg_tensor *z)
+{
+    static const tg_op *const act_ops[] = {
+        [TG_ACT_SIGMOID] = &tg__op_sigmoid, [TG_ACT_TANH] = &tg__op_tanh,
+        [TG_ACT_SOFTPLUS] = &tg__op_softplus, [TG_ACT_GELU] = &tg__op_gelu,
+    };
+    tg_tape *t = nd->tape;
+    tg_activation act = (tg_activation)nd->attr.axis;
+    const tg_tensor *y = nd->out;
+    if (act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU) {
+        tg_tensor *mask = tg__tensor(tg_tensor_new(t, y->dtype, y->ndim, y->dims, NULL));
+        if (mask->kind == TG__KIND_NIL)
+            return mask;
+        TG__DISPATCH(y->dtype, T, {
+            const T *yv = y->data;
+            T *m = mask->data;
+            for (size_t i = 0; i < y->size; i++)
+                m[i] = yv[i] > 0;
+        });
+        if (act == TG_ACT_RELU)
+            return tg_mul(t, dy, mask);
+        return tg_mul(t, dy, tg_where(t, mask, tg__constant(t, y->dtype, 1),
+                                      tg__constant(t, y->dtype, 0.01)));
+    }
+    /* the activation's node as it would be, y = g(z): its vjp_graph reads only in[0] and out */
+    tg_node g = *nd;
+    g.op = act_ops[act];
+    g.n_in = 1;
+    g.in = g.in_small;
+    g.in_small[0] = z;
+    return g.op->vjp_graph(&g, 0, dy);
+}
+
+/* For tg_grad, with ops over the axes (N, spatial) of each channel; ε and, in evaluation, the
+ * running statistics are constants (attr.stats are no inputs of the node: no gradient):
+ *   training: x̂ = (x − mean(x)) r, r = (mean((x − mean(x))²) + ε)^−½ recomputed with ops;
+ *   evaluation: x̂ = (x − r_μ) r, r = (r_σ² + ε)^−½, the forward's, as constants;
+ *   dz = dy ⊙ g'(z), z = γ x̂ + β recomputed where g' reads it (dz = dy without g);
+ *   dγ = Σ dz ⊙ x̂,  dβ = Σ dz,
+ *   dx = r (u − mean(u) − x̂ mean(u ⊙ x̂)) (training) or r u (evaluation), u = γ dz */
+static tg_tensor *
+bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
+    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
+    tg_tensor *beta = nd->attr.axes & 2 ? nd->in[gamma ? 2 : 1] : NULL;
+    bool training = nd->attr.keepdims, wants_gamma = gamma && k == 1;
+    tg_activation act = (tg_activation)nd->attr.axis;
+    bool needs_z = act == TG_ACT_SOFTPLUS || act == TG_ACT_GELU; /* their g' read z */
+    int64_t cdims[TG_MAX_DIMS];
+    int axes[TG_MAX_DIMS], n = channel_view(x, cdims, axes);
+    tg_tensor *gamma_c = gamma ? tg_reshape(t, gamma, x->ndim, cdims) : NULL;
+    tg_tensor *xhat = NULL, *r = NULL;
+    if (k == 0 || wants_gamma || needs_z) {
+        const double *mean = nd->scratch, *inv = mean + x->dims[1];
+        tg_tensor *centered;
+        if (training) {
+            centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
+            tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), axes, n, true);
+            r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+        } else {
+            centered = tg_sub(t, x, channel_constant(t, x, mean));
+            r = channel_constant(t, x, inv);
+        }
+        xhat = tg_mul(t, centered, r);
+    }
+    tg_tensor *dz = dy;
+    if (act != TG_ACT_IDENTITY) {
+        tg_tensor *z = &t->nil; /* read only by the g' that need it */
+        if (needs_z) {
+            z = gamma_c ? tg_mul(t, gamma_c, xhat) : xhat;
+            if (beta)
+                z = tg_add(t, z, tg_reshape(t, beta, x->ndim, cdims));
+            z = tg__tensor(z);
+        }
+        dz = bn_act_dz(nd, dy, z);
+    }
+    if (k != 0) /* dγ or dβ: the sums over (N, spatial), a (C) vector */
+        return tg_sum_axes(t, wants_gamma ? tg_mul(t, dz, xhat) : dz, axes, n, false);
+    tg_tensor *u = gamma_c ? tg_mul(t, dz, gamma_c) : dz;
+    return training ? normalized_dx(t, u, xhat, r, axes, n) : tg_mul(t, u, r);
+}
+
 const tg_op tg__op_batch_norm = {
     .name = "batch_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = bn_forward,
     .vjp = bn_vjp,
+    .vjp_graph = bn_vjp_graph,
     .jvp = bn_jvp,
     .scratch_size = bn_scratch,
     .math = "y = g(γ (x − μ_c)/√(σ²_c + ε) + β) per channel (axis 1), g a fused activation or "
@@ -601,11 +735,44 @@ gn_jvp(tg_node *nd)
     return TG_OK;
 }
 
+/* For tg_grad, with ops: x viewed as (N, G, M), M = (C/G)·(spatial size), a group a row:
+ *   x̂ = (x − mean(x)) r, r = (mean((x − mean(x))²) + ε)^−½ per row, recomputed with ops;
+ *   dx = r (u − mean(u) − x̂ mean(u ⊙ x̂)) per row, u = γ dy;
+ *   dγ = Σ_{n,i} dy ⊙ x̂,  dβ = Σ_{n,i} dy, per channel */
+static tg_tensor *
+gn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
+{
+    tg_tape *t = nd->tape;
+    tg_tensor *x = nd->in[0];
+    if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
+        return NULL;
+    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
+    int64_t cdims[TG_MAX_DIMS];
+    int caxes[TG_MAX_DIMS], nc = channel_view(x, cdims, caxes);
+    if (k != 0 && !(gamma && k == 1)) /* dβ */
+        return tg_sum_axes(t, dy, caxes, nc, false);
+    int64_t groups = nd->attr.axis, rows = x->dims[0] * groups;
+    int64_t grouped[3] = {x->dims[0], groups, rows ? (int64_t)x->size / rows : 0};
+    const int row_axis = 2;
+    tg_tensor *xg = tg_reshape(t, x, 3, grouped);
+    tg_tensor *centered = tg_sub(t, xg, tg_mean_axes(t, xg, &row_axis, 1, true));
+    tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), &row_axis, 1, true);
+    tg_tensor *r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+    tg_tensor *xhat = tg_mul(t, centered, r); /* (N, G, M) */
+    if (k != 0) /* dγ */
+        return tg_sum_axes(t, tg_mul(t, dy, tg_reshape(t, xhat, x->ndim, x->dims)), caxes, nc,
+                           false);
+    tg_tensor *u = gamma ? tg_mul(t, dy, tg_reshape(t, gamma, x->ndim, cdims)) : dy;
+    tg_tensor *dx = normalized_dx(t, tg_reshape(t, u, 3, grouped), xhat, r, &row_axis, 1);
+    return tg_reshape(t, dx, x->ndim, x->dims);
+}
+
 const tg_op tg__op_group_norm = {
     .name = "group_norm",
     .n_inputs = TG_VARIADIC, /* x, then γ and β when given */
     .forward = gn_forward,
     .vjp = gn_vjp,
+    .vjp_graph = gn_vjp_graph,
     .jvp = gn_jvp,
     .scratch_size = gn_scratch,
     .math = "y = γ_c (x − μ_{n,g})/√(σ²_{n,g} + ε) + β_c, μ, σ² (biased) over each sample's "
