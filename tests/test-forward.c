@@ -1,8 +1,10 @@
 /*
  * Forward mode (tg_jvp): a network's J·u against central differences and against the VJP,
  * parameters as seeds, what a pass leaves behind, warm passes without allocation, and every
- * refusal (bad seeds, a custom op without a JVP rule, a non-finite tangent). Every op's own
- * rule is checked in test-ops (jvp_matches_central_differences).
+ * refusal (bad seeds, a custom op without a JVP rule, a non-finite tangent); and the
+ * refusals of tg_grad and tg_hvp's treatment of its direction. Every op's own rules are
+ * checked in test-ops (jvp_matches_central_differences, hvp_matches_differences_of_the_
+ * gradient).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -306,6 +308,57 @@ START_TEST(nonfinite_tangent_named)
 }
 END_TEST
 
+/* tg_grad's refusals: a non-scalar output without a seed, a seed of another shape, an op
+ * without a differentiable VJP (named); each leaves the nil tensor in grads. */
+START_TEST(grad_refusals)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 2, 3, (double[]){1, 2, 3, 4, 5, 6}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *y = tg_tanh(t, x), *g = NULL;
+    ck_assert_int_eq(tg_grad(t, y, NULL, 1, &x, &g), TG_ERR_NOT_SCALAR);
+    ASSERT_TAPE_ERROR(t, TG_ERR_NOT_SCALAR, "grad", "(2x3)", "seed");
+    ck_assert_int_eq(tg_tape_status(t), TG_ERR_NOT_SCALAR);
+    tg_tape_free(t);
+
+    t = tg_tape_new();
+    x = tg_matrix(t, TG_F64, 2, 3, (double[]){1, 2, 3, 4, 5, 6}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    y = tg_tanh(t, x);
+    tg_tensor *seed = tg_matrix(t, TG_F64, 3, 2, NULL, "seed");
+    ck_assert_int_eq(tg_grad(t, y, seed, 1, &x, &g), TG_ERR_SHAPE);
+    ASSERT_TAPE_ERROR(t, TG_ERR_SHAPE, "grad", "seed", "(3x2)", "(2x3)");
+    tg_tape_free(t);
+
+    t = tg_tape_new();
+    x = tg_matrix(t, TG_F64, 1, 3, (double[]){1, -2, 0.5}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *c = tg_custom(t, &cube, &x, 1, NULL); /* a JVP, no vjp_graph */
+    ck_assert_int_eq(tg_grad(t, tg_sum(t, c), NULL, 1, &x, &g), TG_ERR_OP);
+    ASSERT_TAPE_ERROR(t, TG_ERR_OP, "grad", "cube", "node #0", "no differentiable VJP");
+    ck_assert_int_eq(tg_tensor_ndim(g), 0); /* the nil tensor */
+    tg_tape_free(t);
+}
+END_TEST
+
+/* H·v with v the input itself (v depends on x): reverse-over-reverse must hold v constant and
+ * give the same H·x as forward-over-reverse, not H·x + ∇f. f = Σ x³: H = diag(6x), H·x = 6x². */
+START_TEST(hvp_direction_is_a_constant)
+{
+    for (int m = 0; m < 2; m++) {
+        tg_tape *t = tg_tape_new();
+        tg_tensor *x = tg_matrix(t, TG_F64, 1, 3, (double[]){1, -2, 0.5}, "x"), *hv = NULL;
+        tg_tensor_set_requires_grad(x, true);
+        tg_tensor *f = tg_sum(t, tg_pow(t, x, 3));
+        ck_assert_int_eq(tg_hvp(t, f, 1, &x, &x, (tg_hvp_mode)m, &hv), TG_OK);
+        const double want[3] = {6, 24, 1.5};
+        for (int i = 0; i < 3; i++)
+            ck_assert_double_eq_tol(tg_tensor_get(hv, (size_t)i), want[i], 1e-12);
+        tg_tape_free(t);
+    }
+}
+END_TEST
+
 static Suite *
 forward_suite(void)
 {
@@ -317,6 +370,8 @@ forward_suite(void)
     tcase_add_test(tc, custom_op_jvp);
     tcase_add_test(tc, bad_seeds_refused);
     tcase_add_test(tc, nonfinite_tangent_named);
+    tcase_add_test(tc, grad_refusals);
+    tcase_add_test(tc, hvp_direction_is_a_constant);
     suite_add_tcase(s, tc);
     return s;
 }
