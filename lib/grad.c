@@ -641,6 +641,8 @@ tg_grad(tg_tape *t, tg_tensor *out, tg_tensor *seed, int n, tg_tensor *const *wr
 {
     if (!t)
         return TG_ERR_ARG;
+    for (int i = 0; grads && i < n && i < TG_MAX_INPUTS; i++)
+        grads[i] = &t->nil; /* until they are known (a failing call leaves them so) */
     if (t->busy_node) {
         tg__fail_busy(t, "grad");
         return t->status;
@@ -652,8 +654,6 @@ tg_grad(tg_tape *t, tg_tensor *out, tg_tensor *seed, int n, tg_tensor *const *wr
                  !wrt ? "no list" : !grads ? "nowhere to write the gradients" : "1 to 64 expected");
         return t->status;
     }
-    for (int i = 0; i < n; i++)
-        grads[i] = &t->nil;
     if (!(out = tg__operand(t, "grad", "output", out)) ||
         (seed && !(seed = tg__operand(t, "grad", "seed", seed))))
         return t->status;
@@ -708,6 +708,8 @@ tg_hvp(tg_tape *t, tg_tensor *f, int n, tg_tensor *const *wrt, tg_tensor *const 
 {
     if (!t)
         return TG_ERR_ARG;
+    for (int i = 0; hv && i < n && i < TG_MAX_INPUTS; i++)
+        hv[i] = &t->nil;
     if (t->status != TG_OK)
         return t->status;
     if (n < 1 || n > TG_MAX_INPUTS || !wrt || !v || !hv) {
@@ -720,8 +722,6 @@ tg_hvp(tg_tape *t, tg_tensor *f, int n, tg_tensor *const *wrt, tg_tensor *const 
                  (int)mode);
         return t->status;
     }
-    for (int i = 0; i < n; i++)
-        hv[i] = &t->nil;
     tg_tensor *g[TG_MAX_INPUTS];
     if (tg_grad(t, f, NULL, n, wrt, g) != TG_OK)
         return t->status;

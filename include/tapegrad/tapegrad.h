@@ -714,8 +714,8 @@ TG_API tg_status tg_jvp(tg_tape *t, int n, tg_tensor *const *inputs, tg_tensor *
  * tensor. The gradients are tape tensors like any other: put them in a loss (a gradient
  * penalty), differentiate them again with tg_backward, tg_grad or tg_jvp, to any order.
  * Parameter gradients are not touched (tg_backward accumulates those). Fails, naming the op
- * and node, at an op without a differentiable VJP (tg_op.vjp_graph), and records nothing
- * usable then (grads[i] are the nil tensor).
+ * and node, at an op without a differentiable VJP (tg_op.vjp_graph); on any failure, also
+ * on a tape already in error, grads[i] are the tape's nil tensor (so calls can be chained).
  */
 TG_API tg_status tg_grad(tg_tape *t, tg_tensor *out, tg_tensor *seed, int n,
                          tg_tensor *const *wrt, tg_tensor **grads);
