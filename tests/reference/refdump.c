@@ -1,9 +1,10 @@
 /*
  * refdump: builds one random float64 network per seed through the public API, runs forward
  * and backward, and prints the whole computation as text for tests/reference/torch_ref.py,
- * which replays it in PyTorch (float64, its own autograd) and compares the loss and every
- * leaf's gradient. The two sides share nothing but this trace: op names, attributes, operand
- * ids and leaf values.
+ * which replays it in PyTorch (float64, its own autograd) and compares the loss, every leaf's
+ * gradient and the Hessian-vector product H·v (tg_hvp, both modes) with H the loss's Hessian
+ * w.r.t. all leaves jointly. The two sides share nothing but this trace: op names,
+ * attributes, operand ids, leaf values and the direction v.
  *
  *   refdump SEED      one network
  *
@@ -13,6 +14,9 @@
  *   labels N l...                      softmax_xent's labels
  *   loss ID VALUE
  *   grad ID g...                       d(loss)/d(leaf), one line per leaf
+ *   dir ID v...                        the leaf's part of v, standard normal
+ *   hvp_for ID h...                    the leaf's part of H·v, forward over reverse
+ *   hvp_ror ID h...                    the same, reverse over reverse
  *
  * Networks: 1-3 layers of random widths, examples as rows or columns, the product as
  * matmul / matmul_t with either operand transposed, the bias by add or fused bias_act, any
@@ -101,6 +105,47 @@ gate(tg_tape *t, tg_rng *r, tg_tensor *h)
     case 2: return leaf(t, r, rows, 1, 1.0);
     default: return leaf(t, r, 1, 1, 1.0);
     }
+}
+
+/* (H·v)_i = Σ_j ∂²loss/∂x_i∂x_j · v_j over all leaves x_i jointly, v_j standard normal from
+ * a generator of its own (so the network drawn for a seed does not change), by tg_hvp in
+ * both modes, after the first-order trace. */
+static tg_status
+print_hvp(tg_tape *t, tg_tensor *loss, uint64_t seed)
+{
+    tg_tensor *x[MAX_IDS], *v[MAX_IDS], *hv[MAX_IDS];
+    int n = 0;
+    tg_rng *r = tg_rng_new(seed * 6151 + 3);
+    if (!r)
+        return TG_ERR_NOMEM;
+    for (int i = 0; i < n_ids; i++) {
+        if (!is_leaf[i])
+            continue;
+        x[n] = ids[i];
+        v[n] = tg_matrix(t, TG_F64, tg_tensor_dim(ids[i], 0), tg_tensor_dim(ids[i], 1), NULL,
+                         NULL);
+        tg_tensor_fill_normal(v[n], r, 0, 1);
+        printf("dir %d", i);
+        for (size_t k = 0; k < tg_tensor_size(v[n]); k++)
+            printf(" %.17g", tg_tensor_get(v[n], k));
+        printf("\n");
+        n++;
+    }
+    tg_rng_free(r);
+    static const char *const line[2] = {"hvp_for", "hvp_ror"};
+    static const tg_hvp_mode mode[2] = {TG_HVP_FORWARD_OVER_REVERSE,
+                                        TG_HVP_REVERSE_OVER_REVERSE};
+    for (int m = 0; m < 2; m++) {
+        if (tg_hvp(t, loss, n, x, v, mode[m], hv) != TG_OK)
+            return tg_tape_status(t);
+        for (int j = 0; j < n; j++) {
+            printf("%s %d", line[m], id_of(x[j]));
+            for (size_t k = 0; k < tg_tensor_size(hv[j]); k++)
+                printf(" %.17g", tg_tensor_get(hv[j], k));
+            printf("\n");
+        }
+    }
+    return TG_OK;
 }
 
 int
@@ -212,6 +257,11 @@ main(int argc, char **argv)
         for (size_t k = 0; k < tg_tensor_size(ids[i]); k++)
             printf(" %.17g", tg_tensor_grad_get(ids[i], k));
         printf("\n");
+    }
+    if (print_hvp(t, loss, seed) != TG_OK) {
+        fprintf(stderr, "refdump: seed %llu: hvp: %s\n", (unsigned long long)seed,
+                tg_tape_error(t) ? tg_tape_error(t) : "out of memory");
+        return 1;
     }
     tg_tape_free(t);
     tg_rng_free(r);

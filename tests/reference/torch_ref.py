@@ -5,8 +5,9 @@
 
 For each seed, runs `REFDUMP SEED` (tests/reference/refdump.c: a random network built through
 tapegrad's public API, forward and backward in float64, printed as a trace), replays the trace
-with torch ops in float64, lets torch.autograd compute the gradients, and compares the loss and
-every leaf gradient. Exit 77 (meson's "skipped") when torch is not installed.
+with torch ops in float64, lets torch.autograd compute the gradients, and compares the loss,
+every leaf gradient and H·v in both of tg_hvp's modes. Exit 77 (meson's "skipped") when torch
+is not installed.
 
 Tolerance: both sides compute the same float64 formulas in a different order (GEMM blocking,
 fused bias+activation, 16-lane sums, tapegrad's own exp at <= 1.5 ulp), so they agree to a few
@@ -16,8 +17,18 @@ headroom for rounding, while any wrong derivative rule (a missing factor, sign, 
 broadcast sum) shows up as an O(1) relative error. Measured: 2000 seeds agree to <= 3e-16
 (scaled); planted bugs fail: sub's second-operand derivative +1 instead of -1 (60 of 100 seeds
 mismatch) and softplus's derivative off by a factor 1 + 1e-7 (114 mismatching leaves in 100
-seeds). Not reached from here: the generic broadcast loop (3-D/4-D, outer products), which
-test-ops covers with finite differences, and the tensor-algebra ops at ranks 1-4, which
+seeds).
+
+H·v (the `dir`, `hvp_for`, `hvp_ror` lines: the Hessian of the loss w.r.t. all leaves jointly
+times a standard normal direction) against torch's double backward on the replayed network,
+relative to each leaf's largest element (HVP_TOL says why). Measured: seeds 1-300 agree to
+6.7e-13 (forward over reverse) and 9.9e-13 (reverse over reverse); seeds 1-3000 to 2.4e-10
+and 3.0e-11, both at seed 2653 (a saturated tanh, 1 - tanh² ~ 1e-7). A planted bug, tanh's
+vjp_graph giving dy ⊙ (1 + y²), fails 69 of the 300 seeds on H·v alone (tg_backward, and so
+the gradient lines, does not use vjp_graph).
+
+Not reached from here: the generic broadcast loop (3-D/4-D, outer products), which test-ops
+covers with finite differences, and the tensor-algebra ops at ranks 1-4, which
 torch_ref_ops.py (on refops.c's graphs) compares the same way.
 """
 import argparse
@@ -33,6 +44,18 @@ except ImportError:
 
 torch.set_default_dtype(torch.float64)
 REL_TOL = 1e-10
+# H·v, element by element: |ours - torch| <= HVP_TOL * max(max |torch| of that leaf, tiny).
+# Each side evaluates the second derivative in a few thousand float64 ops in its own order;
+# their round-off is ~1e-13 of the product (measured <= 1e-12), three to four orders below
+# 1e-9, while a wrong second derivative (a dropped product-rule term, a sign, σ' for σ'') is
+# off by O(1).
+# tiny = HVP_FLOOR * the largest |torch H·v| over all leaves: where a leaf's true H·v is 0 (a
+# scalar gate added before softmax_xent, which a shift of every class leaves unchanged), both
+# sides hold round-off, ~1e-15 of the largest product and O(1) apart relative to each other;
+# against the floor that is ~1e-12. Where the bound is tightest: a saturated tanh, whose
+# 1 - y² (~1e-7) is formed from y = tanh z on both sides and so is good only to ε / (1 - y²).
+HVP_TOL = 1e-9
+HVP_FLOOR = 1e-3
 
 
 def scaled_error(ours, ref):
@@ -49,6 +72,66 @@ def scaled_error(ours, ref):
             first = k if first is None else first
         worst = max(worst, err)
     return worst, first
+
+
+def max_abs(ref):
+    return max((abs(b) for b in ref if math.isfinite(b)), default=0.0)
+
+
+def hvp_error(ours, ref, tiny):
+    """(worst, first): the largest |ours - ref| / max(max |ref|, tiny) over the elements, and
+    the index of the first element over HVP_TOL (None if none); NaN as scaled_error."""
+    scale = max(max_abs(ref), tiny, sys.float_info.min)
+    worst, first = 0.0, None
+    for k, (a, b) in enumerate(zip(ours, ref)):
+        err = 0.0 if a == b or (a != a and b != b) else abs(a - b) / scale
+        if not err <= HVP_TOL:
+            err = math.inf if err != err else err
+            first = k if first is None else first
+        worst = max(worst, err)
+    return worst, first
+
+
+def torch_hvp(loss, xs, vs):
+    """H·v of the scalar loss w.r.t. the tensors xs jointly, v given per tensor: double
+    backward, (H·v)_i = ∂/∂x_i Σ_j ⟨∂loss/∂x_j, v_j⟩ (what torch.autograd.functional.hvp
+    does), zeros where the gradient does not depend on x_i. Keeps the graph for a later
+    backward."""
+    g = torch.autograd.grad(loss, xs, create_graph=True, retain_graph=True, allow_unused=True)
+    s = sum((gi * vi).sum() for gi, vi in zip(g, vs) if gi is not None and gi.requires_grad)
+    if not torch.is_tensor(s) or not s.requires_grad:  # the gradient is constant: H = 0
+        return [torch.zeros_like(x) for x in xs]
+    h = torch.autograd.grad(s, xs, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(x) if hi is None else hi for x, hi in zip(xs, h)]
+
+
+def check_hvp(where, loss, leaves, traced, worst):
+    """Compares the traced H·v of both modes (traced: "dir", "hvp_for", "hvp_ror", each
+    leaf id -> values) with torch's on the replayed loss, w.r.t. the leaves (id -> tensor)
+    jointly; raises worst[mode] to the largest relative error seen. Returns the mismatches.
+    Shared with torch_ref_ops.py."""
+    ids = list(leaves)
+    missing = [i for i in ids if len(traced["dir"].get(i, ())) != leaves[i].numel()]
+    if missing:
+        return [f"{where}: leaf {missing[0]}: direction missing or wrong size"]
+    vs = [torch.tensor(traced["dir"][i]).reshape(leaves[i].shape) for i in ids]
+    ref = [r.detach().reshape(-1).tolist() for r in
+           torch_hvp(loss, [leaves[i] for i in ids], vs)]
+    tiny = HVP_FLOOR * max((max_abs(r) for r in ref), default=0.0)
+    errors = []
+    for mode in ("hvp_for", "hvp_ror"):
+        for i, r in zip(ids, ref):
+            ours = traced[mode].get(i)
+            if ours is None or len(ours) != len(r):
+                errors.append(f"{where}: {mode} of leaf {i}: missing or wrong size")
+                continue
+            err, k = hvp_error(ours, r, tiny)
+            worst[mode] = max(worst.get(mode, 0.0), err)
+            if k is not None:
+                errors.append(f"{where}: {mode} of leaf {i} {tuple(leaves[i].shape)} element "
+                              f"{k}: ours {ours[k]!r} vs torch {r[k]!r} (relative error "
+                              f"{err:.2e})")
+    return errors
 
 
 def act(name, x):
@@ -75,6 +158,7 @@ def replay(trace):
     labels = None
     loss_id = loss_value = None
     grads = {}
+    hvp = {"dir": {}, "hvp_for": {}, "hvp_ror": {}}
     for line in trace.splitlines():
         f = line.split()
         if not f:
@@ -135,17 +219,19 @@ def replay(trace):
             loss_id, loss_value = int(f[1]), float(f[2])
         elif kind == "grad":
             grads[int(f[1])] = [float(x) for x in f[2:]]
-    return t, leaves, loss_id, loss_value, grads
+        elif kind in hvp:
+            hvp[kind][int(f[1])] = [float(x) for x in f[2:]]
+    return t, leaves, loss_id, loss_value, grads, hvp
 
 
-def check(refdump, seed, verbose):
+def check(refdump, seed, verbose, worst_hvp):
     out = subprocess.run([refdump, str(seed)], capture_output=True, text=True)
     if out.returncode != 0:
         return [f"seed {seed}: refdump failed ({out.returncode}): {out.stderr.strip()}"]
-    t, leaves, loss_id, loss_value, grads = replay(out.stdout)
+    t, leaves, loss_id, loss_value, grads, hvp = replay(out.stdout)
     loss = t[loss_id].reshape(())
+    errors = check_hvp(f"seed {seed}", loss, leaves, hvp, worst_hvp)
     loss.backward()
-    errors = []
     worst = 0.0
     ref_loss = loss.item()
     if abs(loss_value - ref_loss) > REL_TOL * (1 + abs(ref_loss)):
@@ -174,12 +260,15 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     failures = []
+    worst_hvp = {}
     for seed in range(args.first, args.first + args.seeds):
-        failures += check(args.refdump, seed, args.verbose)
+        failures += check(args.refdump, seed, args.verbose, worst_hvp)
     for f in failures[:20]:
         print(f)
     print(f"{args.seeds} random networks against PyTorch {torch.__version__} (float64): "
-          f"{len(failures)} mismatches")
+          f"{len(failures)} mismatches; H·v's largest relative error: forward over reverse "
+          f"{worst_hvp.get('hvp_for', 0):.1e}, reverse over reverse "
+          f"{worst_hvp.get('hvp_ror', 0):.1e}")
     return 1 if failures else 0
 
 
