@@ -3,7 +3,8 @@
  * "Tensor algebra" section of <tapegrad/tapegrad.h>), built through the public API on shapes
  * of rank 1-4; runs forward and backward and prints the computation as a trace for
  * tests/reference/torch_ref_ops.py, which replays it with PyTorch's own functions in float64
- * and compares every op's value and gradient, the loss and every leaf's gradient.
+ * and compares every op's value and gradient, the loss, every leaf's gradient and H·v (tg_hvp,
+ * both modes) with H the loss's Hessian w.r.t. all leaves jointly.
  *
  *   refops SEED      one graph
  *
@@ -23,6 +24,12 @@
  *   grad ID g...        d(loss)/d(leaf), one line per leaf
  *   val ID v...         the value of op ID's output
  *   ograd ID g...       d(loss)/d(op ID's output), where tapegrad kept one
+ *   dir ID v...         the leaf's part of the direction v, standard normal
+ *   hvp_for ID h...     the leaf's part of H·v, forward over reverse
+ *   hvp_ror ID h...     the same, reverse over reverse
+ *   hvp_error MODE MESSAGE  in place of the lines from MODE (hvp_for, hvp_ror) on: tg_hvp's
+ *                       error (torch_ref_ops.py skips the comparison when it names an op
+ *                       without a differentiable VJP, tg_op.vjp_graph, and fails otherwise)
  * Attribute lists are comma-separated ("axes=0,-1", "axes=all" for every axis, "stop=end" for
  * TG_END); doubles are printed with %.17g, so they round-trip.
  *
@@ -40,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <tapegrad/op.h>
 #include <tapegrad/tapegrad.h>
 
 #define MAX_IDS 2048
@@ -1405,6 +1413,60 @@ contribute(int acc, int y)
     return acc < 0 ? sum : op2(tg_add(tape, ids[acc], ids[sum]), "add", acc, sum);
 }
 
+/* (H·v)_i = Σ_j ∂²loss/∂x_i∂x_j · v_j over all leaves x_i jointly, v_j standard normal from
+ * a generator of its own (so the graph drawn for a seed does not change), by tg_hvp in both
+ * modes, after the first-order trace. Where tg_hvp fails (an op of the graph without a
+ * differentiable VJP, most often), its message goes into the trace instead. */
+static void
+print_hvp(int loss)
+{
+    tg_tensor *x[TG_MAX_INPUTS], *v[TG_MAX_INPUTS], *hv[TG_MAX_INPUTS];
+    int leaf_id[TG_MAX_INPUTS], n = 0;
+    tg_rng *r = tg_rng_new(seed * 6151 + 3);
+    if (!r) {
+        fprintf(stderr, "refops: out of memory\n");
+        exit(2);
+    }
+    for (int i = 0; i < n_ids; i++) {
+        if (kinds[i] != K_LEAF)
+            continue;
+        if (n == TG_MAX_INPUTS) {
+            fprintf(stderr, "refops: seed %llu: more than %d leaves for tg_hvp\n", seed,
+                    TG_MAX_INPUTS);
+            exit(2);
+        }
+        x[n] = ids[i];
+        leaf_id[n] = i;
+        shape sh = shape_of(i);
+        v[n] = tg_tensor_new(tape, TG_F64, sh.ndim, sh.d, NULL);
+        if (tg_tensor_fill_normal(v[n], r, 0, 1) != TG_OK)
+            fail("direction");
+        n++;
+    }
+    tg_rng_free(r);
+    static const char *const line[2] = {"hvp_for", "hvp_ror"};
+    static const tg_hvp_mode mode[2] = {TG_HVP_FORWARD_OVER_REVERSE,
+                                        TG_HVP_REVERSE_OVER_REVERSE};
+    for (int m = 0; m < 2; m++) {
+        if (tg_hvp(tape, ids[loss], n, x, v, mode[m], hv) != TG_OK) {
+            const char *e = tg_tape_error(tape);
+            printf("hvp_error %s %s\n", line[m], e ? e : "(no message)");
+            return;
+        }
+        if (m == 0)
+            for (int j = 0; j < n; j++) {
+                printf("dir %d", leaf_id[j]);
+                print_values(v[j], false);
+                printf("\n");
+            }
+        for (int j = 0; j < n; j++) {
+            printf("%s %d", line[m], leaf_id[j]);
+            print_values(hv[j], false);
+            printf("\n");
+        }
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1449,6 +1511,7 @@ main(int argc, char **argv)
             }
         }
     }
+    print_hvp(acc);
     tg_tape_free(tape);
     tg_rng_free(rng);
     return 0;
