@@ -718,6 +718,10 @@ static const struct op_case cases[] = {
     TWO("l1 (3x4)", ap_l1, 3, 4, 3, 4, .axis = 0),
     TWO("huber (3x4) delta 0.8", ap_huber, 3, 4, 3, 4, .c = 0.8),
     TWO("smooth_l1 (3x4) beta 0.6", ap_smooth_l1, 3, 4, 3, 4, .c = 0.6),
+    /* rank 1: the (1 x 1) loss's gradient must come back in the input's own shape */
+    ND("bce_with_logits (5) rank 1", ap_bce, 2, 1, 1, D1(5), D1(5), .lo = -4, .hi = 4),
+    ND("huber (6) rank 1, delta 0.8", ap_huber, 2, 1, 1, D1(6), D1(6), .c = 0.8),
+    ND("smooth_l1 (6) rank 1, beta 0.6", ap_smooth_l1, 2, 1, 1, D1(6), D1(6), .c = 0.6),
     ND("conv2d (2x3x5x6)*(4x3x3x3) stride 2 pad 1", ap_conv2d, 2, 4, 4, D4(2, 3, 5, 6), D4(4, 3, 3, 3), .axis = 0),
     ND("conv2d (1x2x5x5)*(3x2x2x3) same, dilation 2", ap_conv2d, 2, 4, 4, D4(1, 2, 5, 5), D4(3, 2, 2, 3), .axis = 1),
     ND("conv2d (2x4x4x5)*(6x2x3x2) groups 2", ap_conv2d, 2, 4, 4, D4(2, 4, 4, 5), D4(6, 2, 3, 2), .axis = 2),

@@ -148,6 +148,13 @@ POINTWISE_LOSS(bce_with_logits, BCE_F, tg__vsigmoid(a) - y, -a, (tg__vsigmoid(a)
                -a * ty, "J = mean(max(a, 0) - a y + log(1 + e^-|a|))",
                "da += dJ (σ(a) - y) / N;  dy -= dJ a / N", "J̇ = mean((σ(a) - y) ȧ - a ẏ)")
 
+/* g in input k's shape: dJ is (1 x 1), so g ⊙ dJ of a rank-1 input came out (1 x N) */
+static tg_tensor *
+as_input(tg_tape *t, const tg_node *nd, int k, tg_tensor *g)
+{
+    return tg_reshape(t, g, nd->in[k]->ndim, nd->in[k]->dims);
+}
+
 /* dJ/N times:  da: σ(a) - y;  dy: -a */
 static tg_tensor *
 bce_with_logits_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
@@ -155,7 +162,7 @@ bce_with_logits_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     tg_tape *t = nd->tape;
     tg_tensor *a = nd->in[0], *y = nd->in[1];
     tg_tensor *d = k ? tg_neg(t, a) : tg_sub(t, tg_sigmoid(t, a), y);
-    return tg_scale(t, tg_mul(t, d, dj), 1.0 / (double)a->size);
+    return as_input(t, nd, k, tg_scale(t, tg_mul(t, d, dj), 1.0 / (double)a->size));
 }
 
 tg_tensor *
@@ -205,7 +212,7 @@ huber_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     tg_tape *t = nd->tape;
     double c = nd->attr.scale;
     tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);
-    return tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (double)nd->in[0]->size);
+    return as_input(t, nd, k, tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (double)nd->in[0]->size));
 }
 
 tg_tensor *
@@ -236,7 +243,7 @@ smooth_l1_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     if (c == 0)
         return tg__vjp_graph_linear(nd, k, dj);
     tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);
-    return tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (c * (double)nd->in[0]->size));
+    return as_input(t, nd, k, tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (c * (double)nd->in[0]->size)));
 }
 
 tg_tensor *
