@@ -111,9 +111,8 @@ tg__jvp_linear(tg_node *nd)
     return tg__forward_on(nd, in_data, nd->out->tangent);
 }
 
-/* y += x over n elements of dtype dt */
-static void
-add_into(tg_dtype dt, void *y, const void *x, size_t n)
+void
+tg__add_into(tg_dtype dt, void *y, const void *x, size_t n)
 {
     TG__DISPATCH(dt, T, {
         T *restrict yv = y;
@@ -160,7 +159,7 @@ tg__jvp_multilinear(tg_node *nd, int n_factors)
         if (s != TG_OK)
             return s;
         if (!first)
-            add_into(nd->out->dtype, nd->out->tangent, term, nd->out->size);
+            tg__add_into(nd->out->dtype, nd->out->tangent, term, nd->out->size);
         first = false;
     }
     return TG_OK;

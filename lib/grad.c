@@ -66,8 +66,9 @@ struct shadow {
     tg_tensor out;
 };
 
+/* The headers of nd's original copied, no gradient or tangent set, scratch the given block */
 static void
-shadow_of(struct shadow *s, const tg_node *nd)
+shadow_init(struct shadow *s, const tg_node *nd, void *scratch)
 {
     const tg_node *orig = nd->ctx;
     s->node = *orig;
@@ -81,52 +82,55 @@ shadow_of(struct shadow *s, const tg_node *nd)
     s->out.grad = s->out.tangent = NULL;
     s->node.in = s->in;
     s->node.out = &s->out;
-    s->node.scratch = nd->scratch;
+    s->node.scratch = scratch;
+}
+
+/* The shadow for a rule that reads what the original's forward saved: a fresh copy of it */
+static void
+shadow_of(struct shadow *s, const tg_node *nd)
+{
+    const tg_node *orig = nd->ctx;
+    shadow_init(s, nd, nd->scratch);
     if (orig->scratch_bytes)
         memcpy(nd->scratch, orig->scratch, orig->scratch_bytes);
+}
+
+/* One of the original op's callbacks on the shadow, the tape marked busy with it */
+static tg_status
+run_rule(tg_node *nd, struct shadow *s, tg_status (*rule)(tg_node *), const char *what)
+{
+    tg_tape *t = nd->tape;
+    const tg_node *busy = t->busy_node;
+    const char *busy_what = t->busy_what;
+    t->busy_node = &s->node, t->busy_what = what;
+    tg_status st = rule(&s->node);
+    t->busy_node = busy, t->busy_what = busy_what;
+    return st;
 }
 
 static tg_status
 run_vjp(tg_node *nd, struct shadow *s)
 {
-    tg_tape *t = nd->tape;
-    const tg_node *orig = nd->ctx;
-    const tg_node *busy = t->busy_node;
-    const char *what = t->busy_what;
-    t->busy_node = &s->node, t->busy_what = "VJP";
-    tg_status st = orig->op->vjp(&s->node);
-    t->busy_node = busy, t->busy_what = what;
-    return st;
+    return run_rule(nd, s, ((const tg_node *)nd->ctx)->op->vjp, "VJP");
 }
 
 static tg_status
 run_jvp(tg_node *nd, struct shadow *s)
 {
-    tg_tape *t = nd->tape;
-    const tg_node *orig = nd->ctx;
-    const tg_node *busy = t->busy_node;
-    const char *what = t->busy_what;
-    t->busy_node = &s->node, t->busy_what = "JVP";
-    tg_status st = orig->op->jvp(&s->node);
-    t->busy_node = busy, t->busy_what = what;
-    return st;
+    return run_rule(nd, s, ((const tg_node *)nd->ctx)->op->jvp, "JVP");
+}
+
+/* n rounded up to the 64-byte alignment of the areas cut from a node's scratch */
+static size_t
+aligned(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
 }
 
 static size_t
 orig_scratch(const tg_node *nd)
 {
     return ((const tg_node *)nd->ctx)->scratch_bytes;
-}
-
-static void
-add_into(tg_dtype dt, void *y, const void *x, size_t n)
-{
-    TG__DISPATCH(dt, T, {
-        T *restrict yv = y;
-        const T *restrict xv = x;
-        for (size_t i = 0; i < n; i++)
-            yv[i] += xv[i];
-    });
 }
 
 static tg_tensor *record_vjp_node(tg_tape *t, const tg_node *orig, int k, tg_tensor *dy);
@@ -151,13 +155,13 @@ vjp_node_scratch(const tg_node *nd)
 {
     /* the original's scratch, then J_k·w (the output of the original) for the VJP */
     const tg_node *orig = nd->ctx;
-    return ((orig->scratch_bytes + 63) & ~(size_t)63) + tg__nbytes(orig->out);
+    return aligned(orig->scratch_bytes) + tg__nbytes(orig->out);
 }
 
 static void *
 vjp_node_temp(const tg_node *nd)
 {
-    return (char *)nd->scratch + ((orig_scratch(nd) + 63) & ~(size_t)63);
+    return (char *)nd->scratch + aligned(orig_scratch(nd));
 }
 
 static tg_status
@@ -186,7 +190,7 @@ vjp_node_vjp(tg_node *nd)
     s.out.tangent = jw;
     tg_status st = run_jvp(nd, &s);
     if (st == TG_OK)
-        add_into(nd->out->dtype, nd->in[0]->grad, jw, nd->in[0]->size);
+        tg__add_into(nd->out->dtype, nd->in[0]->grad, jw, nd->in[0]->size);
     return st;
 }
 
@@ -344,16 +348,14 @@ static size_t
 bil_scratch(const tg_node *nd)
 {
     const tg_node *orig = nd->ctx;
-    size_t out = (tg__nbytes(orig->out) + 63) & ~(size_t)63;
-    return ((orig->scratch_bytes + 63) & ~(size_t)63) + 2 * out;
+    return aligned(orig->scratch_bytes) + 2 * aligned(tg__nbytes(orig->out));
 }
 
 static void *
 bil_term(const tg_node *nd)
 {
     const tg_node *orig = nd->ctx;
-    size_t out = (tg__nbytes(orig->out) + 63) & ~(size_t)63;
-    return (char *)nd->scratch + ((orig->scratch_bytes + 63) & ~(size_t)63) + out;
+    return (char *)nd->scratch + aligned(orig->scratch_bytes) + aligned(tg__nbytes(orig->out));
 }
 
 /* The shadow of the original with x, w data given (NULL: the original's), its forward run */
@@ -361,30 +363,13 @@ static tg_status
 bil_shadow(tg_node *nd, struct shadow *s, const void *x, const void *w)
 {
     const tg_node *orig = nd->ctx;
-    s->node = *orig;
-    for (int k = 0; k < orig->n_in; k++) {
-        s->hdr[k] = *orig->in[k];
-        s->hdr[k].grad = s->hdr[k].tangent = NULL;
-        s->hdr[k].grad_fresh = s->hdr[k].grad_borrowed = false;
-        s->in[k] = &s->hdr[k];
-    }
+    shadow_init(s, nd, orig->scratch_bytes ? nd->scratch : NULL);
     if (x)
         s->hdr[0].data = (void *)x;
     if (w)
         s->hdr[1].data = (void *)w;
-    s->out = *orig->out;
-    s->out.grad = s->out.tangent = NULL;
-    s->out.data = (char *)nd->scratch + ((orig->scratch_bytes + 63) & ~(size_t)63);
-    s->node.in = s->in;
-    s->node.out = &s->out;
-    s->node.scratch = orig->scratch_bytes ? nd->scratch : NULL;
-    tg_tape *t = nd->tape;
-    const tg_node *busy = t->busy_node;
-    const char *what = t->busy_what;
-    t->busy_node = &s->node, t->busy_what = "forward";
-    tg_status st = orig->op->forward(&s->node);
-    t->busy_node = busy, t->busy_what = what;
-    return st;
+    s->out.data = (char *)nd->scratch + aligned(orig->scratch_bytes);
+    return run_rule(nd, s, orig->op->forward, "forward");
 }
 
 /* P(x, w) into y (zeroed): the original's JVP along x alone, at w */
@@ -468,7 +453,7 @@ bil_backward(tg_node *nd)
         memset(p, 0, tg__nbytes(orig->out));
         st = vx ? bil_product(nd, g, b->data, p) : bil_product(nd, b->data, g, p);
         if (st == TG_OK)
-            add_into(nd->out->dtype, a->grad, p, a->size);
+            tg__add_into(nd->out->dtype, a->grad, p, a->size);
         return st;
     }
     }
@@ -494,7 +479,7 @@ bil_jvp(tg_node *nd)
         if (st == TG_OK && b->tangent) {
             st = bil_product(nd, a->data, b->tangent, p ? p : out);
             if (st == TG_OK && p)
-                add_into(nd->out->dtype, out, p, nd->out->size);
+                tg__add_into(nd->out->dtype, out, p, nd->out->size);
         }
         return st;
     }

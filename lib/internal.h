@@ -354,6 +354,8 @@ tg_status tg__forward_on(tg_node *nd, const void *const *in_data, void *out_data
  * (matmul, mul, conv: ẏ = F(ȧ, b) + F(a, ḃ)), each term a run of the forward (tg__forward_on),
  * terms without a tangent skipped. */
 tg_status tg__jvp_multilinear(tg_node *nd, int n_factors);
+/* y += x over n elements of dtype dt (the rules that add a second term from a temporary) */
+void tg__add_into(tg_dtype dt, void *y, const void *x, size_t n);
 
 /* ---- differentiable backward (grad.c) ---- */
 /* The vjp_graph of an op whose Jacobian is locally constant (linear ops, and piecewise linear

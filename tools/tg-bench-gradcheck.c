@@ -157,16 +157,6 @@ run(const struct gnet *net, bool fast, int projections, size_t max_elements, int
     return pass ? 0 : 1;
 }
 
-static bool
-listed(const char *list, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *c = list; (c = strstr(c, name)); c += n)
-        if ((c == list || c[-1] == ',') && (c[n] == ',' || c[n] == '\0'))
-            return true;
-    return false;
-}
-
 int
 main(int argc, char **argv)
 {

@@ -200,16 +200,6 @@ modes_agree(struct model *m)
     return big > 0 ? diff / big : diff;
 }
 
-static bool
-listed(const char *list, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
-}
-
 int
 main(int argc, char **argv)
 {

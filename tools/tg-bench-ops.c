@@ -634,19 +634,7 @@ bench_op(const struct bench *B, const struct opdef *op, int threads)
     free(t);
 }
 
-/* ---- options ---- */
-static bool
-listed(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t n = strlen(name);
-    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
-}
-
+/* ---- options (listed() is bench-clock.h's) ---- */
 /* "16M", "1048576", "64K" -> elements (binary suffixes); 0 when malformed */
 static int64_t
 parse_size(const char *s)

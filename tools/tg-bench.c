@@ -441,18 +441,6 @@ run_config(const struct net *net, tg_dtype dt, int threads, int reps, double min
     return 0;
 }
 
-static bool
-listed(const char *list, const char *name)
-{
-    if (!list)
-        return true;
-    size_t n = strlen(name);
-    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
-}
-
 int
 main(int argc, char **argv)
 {

@@ -317,18 +317,12 @@ ln_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
     if (k != 0 && !(gamma && k == 1)) /* dβ */
         return tg__sum_to(t, dy, nd->in[k]);
-    int n = nd->attr.axis, axes[TG_MAX_DIMS];
+    int n = nd->attr.axis, axes[TG_MAX_DIMS] = {0}; /* n >= 1 (the shape rule), but unseen here */
     row_axes(x, n, axes);
-    tg_tensor *centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
-    tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), axes, n, true);
-    tg_tensor *r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
-    tg_tensor *xhat = tg_mul(t, centered, r);
+    tg_tensor *r, *xhat = tg__normalize_graph(t, x, axes, n, nd->attr.scale2, &r);
     if (k != 0) /* dγ */
         return tg__sum_to(t, tg_mul(t, dy, xhat), gamma);
-    tg_tensor *u = gamma ? tg_mul(t, dy, gamma) : dy;
-    tg_tensor *mean_u = tg_mean_axes(t, u, axes, n, true);
-    tg_tensor *mean_ux = tg_mean_axes(t, tg_mul(t, u, xhat), axes, n, true);
-    return tg_mul(t, r, tg_sub(t, tg_sub(t, u, mean_u), tg_mul(t, xhat, mean_ux)));
+    return tg__normalized_dx_graph(t, gamma ? tg_mul(t, dy, gamma) : dy, xhat, r, axes, n);
 }
 
 const tg_op tg__op_layer_norm = {

@@ -347,10 +347,19 @@ channel_constant(tg_tape *t, const tg_tensor *x, const double *v)
     return c;
 }
 
-/* r (u − mean(u) − x̂ mean(u ⊙ x̂)), the means over axes (kept): the gradient at x of the
- * normalization x̂ = (x − mean(x)) r, r = (mean((x − mean(x))²) + ε)^−½, given u at x̂ */
-static tg_tensor *
-normalized_dx(tg_tape *t, tg_tensor *u, tg_tensor *xhat, tg_tensor *r, const int *axes, int n)
+tg_tensor *
+tg__normalize_graph(tg_tape *t, tg_tensor *x, const int *axes, int n, double eps,
+                    tg_tensor **r)
+{
+    tg_tensor *centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
+    tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), axes, n, true);
+    *r = tg_pow(t, tg_add(t, var, tg__constant(t, tg__tensor(x)->dtype, eps)), -0.5);
+    return tg_mul(t, centered, *r);
+}
+
+tg_tensor *
+tg__normalized_dx_graph(tg_tape *t, tg_tensor *u, tg_tensor *xhat, tg_tensor *r,
+                        const int *axes, int n)
 {
     tg_tensor *mean_u = tg_mean_axes(t, u, axes, n, true);
     tg_tensor *mean_ux = tg_mean_axes(t, tg_mul(t, u, xhat), axes, n, true);
@@ -419,16 +428,12 @@ bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *xhat = NULL, *r = NULL;
     if (k == 0 || wants_gamma || needs_z) {
         const double *mean = nd->scratch, *inv = mean + x->dims[1];
-        tg_tensor *centered;
         if (training) {
-            centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
-            tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), axes, n, true);
-            r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+            xhat = tg__normalize_graph(t, x, axes, n, nd->attr.scale2, &r);
         } else {
-            centered = tg_sub(t, x, channel_constant(t, x, mean));
             r = channel_constant(t, x, inv);
+            xhat = tg_mul(t, tg_sub(t, x, channel_constant(t, x, mean)), r);
         }
-        xhat = tg_mul(t, centered, r);
     }
     tg_tensor *dz = dy;
     if (act != TG_ACT_IDENTITY) {
@@ -444,7 +449,7 @@ bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     if (k != 0) /* dγ or dβ: the sums over (N, spatial), a (C) vector */
         return tg_sum_axes(t, wants_gamma ? tg_mul(t, dz, xhat) : dz, axes, n, false);
     tg_tensor *u = gamma_c ? tg_mul(t, dz, gamma_c) : dz;
-    return training ? normalized_dx(t, u, xhat, r, axes, n) : tg_mul(t, u, r);
+    return training ? tg__normalized_dx_graph(t, u, xhat, r, axes, n) : tg_mul(t, u, r);
 }
 
 const tg_op tg__op_batch_norm = {
@@ -754,16 +759,13 @@ gn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     int64_t groups = nd->attr.axis, rows = x->dims[0] * groups;
     int64_t grouped[3] = {x->dims[0], groups, rows ? (int64_t)x->size / rows : 0};
     const int row_axis = 2;
-    tg_tensor *xg = tg_reshape(t, x, 3, grouped);
-    tg_tensor *centered = tg_sub(t, xg, tg_mean_axes(t, xg, &row_axis, 1, true));
-    tg_tensor *var = tg_mean_axes(t, tg_square(t, centered), &row_axis, 1, true);
-    tg_tensor *r = tg_pow(t, tg_add(t, var, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
-    tg_tensor *xhat = tg_mul(t, centered, r); /* (N, G, M) */
+    tg_tensor *r, *xhat = tg__normalize_graph(t, tg_reshape(t, x, 3, grouped), &row_axis, 1,
+                                              nd->attr.scale2, &r); /* (N, G, M) */
     if (k != 0) /* dγ */
         return tg_sum_axes(t, tg_mul(t, dy, tg_reshape(t, xhat, x->ndim, x->dims)), caxes, nc,
                            false);
     tg_tensor *u = gamma ? tg_mul(t, dy, tg_reshape(t, gamma, x->ndim, cdims)) : dy;
-    tg_tensor *dx = normalized_dx(t, tg_reshape(t, u, 3, grouped), xhat, r, &row_axis, 1);
+    tg_tensor *dx = tg__normalized_dx_graph(t, tg_reshape(t, u, 3, grouped), xhat, r, &row_axis, 1);
     return tg_reshape(t, dx, x->ndim, x->dims);
 }
 

@@ -125,6 +125,14 @@ extern const tg_op tg__op_conv_transpose2d;                         /* conv_tran
 extern const tg_op tg__op_max_pool2d, tg__op_avg_pool2d;                        /* pool.c */
 extern const tg_op tg__op_dropout;                                              /* dropout.c */
 extern const tg_op tg__op_batch_norm, tg__op_group_norm;                        /* norm.c */
+/* The differentiable VJPs of the normalizations (norm.c, used by layer_norm.c too), recorded
+ * with ops over axes (kept): x̂ = (x − mean(x)) r with r = (mean((x − mean(x))²) + ε)^−½
+ * (into *r), and the gradient at x given u at x̂, r (u − mean(u) − x̂ mean(u ⊙ x̂)). The
+ * tensors may be handles (what the recording functions return). */
+tg_tensor *tg__normalize_graph(tg_tape *t, tg_tensor *x, const int *axes, int n, double eps,
+                               tg_tensor **r);
+tg_tensor *tg__normalized_dx_graph(tg_tape *t, tg_tensor *u, tg_tensor *xhat, tg_tensor *r,
+                                   const int *axes, int n);
 extern const tg_op tg__op_scaled_dot_product_attention;                         /* attention.c */
 extern const tg_op tg__op_layer_norm, tg__op_rms_norm;                          /* layer_norm.c */
 extern const tg_op tg__op_lstm_cell, tg__op_gru_cell;                          /* recurrent.c */
