@@ -546,13 +546,21 @@ GT_FN(store_acc_part)(GT_VT acc[GT_MR][GT_NV], GT *restrict c, size_t ldc, size_
     }
 }
 
+/*
+ * The direct micro-kernel for a tile of at most ROWS x (VECS·VL) that C's edge leaves (the
+ * whole MR x NR tile when ROWS = MR and VECS = NV): only those accumulators get multiply-adds.
+ * Every element of C still gets the same FMAs in the same k order as in the full tile (each
+ * lane is its own sum), so the bits are the same; the narrow tiles only skip the lanes and rows
+ * that would be thrown away. Small networks are made of such edges: B-small's 32x1x16 output
+ * layer ran a full 8 x 32 f32 tile for 1 column of C, 32 times the multiply-adds it needs.
+ */
 #if defined(__GNUC__)
-__attribute__((noinline))
+__attribute__((always_inline))
 #endif
-static void
-GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr,
-                           size_t nr, const GT *b, size_t rs_b, GT *restrict c, size_t ldc,
-                           GT alpha, GT beta)
+static inline void
+GT_FN(micro_kernel_direct_body)(int rows, int vecs, size_t kc, const GT *a, size_t rs_a,
+                                size_t cs_a, size_t mr, size_t nr, const GT *b, size_t rs_b,
+                                GT *restrict c, size_t ldc, GT alpha, GT beta)
 {
     /* Rows past mr read row mr - 1 (inside A) and are never stored. */
     const GT *arow[GT_MR];
@@ -571,13 +579,13 @@ GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, siz
     for (size_t p = 0; p < kc; p++) {
         GT_VT bv[GT_NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < GT_NV; v++)
+        for (int v = 0; v < vecs; v++)
             bv[v] = GT_V_LOADU(b + v * GT_VL);
 #pragma GCC unroll 32
-        for (int i = 0; i < GT_MR; i++) {
+        for (int i = 0; i < rows; i++) {
             GT_VT ai = GT_V_SET1(arow[i][a_off]);
 #pragma GCC unroll 8
-            for (int v = 0; v < GT_NV; v++)
+            for (int v = 0; v < vecs; v++)
                 acc[i][v] = GT_V_FMA(ai, bv[v], acc[i][v]);
         }
         a_off += cs_a;
@@ -588,6 +596,56 @@ GT_FN(micro_kernel_direct)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, siz
         return;
     }
     GT_FN(store_acc)(acc, c, ldc, alpha, beta);
+}
+
+/* One out-of-line kernel per tile shape, the shape a constant inside (the loops unroll).
+ * NAME: rows (1, 2, 4, or mr for all MR) and vectors (w: all NV, n: one). */
+#define GT_DIRECT_KERNEL(NAME, ROWS, VECS)                                                     \
+    __attribute__((noinline)) static void GT_FN(NAME)(                                         \
+        size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr, size_t nr, const GT *b,   \
+        size_t rs_b, GT *restrict c, size_t ldc, GT alpha, GT beta)                            \
+    {                                                                                          \
+        GT_FN(micro_kernel_direct_body)(ROWS, VECS, kc, a, rs_a, cs_a, mr, nr, b, rs_b, c, ldc, \
+                                        alpha, beta);                                          \
+    }
+GT_DIRECT_KERNEL(micro_kernel_direct, GT_MR, GT_NV)
+GT_DIRECT_KERNEL(direct_2w, 2, GT_NV)
+GT_DIRECT_KERNEL(direct_1w, 1, GT_NV)
+#if GT_MR > 4
+GT_DIRECT_KERNEL(direct_4w, 4, GT_NV)
+#endif
+#if GT_NV > 1
+GT_DIRECT_KERNEL(direct_mrn, GT_MR, 1)
+GT_DIRECT_KERNEL(direct_4n, 4, 1)
+GT_DIRECT_KERNEL(direct_2n, 2, 1)
+GT_DIRECT_KERNEL(direct_1n, 1, 1)
+#endif
+#undef GT_DIRECT_KERNEL
+
+typedef void GT_FN(direct_kernel)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr,
+                                  size_t nr, const GT *b, size_t rs_b, GT *restrict c,
+                                  size_t ldc, GT alpha, GT beta);
+
+/* The narrowest kernel that covers an mr x nr tile. */
+static GT_FN(direct_kernel) *
+GT_FN(direct_kernel_for)(size_t mr, size_t nr)
+{
+#if GT_NV > 1
+    if (nr <= GT_VL)
+        return mr <= 1   ? GT_FN(direct_1n)
+               : mr <= 2 ? GT_FN(direct_2n)
+               : mr <= 4 ? GT_FN(direct_4n)
+                         : GT_FN(direct_mrn);
+#endif
+    if (mr <= 1)
+        return GT_FN(direct_1w);
+    if (mr <= 2)
+        return GT_FN(direct_2w);
+#if GT_MR > 4
+    if (mr <= 4)
+        return GT_FN(direct_4w);
+#endif
+    return GT_FN(micro_kernel_direct);
 }
 
 static void
@@ -615,8 +673,8 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
                 size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
                 const GT *apanel = a + ir * rs_a + pc * cs_a;
                 GT *ctile = c + ir * ldc + jr;
-                GT_FN(micro_kernel_direct)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b, ctile,
-                                           ldc, alpha, beta_block);
+                GT_FN(direct_kernel_for)(mr, nr)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b,
+                                                 ctile, ldc, alpha, beta_block);
             }
         }
     }
