@@ -848,55 +848,55 @@ static void
 append_op_attrs(struct tg__dotbuf *b, const tg_node *n)
 {
     const tg_op *op = n->op;
-    if (op == &tg__op_matmul && (n->attr.trans_a || n->attr.trans_b))
-        tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr.trans_a ? "\xe1\xb5\x80" : "",
-                          n->attr.trans_b ? "\xe1\xb5\x80" : ""); /* A· Bᵀ */
+    if (op == &tg__op_matmul && (n->attr->trans_a || n->attr->trans_b))
+        tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr->trans_a ? "\xe1\xb5\x80" : "",
+                          n->attr->trans_b ? "\xe1\xb5\x80" : ""); /* A· Bᵀ */
     else if (op == &tg__op_scale)
-        tg__dotbuf_printf(b, "\\n\xc3\x97 %.4g", n->attr.scale); /* × c */
+        tg__dotbuf_printf(b, "\\n\xc3\x97 %.4g", n->attr->scale); /* × c */
     else if (op == &tg__op_leaky_relu)
-        tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr.scale); /* α = */
+        tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr->scale); /* α = */
     else if ((op == &tg__op_sum || op == &tg__op_mean || op == &tg__op_max ||
               op == &tg__op_min || op == &tg__op_var) &&
-             n->attr.axes != (1u << n->in[0]->ndim) - 1) {
+             n->attr->axes != (1u << n->in[0]->ndim) - 1) {
         /* the reduced axes when not all of them: "axis 1", "axes 0, 2" */
         int count = 0;
         for (int i = 0; i < n->in[0]->ndim; i++)
-            count += n->attr.axes >> i & 1;
+            count += n->attr->axes >> i & 1;
         tg__dotbuf_printf(b, "\\naxis%s", count > 1 ? "es" : "");
         for (int i = 0, k = 0; i < n->in[0]->ndim; i++)
-            if (n->attr.axes >> i & 1)
+            if (n->attr->axes >> i & 1)
                 tg__dotbuf_printf(b, "%s %d", k++ ? "," : "", i);
     }
     else if (op == &tg__op_mse_half)
-        tg__dotbuf_printf(b, "\\nbatch axis %d", n->attr.axis);
+        tg__dotbuf_printf(b, "\\nbatch axis %d", n->attr->axis);
     else if (op == &tg__op_softmax_xent || op == &tg__op_nll_loss)
-        tg__dotbuf_printf(b, "\\nclass axis %d", n->attr.axis);
+        tg__dotbuf_printf(b, "\\nclass axis %d", n->attr->axis);
     else if (op == &tg__op_cross_entropy)
-        tg__dotbuf_printf(b, "\\nclass axis %d%s%s", n->attr.axis,
-                          n->attr.weights ? ", weighted" : "",
-                          n->attr.scale2 > 0 ? ", smoothed" : "");
+        tg__dotbuf_printf(b, "\\nclass axis %d%s%s", n->attr->axis,
+                          n->attr->weights ? ", weighted" : "",
+                          n->attr->scale2 > 0 ? ", smoothed" : "");
     else if (op == &tg__op_bias_act) /* a fused node names its parts: + b, then g */
-        tg__dotbuf_printf(b, "\\n+ b, %s", tg_activation_name((tg_activation)n->attr.axis));
-    else if (op == &tg__op_batch_norm && n->attr.axis) /* and a fused activation after it */
-        tg__dotbuf_printf(b, "\\nthen %s", tg_activation_name((tg_activation)n->attr.axis));
-    else if (op == &tg__op_bmm && (n->attr.trans_a || n->attr.trans_b))
-        tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr.trans_a ? "\xe1\xb5\x80" : "",
-                          n->attr.trans_b ? "\xe1\xb5\x80" : "");
+        tg__dotbuf_printf(b, "\\n+ b, %s", tg_activation_name((tg_activation)n->attr->axis));
+    else if (op == &tg__op_batch_norm && n->attr->axis) /* and a fused activation after it */
+        tg__dotbuf_printf(b, "\\nthen %s", tg_activation_name((tg_activation)n->attr->axis));
+    else if (op == &tg__op_bmm && (n->attr->trans_a || n->attr->trans_b))
+        tg__dotbuf_printf(b, "\\nA%s \xc2\xb7 B%s", n->attr->trans_a ? "\xe1\xb5\x80" : "",
+                          n->attr->trans_b ? "\xe1\xb5\x80" : "");
     else if (op == &tg__op_pow)
-        tg__dotbuf_printf(b, "\\np = %.4g", n->attr.scale);
+        tg__dotbuf_printf(b, "\\np = %.4g", n->attr->scale);
     else if (op == &tg__op_elu)
-        tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr.scale);
+        tg__dotbuf_printf(b, "\\n\xce\xb1 = %.4g", n->attr->scale);
     else if (op == &tg__op_clamp)
-        tg__dotbuf_printf(b, "\\n[%.4g, %.4g]", n->attr.scale, n->attr.scale2);
+        tg__dotbuf_printf(b, "\\n[%.4g, %.4g]", n->attr->scale, n->attr->scale2);
     else if (op == &tg__op_huber || op == &tg__op_smooth_l1)
         tg__dotbuf_printf(b, "\\n%s = %.4g", op == &tg__op_huber ? "\xce\xb4" : "\xce\xb2",
-                          n->attr.scale);
+                          n->attr->scale);
     else if (op == &tg__op_softmax || op == &tg__op_log_softmax || op == &tg__op_concat ||
              op == &tg__op_stack || op == &tg__op_index_select || op == &tg__op_gather)
-        tg__dotbuf_printf(b, "\\naxis %d", n->attr.axis);
-    else if (op == &tg__op_logsumexp && n->attr.axes != (1u << n->in[0]->ndim) - 1)
+        tg__dotbuf_printf(b, "\\naxis %d", n->attr->axis);
+    else if (op == &tg__op_logsumexp && n->attr->axes != (1u << n->in[0]->ndim) - 1)
         for (int i = 0, k = 0; i < n->in[0]->ndim; i++)
-            if (n->attr.axes >> i & 1)
+            if (n->attr->axes >> i & 1)
                 tg__dotbuf_printf(b, "%s %d", k++ ? "," : "\\naxes", i);
 }
 

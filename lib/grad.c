@@ -144,7 +144,7 @@ static tg_tensor *record_jvp_node(tg_tape *t, const tg_node *orig, int k, tg_ten
 static tg_status
 vjp_node_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
-    const tg_tensor *x = ((const tg_node *)nd->ctx)->in[nd->attr.axis];
+    const tg_tensor *x = ((const tg_node *)nd->ctx)->in[nd->attr->axis];
     *ndim = x->ndim;
     memcpy(dims, x->dims, sizeof x->dims);
     return TG_OK;
@@ -169,7 +169,7 @@ vjp_node_forward(tg_node *nd)
 {
     struct shadow s;
     shadow_of(&s, nd);
-    int k = nd->attr.axis;
+    int k = nd->attr->axis;
     memset(nd->out->data, 0, tg__nbytes(nd->out));
     s.out.grad = nd->in[0]->data;
     s.hdr[k].grad = nd->out->data;
@@ -186,7 +186,7 @@ vjp_node_vjp(tg_node *nd)
     const tg_node *orig = nd->ctx;
     void *jw = vjp_node_temp(nd);
     memset(jw, 0, tg__nbytes(orig->out));
-    s.hdr[nd->attr.axis].tangent = nd->out->grad;
+    s.hdr[nd->attr->axis].tangent = nd->out->grad;
     s.out.tangent = jw;
     tg_status st = run_jvp(nd, &s);
     if (st == TG_OK)
@@ -202,7 +202,7 @@ vjp_node_jvp(tg_node *nd)
     struct shadow s;
     shadow_of(&s, nd);
     s.out.grad = nd->in[0]->tangent;
-    s.hdr[nd->attr.axis].grad = nd->out->tangent;
+    s.hdr[nd->attr->axis].grad = nd->out->tangent;
     return run_vjp(nd, &s);
 }
 
@@ -210,7 +210,7 @@ static tg_tensor *
 vjp_node_graph(tg_node *nd, int k, tg_tensor *w)
 {
     (void)k;
-    return record_jvp_node(nd->tape, nd->ctx, nd->attr.axis, w);
+    return record_jvp_node(nd->tape, nd->ctx, nd->attr->axis, w);
 }
 
 static const tg_op vjp_node_op = {
@@ -253,7 +253,7 @@ jvp_node_forward(tg_node *nd)
     struct shadow s;
     shadow_of(&s, nd);
     memset(nd->out->data, 0, tg__nbytes(nd->out));
-    s.hdr[nd->attr.axis].tangent = nd->in[0]->data;
+    s.hdr[nd->attr->axis].tangent = nd->in[0]->data;
     s.out.tangent = nd->out->data;
     return run_jvp(nd, &s);
 }
@@ -266,7 +266,7 @@ jvp_node_vjp(tg_node *nd)
     struct shadow s;
     shadow_of(&s, nd);
     s.out.grad = nd->out->grad;
-    s.hdr[nd->attr.axis].grad = nd->in[0]->grad; /* the original's VJP adds */
+    s.hdr[nd->attr->axis].grad = nd->in[0]->grad; /* the original's VJP adds */
     return run_vjp(nd, &s);
 }
 
@@ -277,7 +277,7 @@ jvp_node_jvp(tg_node *nd)
         return TG_OK;
     struct shadow s;
     shadow_of(&s, nd);
-    s.hdr[nd->attr.axis].tangent = nd->in[0]->tangent;
+    s.hdr[nd->attr->axis].tangent = nd->in[0]->tangent;
     s.out.tangent = nd->out->tangent;
     return run_jvp(nd, &s);
 }
@@ -286,7 +286,7 @@ static tg_tensor *
 jvp_node_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     (void)k;
-    return record_vjp_node(nd->tape, nd->ctx, nd->attr.axis, dy);
+    return record_vjp_node(nd->tape, nd->ctx, nd->attr->axis, dy);
 }
 
 static const tg_op jvp_node_op = {
@@ -406,7 +406,7 @@ static tg_status
 bil_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_node *orig = nd->ctx;
-    enum bil kind = (enum bil)nd->attr.axis;
+    enum bil kind = (enum bil)nd->attr->axis;
     const tg_tensor *like = kind == BIL_P ? orig->out : kind == BIL_VX ? orig->in[0] : orig->in[1];
     *ndim = like->ndim;
     memcpy(dims, like->dims, sizeof like->dims);
@@ -419,7 +419,7 @@ bil_forward(tg_node *nd)
 {
     const void *a = nd->in[0]->data, *b = nd->in[1]->data;
     memset(nd->out->data, 0, tg__nbytes(nd->out));
-    switch ((enum bil)nd->attr.axis) {
+    switch ((enum bil)nd->attr->axis) {
     case BIL_P:
         return bil_product(nd, a, b, nd->out->data);
     case BIL_VX:
@@ -435,14 +435,14 @@ bil_backward(tg_node *nd)
     tg_tensor *a = nd->in[0], *b = nd->in[1];
     const void *g = nd->out->grad;
     tg_status st = TG_OK;
-    switch ((enum bil)nd->attr.axis) {
+    switch ((enum bil)nd->attr->axis) {
     case BIL_P: /* dx += Vx(g, w), dw += Vw(g, x) */
         if (a->grad || b->grad)
             st = bil_vjp(nd, a->data, b->data, g, a->grad, b->grad);
         return st;
     case BIL_VX: /* ddy += P(g, w), dw += Vw(dy, g) */
     case BIL_VW: /* ddy += P(x, g), dx += Vx(dy, g) */ {
-        bool vx = nd->attr.axis == BIL_VX;
+        bool vx = nd->attr->axis == BIL_VX;
         if (b->grad)
             st = vx ? bil_vjp(nd, g, b->data, a->data, NULL, b->grad)
                     : bil_vjp(nd, b->data, g, a->data, b->grad, NULL);
@@ -467,7 +467,7 @@ bil_jvp(tg_node *nd)
     void *out = nd->out->tangent;
     tg_status st = TG_OK;
     const tg_node *orig = nd->ctx;
-    switch ((enum bil)nd->attr.axis) {
+    switch ((enum bil)nd->attr->axis) {
     case BIL_P: { /* Ṗ = P(ẋ, w) + P(x, ẇ) */
         void *p = NULL;
         if (a->tangent && b->tangent) {
@@ -504,7 +504,7 @@ bil_graph(tg_node *nd, int k, tg_tensor *g)
     tg_tape *t = nd->tape;
     const tg_node *orig = nd->ctx;
     tg_tensor *a = nd->in[0], *b = nd->in[1];
-    switch ((enum bil)nd->attr.axis) {
+    switch ((enum bil)nd->attr->axis) {
     case BIL_P:
         return k == 0 ? record_bil(t, orig, BIL_VX, g, b) : record_bil(t, orig, BIL_VW, g, a);
     case BIL_VX:

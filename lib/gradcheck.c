@@ -580,7 +580,7 @@ runner_plan(struct fn_runner *r, int k)
         const tg_tensor *in = nd->in[changed];
         enum region in_region = from_x ? REGION_ALL : r->plan[in->node->index].region;
         if (nd->op == &tg__op_matmul && in->ndim == 2) {
-            bool trans = changed ? nd->attr.trans_b : nd->attr.trans_a;
+            bool trans = changed ? nd->attr->trans_b : nd->attr->trans_a;
             if (from_x) {
                 p->how = HOW_INPUT_LINE;
                 p->region = changed ? REGION_COL : REGION_ROW;
@@ -621,7 +621,7 @@ product_update(struct fn_runner *r, tg_node *nd, struct replay_node *p, size_t e
                double delta)
 {
     const tg_tensor *a = nd->in[0], *b = nd->in[1];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     size_t m = (size_t)nd->out->dims[0], n = (size_t)nd->out->dims[1];
     size_t kk = (size_t)(ta ? a->dims[0] : a->dims[1]);
     double *C = nd->out->data;
@@ -1235,9 +1235,9 @@ solo_record(struct solo *s, const tg_node *n, tg_dtype dt, char *msg, size_t siz
     }
     /* Tensors an op reads through its attributes (batch_norm's running statistics) are
      * copied too: the re-run must neither read them in another dtype nor update the caller's. */
-    struct tg__attr attr = n->attr;
+    struct tg__attr attr = *n->attr;
     for (int k = 0; k < 2 && tg_tape_status(s->tape) == TG_OK; k++) {
-        const tg_tensor *x = n->attr.stats[k];
+        const tg_tensor *x = n->attr->stats[k];
         if (!x)
             continue;
         attr.stats[k] = tg__tensor(tg_tensor_new(s->tape, dt, x->ndim, x->dims, x->name));

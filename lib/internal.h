@@ -203,6 +203,8 @@ struct tg__attr {
     tg_tensor *stats[2];
 };
 
+extern const struct tg__attr tg__no_attr;
+
 struct tg_node {
     const tg_op *op;
     tg_tape *tape;
@@ -211,7 +213,10 @@ struct tg_node {
     tg_tensor **in; /* in_small for up to 4 inputs, else an array on the arena */
     tg_tensor *in_small[4];
     tg_tensor *out;
-    struct tg__attr attr;
+    /* The op's attributes: a copy on the arena, or tg__no_attr (all zero, read-only) for an op
+     * recorded without any. Out of line because most nodes have none: inline, the 184 bytes
+     * were most of a node, and a chain of small ops is bound by the memory its nodes take. */
+    struct tg__attr *attr;
     void *scratch;
     size_t scratch_bytes;
     void *ctx; /* custom ops' user pointer */

@@ -14,6 +14,7 @@
 /* What a handle resolves to once its header slot holds a newer tensor (tg__tensor): every
  * check rejects it (tg__operand, the accessors of tensor.c), and nothing writes to it. */
 tg_tensor tg__stale = {.kind = TG__KIND_STALE, .dtype = TG_F64};
+const struct tg__attr tg__no_attr;
 
 tg_tape *
 tg_tape_new(void)
@@ -580,8 +581,13 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
     }
     for (int i = 0; i < n_in; i++)
         n->in[i] = in[i];
-    if (attr)
-        n->attr = *attr;
+    n->attr = (struct tg__attr *)&tg__no_attr; /* never written through: see tg_node */
+    if (attr) {
+        n->attr = tg__arena_alloc(&t->arena, sizeof *n->attr);
+        if (!n->attr)
+            return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory for its attributes", op->name);
+        *n->attr = *attr;
+    }
     n->ctx = ctx;
     n->zero_output = zero_output;
 

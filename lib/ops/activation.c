@@ -244,7 +244,7 @@ elu_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
         for (size_t i = 0; i < x->size; i++)
             m[i] = xv[i] > 0;
     });
-    tg_tensor *left = tg_add(t, nd->out, tg__constant(t, x->dtype, nd->attr.scale));
+    tg_tensor *left = tg_add(t, nd->out, tg__constant(t, x->dtype, nd->attr->scale));
     return tg_mul(t, dy, tg_where(t, mask, tg__constant(t, x->dtype, 1), left));
 }
 #define ELU_VJP_GRAPH elu_vjp_graph
@@ -413,7 +413,7 @@ ba_shape_of(const tg_node *nd)
 static const struct tg__unary_rule *
 rule_of(const tg_node *nd)
 {
-    return act_rules[nd->attr.axis];
+    return act_rules[nd->attr->axis];
 }
 
 static bool
@@ -496,7 +496,7 @@ struct ba_job {
                 bias_rows_##SFX(x + at, b + col, z, nrows, ncols);                                 \
             else                                                                                   \
                 bias_cols_##SFX(x + at, b + row, z, nrows, ncols);                                 \
-            rule->fwd_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, z, y + at, n);                                      \
+            rule->fwd_##SFX((T)nd->attr->scale, (T)nd->attr->scale2, z, y + at, n);                                      \
         });                                                                                        \
     }
 
@@ -518,7 +518,7 @@ struct ba_job {
         T tmp[BLOCK];                                                                              \
         FOR_BLOCKS(j->s, r0, r1, {                                                                 \
             size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
-            rule->dz_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
+            rule->dz_##SFX((T)nd->attr->scale, (T)nd->attr->scale2, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
             if (dx)                                                                                \
                 acc_##SFX(dx + at, tmp, n);                                                        \
             if (part)                                                                              \
@@ -555,7 +555,7 @@ struct ba_job {
                             zd_block[i * ncols + c] = j->s.row_bias ? bb[c] : bb[i];               \
                 zd = zd_block;                                                                     \
             }                                                                                      \
-            rule->dz_##SFX((T)nd->attr.scale, (T)nd->attr.scale2, zs ? zs + at : NULL, y + at,     \
+            rule->dz_##SFX((T)nd->attr->scale, (T)nd->attr->scale2, zs ? zs + at : NULL, y + at,     \
                            zd, yd + at, n);                                                        \
         });                                                                                        \
     }
@@ -620,7 +620,7 @@ bias_act_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
         [TG_ACT_SIGMOID] = &tg__op_sigmoid, [TG_ACT_TANH] = &tg__op_tanh,
         [TG_ACT_SOFTPLUS] = &tg__op_softplus, [TG_ACT_GELU] = &tg__op_gelu,
     };
-    tg_activation act = (tg_activation)nd->attr.axis;
+    tg_activation act = (tg_activation)nd->attr->axis;
     if (act == TG_ACT_IDENTITY || act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU)
         return tg__vjp_graph_linear(nd, k, dy);
     tg_tape *t = nd->tape;

@@ -102,9 +102,9 @@ sdpa_of(const tg_node *nd)
     a.grain = bh > SDPA_MAX_PARTS ? (bh + SDPA_MAX_PARTS - 1) / SDPA_MAX_PARTS : 1;
     a.part_bytes = 3 * a.tq * sizeof(double) + 2 * a.tq * a.tk * tg_dtype_size(a.q->dtype);
     a.part_bytes = (a.part_bytes + 63) / 64 * 64;
-    a.causal = nd->attr.causal;
+    a.causal = nd->attr->causal;
     a.f64 = a.q->dtype == TG_F64;
-    a.scale = nd->attr.scale;
+    a.scale = nd->attr->scale;
     return a;
 }
 
@@ -525,7 +525,7 @@ sdpa_vjp_graph(tg_node *nd, int k, tg_tensor *dout)
 {
     tg_tape *t = nd->tape;
     tg_tensor *q = nd->in[0], *key = nd->in[1], *v = nd->in[2];
-    double c = nd->attr.scale;
+    double c = nd->attr->scale;
     int last = q->ndim - 1;
     tg_tensor *p = sdpa_probs_graph(nd);
     if (k == 2)

@@ -42,8 +42,8 @@ conv_geom(const tg_node *nd)
         .n = (size_t)x->dims[0], .c = (size_t)x->dims[1], .h = (size_t)x->dims[2],
         .w = (size_t)x->dims[3], .kh = (size_t)w->dims[2], .kw = (size_t)w->dims[3],
         .oh = (size_t)y->dims[2], .ow = (size_t)y->dims[3],
-        .sh = nd->attr.v[0][0], .sw = nd->attr.v[0][1], .dh = nd->attr.v[0][2],
-        .dw = nd->attr.v[0][3], .pt = nd->attr.v[1][0], .pl = nd->attr.v[1][1]};
+        .sh = nd->attr->v[0][0], .sw = nd->attr->v[0][1], .dh = nd->attr->v[0][2],
+        .dw = nd->attr->v[0][3], .pt = nd->attr->v[1][0], .pl = nd->attr->v[1][1]};
     return g;
 }
 
@@ -69,7 +69,7 @@ conv_mats(const tg_node *nd)
 {
     const tg_tensor *w = nd->in[1], *y = nd->out;
     struct conv_mats m;
-    m.groups = (size_t)nd->attr.axis;
+    m.groups = (size_t)nd->attr->axis;
     m.og = (size_t)w->dims[0] / m.groups;
     m.kg = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
     m.k = m.kg * m.groups;
@@ -98,7 +98,7 @@ static tg_status
 conv2d_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0], *w = nd->in[1];
-    const int64_t *s = nd->attr.v[0], *pad = nd->attr.v[1];
+    const int64_t *s = nd->attr->v[0], *pad = nd->attr->v[1];
     *ndim = 4;
     dims[0] = x->dims[0];
     dims[1] = w->dims[0];

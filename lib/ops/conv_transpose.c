@@ -56,8 +56,8 @@ ct_geom(const tg_node *nd)
         .n = (size_t)y->dims[0], .c = (size_t)y->dims[1], .h = (size_t)y->dims[2],
         .w = (size_t)y->dims[3], .kh = (size_t)w->dims[2], .kw = (size_t)w->dims[3],
         .oh = (size_t)x->dims[2], .ow = (size_t)x->dims[3],
-        .sh = nd->attr.v[0][0], .sw = nd->attr.v[0][1], .dh = nd->attr.v[0][2],
-        .dw = nd->attr.v[0][3], .pt = nd->attr.v[1][0], .pl = nd->attr.v[1][1]};
+        .sh = nd->attr->v[0][0], .sw = nd->attr->v[0][1], .dh = nd->attr->v[0][2],
+        .dw = nd->attr->v[0][3], .pt = nd->attr->v[1][0], .pl = nd->attr->v[1][1]};
     return g;
 }
 
@@ -72,7 +72,7 @@ ct_mats(const tg_node *nd)
 {
     const tg_tensor *x = nd->in[0], *w = nd->in[1];
     struct ct_mats m;
-    m.groups = (size_t)nd->attr.axis;
+    m.groups = (size_t)nd->attr->axis;
     m.c = (size_t)w->dims[0];
     m.cg = m.c / m.groups;
     m.kg = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
@@ -101,10 +101,10 @@ static tg_status
 conv_transpose2d_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0], *w = nd->in[1];
-    const int64_t *s = nd->attr.v[0], *p = nd->attr.v[1];
+    const int64_t *s = nd->attr->v[0], *p = nd->attr->v[1];
     *ndim = 4;
     dims[0] = x->dims[0];
-    dims[1] = w->dims[1] * nd->attr.axis;
+    dims[1] = w->dims[1] * nd->attr->axis;
     dims[2] = ct_out_size(x->dims[2], w->dims[2], s[0], s[2], p[0], p[2]);
     dims[3] = ct_out_size(x->dims[3], w->dims[3], s[1], s[3], p[1], p[3]);
     return TG_OK;

@@ -41,8 +41,8 @@ static void
 dropout_part(size_t begin, size_t end, void *ctx)
 {
     const struct dropout_job *j = ctx;
-    double p = j->nd->attr.scale;
-    uint64_t key = (uint64_t)j->nd->attr.v[0][0];
+    double p = j->nd->attr->scale;
+    uint64_t key = (uint64_t)j->nd->attr->v[0][0];
     TG__DISPATCH(j->nd->out->dtype, T, {
         const T *src = j->src;
         T *dst = j->dst;

@@ -734,10 +734,10 @@ scale_fwd_chunk(size_t e0, size_t e1, void *vctx)
 {
     const tg_node *nd = vctx;
     if (nd->out->dtype == TG_F32)
-        scale_fwd_f32((float)nd->attr.scale, (const float *)nd->in[0]->data + e0,
+        scale_fwd_f32((float)nd->attr->scale, (const float *)nd->in[0]->data + e0,
                       (float *)nd->out->data + e0, e1 - e0);
     else
-        scale_fwd_f64(nd->attr.scale, (const double *)nd->in[0]->data + e0,
+        scale_fwd_f64(nd->attr->scale, (const double *)nd->in[0]->data + e0,
                       (double *)nd->out->data + e0, e1 - e0);
 }
 
@@ -746,10 +746,10 @@ scale_vjp_chunk(size_t e0, size_t e1, void *vctx)
 {
     const tg_node *nd = vctx;
     if (nd->out->dtype == TG_F32)
-        scale_vjp_f32((float)nd->attr.scale, (const float *)nd->out->grad + e0,
+        scale_vjp_f32((float)nd->attr->scale, (const float *)nd->out->grad + e0,
                       (float *)nd->in[0]->grad + e0, e1 - e0);
     else
-        scale_vjp_f64(nd->attr.scale, (const double *)nd->out->grad + e0,
+        scale_vjp_f64(nd->attr->scale, (const double *)nd->out->grad + e0,
                       (double *)nd->in[0]->grad + e0, e1 - e0);
 }
 

@@ -30,11 +30,11 @@ rows_of(const tg_node *nd)
     const tg_tensor *x = nd->in[0];
     struct rows r = {1, 1, NULL, NULL};
     for (int i = 0; i < x->ndim; i++)
-        *(i < x->ndim - nd->attr.axis ? &r.n : &r.m) *= (size_t)x->dims[i];
+        *(i < x->ndim - nd->attr->axis ? &r.n : &r.m) *= (size_t)x->dims[i];
     int k = 1;
-    if (nd->attr.axes & 1)
+    if (nd->attr->axes & 1)
         r.gamma = nd->in[k++];
-    if (nd->attr.axes & 2)
+    if (nd->attr->axes & 2)
         r.beta = nd->in[k];
     return r;
 }
@@ -179,7 +179,7 @@ ln_forward_part(size_t begin, size_t end, void *ctx)
             const T *xr = x + row * r.m;
             T *yr = y + row * r.m;
             double mu = NORM_SUM(xr, r.m) / (double)r.m;
-            double iv = 1 / sqrt(NORM_SQDEV(xr, r.m, mu) / (double)r.m + nd->attr.scale2);
+            double iv = 1 / sqrt(NORM_SQDEV(xr, r.m, mu) / (double)r.m + nd->attr->scale2);
             mean[row] = mu, inv[row] = iv;
             for (size_t i = 0; i < r.m; i++)
                 yr[i] = (T)((gamma ? gamma[i] : 1) * ((xr[i] - mu) * iv) + (beta ? beta[i] : 0));
@@ -314,12 +314,12 @@ ln_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *x = nd->in[0];
     if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
         return NULL;
-    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
+    tg_tensor *gamma = nd->attr->axes & 1 ? nd->in[1] : NULL;
     if (k != 0 && !(gamma && k == 1)) /* dβ */
         return tg__sum_to(t, dy, nd->in[k]);
-    int n = nd->attr.axis, axes[TG_MAX_DIMS] = {0}; /* n >= 1 (the shape rule), but unseen here */
+    int n = nd->attr->axis, axes[TG_MAX_DIMS] = {0}; /* n >= 1 (the shape rule), but unseen here */
     row_axes(x, n, axes);
-    tg_tensor *r, *xhat = tg__normalize_graph(t, x, axes, n, nd->attr.scale2, &r);
+    tg_tensor *r, *xhat = tg__normalize_graph(t, x, axes, n, nd->attr->scale2, &r);
     if (k != 0) /* dγ */
         return tg__sum_to(t, tg_mul(t, dy, xhat), gamma);
     return tg__normalized_dx_graph(t, gamma ? tg_mul(t, dy, gamma) : dy, xhat, r, axes, n);
@@ -382,7 +382,7 @@ rms_forward_part(size_t begin, size_t end, void *ctx)
         for (size_t row = begin; row < end; row++) {
             const T *xr = x + row * r.m;
             T *yr = y + row * r.m;
-            double rr = 1 / sqrt(NORM_SQDEV(xr, r.m, 0) / (double)r.m + nd->attr.scale2);
+            double rr = 1 / sqrt(NORM_SQDEV(xr, r.m, 0) / (double)r.m + nd->attr->scale2);
             rinv[row] = rr;
             for (size_t i = 0; i < r.m; i++)
                 yr[i] = (T)((gamma ? gamma[i] : 1) * (xr[i] * rr));
@@ -495,10 +495,10 @@ rms_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *x = nd->in[0];
     if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
         return NULL;
-    int n = nd->attr.axis, axes[TG_MAX_DIMS];
+    int n = nd->attr->axis, axes[TG_MAX_DIMS];
     row_axes(x, n, axes);
     tg_tensor *mean_sq = tg_mean_axes(t, tg_square(t, x), axes, n, true);
-    tg_tensor *r = tg_pow(t, tg_add(t, mean_sq, tg__constant(t, x->dtype, nd->attr.scale2)), -0.5);
+    tg_tensor *r = tg_pow(t, tg_add(t, mean_sq, tg__constant(t, x->dtype, nd->attr->scale2)), -0.5);
     tg_tensor *xhat = tg_mul(t, x, r);
     if (k != 0) /* dγ */
         return tg__sum_to(t, tg_mul(t, dy, xhat), nd->in[1]);

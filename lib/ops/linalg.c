@@ -32,9 +32,9 @@ mm_dims(const tg_node *nd)
 {
     const tg_tensor *a = nd->in[0], *b = nd->in[1];
     struct mm_dims d;
-    d.m = (size_t)(nd->attr.trans_a ? a->dims[1] : a->dims[0]);
-    d.k = (size_t)(nd->attr.trans_a ? a->dims[0] : a->dims[1]);
-    d.n = (size_t)(nd->attr.trans_b ? b->dims[0] : b->dims[1]);
+    d.m = (size_t)(nd->attr->trans_a ? a->dims[1] : a->dims[0]);
+    d.k = (size_t)(nd->attr->trans_a ? a->dims[0] : a->dims[1]);
+    d.n = (size_t)(nd->attr->trans_b ? b->dims[0] : b->dims[1]);
     d.lda = (size_t)a->dims[1];
     d.ldb = (size_t)b->dims[1];
     return d;
@@ -44,7 +44,7 @@ static tg_status
 matmul_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *a = nd->in[0], *b = nd->in[1];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     if (a->ndim != 2 || b->ndim != 2) {
         tg__fail(nd->tape, TG_ERR_SHAPE, "matmul %s·%s: both operands must be 2-D, got %s · %s",
                  tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
@@ -79,7 +79,7 @@ mm_product(tg_dtype dt, bool ta, bool tb, struct mm_dims d, const void *a, const
 static tg_status
 matmul_forward(tg_node *nd)
 {
-    mm_product(nd->out->dtype, nd->attr.trans_a, nd->attr.trans_b, mm_dims(nd),
+    mm_product(nd->out->dtype, nd->attr->trans_a, nd->attr->trans_b, mm_dims(nd),
                nd->in[0]->data, nd->in[1]->data, nd->out->data);
     return TG_OK;
 }
@@ -119,7 +119,7 @@ static tg_status
 matmul_vjp(tg_node *nd)
 {
     tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
-    mm_vjp_one(c->dtype, nd->attr.trans_a, nd->attr.trans_b, mm_dims(nd), a->data, b->data,
+    mm_vjp_one(c->dtype, nd->attr->trans_a, nd->attr->trans_b, mm_dims(nd), a->data, b->data,
                c->grad, a->grad, b->grad);
     return TG_OK;
 }
@@ -129,7 +129,7 @@ matmul_jvp(tg_node *nd)
 {
     const tg_tensor *a = nd->in[0], *b = nd->in[1];
     struct mm_dims d = mm_dims(nd);
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     if (a->tangent)
         gemm_acc(nd->out->dtype, ta, tb, d.m, d.n, d.k, a->tangent, d.lda, b->data, d.ldb,
                  nd->out->tangent, d.n);
@@ -147,7 +147,7 @@ matmul_vjp_graph(tg_node *nd, int k, tg_tensor *dc)
 {
     tg_tape *t = nd->tape;
     tg_tensor *a = nd->in[0], *b = nd->in[1];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     if (k == 0)
         return ta ? tg_matmul_t(t, b, tb, dc, true) : tg_matmul_t(t, dc, false, b, !tb);
     return tb ? tg_matmul_t(t, dc, true, a, ta) : tg_matmul_t(t, a, !ta, dc, false);
@@ -286,9 +286,9 @@ bmm_plan_of(const tg_node *nd)
     int ar = a->ndim, br = b->ndim;
     size_t a0 = (size_t)a->dims[ar - 2], a1 = (size_t)a->dims[ar - 1];
     size_t b0 = (size_t)b->dims[br - 2], b1 = (size_t)b->dims[br - 1];
-    p.d.m = nd->attr.trans_a ? a1 : a0;
-    p.d.k = nd->attr.trans_a ? a0 : a1;
-    p.d.n = nd->attr.trans_b ? b0 : b1;
+    p.d.m = nd->attr->trans_a ? a1 : a0;
+    p.d.k = nd->attr->trans_a ? a0 : a1;
+    p.d.n = nd->attr->trans_b ? b0 : b1;
     p.d.lda = a1, p.d.ldb = b1;
     p.a_mat = a0 * a1, p.b_mat = b0 * b1, p.c_mat = p.d.m * p.d.n;
     int cb = c->ndim - 2; /* output batch rank, 0 … 2 */
@@ -308,7 +308,7 @@ static tg_status
 bmm_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *a = nd->in[0], *b = nd->in[1];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     if (a->ndim < 2 || b->ndim < 2) {
         tg__fail(nd->tape, TG_ERR_SHAPE, "bmm %s·%s: operands need at least 2 dimensions, got "
                  "%s · %s",
@@ -370,7 +370,7 @@ bmm_forward(tg_node *nd)
         if (p.d.k == 0)
             memset(c + ic * es, 0, p.c_mat * es);
         else
-            mm_product(nd->out->dtype, nd->attr.trans_a, nd->attr.trans_b, p.d, a + ia * es,
+            mm_product(nd->out->dtype, nd->attr->trans_a, nd->attr->trans_b, p.d, a + ia * es,
                        b + ib * es, c + ic * es);
     });
     return TG_OK;
@@ -387,7 +387,7 @@ bmm_vjp(tg_node *nd)
     if (c->size == 0 || p.d.k == 0) /* nothing to add (see bmm_forward) */
         return TG_OK;
     BMM_FOR(p, {
-        mm_vjp_one(c->dtype, nd->attr.trans_a, nd->attr.trans_b, p.d, ad + ia * es,
+        mm_vjp_one(c->dtype, nd->attr->trans_a, nd->attr->trans_b, p.d, ad + ia * es,
                    bd + ib * es, cg + ic * es, ag ? ag + ia * es : NULL,
                    bg ? bg + ib * es : NULL);
     });
@@ -407,7 +407,7 @@ bmm_vjp_graph(tg_node *nd, int k, tg_tensor *dc)
 {
     tg_tape *t = nd->tape;
     tg_tensor *a = nd->in[0], *b = nd->in[1];
-    bool ta = nd->attr.trans_a, tb = nd->attr.trans_b;
+    bool ta = nd->attr->trans_a, tb = nd->attr->trans_b;
     tg_tensor *g = k == 0 ? (ta ? tg_bmm(t, b, tb, dc, true) : tg_bmm(t, dc, false, b, !tb))
                           : (tb ? tg_bmm(t, dc, true, a, ta) : tg_bmm(t, a, !ta, dc, false));
     return tg__sum_to(t, g, nd->in[k]);

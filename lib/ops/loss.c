@@ -202,7 +202,7 @@ mse_half_shape(tg_node *nd, int *ndim, int64_t *dims)
     if (s != TG_OK)
         return s;
     const tg_tensor *a = nd->in[0];
-    int axis = nd->attr.axis;
+    int axis = nd->attr->axis;
     if (axis < 0 || axis >= a->ndim) {
         tg__fail(nd->tape, TG_ERR_ARG, "mse_half %s: batch axis %d is out of range for shape %s",
                  tg__name_text(a).s, axis, tg__shape_text(a).s);
@@ -219,7 +219,7 @@ mse_half_shape(tg_node *nd, int *ndim, int64_t *dims)
 static double
 batch_size(const tg_node *nd)
 {
-    return (double)nd->in[0]->dims[nd->attr.axis];
+    return (double)nd->in[0]->dims[nd->attr->axis];
 }
 
 static tg_status
@@ -395,7 +395,7 @@ xent_layout(const tg_node *nd)
 {
     const tg_tensor *s = nd->in[0];
     struct xent_layout l;
-    if (nd->attr.axis == 1) {
+    if (nd->attr->axis == 1) {
         l.batch = (size_t)s->dims[0], l.classes = (size_t)s->dims[1];
         l.ex_stride = l.classes, l.class_stride = 1;
     } else {
@@ -409,7 +409,7 @@ static tg_status
 xent_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *s = nd->in[0];
-    int axis = nd->attr.axis;
+    int axis = nd->attr->axis;
     if (s->ndim != 2 || (axis != 0 && axis != 1)) {
         tg__fail(nd->tape, TG_ERR_SHAPE,
                  "softmax_xent %s: needs 2-D scores and class_axis 0 or 1, got %s and %d",
@@ -422,16 +422,16 @@ xent_shape(tg_node *nd, int *ndim, int64_t *dims)
                  tg__shape_text(s).s);
         return TG_ERR_SHAPE;
     }
-    const int32_t *user = nd->attr.labels;
+    const int32_t *user = nd->attr->labels;
     if (!user) {
         tg__fail(nd->tape, TG_ERR_ARG, "softmax_xent %s: labels is NULL", tg__name_text(s).s);
         return TG_ERR_ARG;
     }
-    if (nd->attr.n_labels != l.batch) {
+    if (nd->attr->n_labels != l.batch) {
         tg__fail(nd->tape, TG_ERR_ARG,
                  "softmax_xent %s %s: %zu labels given for %zu examples (class_axis %d: one "
                  "label per example)",
-                 tg__name_text(s).s, tg__shape_text(s).s, nd->attr.n_labels, l.batch, axis);
+                 tg__name_text(s).s, tg__shape_text(s).s, nd->attr->n_labels, l.batch, axis);
         return TG_ERR_ARG;
     }
     for (size_t j = 0; j < l.batch; j++)
@@ -449,7 +449,7 @@ xent_shape(tg_node *nd, int *ndim, int64_t *dims)
         return TG_ERR_NOMEM;
     }
     memcpy(labels, user, l.batch * sizeof *labels);
-    nd->attr.labels = labels;
+    nd->attr->labels = labels;
     *ndim = 2;
     dims[0] = dims[1] = 1;
     return TG_OK;
@@ -610,7 +610,7 @@ XENT_KERNELS(double, f64)
     {                                                                                              \
         const struct xent_job *j = vctx;                                                           \
         const T *s = j->nd->in[0]->data;                                                           \
-        const int32_t *labels = j->nd->attr.labels;                                                \
+        const int32_t *labels = j->nd->attr->labels;                                                \
         size_t B = j->l.batch, C = j->l.classes;                                                   \
         if (j->l.class_stride == 1) {                                                              \
             for (size_t ex = j0; ex < j1; ex++) {                                                  \
@@ -657,7 +657,7 @@ XENT_KERNELS(double, f64)
         const struct xent_job *j = vctx;                                                           \
         const T *s = j->nd->in[0]->data;                                                           \
         T *ds = j->nd->in[0]->grad;                                                                \
-        const int32_t *labels = j->nd->attr.labels;                                                \
+        const int32_t *labels = j->nd->attr->labels;                                                \
         size_t B = j->l.batch, C = j->l.classes;                                                   \
         const double g = j->g;                                                                     \
         if (j->l.class_stride == 1) {                                                              \
@@ -705,7 +705,7 @@ struct xent_jvp_job {
         const struct xent_jvp_job *jj = vctx;                                                      \
         const struct xent_job *j = &jj->x;                                                         \
         const T *s = j->nd->in[0]->data, *ds = j->nd->in[0]->tangent;                              \
-        const int32_t *labels = j->nd->attr.labels;                                                \
+        const int32_t *labels = j->nd->attr->labels;                                                \
         size_t B = j->l.batch, C = j->l.classes;                                                   \
         if (j->l.class_stride == 1) {                                                              \
             for (size_t ex = j0; ex < j1; ex++)                                                    \
@@ -797,9 +797,9 @@ softmax_xent_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     TG__DISPATCH(s->dtype, T, {
         T *o = onehot->data;
         for (size_t b = 0; b < l.batch; b++)
-            o[b * l.ex_stride + (size_t)nd->attr.labels[b] * l.class_stride] = 1;
+            o[b * l.ex_stride + (size_t)nd->attr->labels[b] * l.class_stride] = 1;
     });
-    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr.axis);
+    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr->axis);
     return tg_scale(t, tg_mul(t, tg_sub(t, p, onehot), dj), 1.0 / (double)l.batch);
 }
 

@@ -24,7 +24,7 @@
     static tg_tensor *op##_vjp_graph(tg_node *nd, int k, tg_tensor *dj);                           \
     static tg_status op##_forward(tg_node *nd)                                                     \
     {                                                                                              \
-        double acc = 0, c = nd->attr.scale;                                                        \
+        double acc = 0, c = nd->attr->scale;                                                        \
         (void)c;                                                                                   \
         TG__DISPATCH(nd->out->dtype, T, {                                                          \
             const T *av = nd->in[0]->data, *yv = nd->in[1]->data;                                  \
@@ -38,7 +38,7 @@
     }                                                                                              \
     static tg_status op##_vjp(tg_node *nd)                                                         \
     {                                                                                              \
-        double c = nd->attr.scale;                                                                 \
+        double c = nd->attr->scale;                                                                 \
         (void)c;                                                                                   \
         TG__DISPATCH(nd->out->dtype, T, {                                                          \
             const T *av = nd->in[0]->data, *yv = nd->in[1]->data;                                  \
@@ -57,7 +57,7 @@
     }                                                                                              \
     static tg_status op##_jvp(tg_node *nd)                                                         \
     {                                                                                              \
-        double acc = 0, c = nd->attr.scale;                                                        \
+        double acc = 0, c = nd->attr->scale;                                                        \
         (void)c;                                                                                   \
         TG__DISPATCH(nd->out->dtype, T, {                                                          \
             const T *av = nd->in[0]->data, *yv = nd->in[1]->data;                                  \
@@ -210,7 +210,7 @@ static tg_tensor *
 huber_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
 {
     tg_tape *t = nd->tape;
-    double c = nd->attr.scale;
+    double c = nd->attr->scale;
     tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);
     return as_input(t, nd, k, tg_scale(t, tg_mul(t, fd, dj), (k ? -1.0 : 1.0) / (double)nd->in[0]->size));
 }
@@ -239,7 +239,7 @@ static tg_tensor *
 smooth_l1_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
 {
     tg_tape *t = nd->tape;
-    double c = nd->attr.scale;
+    double c = nd->attr->scale;
     if (c == 0)
         return tg__vjp_graph_linear(nd, k, dj);
     tg_tensor *fd = tg_clamp(t, tg_sub(t, nd->in[0], nd->in[1]), -c, c);

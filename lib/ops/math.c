@@ -130,7 +130,7 @@ pow_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     (void)k;
     tg_tape *t = nd->tape;
-    double p = nd->attr.scale;
+    double p = nd->attr->scale;
     return p == 0 ? NULL : tg_mul(t, dy, tg_scale(t, tg_pow(t, nd->in[0], p - 1), p));
 }
 #define POW_VJP_GRAPH pow_vjp_graph

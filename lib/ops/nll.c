@@ -23,7 +23,7 @@ cls_of(const tg_node *nd)
 {
     const tg_tensor *s = nd->in[0];
     struct cls l;
-    if (nd->attr.axis == 1)
+    if (nd->attr->axis == 1)
         l = (struct cls){(size_t)s->dims[0], (size_t)s->dims[1], (size_t)s->dims[1], 1};
     else
         l = (struct cls){(size_t)s->dims[1], (size_t)s->dims[0], 1, (size_t)s->dims[1]};
@@ -33,7 +33,7 @@ cls_of(const tg_node *nd)
 static double
 weight_of(const tg_node *nd, size_t c)
 {
-    return nd->attr.weights ? nd->attr.weights[c] : 1.0;
+    return nd->attr->weights ? nd->attr->weights[c] : 1.0;
 }
 
 /* Z = Σ_i w[y_i] */
@@ -42,7 +42,7 @@ label_weight_sum(const tg_node *nd, struct cls l)
 {
     double z = 0;
     for (size_t i = 0; i < l.batch; i++)
-        z += weight_of(nd, (size_t)nd->attr.labels[i]);
+        z += weight_of(nd, (size_t)nd->attr->labels[i]);
     return z;
 }
 
@@ -125,7 +125,7 @@ nll_forward(tg_node *nd)
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;
         for (size_t i = 0; i < l.batch; i++) {
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             acc -= weight_of(nd, y) * (double)x[i * l.ex_stride + y * l.class_stride];
         }
         ((T *)nd->out->data)[0] = (T)(acc / z);
@@ -144,7 +144,7 @@ nll_vjp(tg_node *nd)
         double g = (double)((const T *)nd->out->grad)[0] / z;
         T *dx = nd->in[0]->grad;
         for (size_t i = 0; i < l.batch; i++) {
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             dx[i * l.ex_stride + y * l.class_stride] -= (T)(g * weight_of(nd, y));
         }
     });
@@ -209,13 +209,13 @@ static tg_status
 xe_forward(tg_node *nd)
 {
     struct cls l = cls_of(nd);
-    double eps = nd->attr.scale2, z = label_weight_sum(nd, l), acc = 0;
+    double eps = nd->attr->scale2, z = label_weight_sum(nd, l), acc = 0;
     TG__DISPATCH(nd->out->dtype, T, {
         for (size_t i = 0; i < l.batch; i++) {
             const T *s = (const T *)nd->in[0]->data + i * l.ex_stride;
             double m, lse, smooth = 0;
             row_lse(nd, l, i, &m, &lse);
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             if (eps > 0)
                 for (size_t c = 0; c < l.classes; c++)
                     smooth += weight_of(nd, c) * (lse - (double)s[c * l.class_stride]);
@@ -233,7 +233,7 @@ xe_vjp(tg_node *nd)
     if (!nd->in[0]->grad)
         return TG_OK;
     struct cls l = cls_of(nd);
-    double eps = nd->attr.scale2, z = label_weight_sum(nd, l), wsum = 0;
+    double eps = nd->attr->scale2, z = label_weight_sum(nd, l), wsum = 0;
     for (size_t c = 0; c < l.classes; c++)
         wsum += weight_of(nd, c);
     TG__DISPATCH(nd->out->dtype, T, {
@@ -243,7 +243,7 @@ xe_vjp(tg_node *nd)
             T *ds = (T *)nd->in[0]->grad + i * l.ex_stride;
             double m, lse;
             row_lse(nd, l, i, &m, &lse);
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             double wy = weight_of(nd, y);
             for (size_t c = 0; c < l.classes; c++) {
                 double p = exp((double)s[c * l.class_stride] - lse);
@@ -260,7 +260,7 @@ static tg_status
 xe_jvp(tg_node *nd)
 {
     struct cls l = cls_of(nd);
-    double eps = nd->attr.scale2, share = eps / (double)l.classes;
+    double eps = nd->attr->scale2, share = eps / (double)l.classes;
     double z = label_weight_sum(nd, l), wsum = 0, acc = 0;
     for (size_t c = 0; c < l.classes; c++)
         wsum += weight_of(nd, c);
@@ -279,7 +279,7 @@ xe_jvp(tg_node *nd)
                 dot += e * t;
                 wdot += weight_of(nd, c) * t;
             }
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             double wy = (1 - eps) * weight_of(nd, y);
             acc += (wy + share * wsum) * (dot / sum) - wy * (double)ds[y * l.class_stride] -
                    share * wdot;
@@ -299,12 +299,12 @@ xe_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     tg_tape *t = nd->tape;
     const tg_tensor *s = nd->in[0];
     struct cls l = cls_of(nd);
-    double eps = nd->attr.scale2, share = eps / (double)l.classes;
+    double eps = nd->attr->scale2, share = eps / (double)l.classes;
     double z = label_weight_sum(nd, l), wsum = 0;
     for (size_t c = 0; c < l.classes; c++)
         wsum += weight_of(nd, c);
     int64_t per_example[2] = {s->dims[0], s->dims[1]};
-    per_example[nd->attr.axis] = 1;
+    per_example[nd->attr->axis] = 1;
     tg_tensor *a = tg__tensor(tg_tensor_new(t, s->dtype, 2, per_example, NULL));
     if (a->kind == TG__KIND_NIL)
         return a;
@@ -314,7 +314,7 @@ xe_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
     TG__DISPATCH(s->dtype, T, {
         T *av = a->data, *bv = b->data;
         for (size_t i = 0; i < l.batch; i++) {
-            size_t y = (size_t)nd->attr.labels[i];
+            size_t y = (size_t)nd->attr->labels[i];
             double wy = (1 - eps) * weight_of(nd, y);
             av[i] = (T)((wy + share * wsum) / z);
             for (size_t c = 0; c < l.classes; c++)
@@ -322,7 +322,7 @@ xe_vjp_graph(tg_node *nd, int k, tg_tensor *dj)
                     (T)(((c == y ? wy : 0) + share * weight_of(nd, c)) / z);
         }
     });
-    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr.axis);
+    tg_tensor *p = tg_softmax(t, nd->in[0], nd->attr->axis);
     return tg_mul(t, tg_sub(t, tg_mul(t, a, p), b), dj);
 }
 

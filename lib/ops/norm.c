@@ -53,7 +53,7 @@ static const struct tg__unary_rule *
 bn_act(const tg_node *nd, double *alpha)
 {
     *alpha = 0;
-    return nd->attr.axis ? tg__act_rule((tg_activation)nd->attr.axis, alpha) : NULL;
+    return nd->attr->axis ? tg__act_rule((tg_activation)nd->attr->axis, alpha) : NULL;
 }
 
 /* attr: scale = momentum, scale2 = ε, keepdims = training, axis = the fused tg_activation
@@ -72,9 +72,9 @@ bn_of(const tg_node *nd)
     for (int i = 2; i < x->ndim; i++)
         b.inner *= (size_t)x->dims[i];
     int k = 1;
-    if (nd->attr.axes & 1)
+    if (nd->attr->axes & 1)
         b.gamma = nd->in[k++];
-    if (nd->attr.axes & 2)
+    if (nd->attr->axes & 2)
         b.beta = nd->in[k];
     return b;
 }
@@ -97,16 +97,16 @@ bn_forward_part(size_t begin, size_t end, void *ctx)
     tg_node *nd = j->nd;
     struct bn b = j->b;
     double *mean = nd->scratch, *inv = mean + b.c;
-    double eps = nd->attr.scale2, m = nd->attr.scale, alpha;
+    double eps = nd->attr->scale2, m = nd->attr->scale, alpha;
     const struct tg__unary_rule *act = bn_act(nd, &alpha);
-    bool training = nd->attr.keepdims;
+    bool training = nd->attr->keepdims;
     size_t count = b.n * b.inner;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data, *gamma = b.gamma ? b.gamma->data : NULL;
         const T *beta = b.beta ? b.beta->data : NULL;
         T *y = nd->out->data;
-        T *rmean = nd->attr.stats[0] ? nd->attr.stats[0]->data : NULL;
-        T *rvar = nd->attr.stats[1] ? nd->attr.stats[1]->data : NULL;
+        T *rmean = nd->attr->stats[0] ? nd->attr->stats[0]->data : NULL;
+        T *rvar = nd->attr->stats[1] ? nd->attr->stats[1]->data : NULL;
         for (size_t c = begin; c < end; c++) {
             double mu, var;
             if (training) {
@@ -176,7 +176,7 @@ bn_vjp_part(size_t begin, size_t end, void *ctx)
     tg_node *nd = j->nd;
     struct bn b = j->b;
     const double *mean = nd->scratch, *inv = mean + b.c;
-    bool training = nd->attr.keepdims;
+    bool training = nd->attr->keepdims;
     double count = (double)(b.n * b.inner);
     tg_tensor *xt = nd->in[0];
     double alpha;
@@ -256,7 +256,7 @@ bn_jvp_part(size_t begin, size_t end, void *ctx)
     tg_node *nd = j->nd;
     struct bn b = j->b;
     const double *mean = nd->scratch, *inv = mean + b.c;
-    bool training = nd->attr.keepdims;
+    bool training = nd->attr->keepdims;
     double count = (double)(b.n * b.inner), alpha;
     const struct tg__unary_rule *act = bn_act(nd, &alpha);
     TG__DISPATCH(nd->out->dtype, T, {
@@ -377,7 +377,7 @@ bn_act_dz(tg_node *nd, tg_tensor *dy, tg_tensor *z)
         [TG_ACT_SOFTPLUS] = &tg__op_softplus, [TG_ACT_GELU] = &tg__op_gelu,
     };
     tg_tape *t = nd->tape;
-    tg_activation act = (tg_activation)nd->attr.axis;
+    tg_activation act = (tg_activation)nd->attr->axis;
     const tg_tensor *y = nd->out;
     if (act == TG_ACT_RELU || act == TG_ACT_LEAKY_RELU) {
         tg_tensor *mask = tg__tensor(tg_tensor_new(t, y->dtype, y->ndim, y->dims, NULL));
@@ -417,10 +417,10 @@ bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *x = nd->in[0];
     if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
         return NULL;
-    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
-    tg_tensor *beta = nd->attr.axes & 2 ? nd->in[gamma ? 2 : 1] : NULL;
-    bool training = nd->attr.keepdims, wants_gamma = gamma && k == 1;
-    tg_activation act = (tg_activation)nd->attr.axis;
+    tg_tensor *gamma = nd->attr->axes & 1 ? nd->in[1] : NULL;
+    tg_tensor *beta = nd->attr->axes & 2 ? nd->in[gamma ? 2 : 1] : NULL;
+    bool training = nd->attr->keepdims, wants_gamma = gamma && k == 1;
+    tg_activation act = (tg_activation)nd->attr->axis;
     bool needs_z = act == TG_ACT_SOFTPLUS || act == TG_ACT_GELU; /* their g' read z */
     int64_t cdims[TG_MAX_DIMS];
     int axes[TG_MAX_DIMS], n = channel_view(x, cdims, axes);
@@ -429,7 +429,7 @@ bn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     if (k == 0 || wants_gamma || needs_z) {
         const double *mean = nd->scratch, *inv = mean + x->dims[1];
         if (training) {
-            xhat = tg__normalize_graph(t, x, axes, n, nd->attr.scale2, &r);
+            xhat = tg__normalize_graph(t, x, axes, n, nd->attr->scale2, &r);
         } else {
             r = channel_constant(t, x, inv);
             xhat = tg_mul(t, tg_sub(t, x, channel_constant(t, x, mean)), r);
@@ -564,7 +564,7 @@ static struct gn
 gn_of(const tg_node *nd)
 {
     struct bn b = bn_of(nd);
-    struct gn g = {b.n, b.c, b.inner, (size_t)nd->attr.axis, b.c / (size_t)nd->attr.axis,
+    struct gn g = {b.n, b.c, b.inner, (size_t)nd->attr->axis, b.c / (size_t)nd->attr->axis,
                    b.gamma, b.beta};
     return g;
 }
@@ -572,7 +572,7 @@ gn_of(const tg_node *nd)
 static size_t
 gn_scratch(const tg_node *nd)
 {
-    return 2 * (size_t)nd->in[0]->dims[0] * (size_t)nd->attr.axis * sizeof(double);
+    return 2 * (size_t)nd->in[0]->dims[0] * (size_t)nd->attr->axis * sizeof(double);
 }
 
 struct gn_job {
@@ -595,7 +595,7 @@ gn_forward_part(size_t begin, size_t end, void *ctx)
         for (size_t ng = begin; ng < end; ng++) {
             const T *xg = x + ng * len;
             double mu = NORM_SUM(xg, len) / (double)len;
-            double iv = 1 / sqrt(NORM_SQDEV(xg, len, mu) / (double)len + nd->attr.scale2);
+            double iv = 1 / sqrt(NORM_SQDEV(xg, len, mu) / (double)len + nd->attr->scale2);
             mean[ng] = mu, inv[ng] = iv;
             for (size_t cc = 0; cc < g.cg; cc++) {
                 size_t c = ng % g.groups * g.cg + cc;
@@ -751,16 +751,16 @@ gn_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *x = nd->in[0];
     if (x->size == 0) /* empty x: every gradient is empty or a sum of nothing, 0 */
         return NULL;
-    tg_tensor *gamma = nd->attr.axes & 1 ? nd->in[1] : NULL;
+    tg_tensor *gamma = nd->attr->axes & 1 ? nd->in[1] : NULL;
     int64_t cdims[TG_MAX_DIMS];
     int caxes[TG_MAX_DIMS], nc = channel_view(x, cdims, caxes);
     if (k != 0 && !(gamma && k == 1)) /* dβ */
         return tg_sum_axes(t, dy, caxes, nc, false);
-    int64_t groups = nd->attr.axis, rows = x->dims[0] * groups;
+    int64_t groups = nd->attr->axis, rows = x->dims[0] * groups;
     int64_t grouped[3] = {x->dims[0], groups, rows ? (int64_t)x->size / rows : 0};
     const int row_axis = 2;
     tg_tensor *r, *xhat = tg__normalize_graph(t, tg_reshape(t, x, 3, grouped), &row_axis, 1,
-                                              nd->attr.scale2, &r); /* (N, G, M) */
+                                              nd->attr->scale2, &r); /* (N, G, M) */
     if (k != 0) /* dγ */
         return tg_sum_axes(t, tg_mul(t, dy, tg_reshape(t, xhat, x->ndim, x->dims)), caxes, nc,
                            false);

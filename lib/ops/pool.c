@@ -29,12 +29,12 @@ static struct tg__conv_geom
 pool_geom(const tg_node *nd)
 {
     const tg_tensor *x = nd->in[0], *y = nd->out;
-    const int64_t *v = nd->attr.v[0];
+    const int64_t *v = nd->attr->v[0];
     struct tg__conv_geom g = {
         .n = (size_t)x->dims[0], .c = (size_t)x->dims[1], .h = (size_t)x->dims[2],
         .w = (size_t)x->dims[3], .kh = (size_t)v[0], .kw = (size_t)v[1],
         .oh = (size_t)y->dims[2], .ow = (size_t)y->dims[3], .sh = v[2], .sw = v[3], .dh = 1,
-        .dw = 1, .pt = nd->attr.v[1][0], .pl = nd->attr.v[1][1]};
+        .dw = 1, .pt = nd->attr->v[1][0], .pl = nd->attr->v[1][1]};
     return g;
 }
 
@@ -42,7 +42,7 @@ static tg_status
 pool_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0];
-    const int64_t *v = nd->attr.v[0], *pad = nd->attr.v[1];
+    const int64_t *v = nd->attr->v[0], *pad = nd->attr->v[1];
     *ndim = 4;
     dims[0] = x->dims[0];
     dims[1] = x->dims[1];

@@ -83,12 +83,12 @@ static struct cell
 cell_of(const tg_node *nd, size_t gates)
 {
     struct cell c = {(size_t)nd->in[1]->dims[0], (size_t)nd->in[2]->dims[1], gates,
-                     (size_t)nd->attr.v[0][0], (size_t)nd->attr.v[0][1], nd->in[0], nd->in[1],
+                     (size_t)nd->attr->v[0][0], (size_t)nd->attr->v[0][1], nd->in[0], nd->in[1],
                      nd->in[2], NULL, NULL, {0}, NULL, NULL};
     int k = 3;
-    if (nd->attr.axes & 1)
+    if (nd->attr->axes & 1)
         c.b_ih = nd->in[k++];
-    if (nd->attr.axes & 2)
+    if (nd->attr->axes & 2)
         c.b_hh = nd->in[k];
     for (size_t q = 0; q < gates; q++) /* the LSTM's dI is its dS; the GRU's skips dn̂ ⊙ r */
         c.icol[q] = (gates == 3 && q == 2 ? 3 : q) * c.h;
@@ -314,7 +314,7 @@ static tg_tensor *
 graph_xw_rows(tg_node *nd)
 {
     tg_tensor *xw = nd->in[0];
-    int64_t b = nd->in[1]->dims[0], row0 = nd->attr.v[0][0], rstep = nd->attr.v[0][1];
+    int64_t b = nd->in[1]->dims[0], row0 = nd->attr->v[0][0], rstep = nd->attr->v[0][1];
     if (row0 == 0 && rstep == 1 && xw->dims[0] == b)
         return xw;
     return tg_slice(nd->tape, xw, (const int64_t[]){row0, 0},
@@ -348,7 +348,7 @@ graph_cell_input_grad(tg_node *nd, int k, tg_tensor *rows, tg_tensor *d_in, tg_t
         return graph_dxw(nd, rows, d_in);
     if (k == 2)
         return tg_matmul_t(t, d_hid, true, h_prev, false);
-    bool is_b_ih = k == 3 && (nd->attr.axes & 1);
+    bool is_b_ih = k == 3 && (nd->attr->axes & 1);
     return tg_sum_axes(t, is_b_ih ? d_in : d_hid, &batch_axis, 1, false);
 }
 
@@ -866,9 +866,9 @@ gru_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *h_prev = nd->in[1], *w_hh = nd->in[2];
     tg_tensor *b_ih = NULL, *b_hh = NULL;
     int q = 3;
-    if (nd->attr.axes & 1)
+    if (nd->attr->axes & 1)
         b_ih = nd->in[q++];
-    if (nd->attr.axes & 2)
+    if (nd->attr->axes & 2)
         b_hh = nd->in[q];
     tg_tensor *one = tg__constant(t, nd->out->dtype, 1);
     tg_tensor *rows = graph_xw_rows(nd);

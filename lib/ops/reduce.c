@@ -38,7 +38,7 @@ red_of(const tg_node *nd)
 {
     const tg_tensor *x = nd->in[0];
     struct red r = {1, 1, 1};
-    unsigned m = nd->attr.axes;
+    unsigned m = nd->attr->axes;
     int lo = 0, hi = x->ndim - 1;
     while (lo < x->ndim && !(m >> lo & 1))
         lo++;
@@ -53,7 +53,7 @@ red_of(const tg_node *nd)
 static bool
 red_contiguous(const tg_node *nd)
 {
-    unsigned m = nd->attr.axes;
+    unsigned m = nd->attr->axes;
     while (m && !(m & 1))
         m >>= 1;
     return (m & (m + 1)) == 0;
@@ -101,12 +101,12 @@ tg_status
 tg__reduce_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     const tg_tensor *x = nd->in[0];
-    unsigned m = nd->attr.axes;
+    unsigned m = nd->attr->axes;
     int k = 0;
     for (int i = 0; i < x->ndim; i++)
         if (!(m >> i & 1))
             dims[k++] = x->dims[i];
-        else if (nd->attr.keepdims)
+        else if (nd->attr->keepdims)
             dims[k++] = 1;
     if (k == 0)
         dims[k++] = 1;
@@ -251,7 +251,7 @@ reduce_forward(tg_node *nd, bool mean)
     j.c = mean ? 1.0 / (double)j.r.len : 1.0; /* len 0: the empty sum is 0, mean NaN */
     bool f32 = nd->out->dtype == TG_F32;
     if (!red_contiguous(nd)) { /* e.g. axes {0, 2} of a 3-D tensor: one strided pass */
-        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
         double *acc = nd->scratch;
         memset(acc, 0, nd->out->size * sizeof *acc);
         TG__DISPATCH(nd->out->dtype, T, {
@@ -317,7 +317,7 @@ reduce_vjp(tg_node *nd, bool mean)
                                                   : 1.0 / (double)j.r.len)
                : 1.0;
     if (!red_contiguous(nd)) {
-        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+        struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
         TG__DISPATCH(nd->out->dtype, T, {
             const T *dy = nd->out->grad;
             T *dx = nd->in[0]->grad;
@@ -475,7 +475,7 @@ extreme_scratch(const tg_node *nd)
 static tg_status
 extreme_forward(tg_node *nd, bool is_max)
 {
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     if (r4.count == 0) {
         tg__fail(nd->tape, TG_ERR_SHAPE, "%s %s: empty reduction over %s (no elements)",
                  nd->op->name, tg__name_text(nd->in[0]).s, tg__shape_text(nd->in[0]).s);
@@ -501,7 +501,7 @@ extreme_vjp(tg_node *nd)
 {
     if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     double *count = nd->scratch;
     memset(count, 0, nd->out->size * sizeof *count);
     TG__DISPATCH(nd->out->dtype, T, {
@@ -521,7 +521,7 @@ extreme_jvp(tg_node *nd)
 {
     if (!nd->in[0]->tangent || nd->out->size == 0)
         return TG_OK;
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     size_t n = nd->out->size;
     double *tied_sum = tg__jvp_scratch(nd, 2 * n * sizeof(double));
     if (!tied_sum)
@@ -620,10 +620,10 @@ var_forward(tg_node *nd)
 {
     if (nd->out->size == 0)
         return TG_OK; /* no outputs (a kept axis of size 0): nothing to compute, no scratch */
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     /* PyTorch divides the value by max(0, N - c) (so N <= c gives inf or NaN) but its
      * gradient by N - c itself: both are matched */
-    double *mu = nd->scratch, n = (double)r4.count, dof = fmax(0, n - nd->attr.axis);
+    double *mu = nd->scratch, n = (double)r4.count, dof = fmax(0, n - nd->attr->axis);
     memset(mu, 0, nd->out->size * sizeof *mu);
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;
@@ -648,8 +648,8 @@ var_vjp(tg_node *nd)
 {
     if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
-    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr.axis;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
+    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr->axis;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data, *dy = nd->out->grad;
         T *dx = nd->in[0]->grad;
@@ -663,8 +663,8 @@ var_jvp(tg_node *nd)
 {
     if (!nd->in[0]->tangent || nd->out->size == 0)
         return TG_OK;
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
-    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr.axis;
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
+    const double *mu = nd->scratch, dof = (double)r4.count - nd->attr->axis;
     double *acc = tg__jvp_scratch(nd, nd->out->size * sizeof(double));
     if (!acc)
         return TG_ERR_NOMEM;
@@ -691,14 +691,14 @@ var_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     int64_t kept[TG_MAX_DIMS];
     double count = 1;
     for (int i = 0; i < x->ndim; i++) {
-        bool reduced = nd->attr.axes & (1u << i);
+        bool reduced = nd->attr->axes & (1u << i);
         kept[i] = reduced ? 1 : x->dims[i];
         if (reduced)
             axes[n++] = i, count *= (double)x->dims[i];
     }
     tg_tensor *dyk = tg_reshape(t, dy, x->ndim, kept);
     tg_tensor *centered = tg_sub(t, x, tg_mean_axes(t, x, axes, n, true));
-    return tg_scale(t, tg_mul(t, dyk, centered), 2 / (count - nd->attr.axis));
+    return tg_scale(t, tg_mul(t, dyk, centered), 2 / (count - nd->attr->axis));
 }
 
 const tg_op tg__op_var = {

@@ -129,8 +129,8 @@ view_forward(tg_node *nd)
 static tg_status
 reshape_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
-    *ndim = nd->attr.axis;
-    memcpy(dims, nd->attr.v[0], sizeof nd->attr.v[0]);
+    *ndim = nd->attr->axis;
+    memcpy(dims, nd->attr->v[0], sizeof nd->attr->v[0]);
     return TG_OK;
 }
 
@@ -260,8 +260,8 @@ permute_walk(const tg_node *nd)
     size_t xs[TG_MAX_DIMS], n[TG_MAX_DIMS], s[TG_MAX_DIMS];
     strides_of(x, xs);
     for (int k = 0; k < x->ndim; k++) {
-        n[k] = (size_t)x->dims[nd->attr.v[0][k]];
-        s[k] = xs[nd->attr.v[0][k]];
+        n[k] = (size_t)x->dims[nd->attr->v[0][k]];
+        s[k] = xs[nd->attr->v[0][k]];
     }
     return walk_of(x->ndim, n, s, 0);
 }
@@ -271,7 +271,7 @@ permute_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     *ndim = nd->in[0]->ndim;
     for (int k = 0; k < *ndim; k++)
-        dims[k] = nd->in[0]->dims[nd->attr.v[0][k]];
+        dims[k] = nd->in[0]->dims[nd->attr->v[0][k]];
     return TG_OK;
 }
 
@@ -353,8 +353,8 @@ expand_walk(const tg_node *nd)
 static tg_status
 expand_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
-    *ndim = nd->attr.axis;
-    memcpy(dims, nd->attr.v[0], sizeof nd->attr.v[0]);
+    *ndim = nd->attr->axis;
+    memcpy(dims, nd->attr->v[0], sizeof nd->attr->v[0]);
     return TG_OK;
 }
 
@@ -430,8 +430,8 @@ slice_walk(const tg_node *nd)
     strides_of(x, xs);
     for (int k = 0; k < x->ndim; k++) {
         n[k] = (size_t)nd->out->dims[k];
-        s[k] = xs[k] * (size_t)nd->attr.v[2][k];
-        base += (size_t)nd->attr.v[0][k] * xs[k];
+        s[k] = xs[k] * (size_t)nd->attr->v[2][k];
+        base += (size_t)nd->attr->v[0][k] * xs[k];
     }
     return walk_of(x->ndim, n, s, base);
 }
@@ -441,7 +441,7 @@ slice_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     *ndim = nd->in[0]->ndim;
     for (int k = 0; k < *ndim; k++) {
-        int64_t len = nd->attr.v[1][k] - nd->attr.v[0][k], step = nd->attr.v[2][k];
+        int64_t len = nd->attr->v[1][k] - nd->attr->v[0][k], step = nd->attr->v[2][k];
         dims[k] = len == 0 ? 0 : (len - 1) / step + 1; /* ⌈len / step⌉ without overflow */
     }
     return TG_OK;
@@ -526,7 +526,7 @@ pad_walk(const tg_node *nd) /* over x, into y */
     strides_of(nd->out, ys);
     for (int k = 0; k < x->ndim; k++) {
         n[k] = (size_t)x->dims[k];
-        base += (size_t)nd->attr.v[0][k] * ys[k];
+        base += (size_t)nd->attr->v[0][k] * ys[k];
     }
     return walk_of(x->ndim, n, ys, base);
 }
@@ -537,7 +537,7 @@ pad_shape(tg_node *nd, int *ndim, int64_t *dims)
     const tg_tensor *x = nd->in[0];
     *ndim = x->ndim;
     for (int k = 0; k < x->ndim; k++)
-        dims[k] = x->dims[k] + nd->attr.v[0][k] + nd->attr.v[1][k];
+        dims[k] = x->dims[k] + nd->attr->v[0][k] + nd->attr->v[1][k];
     return TG_OK;
 }
 
@@ -549,7 +549,7 @@ pad_forward(tg_node *nd)
         const T *x = nd->in[0]->data;
         T *y = nd->out->data;
         for (size_t o = 0; o < nd->out->size; o++)
-            y[o] = (T)nd->attr.scale;
+            y[o] = (T)nd->attr->scale;
         WALK_FOR(w, y[i] = x[o]);
     });
     return TG_OK;
@@ -573,7 +573,9 @@ static tg_status
 pad_jvp(tg_node *nd)
 {
     tg_node zero_value = *nd;
-    zero_value.attr.scale = 0;
+    struct tg__attr attr = *nd->attr;
+    attr.scale = 0;
+    zero_value.attr = &attr;
     return tg__jvp_linear(&zero_value);
 }
 
@@ -637,7 +639,7 @@ outer_of(const tg_tensor *x, int axis) /* Π dims before axis */
 static tg_status
 join(tg_node *nd, bool backward)
 {
-    int axis = nd->attr.axis; /* of the output */
+    int axis = nd->attr->axis; /* of the output */
     size_t outer = outer_of(nd->out, axis), out_run = nd->out->size / (outer ? outer : 1);
     size_t at = 0;
     for (int j = 0; j < nd->n_in; j++) {
@@ -682,9 +684,9 @@ concat_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     *ndim = nd->in[0]->ndim;
     memcpy(dims, nd->in[0]->dims, sizeof nd->in[0]->dims);
-    dims[nd->attr.axis] = 0;
+    dims[nd->attr->axis] = 0;
     for (int j = 0; j < nd->n_in; j++)
-        dims[nd->attr.axis] += nd->in[j]->dims[nd->attr.axis];
+        dims[nd->attr->axis] += nd->in[j]->dims[nd->attr->axis];
     return TG_OK;
 }
 
@@ -694,7 +696,7 @@ stack_shape(tg_node *nd, int *ndim, int64_t *dims)
     const tg_tensor *x = nd->in[0];
     *ndim = x->ndim + 1;
     for (int i = 0, k = 0; i < *ndim; i++)
-        dims[i] = i == nd->attr.axis ? nd->n_in : x->dims[k++];
+        dims[i] = i == nd->attr->axis ? nd->n_in : x->dims[k++];
     return TG_OK;
 }
 
@@ -811,8 +813,8 @@ static struct isel
 isel_of(const tg_node *nd)
 {
     const tg_tensor *x = nd->in[0];
-    struct isel s = {outer_of(x, nd->attr.axis), (size_t)x->dims[nd->attr.axis], 1};
-    for (int i = nd->attr.axis + 1; i < x->ndim; i++)
+    struct isel s = {outer_of(x, nd->attr->axis), (size_t)x->dims[nd->attr->axis], 1};
+    for (int i = nd->attr->axis + 1; i < x->ndim; i++)
         s.inner *= (size_t)x->dims[i];
     return s;
 }
@@ -822,7 +824,7 @@ index_select_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     *ndim = nd->in[0]->ndim;
     memcpy(dims, nd->in[0]->dims, sizeof nd->in[0]->dims);
-    dims[nd->attr.axis] = (int64_t)nd->attr.n_index;
+    dims[nd->attr->axis] = (int64_t)nd->attr->n_index;
     return TG_OK;
 }
 
@@ -832,14 +834,14 @@ index_select_forward(tg_node *nd)
     if (nd->out->size == 0) /* nothing to copy (and outer may be huge: no index, or inner 0) */
         return TG_OK;
     struct isel s = isel_of(nd);
-    size_t n = nd->attr.n_index;
+    size_t n = nd->attr->n_index;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;
         T *y = nd->out->data;
         for (size_t o = 0; o < s.outer; o++)
             for (size_t j = 0; j < n; j++)
                 memcpy(y + (o * n + j) * s.inner,
-                       x + (o * s.d + (size_t)nd->attr.index[j]) * s.inner, s.inner * sizeof(T));
+                       x + (o * s.d + (size_t)nd->attr->index[j]) * s.inner, s.inner * sizeof(T));
     });
     return TG_OK;
 }
@@ -850,13 +852,13 @@ index_select_vjp(tg_node *nd)
     if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
     struct isel s = isel_of(nd);
-    size_t n = nd->attr.n_index;
+    size_t n = nd->attr->n_index;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *dy = nd->out->grad;
         T *dx = nd->in[0]->grad;
         for (size_t o = 0; o < s.outer; o++)
             for (size_t j = 0; j < n; j++) {
-                T *d = dx + (o * s.d + (size_t)nd->attr.index[j]) * s.inner;
+                T *d = dx + (o * s.d + (size_t)nd->attr->index[j]) * s.inner;
                 const T *g = dy + (o * n + j) * s.inner;
                 for (size_t i = 0; i < s.inner; i++)
                     d[i] += g[i];
@@ -933,7 +935,7 @@ gather_walk(const tg_node *nd)
     strides_of(x, xs);
     for (int k = 0; k < x->ndim; k++) {
         n[k] = (size_t)nd->out->dims[k];
-        s[k] = k == nd->attr.axis ? 0 : xs[k];
+        s[k] = k == nd->attr->axis ? 0 : xs[k];
     }
     return walk_of(x->ndim, n, s, 0);
 }
@@ -951,7 +953,7 @@ static tg_status
 gather_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
     *ndim = nd->in[0]->ndim;
-    memcpy(dims, nd->attr.v[0], sizeof nd->attr.v[0]);
+    memcpy(dims, nd->attr->v[0], sizeof nd->attr->v[0]);
     return TG_OK;
 }
 
@@ -959,8 +961,8 @@ static tg_status
 gather_forward(tg_node *nd)
 {
     struct walk w = gather_walk(nd);
-    size_t as = axis_stride(nd->in[0], nd->attr.axis);
-    const int64_t *idx = nd->attr.index;
+    size_t as = axis_stride(nd->in[0], nd->attr->axis);
+    const int64_t *idx = nd->attr->index;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data;
         T *y = nd->out->data;
@@ -975,8 +977,8 @@ gather_vjp(tg_node *nd)
     if (!nd->in[0]->grad)
         return TG_OK;
     struct walk w = gather_walk(nd);
-    size_t as = axis_stride(nd->in[0], nd->attr.axis);
-    const int64_t *idx = nd->attr.index;
+    size_t as = axis_stride(nd->in[0], nd->attr->axis);
+    const int64_t *idx = nd->attr->index;
     TG__DISPATCH(nd->out->dtype, T, {
         const T *dy = nd->out->grad;
         T *dx = nd->in[0]->grad;

@@ -306,7 +306,7 @@ along_jvp(tg_node *nd, enum sm_kind kind)
 {
     if (!nd->in[0]->tangent || nd->out->size == 0)
         return TG_OK;
-    struct sm s = sm_of(nd->in[0], nd->attr.axis);
+    struct sm s = sm_of(nd->in[0], nd->attr->axis);
     if (s.inner == 1) {
         struct sm_job j = {nd, kind, s.len, false};
         tg__parallel_for(s.outer, tg__grain_rows(s.len),
@@ -322,7 +322,7 @@ along_forward(tg_node *nd, enum sm_kind kind)
 {
     if (nd->out->size == 0) /* nothing to write; outer or inner may be huge (found by fuzzing) */
         return TG_OK;
-    struct sm s = sm_of(nd->in[0], nd->attr.axis);
+    struct sm s = sm_of(nd->in[0], nd->attr->axis);
     if (s.inner == 1) {
         struct sm_job j = {nd, kind, s.len, false};
         tg__parallel_for(s.outer, tg__grain_rows(s.len),
@@ -346,7 +346,7 @@ along_vjp(tg_node *nd, enum sm_kind kind)
 {
     if (!nd->in[0]->grad || nd->out->size == 0)
         return TG_OK;
-    struct sm s = sm_of(nd->in[0], nd->attr.axis);
+    struct sm s = sm_of(nd->in[0], nd->attr->axis);
     if (s.inner == 1) {
         struct sm_job j = {nd, kind, s.len, tg__grad_take_fresh(nd->in[0])};
         tg__parallel_for(s.outer, tg__grain_rows(s.len),
@@ -407,7 +407,7 @@ softmax_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     (void)k;
     tg_tape *t = nd->tape;
-    int axis = nd->attr.axis;
+    int axis = nd->attr->axis;
     tg_tensor *s = tg_sum_axes(t, tg_mul(t, dy, nd->out), &axis, 1, true);
     return tg_mul(t, nd->out, tg_sub(t, dy, s));
 }
@@ -461,7 +461,7 @@ log_softmax_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
 {
     (void)k;
     tg_tape *t = nd->tape;
-    int axis = nd->attr.axis;
+    int axis = nd->attr->axis;
     return tg_sub(t, dy, tg_mul(t, tg_exp(t, nd->out), tg_sum_axes(t, dy, &axis, 1, true)));
 }
 
@@ -497,7 +497,7 @@ static bool
 lse_rows(const tg_node *nd, size_t *len) /* the reduced axes are the trailing ones */
 {
     const tg_tensor *x = nd->in[0];
-    unsigned m = nd->attr.axes;
+    unsigned m = nd->attr->axes;
     size_t n = 1;
     int k = x->ndim - 1;
     for (; k >= 0 && (m >> k & 1); k--)
@@ -528,7 +528,7 @@ lse_forward(tg_node *nd)
                          nd->out->dtype == TG_F32 ? sm_fwd_rows_f32 : sm_fwd_rows_f64, &j);
         return TG_OK;
     }
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     double *m = nd->scratch, *sum = m + nd->out->size;
     for (size_t o = 0; o < nd->out->size; o++)
         m[o] = -INFINITY, sum[o] = 0;
@@ -556,7 +556,7 @@ lse_vjp(tg_node *nd)
         return TG_OK;
     }
     zero_if_fresh(nd->in[0]);
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     TG__DISPATCH(nd->out->dtype, T, {
         const T *x = nd->in[0]->data, *y = nd->out->data, *dy = nd->out->grad;
         T *dx = nd->in[0]->grad;
@@ -577,7 +577,7 @@ lse_jvp(tg_node *nd)
                          nd->out->dtype == TG_F32 ? sm_jvp_rows_f32 : sm_jvp_rows_f64, &j);
         return TG_OK;
     }
-    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr.axes);
+    struct tg__red4 r4 = tg__red4_of(nd->in[0], nd->attr->axes);
     double *acc = tg__jvp_scratch(nd, nd->out->size * sizeof(double));
     if (!acc)
         return TG_ERR_NOMEM;
@@ -601,7 +601,7 @@ logsumexp_vjp_graph(tg_node *nd, int k, tg_tensor *dy)
     tg_tensor *x = nd->in[0];
     int64_t kept[TG_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++)
-        kept[i] = nd->attr.axes & (1u << i) ? 1 : x->dims[i];
+        kept[i] = nd->attr->axes & (1u << i) ? 1 : x->dims[i];
     tg_tensor *yk = tg_reshape(t, nd->out, x->ndim, kept), *dyk = tg_reshape(t, dy, x->ndim, kept);
     return tg_mul(t, dyk, tg_exp(t, tg_sub(t, x, yk)));
 }

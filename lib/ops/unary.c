@@ -89,7 +89,7 @@ act_vjp_chunk(size_t b, size_t e, void *vctx)
 tg_status
 tg__unary_forward(tg_node *nd, const struct tg__unary_rule *rule)
 {
-    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .beta = nd->attr.scale2, .dt = nd->out->dtype,
+    struct act_job j = {.rule = rule, .alpha = nd->attr->scale, .beta = nd->attr->scale2, .dt = nd->out->dtype,
                         .x = nd->in[0]->data, .out = nd->out->data};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_fwd_chunk, &j);
     return TG_OK;
@@ -102,7 +102,7 @@ tg__unary_jvp(tg_node *nd, const struct tg__unary_rule *rule)
 {
     if (!nd->in[0]->tangent)
         return TG_OK;
-    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .beta = nd->attr.scale2, .dt = nd->out->dtype,
+    struct act_job j = {.rule = rule, .alpha = nd->attr->scale, .beta = nd->attr->scale2, .dt = nd->out->dtype,
                         .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->in[0]->tangent,
                         .dx = nd->out->tangent, .assign = true};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_vjp_chunk, &j);
@@ -114,7 +114,7 @@ tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *rule)
 {
     if (!nd->in[0]->grad)
         return TG_OK;
-    struct act_job j = {.rule = rule, .alpha = nd->attr.scale, .beta = nd->attr.scale2, .dt = nd->out->dtype,
+    struct act_job j = {.rule = rule, .alpha = nd->attr->scale, .beta = nd->attr->scale2, .dt = nd->out->dtype,
                         .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
                         .dx = nd->in[0]->grad, .assign = tg__grad_take_fresh(nd->in[0])};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_vjp_chunk, &j);
