@@ -20,7 +20,7 @@
 #include "ops.h"
 #include "unary.h"
 
-#define ACT_GRAIN 32768 /* elements per parallel chunk: ~128 KiB of float, L2-resident */
+#define ACT_GRAIN 8192 /* elements per parallel chunk: see TG__UNARY_GRAIN */
 enum { BLOCK = 1024 }; /* elements per stack block inside a chunk (8 KiB of double) */
 
 #define INV_SQRT2 0.70710678118654752440   /* 1/√2 */

@@ -25,7 +25,11 @@
 #include "ops.h"
 #include "vmath.h"
 
-#define TG__UNARY_GRAIN 32768 /* elements per parallel chunk: ~128 KiB of float, L2-resident */
+/* Elements per parallel chunk: 32 KiB of float. An activation is a serial stretch between two
+ * split products unless it is cut: with 32768, B-seed's 128 x 256 tanh ran as one chunk on one
+ * thread while the other waited. A chunk of 8192 still costs a few microseconds (vmath's tanh,
+ * ~0.5 ns per element), several times a hand-off to a spinning worker. */
+#define TG__UNARY_GRAIN 8192
 
 struct tg__unary_rule {
     void (*fwd_f32)(float alpha, float beta, const float *x, float *y, size_t n);
