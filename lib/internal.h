@@ -46,8 +46,8 @@ struct tg_tensor {
     const char *name;
     enum tg__kind kind;
     bool requires_grad;
-    bool grad_live;      /* backward: a gradient reached this tensor in the current pass */
     uint64_t grad_pass;  /* backward: the pass that last prepared grad (each prepared once) */
+    uint64_t live_pass;  /* backward: the latest pass in which a gradient reached this tensor */
     /* backward: grad is not zeroed yet. The tape zeroes it before the first VJP that adds
      * into it, unless that VJP's op overwrites a fresh gradient itself (tg__grad_take_fresh) */
     bool grad_fresh;

@@ -780,7 +780,6 @@ static bool
 prepare_grad(tg_tape *t, tg_tensor *x, const tg_tensor *out)
 {
     return_borrowed(x);
-    x->grad_live = false;
     if (!x->requires_grad || x->kind == TG__KIND_PARAM)
         return true;
     if (x->grad && x->grad_pass == t->grad_pass)
@@ -824,19 +823,59 @@ settle_grad(tg_tensor *x)
     }
 }
 
-/* After a pass: gradients no VJP reached read as zeros. */
+/* Marks x as reached by a gradient in the current pass (a live_pass stamp: no reset needed). */
 static void
-settle_all(tg_tape *t, size_t end, tg_tensor *out)
+mark_live(tg_tape *t, tg_tensor *x)
 {
-    for (size_t i = 0; i < end; i++) {
+    x->live_pass = t->grad_pass;
+}
+
+static bool
+is_live(const tg_tape *t, const tg_tensor *x)
+{
+    return x->live_pass == t->grad_pass;
+}
+
+/* The sweep meets x (as an input of a node, or as the output of a node nobody consumed): its
+ * gradient is prepared for this pass the first time. A tape input has no producer for the
+ * sweep to settle it at, so its gradient is zeroed now rather than lazily. */
+static bool
+meet(tg_tape *t, tg_tensor *x, const tg_tensor *out)
+{
+    if (x->grad_pass == t->grad_pass)
+        return true; /* met already (or out, prepared before the sweep) */
+    if (!prepare_grad(t, x, out))
+        return false;
+    if (x->kind == TG__KIND_INPUT)
+        settle_grad(x);
+    return true;
+}
+
+/* After a failure at the node before `end`: every gradient of nodes [0, end) that no VJP
+ * reached reads as zeros, as after a whole pass (nodes the sweep did not get to are met now). */
+static void
+settle_rest(tg_tape *t, size_t end, tg_tensor *out)
+{
+    for (size_t i = end; i-- > 0;) {
         tg_node *n = t->nodes[i];
         for (int k = 0; k < n->n_in; k++)
-            settle_grad(n->in[k]);
-        settle_grad(n->out);
+            if (meet(t, n->in[k], out))
+                settle_grad(n->in[k]);
+        if (meet(t, n->out, out))
+            settle_grad(n->out);
     }
     settle_grad(out);
 }
 
+/*
+ * One reverse sweep over the tape. Gradients are prepared when the sweep first meets their
+ * tensor (meet: allocated once per tape generation, marked fresh) and zeroed lazily: each just
+ * before the first VJP that adds into it, or written directly by a VJP that can overwrite, or,
+ * if nothing reached it, zeroed when the sweep gets to its producer (by then every consumer has
+ * run: the tape is in topological order). So each node is visited once; preparing every
+ * gradient in a pass of its own and settling them in another had cost a chain of scalar ops
+ * two more trips over memory as large as the tape.
+ */
 static tg_status
 backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
 {
@@ -845,27 +884,15 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
     tg_node *last = out->node;
     size_t end = last ? last->index + 1 : 0;
     t->grad_pass++;
-    /* Gradients are zeroed lazily (prepare_grad marks them fresh; each is zeroed just before
-     * the first VJP that adds into it, or written directly by a VJP that can overwrite, or
-     * zeroed at the end if nothing reached it), which saves a pass over every gradient that
-     * an overwriting VJP fills. out's is written with the seed. */
+    /* out's gradient is written with the seed, not zeroed */
     return_borrowed(out);
     if (out->grad && out->kind != TG__KIND_PARAM)
         out->grad_pass = t->grad_pass, out->grad_fresh = false;
-
-    for (size_t i = 0; i < end; i++) {
-        tg_node *n = t->nodes[i];
-        for (int k = 0; k < n->n_in; k++)
-            if (!prepare_grad(t, n->in[k], out))
-                return t->status;
-        if (!prepare_grad(t, n->out, out))
-            return t->status;
-    }
-    if (out->kind == TG__KIND_INPUT && !prepare_grad(t, out, out))
+    else if (!prepare_grad(t, out, out))
         return t->status;
 
-    /* d(out)/d(out) = 1, or the seed: written over a tape tensor's gradient (not zeroed
-     * above), added to a parameter's (parameter gradients accumulate across passes) */
+    /* d(out)/d(out) = 1, or the seed: written over a tape tensor's gradient, added to a
+     * parameter's (parameter gradients accumulate across passes) */
     out->grad_fresh = false;
     if (out->kind != TG__KIND_PARAM && seed) {
         /* No copy: out's gradient is the seed's data for this pass and after it (VJPs only
@@ -882,21 +909,31 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
             for (size_t i = 0; i < out->size; i++)
                 g[i] = (acc ? g[i] : 0) + (sd ? sd[i] : (T)1);
         });
-    out->grad_live = true;
+    mark_live(t, out);
 
-    /* Only nodes on a path to `out` run their VJP: grad_live marks tensors that received a
+    /* Only nodes on a path to `out` run their VJP: live marks tensors that received a
      * gradient. Tape order is topological, so one reverse sweep is enough. */
     for (size_t i = end; i-- > 0;) {
         tg_node *n = t->nodes[i];
-        if (!n->out->grad_live)
+        bool ok = meet(t, n->out, out);
+        for (int k = 0; ok && k < n->n_in; k++)
+            ok = meet(t, n->in[k], out);
+        if (!ok) {
+            settle_rest(t, i + 1, out);
+            return t->status;
+        }
+        if (!is_live(t, n->out)) {
+            settle_grad(n->out); /* nothing reached it: it reads as zeros */
             continue;
+        }
         bool takes_fresh = tg__vjp_takes_fresh(n->op);
         for (int k = 0; k < n->n_in; k++) {
             if (!take_dropped_grad(t, n->in[k], out)) {
-                settle_all(t, end, out);
+                settle_rest(t, i + 1, out);
                 return t->status;
             }
-            n->in[k]->grad_live |= n->in[k]->grad != NULL;
+            if (n->in[k]->grad)
+                mark_live(t, n->in[k]);
             if (!takes_fresh)
                 settle_grad(n->in[k]);
         }
@@ -911,7 +948,7 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
             if (t->status == TG_OK)
                 tg__fail(t, s, "%s: VJP failed at node #%zu: %s", n->op->name, n->index,
                          tg_status_string(s));
-            settle_all(t, end, out);
+            settle_rest(t, i + 1, out);
             return t->status;
         }
         if (t->check_finite) {
@@ -922,7 +959,7 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
                 long long at = tg__first_nonfinite(x->grad, x->size, x->dtype);
                 if (at >= 0) {
                     fail_nonfinite(t, n, "gradient", x, x->grad, at);
-                    settle_all(t, end, out);
+                    settle_rest(t, i + 1, out);
                     return t->status;
                 }
             }
@@ -930,7 +967,7 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
         if (n->out->grad && dropped_here(t, n->out, out))
             drop_grad(t, n->out);
     }
-    settle_all(t, end, out);
+    settle_grad(out);
     return TG_OK;
 }
 

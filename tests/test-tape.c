@@ -105,6 +105,36 @@ START_TEST(backward_twice_accumulates_parameters)
 }
 END_TEST
 
+/* Two passes on one recording, from different outputs. The second must not see the first's
+ * marks: a = x ⊙ x feeds only loss1, so after backward(loss2) a's and loss1's gradients read
+ * zero and x's is loss2's alone; a tensor the first pass reached is not live in the second.
+ * Then a third pass from loss1 again gives its gradients back (tensors recorded after loss1,
+ * such as b, are outside that pass and keep what they had). */
+START_TEST(passes_from_different_outputs_are_independent)
+{
+    tg_tape *t = tg_tape_new();
+    tg_tensor *x = tg_matrix(t, TG_F64, 1, 2, (double[]){1.5, -2}, "x");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *a = tg_mul(t, x, x);
+    tg_tensor *loss1 = tg_sum(t, a);                /* d/dx = 2x */
+    tg_tensor *b = tg_tanh(t, x);                   /* recorded after loss1 */
+    tg_tensor *loss2 = tg_sum(t, tg_scale(t, b, 3)); /* d/dx = 3 (1 - tanh² x) */
+    ck_assert_int_eq(tg_backward(t, loss1), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 0), 3);
+    ck_assert_double_eq(tg_tensor_grad_get(a, 1), 1);
+    ck_assert_int_eq(tg_backward(t, loss2), TG_OK);
+    for (int i = 0; i < 2; i++) {
+        double xi = i ? -2 : 1.5, th = tanh(xi);
+        ck_assert_double_eq_tol(tg_tensor_grad_get(x, i), 3 * (1 - th * th), 1e-15);
+        ck_assert_double_eq(tg_tensor_grad_get(a, i), 0);
+    }
+    ck_assert_double_eq(tg_tensor_grad_get(loss1, 0), 0);
+    ck_assert_int_eq(tg_backward(t, loss1), TG_OK);
+    ck_assert_double_eq(tg_tensor_grad_get(x, 1), -4);
+    tg_tape_free(t);
+}
+END_TEST
+
 /* The note's network, examples as columns, with the parameters checked against central
  * differences taken by perturbing the parameter buffer directly. */
 struct mlp {
@@ -414,6 +444,7 @@ main(void)
     tcase_add_test(tc, gradients_only_where_needed);
     tcase_add_test(tc, backward_without_parameters);
     tcase_add_test(tc, backward_twice_accumulates_parameters);
+    tcase_add_test(tc, passes_from_different_outputs_are_independent);
     tcase_add_test(tc, custom_op_differentiates);
     suite_add_tcase(s, tc);
 
