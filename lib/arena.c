@@ -12,7 +12,7 @@
 static size_t
 header_size(void)
 {
-    return (sizeof(struct tg__arena_block) + TG__ARENA_ALIGN - 1) & ~(size_t)(TG__ARENA_ALIGN - 1);
+    return TG__ARENA_BLOCK_HEADER;
 }
 
 static void *
@@ -100,7 +100,7 @@ add_total(struct tg__arena *a, size_t bytes)
 }
 
 void *
-tg__arena_alloc(struct tg__arena *a, size_t size)
+tg__arena_alloc_slow(struct tg__arena *a, size_t size)
 {
     if (size > SIZE_MAX - TG__ARENA_ALIGN)
         return NULL;

@@ -1192,7 +1192,7 @@ build_header(const struct ctx *c, const tg_state_dict *sd, const struct binding 
         bool ok = shape && offs && e;
         for (int d = 0; ok && d < b[i].ndim; d++)
             ok = json_array_append_new(shape, json_integer((json_int_t)b[i].dims[d])) == 0;
-        uint64_t bytes = (uint64_t)b[i].nelem * tg_dtype_size(b[i].dtype);
+        uint64_t bytes = (uint64_t)b[i].nelem * tg__dtype_bytes(b[i].dtype);
         ok = ok && json_array_append_new(offs, json_integer((json_int_t)off)) == 0 &&
              json_array_append_new(offs, json_integer((json_int_t)(off + bytes))) == 0;
         ok = ok && json_object_set_new(e, "dtype", json_string(tg_to_st(b[i].dtype))) == 0;
@@ -1513,7 +1513,7 @@ save_atomic(const struct ctx *c, const char *header, size_t hlen, const struct b
         goto fail_open;
     }
     for (size_t i = 0; i < n; i++) {
-        if (write_values(fd, b[i].data, b[i].nelem, tg_dtype_size(b[i].dtype)) != 0) {
+        if (write_values(fd, b[i].data, b[i].nelem, tg__dtype_bytes(b[i].dtype)) != 0) {
             st = fail(c, TG_ERR_IO, "writing tensor %s to \"%s\": %s", quote(b[i].name).s, tmp,
                       strerror(errno));
             goto fail_open;
@@ -1714,7 +1714,7 @@ tg_state_dict_load(tg_state_dict *sd, const char *path, unsigned flags)
         }
         if (flags & TG_LOAD_CHECK_FINITE) { /* rule 12 */
             const unsigned char *src = p.data + e->begin;
-            size_t es = tg_dtype_size(b[k].dtype);
+            size_t es = tg__dtype_bytes(b[k].dtype);
             for (size_t x = 0; x < e->nelem; x++) {
                 unsigned char le[8];
                 copy_le(le, src + x * es, 1, es);
@@ -1738,7 +1738,7 @@ tg_state_dict_load(tg_state_dict *sd, const char *path, unsigned flags)
     for (size_t k = 0; k < nb; k++) {
         const struct entry *e = b[k].match;
         if (e && e->nelem)
-            copy_le(b[k].data, p.data + e->begin, e->nelem, tg_dtype_size(b[k].dtype));
+            copy_le(b[k].data, p.data + e->begin, e->nelem, tg__dtype_bytes(b[k].dtype));
     }
     meta_free(sd->meta, sd->n_meta);
     sd->meta = p.m;
@@ -1828,7 +1828,7 @@ tg_checkpoint_open(const char *path)
         int dt = st_to_tg(e->st);
         if (dt < 0)
             continue;
-        size_t es = tg_dtype_size((tg_dtype)dt);
+        size_t es = tg__dtype_bytes((tg_dtype)dt);
         ck->values[i] = tg__malloc(e->nelem ? e->nelem * es : 1);
         if (!ck->values[i]) {
             st = fail(&c, TG_ERR_NOMEM, "out of memory for tensor %s", quote(e->name).s);

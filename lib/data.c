@@ -700,7 +700,7 @@ idx_to_features(tg_dataset *ds, const char *path, const struct idx *x, const tg_
         return ds_fail(ds, TG_ERR_ARG,
                        "\"%s\": scale_to_unit applies to u8 (0x08) data, the file holds %s",
                        path, idx_type_name(x->type));
-    size_t esize = tg_dtype_size(o->dtype);
+    size_t esize = tg__dtype_bytes(o->dtype);
     c->dtype = o->dtype;
     c->count = x->dims[0];
     c->features = 1;
@@ -1071,7 +1071,7 @@ csv_parse(tg_dataset *ds, const char *path, char *text, size_t len, const tg_csv
           struct contents *c)
 {
     char delim = o->delimiter ? o->delimiter : ',';
-    size_t esize = tg_dtype_size(o->dtype);
+    size_t esize = tg__dtype_bytes(o->dtype);
     size_t ncols = 0, first_line = 0;
     size_t cap_rows = 0, rows = 0;
     int32_t maxl = -1;
@@ -1439,7 +1439,7 @@ tg_batcher_new(const tg_dataset *ds, size_t batch_size, tg_layout layout, bool d
     tg_batcher *b = tg__calloc(1, sizeof *b);
     size_t xbytes;
     bool ovf = __builtin_mul_overflow(batch_size, ds->features, &xbytes) ||
-               __builtin_mul_overflow(xbytes, tg_dtype_size(ds->dtype), &xbytes);
+               __builtin_mul_overflow(xbytes, tg__dtype_bytes(ds->dtype), &xbytes);
     if (b && !ovf) {
         b->order = tg__calloc(ds->count, sizeof *b->order);
         b->x = tg__malloc(xbytes);
@@ -1459,7 +1459,7 @@ tg_batcher_new(const tg_dataset *ds, size_t batch_size, tg_layout layout, bool d
     b->rng = rng;
     b->count = ds->count;
     b->features = ds->features;
-    b->esize = tg_dtype_size(ds->dtype);
+    b->esize = tg__dtype_bytes(ds->dtype);
     tg_batcher_reset(b);
     if (err)
         *err = NULL;

@@ -122,11 +122,19 @@ tg__tensor(const tg_tensor *h)
     return (tg_tensor *)h;
 }
 
+/* tg_dtype_size inline: the library asks it several times per node, and the exported
+ * function is a call away (another translation unit). */
+static inline size_t
+tg__dtype_bytes(tg_dtype dt)
+{
+    return dt == TG_F32 ? 4 : dt == TG_F64 ? 8 : 0;
+}
+
 /* Bytes of x's data. Never overflows: sizes are checked when shapes are made. */
 static inline size_t
 tg__nbytes(const tg_tensor *x)
 {
-    return x->size * tg_dtype_size(x->dtype);
+    return x->size * tg__dtype_bytes(x->dtype);
 }
 
 /* Shape text "(3x4)" and a tensor's description `"W2" (3x4)` for messages. The struct is

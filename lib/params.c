@@ -59,7 +59,7 @@ tg_params_find(const tg_params *p, const char *name)
 static void
 repoint(tg_params *p)
 {
-    size_t esz = tg_dtype_size(p->dtype);
+    size_t esz = tg__dtype_bytes(p->dtype);
     for (size_t i = 0; i < p->count; i++) {
         p->tensors[i]->data = (char *)p->values + p->offsets[i] * esz;
         p->tensors[i]->grad = (char *)p->grads + p->offsets[i] * esz;
@@ -101,7 +101,7 @@ tg_params_add(tg_params *p, const char *name, int ndim, const int64_t *dims)
         return NULL;
     }
 
-    size_t esz = tg_dtype_size(p->dtype);
+    size_t esz = tg__dtype_bytes(p->dtype);
     tg_tensor *x = tg__calloc(1, sizeof *x);
     char *nm = x ? tg__strdup(name) : NULL;
     bool ok = x && nm;
@@ -211,7 +211,7 @@ tg_params_add_buffer(tg_params *p, const char *name, int ndim, const int64_t *di
         tg__params_fail(p, s, "%s", err);
         return NULL;
     }
-    size_t esz = tg_dtype_size(p->dtype);
+    size_t esz = tg__dtype_bytes(p->dtype);
     tg_tensor *x = tg__calloc(1, sizeof *x);
     char *nm = x ? tg__strdup(name) : NULL;
     void *data = nm ? tg__calloc(size ? size : 1, esz) : NULL;
@@ -319,5 +319,5 @@ void
 tg_params_zero_grad(tg_params *p)
 {
     if (p && p->grads)
-        memset(p->grads, 0, p->size * tg_dtype_size(p->dtype));
+        memset(p->grads, 0, p->size * tg__dtype_bytes(p->dtype));
 }

@@ -280,7 +280,7 @@ tg__check_dims(int ndim, const int64_t *dims, tg_dtype dt, size_t *size, char *e
         }
     }
     size_t bytes;
-    if (__builtin_mul_overflow(n, tg_dtype_size(dt), &bytes) || bytes > (SIZE_MAX >> 2)) {
+    if (__builtin_mul_overflow(n, tg__dtype_bytes(dt), &bytes) || bytes > (SIZE_MAX >> 2)) {
         struct tg__text s = tg__shape_dims_text(ndim, dims);
         snprintf(err, errsize, "%s: shape %s of %s needs more bytes than fit in memory", what,
                  s.s, tg_dtype_name(dt));

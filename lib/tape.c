@@ -376,11 +376,11 @@ tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *
                         "%s: name must be non-empty valid UTF-8 of at most %d bytes", what,
                         TG__NAME_MAX);
     tg_tensor *x = header_slot(t);
-    void *data = !x ? NULL : view ? view : tg__arena_alloc(&t->arena, size * tg_dtype_size(dt));
+    void *data = !x ? NULL : view ? view : tg__arena_alloc(&t->arena, size * tg__dtype_bytes(dt));
     char *nm = data && name ? arena_strdup(t, name) : NULL;
     if (!x || !data || (name && !nm))
         return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory (%zu bytes) for a %s tensor %s",
-                        what, size * tg_dtype_size(dt), tg_dtype_name(dt),
+                        what, size * tg__dtype_bytes(dt), tg_dtype_name(dt),
                         tg__shape_dims_text(ndim, dims).s);
     uint16_t uses = x->uses + 1; /* kept across the slot's tensors: see tg__handle */
     if (uses == TG__SLOT_USES_MAX)
@@ -398,7 +398,7 @@ tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *
     x->gen = t->gen;
     x->id = t->n_tensors++;
     if (zero)
-        memset(data, 0, size * tg_dtype_size(dt));
+        memset(data, 0, size * tg__dtype_bytes(dt));
     return x;
 }
 
@@ -867,6 +867,27 @@ settle_rest(tg_tape *t, size_t end, tg_tensor *out)
     settle_grad(out);
 }
 
+/* tg__vjp_takes_fresh searches the op table, and a tape runs few distinct ops: a pass keeps
+ * the answers for the last FRESH_SEEN ops it asked about. */
+#define FRESH_SEEN 8
+struct fresh_seen {
+    const tg_op *op[FRESH_SEEN];
+    bool fresh[FRESH_SEEN];
+    unsigned next; /* the entry to replace next */
+};
+
+static bool
+vjp_takes_fresh_seen(struct fresh_seen *seen, const tg_op *op)
+{
+    for (int i = 0; i < FRESH_SEEN && seen->op[i]; i++)
+        if (seen->op[i] == op)
+            return seen->fresh[i];
+    unsigned i = seen->next++ % FRESH_SEEN;
+    seen->op[i] = op;
+    seen->fresh[i] = tg__vjp_takes_fresh(op);
+    return seen->fresh[i];
+}
+
 /*
  * One reverse sweep over the tape. Gradients are prepared when the sweep first meets their
  * tensor (meet: allocated once per tape generation, marked fresh) and zeroed lazily: each just
@@ -911,6 +932,8 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
         });
     mark_live(t, out);
 
+    struct fresh_seen fresh_seen = {.next = 0};
+
     /* Only nodes on a path to `out` run their VJP: live marks tensors that received a
      * gradient. Tape order is topological, so one reverse sweep is enough. */
     for (size_t i = end; i-- > 0;) {
@@ -926,7 +949,7 @@ backward_from(tg_tape *t, tg_tensor *out, tg_tensor *seed)
             settle_grad(n->out); /* nothing reached it: it reads as zeros */
             continue;
         }
-        bool takes_fresh = tg__vjp_takes_fresh(n->op);
+        bool takes_fresh = vjp_takes_fresh_seen(&fresh_seen, n->op);
         for (int k = 0; k < n->n_in; k++) {
             if (!take_dropped_grad(t, n->in[k], out)) {
                 settle_rest(t, i + 1, out);

@@ -111,10 +111,29 @@ extern int tg__gemm_split;
  * run in order on the calling thread; n <= grain is a single inline call fn(0, n, ctx) with
  * no threading overhead. grain = 0 is treated as n (one chunk).
  */
-void tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
-                      void *ctx);
+void tg__parallel_for_chunks(size_t n, size_t grain,
+                             void (*fn)(size_t begin, size_t end, void *ctx), void *ctx);
+/* Inline, so that the one-chunk case (most calls on small tensors) costs a compare, not a
+ * call into the pool's code. */
+static inline void
+tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
+                 void *ctx)
+{
+    if (n == 0)
+        return;
+    if (grain == 0 || grain >= n)
+        fn(0, n, ctx);
+    else
+        tg__parallel_for_chunks(n, grain, fn, ctx);
+}
 /* ceil(n / grain): the number of chunks tg__parallel_for makes (1 when n = 0 or grain = 0). */
-size_t tg__parallel_chunks(size_t n, size_t grain);
+static inline size_t
+tg__parallel_chunks(size_t n, size_t grain)
+{
+    if (n == 0 || grain == 0 || grain >= n)
+        return 1;
+    return n / grain + (n % grain != 0);
+}
 
 /* The thread count kernels use: tg_num_threads() (1 when built with -Dthreads=disabled). */
 int tg__num_threads(void);

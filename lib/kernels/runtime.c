@@ -211,14 +211,6 @@ tg_set_kernel(const char *name)
 
 /* ---- parallel loops ---- */
 
-size_t
-tg__parallel_chunks(size_t n, size_t grain)
-{
-    if (n == 0 || grain == 0 || grain >= n)
-        return 1;
-    return n / grain + (n % grain != 0);
-}
-
 struct parallel_for {
     size_t n, grain;
     void (*fn)(size_t begin, size_t end, void *ctx);
@@ -234,16 +226,11 @@ parallel_for_chunk(size_t chunk, void *ctx)
     pf->fn(begin, end, pf->ctx);
 }
 
+/* More than one chunk (tg__parallel_for, kernels.h, takes the rest inline). */
 void
-tg__parallel_for(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
-                 void *ctx)
+tg__parallel_for_chunks(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
+                        void *ctx)
 {
-    if (n == 0)
-        return;
-    if (grain == 0 || grain >= n) {
-        fn(0, n, ctx);
-        return;
-    }
     size_t chunks = tg__parallel_chunks(n, grain);
     int threads = tg__num_threads();
     if ((size_t)threads > chunks)

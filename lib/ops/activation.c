@@ -451,7 +451,7 @@ bias_act_scratch(const tg_node *nd)
     size_t n = needs_z_attr(nd) ? s.rows * s.cols : 0;
     if (s.row_bias)
         n += s.chunks * s.cols;
-    return n * tg_dtype_size(nd->in[0]->dtype);
+    return n * tg__dtype_bytes(nd->in[0]->dtype);
 }
 
 struct ba_job {

@@ -100,7 +100,7 @@ sdpa_of(const tg_node *nd)
     }
     size_t bh = a.b * a.h;
     a.grain = bh > SDPA_MAX_PARTS ? (bh + SDPA_MAX_PARTS - 1) / SDPA_MAX_PARTS : 1;
-    a.part_bytes = 3 * a.tq * sizeof(double) + 2 * a.tq * a.tk * tg_dtype_size(a.q->dtype);
+    a.part_bytes = 3 * a.tq * sizeof(double) + 2 * a.tq * a.tk * tg__dtype_bytes(a.q->dtype);
     a.part_bytes = (a.part_bytes + 63) / 64 * 64;
     a.causal = nd->attr->causal;
     a.f64 = a.q->dtype == TG_F64;
@@ -353,7 +353,7 @@ struct sdpa_jvp_job {
 static size_t
 sdpa_jvp_part_bytes(const struct sdpa *a)
 {
-    size_t bytes = a->tq * sizeof(double) + 2 * a->tq * a->tk * tg_dtype_size(a->q->dtype);
+    size_t bytes = a->tq * sizeof(double) + 2 * a->tq * a->tk * tg__dtype_bytes(a->q->dtype);
     return (bytes + 63) / 64 * 64;
 }
 

@@ -76,7 +76,7 @@ conv_mats(const tg_node *nd)
     m.plane = (size_t)(y->dims[2] * y->dims[3]);
     m.p = (size_t)y->dims[0] * m.plane;
     size_t n = (size_t)y->dims[0], per_sample = (m.k + (size_t)w->dims[0]) * m.plane *
-                                                    tg_dtype_size(y->dtype);
+                                                    tg__dtype_bytes(y->dtype);
     size_t cs = per_sample ? CONV_CHUNK_BYTES / per_sample : n;
     cs = cs < 1 ? 1 : cs > n ? n : cs;
     if (n) /* even chunks: the same count, none much smaller than the others */
@@ -91,7 +91,7 @@ static size_t
 conv2d_scratch(const tg_node *nd)
 {
     struct conv_mats m = conv_mats(nd);
-    return (m.k + m.og * m.groups) * m.pc * tg_dtype_size(nd->out->dtype);
+    return (m.k + m.og * m.groups) * m.pc * tg__dtype_bytes(nd->out->dtype);
 }
 
 static tg_status
@@ -114,7 +114,7 @@ chunk_input(const tg_node *nd, const struct tg__conv_geom *g, size_t n0, size_t 
 {
     *gc = *g;
     gc->n = n0 + cs > g->n ? g->n - n0 : cs;
-    return (const char *)nd->in[0]->data + n0 * g->c * g->h * g->w * tg_dtype_size(nd->out->dtype);
+    return (const char *)nd->in[0]->data + n0 * g->c * g->h * g->w * tg__dtype_bytes(nd->out->dtype);
 }
 
 static tg_status
@@ -125,7 +125,7 @@ conv2d_forward(tg_node *nd)
     struct tg__conv_geom g = conv_geom(nd), gc;
     struct conv_mats m = conv_mats(nd);
     tg_dtype dt = nd->out->dtype;
-    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    size_t es = tg__dtype_bytes(dt), o_all = m.og * m.groups;
     char *col = nd->scratch, *ybuf = col + m.k * m.pc * es;
     const char *w = nd->in[1]->data;
     const tg_tensor *b = nd->n_in > 2 ? nd->in[2] : NULL;
@@ -152,7 +152,7 @@ conv2d_vjp(tg_node *nd)
     struct tg__conv_geom g = conv_geom(nd), gc;
     struct conv_mats m = conv_mats(nd);
     tg_dtype dt = nd->out->dtype;
-    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    size_t es = tg__dtype_bytes(dt), o_all = m.og * m.groups;
     char *col = nd->scratch, *dyb = col + m.k * m.pc * es;
     const char *wd = w->data;
     for (size_t n0 = 0; n0 < g.n; n0 += m.cs) {
@@ -202,7 +202,7 @@ conv2d_jvp(tg_node *nd)
     struct tg__conv_geom g = conv_geom(nd), gc;
     struct conv_mats m = conv_mats(nd);
     tg_dtype dt = y->dtype;
-    size_t es = tg_dtype_size(dt), o_all = m.og * m.groups;
+    size_t es = tg__dtype_bytes(dt), o_all = m.og * m.groups;
     if (!x->tangent && !w->tangent) { /* ẏ[n, o, ·] = ḃ[o] */
         TG__DISPATCH(dt, T, {
             const T *bd = bias_dot;

@@ -87,7 +87,7 @@ static size_t
 conv_transpose2d_scratch(const tg_node *nd)
 {
     struct ct_mats m = ct_mats(nd);
-    return (m.c + m.k) * m.p * tg_dtype_size(nd->out->dtype);
+    return (m.c + m.k) * m.p * tg__dtype_bytes(nd->out->dtype);
 }
 
 /* oh = (H − 1)·s − 2·p + d·(k − 1) + op + 1 */
@@ -120,7 +120,7 @@ conv_transpose2d_forward(tg_node *nd)
     struct tg__conv_geom g = ct_geom(nd);
     struct ct_mats m = ct_mats(nd);
     tg_dtype dt = y->dtype;
-    size_t es = tg_dtype_size(dt), oplane = g.h * g.w;
+    size_t es = tg__dtype_bytes(dt), oplane = g.h * g.w;
     /* y starts as the bias (or 0); col2im adds the taps */
     TG__DISPATCH(dt, T, {
         const T *bias = b ? b->data : NULL;
@@ -154,7 +154,7 @@ conv_transpose2d_vjp(tg_node *nd)
     struct tg__conv_geom g = ct_geom(nd);
     struct ct_mats m = ct_mats(nd);
     tg_dtype dt = nd->out->dtype;
-    size_t es = tg_dtype_size(dt), oplane = g.h * g.w;
+    size_t es = tg__dtype_bytes(dt), oplane = g.h * g.w;
     if (b && b->grad) /* db[o] = Σ_n Σ_q dy[n, o, q], in a fixed order */
         TG__DISPATCH(dt, T, {
             const T *dy = nd->out->grad;
@@ -204,7 +204,7 @@ conv_transpose2d_jvp(tg_node *nd)
     struct tg__conv_geom g = ct_geom(nd);
     struct ct_mats m = ct_mats(nd);
     tg_dtype dt = y->dtype;
-    size_t es = tg_dtype_size(dt), oplane = g.h * g.w;
+    size_t es = tg__dtype_bytes(dt), oplane = g.h * g.w;
     if (b && b->tangent) /* ẏ starts as ḃ (it is zero otherwise); col2im adds the taps */
         TG__DISPATCH(dt, T, {
             const T *bd = b->tangent;

@@ -154,6 +154,11 @@ enum rep { REP_FULL, REP_ROW, REP_COL, REP_OTHER };
 static enum rep
 rep_of(const tg_tensor *x, const tg_tensor *out)
 {
+    /* An operand that broadcasts to out with as many elements is out's shape (leading 1s
+     * aside): a repeated dimension would make it smaller. The common case, decided without
+     * the walk. */
+    if (x->size == out->size)
+        return REP_FULL;
     bool saw_full = false, saw_bcast = false, row_ok = true, col_ok = true;
     for (int i = 0; i < out->ndim; i++) {
         int ix = x->ndim - out->ndim + i;
@@ -386,6 +391,17 @@ ew_fwd_chunk(size_t e0, size_t e1, void *vctx)
     const struct ew_plan *p = &j->p;
     const tg_node *nd = j->nd;
     enum form f = form_of(p);
+    if (p->ra == REP_FULL && p->rb == REP_FULL) { /* same shapes: one flat run */
+        if (nd->out->dtype == TG_F32)
+            j->rule->fwd_f32[VV]((const float *)nd->in[0]->data + e0, 0,
+                                 (const float *)nd->in[1]->data + e0, 0,
+                                 (float *)nd->out->data + e0, 1, e1 - e0);
+        else
+            j->rule->fwd_f64[VV]((const double *)nd->in[0]->data + e0, 0,
+                                 (const double *)nd->in[1]->data + e0, 0,
+                                 (double *)nd->out->data + e0, 1, e1 - e0);
+        return;
+    }
     size_t ra = rep_stride(p->ra, p->cols), rb = rep_stride(p->rb, p->cols);
     TG__FOR_SEGMENTS(e0, e1, p->cols, {
         size_t ia = rep_at(p->ra, p->cols, row, col), ib = rep_at(p->rb, p->cols, row, col);
@@ -426,6 +442,8 @@ ew_fwd_chunk(size_t e0, size_t e1, void *vctx)
                     acc_##SFX(dx + e0, g + e0, e1 - e0);                                           \
                 else if (d == D_NEG)                                                               \
                     dec_##SFX(dx + e0, g + e0, e1 - e0);                                           \
+                else if (rv == REP_FULL) /* same shapes: one flat run */                           \
+                    mulacc_vv_##SFX(dx + e0, g + e0, v + e0, 0, 1, e1 - e0);                       \
                 else                                                                               \
                     TG__FOR_SEGMENTS(e0, e1, p->cols, {                                            \
                         size_t at = row * p->cols + col,                                           \
@@ -466,7 +484,7 @@ ew_scratch(const tg_node *nd)
     struct ew_plan p = plan_of(nd);
     if (!p.fast || (p.ra == REP_FULL && p.rb == REP_FULL))
         return 0;
-    return p.chunks * p.slot * tg_dtype_size(nd->out->dtype);
+    return p.chunks * p.slot * tg__dtype_bytes(nd->out->dtype);
 }
 
 static void

@@ -361,7 +361,7 @@ static tg_status
 bmm_forward(tg_node *nd)
 {
     struct bmm_plan p = bmm_plan_of(nd);
-    size_t es = tg_dtype_size(nd->out->dtype);
+    size_t es = tg__dtype_bytes(nd->out->dtype);
     const char *a = nd->in[0]->data, *b = nd->in[1]->data;
     char *c = nd->out->data;
     if (nd->out->size == 0) /* an empty batch axis: the other one may still be huge */
@@ -381,7 +381,7 @@ bmm_vjp(tg_node *nd)
 {
     tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
     struct bmm_plan p = bmm_plan_of(nd);
-    size_t es = tg_dtype_size(c->dtype);
+    size_t es = tg__dtype_bytes(c->dtype);
     const char *ad = a->data, *bd = b->data, *cg = c->grad;
     char *ag = a->grad, *bg = b->grad;
     if (c->size == 0 || p.d.k == 0) /* nothing to add (see bmm_forward) */

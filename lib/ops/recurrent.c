@@ -123,7 +123,7 @@ static size_t
 cell_scratch(const tg_node *nd)
 {
     size_t b = (size_t)nd->in[1]->dims[0], h = (size_t)nd->in[2]->dims[1];
-    return b * 4 * h * tg_dtype_size(nd->in[0]->dtype) + sizeof(double);
+    return b * 4 * h * tg__dtype_bytes(nd->in[0]->dtype) + sizeof(double);
 }
 
 static bool *
@@ -273,7 +273,7 @@ cell_dpre(tg_node *nd, const struct cell *cp, size_t ldh)
 static bool
 cell_jvp_setup(tg_node *nd, struct cell *c, void (*gates)(tg_node *, const struct cell *))
 {
-    size_t esize = tg_dtype_size(nd->out->dtype), dbytes = c->b * 4 * c->h * esize;
+    size_t esize = tg__dtype_bytes(nd->out->dtype), dbytes = c->b * 4 * c->h * esize;
     bool valid = *gates_valid(nd);
     size_t gbytes = valid ? 0 : (nd->scratch_bytes + 63) / 64 * 64;
     char *block = tg__jvp_scratch(nd, gbytes + dbytes);

@@ -71,7 +71,7 @@ act_vjp_chunk(size_t b, size_t e, void *vctx)
     const struct act_job *j = vctx;
     if (j->assign) { /* dx = dy ⊙ g' */
         rule_dz(j->rule, j->dt, j->alpha, j->beta, j->rule->needs_x ? j->x : NULL, j->y, j->dy,
-                (char *)j->dx + b * tg_dtype_size(j->dt), b, e - b);
+                (char *)j->dx + b * tg__dtype_bytes(j->dt), b, e - b);
         return;
     }
     double block[BLOCK]; /* BLOCK doubles, or 2·BLOCK floats of which BLOCK are used */
