@@ -361,17 +361,46 @@ header_slot(tg_tape *t)
     return &t->hdr_cur->slots[t->hdr_idx++];
 }
 
+/* What tg__check_dims accepts, without its message (one runs per tensor of a step): the
+ * element count in *size, or false and tg__check_dims is asked why. */
+static inline bool
+dims_fit(int ndim, const int64_t *dims, tg_dtype dt, size_t *size)
+{
+    size_t es = tg__dtype_bytes(dt), n = 1;
+    if (!es || ndim < 1 || ndim > TG_MAX_DIMS || !dims)
+        return false;
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] < 0 || (uint64_t)dims[i] > SIZE_MAX ||
+            __builtin_mul_overflow(n, (size_t)dims[i], &n))
+            return false;
+    if (n > (SIZE_MAX >> 2) / es) /* n·es > SIZE_MAX >> 2, as tg__check_dims */
+        return false;
+    *size = n;
+    return true;
+}
+
+/* Out of line, so that the message buffer is no part of tape_tensor's frame. */
+__attribute__((noinline, cold)) static tg_tensor *
+fail_dims(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims)
+{
+    size_t size;
+    char err[TG__ERRMSG_SIZE];
+    tg_status s = tg__check_dims(ndim, dims, dt, &size, err, sizeof err, what);
+    if (s == TG_OK) /* dims_fit and tg__check_dims disagree: a bug here, said as such */
+        return tg__fail(t, TG_ERR_ARG, "%s: shape %s of %s refused by an internal check", what,
+                        tg__shape_dims_text(ndim, dims).s, tg_dtype_name(dt));
+    return tg__fail(t, s, "%s", err);
+}
+
 /* A tensor header on the tape; its data is `view` when given (no allocation), else new. */
 static tg_tensor *
 tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims, bool zero,
             const char *name, void *view)
 {
     size_t size;
-    char err[TG__ERRMSG_SIZE];
-    tg_status s = tg__check_dims(ndim, dims, dt, &size, err, sizeof err, what);
-    if (s != TG_OK)
-        return tg__fail(t, s, "%s", err);
-    if (!tg__name_ok(name))
+    if (!dims_fit(ndim, dims, dt, &size))
+        return fail_dims(t, what, dt, ndim, dims);
+    if (name && !tg__name_ok(name)) /* op outputs have none */
         return tg__fail(t, TG_ERR_ARG,
                         "%s: name must be non-empty valid UTF-8 of at most %d bytes", what,
                         TG__NAME_MAX);

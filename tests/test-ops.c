@@ -587,6 +587,12 @@ static const struct op_case cases[] = {
     TWO("sub (1x4)-(3x4)", ap_sub, 1, 4, 3, 4, .axis = 0),
     TWO("mul (3x4)⊙(3x4)", ap_mul, 3, 4, 3, 4, .axis = 0),
     TWO("mul (3x4)⊙(1x4)", ap_mul, 3, 4, 1, 4, .axis = 0),
+    /* rows shorter than TG__COLSUM_SHORT: the bias's column sums run in register blocks of
+     * TG__COLSUM_BLOCK columns, then a tail column by column (loops.h) */
+    TWO("add (4x21)+(1x21) bias, short rows: a column block and a tail", ap_add, 4, 21, 1, 21,
+        .axis = 0),
+    TWO("mul (3x18)⊙(1x18), short rows: a column block and a tail", ap_mul, 3, 18, 1, 18,
+        .axis = 0),
     TWO("mul (4x1)⊙(4x3)", ap_mul, 4, 1, 4, 3, .axis = 0),
     /* every fast path of elementwise.c: FULL·ROW, ROW·FULL, FULL·COL, COL·FULL (a scalar is a
      * COL of one row) for each op, and ranks 1 and 3 */
@@ -642,6 +648,8 @@ static const struct op_case cases[] = {
     TWO("bias_act (1x1)+(1x1) identity", ap_bias_act, 1, 1, 1, 1, .axis = TG_ACT_IDENTITY),
     TWO("bias_act (2x1030)+(1x1030) tanh, rows longer than a block", ap_bias_act, 2, 1030, 1, 1030,
         .axis = TG_ACT_TANH),
+    TWO("bias_act (5x37)+(1x37) tanh, short rows: two column blocks and a tail", ap_bias_act, 5,
+        37, 1, 37, .axis = TG_ACT_TANH),
     ND("bias_act (4x3)+constant (1x3) gelu", ap_bias_act_const, 1, 2, 2, M2(4, 3), M2(1, 3),
        .axis = TG_ACT_GELU, .ta = true),
     ND("bias_act constant (3x4)+(3x1) softplus", ap_bias_act_const, 1, 2, 2, M2(3, 1), M2(3, 4),

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "../kernels/kernels.h"
+#include "loops.h"
 #include "ops.h"
 #include "unary.h"
 
@@ -363,9 +364,7 @@ acc_f64(double *restrict dst, const double *restrict src, size_t n)
     TG__VEC_CLONES static void colsum_##SFX(T *restrict acc, const T *restrict v,                  \
                                             size_t nrows, size_t ncols)                            \
     {                                                                                              \
-        for (size_t i = 0; i < nrows; i++)                                                         \
-            for (size_t j = 0; j < ncols; j++)                                                     \
-                acc[j] += v[i * ncols + j];                                                        \
+        TG__COLSUM(T, acc, nrows, ncols, v[at]);                                                   \
     }                                                                                              \
     /* acc[i] += Σ_j v[i][j]: 8 lane sums (j mod 8) in a fixed tree, then the tail, so the   \
      * compiler can vectorize without reassociating anything on its own */                         \

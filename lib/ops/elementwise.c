@@ -349,16 +349,12 @@ struct ew_rule {
                                             const T *restrict v, size_t nrows, size_t ncols)       \
     {                                                                                              \
         (void)v;                                                                                   \
-        for (size_t i = 0; i < nrows; i++)                                                         \
-            for (size_t j = 0; j < ncols; j++)                                                     \
-                part[j] += g[i * ncols + j];                                                       \
+        TG__COLSUM(T, part, nrows, ncols, g[at]);                                                  \
     }                                                                                              \
     TG__VEC_CLONES static void colsum_mul_##SFX(T *restrict part, const T *restrict g,             \
                                                 const T *restrict v, size_t nrows, size_t ncols)   \
     {                                                                                              \
-        for (size_t i = 0; i < nrows; i++)                                                         \
-            for (size_t j = 0; j < ncols; j++)                                                     \
-                part[j] += g[i * ncols + j] * v[i * ncols + j];                                    \
+        TG__COLSUM(T, part, nrows, ncols, g[at] * v[at]);                                          \
     }                                                                                              \
     TG__DEFINE_LANE_SUM(lanesum_##SFX, T, g[i], const T *restrict g)                               \
     TG__DEFINE_LANE_SUM(lanesum_mul_##SFX, T, g[i] * v[i], const T *restrict g,                    \
@@ -481,6 +477,9 @@ EW_VJP_CHUNK(double, f64)
 static size_t
 ew_scratch(const tg_node *nd)
 {
+    size_t n = nd->out->size;
+    if (nd->in[0]->size == n && nd->in[1]->size == n)
+        return 0; /* same shapes (rep_of): nothing is reduced */
     struct ew_plan p = plan_of(nd);
     if (!p.fast || (p.ra == REP_FULL && p.rb == REP_FULL))
         return 0;

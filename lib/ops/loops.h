@@ -57,6 +57,51 @@ tg__grain_rows(size_t cols)
         }                                                                                          \
     } while (0)
 
+/*
+ * The body of a column sum acc[j] += Σ_i TERM over an (nrows x ncols) array, rows in order,
+ * TERM an expression of the element's offset `at` (i·ncols + j). Each column's additions keep
+ * that order, so the bits are those of the plain loop. On short rows the plain loop (rows
+ * outer) is bound by its own stores: every add into acc waits for the store of the row before
+ * (store-to-load forwarding, several cycles a row; a third of a bias's backward on 32x16).
+ * Short rows therefore keep TG__COLSUM_BLOCK columns at a time in locals, which the compiler
+ * holds in registers across the rows, and a narrower tail column by column. Long rows keep the
+ * plain loop: its rows are independent enough to overlap, where a block's sum is one chain.
+ */
+#define TG__COLSUM_BLOCK 16
+#define TG__COLSUM_SHORT 128
+#define TG__COLSUM(T, acc, nrows, ncols, TERM)                                                     \
+    do {                                                                                           \
+        size_t j0_ = 0;                                                                            \
+        if ((ncols) < TG__COLSUM_SHORT) {                                                          \
+            for (; j0_ + TG__COLSUM_BLOCK <= (ncols); j0_ += TG__COLSUM_BLOCK) {                   \
+                T s_[TG__COLSUM_BLOCK];                                                            \
+                for (size_t k_ = 0; k_ < TG__COLSUM_BLOCK; k_++)                                   \
+                    s_[k_] = (acc)[j0_ + k_];                                                      \
+                for (size_t i_ = 0; i_ < (nrows); i_++)                                            \
+                    for (size_t k_ = 0; k_ < TG__COLSUM_BLOCK; k_++) {                             \
+                        size_t at = i_ * (ncols) + j0_ + k_;                                       \
+                        s_[k_] += (TERM);                                                          \
+                    }                                                                              \
+                for (size_t k_ = 0; k_ < TG__COLSUM_BLOCK; k_++)                                   \
+                    (acc)[j0_ + k_] = s_[k_];                                                      \
+            }                                                                                      \
+            for (; j0_ < (ncols); j0_++) {                                                         \
+                T s_ = (acc)[j0_];                                                                 \
+                for (size_t i_ = 0; i_ < (nrows); i_++) {                                          \
+                    size_t at = i_ * (ncols) + j0_;                                                \
+                    s_ += (TERM);                                                                  \
+                }                                                                                  \
+                (acc)[j0_] = s_;                                                                   \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (size_t i_ = 0; i_ < (nrows); i_++)                                                \
+                for (size_t j_ = 0; j_ < (ncols); j_++) {                                          \
+                    size_t at = i_ * (ncols) + j_;                                                 \
+                    (acc)[j_] += (TERM);                                                           \
+                }                                                                                  \
+        }                                                                                          \
+    } while (0)
+
 enum { TG__LANES = 16 };
 
 /* Folds the lanes pairwise (k + 8, + 4, + 2, + 1) into l[0]. */
