@@ -382,6 +382,72 @@ START_TEST(bit_identical_across_threads)
 }
 END_TEST
 
+/*
+ * Narrow products (n at most a quarter of a vector): the direct order runs some of them as
+ * Cᵀ = op(B)ᵀ·op(A)ᵀ stored transposed (gemm_template.h, direct_transposed), which must give the
+ * bits of the blocked order: same FMAs, same k order, same alpha·acc + beta·C. Shapes inside
+ * and just outside its conditions (k < 16, k past KC, a gathered op(A)ᵀ with k % 8 != 0), with
+ * padded strides, every transpose, beta 0 (C not read: NaN there must not leak) and 0.5.
+ */
+#define DEFINE_NARROW_CASE(NAME, T, GEMM)                                                      \
+    static void NAME(const char *path, bool ta, bool tb, size_t m, size_t n, size_t k, T beta) \
+    {                                                                                          \
+        size_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 2;                    \
+        size_t a_len = (ta ? k : m) * lda, b_len = (tb ? n : k) * ldb, c_len = m * ldc;        \
+        T *a = malloc(sizeof(T) * a_len), *b = malloc(sizeof(T) * b_len);                      \
+        T *c1 = malloc(sizeof(T) * c_len), *c2 = malloc(sizeof(T) * c_len);                    \
+        if (!(a && b && c1 && c2))                                                             \
+            ck_abort_msg("out of memory");                                                     \
+        for (size_t i = 0; i < a_len; i++)                                                     \
+            a[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < b_len; i++)                                                     \
+            b[i] = (T)uniform();                                                               \
+        for (size_t i = 0; i < c_len; i++)                                                     \
+            c1[i] = c2[i] = beta != 0 ? (T)uniform() : (T)NAN;                                 \
+        tg_set_num_threads(1);                                                                 \
+        tg__gemm_short_c_bytes = 0;                                                            \
+        tg__gemm_direct_bytes = 0;                                                             \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c1, ldc);                         \
+        tg__gemm_short_c_bytes = default_short_c_bytes;                                        \
+        tg__gemm_direct_bytes = default_direct_bytes;                                          \
+        GEMM(ta, tb, m, n, k, (T)0.75, a, lda, b, ldb, beta, c2, ldc);                         \
+        for (size_t i = 0; i < m; i++)                                                         \
+            for (size_t j = 0; j < n; j++)                                                     \
+                ck_assert_msg(memcmp(&c1[i * ldc + j], &c2[i * ldc + j], sizeof(T)) == 0,      \
+                              "%s %s ta=%d tb=%d %zux%zux%zu beta %g: C[%zu][%zu] blocked "    \
+                              "%.17g, direct %.17g",                                           \
+                              path, #T, ta, tb, m, n, k, (double)beta, i, j,                   \
+                              (double)c1[i * ldc + j], (double)c2[i * ldc + j]);               \
+        free(a);                                                                               \
+        free(b);                                                                               \
+        free(c1);                                                                              \
+        free(c2);                                                                              \
+    }
+
+DEFINE_NARROW_CASE(narrow_case_f32, float, tg__gemm_f32)
+DEFINE_NARROW_CASE(narrow_case_f64, double, tg__gemm_f64)
+
+START_TEST(narrow_products_bit_identical_across_orders)
+{
+    const char *path = paths[_i];
+    if (strcmp(path, "blas") == 0) /* not ours to promise */
+        return;
+    if (!use_path(path))
+        return;
+    rng_state = 5;
+    static const size_t shapes[][3] = {{32, 1, 16}, {16, 2, 32}, {64, 4, 16}, {40, 3, 128},
+                                       {48, 2, 24}, {32, 2, 20}, {33, 1, 8},  {128, 2, 512},
+                                       {20, 1, 600}, {16, 1, 16}, {8, 2, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 8; t++) {
+            narrow_case_f32(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5f : 0.0f);
+            narrow_case_f64(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5 : 0.0);
+        }
+}
+END_TEST
+
 /* ---- parallel for ---- */
 
 struct sum_ctx {
@@ -544,6 +610,7 @@ gemm_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, bit_identical_across_threads, 0, N_PATHS);
+    tcase_add_loop_test(tc, narrow_products_bit_identical_across_orders, 0, N_PATHS);
     tcase_add_test(tc, parallel_for_chunks_are_fixed);
     suite_add_tcase(s, tc);
 
