@@ -146,6 +146,31 @@ bcast_of(const tg_node *nd)
         });                                                                                        \
     } while (0)
 
+/* ---- one element: scalar graphs (a chain of ops on numbers) ---- */
+
+/* An output of one element has operands of one element (broadcasting never shrinks), so the
+ * op is one expression: no plan, no chunks, no kernel call, which were most of the cost of
+ * a scalar op. The same IEEE operations as the kernels (a + b; d += g · v; d -= g is
+ * d + (-g)), in the same operand order, so the bits are those of any other path. */
+#define ONE_ELEMENT_FORWARD(nd, OUT)                                                               \
+    TG__DISPATCH((nd)->out->dtype, T, {                                                            \
+        const T a = *(const T *)(nd)->in[0]->data, b = *(const T *)(nd)->in[1]->data;              \
+        (void)a, (void)b;                                                                          \
+        *(T *)(nd)->out->data = (OUT);                                                             \
+    })
+
+#define ONE_ELEMENT_VJP(nd, DA, DB)                                                                \
+    TG__DISPATCH((nd)->out->dtype, T, {                                                            \
+        const T a = *(const T *)(nd)->in[0]->data, b = *(const T *)(nd)->in[1]->data;              \
+        const T g = *(const T *)(nd)->out->grad;                                                   \
+        T *dav = (nd)->in[0]->grad, *dbv = (nd)->in[1]->grad;                                      \
+        (void)a, (void)b;                                                                          \
+        if (dav)                                                                                   \
+            *dav += g * (DA);                                                                      \
+        if (dbv)                                                                                   \
+            *dbv += g * (DB);                                                                      \
+    })
+
 /* ---- the fast paths: the output as (rows x cols) ---- */
 
 /* How an operand repeats over the output (see the top of the file). */
@@ -478,16 +503,22 @@ EW_VJP_CHUNK(float, f32)
 EW_VJP_CHUNK(double, f64)
 
 /* Scratch: the broadcast operand's partial sums, one slot per chunk. */
+__attribute__((noinline)) static size_t
+ew_scratch_planned(const tg_node *nd)
+{
+    struct ew_plan p = plan_of(nd);
+    if (!p.fast || (p.ra == REP_FULL && p.rb == REP_FULL))
+        return 0;
+    return p.chunks * p.slot * tg__dtype_bytes(nd->out->dtype);
+}
+
 static size_t
 ew_scratch(const tg_node *nd)
 {
     size_t n = nd->out->size;
     if (nd->in[0]->size == n && nd->in[1]->size == n)
         return 0; /* same shapes (rep_of): nothing is reduced */
-    struct ew_plan p = plan_of(nd);
-    if (!p.fast || (p.ra == REP_FULL && p.rb == REP_FULL))
-        return 0;
-    return p.chunks * p.slot * tg__dtype_bytes(nd->out->dtype);
+    return ew_scratch_planned(nd);
 }
 
 static void
@@ -529,19 +560,23 @@ ew_vjp(tg_node *nd, const struct ew_rule *rule, struct ew_plan p)
     });
 }
 
+/* Out of line: the four message texts would make every call's frame 1.5 KiB. */
+__attribute__((noinline, cold)) static tg_status
+fail_broadcast(const tg_node *nd)
+{
+    const tg_tensor *a = nd->in[0], *b = nd->in[1];
+    tg__fail(nd->tape, TG_ERR_SHAPE,
+             "%s %s·%s: shapes cannot be broadcast: %s and %s (each dimension must match "
+             "or be 1)",
+             nd->op->name, tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
+             tg__shape_text(b).s);
+    return TG_ERR_SHAPE;
+}
+
 static tg_status
 broadcast_shape(tg_node *nd, int *ndim, int64_t *dims)
 {
-    const tg_tensor *a = nd->in[0], *b = nd->in[1];
-    if (!tg__broadcast_shape(a, b, ndim, dims)) {
-        tg__fail(nd->tape, TG_ERR_SHAPE,
-                 "%s %s·%s: shapes cannot be broadcast: %s and %s (each dimension must match "
-                 "or be 1)",
-                 nd->op->name, tg__name_text(a).s, tg__name_text(b).s, tg__shape_text(a).s,
-                 tg__shape_text(b).s);
-        return TG_ERR_SHAPE;
-    }
-    return TG_OK;
+    return tg__broadcast_shape(nd->in[0], nd->in[1], ndim, dims) ? TG_OK : fail_broadcast(nd);
 }
 
 static tg_tensor *
@@ -559,6 +594,10 @@ record_binary(tg_tape *t, const tg_op *op, tg_tensor *a, tg_tensor *b)
  */
 #define BINARY_FORWARD(nd, rule, OUT)                                                              \
     do {                                                                                           \
+        if ((nd)->out->size == 1) {                                                                \
+            ONE_ELEMENT_FORWARD(nd, OUT);                                                          \
+            break;                                                                                 \
+        }                                                                                          \
         struct ew_plan p_ = plan_of(nd);                                                           \
         if (p_.fast)                                                                               \
             ew_forward(nd, &(rule), p_);                                                           \
@@ -568,6 +607,10 @@ record_binary(tg_tape *t, const tg_op *op, tg_tensor *a, tg_tensor *b)
 
 #define BINARY_VJP(nd, rule, DA, DB)                                                               \
     do {                                                                                           \
+        if ((nd)->out->size == 1) {                                                                \
+            ONE_ELEMENT_VJP(nd, DA, DB);                                                           \
+            break;                                                                                 \
+        }                                                                                          \
         struct ew_plan p_ = plan_of(nd);                                                           \
         if (p_.fast)                                                                               \
             ew_vjp(nd, &(rule), p_);                                                               \

@@ -89,6 +89,11 @@ act_vjp_chunk(size_t b, size_t e, void *vctx)
 tg_status
 tg__unary_forward(tg_node *nd, const struct tg__unary_rule *rule)
 {
+    if (nd->out->size == 1) { /* a scalar graph: the one chunk's call, without the job */
+        rule_forward(rule, nd->out->dtype, nd->attr->scale, nd->attr->scale2, nd->in[0]->data,
+                     nd->out->data, 0, 1);
+        return TG_OK;
+    }
     struct act_job j = {.rule = rule, .alpha = nd->attr->scale, .beta = nd->attr->scale2, .dt = nd->out->dtype,
                         .x = nd->in[0]->data, .out = nd->out->data};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_fwd_chunk, &j);
@@ -112,11 +117,29 @@ tg__unary_jvp(tg_node *nd, const struct tg__unary_rule *rule)
 tg_status
 tg__unary_vjp(tg_node *nd, const struct tg__unary_rule *rule)
 {
-    if (!nd->in[0]->grad)
+    tg_tensor *x = nd->in[0];
+    if (!x->grad)
         return TG_OK;
+    if (nd->out->size == 1) { /* a scalar graph: act_vjp_chunk's work on one element */
+        bool assign = tg__grad_take_fresh(x);
+        union {
+            float f;
+            double d;
+        } dz;
+        rule_dz(rule, nd->out->dtype, nd->attr->scale, nd->attr->scale2,
+                rule->needs_x ? x->data : NULL, nd->out->data, nd->out->grad,
+                assign ? x->grad : (void *)&dz, 0, 1);
+        if (!assign) {
+            if (nd->out->dtype == TG_F32)
+                *(float *)x->grad += dz.f;
+            else
+                *(double *)x->grad += dz.d;
+        }
+        return TG_OK;
+    }
     struct act_job j = {.rule = rule, .alpha = nd->attr->scale, .beta = nd->attr->scale2, .dt = nd->out->dtype,
-                        .x = nd->in[0]->data, .y = nd->out->data, .dy = nd->out->grad,
-                        .dx = nd->in[0]->grad, .assign = tg__grad_take_fresh(nd->in[0])};
+                        .x = x->data, .y = nd->out->data, .dy = nd->out->grad,
+                        .dx = x->grad, .assign = tg__grad_take_fresh(x)};
     tg__parallel_for(nd->out->size, TG__UNARY_GRAIN, act_vjp_chunk, &j);
     return TG_OK;
 }
