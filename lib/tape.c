@@ -332,10 +332,10 @@ header_grow(tg_tape *t, size_t need)
     return true;
 }
 
-/* The next header slot (not cleared: until the caller fills it, it still holds the header of
- * the old tensor it had, or zeros), or NULL when out of memory. */
+/* header_slot when the slot at the cursor cannot simply be taken: the cursor at a segment's
+ * end, a retired slot, a slot too young to reuse, or a ring too small. */
 static tg_tensor *
-header_slot(tg_tape *t)
+header_slot_slow(tg_tape *t)
 {
     size_t need = t->n_tensors + 1;
     for (;;) {
@@ -359,6 +359,25 @@ header_slot(tg_tape *t)
         break;
     }
     return &t->hdr_cur->slots[t->hdr_idx++];
+}
+
+/* The next header slot (not cleared: until the caller fills it, it still holds the header of
+ * the old tensor it had, or zeros), or NULL when out of memory. The common case inline: the
+ * slot at the cursor is free for reuse and the ring is large enough (header_slot_slow's
+ * conditions, in its order). */
+static inline tg_tensor *
+header_slot(tg_tape *t)
+{
+    struct tg__header_seg *seg = t->hdr_cur;
+    if (seg && t->hdr_idx < seg->n &&
+        (t->hdr_slots - t->hdr_retired) / TG__HEADER_GENS >= t->n_tensors + 1) {
+        tg_tensor *x = &seg->slots[t->hdr_idx];
+        if (x->uses != TG__SLOT_USES_MAX && !(x->tape && t->gen - x->gen < TG__HEADER_GENS)) {
+            t->hdr_idx++;
+            return x;
+        }
+    }
+    return header_slot_slow(t);
 }
 
 /* Fresh headers and nodes are copies of these: for a struct of 120-184 bytes gcc turns a
@@ -399,7 +418,7 @@ fail_dims(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *di
 }
 
 /* A tensor header on the tape; its data is `view` when given (no allocation), else new. */
-static tg_tensor *
+static inline __attribute__((always_inline)) tg_tensor *
 tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *dims, bool zero,
             const char *name, void *view)
 {
@@ -424,7 +443,9 @@ tape_tensor(tg_tape *t, const char *what, tg_dtype dt, int ndim, const int64_t *
     x->uses = uses;
     x->dtype = dt;
     x->ndim = ndim;
-    memcpy(x->dims, dims, (size_t)ndim * sizeof *dims);
+    for (int i = 0; i < ndim; i++) /* a memcpy of variable length was a loop of ~50
+                                     * instructions for one dimension */
+        x->dims[i] = dims[i];
     x->size = size;
     x->data = data;
     x->name = nm;
@@ -607,15 +628,20 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
     n->tape = t;
     n->index = t->n_nodes;
     n->n_in = n_in;
+    enum { N_SMALL = sizeof n->in_small / sizeof n->in_small[0] };
     n->in = n->in_small;
-    if (n_in > (int)(sizeof n->in_small / sizeof n->in_small[0])) {
+    if (n_in > N_SMALL) {
         n->in = tg__arena_alloc(&t->arena, (size_t)n_in * sizeof *n->in);
         if (!n->in)
             return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory for a list of %d inputs",
                             op->name, n_in);
     }
-    for (int i = 0; i < n_in; i++)
-        n->in[i] = in[i];
+    if (n->in == n->in_small) /* n_in copies compile to a call to memcpy, 4 do not */
+        for (int i = 0; i < N_SMALL; i++)
+            n->in_small[i] = i < n_in ? in[i] : NULL;
+    else
+        for (int i = 0; i < n_in; i++)
+            n->in[i] = in[i];
     n->attr = (struct tg__attr *)&tg__no_attr; /* never written through: see tg_node */
     if (attr) {
         n->attr = tg__arena_alloc(&t->arena, sizeof *n->attr);
@@ -627,7 +653,7 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
     n->zero_output = zero_output;
 
     int ndim = in[0]->ndim;
-    int64_t dims[TG_MAX_DIMS] = {0};
+    int64_t dims[TG_MAX_DIMS];
     memcpy(dims, in[0]->dims, sizeof dims);
     t->busy_node = n;
     t->busy_what = "shape rule";
