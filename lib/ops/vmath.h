@@ -251,12 +251,30 @@ tg__vexpm1f(float x)
 /* tanh x = sign(x) · u / (u + 2),  u = e^(2|x|) - 1.
  * No cancellation for small |x| (u ≈ 2|x| keeps full precision); |x| is clamped to 9.1,
  * where tanh rounds to 1 in float (1 - tanh 9.1 ≈ 2.5e-8 < 2^-25), so u never overflows and
- * ±inf give ±1. ±0 and subnormals come back unchanged (u = 2x exactly, u/(u+2) = x). */
+ * ±inf give ±1. ±0 and subnormals come back unchanged (u = 2x exactly, u/(u+2) = x).
+ * u is tg__expm1_core_f32's 2^n (e^r - 1) + (2^n - 1) with the reduction, the Horner steps
+ * and the final sum as fused multiply-adds, as in tg__vexpf_fma (one rounding each, so the
+ * same bits on every path; the baseline clone calls libm's fmaf). A tanh of one value is a
+ * chain of dependent operations, and FMAs shorten it: a scalar graph's tanh nodes and the
+ * hidden layers of small networks are bound by it. Accuracy: tests/test-vmath.c. */
 static inline float
 tg__vtanhf(float x)
 {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f,
+                ln2_lo = -2.12194440e-4f;
     float ax = tg__clamp_f32(tg__from_bits_f32(tg__bits_f32(x) & 0x7fffffffu), 0.0f, 9.1f);
-    float u = tg__expm1_core_f32(2.0f * ax);
+    float x2 = 2.0f * ax;
+    float k = __builtin_fmaf(x2, log2e, TG__MAGIC_F32) - TG__MAGIC_F32;
+    float r = __builtin_fmaf(-k, ln2_lo, __builtin_fmaf(-k, ln2_hi, x2));
+    float p = 1.0f / 5040;
+    p = __builtin_fmaf(p, r, 1.0f / 720);
+    p = __builtin_fmaf(p, r, 1.0f / 120);
+    p = __builtin_fmaf(p, r, 1.0f / 24);
+    p = __builtin_fmaf(p, r, 1.0f / 6);
+    p = __builtin_fmaf(p, r, 0.5f);
+    float q = __builtin_fmaf(r * r, p, r); /* e^r - 1 */
+    float s = tg__pow2i_f32(k);
+    float u = __builtin_fmaf(s, q, s - 1.0f);
     float t = u / (u + 2.0f);
     float y = tg__from_bits_f32(tg__bits_f32(t) | (tg__bits_f32(x) & 0x80000000u));
     return tg__sel_f32(tg__isnan_f32(x), x, y);
