@@ -1170,6 +1170,62 @@ START_TEST(detach_stops_gradient)
 }
 END_TEST
 
+/* A graph of one-element tensors (a scalar graph) takes the ops' one-element paths (no plan,
+ * no chunks: elementwise.c, unary.c); the same graph on arrays takes the kernels. Both must
+ * give the same bits, values and gradients, element by element: the paths run the same IEEE
+ * operations in the same order. y = tanh(a⊙b + a) - σ(b)⊙a + a⊙a: a⊙a puts both VJP terms
+ * into one gradient; tanh's VJP writes a fresh gradient, σ's (recorded first, so its VJP runs
+ * last) adds to the one a⊙b gave b. An FMA contracted into one path, or a VJP term dropped or
+ * swapped, fails it. */
+static tg_tensor *
+scalar_graph(tg_tape *t, tg_tensor *a, tg_tensor *b)
+{
+    tg_tensor *s = tg_sigmoid(t, b);
+    tg_tensor *u = tg_tanh(t, tg_add(t, tg_mul(t, a, b), a));
+    return tg_add(t, tg_sub(t, u, tg_mul(t, s, a)), tg_mul(t, a, a));
+}
+
+START_TEST(one_element_ops_match_the_array_path)
+{
+    enum { N = 37 }; /* a vector body and a tail on every ISA */
+    for (tg_dtype dt = TG_F32; dt <= TG_F64; dt++) {
+        tg_rng *rng = tg_rng_new(17);
+        tg_tape *t = tg_tape_new();
+        tg_tensor *a = tg_matrix(t, dt, 1, N, NULL, "a"), *b = tg_matrix(t, dt, 1, N, NULL, "b");
+        tg_tensor_fill_uniform(a, rng, -2, 2);
+        tg_tensor_fill_uniform(b, rng, -2, 2);
+        tg_tensor_set_requires_grad(a, true);
+        tg_tensor_set_requires_grad(b, true);
+        tg_tensor *y = scalar_graph(t, a, b);
+        ck_assert_int_eq(tg_backward(t, tg_sum(t, y)), TG_OK);
+        tg_tape *ts = tg_tape_new();
+        for (size_t i = 0; i < N; i++) {
+            tg_tape_reset(ts);
+            double av = tg_tensor_get(a, i), bv = tg_tensor_get(b, i);
+            tg_tensor *a1 = tg_tensor_new(ts, dt, 1, (int64_t[]){1}, "a1");
+            tg_tensor *b1 = tg_tensor_new(ts, dt, 1, (int64_t[]){1}, "b1");
+            tg_tensor_write(a1, &av, 1);
+            tg_tensor_write(b1, &bv, 1);
+            tg_tensor_set_requires_grad(a1, true);
+            tg_tensor_set_requires_grad(b1, true);
+            tg_tensor *y1 = scalar_graph(ts, a1, b1);
+            ck_assert_int_eq(tg_backward(ts, y1), TG_OK);
+            ck_assert_msg(tg_tensor_item(y1) == tg_tensor_get(y, i) &&
+                              tg_tensor_grad_get(a1, 0) == tg_tensor_grad_get(a, i) &&
+                              tg_tensor_grad_get(b1, 0) == tg_tensor_grad_get(b, i),
+                          "%s element %zu: y %a / %a, da %a / %a, db %a / %a (one element / "
+                          "array)",
+                          tg_dtype_name(dt), i, tg_tensor_item(y1), tg_tensor_get(y, i),
+                          tg_tensor_grad_get(a1, 0), tg_tensor_grad_get(a, i),
+                          tg_tensor_grad_get(b1, 0), tg_tensor_grad_get(b, i));
+        }
+        tg_tape_free(ts);
+        tg_tape_free(t);
+        tg_rng_free(rng);
+    }
+}
+END_TEST
+
 /* Every op in the table is exercised by at least one case above. */
 START_TEST(every_builtin_op_has_a_case)
 {
@@ -1458,6 +1514,10 @@ ops_suite(void)
     tc = tcase_create("float32 vs float64");
     tcase_add_loop_test(tc, float32_forward_matches_float64, 0, N_CASES);
     tcase_add_test(tc, detach_stops_gradient);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("one element vs arrays");
+    tcase_add_test(tc, one_element_ops_match_the_array_path);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("forward by hand");
