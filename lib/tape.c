@@ -874,12 +874,18 @@ take_dropped_grad(tg_tape *t, tg_tensor *x, const tg_tensor *out)
     return true;
 }
 
-/* The gradient of x, zeroed now if it was left fresh. */
+/* The gradient of x, zeroed now if it was left fresh. One element (a scalar graph's every
+ * gradient) is one store, not a call to memset. */
 static void
 settle_grad(tg_tensor *x)
 {
     if (x->grad && x->grad_fresh) {
-        zero_bytes(x->grad, tg__nbytes(x));
+        if (x->size == 1 && x->dtype == TG_F32)
+            *(float *)x->grad = 0;
+        else if (x->size == 1)
+            *(double *)x->grad = 0;
+        else
+            zero_bytes(x->grad, tg__nbytes(x));
         x->grad_fresh = false;
     }
 }
