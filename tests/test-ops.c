@@ -114,6 +114,16 @@ static tg_tensor *ap_bias_act(tg_tape *t, tg_tensor **in, const struct op_case *
     return tg_bias_act(t, in[0], in[1], (tg_activation)c->axis); /* axis: the activation */
 }
 
+/* bias_act of op outputs, as in a network: X' = 1.5 X and b' = -0.5 b reach its VJP with
+ * fresh gradients (written, not added: tg__vjp_takes_fresh); with .ta, X' is also added to
+ * the output, so its gradient holds the add's term first and the VJP adds to it. */
+static tg_tensor *ap_bias_act_ops(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *x = tg_scale(t, in[0], 1.5), *b = tg_scale(t, in[1], -0.5);
+    tg_tensor *y = tg_bias_act(t, x, b, (tg_activation)c->axis);
+    return c->ta ? tg_add(t, y, x) : y;
+}
+
 /* ---- the tensor-algebra ops (fixed attributes per apply function) ---- */
 static const int axes_02[] = {0, 2}, axes_last[] = {-1}, axes_1[] = {1};
 static tg_tensor *ap_neg(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_neg(t, in[0]); }
@@ -650,6 +660,12 @@ static const struct op_case cases[] = {
         .axis = TG_ACT_TANH),
     TWO("bias_act (5x37)+(1x37) tanh, short rows: two column blocks and a tail", ap_bias_act, 5,
         37, 1, 37, .axis = TG_ACT_TANH),
+    TWO("bias_act of op outputs (4x5)+(1x5) tanh: fresh dX and db written", ap_bias_act_ops, 4,
+        5, 1, 5, .axis = TG_ACT_TANH),
+    TWO("bias_act of op outputs (3x4)+(3x1) gelu, examples as columns", ap_bias_act_ops, 3, 4,
+        3, 1, .axis = TG_ACT_GELU),
+    TWO("bias_act of op outputs (4x5)+(1x5) sigmoid, X' read twice: dX added to", ap_bias_act_ops,
+        4, 5, 1, 5, .axis = TG_ACT_SIGMOID, .ta = true),
     ND("bias_act (4x3)+constant (1x3) gelu", ap_bias_act_const, 1, 2, 2, M2(4, 3), M2(1, 3),
        .axis = TG_ACT_GELU, .ta = true),
     ND("bias_act constant (3x4)+(3x1) softplus", ap_bias_act_const, 1, 2, 2, M2(3, 1), M2(3, 4),

@@ -476,6 +476,7 @@ bias_act_scratch(const tg_node *nd)
 struct ba_job {
     const tg_node *nd;
     struct ba_shape s;
+    bool assign_dx; /* VJP: dX holds nothing yet: dZ is written straight into it */
 };
 
 /* Runs the body on the blocks of rows [r0, r1) with row, col, nrows, ncols set: whole rows
@@ -537,13 +538,15 @@ struct ba_job {
         T tmp[BLOCK];                                                                              \
         FOR_BLOCKS(j->s, r0, r1, {                                                                 \
             size_t at = row * j->s.cols + col, n = nrows * ncols;                                  \
-            rule->dz_##SFX((T)nd->attr->scale, (T)nd->attr->scale2, zs ? zs + at : NULL, y + at, dy + at, tmp, n);       \
-            if (dx)                                                                                \
+            T *dz = j->assign_dx ? dx + at : tmp;                                                  \
+            rule->dz_##SFX((T)nd->attr->scale, (T)nd->attr->scale2, zs ? zs + at : NULL, y + at,   \
+                           dy + at, dz, n);                                                        \
+            if (dx && !j->assign_dx)                                                               \
                 acc_##SFX(dx + at, tmp, n);                                                        \
             if (part)                                                                              \
-                colsum_##SFX(part + col, tmp, nrows, ncols);                                       \
+                colsum_##SFX(part + col, dz, nrows, ncols);                                        \
             else if (db && !j->s.row_bias)                                                         \
-                rowsum_##SFX(db + row, tmp, nrows, ncols);                                         \
+                rowsum_##SFX(db + row, dz, nrows, ncols);                                          \
         });                                                                                        \
     }
 
@@ -589,7 +592,7 @@ BA_JVP_CHUNK(double, f64)
 static tg_status
 bias_act_forward(tg_node *nd)
 {
-    struct ba_job j = {nd, ba_shape_of(nd)};
+    struct ba_job j = {.nd = nd, .s = ba_shape_of(nd)};
     tg__parallel_for(j.s.rows, j.s.grain_rows,
                      nd->out->dtype == TG_F32 ? ba_fwd_chunk_f32 : ba_fwd_chunk_f64, &j);
     return TG_OK;
@@ -601,7 +604,13 @@ bias_act_vjp(tg_node *nd)
     tg_tensor *x = nd->in[0], *b = nd->in[1];
     if (!x->grad && !b->grad)
         return TG_OK;
-    struct ba_job j = {nd, ba_shape_of(nd)};
+    /* Listed by tg__vjp_takes_fresh: a fresh dX is written, not zeroed and added to (a pass
+     * over it and a zeroing saved); a fresh db (a bias that is not a parameter) is zeroed
+     * here, as the tape would have, since the partial sums are added into it. */
+    struct ba_job j = {.nd = nd, .s = ba_shape_of(nd),
+                       .assign_dx = x->grad && tg__grad_take_fresh(x)};
+    if (b->grad && tg__grad_take_fresh(b))
+        memset(b->grad, 0, tg__nbytes(b));
     tg__parallel_for(j.s.rows, j.s.grain_rows,
                      nd->out->dtype == TG_F32 ? ba_vjp_chunk_f32 : ba_vjp_chunk_f64, &j);
     if (j.s.row_bias && b->grad && j.s.rows > 0) {
@@ -623,7 +632,7 @@ bias_act_vjp(tg_node *nd)
 static tg_status
 bias_act_jvp(tg_node *nd)
 {
-    struct ba_job j = {nd, ba_shape_of(nd)};
+    struct ba_job j = {.nd = nd, .s = ba_shape_of(nd)};
     tg__parallel_for(j.s.rows, j.s.grain_rows,
                      nd->out->dtype == TG_F32 ? ba_jvp_chunk_f32 : ba_jvp_chunk_f64, &j);
     return TG_OK;
