@@ -282,24 +282,35 @@ GT_FN(pack_b)(bool trans, size_t kc, size_t nc, const GT *restrict b, size_t ldb
         size_t nr = nc - jr < GT_NR ? nc - jr : GT_NR;
         /* Column j of op(B) is row j of stored B: NR rows read in step, transposed in
          * GT_TB x GT_TB blocks where the path has a shuffle transpose, element by element
-         * for the rest (the last kc % GT_TB values, a partial panel). */
+         * for the rest (the last kc % GT_TB values, the last nr % GT_TB columns). A partial
+         * panel takes the blocks too: B-small's 16-wide W2ᵀ in the 32-wide f32 panels had
+         * gone element by element, a tenth of its step. */
         if (nr < GT_NR)
             memset(dst, 0, kc * GT_NR * sizeof(GT));
-        size_t p_done = 0;
+        size_t p_done = 0, j_done = 0;
 #ifdef GT_TB
-        if (nr == GT_NR) {
-            p_done = kc / GT_TB * GT_TB;
+        p_done = kc / GT_TB * GT_TB;
+        if (nr == GT_NR) { /* a constant bound: the loop over j0 is unrolled */
+            j_done = GT_NR;
             for (size_t p0 = 0; p0 < p_done; p0 += GT_TB)
                 for (size_t j0 = 0; j0 < GT_NR; j0 += GT_TB)
                     GT_TRANSPOSE(b + (jr + j0) * ldb + p0, ldb, dst + p0 * GT_NR + j0,
                                  GT_NR);
+        } else {
+            j_done = nr / GT_TB * GT_TB;
+            for (size_t p0 = 0; p0 < p_done; p0 += GT_TB)
+                for (size_t j0 = 0; j0 < j_done; j0 += GT_TB)
+                    GT_TRANSPOSE(b + (jr + j0) * ldb + p0, ldb, dst + p0 * GT_NR + j0,
+                                 GT_NR);
         }
 #endif
-        for (size_t j = 0; j < nr; j++) {
-            const GT *src = b + (jr + j) * ldb;
-            for (size_t p = p_done; p < kc; p++)
-                dst[p * GT_NR + j] = src[p];
-        }
+        if (p_done < kc)
+            for (size_t j = 0; j < j_done; j++)
+                for (size_t p = p_done; p < kc; p++)
+                    dst[p * GT_NR + j] = b[(jr + j) * ldb + p];
+        for (size_t j = j_done; j < nr; j++)
+            for (size_t p = 0; p < kc; p++)
+                dst[p * GT_NR + j] = b[(jr + j) * ldb + p];
         dst += kc * GT_NR;
     }
 }
