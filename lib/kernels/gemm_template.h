@@ -272,9 +272,24 @@ GT_FN(pack_b)(bool trans, size_t kc, size_t nc, const GT *restrict b, size_t ldb
         if (full < nc) {
             size_t nr = nc - full;
             GT *panel = dst + full * kc;
+#ifdef GT_V_LOADU_N
+            /* masked loads (zeros past nr, no read past the row): the element-by-element
+             * copy of a narrow B had been most of a small dW's packing (B-small's dZᵀ·X) */
+            for (size_t p = 0; p < kc; p++) {
+                const GT *src = b + p * ldb + full;
+                for (size_t v = 0; v < GT_NV; v++) {
+                    size_t lo = v * GT_VL, left = nr > lo ? nr - lo : 0;
+                    GT_V_STOREU(panel + p * GT_NR + lo,
+                                left >= GT_VL ? GT_V_LOADU(src + lo)
+                                : left        ? GT_V_LOADU_N(src + lo, left)
+                                              : GT_V_ZERO());
+                }
+            }
+#else
             for (size_t p = 0; p < kc; p++)
                 for (size_t j = 0; j < GT_NR; j++)
                     panel[p * GT_NR + j] = j < nr ? b[p * ldb + full + j] : 0;
+#endif
         }
         return;
     }
