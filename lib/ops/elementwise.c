@@ -560,7 +560,7 @@ ew_vjp(tg_node *nd, const struct ew_rule *rule, struct ew_plan p)
     });
 }
 
-/* Out of line: the four message texts would make every call's frame 1.5 KiB. */
+/* Out of line: the four message texts (320 bytes each) would be in every call's frame. */
 __attribute__((noinline, cold)) static tg_status
 fail_broadcast(const tg_node *nd)
 {
