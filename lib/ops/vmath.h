@@ -248,25 +248,15 @@ tg__vexpm1f(float x)
     return tg__sel_f32(tg__isnan_f32(x), x, y);
 }
 
-/* tanh x = sign(x) · u / (u + 2),  u = e^(2|x|) - 1.
- * No cancellation for small |x| (u ≈ 2|x| keeps full precision); |x| is clamped to 9.1,
- * where tanh rounds to 1 in float (1 - tanh 9.1 ≈ 2.5e-8 < 2^-25), so u never overflows and
- * ±inf give ±1. ±0 and subnormals come back unchanged (u = 2x exactly, u/(u+2) = x).
- * u is tg__expm1_core_f32's 2^n (e^r - 1) + (2^n - 1) with the reduction, the Horner steps
- * and the final sum as fused multiply-adds, as in tg__vexpf_fma (one rounding each, so the
- * same bits on every path; the baseline clone calls libm's fmaf). A tanh of one value is a
- * chain of dependent operations, and FMAs shorten it: a scalar graph's tanh nodes and the
- * hidden layers of small networks are bound by it. Accuracy: tests/test-vmath.c. The double
- * version below does the same with tg__expm1_core_f64's steps. */
+/* tg__expm1_core_f32 with the reduction, the Horner steps and the final sum as fused
+ * multiply-adds, as in tg__vexpf_fma: same range, one rounding each. */
 static inline float
-tg__vtanhf(float x)
+tg__expm1_core_f32_fma(float x)
 {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f,
                 ln2_lo = -2.12194440e-4f;
-    float ax = tg__clamp_f32(tg__from_bits_f32(tg__bits_f32(x) & 0x7fffffffu), 0.0f, 9.1f);
-    float x2 = 2.0f * ax;
-    float k = __builtin_fmaf(x2, log2e, TG__MAGIC_F32) - TG__MAGIC_F32;
-    float r = __builtin_fmaf(-k, ln2_lo, __builtin_fmaf(-k, ln2_hi, x2));
+    float k = __builtin_fmaf(x, log2e, TG__MAGIC_F32) - TG__MAGIC_F32;
+    float r = __builtin_fmaf(-k, ln2_lo, __builtin_fmaf(-k, ln2_hi, x));
     float p = 1.0f / 5040;
     p = __builtin_fmaf(p, r, 1.0f / 720);
     p = __builtin_fmaf(p, r, 1.0f / 120);
@@ -275,7 +265,22 @@ tg__vtanhf(float x)
     p = __builtin_fmaf(p, r, 0.5f);
     float q = __builtin_fmaf(r * r, p, r); /* e^r - 1 */
     float s = tg__pow2i_f32(k);
-    float u = __builtin_fmaf(s, q, s - 1.0f);
+    return __builtin_fmaf(s, q, s - 1.0f);
+}
+
+/* tanh x = sign(x) · u / (u + 2),  u = e^(2|x|) - 1.
+ * No cancellation for small |x| (u ≈ 2|x| keeps full precision); |x| is clamped to 9.1,
+ * where tanh rounds to 1 in float (1 - tanh 9.1 ≈ 2.5e-8 < 2^-25), so u never overflows and
+ * ±inf give ±1. ±0 and subnormals come back unchanged (u = 2x exactly, u/(u+2) = x).
+ * u comes from tg__expm1_core_f32_fma (FMAs are single IEEE operations, so the same bits on
+ * every path; the baseline clone calls libm's fmaf). A tanh of one value is a chain of
+ * dependent operations, and FMAs shorten it: a scalar graph's tanh nodes and the hidden
+ * layers of small networks are bound by it. Accuracy: tests/test-vmath.c. */
+static inline float
+tg__vtanhf(float x)
+{
+    float ax = tg__clamp_f32(tg__from_bits_f32(tg__bits_f32(x) & 0x7fffffffu), 0.0f, 9.1f);
+    float u = tg__expm1_core_f32_fma(2.0f * ax);
     float t = u / (u + 2.0f);
     float y = tg__from_bits_f32(tg__bits_f32(t) | (tg__bits_f32(x) & 0x80000000u));
     return tg__sel_f32(tg__isnan_f32(x), x, y);
@@ -432,18 +437,16 @@ tg__vexpm1(double x)
     return tg__sel_f64(tg__isnan_f64(x), x, y);
 }
 
-/* tanh as in the float version, FMAs included; |x| clamped to 19.1, where
- * 1 - tanh x ≈ 2e-17 < 2^-54. */
+/* tg__expm1_core_f64 with FMAs, as tg__expm1_core_f32_fma (the degree-13 Taylor steps of
+ * tg__expm1_poly_f64). */
 static inline double
-tg__vtanh(double x)
+tg__expm1_core_f64_fma(double x)
 {
     const double log2e = 1.44269504088896338700e+00, ln2_hi = 6.93147180369123816490e-01,
                  ln2_lo = 1.90821492927058770002e-10;
-    double ax = tg__clamp_f64(tg__from_bits_f64(tg__bits_f64(x) & 0x7fffffffffffffffu), 0.0, 19.1);
-    double x2 = 2.0 * ax;
-    double k = __builtin_fma(x2, log2e, TG__MAGIC_F64) - TG__MAGIC_F64;
-    double r = __builtin_fma(-k, ln2_lo, __builtin_fma(-k, ln2_hi, x2));
-    double p = 1.0 / 6227020800.0; /* e^r - 1 to degree 13, as tg__expm1_poly_f64 */
+    double k = __builtin_fma(x, log2e, TG__MAGIC_F64) - TG__MAGIC_F64;
+    double r = __builtin_fma(-k, ln2_lo, __builtin_fma(-k, ln2_hi, x));
+    double p = 1.0 / 6227020800.0; /* 1/13! */
     p = __builtin_fma(p, r, 1.0 / 479001600.0);
     p = __builtin_fma(p, r, 1.0 / 39916800.0);
     p = __builtin_fma(p, r, 1.0 / 3628800.0);
@@ -455,9 +458,18 @@ tg__vtanh(double x)
     p = __builtin_fma(p, r, 1.0 / 24.0);
     p = __builtin_fma(p, r, 1.0 / 6.0);
     p = __builtin_fma(p, r, 0.5);
-    double q = __builtin_fma(r * r, p, r);
+    double q = __builtin_fma(r * r, p, r); /* e^r - 1 */
     double s = tg__pow2i_f64(k);
-    double u = __builtin_fma(s, q, s - 1.0);
+    return __builtin_fma(s, q, s - 1.0);
+}
+
+/* tanh as in the float version, FMAs included; |x| clamped to 19.1, where
+ * 1 - tanh x ≈ 2e-17 < 2^-54. */
+static inline double
+tg__vtanh(double x)
+{
+    double ax = tg__clamp_f64(tg__from_bits_f64(tg__bits_f64(x) & 0x7fffffffffffffffu), 0.0, 19.1);
+    double u = tg__expm1_core_f64_fma(2.0 * ax);
     double t = u / (u + 2.0);
     double y = tg__from_bits_f64(tg__bits_f64(t) | (tg__bits_f64(x) & 0x8000000000000000u));
     return tg__sel_f64(tg__isnan_f64(x), x, y);
