@@ -195,6 +195,19 @@ tg__vexpf(float x)
     return tg__sel_f32(tg__isnan_f32(x), x, y);
 }
 
+/* tg__expm1_poly_f32 with each Horner step and the final r + r²·p as one fmaf */
+static inline float
+tg__expm1_poly_f32_fma(float r)
+{
+    float p = 1.0f / 5040;
+    p = __builtin_fmaf(p, r, 1.0f / 720);
+    p = __builtin_fmaf(p, r, 1.0f / 120);
+    p = __builtin_fmaf(p, r, 1.0f / 24);
+    p = __builtin_fmaf(p, r, 1.0f / 6);
+    p = __builtin_fmaf(p, r, 0.5f);
+    return __builtin_fmaf(r * r, p, r);
+}
+
 /*
  * e^x with fused multiply-adds: the same scheme as tg__vexpf (clamp, Cody-Waite reduction,
  * degree-7 Taylor, 2^n in two factors), with the reduction and Horner steps as fmaf. An FMA
@@ -212,13 +225,7 @@ tg__vexpf_fma(float x)
     float xc = tg__clamp_f32(x, 104.0f, 89.0f);
     float k = (xc * log2e + TG__MAGIC_F32) - TG__MAGIC_F32;
     float r = __builtin_fmaf(-k, ln2_lo, __builtin_fmaf(-k, ln2_hi, xc));
-    float p = 1.0f / 5040;
-    p = __builtin_fmaf(p, r, 1.0f / 720);
-    p = __builtin_fmaf(p, r, 1.0f / 120);
-    p = __builtin_fmaf(p, r, 1.0f / 24);
-    p = __builtin_fmaf(p, r, 1.0f / 6);
-    p = __builtin_fmaf(p, r, 0.5f);
-    float q = __builtin_fmaf(r * r, p, r); /* e^r - 1 */
+    float q = tg__expm1_poly_f32_fma(r);
     float h = (k * 0.5f + TG__MAGIC_F32) - TG__MAGIC_F32;
     float y = (1.0f + q) * tg__pow2i_f32(h) * tg__pow2i_f32(k - h);
     return tg__sel_f32(tg__isnan_f32(x), x, y);
@@ -257,13 +264,7 @@ tg__expm1_core_f32_fma(float x)
                 ln2_lo = -2.12194440e-4f;
     float k = __builtin_fmaf(x, log2e, TG__MAGIC_F32) - TG__MAGIC_F32;
     float r = __builtin_fmaf(-k, ln2_lo, __builtin_fmaf(-k, ln2_hi, x));
-    float p = 1.0f / 5040;
-    p = __builtin_fmaf(p, r, 1.0f / 720);
-    p = __builtin_fmaf(p, r, 1.0f / 120);
-    p = __builtin_fmaf(p, r, 1.0f / 24);
-    p = __builtin_fmaf(p, r, 1.0f / 6);
-    p = __builtin_fmaf(p, r, 0.5f);
-    float q = __builtin_fmaf(r * r, p, r); /* e^r - 1 */
+    float q = tg__expm1_poly_f32_fma(r);
     float s = tg__pow2i_f32(k);
     return __builtin_fmaf(s, q, s - 1.0f);
 }
