@@ -635,13 +635,12 @@ record_node(tg_tape *t, const tg_op *op, tg_tensor *const *handles, int n_in,
         if (!n->in)
             return tg__fail(t, TG_ERR_NOMEM, "%s: out of memory for a list of %d inputs",
                             op->name, n_in);
-    }
-    if (n->in == n->in_small) /* n_in copies compile to a call to memcpy, 4 do not */
-        for (int i = 0; i < N_SMALL; i++)
-            n->in_small[i] = i < n_in ? in[i] : NULL;
-    else
         for (int i = 0; i < n_in; i++)
             n->in[i] = in[i];
+    } else {
+        for (int i = 0; i < N_SMALL; i++) /* n_in copies compile to a call to memcpy, 4 do not */
+            n->in_small[i] = i < n_in ? in[i] : NULL;
+    }
     n->attr = (struct tg__attr *)&tg__no_attr; /* never written through: see tg_node */
     if (attr) {
         n->attr = tg__arena_alloc(&t->arena, sizeof *n->attr);
