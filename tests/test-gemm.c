@@ -448,6 +448,37 @@ START_TEST(narrow_products_bit_identical_across_orders)
 }
 END_TEST
 
+/*
+ * Small products, C at most a vector wide: the direct order runs two tiles' rows at once
+ * (gemm_template.h, direct_tall) and, with a transposed A, reads a B of at most 4 KiB in
+ * place. Both must keep the blocked order's bits. Shapes: B-small's products (32x16 by k = 1,
+ * 2, 16; its dW products 16x16x32 and 1x16x32), row counts that leave a partial tall tile or a
+ * tile past it (17, 23, 24, 13 against MR = 6 or 8), C narrower than a vector (masked stores),
+ * and Aᵀ products whose B (k rows of n + 5) lies just inside and just past 4 KiB in f32
+ * (k = 48: 4032 bytes, k = 64: 5376); every transpose, beta 0 and 0.5 (narrow_case, above).
+ */
+START_TEST(small_products_bit_identical_across_orders)
+{
+    const char *path = paths[_i];
+    if (strcmp(path, "blas") == 0) /* not ours to promise */
+        return;
+    if (!use_path(path))
+        return;
+    rng_state = 11;
+    static const size_t shapes[][3] = {{32, 16, 16}, {32, 16, 1}, {32, 16, 2}, {16, 16, 32},
+                                       {1, 16, 32},  {17, 16, 5}, {23, 9, 33}, {24, 16, 7},
+                                       {40, 8, 16},  {20, 4, 64}, {13, 5, 31}, {12, 3, 10},
+                                       {16, 16, 48}, {16, 16, 64}, {48, 12, 40}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 8; t++) {
+            narrow_case_f32(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5f : 0.0f);
+            narrow_case_f64(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5 : 0.0);
+        }
+}
+END_TEST
+
 /* ---- parallel for ---- */
 
 struct sum_ctx {
@@ -611,6 +642,7 @@ gemm_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, bit_identical_across_threads, 0, N_PATHS);
     tcase_add_loop_test(tc, narrow_products_bit_identical_across_orders, 0, N_PATHS);
+    tcase_add_loop_test(tc, small_products_bit_identical_across_orders, 0, N_PATHS);
     tcase_add_test(tc, parallel_for_chunks_are_fixed);
     suite_add_tcase(s, tc);
 

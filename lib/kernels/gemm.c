@@ -281,7 +281,10 @@ DEFINE_GEMM_PART(gemm_part_f64, double, f64)
             return;                                                                            \
         }                                                                                      \
         const struct tg__gemm_kernel *kern = tg__gemm_active_kernel();                         \
-        if (kern->self_threaded) {                                                             \
+        /* Under two threads' minimum (plan_threads' answer, without asking the pool);       \
+         * dimensions under 2^10 keep m·n·k inside a 32-bit size_t. */                         \
+        if (kern->self_threaded || (m < 1024 && n < 1024 && k < 1024 &&                        \
+                                    m * n * k < 2 * GEMM_MIN_FMAS_PER_THREAD)) {               \
             kern->FIELD(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);       \
             return;                                                                            \
         }                                                                                      \

@@ -503,11 +503,16 @@ struct GT_FN(plan) {
 
 /* The direct order reads a plain B's rows where they lie, unless a row stride of whole 4 KiB
  * pages puts a panel's rows in the same two L1 sets (f32 n = 1024, 4096; f64 n = 512:
- * 0.82-0.86x the packed order). */
+ * 0.82-0.86x the packed order). With a transposed A it packs B (see direct, below) unless
+ * all of B's k rows lie in 4 KiB: those lines fall in distinct L1 sets, whatever the strides
+ * (B-small's dW products, 32 x 16 or 32 x 2). */
 static bool
-GT_FN(direct_b_in_place)(bool trans_a, bool trans_b, size_t ldb)
+GT_FN(direct_b_in_place)(bool trans_a, bool trans_b, size_t k, size_t ldb)
 {
-    return !trans_a && !trans_b && ldb * sizeof(GT) % 4096 != 0;
+    if (trans_b)
+        return false;
+    return trans_a ? (double)k * (double)ldb * sizeof(GT) <= 4096
+                   : ldb * sizeof(GT) % 4096 != 0;
 }
 
 #ifdef GT_DIRECT
@@ -648,6 +653,79 @@ GT_DIRECT_KERNEL(direct_1n, 1, 1)
 #endif
 #undef GT_DIRECT_KERNEL
 
+#if GT_NV > 1
+/*
+ * Two tiles' rows, one vector: C's rows [0, mr) (MR < mr <= 2·MR) by at most VL columns, the
+ * shape of every product of a narrow layer (B-small's 16-wide ones: 32x16 outputs, n = VL f32).
+ * There the MR x 1 kernel keeps MR accumulators, one FMA chain each: MR chains of a 4-cycle FMA
+ * only just cover two FMA pipes, and each call pays its set-up and store for MR·kc FMAs. Here
+ * 2·MR chains (2·MR <= NV·MR: the full tile's registers) halve the calls and leave the pipes
+ * slack. Each element of C still gets the same FMAs in the same k order and store_acc_part's
+ * formula: the bits of the MR-row tiles.
+ */
+__attribute__((noinline)) static void
+GT_FN(direct_tall)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr, size_t nr,
+                   const GT *b, size_t rs_b, GT *restrict c, size_t ldc, GT alpha, GT beta)
+{
+    enum { ROWS = 2 * GT_MR };
+    GT_VT acc[ROWS];
+#pragma GCC unroll 32
+    for (int i = 0; i < ROWS; i++)
+        acc[i] = GT_V_ZERO();
+    if (mr == ROWS) {
+        /* Both halves from one stride: row i at top[i·rs_a] or bottom[(i - MR)·rs_a]. Sixteen
+         * row pointers (the form below) outran the general registers, and gcc reloaded them
+         * from the stack inside the k loop. */
+        const GT *top = a, *bottom = a + GT_MR * rs_a;
+#pragma GCC unroll 2
+        for (size_t p = 0; p < kc; p++) {
+            GT_VT bv = GT_V_LOADU(b);
+#pragma GCC unroll 32
+            for (int i = 0; i < GT_MR; i++)
+                acc[i] = GT_V_FMA(GT_V_SET1(top[(size_t)i * rs_a]), bv, acc[i]);
+#pragma GCC unroll 32
+            for (int i = 0; i < GT_MR; i++)
+                acc[GT_MR + i] = GT_V_FMA(GT_V_SET1(bottom[(size_t)i * rs_a]), bv, acc[GT_MR + i]);
+            top += cs_a;
+            bottom += cs_a;
+            b += rs_b;
+        }
+    } else {
+        /* Rows past mr read row mr - 1 (inside A) and are never stored. */
+        const GT *arow[ROWS];
+#pragma GCC unroll 32
+        for (int i = 0; i < ROWS; i++)
+            arow[i] = a + ((size_t)i < mr ? (size_t)i : mr - 1) * rs_a;
+        size_t a_off = 0;
+        for (size_t p = 0; p < kc; p++) {
+            GT_VT bv = GT_V_LOADU(b);
+#pragma GCC unroll 32
+            for (int i = 0; i < ROWS; i++)
+                acc[i] = GT_V_FMA(GT_V_SET1(arow[i][a_off]), bv, acc[i]);
+            a_off += cs_a;
+            b += rs_b;
+        }
+    }
+    GT_VT va = GT_V_SET1(alpha), vb = GT_V_SET1(beta);
+#pragma GCC unroll 32
+    for (int i = 0; i < ROWS; i++) {
+        if ((size_t)i >= mr)
+            break;
+        GT *ci = c + (size_t)i * ldc;
+        GT_VT t = GT_V_MUL(va, acc[i]);
+        if (nr >= GT_VL) {
+            if (beta != 0)
+                t = GT_V_FMA(vb, GT_V_LOADU(ci), t);
+            GT_V_STOREU(ci, t);
+        } else {
+            if (beta != 0)
+                t = GT_V_FMA(vb, GT_V_LOADU_N(ci, nr), t);
+            GT_V_STOREU_N(ci, t, nr);
+        }
+    }
+}
+#endif
+
 typedef void GT_FN(direct_kernel)(size_t kc, const GT *a, size_t rs_a, size_t cs_a, size_t mr,
                                   size_t nr, const GT *b, size_t rs_b, GT *restrict c,
                                   size_t ldc, GT alpha, GT beta);
@@ -680,7 +758,7 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
               GT *bp)
 {
     size_t rs_a = trans_a ? 1 : lda, cs_a = trans_a ? lda : 1;
-    bool b_in_place = GT_FN(direct_b_in_place)(trans_a, trans_b, ldb);
+    bool b_in_place = GT_FN(direct_b_in_place)(trans_a, trans_b, k, ldb);
     for (size_t pc = 0; pc < k; pc += kc_step) {
         size_t kc = k - pc < kc_step ? k - pc : kc_step;
         GT beta_block = pc == 0 ? beta : 1;
@@ -697,12 +775,22 @@ GT_FN(direct)(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t k
                 GT_FN(pack_b)(trans_b, kc, nr, trans_b ? b + jr * ldb + pc : b + pc * ldb + jr,
                               ldb, bp);
             }
-            for (size_t ir = 0; ir < m; ir += GT_MR) {
+            for (size_t ir = 0; ir < m;) {
                 size_t mr = m - ir < GT_MR ? m - ir : GT_MR;
                 const GT *apanel = a + ir * rs_a + pc * cs_a;
                 GT *ctile = c + ir * ldc + jr;
+#if GT_NV > 1
+                if (nr <= GT_VL && m - ir > GT_MR) {
+                    mr = m - ir < 2 * GT_MR ? m - ir : 2 * GT_MR;
+                    GT_FN(direct_tall)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b, ctile, ldc,
+                                       alpha, beta_block);
+                    ir += mr;
+                    continue;
+                }
+#endif
                 GT_FN(direct_kernel_for)(mr, nr)(kc, apanel, rs_a, cs_a, mr, nr, bpanel, rs_b,
                                                  ctile, ldc, alpha, beta_block);
+                ir += mr;
             }
         }
     }
@@ -774,22 +862,31 @@ GT_FN(plan_packed)(size_t m, size_t n, size_t kc_step, size_t b_block_bytes)
     return GT_FN(plan_blocked)(m, n, kc_step, b_block_bytes);
 }
 
+#ifdef GT_DIRECT
+/* Whether a product takes the direct order. m·k + k·n in double: the product can exceed size_t
+ * on 32-bit targets. Rows of C of a page or more (n >= 1024 f32, 512 f64) stay packed: with
+ * m = 16-64 the direct order ran those at 0.79-0.95x the short-C order (one B panel per 2-8
+ * short tiles). So does a transposed A whose rows are whole pages apart: the direct
+ * micro-kernel reads one row of it per k step, a new page each time (f64 512x392x128 Aᵀ with
+ * lda = 512: 0.86x the packed order, 1.00x with lda = 520). The tests' SIZE_MAX lifts both
+ * limits. */
+static bool
+GT_FN(takes_direct)(bool trans_a, size_t m, size_t n, size_t k, size_t lda)
+{
+    bool direct_forced = tg__gemm_direct_bytes == SIZE_MAX;
+    return ((double)m * (double)k + (double)k * (double)n) * sizeof(GT) <=
+               (double)tg__gemm_direct_bytes &&
+           (direct_forced ||
+            (n * sizeof(GT) < 4096 && !(trans_a && lda * sizeof(GT) % 4096 == 0)));
+}
+#endif
+
 static struct GT_FN(plan)
 GT_FN(make_plan)(bool trans_a, size_t m, size_t n, size_t k, size_t lda, size_t b_block_bytes)
 {
     size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
 #ifdef GT_DIRECT
-    /* m·k + k·n in double: the product can exceed size_t on 32-bit targets. Rows of C of a
-     * page or more (n >= 1024 f32, 512 f64) stay packed: with m = 16-64 the direct order ran
-     * those at 0.79-0.95x the short-C order (one B panel per 2-8 short tiles). So does a
-     * transposed A whose rows are whole pages apart: the direct micro-kernel reads one row of
-     * it per k step, a new page each time (f64 512x392x128 Aᵀ with lda = 512: 0.86x the
-     * packed order, 1.00x with lda = 520). The tests' SIZE_MAX lifts both limits. */
-    bool direct_forced = tg__gemm_direct_bytes == SIZE_MAX;
-    if (((double)m * (double)k + (double)k * (double)n) * sizeof(GT) <=
-            (double)tg__gemm_direct_bytes &&
-        (direct_forced ||
-         (n * sizeof(GT) < 4096 && !(trans_a && lda * sizeof(GT) % 4096 == 0))))
+    if (GT_FN(takes_direct)(trans_a, m, n, k, lda))
         return (struct GT_FN(plan)){.order = TG_GEMM_DIRECT, .kc_step = kc_step};
 #else
     (void)trans_a;
@@ -835,7 +932,7 @@ GT_COST(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, size_t lda, si
         packed = ((double)m * kd + kd * (double)n) / 4;
         if (trans_b)
             packed += kd * n_pad;
-        else if (!GT_FN(direct_b_in_place)(trans_a, trans_b, ldb))
+        else if (!GT_FN(direct_b_in_place)(trans_a, trans_b, k, ldb))
             packed += kd * n_pad / 4;
         break;
     case TG_GEMM_SHORT_C: /* A's kc runs once, B once */
@@ -852,11 +949,11 @@ void
 GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, const GT *a,
          size_t lda, const GT *b, size_t ldb, GT beta, GT *c, size_t ldc)
 {
-    /* Each order needs a buffer; one that cannot be had falls back to the next order. */
-    struct GT_FN(plan) plan = GT_FN(make_plan)(trans_a, m, n, k, lda, GT_B_BLOCK_BYTES);
-    size_t kc_step = plan.kc_step;
+    /* Each order needs a buffer; one that cannot be had falls back to the next order. (The
+     * direct order is tried before the packed plan is made: it needs no block budget.) */
+    size_t kc_step = GT_FN(balanced_step)(k, GT_KC, 4);
 #ifdef GT_DIRECT
-    if (plan.order == TG_GEMM_DIRECT) {
+    if (GT_FN(takes_direct)(trans_a, m, n, k, lda)) {
         GT *bp = tg__gemm_workspace(kc_step * GT_NR * sizeof(GT));
         if (bp && GT_FN(direct_transposed)(trans_a, trans_b, m, n, k, kc_step, alpha, a, lda, b,
                                            ldb, beta, c, ldc, bp))
@@ -866,9 +963,9 @@ GT_BLOCK(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, GT alpha, con
                           bp);
             return;
         }
-        plan = GT_FN(plan_packed)(m, n, kc_step, GT_B_BLOCK_BYTES);
     }
 #endif
+    struct GT_FN(plan) plan = GT_FN(plan_packed)(m, n, kc_step, GT_B_BLOCK_BYTES);
     if (plan.order == TG_GEMM_SHORT_C) {
         GT *ap = tg__gemm_workspace((plan.a_elems + kc_step * GT_SHORT_STRIP) * sizeof(GT));
         if (ap) {
