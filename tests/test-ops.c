@@ -124,6 +124,24 @@ static tg_tensor *ap_bias_act_ops(tg_tape *t, tg_tensor **in, const struct op_ca
     return c->ta ? tg_add(t, y, x) : y;
 }
 
+/* matmul of op outputs, as in a network's hidden layers: A' = 1.5 A and B' = -0.5 B reach
+ * its VJP with fresh gradients (written with beta 0, not zeroed and added to:
+ * tg__vjp_takes_fresh). With .c = 1 the product is taken twice and summed, so the first VJP
+ * the sweep meets writes each gradient and the second adds to it. */
+static tg_tensor *ap_matmul_ops(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *a = tg_scale(t, in[0], 1.5), *b = tg_scale(t, in[1], -0.5);
+    tg_tensor *y = tg_matmul_t(t, a, c->ta, b, c->tb);
+    return c->c != 0 ? tg_add(t, y, tg_matmul_t(t, a, c->ta, b, c->tb)) : y;
+}
+/* A'·A'ᵀ of one op output: one fresh gradient for both operands, written by dA's product and
+ * added to by dB's. */
+static tg_tensor *ap_matmul_self_ops(tg_tape *t, tg_tensor **in, const struct op_case *c)
+{
+    tg_tensor *a = tg_scale(t, in[0], 1.5);
+    return tg_matmul_t(t, a, false, a, true);
+}
+
 /* ---- the tensor-algebra ops (fixed attributes per apply function) ---- */
 static const int axes_02[] = {0, 2}, axes_last[] = {-1}, axes_1[] = {1};
 static tg_tensor *ap_neg(tg_tape *t, tg_tensor **in, const struct op_case *c) { return tg_neg(t, in[0]); }
@@ -585,6 +603,14 @@ static const struct op_case cases[] = {
     TWO("matmul (4x3)ᵀ(4x5)", ap_matmul, 4, 3, 4, 5, .ta = true),
     TWO("matmul (3x4)(5x4)ᵀ", ap_matmul, 3, 4, 5, 4, .tb = true),
     TWO("matmul (4x3)ᵀ(5x4)ᵀ", ap_matmul, 4, 3, 5, 4, .ta = true, .tb = true),
+    TWO("matmul of op outputs (3x4)(5x4)ᵀ: fresh dA and dB written", ap_matmul_ops, 3, 4, 5, 4,
+        .tb = true),
+    TWO("matmul of op outputs (4x3)ᵀ(4x5): fresh dA and dB written", ap_matmul_ops, 4, 3, 4, 5,
+        .ta = true),
+    TWO("matmul of op outputs (3x4)(4x5) taken twice: written, then added to", ap_matmul_ops, 3,
+        4, 4, 5, .c = 1),
+    ONE("matmul of one op output A'·A'ᵀ (3x4): written by dA, added to by dB",
+        ap_matmul_self_ops, 3, 4, .axis = 0),
     ONE("transpose (3x4)", ap_transpose, 3, 4, .axis = 0),
     ONE("transpose (1x5)", ap_transpose, 1, 5, .axis = 0),
     TWO("add (3x4)+(3x4)", ap_add, 3, 4, 3, 4, .axis = 0),

@@ -84,43 +84,59 @@ matmul_forward(tg_node *nd)
     return TG_OK;
 }
 
+/* One gemm call, C = op(A)·op(B) + beta·C, beta 1 (accumulate) or 0 (overwrite: C is not
+ * read), in the node's dtype. */
+static void
+gemm_into(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a, size_t lda,
+          const void *b, size_t ldb, bool overwrite, void *c, size_t ldc)
+{
+    if (dt == TG_F32)
+        tg__gemm_f32(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, overwrite ? 0.0f : 1.0f, c, ldc);
+    else
+        tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, overwrite ? 0.0 : 1.0, c, ldc);
+}
+
 /* One gemm call with accumulation (beta = 1), in the node's dtype. */
 static void
 gemm_acc(tg_dtype dt, bool ta, bool tb, size_t m, size_t n, size_t k, const void *a, size_t lda,
          const void *b, size_t ldb, void *c, size_t ldc)
 {
-    if (dt == TG_F32)
-        tg__gemm_f32(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
-    else
-        tg__gemm_f64(ta, tb, m, n, k, 1.0, a, lda, b, ldb, 1.0, c, ldc);
+    gemm_into(dt, ta, tb, m, n, k, a, lda, b, ldb, false, c, ldc);
 }
 
 /* The VJP of one product (bmm calls it per batch): dA and dB (either NULL: not wanted) += the
- * rules above, from A, B and dC. */
+ * rules above, from A, B and dC; with da_fresh (db_fresh) the gradient holds nothing yet and
+ * is written, not added to. */
 static void
 mm_vjp_one(tg_dtype dt, bool ta, bool tb, struct mm_dims d, const void *a, const void *b,
-           const void *dc, void *da, void *db)
+           const void *dc, void *da, bool da_fresh, void *db, bool db_fresh)
 {
     if (da) {
         if (!ta) /* dA (m x k) += dC · op(B)ᵀ */
-            gemm_acc(dt, false, !tb, d.m, d.k, d.n, dc, d.n, b, d.ldb, da, d.k);
+            gemm_into(dt, false, !tb, d.m, d.k, d.n, dc, d.n, b, d.ldb, da_fresh, da, d.k);
         else /* dA (k x m) += op(B) · dCᵀ */
-            gemm_acc(dt, tb, true, d.k, d.m, d.n, b, d.ldb, dc, d.n, da, d.m);
+            gemm_into(dt, tb, true, d.k, d.m, d.n, b, d.ldb, dc, d.n, da_fresh, da, d.m);
     }
     if (db) {
         if (!tb) /* dB (k x n) += op(A)ᵀ · dC */
-            gemm_acc(dt, !ta, false, d.k, d.n, d.m, a, d.lda, dc, d.n, db, d.n);
+            gemm_into(dt, !ta, false, d.k, d.n, d.m, a, d.lda, dc, d.n, db_fresh, db, d.n);
         else /* dB (n x k) += dCᵀ · op(A) */
-            gemm_acc(dt, true, ta, d.n, d.k, d.m, dc, d.n, a, d.lda, db, d.k);
+            gemm_into(dt, true, ta, d.n, d.k, d.m, dc, d.n, a, d.lda, db_fresh, db, d.k);
     }
 }
 
+/* Listed by tg__vjp_takes_fresh: a fresh gradient (an op output's, not yet added to: the
+ * hidden activations of a network) is written with beta = 0 instead of being zeroed by the
+ * tape and accumulated into. A·A (one tensor, both operands) takes it once: dA's product
+ * writes, dB's adds. */
 static tg_status
 matmul_vjp(tg_node *nd)
 {
     tg_tensor *a = nd->in[0], *b = nd->in[1], *c = nd->out;
+    bool a_fresh = a->grad && tg__grad_take_fresh(a);
+    bool b_fresh = b->grad && tg__grad_take_fresh(b);
     mm_vjp_one(c->dtype, nd->attr->trans_a, nd->attr->trans_b, mm_dims(nd), a->data, b->data,
-               c->grad, a->grad, b->grad);
+               c->grad, a->grad, a_fresh, b->grad, b_fresh);
     return TG_OK;
 }
 
@@ -388,8 +404,8 @@ bmm_vjp(tg_node *nd)
         return TG_OK;
     BMM_FOR(p, {
         mm_vjp_one(c->dtype, nd->attr->trans_a, nd->attr->trans_b, p.d, ad + ia * es,
-                   bd + ib * es, cg + ic * es, ag ? ag + ia * es : NULL,
-                   bg ? bg + ib * es : NULL);
+                   bd + ib * es, cg + ic * es, ag ? ag + ia * es : NULL, false,
+                   bg ? bg + ib * es : NULL, false);
     });
     return TG_OK;
 }

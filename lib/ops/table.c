@@ -85,8 +85,8 @@ _Static_assert(sizeof tg__builtin_ops / sizeof tg__builtin_ops[0] == TG_OP_COUNT
 
 /* Ops whose VJP overwrites a fresh input gradient itself (tg__grad_take_fresh) instead of
  * having the tape zero it first: the one-input elementwise ops (unary.c), the softmax
- * family and bias_act, where the saved pass is a large part of the backward. Every other VJP
- * adds. */
+ * family, bias_act and matmul (a hidden layer's dA = dZ·W, written with beta = 0), where the
+ * saved pass is a large part of the backward. Every other VJP adds. */
 static const bool takes_fresh[TG_OP_COUNT] = {
     [TG_OP_IDENTITY] = true, [TG_OP_SIGMOID] = true, [TG_OP_TANH] = true,
     [TG_OP_RELU] = true,     [TG_OP_LEAKY_RELU] = true, [TG_OP_SOFTPLUS] = true,
@@ -95,7 +95,7 @@ static const bool takes_fresh[TG_OP_COUNT] = {
     [TG_OP_SQUARE] = true,   [TG_OP_ABS] = true,     [TG_OP_POW] = true,
     [TG_OP_CLAMP] = true,    [TG_OP_SILU] = true,    [TG_OP_ELU] = true,
     [TG_OP_GELU_TANH] = true, [TG_OP_SOFTMAX] = true, [TG_OP_LOG_SOFTMAX] = true,
-    [TG_OP_LOGSUMEXP] = true, [TG_OP_BIAS_ACT] = true,
+    [TG_OP_LOGSUMEXP] = true, [TG_OP_BIAS_ACT] = true, [TG_OP_MATMUL] = true,
 };
 
 bool
