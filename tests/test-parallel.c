@@ -4,7 +4,8 @@
  * The shapes are large enough that every parallel path runs more than one chunk: the GEMMs,
  * bias_act forward and VJP (128 x 512 = 65536 elements > two chunks of 32768, with per-chunk
  * bias-gradient partials), and elementwise activations. A second test case runs each threaded
- * elementwise, reduction and loss op alone on multi-chunk shapes (below).
+ * elementwise, reduction and loss op alone on multi-chunk shapes (below). The update pass
+ * of the 3 steps runs on one thread, two, then one (its trial's first probes, kernels.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <tapegrad/runtime.h>
 
 #include "../lib/internal.h"
+#include "../lib/kernels/kernels.h"
 #include "common.h"
 
 struct net {
@@ -340,6 +342,48 @@ START_TEST(op_bit_identical_for_1_and_2_threads)
 }
 END_TEST
 
+/* The optimizer's update pass picks one thread or all by trial (kernels.h): the first
+ * TG_TRIAL_PROBES calls of each round alternate one thread and two, the rest run the count
+ * whose fastest probe was faster, and a new round probes again. Times are fed in here, so the
+ * choice is checked without a clock: two threads faster in the first round, one in the next,
+ * a tie going to one thread; with one thread allowed, always one. */
+static void
+probe_round(struct tg__threads_trial *tr, uint64_t one_ns, uint64_t two_ns)
+{
+    for (int i = 0; i < TG_TRIAL_PROBES; i++) {
+        int threads = tg__trial_threads(tr);
+        ck_assert_int_eq(threads, i % 2 ? 2 : 1);
+        /* the slower of each pair's first probe is beaten later: the fastest probe counts */
+        tg__trial_record(tr, threads, (threads == 1 ? one_ns : two_ns) + (i < 2 ? 1000 : 0));
+    }
+}
+
+START_TEST(update_pass_threads_by_trial)
+{
+    ck_assert_int_eq(tg_set_num_threads(2), TG_OK);
+    struct tg__threads_trial tr = {0};
+    probe_round(&tr, 100, 60);
+    for (int i = TG_TRIAL_PROBES; i < TG_TRIAL_PERIOD; i++) {
+        ck_assert_int_eq(tg__trial_threads(&tr), 2);
+        tg__trial_record(&tr, 2, 5); /* runs between probes do not move the choice */
+    }
+    probe_round(&tr, 60, 100);
+    ck_assert_int_eq(tg__trial_threads(&tr), 1);
+    for (int i = TG_TRIAL_PROBES; i < TG_TRIAL_PERIOD; i++)
+        tg__trial_record(&tr, tg__trial_threads(&tr), 1);
+    probe_round(&tr, 70, 70);
+    ck_assert_int_eq(tg__trial_threads(&tr), 1);
+
+    ck_assert_int_eq(tg_set_num_threads(1), TG_OK);
+    struct tg__threads_trial solo = {0};
+    for (int i = 0; i < 2 * TG_TRIAL_PERIOD; i++) {
+        ck_assert_int_eq(tg__trial_threads(&solo), 1);
+        tg__trial_record(&solo, 1, (uint64_t)(i % 7));
+    }
+    ck_assert_int_eq(tg_set_num_threads(0), TG_OK);
+}
+END_TEST
+
 static Suite *
 parallel_suite(void)
 {
@@ -353,6 +397,10 @@ parallel_suite(void)
     tc = tcase_create("elementwise, reductions, losses: 1 vs 2 threads and a reference");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, op_bit_identical_for_1_and_2_threads, 0, N_BIG);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("the update pass's thread count");
+    tcase_add_test(tc, update_pass_threads_by_trial);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -138,6 +138,37 @@ tg__parallel_chunks(size_t n, size_t grain)
 /* The thread count kernels use: tg_num_threads() (1 when built with -Dthreads=disabled). */
 int tg__num_threads(void);
 
+/* tg__parallel_for on at most `threads` threads (the same chunks, so the same results). */
+void tg__parallel_for_threads(size_t n, size_t grain, int threads,
+                              void (*fn)(size_t begin, size_t end, void *ctx), void *ctx);
+
+/*
+ * One thread or all, for a pass that recurs with the same sizes (the optimizer's update, once
+ * per step), chosen by timing both. Whether a second thread pays there depends less on the
+ * pass than on where its data sits: the update reads and writes every parameter, and when the
+ * step's products ran on one thread the parameters sit in that thread's cache, so a worker's
+ * chunks pull them across; when the products were split, each thread holds part of them. On
+ * the 2-vCPU VM, whose cache line round trip between the vCPUs is sometimes 57 ns and
+ * sometimes 420-490 ns, the same update ran 1.4x faster on two threads in one network and
+ * 1.5x slower in another (docs/performance.md). So the pass is timed: for the first
+ * TG_TRIAL_PROBES calls of every TG_TRIAL_PERIOD it alternates one thread and all, and for the
+ * rest it runs the count whose fastest probe was faster. The thread count changes no result
+ * (the chunks are fixed), only the time. Not thread-safe: one user of a trial at a time.
+ */
+#define TG_TRIAL_PROBES 8
+#define TG_TRIAL_PERIOD 512
+struct tg__threads_trial {
+    uint64_t calls;
+    uint64_t fastest_ns[2]; /* this round's fastest probe: [0] one thread, [1] all */
+    bool all;               /* the choice between probes */
+};
+/* The thread count for the next run of the pass (1 or tg__num_threads()). */
+int tg__trial_threads(const struct tg__threads_trial *tr);
+/* Records that run: `threads` as returned above, `ns` its time (tg__now_ns() differences). */
+void tg__trial_record(struct tg__threads_trial *tr, int threads, uint64_t ns);
+/* A monotonic clock in nanoseconds. */
+uint64_t tg__now_ns(void);
+
 /*
  * The thread pool (pool.c): calls fn(part, ctx) once for each part in [0, parts) on the
  * calling thread and up to threads - 1 pool workers, and returns when all are done. Parts are

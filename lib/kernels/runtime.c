@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <tapegrad/runtime.h>
@@ -231,12 +232,61 @@ void
 tg__parallel_for_chunks(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
                         void *ctx)
 {
+    tg__parallel_for_threads(n, grain, tg__num_threads(), fn, ctx);
+}
+
+void
+tg__parallel_for_threads(size_t n, size_t grain, int threads,
+                         void (*fn)(size_t begin, size_t end, void *ctx), void *ctx)
+{
+    if (n == 0)
+        return;
+    if (grain == 0 || grain >= n) {
+        fn(0, n, ctx);
+        return;
+    }
     size_t chunks = tg__parallel_chunks(n, grain);
-    int threads = tg__num_threads();
     if ((size_t)threads > chunks)
         threads = (int)chunks;
     /* Chunks are claimed by whichever thread is free (pool.c); which thread runs a chunk does
      * not change what the chunk computes. */
     struct parallel_for pf = {n, grain, fn, ctx};
     tg__pool_run(threads, chunks, parallel_for_chunk, &pf);
+}
+
+/* ---- one thread or all, by trial (kernels.h) ---- */
+
+uint64_t
+tg__now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+int
+tg__trial_threads(const struct tg__threads_trial *tr)
+{
+    int all = tg__num_threads();
+    if (all <= 1)
+        return 1;
+    uint64_t phase = tr->calls % TG_TRIAL_PERIOD;
+    if (phase < TG_TRIAL_PROBES)
+        return phase % 2 ? all : 1;
+    return tr->all ? all : 1;
+}
+
+void
+tg__trial_record(struct tg__threads_trial *tr, int threads, uint64_t ns)
+{
+    uint64_t phase = tr->calls++ % TG_TRIAL_PERIOD;
+    if (phase >= TG_TRIAL_PROBES)
+        return;
+    if (phase == 0)
+        tr->fastest_ns[0] = tr->fastest_ns[1] = UINT64_MAX;
+    uint64_t *f = &tr->fastest_ns[threads > 1];
+    if (ns < *f)
+        *f = ns;
+    if (phase == TG_TRIAL_PROBES - 1)
+        tr->all = tr->fastest_ns[1] < tr->fastest_ns[0];
 }
