@@ -33,7 +33,7 @@ struct tg_optim {
     tg_params *slots[MAX_SLOTS]; /* mirror params: same names, shapes, dtype, order */
     double steps;                /* updates done; a whole number (see MAX_EXACT_STEPS) */
     double last_norm;
-    struct tg__threads_trial update_threads; /* one thread or all for the update pass */
+    struct tg__step_trial step_threads; /* one thread or all for the steps (kernels.h) */
     char errmsg[TG__ERRMSG_SIZE];
 };
 
@@ -269,6 +269,7 @@ tg_optim_free(tg_optim *o)
         return;
     for (int k = 0; k < o->n_slots; k++)
         tg_params_free(o->slots[k]);
+    tg__thread_cap_clear(); /* its steps are over: this thread runs on the full count again */
     tg__free(o);
 }
 
@@ -481,6 +482,10 @@ tg_optim_step(tg_optim *o)
     tg_status st = sync_state(o);
     if (st != TG_OK)
         return st;
+    /* A step boundary: the time since the last one is a whole step (this update, then the
+     * next forward and backward, on the count this tick chose): one thread or all by trial
+     * (kernels.h, tg__step_trial). Only the time depends on the choice. */
+    tg__step_trial_tick(&o->step_threads, tg__now_ns());
     tg_params *p = o->params;
     const size_t n = p->size;
     const tg_optim_options *op = &o->opt;
@@ -503,20 +508,9 @@ tg_optim_step(tg_optim *o)
             clip = 1.0;
     }
 
-    /* One thread or all by trial (kernels.h, tg__threads_trial): a second thread pays when
-     * the step's products left the parameters spread over both caches, and loses when they
-     * sit in one (B-seed4 on the VM's slow 2-vCPU mode: docs/performance.md). */
     struct update_pass pass = {.o = o, .lr = lr, .clip = clip};
-    void (*chunk)(size_t, size_t, void *) =
-        p->dtype == TG_F32 ? update_chunk_f32 : update_chunk_f64;
-    if (tg__parallel_chunks(n, UPDATE_GRAIN) == 1) {
-        tg__parallel_for(n, UPDATE_GRAIN, chunk, &pass);
-    } else {
-        int threads = tg__trial_threads(&o->update_threads);
-        uint64_t start = tg__now_ns();
-        tg__parallel_for_threads(n, UPDATE_GRAIN, threads, chunk, &pass);
-        tg__trial_record(&o->update_threads, threads, tg__now_ns() - start);
-    }
+    tg__parallel_for(n, UPDATE_GRAIN, p->dtype == TG_F32 ? update_chunk_f32 : update_chunk_f64,
+                     &pass);
     o->steps += 1;
     o->errmsg[0] = '\0';
     return TG_OK;

@@ -4,8 +4,8 @@
  * The shapes are large enough that every parallel path runs more than one chunk: the GEMMs,
  * bias_act forward and VJP (128 x 512 = 65536 elements > two chunks of 32768, with per-chunk
  * bias-gradient partials), and elementwise activations. A second test case runs each threaded
- * elementwise, reduction and loss op alone on multi-chunk shapes (below). The update pass
- * of the 3 steps runs on one thread, two, then one (its trial's first probes, kernels.h).
+ * elementwise, reduction and loss op alone on multi-chunk shapes (below). The steps' trial
+ * (kernels.h, tg__step_trial), whose first probes would run them on one thread, is off here.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -28,6 +28,7 @@ static void *
 train(tg_dtype dt, tg_layout layout, tg_activation act, int threads, int steps, size_t *bytes)
 {
     ck_assert_int_eq(tg_set_num_threads(threads), TG_OK);
+    tg__step_trial_off = true;
     /* Under valgrind the input layer is 64 wide instead of 784: the 512-wide hidden layer
      * still spans two bias_act chunks, and the run takes minutes less. */
     const int64_t dims[4] = {getenv("TG_UNDER_VALGRIND") ? 64 : 784, 512, 256, 10},
@@ -70,6 +71,7 @@ train(tg_dtype dt, tg_layout layout, tg_activation act, int threads, int steps, 
     tg_rng_free(rng);
     free(x);
     ck_assert_int_eq(tg_set_num_threads(0), TG_OK);
+    tg__step_trial_off = false;
     return copy;
 }
 
@@ -342,43 +344,58 @@ START_TEST(op_bit_identical_for_1_and_2_threads)
 }
 END_TEST
 
-/* The optimizer's update pass picks one thread or all by trial (kernels.h): the first
- * TG_TRIAL_PROBES calls of each round alternate one thread and two, the rest run the count
- * whose fastest probe was faster, and a new round probes again. Times are fed in here, so the
- * choice is checked without a clock: two threads faster in the first round, one in the next,
- * a tie going to one thread; with one thread allowed, always one. */
+/* Training steps run on one thread or all by trial (kernels.h, tg__step_trial): each round
+ * of TG_TRIAL_PERIOD ticks starts with blocks of one thread and all in turn, then keeps the
+ * count whose fastest step was faster (all on a tie), capping tg__num_threads() on the
+ * ticking thread. Times are fed in, so the choice is checked without a clock: the blocks in
+ * order, a slow first step of a block outweighed by the block's others, one thread chosen
+ * when faster, all when faster or tied, the cap lifted, and no cap at 1 thread. */
+static uint64_t clock_ns;
+
 static void
-probe_round(struct tg__threads_trial *tr, uint64_t one_ns, uint64_t two_ns)
+probe_round(struct tg__step_trial *tr, uint64_t one_ns, uint64_t all_ns)
 {
-    for (int i = 0; i < TG_TRIAL_PROBES; i++) {
-        int threads = tg__trial_threads(tr);
-        ck_assert_int_eq(threads, i % 2 ? 2 : 1);
-        /* the slower of each pair's first probe is beaten later: the fastest probe counts */
-        tg__trial_record(tr, threads, (threads == 1 ? one_ns : two_ns) + (i < 2 ? 1000 : 0));
+    for (int i = 0; i < TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i++) {
+        tg__step_trial_tick(tr, clock_ns);
+        bool one = i / TG_TRIAL_BLOCK % 2 == 0;
+        ck_assert_int_eq(tg__num_threads(), one ? 1 : 2);
+        /* a block's first step is slowest (its data moves): the fastest step decides */
+        clock_ns += (one ? one_ns : all_ns) + (i % TG_TRIAL_BLOCK == 0 ? 1000 : 0);
     }
 }
 
-START_TEST(update_pass_threads_by_trial)
+static void
+run_rest_of_round(struct tg__step_trial *tr, int want_threads)
+{
+    for (int i = TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i < TG_TRIAL_PERIOD; i++) {
+        tg__step_trial_tick(tr, clock_ns);
+        ck_assert_int_eq(tg__num_threads(), want_threads);
+        clock_ns += 1; /* steps between probes do not move the choice */
+    }
+}
+
+START_TEST(steps_threads_by_trial)
 {
     ck_assert_int_eq(tg_set_num_threads(2), TG_OK);
-    struct tg__threads_trial tr = {0};
+    struct tg__step_trial tr = {0};
     probe_round(&tr, 100, 60);
-    for (int i = TG_TRIAL_PROBES; i < TG_TRIAL_PERIOD; i++) {
-        ck_assert_int_eq(tg__trial_threads(&tr), 2);
-        tg__trial_record(&tr, 2, 5); /* runs between probes do not move the choice */
-    }
+    run_rest_of_round(&tr, 2);
     probe_round(&tr, 60, 100);
-    ck_assert_int_eq(tg__trial_threads(&tr), 1);
-    for (int i = TG_TRIAL_PROBES; i < TG_TRIAL_PERIOD; i++)
-        tg__trial_record(&tr, tg__trial_threads(&tr), 1);
+    run_rest_of_round(&tr, 1);
     probe_round(&tr, 70, 70);
-    ck_assert_int_eq(tg__trial_threads(&tr), 1);
+    run_rest_of_round(&tr, 2);
+    probe_round(&tr, 60, 100);
+    tg__step_trial_tick(&tr, clock_ns);
+    ck_assert_int_eq(tg__num_threads(), 1);
+    tg__thread_cap_clear();
+    ck_assert_int_eq(tg__num_threads(), 2);
 
     ck_assert_int_eq(tg_set_num_threads(1), TG_OK);
-    struct tg__threads_trial solo = {0};
-    for (int i = 0; i < 2 * TG_TRIAL_PERIOD; i++) {
-        ck_assert_int_eq(tg__trial_threads(&solo), 1);
-        tg__trial_record(&solo, 1, (uint64_t)(i % 7));
+    struct tg__step_trial solo = {0};
+    for (int i = 0; i < TG_TRIAL_PERIOD + TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i++) {
+        tg__step_trial_tick(&solo, clock_ns);
+        clock_ns += (uint64_t)(i % 7);
+        ck_assert_int_eq(tg__num_threads(), 1);
     }
     ck_assert_int_eq(tg_set_num_threads(0), TG_OK);
 }
@@ -399,8 +416,8 @@ parallel_suite(void)
     tcase_add_loop_test(tc, op_bit_identical_for_1_and_2_threads, 0, N_BIG);
     suite_add_tcase(s, tc);
 
-    tc = tcase_create("the update pass's thread count");
-    tcase_add_test(tc, update_pass_threads_by_trial);
+    tc = tcase_create("the training steps' thread count");
+    tcase_add_test(tc, steps_threads_by_trial);
     suite_add_tcase(s, tc);
     return s;
 }

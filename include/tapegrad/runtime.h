@@ -7,6 +7,13 @@
  * on the first threaded call. Results are bit-identical whatever the thread count (fixed
  * partitioning and reduction order).
  *
+ * Training steps: tg_optim_step (and so tg_sgd_step) times whole steps, the time from one call
+ * to the next, and runs them on one thread where that is faster than on the thread count
+ * (a small network on a machine whose cores pass data slowly): each 1024 steps it tries 4
+ * steps on one thread and 4 on all, twice, and keeps the faster. Only the calling thread, and
+ * only between its steps, is held to one thread; tg_optim_free lifts that. Results do not
+ * change. TG_STEP_TRIAL=0 in the environment turns the trial off (every step on the count).
+ *
  * Kernels: the best path the CPU supports is chosen at first use (avx512, avx2, generic);
  * TG_KERNEL=generic|avx2|avx512|blas in the environment forces one (an unsupported choice falls
  * back to the best supported and tg_kernel_name() says so).

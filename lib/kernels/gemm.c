@@ -21,15 +21,13 @@
 #include "gemm_impl.h"
 #include "kernels.h"
 
-/* Products below this many multiply-adds per thread run on one thread. A worker's part costs
- * more than the handoff: it reads its share of the operands from the other core's cache
- * (the weights the caller's last step wrote), and on the 2-vCPU VM a cache line's round trip
- * between the vCPUs measures 57 ns at times and 420-490 ns at others. At 2^18 (~2.5 µs of
- * f32 FMAs a share on the Zen 5) B-seed4's two split products cost more than they saved;
- * at 2^20 (~10 µs) they run whole. tg-bench, 3 alternating rounds in the slow mode, 2
- * threads: B-seed4 f32 199 -> 153 µs, f64 353 -> 316 (1 thread: 107, 245); B-seed and
- * B-mnist, whose products are all past 2^21, unchanged within the noise. */
-#define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 20)
+/* Products below this many multiply-adds per thread run on one thread: at ~100 G FMA/s (f32
+ * on the Zen 5) a thread's share is then under ~2.5 µs, the order of handing a part to a
+ * worker. Whether a split just past it pays depends on the machine's state (a worker's share
+ * pulls its operands from the other core's cache: B-seed4's products, 0.8 M multiply-adds,
+ * gained split on the VM in one state and lost in another); training steps settle that by
+ * trial (tg__step_trial, kernels.h). */
+#define GEMM_MIN_FMAS_PER_THREAD ((size_t)1 << 18)
 
 size_t tg__gemm_short_c_bytes = (size_t)512 << 10;
 size_t tg__gemm_direct_bytes = (size_t)1 << 20;

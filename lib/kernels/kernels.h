@@ -138,34 +138,42 @@ tg__parallel_chunks(size_t n, size_t grain)
 /* The thread count kernels use: tg_num_threads() (1 when built with -Dthreads=disabled). */
 int tg__num_threads(void);
 
-/* tg__parallel_for on at most `threads` threads (the same chunks, so the same results). */
-void tg__parallel_for_threads(size_t n, size_t grain, int threads,
-                              void (*fn)(size_t begin, size_t end, void *ctx), void *ctx);
-
 /*
- * One thread or all, for a pass that recurs with the same sizes (the optimizer's update, once
- * per step), chosen by timing both. Whether a second thread pays there depends less on the
- * pass than on where its data sits: the update reads and writes every parameter, and when the
- * step's products ran on one thread the parameters sit in that thread's cache, so a worker's
- * chunks pull them across; when the products were split, each thread holds part of them. On
- * the 2-vCPU VM, whose cache line round trip between the vCPUs is sometimes 57 ns and
- * sometimes 420-490 ns, the same update ran 1.4x faster on two threads in one network and
- * 1.5x slower in another (docs/performance.md). So the pass is timed: for the first
- * TG_TRIAL_PROBES calls of every TG_TRIAL_PERIOD it alternates one thread and all, and for the
- * rest it runs the count whose fastest probe was faster. The thread count changes no result
- * (the chunks are fixed), only the time. Not thread-safe: one user of a trial at a time.
+ * One thread or all for a recurring step (a training step: tg_optim_step ticks it), chosen by
+ * timing whole steps. Whether a second thread pays depends on the machine's state as much as
+ * on the sizes: a worker's share of a product or of the update first pulls its data from the
+ * other core's cache, and on the 2-vCPU VM a cache line's round trip between the vCPUs is
+ * 57-110 ns at times and 420-490 ns at others. B-seed4 (batch 4) ran 1.23x faster on 2 threads
+ * than on 1 in the first state and 0.5x in the second (docs/performance.md). Timing each
+ * parallel pass alone does not find that out: once both threads hold part of the data, every
+ * pass is faster split than pulling it all back to one thread, even when a step that keeps
+ * everything on one thread is faster than either. So whole steps are timed: each round of
+ * TG_TRIAL_PERIOD steps starts with TG_TRIAL_BLOCKS blocks of TG_TRIAL_BLOCK steps, one thread
+ * and all in turn, and runs the rest with the count whose fastest step was faster (all on a
+ * tie). Blocks, not alternate steps: the first step after a switch pays for moving the data;
+ * the block's later ones show the steady state. One thread means tg__num_threads()
+ * returns 1 on the calling thread from that tick to the next (a thread-local cap). The count
+ * changes no result (partitions are fixed), only the time. One user of a trial at a time.
  */
-#define TG_TRIAL_PROBES 8
-#define TG_TRIAL_PERIOD 512
-struct tg__threads_trial {
-    uint64_t calls;
-    uint64_t fastest_ns[2]; /* this round's fastest probe: [0] one thread, [1] all */
-    bool all;               /* the choice between probes */
+#define TG_TRIAL_BLOCK 4
+#define TG_TRIAL_BLOCKS 4
+#define TG_TRIAL_PERIOD 1024
+struct tg__step_trial {
+    uint64_t steps;         /* ticks so far */
+    uint64_t last_ns;       /* the latest tick */
+    uint64_t fastest_ns[2]; /* this round's fastest probe step: [0] one thread, [1] all */
+    bool one;               /* the choice after the probes: one thread */
 };
-/* The thread count for the next run of the pass (1 or tg__num_threads()). */
-int tg__trial_threads(const struct tg__threads_trial *tr);
-/* Records that run: `threads` as returned above, `ns` its time (tg__now_ns() differences). */
-void tg__trial_record(struct tg__threads_trial *tr, int threads, uint64_t ns);
+/* A step begins (the previous one, if any, has ended): times it and sets the calling thread's
+ * cap for the step that begins. now_ns: the time, from tg__now_ns(). */
+void tg__step_trial_tick(struct tg__step_trial *tr, uint64_t now_ns);
+/* Whether the step that begins at the next tick runs on one thread (what the tick will set). */
+bool tg__step_trial_one(const struct tg__step_trial *tr);
+/* Lifts the calling thread's cap (the trial's steps are over: tg_optim_free). */
+void tg__thread_cap_clear(void);
+/* True: ticks set no cap (the tests that must see every step on the configured count); also
+ * off when TG_STEP_TRIAL=0 is in the environment. */
+extern bool tg__step_trial_off;
 /* A monotonic clock in nanoseconds. */
 uint64_t tg__now_ns(void);
 

@@ -93,10 +93,13 @@ tg_num_threads(void)
 #endif
 }
 
+/* tg__step_trial's cap: true while the calling thread's steps run on one thread. */
+static _Thread_local bool capped_to_one;
+
 int
 tg__num_threads(void)
 {
-    return tg_num_threads();
+    return capped_to_one ? 1 : tg_num_threads();
 }
 
 /* ---- the matrix-multiply path ---- */
@@ -232,20 +235,8 @@ void
 tg__parallel_for_chunks(size_t n, size_t grain, void (*fn)(size_t begin, size_t end, void *ctx),
                         void *ctx)
 {
-    tg__parallel_for_threads(n, grain, tg__num_threads(), fn, ctx);
-}
-
-void
-tg__parallel_for_threads(size_t n, size_t grain, int threads,
-                         void (*fn)(size_t begin, size_t end, void *ctx), void *ctx)
-{
-    if (n == 0)
-        return;
-    if (grain == 0 || grain >= n) {
-        fn(0, n, ctx);
-        return;
-    }
     size_t chunks = tg__parallel_chunks(n, grain);
+    int threads = tg__num_threads();
     if ((size_t)threads > chunks)
         threads = (int)chunks;
     /* Chunks are claimed by whichever thread is free (pool.c); which thread runs a chunk does
@@ -264,29 +255,55 @@ tg__now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-int
-tg__trial_threads(const struct tg__threads_trial *tr)
+bool
+tg__step_trial_one(const struct tg__step_trial *tr)
 {
-    int all = tg__num_threads();
-    if (all <= 1)
-        return 1;
-    uint64_t phase = tr->calls % TG_TRIAL_PERIOD;
-    if (phase < TG_TRIAL_PROBES)
-        return phase % 2 ? all : 1;
-    return tr->all ? all : 1;
+    uint64_t phase = tr->steps % TG_TRIAL_PERIOD;
+    if (phase < (uint64_t)TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS)
+        return phase / TG_TRIAL_BLOCK % 2 == 0;
+    return tr->one;
+}
+
+bool tg__step_trial_off;
+static atomic_int step_trial_env = -1; /* TG_STEP_TRIAL=0 in the environment: 0; else 1 */
+
+static bool
+step_trial_on(void)
+{
+    if (tg__step_trial_off)
+        return false;
+    int e = atomic_load_explicit(&step_trial_env, memory_order_relaxed);
+    if (e < 0) {
+        const char *v = getenv("TG_STEP_TRIAL");
+        e = !(v && strcmp(v, "0") == 0);
+        atomic_store_explicit(&step_trial_env, e, memory_order_relaxed);
+    }
+    return e != 0;
 }
 
 void
-tg__trial_record(struct tg__threads_trial *tr, int threads, uint64_t ns)
+tg__step_trial_tick(struct tg__step_trial *tr, uint64_t now_ns)
 {
-    uint64_t phase = tr->calls++ % TG_TRIAL_PERIOD;
-    if (phase >= TG_TRIAL_PROBES)
-        return;
-    if (phase == 0)
+    const uint64_t probes = (uint64_t)TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS;
+    if (tr->steps > 0) { /* the step that just ended */
+        uint64_t ended = (tr->steps - 1) % TG_TRIAL_PERIOD;
+        if (ended < probes) {
+            uint64_t *f = &tr->fastest_ns[ended / TG_TRIAL_BLOCK % 2];
+            if (now_ns - tr->last_ns < *f)
+                *f = now_ns - tr->last_ns;
+        }
+        if (ended == probes - 1)
+            tr->one = tr->fastest_ns[0] < tr->fastest_ns[1];
+    }
+    if (tr->steps % TG_TRIAL_PERIOD == 0)
         tr->fastest_ns[0] = tr->fastest_ns[1] = UINT64_MAX;
-    uint64_t *f = &tr->fastest_ns[threads > 1];
-    if (ns < *f)
-        *f = ns;
-    if (phase == TG_TRIAL_PROBES - 1)
-        tr->all = tr->fastest_ns[1] < tr->fastest_ns[0];
+    capped_to_one = step_trial_on() && tg_num_threads() > 1 && tg__step_trial_one(tr);
+    tr->last_ns = now_ns;
+    tr->steps++;
+}
+
+void
+tg__thread_cap_clear(void)
+{
+    capped_to_one = false;
 }
