@@ -345,9 +345,9 @@ START_TEST(op_bit_identical_for_1_and_2_threads)
 END_TEST
 
 /* Training steps run on one thread or all by trial (kernels.h, tg__step_trial): each round
- * of TG_TRIAL_PERIOD ticks starts with blocks of one thread and all in turn, then keeps the
- * count whose fastest step was faster (all on a tie), capping tg__num_threads() on the
- * ticking thread. Times are fed in, so the choice is checked without a clock: the blocks in
+ * (at least TG_TRIAL_PERIOD ticks and TG_TRIAL_ROUND_NS) starts with blocks of one thread and
+ * all in turn, then keeps the count whose fastest step was faster (all on a tie), capping
+ * tg__num_threads() on the ticking thread. Times are fed in, so the choice is checked without a clock: the blocks in
  * order, a slow first step of a block outweighed by the block's others, one thread chosen
  * when faster, all when faster or tied, the cap lifted, and no cap at 1 thread. */
 static uint64_t clock_ns;
@@ -364,13 +364,17 @@ probe_round(struct tg__step_trial *tr, uint64_t one_ns, uint64_t all_ns)
     }
 }
 
+/* The rest of a round on the chosen count: TG_TRIAL_PERIOD steps in all and 5 more (a round
+ * lasts at least TG_TRIAL_PERIOD steps and TG_TRIAL_ROUND_NS: these steps take 1 ns each),
+ * the last one taking the round past its minimum time, so the next tick begins a new round. */
 static void
 run_rest_of_round(struct tg__step_trial *tr, int want_threads)
 {
-    for (int i = TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i < TG_TRIAL_PERIOD; i++) {
+    int end = TG_TRIAL_PERIOD + 5;
+    for (int i = TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i < end; i++) {
         tg__step_trial_tick(tr, clock_ns);
         ck_assert_int_eq(tg__num_threads(), want_threads);
-        clock_ns += 1; /* steps between probes do not move the choice */
+        clock_ns += i < end - 1 ? 1 : TG_TRIAL_ROUND_NS; /* between probes: no effect */
     }
 }
 
@@ -394,7 +398,7 @@ START_TEST(steps_threads_by_trial)
     struct tg__step_trial solo = {0};
     for (int i = 0; i < TG_TRIAL_PERIOD + TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS; i++) {
         tg__step_trial_tick(&solo, clock_ns);
-        clock_ns += (uint64_t)(i % 7);
+        clock_ns += (uint64_t)(i % 7) + (i == TG_TRIAL_PERIOD ? TG_TRIAL_ROUND_NS : 0);
         ck_assert_int_eq(tg__num_threads(), 1);
     }
     ck_assert_int_eq(tg_set_num_threads(0), TG_OK);

@@ -147,10 +147,11 @@ int tg__num_threads(void);
  * than on 1 in the first state and 0.5x in the second (docs/performance.md). Timing each
  * parallel pass alone does not find that out: once both threads hold part of the data, every
  * pass is faster split than pulling it all back to one thread, even when a step that keeps
- * everything on one thread is faster than either. So whole steps are timed: each round of
- * TG_TRIAL_PERIOD steps starts with TG_TRIAL_BLOCKS blocks of TG_TRIAL_BLOCK steps, one thread
- * and all in turn, and runs the rest with the count whose fastest step was faster (all on a
- * tie). Blocks, not alternate steps: the first step after a switch pays for moving the data;
+ * everything on one thread is faster than either. So whole steps are timed: each round (at
+ * least TG_TRIAL_PERIOD steps and TG_TRIAL_ROUND_NS long, so the probes cost under 1 % of the
+ * time when steps are fast) starts with TG_TRIAL_BLOCKS blocks of TG_TRIAL_BLOCK steps, one
+ * thread and all in turn, and runs the rest with the count whose fastest step was faster (all
+ * on a tie). Blocks, not alternate steps: the first step after a switch pays for moving the data;
  * the block's later ones show the steady state. One thread means tg__num_threads()
  * returns 1 on the calling thread from that tick to the next (a thread-local cap). The count
  * changes no result (partitions are fixed), only the time. One user of a trial at a time.
@@ -158,8 +159,10 @@ int tg__num_threads(void);
 #define TG_TRIAL_BLOCK 4
 #define TG_TRIAL_BLOCKS 4
 #define TG_TRIAL_PERIOD 1024
+#define TG_TRIAL_ROUND_NS ((uint64_t)2000000000) /* 2 s: the VM's states last seconds or more */
 struct tg__step_trial {
-    uint64_t steps;         /* ticks so far */
+    uint64_t in_round;      /* ticks since the round began */
+    uint64_t round_ns;      /* when it began */
     uint64_t last_ns;       /* the latest tick */
     uint64_t fastest_ns[2]; /* this round's fastest probe step: [0] one thread, [1] all */
     bool one;               /* the choice after the probes: one thread */
@@ -167,8 +170,6 @@ struct tg__step_trial {
 /* A step begins (the previous one, if any, has ended): times it and sets the calling thread's
  * cap for the step that begins. now_ns: the time, from tg__now_ns(). */
 void tg__step_trial_tick(struct tg__step_trial *tr, uint64_t now_ns);
-/* Whether the step that begins at the next tick runs on one thread (what the tick will set). */
-bool tg__step_trial_one(const struct tg__step_trial *tr);
 /* Lifts the calling thread's cap (the trial's steps are over: tg_optim_free). */
 void tg__thread_cap_clear(void);
 /* True: ticks set no cap (the tests that must see every step on the configured count); also

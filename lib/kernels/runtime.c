@@ -255,15 +255,6 @@ tg__now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-bool
-tg__step_trial_one(const struct tg__step_trial *tr)
-{
-    uint64_t phase = tr->steps % TG_TRIAL_PERIOD;
-    if (phase < (uint64_t)TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS)
-        return phase / TG_TRIAL_BLOCK % 2 == 0;
-    return tr->one;
-}
-
 bool tg__step_trial_off;
 static atomic_int step_trial_env = -1; /* TG_STEP_TRIAL=0 in the environment: 0; else 1 */
 
@@ -285,21 +276,23 @@ void
 tg__step_trial_tick(struct tg__step_trial *tr, uint64_t now_ns)
 {
     const uint64_t probes = (uint64_t)TG_TRIAL_BLOCK * TG_TRIAL_BLOCKS;
-    if (tr->steps > 0) { /* the step that just ended */
-        uint64_t ended = (tr->steps - 1) % TG_TRIAL_PERIOD;
-        if (ended < probes) {
-            uint64_t *f = &tr->fastest_ns[ended / TG_TRIAL_BLOCK % 2];
-            if (now_ns - tr->last_ns < *f)
-                *f = now_ns - tr->last_ns;
-        }
+    if (tr->in_round > 0) { /* the step that just ended */
+        uint64_t ended = tr->in_round - 1;
+        if (ended < probes && now_ns - tr->last_ns < tr->fastest_ns[ended / TG_TRIAL_BLOCK % 2])
+            tr->fastest_ns[ended / TG_TRIAL_BLOCK % 2] = now_ns - tr->last_ns;
         if (ended == probes - 1)
             tr->one = tr->fastest_ns[0] < tr->fastest_ns[1];
     }
-    if (tr->steps % TG_TRIAL_PERIOD == 0)
+    if (tr->in_round >= TG_TRIAL_PERIOD && now_ns - tr->round_ns >= TG_TRIAL_ROUND_NS)
+        tr->in_round = 0;
+    if (tr->in_round == 0) {
         tr->fastest_ns[0] = tr->fastest_ns[1] = UINT64_MAX;
-    capped_to_one = step_trial_on() && tg_num_threads() > 1 && tg__step_trial_one(tr);
+        tr->round_ns = now_ns;
+    }
+    bool one = tr->in_round < probes ? tr->in_round / TG_TRIAL_BLOCK % 2 == 0 : tr->one;
+    capped_to_one = one && step_trial_on() && tg_num_threads() > 1;
     tr->last_ns = now_ns;
-    tr->steps++;
+    tr->in_round++;
 }
 
 void
