@@ -427,6 +427,19 @@ END_TEST
 DEFINE_NARROW_CASE(narrow_case_f32, float, tg__gemm_f32)
 DEFINE_NARROW_CASE(narrow_case_f64, double, tg__gemm_f64)
 
+/* narrow_case on every shape, both types, every transpose, beta 0 and 0.5 */
+static void
+order_cases(const char *path, const size_t (*shapes)[3], size_t n_shapes)
+{
+    for (size_t s = 0; s < n_shapes; s++)
+        for (int t = 0; t < 8; t++) {
+            narrow_case_f32(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5f : 0.0f);
+            narrow_case_f64(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                            t & 4 ? 0.5 : 0.0);
+        }
+}
+
 START_TEST(narrow_products_bit_identical_across_orders)
 {
     const char *path = paths[_i];
@@ -438,13 +451,7 @@ START_TEST(narrow_products_bit_identical_across_orders)
     static const size_t shapes[][3] = {{32, 1, 16}, {16, 2, 32}, {64, 4, 16}, {40, 3, 128},
                                        {48, 2, 24}, {32, 2, 20}, {33, 1, 8},  {128, 2, 512},
                                        {20, 1, 600}, {16, 1, 16}, {8, 2, 64}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int t = 0; t < 8; t++) {
-            narrow_case_f32(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
-                            t & 4 ? 0.5f : 0.0f);
-            narrow_case_f64(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
-                            t & 4 ? 0.5 : 0.0);
-        }
+    order_cases(path, shapes, sizeof shapes / sizeof shapes[0]);
 }
 END_TEST
 
@@ -469,13 +476,7 @@ START_TEST(small_products_bit_identical_across_orders)
                                        {1, 16, 32},  {17, 16, 5}, {23, 9, 33}, {24, 16, 7},
                                        {40, 8, 16},  {20, 4, 64}, {13, 5, 31}, {12, 3, 10},
                                        {16, 16, 48}, {16, 16, 64}, {48, 12, 40}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int t = 0; t < 8; t++) {
-            narrow_case_f32(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
-                            t & 4 ? 0.5f : 0.0f);
-            narrow_case_f64(path, t & 1, (t >> 1) & 1, shapes[s][0], shapes[s][1], shapes[s][2],
-                            t & 4 ? 0.5 : 0.0);
-        }
+    order_cases(path, shapes, sizeof shapes / sizeof shapes[0]);
 }
 END_TEST
 
