@@ -151,8 +151,8 @@ int tg__num_threads(void);
  * least TG_TRIAL_PERIOD steps and TG_TRIAL_ROUND_NS long, so the probes cost under 1 % of the
  * time when steps are fast) starts with TG_TRIAL_BLOCKS blocks of TG_TRIAL_BLOCK steps, one
  * thread and all in turn, and runs the rest with the count whose fastest step was faster (all
- * on a tie). Blocks, not alternate steps: the first step after a switch pays for moving the data;
- * the block's later ones show the steady state. One thread means tg__num_threads()
+ * on a tie). Blocks, not alternate steps: the first step after a switch pays for moving the
+ * data; the block's later ones show the steady state. One thread means tg__num_threads()
  * returns 1 on the calling thread from that tick to the next (a thread-local cap). The count
  * changes no result (partitions are fixed), only the time. One user of a trial at a time.
  */

@@ -14,7 +14,7 @@
  * instead of crossing between cores. On the 2-vCPU VM in its slow mode (a cache line's round
  * trip between the vCPUs 420-490 ns, not 57-110), tg-bench at 2 threads, 3 alternating rounds:
  * B-seed f32 616 -> 567 µs, f64 1190 -> 1084, B-mnist 1384 -> 1304, 2543 -> 2468; at 110 ns
- * the same within 1 %. What a part computes never depends on which thread runs it, so results stay
+ * 0.99-1.05x. What a part computes never depends on which thread runs it, so results stay
  * bit-identical for any thread count (the callers' partitionings are fixed; kernels.h).
  *
  * Why not OpenMP (which these kernels used before): at the end of a parallel region libgomp's
