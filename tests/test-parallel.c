@@ -347,9 +347,10 @@ END_TEST
 /* Training steps run on one thread or all by trial (kernels.h, tg__step_trial): each round
  * (at least TG_TRIAL_PERIOD ticks and TG_TRIAL_ROUND_NS) starts with blocks of one thread and
  * all in turn, then keeps the count whose fastest step was faster (all on a tie), capping
- * tg__num_threads() on the ticking thread. Times are fed in, so the choice is checked without a clock: the blocks in
- * order, a slow first step of a block outweighed by the block's others, one thread chosen
- * when faster, all when faster or tied, the cap lifted, and no cap at 1 thread. */
+ * tg__num_threads() on the ticking thread. Times are fed in, so the choice is checked without
+ * a clock: the blocks in order, a slow first step of a block outweighed by the block's others,
+ * one thread chosen when faster, all when faster or tied, the cap lifted, and no cap at 1
+ * thread. */
 static uint64_t clock_ns;
 
 static void

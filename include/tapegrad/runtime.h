@@ -9,8 +9,8 @@
  *
  * Training steps: tg_optim_step (and so tg_sgd_step) times whole steps, the time from one call
  * to the next, and runs them on one thread where that is faster than on the thread count
- * (a small network on a machine whose cores pass data slowly): each 1024 steps it tries 4
- * steps on one thread and 4 on all, twice, and keeps the faster. Only the calling thread, and
+ * (a small network on a machine whose cores pass data slowly): every 1024 steps, and at most
+ * every 2 s, it tries 4 steps on one thread and 4 on all, twice, and keeps the faster. Only the calling thread, and
  * only between its steps, is held to one thread; tg_optim_free lifts that. Results do not
  * change. TG_STEP_TRIAL=0 in the environment turns the trial off (every step on the count).
  *
