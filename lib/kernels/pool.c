@@ -51,7 +51,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -199,26 +198,18 @@ relax(unsigned *spins)
         sched_yield();
 }
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 /* Waits until the generation differs from `seen` (or the pool stops): spins, then sleeps. */
 static unsigned
 wait_for_job(unsigned seen)
 {
-    uint64_t start = now_ns();
+    uint64_t start = tg__now_ns();
     unsigned spins = 0;
     for (;;) {
         unsigned g = atomic_load(&pool.generation);
         if (g != seen || atomic_load(&pool.stopping))
             return g;
         relax(&spins);
-        if (spins % 256 == 0 && now_ns() - start > POOL_SPIN_NS)
+        if (spins % 256 == 0 && tg__now_ns() - start > POOL_SPIN_NS)
             break;
     }
     pthread_mutex_lock(&pool.lock);
